@@ -1,0 +1,5 @@
+import sys
+
+from blobwatch.cli import main
+
+sys.exit(main())
