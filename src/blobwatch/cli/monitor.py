@@ -1,0 +1,298 @@
+"""``blobwatch monitor INBOX`` and ``blobwatch catalog {import,confirm,reject,export,list}``.
+
+Where things are, for every command here (first match wins):
+
+* database: ``--db URL``, ``$BLOBWATCH_DB``, ``db`` in the config file,
+  ``sqlite:///<reports>/blobwatch.db``;
+* reports folder: ``--reports DIR``, ``reports`` in the config file, ``./blobwatch-reports``;
+* notification URLs: ``--notify URL`` (repeatable), ``$BLOBWATCH_NOTIFY``, ``notify`` in the
+  config file;
+* config file: ``--config FILE``, ``$BLOBWATCH_CONFIG``, ``~/.config/blobwatch/config.toml``
+  (TOML, section ``[monitor]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from blobwatch.errors import BlobwatchError, InputError
+
+
+def _add_location_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", metavar="URL", default=None,
+                        help="SQLAlchemy database URL (default: $BLOBWATCH_DB, the config file, "
+                             "or sqlite:///REPORTS/blobwatch.db)")
+    parser.add_argument("--reports", metavar="DIR", default=None,
+                        help="report folder (default: the config file's, or ./blobwatch-reports)")
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="TOML config file (default: $BLOBWATCH_CONFIG or ~/.config/blobwatch/config.toml)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``monitor`` and ``catalog`` commands."""
+    mon = subparsers.add_parser(
+        "monitor",
+        help="the daily job: find new blob images, classify them, alert on new blobs",
+        description=(
+            "Register new blob images found in INBOX (searched recursively), and process every image "
+            "that has enough earlier images, oldest first: difference against the preceding 30, 16 "
+            "subframes classified, saliency maps, candidates localized, rows in the database, an HTML "
+            "report, and one notification per image with new candidates. Exit status: 0 all fine, "
+            "1 a file was rejected, an image failed or a notification could not be sent in this run "
+            "(all recorded; the next run retries), 2 bad usage."
+        ),
+    )
+    mon.add_argument("inbox", metavar="INBOX", help="folder with blob images (FITS), searched recursively")
+    _add_location_options(mon)
+    mon.add_argument("--notify", metavar="URL", action="append", default=None,
+                     help="apprise URL to notify, e.g. json://host:port/path, mailtos://..., slack://... "
+                          "(repeatable; default: $BLOBWATCH_NOTIFY or the config file)")
+    mon.add_argument("--model", metavar="PATH", default=None, help="model file (default: the shipped model)")
+    mode = mon.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="process what is there and exit (default)")
+    mode.add_argument("--watch", metavar="SECONDS", type=float, default=None,
+                      help="poll INBOX every SECONDS until interrupted")
+    mon.add_argument("--references", type=int, default=30, metavar="N",
+                     help="preceding images in the median stack (default 30)")
+    mon.add_argument("--min-references", type=int, default=5, metavar="N",
+                     help="process an image once N earlier images exist (default 5)")
+    mon.add_argument("--threshold", type=float, default=None, help="probability threshold (default: the model's)")
+    mon.add_argument("--no-register", action="store_true", help="plain median stack, no sub-pixel registration")
+    mon.add_argument("--no-progress", action="store_true", help="no progress bar")
+    mon.set_defaults(func=run_monitor_command)
+
+    cat = subparsers.add_parser(
+        "catalog",
+        help="the catalog of known blobs: import, confirm or reject candidates, export, list",
+        description="Manage the catalog of known blobs and review the monitor's candidates.",
+    )
+    sub = cat.add_subparsers(dest="catalog_command", metavar="ACTION")
+
+    imp = sub.add_parser("import", help="add blobs from an ECSV file (x, y, radius[, depth]) or simulator truth",
+                         description="Add blobs from an ECSV table with columns x, y, radius (0-based pixels) and "
+                                     "optionally depth, label, first_seen_mjd; or from the simulator's "
+                                     "truth_blobs.ecsv, of which only blobs existing before day 0 are imported "
+                                     "(see --include-from-day). Blobs already in the catalog are skipped.")
+    imp.add_argument("file", metavar="ECSV")
+    _add_location_options(imp)
+    imp.add_argument("--include-from-day", type=int, default=None, metavar="DAY",
+                     help="simulator truth: also import blobs that appear before DAY")
+    imp.set_defaults(func=run_catalog_import)
+
+    conf = sub.add_parser("confirm", help="confirm a candidate: measure it and add it to the catalog")
+    conf.add_argument("candidate", type=int, metavar="CANDIDATE", help="candidate id")
+    _add_location_options(conf)
+    conf.add_argument("--reviewer", default=None, help="your name (default: the login name)")
+    conf.add_argument("--images-dir", default=None, metavar="DIR",
+                      help="where the image and its references are if they moved since the run")
+    conf.set_defaults(func=run_catalog_confirm)
+
+    rej = sub.add_parser("reject", help="record a candidate as a false alarm, with a reason")
+    rej.add_argument("candidate", type=int, metavar="CANDIDATE", help="candidate id")
+    _add_location_options(rej)
+    rej.add_argument("--reason", required=True, help="why it is not a blob (e.g. 'dip of blob 12')")
+    rej.add_argument("--reviewer", default=None, help="your name (default: the login name)")
+    rej.set_defaults(func=run_catalog_reject)
+
+    exp = sub.add_parser("export", help="write the catalog as ECSV plus DQ mask FITS (1024 and 1014)",
+                         description="Write OUT (ECSV) and OUT_STEM_mask1024.fits / _mask1014.fits: DQ extension "
+                                     "with flag 512 on every pixel within a blob's radius.")
+    exp.add_argument("output", metavar="OUT.ecsv")
+    _add_location_options(exp)
+    exp.set_defaults(func=run_catalog_export)
+
+    lst = sub.add_parser("list", help="list candidates (default: those awaiting review) or the blobs")
+    _add_location_options(lst)
+    lst.add_argument("--status", default="new",
+                     help="candidate status to list: new, confirmed, rejected, known, linked or all (default new)")
+    lst.add_argument("--blobs", action="store_true", help="list the catalog's blobs instead")
+    lst.set_defaults(func=run_catalog_list)
+    cat.set_defaults(func=lambda args: (cat.print_help(), 2)[1])
+
+
+# --------------------------------------------------------------------------------------------
+# Locations
+# --------------------------------------------------------------------------------------------
+
+
+def _locations(args: argparse.Namespace) -> tuple[str, Path, dict[str, Any]]:
+    """Resolve (database URL, reports folder, config) for a command."""
+    from blobwatch.monitor.notify import load_config
+
+    config = load_config(args.config, required=args.config is not None)
+    section = config.get("monitor") or {}
+    reports = Path(args.reports or section.get("reports") or Path.cwd() / "blobwatch-reports").expanduser()
+    url = args.db or os.environ.get("BLOBWATCH_DB") or section.get("db")
+    if not url:
+        url = f"sqlite:///{(reports / 'blobwatch.db').resolve()}"
+    return str(url), reports, config
+
+
+def _open(url: str) -> Any:
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    from blobwatch.monitor.db import open_database, redact_url
+
+    try:
+        return open_database(url)
+    except ArgumentError as exc:
+        raise BlobwatchError(f"--db {redact_url(url)}: not a database URL ({exc})") from None
+    except OperationalError as exc:
+        raise BlobwatchError(f"--db {redact_url(url)}: cannot open the database ({exc.orig})") from None
+
+
+def _reviewer(args: argparse.Namespace) -> str:
+    if args.reviewer:
+        return args.reviewer
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (containers)
+        return "unknown"
+
+
+# --------------------------------------------------------------------------------------------
+# Handlers
+# --------------------------------------------------------------------------------------------
+
+
+def run_monitor_command(args: argparse.Namespace) -> int:
+    """Handle ``blobwatch monitor``."""
+    from blobwatch.monitor.notify import resolve_notify_urls, validate_notify_urls
+    from blobwatch.monitor.runner import MonitorSettings, run_monitor, watch
+
+    inbox = Path(args.inbox)
+    if not inbox.exists():
+        raise InputError(inbox, "inbox folder not found")
+    if args.references < 1 or not 1 <= args.min_references <= args.references:
+        raise BlobwatchError(f"--min-references {args.min_references} must be between 1 and "
+                             f"--references {args.references}")
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        raise BlobwatchError(f"--threshold {args.threshold} must be between 0 and 1")
+    if args.model is not None and not Path(args.model).is_file():
+        raise InputError(args.model, "model file not found")
+    url, reports, config = _locations(args)
+    urls = resolve_notify_urls(args.notify, config=config)
+    validate_notify_urls(urls)
+    settings = MonitorSettings(
+        n_references=args.references,
+        min_references=args.min_references,
+        register=not args.no_register,
+        threshold=args.threshold,
+    )
+    session_factory = _open(url)
+    kwargs = dict(db=session_factory, reports=reports, notify=urls, settings=settings,
+                  progress=False if args.no_progress else None)
+    if args.watch is not None:
+        if args.watch <= 0:
+            raise BlobwatchError(f"--watch {args.watch} must be a positive number of seconds")
+        print(f"watching {inbox} every {args.watch:g} s (Ctrl-C to stop); reports in {reports}", flush=True)
+        watch(inbox, args.watch, model=args.model, **kwargs)
+        return 0  # pragma: no cover - watch returns only by KeyboardInterrupt
+    summary = run_monitor(inbox, model=args.model, **kwargs)
+    alerts = [o for o in summary.processed if o.alert]
+    print(f"{len(summary.processed)} processed, {len(alerts)} with new blobs, "
+          f"{len(summary.rejected)} rejected, {len(summary.failed)} failed, "
+          f"{sum(d.ok for d in summary.deliveries)}/{len(summary.deliveries)} notifications sent "
+          f"in {summary.seconds:.1f}s; index: {summary.index}")
+    if not urls and alerts:
+        print("no notification URL configured (--notify, $BLOBWATCH_NOTIFY or the config file): alerts "
+              "are only in the database and the reports", file=sys.stderr)
+    return summary.exit_code
+
+
+def run_catalog_import(args: argparse.Namespace) -> int:
+    """Handle ``blobwatch catalog import``."""
+    from sqlalchemy import func, select
+
+    from blobwatch.monitor.catalog import import_catalog
+    from blobwatch.monitor.db import Blob
+
+    url, _, _ = _locations(args)
+    session_factory = _open(url)
+    with session_factory() as session:
+        result = import_catalog(session, args.file, include_from_day=args.include_from_day)
+        total = session.scalar(select(func.count()).select_from(Blob))
+    print(f"imported {len(result.added)} blobs ({result.source}) from {args.file}; "
+          f"{result.skipped} already in the catalog; {total} known blobs")
+    return 0
+
+
+def run_catalog_confirm(args: argparse.Namespace) -> int:
+    """Handle ``blobwatch catalog confirm``."""
+    from blobwatch.monitor.catalog import confirm_candidate
+
+    url, reports, _ = _locations(args)
+    session_factory = _open(url)
+    with session_factory() as session:
+        blob = confirm_candidate(session, args.candidate, reviewer=_reviewer(args), images_dir=args.images_dir)
+        from blobwatch.monitor.report import write_blobmap, write_index
+
+        if reports.exists():
+            write_index(session, reports)
+            write_blobmap(session, reports)
+    print(f"candidate {args.candidate} confirmed as blob {blob.id}: x={blob.x:.2f} y={blob.y:.2f} "
+          f"(DS9 {blob.x + 1:.2f}, {blob.y + 1:.2f}) radius {blob.radius:.1f} px depth {100 * blob.depth:.1f}%")
+    return 0
+
+
+def run_catalog_reject(args: argparse.Namespace) -> int:
+    """Handle ``blobwatch catalog reject``."""
+    from blobwatch.monitor.catalog import reject_candidate
+
+    url, reports, _ = _locations(args)
+    session_factory = _open(url)
+    with session_factory() as session:
+        candidate = reject_candidate(session, args.candidate, reason=args.reason, reviewer=_reviewer(args))
+        from blobwatch.monitor.report import write_blobmap, write_index
+
+        if reports.exists():
+            write_index(session, reports)
+            write_blobmap(session, reports)
+    print(f"candidate {candidate.id} rejected: {candidate.reason}")
+    return 0
+
+
+def run_catalog_export(args: argparse.Namespace) -> int:
+    """Handle ``blobwatch catalog export``."""
+    from blobwatch.monitor.catalog import export_catalog
+
+    url, _, _ = _locations(args)
+    session_factory = _open(url)
+    with session_factory() as session:
+        written = export_catalog(session, args.output)
+    for path in written:
+        print(path)
+    return 0
+
+
+def run_catalog_list(args: argparse.Namespace) -> int:
+    """Handle ``blobwatch catalog list``."""
+    from sqlalchemy import select
+
+    from blobwatch.monitor.db import CANDIDATE_STATUSES, Blob, Candidate, Image
+
+    url, _, _ = _locations(args)
+    session_factory = _open(url)
+    with session_factory() as session:
+        if args.blobs:
+            print(f"{'id':>5} {'x':>8} {'y':>8} {'DS9 (x+1, y+1)':>20} {'radius':>7} {'depth':>6}  source")
+            for b in session.scalars(select(Blob).order_by(Blob.id)):
+                depth = "" if b.depth is None else f"{b.depth:.3f}"
+                print(f"{b.id:>5} {b.x:8.1f} {b.y:8.1f} {f'({b.x + 1:.1f}, {b.y + 1:.1f})':>20} "
+                      f"{b.radius:7.1f} {depth:>6}  {b.source}")
+            return 0
+        if args.status != "all" and args.status not in CANDIDATE_STATUSES:
+            raise BlobwatchError(f"--status {args.status!r} must be one of {', '.join(CANDIDATE_STATUSES)} or all")
+        query = select(Candidate, Image).join(Image, Candidate.image_id == Image.id).order_by(Candidate.id)
+        if args.status != "all":
+            query = query.where(Candidate.status == args.status)
+        print(f"{'id':>5} {'image':<28} {'x':>8} {'y':>8} {'DS9 (x+1, y+1)':>20} {'P':>6}  status")
+        for c, im in session.execute(query):
+            print(f"{c.id:>5} {im.name:<28} {c.x:8.1f} {c.y:8.1f} {f'({c.x + 1:.1f}, {c.y + 1:.1f})':>20} "
+                  f"{c.probability:6.3f}  {c.status}{': ' + c.reason if c.reason else ''}")
+    return 0

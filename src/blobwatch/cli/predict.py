@@ -1,0 +1,244 @@
+"""Commands that use a trained model: ``classify``, ``detect`` and ``saliency``.
+
+torch, astropy and matplotlib are imported inside the handlers so ``blobwatch --help`` stays
+instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from blobwatch.errors import InputError
+
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``classify``, ``detect`` and ``saliency`` commands."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", metavar="PATH", help="model file (default: the shipped model)")
+    common.add_argument(
+        "--device", default="auto", help="'auto' (CUDA if available, else CPU), 'cpu' or 'cuda[:N]' (default: auto)"
+    )
+
+    p = subparsers.add_parser(
+        "classify",
+        parents=[common],
+        help="blob probabilities of prepared subframes",
+        description="Blob probability of each prepared subframe (shape (N, 256, 256) or (256, 256), "
+        "z-scored, blobs positive) in a .npy or FITS file.",
+    )
+    p.add_argument("subframes", metavar="SUBFRAMES", help="prepared subframes (.npy or .fits)")
+    p.add_argument("--json", action="store_true", help='print {"probabilities": [...], "threshold": t}')
+    p.set_defaults(func=_classify)
+
+    p = subparsers.add_parser(
+        "detect",
+        parents=[common],
+        help="find new blobs in a difference image (or build it from references)",
+        description="Prepare a blob difference image, classify its 16 subframes and localize candidates "
+        "supported by both the CNN and a matched filter.  With --references, IMAGE is the current blob "
+        "image and the difference is built first.  Coordinates are 0-based, x = column, y = row "
+        "(the table also shows DS9's 1-based x+1, y+1).",
+    )
+    p.add_argument("image", metavar="IMAGE", help="difference image (FITS or .npy), or the current blob image with --references")
+    p.add_argument("--references", nargs="+", metavar="REF", help="earlier blob images (FITS) to build the difference from")
+    p.add_argument("--no-register", action="store_true", help="with --references: do not register the references")
+    p.add_argument("--threshold", type=float, metavar="T", help="probability threshold (default: the model's)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--output", metavar="FILE", help="also write the JSON result to FILE (atomically)")
+    p.set_defaults(func=_detect)
+
+    p = subparsers.add_parser(
+        "saliency",
+        parents=[common],
+        help="gradient saliency maps of prepared subframes (PNG + saliency.npy)",
+        description="Write one PNG per subframe (subframe | saliency, as in the seed's Fig. 9) and "
+        "saliency.npy with all maps, shape (N, H, W).",
+    )
+    p.add_argument("subframes", metavar="SUBFRAMES", help="prepared subframes (.npy or .fits)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.set_defaults(func=_saliency)
+
+
+# ----------------------------------------------------------------------------------------
+# input helpers
+# ----------------------------------------------------------------------------------------
+def _is_fits(path: str) -> bool:
+    return path.lower().endswith(FITS_SUFFIXES)
+
+
+def read_array(path: str) -> np.ndarray:
+    """Read a numeric array from a ``.npy`` file or the first image HDU of a FITS file.
+
+    Raises
+    ------
+    InputError
+        Missing file, unknown suffix, unreadable content or no image data.
+    """
+    if not os.path.exists(path):
+        raise InputError(path, "file not found")
+    if os.path.isdir(path):
+        raise InputError(path, "is a directory, not a file")
+    if path.lower().endswith(".npy"):
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InputError(path, f"not a readable .npy array ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    elif _is_fits(path):
+        from astropy.io import fits
+
+        try:
+            with fits.open(path, memmap=False) as hdul:
+                arr = None
+                for hdu in hdul:
+                    if getattr(hdu, "data", None) is not None and getattr(hdu.data, "ndim", 0) >= 2:
+                        arr = np.array(hdu.data)
+                        break
+        except (OSError, ValueError, TypeError) as exc:
+            raise InputError(path, f"not a readable FITS file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        if arr is None:
+            raise InputError(path, "no image data in any HDU")
+    else:
+        raise InputError(path, "unknown file type (expected .npy or .fits)")
+    if not isinstance(arr, np.ndarray) or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise InputError(path, f"not a real numeric array (dtype {getattr(arr, 'dtype', type(arr))})")
+    return arr
+
+
+def _subframes(path: str, size: int) -> np.ndarray:
+    from blobwatch.classifier import as_subframe_batch
+
+    try:
+        return as_subframe_batch(read_array(path), size)
+    except ValueError as exc:
+        raise InputError(path, str(exc)) from None
+
+
+def _difference(path: str) -> np.ndarray:
+    arr = read_array(path)
+    if arr.ndim == 3:  # a Quicklook difference cube: the first plane is the image
+        arr = arr[0]
+    if arr.ndim != 2:
+        raise InputError(path, f"expected a 2-D difference image, got shape {arr.shape}")
+    arr = arr.astype(np.float32)
+    if not np.isfinite(arr).any():
+        raise InputError(path, "all pixels are non-finite")
+    return arr
+
+
+def _classifier(args: argparse.Namespace):
+    from blobwatch.classifier import BlobClassifier
+
+    try:
+        return BlobClassifier(args.model, device=args.device)
+    except ValueError as exc:
+        raise InputError(args.model or "<shipped model>", str(exc)) from None
+
+
+# ----------------------------------------------------------------------------------------
+# handlers
+# ----------------------------------------------------------------------------------------
+def _classify(args: argparse.Namespace) -> int:
+    clf = _classifier(args)
+    batch = _subframes(args.subframes, clf.size)
+    prob = clf.predict_proba(batch)
+    if args.json:
+        print(json.dumps({"probabilities": [round(float(p), 6) for p in prob], "threshold": clf.threshold}))
+        return 0
+    print(f"model: {clf.model_path}   threshold: {clf.threshold:.4f}")
+    print(f"{'index':>5}  {'probability':>11}  blob")
+    for i, p in enumerate(prob):
+        print(f"{i:>5}  {p:>11.4f}  {'yes' if p >= clf.threshold else 'no'}")
+    return 0
+
+
+def format_detection(payload: dict[str, Any]) -> str:
+    """Human-readable table of a `Detection.to_json` payload (adds DS9 1-based coordinates)."""
+    lines = [
+        f"image: {payload['image']}",
+        f"model: {payload.get('model')}   threshold: {payload['threshold']:.4f}",
+        "",
+        f"{'sub':>3} {'x0':>5} {'y0':>5} {'size':>4} {'probability':>11}  flagged",
+    ]
+    for s in payload["subframes"]:
+        lines.append(f"{s['index']:>3} {s['x0']:>5} {s['y0']:>5} {s['size']:>4} {s['probability']:>11.4f}  {'yes' if s['blob'] else ''}")
+    cands = payload["candidates"]
+    lines.append("")
+    if not cands:
+        lines.append("no new-blob candidates")
+    else:
+        lines.append(f"{len(cands)} new-blob candidate(s); x = column, y = row (0-based), DS9 = (x+1, y+1):")
+        lines.append(f"{'#':>2} {'x':>8} {'y':>8} {'DS9 x':>8} {'DS9 y':>8} {'prob':>7} {'S/N':>6} {'radius':>6} {'sub':>3}")
+        for k, c in enumerate(cands, start=1):
+            lines.append(
+                f"{k:>2} {c['x']:>8.2f} {c['y']:>8.2f} {c['x'] + 1:>8.2f} {c['y'] + 1:>8.2f} "
+                f"{c['probability']:>7.4f} {c['significance']:>6.1f} {c['radius']:>6.1f} {c['subframe']:>3}"
+            )
+    rejected = payload.get("rejected") or []
+    if rejected:
+        reasons = {}
+        for r in rejected:
+            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+        lines.append("rejected seeds: " + ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())))
+    return "\n".join(lines)
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from blobwatch.detect import detect
+
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise InputError(args.image, f"--threshold {args.threshold} must be in [0, 1]")
+    if args.references:
+        from blobwatch.difference import blob_difference
+        from blobwatch.fits_io import read_blob_image
+
+        current = read_blob_image(args.image)
+        refs = [read_blob_image(r, expected_shape=current.shape) for r in args.references]
+        difference = blob_difference(current, refs, register=not args.no_register).data
+    else:
+        difference = _difference(args.image)
+    clf = _classifier(args)
+    try:
+        result = detect(difference, clf, threshold=args.threshold, name=os.path.basename(args.image))
+    except ValueError as exc:
+        raise InputError(args.image, str(exc)) from None
+    payload = result.to_json()
+    if args.output:
+        from blobwatch.atomic import write_text_atomic
+
+        write_text_atomic(args.output, json.dumps(payload, indent=2) + "\n")
+    if args.json:
+        json.dump(payload, sys.stdout, indent=2)
+        print()
+    else:
+        print(format_detection(payload))
+    return 0
+
+
+def _saliency(args: argparse.Namespace) -> int:
+    from blobwatch.atomic import atomic_path
+    from blobwatch.saliency import save_saliency_figure
+
+    clf = _classifier(args)
+    batch = _subframes(args.subframes, clf.size)
+    maps = clf.saliency(batch)
+    prob = clf.predict_proba(batch)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "--out exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "saliency.npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, maps)
+    for i, (sub, sal, p) in enumerate(zip(batch, maps, prob)):
+        flag = "blob" if p >= clf.threshold else "no blob"
+        save_saliency_figure(out / f"saliency_{i:03d}.png", sub, sal, title=f"subframe {i}: P(blob) = {p:.3f} ({flag})")
+    print(f"wrote {len(maps)} figure(s) and saliency.npy to {out}")
+    return 0

@@ -1,0 +1,141 @@
+"""``blobwatch make-dataset``, ``blobwatch train`` and ``blobwatch evaluate``.
+
+Heavy libraries (torch, numpy, scipy, matplotlib, astropy) are imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def register(subparsers: Any) -> None:
+    """Add the dataset, training and evaluation commands."""
+    p = subparsers.add_parser(
+        "make-dataset",
+        help="generate training/validation/test subframe datasets",
+        description="Simulate non-blob difference images (plus any FILES given), cut 256x256 "
+                    "subframes (training: left 75%%, validation: right 25%%), superimpose blobs on "
+                    "half of them and write four streaming datasets with manifests: train, val, "
+                    "test_images (unseen simulation seeds) and test_stamps (held-out stamps).",
+    )
+    p.add_argument("outdir", help="output directory (e.g. datasets/v1)")
+    p.add_argument("files", nargs="*", help="extra real non-blob difference images (FITS) for training")
+    p.add_argument("--n-train", type=int, default=16000, help="training samples (default: the seed's 16000)")
+    p.add_argument("--n-val", type=int, default=4000, help="validation samples (default 4000)")
+    p.add_argument("--n-test", type=int, default=4000, help="samples in each test set (default 4000)")
+    p.add_argument("--seed", type=int, default=33, help="master random seed (default 33)")
+    p.add_argument("--train-seeds", type=_ints, default=None, help="simulation seeds of training images")
+    p.add_argument("--test-seeds", type=_ints, default=None, help="simulation seeds of unseen test images")
+    p.add_argument("--heldout-stamps", type=_ints, default=None,
+                   help="real stamp ids kept out of training (default 4,8,12,16,20)")
+    p.add_argument("--stamps", default=None, help="blob stamp FITS (default ../shared/data/ir_blob_stamps.fits)")
+    p.add_argument("--clip-factor", type=float, default=0.5, help="preparation clip factor (default 0.5)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_make_dataset)
+
+    t = subparsers.add_parser(
+        "train",
+        help="train a blob classifier on a dataset",
+        description="Cross-entropy, batch 100, Adam for the first --adam-epochs epochs then SGD. "
+                    "Writes checkpoint.pt each epoch, metrics.csv, history.png and the model file. "
+                    "The seed's recipe is --epochs 200 --adam-epochs 5.",
+    )
+    t.add_argument("dataset", help="dataset directory (from make-dataset), e.g. datasets/v1/train")
+    t.add_argument("--val", default=None, help="validation dataset (default: DATASET/../val if present)")
+    t.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
+    t.add_argument("--model", default=None, help="model file to write (default OUT/model.pt)")
+    t.add_argument("--epochs", type=int, default=None, help="epochs (default: short recipe, 8)")
+    t.add_argument("--adam-epochs", type=int, default=None, help="epochs with Adam before SGD (default 5)")
+    t.add_argument("--batch-size", type=int, default=None, help="batch size (default 100)")
+    t.add_argument("--adam-lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
+    t.add_argument("--sgd-lr", type=float, default=None, help="SGD learning rate (default 1e-3)")
+    t.add_argument("--max-samples", type=int, default=None, help="use only the first N samples of each epoch's order")
+    t.add_argument("--seed", type=int, default=None, help="random seed (default 33)")
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train)
+
+    e = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a model (and the matched-filter baseline) on datasets",
+        description="Confusion rates (TN, FP, TP, FN), ROC and precision-recall curves with AUC, "
+                    "misses by blob strength/size/edge distance, false positives by cause, and a "
+                    "multi-scale matched filter at the same false-positive rate.",
+    )
+    e.add_argument("datasets", nargs="+", help="dataset directories (e.g. datasets/v1/val datasets/v1/test_images)")
+    e.add_argument("--model", default=None, help="model file (default: the shipped model)")
+    e.add_argument("--out", default="runs/evaluate", help="output directory (default runs/evaluate)")
+    e.add_argument("--threshold", type=float, default=None, help="override the model's threshold")
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
+    e.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N samples of each")
+    e.set_defaults(func=_evaluate)
+
+
+def _make_dataset(args: argparse.Namespace) -> int:
+    import logging
+
+    from blobwatch.dataset import DatasetPlan, build_datasets
+
+    log = logging.getLogger("blobwatch.make-dataset")
+    kw: dict[str, Any] = {
+        "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test, "seed": args.seed,
+        "clip_factor": args.clip_factor, "files": list(args.files), "stamps_path": args.stamps,
+    }
+    for name in ("train_seeds", "test_seeds", "heldout_stamps"):
+        if getattr(args, name) is not None:
+            kw[name] = tuple(getattr(args, name))
+    for n in ("n_train", "n_val", "n_test"):
+        if kw[n] < 0:
+            raise SystemExit(f"blobwatch: error: --{n.replace('_', '-')} must be >= 0")
+    out = build_datasets(args.outdir, DatasetPlan(**kw), progress=not args.no_progress, log=log.info)
+    for name, path in out.items():
+        print(f"{name:12s} {path}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from blobwatch.train import TrainConfig, train
+
+    val = args.val
+    if val is None:
+        guess = Path(args.dataset).parent / "val"
+        val = str(guess) if (guess / "manifest.json").is_file() else None
+    kw = {k: getattr(args, k) for k in ("epochs", "adam_epochs", "batch_size", "adam_lr", "sgd_lr", "seed")
+          if getattr(args, k) is not None}
+    cfg = TrainConfig(
+        dataset=args.dataset, outdir=args.out, val_dataset=val, device=args.device,
+        threads=args.threads, resume=args.resume, progress=not args.no_progress,
+        max_samples=args.max_samples, model_path=args.model,
+        command="blobwatch " + " ".join(shlex.quote(a) for a in sys.argv[1:]), **kw,
+    )
+    result = train(cfg)
+    v = result.validation
+    print(f"model: {result.model_path}  ({result.seconds:.0f} s)")
+    if v:
+        print(f"validation (n={v['n']}): threshold {result.threshold:.3f}  TPR {v['tpr']:.4f}  "
+              f"TNR {v['tnr']:.4f}  ROC AUC {v['roc_auc']:.4f}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from blobwatch.evaluate import evaluate_model, format_table
+
+    report = evaluate_model(args.datasets, model=args.model, outdir=args.out, threshold=args.threshold,
+                            device=args.device, max_samples=args.max_samples)
+    print(format_table(report))
+    print(f"written: {Path(args.out) / 'evaluation.json'}")
+    return 0

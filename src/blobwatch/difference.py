@@ -1,0 +1,658 @@
+"""Blob difference images: the newest blob image minus the median of the preceding ones.
+
+The seed (WFC3 ISR 2021-08, section 2) subtracts the median stack of the preceding 30 blob
+images.  The CSM does not return to exactly the same angle every day, so the blob pattern moves
+by a fraction of a pixel between images and every strong existing blob leaves a positive/negative
+residual pair ("dip") in the difference; the seed names dips as its main source of false positives.
+
+With ``register=True`` each reference's sub-pixel offset of the blob pattern relative to the
+current image is estimated (`estimate_offset`) and only the blob-scale structure of the reference
+is moved before the median (`align_blob_pattern`): detector features (bad pixels, the non-finite
+border, the smooth background) stay where they are, as they do on the detector.
+
+Offsets convention: ``(dy, dx)`` is the displacement that maps the reference onto the current
+image, ``current(y, x) ~ reference(y - dy, x - dx)``, the same sign as `scipy.ndimage.shift`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from scipy import fft as sp_fft
+from scipy import ndimage
+
+from blobwatch.errors import InputError
+from blobwatch.fits_io import BlobImage
+
+__all__ = [
+    "DifferenceResult",
+    "FewReferencesWarning",
+    "RegistrationParams",
+    "blob_difference",
+    "estimate_offset",
+    "shift_image",
+    "align_blob_pattern",
+    "nan_median_stack",
+    "write_difference",
+]
+
+log = logging.getLogger(__name__)
+
+#: The seed's number of references.
+SEED_REFERENCES = 30
+
+
+class FewReferencesWarning(UserWarning):
+    """Fewer references than the seed's 30 were given."""
+
+
+@dataclass(frozen=True)
+class RegistrationParams:
+    """Tuning of the blob-pattern registration.
+
+    Attributes
+    ----------
+    background_sigma : float
+        Sigma (px) of the Gaussian low-pass removed as the smooth background; larger than a
+        blob (10-20 px across) so that blobs survive the high-pass.
+    smooth_sigma : float
+        Gaussian sigma (px) applied to both images while estimating the offset (noise suppression).
+    outlier_sigma : float
+        Isolated pixels deviating more than this many robust sigmas from their 8 neighbours are
+        treated as detector defects: they do not move and do not steer the estimate.
+    max_iterations : int
+        Gauss-Newton iterations.
+    tolerance : float
+        Stop when the update is smaller than this (px).
+    robust_sigma : float
+        Near convergence, pixels whose residual exceeds this many sigmas (e.g. a new blob) get
+        zero weight.
+    support_sigma : float
+        Only pixels where the smoothed high-passed current image or its gradient exceeds this
+        many robust sigmas (grown by ``support_grow`` px) enter the estimate.
+    support_grow : int
+        Growth of the support (px).
+    """
+
+    background_sigma: float = 10.0
+    smooth_sigma: float = 1.0
+    outlier_sigma: float = 8.0
+    max_iterations: int = 10
+    tolerance: float = 2e-3
+    robust_sigma: float = 4.0
+    support_sigma: float = 4.0
+    support_grow: int = 3
+
+
+@dataclass(frozen=True)
+class DifferenceResult:
+    """A blob difference image and how it was made.
+
+    Attributes
+    ----------
+    data : numpy.ndarray
+        float32 difference ``current - median(aligned references)``; NaN where unusable.
+    stack : numpy.ndarray
+        float32 median of the (aligned) references.
+    offsets : numpy.ndarray
+        (n, 2) float (dy, dx) of each reference's blob pattern relative to the current image
+        (zeros when not registered), in the order of ``reference_paths``.
+    method : str
+        ``"median"`` or ``"registered-median (...)"``.
+    reference_paths : list of str or None
+        References used, oldest first.
+    reference_mjds : numpy.ndarray
+        Their observation times.
+    current : BlobImage
+        The current image.
+    """
+
+    data: np.ndarray
+    stack: np.ndarray
+    offsets: np.ndarray
+    method: str
+    reference_paths: list[str | None]
+    current: BlobImage
+    reference_mjds: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def n_references(self) -> int:
+        """Number of references in the median."""
+        return len(self.reference_paths)
+
+
+# --------------------------------------------------------------------------------------------
+# NaN-aware median of a stack
+# --------------------------------------------------------------------------------------------
+
+
+def _nan_median_rows(block: np.ndarray) -> np.ndarray:
+    """NaN-aware median along axis 0 of a (n, rows, cols) block, by sorting (NaN sorts last)."""
+    ordered = np.sort(block, axis=0)
+    count = np.isfinite(block).sum(axis=0)
+    lo = np.maximum((count - 1) // 2, 0)[None]
+    hi = np.maximum(count // 2, 0)[None]
+    med = 0.5 * (
+        np.take_along_axis(ordered, lo, axis=0)[0] + np.take_along_axis(ordered, hi, axis=0)[0]
+    )
+    med[count == 0] = np.nan
+    return med.astype(np.float32, copy=False)
+
+
+def nan_median_stack(stack: np.ndarray, *, workers: int | None = None) -> np.ndarray:
+    """Median along axis 0 ignoring NaN (as `numpy.nanmedian`), several times faster.
+
+    Parameters
+    ----------
+    stack : numpy.ndarray
+        (n, rows, cols) array.
+    workers : int, optional
+        Threads over row blocks (default: number of CPUs, at most 8).
+
+    Returns
+    -------
+    numpy.ndarray
+        (rows, cols) float32; NaN where every value is NaN.
+    """
+    stack = np.asarray(stack)
+    if stack.ndim != 3:
+        raise ValueError(f"stack must be 3-D (n, rows, cols), got shape {stack.shape}")
+    workers = workers or min(os.cpu_count() or 1, 8)
+    rows = stack.shape[1]
+    step = max(8, -(-rows // (4 * workers)))
+    bounds = [(r, min(r + step, rows)) for r in range(0, rows, step)]
+    out = np.empty(stack.shape[1:], dtype=np.float32)
+
+    def work(bound: tuple[int, int]) -> None:
+        out[bound[0] : bound[1]] = _nan_median_rows(stack[:, bound[0] : bound[1]])
+
+    if workers == 1 or len(bounds) == 1:
+        for bound in bounds:
+            work(bound)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(work, bounds))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Registration
+# --------------------------------------------------------------------------------------------
+
+
+def shift_image(image: np.ndarray, dy: float, dx: float, *, order: int = 3) -> np.ndarray:
+    """Shift a whole image by (dy, dx) pixels with a spline, NaN-aware.
+
+    ``out(y, x) = image(y - dy, x - dx)`` (the `scipy.ndimage.shift` convention).  Non-finite
+    pixels are filled with the finite median before interpolation and every output pixel whose
+    interpolation touched one is set back to NaN.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        2-D image.
+    dy, dx : float
+        Shift in rows and columns.
+    order : int
+        Spline order (1-5).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 shifted image.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    valid = np.isfinite(image)
+    if not valid.any():
+        return np.full_like(image, np.nan)
+    fill = np.float32(np.median(image[valid]))
+    filled = np.where(valid, image, fill)
+    out = ndimage.shift(filled, (dy, dx), order=order, mode="nearest", output=np.float32)
+    if not valid.all():
+        moved = ndimage.shift(valid.astype(np.float32), (dy, dx), order=1, mode="nearest")
+        out[moved < 0.999] = np.nan
+    return out
+
+
+@dataclass
+class _Prepared:
+    """An image split into smooth background, blob-scale structure and static defects."""
+
+    valid: np.ndarray  # finite and not an isolated defect
+    finite: np.ndarray  # finite pixels
+    spectrum: np.ndarray  # rfft2 of the high-passed, defect-free, gap-filled image (complex64)
+
+
+def _mad_sigma(values: np.ndarray) -> float:
+    """Robust standard deviation (1.4826 MAD) of a subsample of at most ~200k values."""
+    values = values[:: max(1, values.size // 200_000)]
+    if values.size == 0:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+
+def _sum8(values: np.ndarray) -> np.ndarray:
+    """Sum of the 8 neighbours of every pixel (zero outside the image), by slicing."""
+    padded = np.pad(values, 1)
+    rows = padded[:-2] + padded[1:-1] + padded[2:]
+    box = rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
+    return box - values
+
+
+def _max8(values: np.ndarray) -> np.ndarray:
+    """Maximum over the 8 neighbours of every pixel (-inf outside the image), by slicing."""
+    padded = np.pad(values, 1, constant_values=-np.inf)
+    rows, cols = values.shape
+    out = np.full(values.shape, -np.inf, dtype=values.dtype)
+    for dr in range(3):
+        for dc in range(3):
+            if dr != 1 or dc != 1:
+                np.maximum(out, padded[dr : dr + rows, dc : dc + cols], out=out)
+    return out
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation with a (2r+1)^2 square, by shifted ORs (fast for small r)."""
+    if radius <= 0:
+        return mask.copy()
+    out = mask.copy()
+    for k in range(1, radius + 1):
+        out[k:] |= mask[:-k]
+        out[:-k] |= mask[k:]
+    grown = out.copy()
+    for k in range(1, radius + 1):
+        grown[:, k:] |= out[:, :-k]
+        grown[:, :-k] |= out[:, k:]
+    return grown
+
+
+def _coarse_background(filled: np.ndarray, valid: np.ndarray, block: int = 32) -> np.ndarray:
+    """Blockwise mean of the valid pixels, expanded back to full size (a gap filler)."""
+    rows, cols = filled.shape
+    pr, pc = -rows % block, -cols % block
+    values = np.pad(np.where(valid, filled, 0), ((0, pr), (0, pc)))
+    weights = np.pad(valid.astype(np.float32), ((0, pr), (0, pc)))
+    shape = (values.shape[0] // block, block, values.shape[1] // block, block)
+    total = values.reshape(shape).sum(axis=(1, 3))
+    count = weights.reshape(shape).sum(axis=(1, 3))
+    overall = total.sum() / max(count.sum(), 1.0)
+    means = np.where(count > 0, total / np.maximum(count, 1.0), overall).astype(np.float32)
+    return np.repeat(np.repeat(means, block, axis=0), block, axis=1)[:rows, :cols]
+
+
+def _prepare(image: np.ndarray, params: RegistrationParams, highpass: np.ndarray) -> _Prepared:
+    """Neutralize isolated defects, fill gaps, and return the high-passed spectrum.
+
+    Isolated defects (hot/cold pixels, cosmic-ray residuals) deviate from the mean of their
+    8 neighbours by more than ``outlier_sigma`` robust sigmas, also when the neighbours are
+    computed without the first-pass outliers.  They are replaced by that neighbour mean, so
+    they neither steer the offset estimate nor move when the blob pattern is shifted.  A blob
+    core flagged this way costs nothing: it is an extremum, where the gradient vanishes.
+    """
+    finite = np.isfinite(image)
+    filled = np.where(finite, image, _coarse_background(np.nan_to_num(image), finite))
+    filled = filled.astype(np.float32, copy=False)
+    validf = finite.astype(np.float32)
+    neighbours = _sum8(filled * validf) / np.maximum(_sum8(validf), 1.0)
+    deviation = filled - neighbours
+    sigma = _mad_sigma(deviation[finite]) or 1.0
+    strength = np.abs(deviation) * validf
+    # First pass: strong local maxima of |deviation| (a defect's neighbours deviate too,
+    # by 1/8 of the defect, but less than the defect itself).
+    suspect = finite & (strength > params.outlier_sigma * sigma) & (strength >= _max8(strength))
+    clean = (finite & ~suspect).astype(np.float32)
+    clean_count = _sum8(clean)
+    neighbours = np.where(clean_count > 0, _sum8(filled * clean) / np.maximum(clean_count, 1.0), filled)
+    defect = finite & (np.abs(filled - neighbours) > params.outlier_sigma * sigma)
+    fix = defect | ~finite
+    filled[fix] = neighbours[fix]
+    spectrum = sp_fft.rfft2(filled, workers=1)
+    spectrum *= highpass
+    return _Prepared(valid=finite & ~defect, finite=finite, spectrum=spectrum)
+
+
+def _frequencies(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    ky = sp_fft.fftfreq(shape[0]).astype(np.float32)[:, None]
+    kx = sp_fft.rfftfreq(shape[1]).astype(np.float32)[None, :]
+    return ky, kx
+
+
+def _ramp(ky: np.ndarray, kx: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    """Fourier multiplier of a (dy, dx) translation: exp(-2 pi i (ky dy + kx dx))."""
+    phase_y = np.exp(np.complex64(-2j * np.pi * dy) * ky)
+    phase_x = np.exp(np.complex64(-2j * np.pi * dx) * kx)
+    return phase_y * phase_x
+
+
+def _gauss_transfer(ky: np.ndarray, kx: np.ndarray, sigma: float) -> np.ndarray:
+    return np.exp(np.float32(-2.0 * np.pi**2 * sigma**2) * (ky**2 + kx**2)).astype(np.float32)
+
+
+class _Frame:
+    """Fourier-domain filters for one image shape."""
+
+    def __init__(self, shape: tuple[int, int], params: RegistrationParams) -> None:
+        self.shape = tuple(shape)
+        self.params = params
+        self.ky, self.kx = _frequencies(self.shape)
+        self.highpass = (1.0 - _gauss_transfer(self.ky, self.kx, params.background_sigma)).astype(np.float32)
+        self.smooth = _gauss_transfer(self.ky, self.kx, params.smooth_sigma)
+
+    def prepare(self, image: np.ndarray) -> _Prepared:
+        return _prepare(image, self.params, self.highpass)
+
+    def irfft(self, spectrum: np.ndarray) -> np.ndarray:
+        return sp_fft.irfft2(spectrum, s=self.shape, workers=1).astype(np.float32, copy=False)
+
+    def align(self, image: np.ndarray, reference: _Prepared, dy: float, dx: float) -> np.ndarray:
+        """Move only the blob-scale structure of ``image`` by (dy, dx); defects and background stay."""
+        if abs(dy) < 1e-4 and abs(dx) < 1e-4:
+            return np.asarray(image, dtype=np.float32)
+        ramp = _ramp(self.ky, self.kx, dy, dx)
+        ramp -= 1
+        change = self.irfft(reference.spectrum * ramp)  # shifted structure - structure
+        aligned = image + change  # NaN stays NaN
+        # Gap-filled pixels were interpolated; beyond a one-pixel move their neighbours are
+        # unreliable, so grow the non-finite mask by the whole-pixel part of the shift.
+        reach = int(max(abs(dy), abs(dx)))
+        if reach and not reference.finite.all():
+            aligned[_dilate(~reference.finite, reach)] = np.nan
+        return aligned
+
+
+class _Template:
+    """The current image prepared once for registering many references against it."""
+
+    def __init__(self, image: np.ndarray, params: RegistrationParams) -> None:
+        self.params = params
+        self.frame = _Frame(image.shape, params)
+        self.prep = self.frame.prepare(image)
+        spec = self.prep.spectrum * self.frame.smooth
+        two_pi_i = np.complex64(2j * np.pi)
+        values = self.frame.irfft(spec)
+        grad_y = self.frame.irfft(spec * (two_pi_i * self.frame.ky))
+        grad_x = self.frame.irfft(spec * (two_pi_i * self.frame.kx))
+        # Support: where the (smoothed) blob pattern or its gradient stands out of the noise,
+        # grown by a few pixels.  Pure-noise pixels would only add noise to the gradients,
+        # which biases a Lucas-Kanade estimate towards zero, so they are left out.
+        valid = self.prep.valid
+        level = _mad_sigma(values[valid])
+        grad = np.hypot(grad_y, grad_x)
+        # |gradient| of Gaussian noise is Rayleigh distributed: sigma = median / sqrt(2 ln 2).
+        glevel = float(np.median(grad[valid][:: max(1, int(valid.sum()) // 200_000)])) / 1.1774
+        seed = (np.abs(values) > params.support_sigma * level) | (grad > params.support_sigma * glevel)
+        self.margin = int(np.ceil(3 * params.smooth_sigma)) + 1
+        support = _dilate(seed & valid, params.support_grow) & ~_dilate(~valid, self.margin)
+        self.index = np.flatnonzero(support)
+        self.values = values.ravel()[self.index]
+        self.grad_y = grad_y.ravel()[self.index]
+        self.grad_x = grad_x.ravel()[self.index]
+        self.signal = float(np.sqrt(np.mean(self.values**2))) if self.index.size else 0.0
+
+    def register(self, reference: _Prepared) -> tuple[float, float]:
+        """Gauss-Newton estimate of (dy, dx) with shift(reference, dy, dx) ~ template."""
+        p = self.params
+        frame = self.frame
+        if reference.valid.all():
+            weight = np.ones(self.index.size, dtype=np.float32)
+        else:
+            weight = (~_dilate(~reference.valid, self.margin)).ravel()[self.index].astype(np.float32)
+        spec = reference.spectrum * frame.smooth
+        gy, gx = self.grad_y, self.grad_x
+        dy = dx = 0.0
+        robust_done = False
+        for _ in range(p.max_iterations):
+            moved = frame.irfft(spec * _ramp(frame.ky, frame.kx, dy, dx)).ravel()[self.index]
+            resid = (self.values - moved) * weight
+            wgy, wgx = gy * weight, gx * weight
+            a = np.array(
+                [[np.dot(wgy, gy), np.dot(wgy, gx)], [np.dot(wgx, gy), np.dot(wgx, gx)]],
+                dtype=np.float64,
+            )
+            if not np.isfinite(a).all() or np.linalg.det(a) <= 1e-12 * max(np.trace(a), 1e-30) ** 2:
+                return 0.0, 0.0  # no structure to register on
+            b = -np.array([np.dot(wgy, resid), np.dot(wgx, resid)], dtype=np.float64)
+            # current ~ S_d R - delta . grad  =>  resid = C - S_d R ~ -delta . grad
+            step = np.linalg.solve(a, b)
+            dy, dx = dy + float(step[0]), dx + float(step[1])
+            small = max(abs(step[0]), abs(step[1]))
+            if not robust_done and small < 0.05:
+                # Near convergence: drop pixels whose residual is far above the noise (a new
+                # blob, a changed defect) so that they cannot steer the final estimate.  The
+                # floor keeps a noise-free image from rejecting its own blob edges.
+                kept = weight > 0
+                scale = max(_mad_sigma(resid[kept]), 0.05 * self.signal)
+                if scale > 0:
+                    weight = weight * (np.abs(resid) < p.robust_sigma * scale)
+                robust_done = True
+                continue
+            if robust_done and small < p.tolerance:
+                break
+        return dy, dx
+
+
+def estimate_offset(
+    reference: np.ndarray, current: np.ndarray, *, params: RegistrationParams | None = None
+) -> tuple[float, float]:
+    """Estimate the sub-pixel shift of the blob pattern of ``reference`` relative to ``current``.
+
+    Both images are cleaned of isolated defects, gap-filled, high-passed (Gaussian,
+    ``background_sigma``) and lightly smoothed; Gauss-Newton (Lucas-Kanade) steps of
+    ``shift(reference, d) ~ current`` with exact Fourier shifts are then iterated over the pixels
+    where the current blob pattern stands out of the noise, with a robust re-weighting that
+    ignores new structure (a new blob) near convergence.
+
+    Parameters
+    ----------
+    reference, current : numpy.ndarray
+        2-D images of the same shape (NaN allowed).
+    params : RegistrationParams, optional
+
+    Returns
+    -------
+    (float, float)
+        ``(dy, dx)`` such that ``shift_image(reference, dy, dx)`` matches ``current``.
+    """
+    params = params or RegistrationParams()
+    reference = np.asarray(reference, dtype=np.float32)
+    current = np.asarray(current, dtype=np.float32)
+    if reference.shape != current.shape or reference.ndim != 2:
+        raise ValueError(f"images must be 2-D with equal shapes, got {reference.shape} and {current.shape}")
+    template = _Template(current, params)
+    return template.register(template.frame.prepare(reference))
+
+
+def align_blob_pattern(
+    reference: np.ndarray, dy: float, dx: float, *, params: RegistrationParams | None = None
+) -> np.ndarray:
+    """Move the blob-scale structure of ``reference`` by (dy, dx), keeping detector features in place.
+
+    The reference is split into a smooth background (Gaussian low-pass), isolated defects and
+    the blob-scale structure; only the structure is translated (an exact Fourier shift).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 aligned image; NaN where ``reference`` is NaN (grown by the whole-pixel part
+        of the shift).
+    """
+    params = params or RegistrationParams()
+    reference = np.asarray(reference, dtype=np.float32)
+    frame = _Frame(reference.shape, params)
+    return frame.align(reference, frame.prepare(reference), dy, dx)
+
+
+# --------------------------------------------------------------------------------------------
+# The difference image
+# --------------------------------------------------------------------------------------------
+
+
+def _select_references(
+    current: BlobImage,
+    references: Sequence[BlobImage],
+    min_references: int,
+    max_references: int,
+) -> list[BlobImage]:
+    if min_references < 1:
+        raise ValueError(f"min_references must be >= 1, got {min_references}")
+    if max_references < min_references:
+        raise ValueError(f"max_references ({max_references}) < min_references ({min_references})")
+    cur_name = current.path or "<current>"
+    if current.data.ndim != 2:
+        raise InputError(cur_name, f"current image is {current.data.ndim}-D, not 2-D")
+    for ref in references:
+        if ref.data.shape != current.data.shape:
+            shape = "x".join(map(str, ref.data.shape))
+            want = "x".join(map(str, current.data.shape))
+            raise InputError(ref.path or "<reference>", f"shape {shape} does not match the current image ({want})")
+        if not ref.mjd < current.mjd:
+            raise InputError(
+                ref.path or "<reference>",
+                f"reference (MJD {ref.mjd:.5f}) is not earlier than the current image "
+                f"{current.name} (MJD {current.mjd:.5f})",
+            )
+    if len(references) < min_references:
+        raise InputError(
+            cur_name, f"{len(references)} references given; at least {min_references} are required"
+        )
+    ordered = sorted(references, key=lambda ref: ref.mjd)
+    if len(ordered) > max_references:
+        log.info("using the latest %d of %d references", max_references, len(ordered))
+        ordered = ordered[-max_references:]
+    if len(ordered) < SEED_REFERENCES:
+        warnings.warn(
+            f"{cur_name}: only {len(ordered)} references (the seed uses the preceding {SEED_REFERENCES})",
+            FewReferencesWarning,
+            stacklevel=3,
+        )
+    return ordered
+
+
+def blob_difference(
+    current: BlobImage,
+    references: Sequence[BlobImage],
+    *,
+    register: bool = True,
+    min_references: int = 5,
+    max_references: int = SEED_REFERENCES,
+    params: RegistrationParams | None = None,
+    workers: int | None = None,
+) -> DifferenceResult:
+    """Blob difference image: ``current - median(references)``, optionally registered.
+
+    Parameters
+    ----------
+    current : BlobImage
+        The newest blob image.
+    references : sequence of BlobImage
+        Earlier blob images (any order; sorted by MJD, the latest ``max_references`` used).
+    register : bool
+        Estimate each reference's sub-pixel blob-pattern offset and align it before the median.
+    min_references : int
+        Fewer references raise `InputError`; fewer than 30 warn (`FewReferencesWarning`).
+    max_references : int
+        Use at most this many (the latest).
+    params : RegistrationParams, optional
+        Registration tuning.
+    workers : int, optional
+        Threads for the per-reference work (default: number of CPUs, at most 8).
+
+    Returns
+    -------
+    DifferenceResult
+    """
+    params = params or RegistrationParams()
+    refs = _select_references(current, references, min_references, max_references)
+    workers = workers or min(os.cpu_count() or 1, 8)
+    cur = np.asarray(current.data, dtype=np.float32)
+    n = len(refs)
+    stack = np.empty((n,) + cur.shape, dtype=np.float32)
+    offsets = np.zeros((n, 2), dtype=np.float64)
+
+    if register:
+        template = _Template(cur, params)
+
+        def work(index: int) -> None:
+            image = np.asarray(refs[index].data, dtype=np.float32)
+            prepared = template.frame.prepare(image)
+            dy, dx = template.register(prepared)
+            offsets[index] = (dy, dx)
+            stack[index] = template.frame.align(image, prepared, dy, dx)
+
+        method = (
+            "registered-median (Gauss-Newton blob-pattern offsets on the high-passed images; "
+            "blob-scale structure Fourier-shifted, detector features fixed; NaN-aware median)"
+        )
+    else:
+
+        def work(index: int) -> None:
+            stack[index] = refs[index].data
+
+        method = "median"
+
+    if workers > 1 and n > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(work, range(n)))
+    else:
+        for index in range(n):
+            work(index)
+
+    with np.errstate(invalid="ignore"):
+        median = nan_median_stack(stack, workers=workers)
+        data = (cur - median).astype(np.float32, copy=False)
+    return DifferenceResult(
+        data=data,
+        stack=median,
+        offsets=offsets,
+        method=method,
+        reference_paths=[ref.path for ref in refs],
+        current=current,
+        reference_mjds=np.array([ref.mjd for ref in refs], dtype=np.float64),
+    )
+
+
+def write_difference(path: str | os.PathLike, result: DifferenceResult) -> Path:
+    """Write a difference image as FITS (atomically) with its provenance in the header.
+
+    Keywords: ``CURFILE``, ``CURMJD``, ``CURSHA``, ``NREF``, ``REFnn``/``REFMJDnn``/``REFDYnn``/
+    ``REFDXnn`` for every reference, ``DIFFMETH`` (full text in ``HISTORY``), ``BWVERS``, ``DATE``.
+    """
+    from astropy.io import fits
+
+    from blobwatch import __version__
+    from blobwatch.fits_io import write_fits
+
+    header = fits.Header()
+    header["BWVERS"] = (__version__, "blobwatch version")
+    header["DATE"] = (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UTC time file written")
+    header["CURFILE"] = (_short(result.current.path), "current blob image")
+    header["CURMJD"] = (float(result.current.mjd), "current observation start (MJD)")
+    if result.current.provenance.get("sha256"):
+        header["CURSHA"] = (result.current.provenance["sha256"][:64], "SHA-256 of current file")
+    header["DIFFMETH"] = (result.method.split(" ")[0], "median or registered-median")
+    header["NREF"] = (result.n_references, "number of references in the median")
+    for index, (ref_path, mjd, (dy, dx)) in enumerate(
+        zip(result.reference_paths, result.reference_mjds, result.offsets), start=1
+    ):
+        key = f"{index:02d}" if index < 100 else f"{index}"
+        header[f"REF{key}"] = (_short(ref_path), f"reference {index}")
+        header[f"REFMJD{key}"[:8]] = (float(mjd), f"reference {index} MJD")
+        header[f"REFDY{key}"[:8]] = (round(float(dy), 5), f"reference {index} blob offset dy (px)")
+        header[f"REFDX{key}"[:8]] = (round(float(dx), 5), f"reference {index} blob offset dx (px)")
+    header["HISTORY"] = f"blobwatch {__version__}: D = current - median(references)"
+    header["HISTORY"] = f"method: {result.method}"
+    header["HISTORY"] = "offsets (dy, dx): current(y, x) ~ reference(y - dy, x - dx), pixels"
+    return write_fits(path, result.data, header)
+
+
+def _short(path: str | None) -> str:
+    name = os.path.basename(path) if path else "<memory>"
+    return name if len(name) <= 68 else name[:65] + "..."

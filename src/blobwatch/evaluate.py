@@ -1,0 +1,314 @@
+"""Evaluation of a blob classifier on `blobwatch.dataset` datasets, beside the matched filter.
+
+Computation (`confusion_rates`, `curves`, `miss_breakdown`, `fp_breakdown`, `evaluate_scores`)
+returns plain dicts; the figures (`plot_confusion`, `plot_curves`) and files are made by
+`evaluate_model`, which the ``blobwatch evaluate`` command calls.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from blobwatch.atomic import atomic_path, write_text_atomic
+
+#: Bin edges of the miss breakdowns (strongest blob of each positive subframe).
+PEAK_BINS = (0.0, 1.5, 2.5, 3.5, 5.0, 1e9)  # peak in noise sigma
+RADIUS_BINS = (0.0, 5.0, 7.0, 9.0, 1e9)  # px
+EDGE_BINS = (-1e9, 5.0, 15.0, 40.0, 1e9)  # px from the nearest subframe edge
+SUBFRAMES_PER_IMAGE = 16
+
+
+def confusion_rates(labels: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
+    """Confusion matrix as rates (seed Table 1): TN, FP among negatives; TP, FN among positives."""
+    from sklearn.metrics import confusion_matrix
+
+    labels = np.asarray(labels).astype(int)
+    predicted = np.asarray(predicted).astype(int)
+    (tn, fp), (fn, tp) = confusion_matrix(labels, predicted, labels=[0, 1])
+    neg, pos = max(tn + fp, 1), max(tp + fn, 1)
+    return {
+        "tn": tn / neg, "fp": fp / neg, "tp": tp / pos, "fn": fn / pos,
+        "counts": {"tn": int(tn), "fp": int(fp), "tp": int(tp), "fn": int(fn)},
+        "accuracy": float((tn + tp) / max(len(labels), 1)),
+        "false_alarms_per_image": float(fp / neg * SUBFRAMES_PER_IMAGE),
+    }
+
+
+def curves(labels: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
+    """ROC and precision-recall curves with their areas (scikit-learn)."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+    labels = np.asarray(labels).astype(int)
+    fpr, tpr, _ = roc_curve(labels, scores)
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    return {
+        "roc_auc": float(roc_auc_score(labels, scores)),
+        "average_precision": float(average_precision_score(labels, scores)),
+        "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
+        "pr": {"precision": precision.tolist(), "recall": recall.tolist()},
+    }
+
+
+def _binned(values: np.ndarray, hit: np.ndarray, edges: Sequence[float], name: str) -> list[dict[str, Any]]:
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (values >= lo) & (values < hi)
+        n = int(sel.sum())
+        rows.append({
+            "quantity": name, "low": float(lo), "high": float(hi), "n": n,
+            "missed": int((sel & ~hit).sum()), "miss_rate": float((sel & ~hit).sum() / n) if n else None,
+        })
+    return rows
+
+
+def miss_breakdown(meta: dict[str, np.ndarray], labels: np.ndarray, predicted: np.ndarray) -> list[dict[str, Any]]:
+    """Miss rates of positives by the strongest blob's peak (sigma), radius (px) and edge distance."""
+    pos = np.asarray(labels).astype(bool)
+    hit = np.asarray(predicted).astype(bool)[pos]
+    rows = _binned(meta["peak"][pos], hit, PEAK_BINS, "peak_sigma")
+    rows += _binned(meta["radius"][pos], hit, RADIUS_BINS, "radius_px")
+    rows += _binned(meta["edge_distance"][pos], hit, EDGE_BINS, "edge_distance_px")
+    rows += _binned(meta["n_blobs"][pos].astype(float), hit, (1, 2, 3, 4, 5, 6), "n_blobs")
+    return rows
+
+
+def fp_breakdown(meta: dict[str, np.ndarray], labels: np.ndarray, predicted: np.ndarray) -> list[dict[str, Any]]:
+    """False-positive rates of negatives with and without each flagged hard case.
+
+    A subframe may carry several causes; a cause whose FP rate is far above the rate of
+    subframes without it is what drives the false positives.
+    """
+    from blobwatch.dataset import CAUSE_NAMES
+
+    neg = ~np.asarray(labels).astype(bool)
+    fp = np.asarray(predicted).astype(bool) & neg
+    causes = meta["causes"]
+    rows = []
+    for flag, name in CAUSE_NAMES.items():
+        has = neg & ((causes & flag) > 0)
+        lacks = neg & ((causes & flag) == 0)
+        rows.append({
+            "cause": name, "n_with": int(has.sum()), "fp_with": int((fp & has).sum()),
+            "fp_rate_with": float((fp & has).sum() / has.sum()) if has.any() else None,
+            "n_without": int(lacks.sum()),
+            "fp_rate_without": float((fp & lacks).sum() / lacks.sum()) if lacks.any() else None,
+            "share_of_fps": float((fp & has).sum() / fp.sum()) if fp.any() else None,
+        })
+    none = neg & (causes == 0)
+    rows.append({"cause": "none flagged", "n_with": int(none.sum()), "fp_with": int((fp & none).sum()),
+                 "fp_rate_with": float((fp & none).sum() / none.sum()) if none.any() else None,
+                 "n_without": None, "fp_rate_without": None,
+                 "share_of_fps": float((fp & none).sum() / fp.sum()) if fp.any() else None})
+    return rows
+
+
+def evaluate_scores(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    meta: dict[str, np.ndarray],
+    threshold: float,
+    baseline_scores: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """All metrics of one dataset: CNN at ``threshold``, matched filter at the same FPR."""
+    from blobwatch.baseline import threshold_at_fpr
+
+    labels = np.asarray(labels).astype(int)
+    pred = np.asarray(probs) >= threshold
+    out: dict[str, Any] = {
+        "n": int(len(labels)), "n_positive": int(labels.sum()), "threshold": float(threshold),
+        "cnn": {**confusion_rates(labels, pred), **curves(labels, probs),
+                "misses": miss_breakdown(meta, labels, pred),
+                "false_positives": fp_breakdown(meta, labels, pred)},
+    }
+    if baseline_scores is not None:
+        fpr = out["cnn"]["fp"]
+        thr = threshold_at_fpr(baseline_scores[labels == 0], fpr)
+        bpred = baseline_scores >= thr
+        out["matched_filter"] = {
+            "threshold_sigma": thr, "matched_fpr": fpr,
+            **confusion_rates(labels, bpred), **curves(labels, baseline_scores),
+            "misses": miss_breakdown(meta, labels, bpred),
+            "false_positives": fp_breakdown(meta, labels, bpred),
+        }
+        # where each detector wins: positives found by one and missed by the other
+        out["disagreement"] = {
+            "cnn_only_hits": int((pred & ~bpred & (labels == 1)).sum()),
+            "baseline_only_hits": int((~pred & bpred & (labels == 1)).sum()),
+            "cnn_only_false_alarms": int((pred & ~bpred & (labels == 0)).sum()),
+            "baseline_only_false_alarms": int((~pred & bpred & (labels == 0)).sum()),
+        }
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# figures
+# --------------------------------------------------------------------------------------------
+
+
+def plot_confusion(rates: dict[str, Any], path: str | os.PathLike, *, title: str = "") -> None:
+    """Confusion matrix as rates, laid out like the seed's Fig. 8 (rows: true, cols: predicted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.array([[rates["tn"], rates["fp"]], [rates["fn"], rates["tp"]]])
+    fig, ax = plt.subplots(figsize=(4.2, 3.8), constrained_layout=True)
+    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), v in np.ndenumerate(m):
+        ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="white" if v > 0.5 else "black", fontsize=13)
+    ax.set(xticks=[0, 1], yticks=[0, 1], xlabel="predicted label", ylabel="true label",
+           title=title or "CNN confusion matrix (rates)")
+    ax.set_xticklabels(["0 (non-blob)", "1 (blob)"])
+    ax.set_yticklabels(["0", "1"])
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def plot_curves(result: dict[str, Any], path: str | os.PathLike, *, title: str = "") -> None:
+    """ROC and precision-recall curves of the CNN and the matched filter, operating points marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 4), constrained_layout=True)
+    for key, label, style in (("cnn", "CNN", "-"), ("matched_filter", "matched filter", "--")):
+        if key not in result:
+            continue
+        r = result[key]
+        a.plot(r["roc"]["fpr"], r["roc"]["tpr"], style, label=f"{label} (AUC {r['roc_auc']:.3f})")
+        a.plot([r["fp"]], [r["tp"]], "o", color=a.lines[-1].get_color())
+        b.plot(r["pr"]["recall"], r["pr"]["precision"], style, label=f"{label} (AP {r['average_precision']:.3f})")
+    a.plot([0, 1], [0, 1], ":", color="grey")
+    a.set(xlabel="false-positive rate", ylabel="true-positive rate", title="ROC")
+    b.set(xlabel="recall (TPR)", ylabel="precision", title="precision-recall", ylim=(0, 1.02))
+    a.legend(loc="lower right", fontsize=8)
+    b.legend(loc="lower left", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
+
+
+# --------------------------------------------------------------------------------------------
+# the command
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate_model(
+    datasets: Sequence[str | os.PathLike],
+    *,
+    model: str | os.PathLike | None = None,
+    outdir: str | os.PathLike = "runs/evaluate",
+    threshold: float | None = None,
+    device: str = "auto",
+    max_samples: int | None = None,
+    baseline: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a model file on each dataset and write ``evaluation.json``, figures and CSVs.
+
+    Returns
+    -------
+    dict
+        ``model`` (path, threshold, metadata summary) and ``datasets`` (name -> metrics).
+    """
+    from blobwatch.baseline import matched_filter_scores
+    from blobwatch.dataset import SubframeDataset
+    from blobwatch.modelfile import load_model
+    from blobwatch.train import predict_scores, resolve_device
+
+    dev = resolve_device(device)
+    mf = load_model(model, device=dev)
+    thr = float(threshold if threshold is not None else mf.metadata.get("threshold", 0.5))
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "model": {"path": mf.path, "threshold": thr, "architecture": mf.architecture,
+                  "dataset_manifest_sha256": mf.metadata.get("dataset_manifest_sha256"),
+                  "training": {k: mf.metadata.get("training", {}).get(k)
+                               for k in ("command", "epochs", "seconds", "hardware")}},
+        "datasets": {},
+    }
+    for d in datasets:
+        ds = SubframeDataset(d)
+        n = len(ds) if max_samples is None else min(max_samples, len(ds))
+        sub = _Subset(ds, n)
+        probs, loss = predict_scores(mf.model, sub, device=dev)
+        meta = {k: v[:n] for k, v in ds.meta.items()}
+        labels = ds.labels[:n]
+        bscores = matched_filter_scores(ds.x[:n]) if baseline else None
+        name = ds.manifest.get("name", Path(d).name)
+        res = evaluate_scores(labels, probs, meta, thr, bscores)
+        res.update(path=str(d), loss=loss, manifest_generator=ds.manifest.get("generator_version"))
+        report["datasets"][name] = res
+        plot_confusion(res["cnn"], outdir / f"{name}_confusion.png",
+                       title=f"CNN on {name} (threshold {thr:.2f})")
+        plot_curves(res, outdir / f"{name}_roc_pr.png", title=name)
+        _write_csv(outdir / f"{name}_misses.csv",
+                   [{"detector": k, **r} for k in ("cnn", "matched_filter") if k in res for r in res[k]["misses"]])
+        _write_csv(outdir / f"{name}_false_positives.csv",
+                   [{"detector": k, **r} for k in ("cnn", "matched_filter") if k in res
+                    for r in res[k]["false_positives"]])
+        np.savez(outdir / f"{name}_scores.npz", labels=labels, cnn=probs,
+                 **({"matched_filter": bscores} if bscores is not None else {}))
+    slim = json.loads(json.dumps(report, default=float))
+    for res in slim["datasets"].values():  # curves are in the figures and the .npz scores
+        for k in ("cnn", "matched_filter"):
+            if k in res:
+                res[k].pop("roc", None)
+                res[k].pop("pr", None)
+    write_text_atomic(outdir / "evaluation.json", json.dumps(slim, indent=1) + "\n")
+    return report
+
+
+class _Subset:
+    """The first ``n`` samples of a `SubframeDataset` (same ``batch`` interface)."""
+
+    def __init__(self, ds: Any, n: int) -> None:
+        self.ds, self.n = ds, n
+        self.labels = ds.labels[:n]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def batch(self, idx: np.ndarray) -> Any:
+        return self.ds.batch(idx)
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Plain-text table: per dataset, CNN vs matched filter at the same false-positive rate."""
+    lines = [f"model {report['model']['path']}  threshold {report['model']['threshold']:.3f}", ""]
+    head = f"{'dataset':<13} {'detector':<15} {'TN':>6} {'FP':>6} {'TP':>6} {'FN':>6} {'ROC AUC':>8} {'AP':>6} {'FA/image':>9}"
+    lines += [head, "-" * len(head)]
+    for name, res in report["datasets"].items():
+        for key, label in (("cnn", "CNN"), ("matched_filter", "matched filter")):
+            if key not in res:
+                continue
+            r = res[key]
+            lines.append(f"{name:<13} {label:<15} {r['tn']:6.3f} {r['fp']:6.3f} {r['tp']:6.3f} {r['fn']:6.3f} "
+                         f"{r['roc_auc']:8.4f} {r['average_precision']:6.3f} {r['false_alarms_per_image']:9.2f}")
+    lines.append("")
+    lines.append("TN/FP: rates among non-blob subframes; TP/FN: among blob subframes; FA/image: FP rate x 16 "
+                 "subframes. The matched filter is thresholded at the CNN's false-positive rate.")
+    return "\n".join(lines)

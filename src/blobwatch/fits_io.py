@@ -1,0 +1,338 @@
+"""FITS ingest: turn a CSM-monitor file into a blob image, and write FITS outputs atomically.
+
+Three kinds of input become a `BlobImage` (a 2-D float32 array normalized to about 1, NaN where
+unusable, with its observation time and provenance):
+
+``blob``
+    A Quicklook ``blob.fits`` image: a 2-D image in the primary HDU or the first image extension.
+``cube``
+    A Quicklook difference or median-stack file of shape (3, 1024, 1024): the first plane is used.
+``flt``
+    A WFC3/IR flt-style file (SCI/ERR/DQ extensions, 1014x1014 science area): SCI is divided by
+    its sigma-clipped median, pixels with DQ flags are set to NaN, and the image is padded to
+    1024x1024 with a 5-pixel non-finite border like a Quicklook blob image.
+
+Every problem with a file raises `blobwatch.errors.InputError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.stats import sigma_clipped_stats
+from astropy.time import Time
+
+from blobwatch.atomic import atomic_path
+from blobwatch.errors import InputError
+
+__all__ = [
+    "BlobImage",
+    "FilterWarning",
+    "EXPECTED_FILTER",
+    "MIN_SIZE",
+    "FLT_BORDER",
+    "read_blob_image",
+    "write_fits",
+    "file_sha256",
+]
+
+log = logging.getLogger(__name__)
+
+#: The CSM monitor observes dark-Earth airglow in F153M.
+EXPECTED_FILTER = "F153M"
+#: Smallest accepted image side: one classifier subframe.
+MIN_SIZE = 256
+#: Width of the non-finite reference-pixel border added around a 1014x1014 flt science array.
+FLT_BORDER = 5
+
+_FITS_MAGIC = b"SIMPLE  ="
+_BLOCK = 2880
+
+
+class FilterWarning(UserWarning):
+    """The file was taken in a filter other than F153M (the CSM monitor's filter)."""
+
+
+@dataclass(frozen=True)
+class BlobImage:
+    """One blob image ready for differencing.
+
+    Attributes
+    ----------
+    data : numpy.ndarray
+        2-D float32 array (row, col), normalized background of about 1, NaN where unusable.
+    mjd : float
+        Observation start time (MJD, UTC).
+    path : str or None
+        The file it came from (None for in-memory images).
+    filter : str or None
+        The FILTER keyword, if present.
+    provenance : dict
+        ``kind`` ('blob', 'cube' or 'flt'), ``sha256`` of the file, ``hdu`` used, original
+        ``shape`` and, for flt files, ``sci_median`` and ``n_dq_flagged``.
+    """
+
+    data: np.ndarray
+    mjd: float
+    path: str | None = None
+    filter: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Image shape (rows, cols)."""
+        return tuple(self.data.shape)  # type: ignore[return-value]
+
+    @property
+    def name(self) -> str:
+        """Short name for messages and headers: the file name, or ``<memory>``."""
+        return os.path.basename(self.path) if self.path else "<memory>"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Return the hex SHA-256 digest of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_fits(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    header: fits.Header | None = None,
+    *,
+    extensions: list[fits.ImageHDU] | None = None,
+) -> Path:
+    """Write ``data`` as the primary HDU of a FITS file, atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output file; replaced only when the write succeeds.
+    data : numpy.ndarray
+        Image written as float32.
+    header : astropy.io.fits.Header, optional
+        Keywords for the primary header.
+    extensions : list of astropy.io.fits.ImageHDU, optional
+        Extra HDUs appended after the primary.
+
+    Returns
+    -------
+    pathlib.Path
+        The written path.
+    """
+    hdus = fits.HDUList([fits.PrimaryHDU(np.asarray(data, dtype=np.float32), header=header)])
+    for ext in extensions or []:
+        hdus.append(ext)
+    with atomic_path(path) as tmp:
+        hdus.writeto(tmp, overwrite=True, output_verify="silentfix")
+    return Path(path)
+
+
+def _image_hdu_index(hdul: fits.HDUList) -> int | None:
+    """Index of the primary HDU if it holds an image of >= 2 dimensions, else the first such extension."""
+    for index, hdu in enumerate(hdul):
+        if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+            continue
+        naxis = hdu.header.get("NAXIS", 0)
+        if isinstance(hdu, fits.CompImageHDU):
+            naxis = hdu.header.get("ZNAXIS", naxis)
+        if naxis >= 2:
+            return index
+    return None
+
+
+def _find_ext(hdul: fits.HDUList, extname: str) -> int | None:
+    """Index of the first HDU with EXTNAME ``extname`` (case-insensitive) or None."""
+    for index, hdu in enumerate(hdul):
+        if str(hdu.header.get("EXTNAME", "")).strip().upper() == extname:
+            return index
+    return None
+
+
+def _observation_mjd(headers: list[fits.Header], path: str) -> float:
+    """MJD from EXPSTART, or from DATE-OBS (+ TIME-OBS), searching ``headers`` in order."""
+    for header in headers:
+        value = header.get("EXPSTART")
+        if value is not None and not isinstance(value, bool):
+            try:
+                mjd = float(value)
+            except (TypeError, ValueError):
+                raise InputError(path, f"EXPSTART {value!r} is not an MJD") from None
+            if not np.isfinite(mjd):
+                raise InputError(path, f"EXPSTART {value!r} is not an MJD")
+            return mjd
+    for header in headers:
+        date = header.get("DATE-OBS")
+        if not date:
+            continue
+        date = str(date).strip()
+        time_obs = header.get("TIME-OBS")
+        stamp = date if ("T" in date or not time_obs) else f"{date}T{str(time_obs).strip()}"
+        try:
+            return float(Time(stamp, format="isot" if "T" in stamp else "iso", scale="utc").mjd)
+        except ValueError:
+            try:
+                return float(Time(stamp, scale="utc").mjd)
+            except ValueError:
+                raise InputError(path, f"cannot parse DATE-OBS/TIME-OBS {stamp!r}") from None
+    raise InputError(path, "no observation time (EXPSTART or DATE-OBS/TIME-OBS)")
+
+
+def _flt_to_blob(
+    hdul: fits.HDUList, sci_index: int, path: str, dq_bits: int | None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Normalize an flt SCI array by its sigma-clipped median, NaN DQ-flagged pixels, pad the border."""
+    sci = np.asarray(hdul[sci_index].data, dtype=np.float32)
+    if sci.ndim != 2:
+        raise InputError(path, f"SCI extension is {sci.ndim}-D, not a 2-D image")
+    sci = np.array(sci, dtype=np.float32, copy=True)
+    n_flagged = 0
+    dq_index = _find_ext(hdul, "DQ")
+    if dq_index is not None and hdul[dq_index].data is not None:
+        dq = np.asarray(hdul[dq_index].data)
+        if dq.shape != sci.shape:
+            raise InputError(path, f"DQ shape {_fmt(dq.shape)} does not match SCI {_fmt(sci.shape)}")
+        flagged = (dq.astype(np.int64) & (dq_bits if dq_bits is not None else ~0)) != 0
+        n_flagged = int(flagged.sum())
+        sci[flagged] = np.nan
+    finite = np.isfinite(sci)
+    if not finite.any():
+        raise InputError(path, "all pixels are non-finite")
+    _, median, _ = sigma_clipped_stats(sci[finite], sigma=3.0, maxiters=5)
+    if not np.isfinite(median) or median <= 0:
+        raise InputError(path, f"SCI sigma-clipped median is {median:g}; cannot normalize")
+    sci /= np.float32(median)
+    padded = np.full(
+        (sci.shape[0] + 2 * FLT_BORDER, sci.shape[1] + 2 * FLT_BORDER), np.nan, dtype=np.float32
+    )
+    padded[FLT_BORDER:-FLT_BORDER, FLT_BORDER:-FLT_BORDER] = sci
+    return padded, {"sci_median": float(median), "n_dq_flagged": n_flagged}
+
+
+def _fmt(shape: tuple[int, ...]) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+def read_blob_image(
+    path: str | os.PathLike,
+    *,
+    expected_shape: tuple[int, int] | None = None,
+    dq_bits: int | None = None,
+) -> BlobImage:
+    """Read a blob image, a Quicklook cube or an flt-style file as a `BlobImage`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The FITS file.
+    expected_shape : (int, int), optional
+        Shape the image must have (that of the references); a mismatch is an `InputError`.
+    dq_bits : int, optional
+        For flt files: DQ bits that make a pixel unusable (default: any non-zero DQ value).
+
+    Returns
+    -------
+    BlobImage
+
+    Raises
+    ------
+    blobwatch.errors.InputError
+        Not FITS, truncated, no 2-D image, smaller than 256x256, all non-finite, wrong shape,
+        no observation time.  A filter other than F153M only warns (`FilterWarning`).
+    """
+    spath = os.fspath(path)
+    try:
+        raw = Path(spath).read_bytes()
+    except FileNotFoundError:
+        raise InputError(spath, "file not found") from None
+    except IsADirectoryError:
+        raise InputError(spath, "is a directory, not a FITS file") from None
+    except OSError as exc:
+        raise InputError(spath, f"cannot read file ({exc.strerror or exc})") from None
+    if not raw.startswith(_FITS_MAGIC):
+        raise InputError(spath, "not a FITS file")
+    if len(raw) % _BLOCK:
+        raise InputError(spath, f"truncated FITS file ({len(raw)} bytes, not a multiple of 2880)")
+    sha256 = hashlib.sha256(raw).hexdigest()
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", fits.verify.VerifyWarning)
+            hdul = fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False)
+    except (OSError, ValueError, fits.verify.VerifyError, fits.verify.VerifyWarning) as exc:
+        text = str(exc).lower()
+        problem = "truncated FITS file" if ("truncat" in text or "end of file" in text) else "not a valid FITS file"
+        raise InputError(spath, f"{problem} ({exc})") from None
+
+    with hdul:
+        sci_index = _find_ext(hdul, "SCI")
+        provenance: dict[str, Any] = {"sha256": sha256}
+        try:
+            if sci_index is not None:
+                data, extra = _flt_to_blob(hdul, sci_index, spath, dq_bits)
+                provenance.update(kind="flt", hdu=sci_index, **extra)
+                image_header = hdul[sci_index].header
+                provenance["shape"] = list(hdul[sci_index].data.shape)
+            else:
+                index = _image_hdu_index(hdul)
+                if index is None:
+                    raise InputError(spath, "no 2-D image in any HDU")
+                image_header = hdul[index].header
+                array = hdul[index].data
+                if array is None:
+                    raise InputError(spath, "no 2-D image in any HDU")
+                provenance["shape"] = list(array.shape)
+                if array.ndim == 2:
+                    provenance.update(kind="blob", hdu=index)
+                elif array.ndim == 3:
+                    array = array[0]
+                    provenance.update(kind="cube", hdu=index, plane=0)
+                else:
+                    raise InputError(spath, f"no 2-D image ({array.ndim}-D data in HDU {index})")
+                data = np.asarray(array, dtype=np.float32)
+                if not data.flags.writeable or not data.flags.c_contiguous:
+                    data = np.array(data, dtype=np.float32, order="C")
+        except InputError:
+            raise
+        except (OSError, ValueError, TypeError) as exc:
+            raise InputError(spath, f"truncated or corrupt FITS data ({exc})") from None
+        headers = [image_header, hdul[0].header] if image_header is not hdul[0].header else [image_header]
+        extname = image_header.get("EXTNAME")
+        if extname:
+            provenance["extname"] = str(extname)
+
+        rows, cols = data.shape
+        if rows < MIN_SIZE or cols < MIN_SIZE:
+            raise InputError(spath, f"image is {rows}x{cols}, smaller than {MIN_SIZE}x{MIN_SIZE}")
+        if expected_shape is not None and tuple(data.shape) != tuple(expected_shape):
+            raise InputError(
+                spath, f"shape {rows}x{cols} does not match the references ({_fmt(expected_shape)})"
+            )
+        if not np.isfinite(data).any():
+            raise InputError(spath, "all pixels are non-finite")
+
+        mjd = _observation_mjd(headers, spath)
+        filt = None
+        for header in headers:
+            if header.get("FILTER") is not None:
+                filt = str(header["FILTER"]).strip()
+                break
+        if filt is not None and filt.upper() != EXPECTED_FILTER:
+            warnings.warn(
+                f"{spath}: filter {filt} is not {EXPECTED_FILTER} (the CSM monitor's filter)",
+                FilterWarning,
+                stacklevel=2,
+            )
+    return BlobImage(data=data, mjd=mjd, path=spath, filter=filt, provenance=provenance)

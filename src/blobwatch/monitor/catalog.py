@@ -1,0 +1,444 @@
+"""The catalog of known blobs: import, export (ECSV + DQ mask), confirm and reject candidates.
+
+`confirm_candidate` and `reject_candidate` are the one code path for the command line and the
+web review app.  They change rows in the given session and commit it (``commit=False`` leaves
+the transaction to the caller).
+
+Coordinates are 0-based pixels of the 1024x1024 blob image (x = column, y = row); the 1014x1014
+mask is the same detector without the 5-pixel reference border.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from blobwatch import __version__
+from blobwatch.errors import BlobwatchError, InputError
+from blobwatch.monitor.db import Blob, Candidate, Image, Run, latest_run, utcnow
+from blobwatch.monitor.measure import BlobMeasurement, loss_map, measure_blob
+
+__all__ = [
+    "BLOB_DQ_FLAG",
+    "CatalogError",
+    "ImportResult",
+    "blob_mask",
+    "confirm_candidate",
+    "export_catalog",
+    "import_catalog",
+    "known_blob_at",
+    "measure_candidate",
+    "reject_candidate",
+]
+
+log = logging.getLogger(__name__)
+
+#: WFC3/IR DQ flag for blob pixels.
+BLOB_DQ_FLAG = 512
+#: Width of the reference-pixel border between the 1024x1024 and 1014x1014 frames.
+BORDER = 5
+#: Two catalog entries closer than this (px) are the same blob (import is idempotent).
+DUPLICATE_DISTANCE = 1.5
+
+
+class CatalogError(BlobwatchError):
+    """A catalog operation cannot be done (unknown candidate, wrong state, missing images)."""
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What `import_catalog` did."""
+
+    added: list[Blob]
+    skipped: int
+    source: str
+
+
+def _column(table: Any, *names: str) -> str | None:
+    lower = {name.lower(): name for name in table.colnames}
+    for name in names:
+        if name in lower:
+            return lower[name]
+    return None
+
+
+def _mjd_to_datetime(mjd: float | None) -> _dt.datetime | None:
+    if mjd is None or not np.isfinite(mjd):
+        return None
+    from astropy.time import Time
+
+    return Time(mjd, format="mjd", scale="utc").to_datetime(timezone=_dt.timezone.utc)
+
+
+def import_catalog(
+    session: Session,
+    path: str | os.PathLike,
+    *,
+    source: str | None = None,
+    include_from_day: int | None = None,
+    commit: bool = True,
+) -> ImportResult:
+    """Add the blobs of an ECSV file to the catalog.
+
+    Accepts a user's table with columns ``x``, ``y``, ``radius`` and optionally ``depth``,
+    ``id``/``label``, ``first_seen_mjd`` (or ``mjd``), or the simulator's ``truth_blobs.ecsv``
+    (recognised by its ``day`` column).  For simulator truth only the blobs that existed before
+    the sequence (``day < 0``) are imported, because the later ones are what the monitor must
+    find; ``include_from_day=N`` also imports those appearing before day N.  Rows within
+    `DUPLICATE_DISTANCE` px of a catalog blob are skipped, so importing twice adds nothing.
+
+    Raises
+    ------
+    blobwatch.errors.InputError
+        Unreadable file, missing columns, non-finite or negative values.
+    """
+    from astropy.table import Table
+
+    spath = os.fspath(path)
+    try:
+        table = Table.read(spath, format="ascii.ecsv")
+    except FileNotFoundError:
+        raise InputError(spath, "file not found") from None
+    except Exception as exc:  # astropy raises many kinds for a bad file
+        raise InputError(spath, f"not a readable ECSV table ({exc})") from None
+    missing = [c for c in ("x", "y", "radius") if _column(table, c) is None]
+    if missing:
+        raise InputError(spath, f"missing column(s) {', '.join(missing)} (need x, y, radius)")
+    day_col = _column(table, "day")
+    is_truth = day_col is not None
+    src = source or ("simulator-truth" if is_truth else "import")
+    x = np.asarray(table[_column(table, "x")], dtype=np.float64)
+    y = np.asarray(table[_column(table, "y")], dtype=np.float64)
+    radius = np.asarray(table[_column(table, "radius")], dtype=np.float64)
+    depth_col = _column(table, "depth")
+    depth = np.asarray(table[depth_col], dtype=np.float64) if depth_col else np.full(len(x), np.nan)
+    mjd_col = _column(table, "first_seen_mjd", "mjd")
+    mjd = np.asarray(table[mjd_col], dtype=np.float64) if mjd_col else np.full(len(x), np.nan)
+    label_col = _column(table, "label", "name", "id")
+    if not (np.isfinite(x).all() and np.isfinite(y).all() and np.isfinite(radius).all()):
+        raise InputError(spath, "x, y and radius must be finite")
+    if (radius <= 0).any():
+        raise InputError(spath, "radius must be positive")
+    keep = np.ones(len(x), dtype=bool)
+    if is_truth:
+        day = np.asarray(table[day_col], dtype=np.int64)
+        keep = day < (0 if include_from_day is None else int(include_from_day))
+
+    existing = np.array(
+        [(b.x, b.y) for b in session.scalars(select(Blob))], dtype=np.float64
+    ).reshape(-1, 2)
+    added: list[Blob] = []
+    skipped = 0
+    for i in np.nonzero(keep)[0]:
+        if existing.size and np.min(np.hypot(existing[:, 0] - x[i], existing[:, 1] - y[i])) < DUPLICATE_DISTANCE:
+            skipped += 1
+            continue
+        label = None
+        if label_col is not None:
+            label = f"truth-{table[label_col][i]}" if is_truth else str(table[label_col][i])
+        blob = Blob(
+            x=float(x[i]),
+            y=float(y[i]),
+            radius=float(radius[i]),
+            depth=float(depth[i]) if np.isfinite(depth[i]) else None,
+            first_seen_mjd=float(mjd[i]) if np.isfinite(mjd[i]) else None,
+            first_seen=_mjd_to_datetime(float(mjd[i])) if np.isfinite(mjd[i]) else None,
+            source=src,
+            label=label,
+        )
+        session.add(blob)
+        added.append(blob)
+        existing = np.vstack([existing, [[x[i], y[i]]]])
+    if commit:
+        session.commit()
+    else:
+        session.flush()
+    log.info("imported %d blobs from %s (%d already in the catalog)", len(added), spath, skipped)
+    return ImportResult(added=added, skipped=skipped, source=src)
+
+
+def known_blob_at(blobs: Sequence[Blob], x: float, y: float, *, margin: float = 0.0) -> Blob | None:
+    """Return the nearest catalog blob whose radius (+ ``margin``) contains ``(x, y)``, or None."""
+    if not blobs:
+        return None
+    xy = np.array([(b.x, b.y, b.radius) for b in blobs], dtype=np.float64)
+    dist = np.hypot(xy[:, 0] - x, xy[:, 1] - y)
+    inside = dist <= xy[:, 2] + margin
+    if not inside.any():
+        return None
+    return blobs[int(np.argmin(np.where(inside, dist, np.inf)))]
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+# --------------------------------------------------------------------------------------------
+
+
+def blob_mask(
+    xyr: np.ndarray, shape: tuple[int, int] = (1024, 1024), *, offset: float = 0.0
+) -> np.ndarray:
+    """Boolean mask of the pixels within each blob's radius.
+
+    Parameters
+    ----------
+    xyr : numpy.ndarray
+        ``(N, 3)`` blob centres and radii in 1024x1024 coordinates.
+    shape : (int, int)
+        Output shape.
+    offset : float
+        Subtracted from x and y (``BORDER`` for the 1014x1014 science frame).
+    """
+    mask = np.zeros(shape, dtype=bool)
+    for x, y, r in np.asarray(xyr, dtype=np.float64).reshape(-1, 3):
+        cx, cy = x - offset, y - offset
+        r0, r1 = max(0, int(np.floor(cy - r))), min(shape[0], int(np.ceil(cy + r)) + 1)
+        c0, c1 = max(0, int(np.floor(cx - r))), min(shape[1], int(np.ceil(cx + r)) + 1)
+        if r0 >= r1 or c0 >= c1:
+            continue
+        yy, xx = np.ogrid[r0:r1, c0:c1]
+        mask[r0:r1, c0:c1] |= (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+    return mask
+
+
+def _catalog_table(blobs: Sequence[Blob]) -> Any:
+    from astropy.table import Table
+
+    table = Table()
+    table["id"] = np.array([b.id for b in blobs], dtype=np.int64)
+    table["x"] = np.array([b.x for b in blobs], dtype=np.float64)
+    table["y"] = np.array([b.y for b in blobs], dtype=np.float64)
+    table["radius"] = np.array([b.radius for b in blobs], dtype=np.float64)
+    table["depth"] = np.array([np.nan if b.depth is None else b.depth for b in blobs])
+    table["first_seen_mjd"] = np.array(
+        [np.nan if b.first_seen_mjd is None else b.first_seen_mjd for b in blobs]
+    )
+    table["first_seen"] = [b.first_seen.strftime("%Y-%m-%d") if b.first_seen else "" for b in blobs]
+    table["source"] = [b.source for b in blobs]
+    table["label"] = [b.label or "" for b in blobs]
+    table["candidate_id"] = np.array([b.candidate_id or -1 for b in blobs], dtype=np.int64)
+    table["x"].unit = table["y"].unit = table["radius"].unit = "pix"
+    table["x"].description = "0-based column in the 1024x1024 blob image (DS9: x+1)"
+    table["y"].description = "0-based row in the 1024x1024 blob image (DS9: y+1)"
+    table["depth"].description = "fractional throughput loss at the centre"
+    table["candidate_id"].description = "confirmed candidate the blob came from (-1: none)"
+    table.meta["comments"] = [
+        f"blobwatch {__version__} blob catalog, written {utcnow().isoformat(timespec='seconds')}"
+    ]
+    return table
+
+
+def export_catalog(session: Session, path: str | os.PathLike) -> list[Path]:
+    """Write the catalog as ECSV and as two DQ mask FITS files (1024x1024 and 1014x1014).
+
+    ``path`` is the ECSV file; the masks are ``<stem>_mask1024.fits`` and
+    ``<stem>_mask1014.fits`` beside it: an int16 ``DQ`` image extension with `BLOB_DQ_FLAG`
+    (512) on every pixel within a blob's radius, like the blob flag of a WFC3/IR DQ array.
+    All files are written atomically.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The ECSV file and the two masks.
+    """
+    from astropy.io import fits
+
+    from blobwatch.atomic import atomic_path
+
+    out = Path(path)
+    blobs = list(session.scalars(select(Blob).order_by(Blob.id)))
+    table = _catalog_table(blobs)
+    with atomic_path(out) as tmp:
+        table.write(tmp, format="ascii.ecsv", overwrite=True)
+    xyr = np.array([(b.x, b.y, b.radius) for b in blobs], dtype=np.float64).reshape(-1, 3)
+    written = [out]
+    for size, offset in ((1024, 0.0), (1014, float(BORDER))):
+        dq = np.where(blob_mask(xyr, (size, size), offset=offset), BLOB_DQ_FLAG, 0).astype(np.int16)
+        primary = fits.PrimaryHDU()
+        primary.header["ORIGIN"] = ("blobwatch", "software that wrote this file")
+        primary.header["BWVERS"] = (__version__, "blobwatch version")
+        primary.header["DATE"] = (utcnow().strftime("%Y-%m-%dT%H:%M:%S"), "UTC time written")
+        primary.header["NBLOBS"] = (len(blobs), "blobs in the catalog")
+        primary.header["BLOBFLAG"] = (BLOB_DQ_FLAG, "DQ value of blob pixels")
+        primary.header["FRAMEOFF"] = (offset, "blob image x,y minus this = this frame's x,y")
+        ext = fits.ImageHDU(dq, name="DQ")
+        ext.header["BUNIT"] = "UNITLESS"
+        mask_path = out.with_name(f"{out.stem}_mask{size}.fits")
+        with atomic_path(mask_path) as tmp:
+            fits.HDUList([primary, ext]).writeto(tmp, overwrite=True)
+        written.append(mask_path)
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# Review: confirm / reject
+# --------------------------------------------------------------------------------------------
+
+
+def _get_candidate(session: Session, candidate_id: int) -> Candidate:
+    candidate = session.get(Candidate, int(candidate_id))
+    if candidate is None:
+        raise CatalogError(f"candidate {candidate_id} does not exist")
+    return candidate
+
+
+def _locate(path: str, images_dir: str | os.PathLike | None) -> Path:
+    p = Path(path)
+    if p.exists() or images_dir is None:
+        return p
+    alt = Path(images_dir) / p.name
+    return alt if alt.exists() else p
+
+
+def measure_candidate(
+    session: Session, candidate: Candidate, *, images_dir: str | os.PathLike | None = None
+) -> BlobMeasurement:
+    """Measure a candidate's blob in its image against the median stack of that image's run.
+
+    Re-reads the image and the references the run used (``runs.parameters['reference_paths']``,
+    looked up in ``images_dir`` by file name if they moved) and rebuilds the registered median
+    stack with `blobwatch.difference.blob_difference`.
+    """
+    from blobwatch.difference import blob_difference
+    from blobwatch.fits_io import read_blob_image
+
+    run = session.get(Run, candidate.run_id) or latest_run(session, candidate.image_id)
+    image = session.get(Image, candidate.image_id)
+    if run is None or image is None:
+        raise CatalogError(f"candidate {candidate.id} has no run or image")
+    references = list((run.parameters or {}).get("reference_paths") or [])
+    if not references:
+        raise CatalogError(f"run {run.id} recorded no reference images; cannot measure")
+    current = read_blob_image(_locate(image.path, images_dir))
+    refs = [read_blob_image(_locate(p, images_dir), expected_shape=current.shape) for p in references]
+    params = run.parameters or {}
+    result = blob_difference(
+        current,
+        refs,
+        register=bool(params.get("register", True)),
+        min_references=min(len(refs), int(params.get("min_references", 5))),
+    )
+    loss = loss_map(current.data, result.stack)
+    max_radius = max(20.0, 2.0 * float(candidate.radius or 0.0))
+    try:
+        return measure_blob(loss, candidate.x, candidate.y, max_radius=max_radius)
+    except ValueError as exc:
+        raise CatalogError(f"candidate {candidate.id}: {exc}") from None
+
+
+def confirm_candidate(
+    session: Session,
+    candidate_id: int,
+    *,
+    reviewer: str,
+    images_dir: str | os.PathLike | None = None,
+    measurement: BlobMeasurement | None = None,
+    commit: bool = True,
+) -> Blob:
+    """Confirm a candidate as a new blob: measure it and add it to the catalog.
+
+    Parameters
+    ----------
+    session : sqlalchemy.orm.Session
+    candidate_id : int
+    reviewer : str
+        Who confirmed it (recorded in ``candidates.reviewed_by``).
+    images_dir : path-like, optional
+        Where to look for the image and its references if they are no longer at their
+        recorded paths.
+    measurement : BlobMeasurement, optional
+        Use this instead of measuring (e.g. a measurement made earlier).
+    commit : bool
+        Commit the session (default) or leave the transaction to the caller.
+
+    Returns
+    -------
+    Blob
+        The new catalog entry (``source='confirmed'``, ``candidate_id`` set).
+
+    Raises
+    ------
+    CatalogError
+        Unknown candidate, already confirmed, a known blob, or its images cannot be measured.
+    """
+    if not reviewer or not reviewer.strip():
+        raise CatalogError("a reviewer name is required")
+    candidate = _get_candidate(session, candidate_id)
+    if candidate.status == "confirmed":
+        raise CatalogError(f"candidate {candidate.id} is already confirmed")
+    if candidate.status == "known":
+        raise CatalogError(
+            f"candidate {candidate.id} lies on known blob {candidate.known_blob_id}; nothing to add"
+        )
+    m = measurement or measure_candidate(session, candidate, images_dir=images_dir)
+    image = session.get(Image, candidate.image_id)
+    blob = Blob(
+        x=float(m.x),
+        y=float(m.y),
+        radius=float(m.radius),
+        depth=float(m.depth),
+        first_seen_mjd=image.mjd if image else None,
+        first_seen=image.obs_date if image else None,
+        source="confirmed",
+        label=f"candidate-{candidate.id}",
+        candidate_id=candidate.id,
+    )
+    session.add(blob)
+    candidate.status = "confirmed"
+    candidate.reason = None
+    candidate.reviewed_by = reviewer.strip()
+    candidate.reviewed_at = utcnow()
+    session.flush()
+    candidate.known_blob_id = blob.id
+    if commit:
+        session.commit()
+    log.info(
+        "confirmed candidate %d as blob %d at x=%.1f y=%.1f r=%.1f depth=%.3f",
+        candidate.id, blob.id, blob.x, blob.y, blob.radius, blob.depth,
+    )
+    return blob
+
+
+def reject_candidate(
+    session: Session,
+    candidate_id: int,
+    *,
+    reason: str,
+    reviewer: str,
+    commit: bool = True,
+) -> Candidate:
+    """Record a candidate as a false alarm with a reason (a label for retraining).
+
+    A candidate confirmed earlier is withdrawn: its catalog blob is deleted.
+
+    Raises
+    ------
+    CatalogError
+        Unknown candidate, or an empty reason or reviewer.
+    """
+    if not reason or not reason.strip():
+        raise CatalogError("a reason is required to reject a candidate")
+    if not reviewer or not reviewer.strip():
+        raise CatalogError("a reviewer name is required")
+    candidate = _get_candidate(session, candidate_id)
+    if candidate.status == "confirmed":
+        for blob in session.scalars(select(Blob).where(Blob.candidate_id == candidate.id)):
+            session.delete(blob)
+        candidate.known_blob_id = None
+    candidate.status = "rejected"
+    candidate.reason = reason.strip()
+    candidate.reviewed_by = reviewer.strip()
+    candidate.reviewed_at = utcnow()
+    if commit:
+        session.commit()
+    else:
+        session.flush()
+    log.info("rejected candidate %d: %s", candidate.id, candidate.reason)
+    return candidate

@@ -1,0 +1,463 @@
+"""The monitor's database: SQLAlchemy 2 models, schema migrations and the atomic image claim.
+
+Any SQLAlchemy URL works (``sqlite:///path/blobwatch.db`` is the embedded default, a team can
+use ``postgresql+psycopg://...``).  `open_database` creates the schema on first use and upgrades
+an older one with the Alembic migrations shipped in ``blobwatch/monitor/migrations``; schema
+changes are additive and each has its own migration script.
+
+Conventions
+-----------
+* Pixel coordinates are 0-based, ``x`` = column, ``y`` = row (reports add DS9 ``x+1, y+1``).
+* Times are UTC ``datetime`` objects (`utcnow`); observation times are also kept as MJD.
+* Status columns are plain strings; the allowed values are the ``*_STATUSES`` tuples below.
+
+Tables
+------
+``images``                one row per distinct file content (sha256), with its processing status
+``runs``                  one processing of one image: model, versions, parameters, timings, report
+``subframe_predictions``  the 16 subframe probabilities of a run (+ saliency PNG path if flagged)
+``candidates``            localized candidates and their review state
+``blobs``                 the catalog of known blobs
+``notifications``         one row per (image, notification URL) with send bookkeeping
+``alembic_version``       the schema version (Alembic)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+#: Alembic revision of the newest schema this code writes.
+SCHEMA_VERSION = "0002"
+
+#: Environment variable that overrides the default database URL.
+DB_URL_ENV = "BLOBWATCH_DB"
+
+IMAGE_STATUSES = ("registered", "processing", "processed", "rejected")
+CANDIDATE_STATUSES = ("new", "confirmed", "rejected", "known", "linked")
+#: Candidate statuses that still count as a live blob position for linking later images.
+OPEN_CANDIDATE_STATUSES = ("new", "confirmed")
+BLOB_SOURCES = ("import", "simulator-truth", "confirmed")
+#: ``sending`` marks a delivery in progress (an atomic claim, so two monitors never send twice)
+NOTIFICATION_STATUSES = ("pending", "sending", "sent", "failed")
+
+_MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def utcnow() -> _dt.datetime:
+    """Return the current UTC time as a timezone-aware ``datetime``."""
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[_dt.datetime]):
+    """A timestamp stored as UTC and always read back timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: _dt.datetime | None, dialect: Any) -> _dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=_dt.timezone.utc)
+        return value.astimezone(_dt.timezone.utc)
+
+    def process_result_value(self, value: _dt.datetime | None, dialect: Any) -> _dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=_dt.timezone.utc)
+        return value.astimezone(_dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every blobwatch table."""
+
+    type_annotation_map = {
+        dict[str, Any]: JSON,
+        _dt.datetime: UTCDateTime(),
+    }
+
+
+class Image(Base):
+    """A blob image found in the inbox, identified by the SHA-256 of its bytes."""
+
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    mjd: Mapped[Optional[float]] = mapped_column(Float, index=True)
+    obs_date: Mapped[Optional[_dt.datetime]]
+    filter: Mapped[Optional[str]] = mapped_column(String(32))
+    #: image shape (added in schema 0002)
+    rows: Mapped[Optional[int]] = mapped_column(Integer)
+    cols: Mapped[Optional[int]] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="registered")
+    reason: Mapped[Optional[str]] = mapped_column(Text)
+    claimed_by: Mapped[Optional[str]] = mapped_column(String(128))
+    claimed_at: Mapped[Optional[_dt.datetime]]
+    registered_at: Mapped[_dt.datetime] = mapped_column(default=utcnow)
+    processed_at: Mapped[Optional[_dt.datetime]]
+
+    runs: Mapped[list["Run"]] = relationship(back_populates="image", order_by="Run.id")
+    candidates: Mapped[list["Candidate"]] = relationship(
+        back_populates="image", order_by="Candidate.id"
+    )
+    notifications: Mapped[list["Notification"]] = relationship(
+        back_populates="image", order_by="Notification.id"
+    )
+
+    @property
+    def name(self) -> str:
+        """The image's file name."""
+        return Path(self.path).name
+
+
+class Run(Base):
+    """One processing of one image, with everything needed to reproduce it."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    model_path: Mapped[Optional[str]] = mapped_column(Text)
+    model_sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    model_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    blobwatch_version: Mapped[str] = mapped_column(String(32))
+    torch_version: Mapped[Optional[str]] = mapped_column(String(32))
+    numpy_version: Mapped[Optional[str]] = mapped_column(String(32))
+    #: threshold, n_references, min_references, registration method, offsets, reference paths
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: seconds per step (read, difference, classify, saliency, report, total)
+    timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    threshold: Mapped[Optional[float]] = mapped_column(Float)
+    max_probability: Mapped[Optional[float]] = mapped_column(Float)
+    report_path: Mapped[Optional[str]] = mapped_column(Text)
+    started_at: Mapped[_dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[Optional[_dt.datetime]]
+
+    image: Mapped[Image] = relationship(back_populates="runs")
+    subframes: Mapped[list["SubframePrediction"]] = relationship(
+        back_populates="run", order_by="SubframePrediction.index"
+    )
+    candidates: Mapped[list["Candidate"]] = relationship(
+        back_populates="run", order_by="Candidate.id"
+    )
+
+
+class SubframePrediction(Base):
+    """The classifier's probability for one 256x256 subframe of a run's difference image."""
+
+    __tablename__ = "subframe_predictions"
+    __table_args__ = (UniqueConstraint("run_id", "index", name="uq_subframe_run_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    x0: Mapped[int] = mapped_column(Integer)
+    y0: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(Integer)
+    probability: Mapped[float] = mapped_column(Float)
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False)
+    saliency_path: Mapped[Optional[str]] = mapped_column(Text)
+
+    run: Mapped[Run] = relationship(back_populates="subframes")
+
+
+class Blob(Base):
+    """A known blob in the catalog (0-based pixel centre, radius in pixels, fractional depth)."""
+
+    __tablename__ = "blobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    x: Mapped[float] = mapped_column(Float)
+    y: Mapped[float] = mapped_column(Float)
+    radius: Mapped[float] = mapped_column(Float)
+    #: fractional throughput loss at the centre (0.1 = 10 % darker)
+    depth: Mapped[Optional[float]] = mapped_column(Float)
+    first_seen_mjd: Mapped[Optional[float]] = mapped_column(Float)
+    first_seen: Mapped[Optional[_dt.datetime]]
+    source: Mapped[str] = mapped_column(String(32))
+    label: Mapped[Optional[str]] = mapped_column(String(64))
+    #: the confirmed candidate this blob came from (a plain id: blobs and candidates refer to
+    #: each other, and a foreign-key cycle would complicate migrations on SQLite)
+    candidate_id: Mapped[Optional[int]] = mapped_column(Integer, index=True)
+    created_at: Mapped[_dt.datetime] = mapped_column(default=utcnow)
+
+
+class Candidate(Base):
+    """A localized candidate blob in one image, and its review state.
+
+    ``status``: ``new`` (alerted, awaiting review), ``confirmed`` (added to the catalog),
+    ``rejected`` (false alarm, ``reason`` says why; a label for retraining), ``known`` (within
+    a catalog blob's radius: recorded, not alerted) or ``linked`` (at the position of an open or
+    confirmed candidate of an earlier image: ``linked_to``; recorded, not alerted again).
+    """
+
+    __tablename__ = "candidates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    x: Mapped[float] = mapped_column(Float)
+    y: Mapped[float] = mapped_column(Float)
+    probability: Mapped[float] = mapped_column(Float)
+    significance: Mapped[Optional[float]] = mapped_column(Float)
+    radius: Mapped[Optional[float]] = mapped_column(Float)
+    subframe: Mapped[Optional[int]] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="new")
+    linked_to: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("candidates.id", ondelete="SET NULL")
+    )
+    known_blob_id: Mapped[Optional[int]] = mapped_column(ForeignKey("blobs.id", ondelete="SET NULL"))
+    reason: Mapped[Optional[str]] = mapped_column(Text)
+    reviewed_by: Mapped[Optional[str]] = mapped_column(String(128))
+    reviewed_at: Mapped[Optional[_dt.datetime]]
+    created_at: Mapped[_dt.datetime] = mapped_column(default=utcnow)
+
+    run: Mapped[Run] = relationship(back_populates="candidates")
+    image: Mapped[Image] = relationship(back_populates="candidates")
+    known_blob: Mapped[Optional[Blob]] = relationship(foreign_keys=[known_blob_id])
+
+
+class Notification(Base):
+    """One alert for one image to one notification URL, with retry bookkeeping.
+
+    The URL itself is never stored (it may hold a token): only ``url_hash`` (SHA-256, used to
+    match the configured URL on a retry) and ``url_redacted`` (scheme and host, for display).
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (UniqueConstraint("image_id", "url_hash", name="uq_notification_image_url"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    url_hash: Mapped[str] = mapped_column(String(64))
+    url_redacted: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[Optional[str]] = mapped_column(Text)
+    title: Mapped[str] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[_dt.datetime] = mapped_column(default=utcnow)
+    last_attempt_at: Mapped[Optional[_dt.datetime]]
+    sent_at: Mapped[Optional[_dt.datetime]]
+
+    image: Mapped[Image] = relationship(back_populates="notifications")
+
+
+# --------------------------------------------------------------------------------------------
+# Engine, schema creation and upgrade
+# --------------------------------------------------------------------------------------------
+
+
+def default_db_url(directory: str | os.PathLike | None = None) -> str:
+    """Return the default database URL.
+
+    ``$BLOBWATCH_DB`` if set, else ``sqlite:///<directory>/blobwatch.db`` (``directory``
+    defaults to the current working directory).
+    """
+    env = os.environ.get(DB_URL_ENV)
+    if env:
+        return env
+    base = Path(directory) if directory is not None else Path.cwd()
+    return f"sqlite:///{(base / 'blobwatch.db').resolve()}"
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (for logs and reports)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not an SQLAlchemy URL: hide anything between :// and @
+        return re.sub(r"://[^@/]*@", "://***@", url)
+
+
+def _install_sqlite_pragmas(engine: Engine) -> None:
+    """Make SQLite behave: real transactions, WAL, foreign keys, a busy timeout.
+
+    pysqlite's own transaction handling defers ``BEGIN`` and never locks for DDL; the
+    documented SQLAlchemy recipe turns it off and emits ``BEGIN`` ourselves.  A connection
+    with the execution option ``sqlite_begin="IMMEDIATE"`` takes the write lock at once.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "")
+        conn.exec_driver_sql(f"BEGIN {mode}".strip())
+
+
+def create_db_engine(url: str) -> Engine:
+    """Create an engine for ``url``; for SQLite create the parent folder and set pragmas."""
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+    engine = create_engine(url, **kwargs)
+    if parsed.get_backend_name() == "sqlite":
+        _install_sqlite_pragmas(engine)
+    return engine
+
+
+def _alembic_config(connection: Any = None) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Create or upgrade the schema to `SCHEMA_VERSION` with the shipped Alembic migrations.
+
+    Runs in one transaction; on SQLite it holds the write lock, so two processes opening a new
+    database at once do not both create tables.
+    """
+    from alembic import command
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            command.upgrade(_alembic_config(conn), "head")
+
+
+def schema_version(engine: Engine) -> str | None:
+    """Return the database's Alembic revision (``None`` for an empty database)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def open_database(url: str | None = None, *, upgrade: bool = True) -> sessionmaker[Session]:
+    """Open (and create or upgrade) the blobwatch database at ``url``.
+
+    Parameters
+    ----------
+    url : str, optional
+        Any SQLAlchemy URL; default `default_db_url` (``$BLOBWATCH_DB`` or
+        ``sqlite:///./blobwatch.db``).
+    upgrade : bool
+        Create or upgrade the schema to `SCHEMA_VERSION` (Alembic ``upgrade head``).
+
+    Returns
+    -------
+    sessionmaker
+        Use ``with Session() as s:`` or ``with Session.begin() as s:``; the engine is
+        ``Session.kw["bind"]``.  ``expire_on_commit=False`` so rows stay readable after commit.
+    """
+    engine = create_db_engine(url or default_db_url())
+    if upgrade:
+        upgrade_schema(engine)
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def engine_of(session_factory: sessionmaker[Session]) -> Engine:
+    """Return the engine a `open_database` session factory is bound to."""
+    return session_factory.kw["bind"]
+
+
+# --------------------------------------------------------------------------------------------
+# Small shared operations
+# --------------------------------------------------------------------------------------------
+
+
+def claim_image(
+    session: Session,
+    image_id: int,
+    worker: str,
+    *,
+    stale_after: _dt.timedelta = _dt.timedelta(minutes=30),
+) -> bool:
+    """Atomically claim a registered image (or a stale claim) for processing; commit.
+
+    One ``UPDATE ... WHERE status='registered'`` statement: the database guarantees that only
+    one of several concurrent monitors sees ``rowcount == 1``.  A claim older than
+    ``stale_after`` (a monitor that was killed) can be taken over.
+
+    Returns
+    -------
+    bool
+        True if this worker now owns the image.
+    """
+    now = utcnow()
+    stale = now - stale_after
+    result = session.execute(
+        update(Image)
+        .where(Image.id == image_id)
+        .where(
+            or_(
+                Image.status == "registered",
+                (Image.status == "processing") & (Image.claimed_at < stale),
+            )
+        )
+        .values(status="processing", claimed_by=worker, claimed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+def release_image(session: Session, image_id: int, worker: str) -> None:
+    """Give back a claim that was not completed (the image is processed on the next run); commit."""
+    session.execute(
+        update(Image)
+        .where(Image.id == image_id, Image.status == "processing", Image.claimed_by == worker)
+        .values(status="registered", claimed_by=None, claimed_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+
+
+def hash_text(text: str) -> str:
+    """Return the hex SHA-256 of ``text`` (used for notification URLs)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def latest_run(session: Session, image_id: int) -> Run | None:
+    """Return the newest run of an image, or None."""
+    return session.scalars(
+        select(Run).where(Run.image_id == image_id).order_by(Run.id.desc()).limit(1)
+    ).first()

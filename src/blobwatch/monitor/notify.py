@@ -1,0 +1,315 @@
+"""Notifications of new blob candidates through apprise, with retry bookkeeping.
+
+URLs are apprise URLs (``mailtos://``, ``slack://``, ``msteams://``, ``json://host:port/path``
+for a JSON webhook, ...).  They come from the command line, the ``BLOBWATCH_NOTIFY``
+environment variable or a TOML config file, never from the repository, and are never stored:
+the database keeps a SHA-256 of each URL (to find it again on a retry) and a redacted form.
+
+Life of an alert: the runner queues one ``pending`` row per (image, URL) in the same transaction
+as the image's results; after the commit `deliver_pending` claims each row (``sending``), sends
+it and marks it ``sent`` or ``failed`` (with the error).  Failed and pending rows are retried on
+the next run; the unique (image, URL) constraint means an image never alerts twice.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from blobwatch.errors import BlobwatchError
+from blobwatch.monitor.db import Candidate, Image, Notification, hash_text, utcnow
+
+__all__ = [
+    "NOTIFY_ENV",
+    "DeliveryResult",
+    "apprise_send",
+    "config_path",
+    "deliver_pending",
+    "format_alert",
+    "load_config",
+    "queue_notifications",
+    "redact_notify_url",
+    "resolve_notify_urls",
+]
+
+log = logging.getLogger(__name__)
+
+#: Environment variable with notification URLs (separated by spaces or commas).
+NOTIFY_ENV = "BLOBWATCH_NOTIFY"
+#: Environment variable naming the config file.
+CONFIG_ENV = "BLOBWATCH_CONFIG"
+#: A ``sending`` claim older than this belongs to a monitor that died; it is retried.
+STALE_SENDING = _dt.timedelta(minutes=10)
+
+#: ``send(url, title, body) -> None``; raises on failure.
+Sender = Callable[[str, str, str], None]
+
+
+class NotifyError(BlobwatchError):
+    """A notification URL or configuration is unusable, or a delivery failed."""
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    """The config file: ``$BLOBWATCH_CONFIG`` or ``~/.config/blobwatch/config.toml``."""
+    env = os.environ if env is None else env
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV]).expanduser()
+    base = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "blobwatch" / "config.toml"
+
+
+def load_config(path: str | os.PathLike | None = None, *, required: bool = False) -> dict:
+    """Read the TOML config file (``{}`` if absent and not ``required``).
+
+    Recognised keys::
+
+        [monitor]
+        db = "sqlite:////data/blobwatch/blobwatch.db"
+        reports = "/data/blobwatch/reports"
+        notify = ["json://quicklook.example.org/blobwatch", "mailtos://..."]
+    """
+    import tomllib
+
+    p = Path(path) if path is not None else config_path()
+    if not p.exists():
+        if required:
+            from blobwatch.errors import InputError
+
+            raise InputError(p, "config file not found")
+        return {}
+    try:
+        with open(p, "rb") as fh:
+            return tomllib.load(fh)
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        from blobwatch.errors import InputError
+
+        raise InputError(p, f"not a valid TOML config file ({exc})") from None
+
+
+def resolve_notify_urls(
+    cli_urls: Sequence[str] | None = None,
+    *,
+    config: Mapping | None = None,
+    env: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Return the notification URLs to use: command line, else environment, else config file.
+
+    The first source that names any URL wins (so a command-line ``--notify`` overrides the
+    team's defaults).  Duplicates are removed, order kept.
+    """
+    env = os.environ if env is None else env
+    sources: list[Iterable[str]] = [
+        cli_urls or [],
+        [u for u in re.split(r"[\s,]+", env.get(NOTIFY_ENV, "")) if u],
+        list(((config or {}).get("monitor") or {}).get("notify") or []),
+    ]
+    for urls in sources:
+        cleaned = [str(u).strip() for u in urls if str(u).strip()]
+        if cleaned:
+            return list(dict.fromkeys(cleaned))
+    return []
+
+
+def redact_notify_url(url: str) -> str:
+    """A form of ``url`` safe to store and show: apprise's privacy rendering, no query string."""
+    try:
+        import apprise
+
+        plugin = apprise.Apprise.instantiate(url)
+        if plugin is not None:
+            return plugin.url(privacy=True).split("?", 1)[0]
+    except Exception:  # pragma: no cover - apprise internals
+        pass
+    scheme = url.split("://", 1)[0] if "://" in url else "?"
+    return f"{scheme}://***"
+
+
+def validate_notify_urls(urls: Sequence[str]) -> None:
+    """Raise `NotifyError` naming the first URL apprise does not understand."""
+    import apprise
+
+    for url in urls:
+        if apprise.Apprise.instantiate(url) is None:
+            raise NotifyError(f"notification URL {redact_notify_url(url)!r} is not a valid apprise URL")
+
+
+# --------------------------------------------------------------------------------------------
+# Message
+# --------------------------------------------------------------------------------------------
+
+
+def format_alert(
+    image: Image, candidates: Sequence[Candidate], report: str | os.PathLike | None
+) -> tuple[str, str]:
+    """Return (title, body) of the alert for an image's new candidates.
+
+    Coordinates are written ``x=<col> y=<row>`` (0-based, one decimal) and DS9 1-based
+    ``(col+1, row+1)``.
+    """
+    n = len(candidates)
+    title = f"blobwatch: {n} new blob candidate{'s' if n != 1 else ''} in {image.name}"
+    when = image.obs_date.strftime("%Y-%m-%d %H:%M:%S UTC") if image.obs_date else "unknown date"
+    mjd = f", MJD {image.mjd:.5f}" if image.mjd is not None else ""
+    lines = [
+        f"Image: {image.name}",
+        f"Observed: {when}{mjd}",
+        f"New blob candidate{'s' if n != 1 else ''} (0-based x=column y=row; DS9 1-based in parentheses):",
+    ]
+    for c in candidates:
+        lines.append(
+            f"  candidate {c.id}: x={c.x:.1f} y={c.y:.1f} (DS9 {c.x + 1:.1f}, {c.y + 1:.1f}) "
+            f"probability {c.probability:.3f}"
+        )
+    lines.append(f"Report: {report if report else 'not written'}")
+    lines.append("Review: blobwatch catalog confirm ID  |  blobwatch catalog reject ID --reason TEXT")
+    return title, "\n".join(lines)
+
+
+def queue_notifications(
+    session: Session, image: Image, urls: Sequence[str], title: str, body: str
+) -> list[Notification]:
+    """Add a ``pending`` notification row per URL not yet used for this image (no commit)."""
+    existing = {
+        n.url_hash
+        for n in session.scalars(select(Notification).where(Notification.image_id == image.id))
+    }
+    rows = []
+    for url in urls:
+        digest = hash_text(url)
+        if digest in existing:
+            continue
+        row = Notification(
+            image_id=image.id,
+            url_hash=digest,
+            url_redacted=redact_notify_url(url),
+            status="pending",
+            attempts=0,
+            title=title,
+            message=body,
+        )
+        session.add(row)
+        rows.append(row)
+        existing.add(digest)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Delivery
+# --------------------------------------------------------------------------------------------
+
+
+def apprise_send(url: str, title: str, body: str) -> None:
+    """Send one message to one apprise URL; raise `NotifyError` with apprise's reason on failure."""
+    import apprise
+
+    sender = apprise.Apprise()
+    if not sender.add(url):
+        raise NotifyError(f"not a valid apprise URL: {redact_notify_url(url)}")
+    with apprise.LogCapture(level=logging.WARNING) as captured:
+        ok = sender.notify(title=title, body=body)
+    if not ok:
+        detail = " ".join(line.strip() for line in captured.getvalue().splitlines() if line.strip())
+        raise NotifyError(detail or "apprise reported a failure")
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """Outcome of one delivery attempt."""
+
+    notification_id: int
+    image_id: int
+    url: str
+    ok: bool
+    error: str | None
+
+
+def deliver_pending(
+    session_factory: sessionmaker[Session],
+    urls: Sequence[str],
+    *,
+    sender: Sender = apprise_send,
+    image_ids: Sequence[int] | None = None,
+) -> list[DeliveryResult]:
+    """Send every pending or failed notification whose URL is configured now.
+
+    Each row is claimed atomically (``status -> sending``), sent, and committed as ``sent`` or
+    ``failed`` (``attempts`` and ``last_error`` updated) one at a time, so a crash loses at most
+    the claim of one row, which is retried after `STALE_SENDING`.  Rows whose URL is no longer
+    configured stay as they are (logged).
+
+    Parameters
+    ----------
+    session_factory : sessionmaker
+    urls : sequence of str
+        The configured notification URLs.
+    sender : callable
+        ``sender(url, title, body)``, raising on failure (default `apprise_send`).
+    image_ids : sequence of int, optional
+        Only these images' notifications.
+    """
+    by_hash = {hash_text(u): u for u in urls}
+    results: list[DeliveryResult] = []
+    with session_factory() as session:
+        stale = utcnow() - STALE_SENDING
+        query = select(Notification.id, Notification.url_hash, Notification.status).where(
+            or_(
+                Notification.status.in_(("pending", "failed")),
+                (Notification.status == "sending") & (Notification.last_attempt_at < stale),
+            )
+        ).order_by(Notification.id)
+        if image_ids is not None:
+            query = query.where(Notification.image_id.in_(list(image_ids)))
+        todo = session.execute(query).all()
+        session.rollback()
+        for nid, url_hash, status in todo:
+            url = by_hash.get(url_hash)
+            if url is None:
+                log.warning("notification %d: its URL is no longer configured; left %s", nid, status)
+                continue
+            now = utcnow()
+            claimed = session.execute(
+                update(Notification)
+                .where(Notification.id == nid, Notification.status == status)
+                .values(status="sending", last_attempt_at=now, attempts=Notification.attempts + 1)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            session.commit()
+            if claimed != 1:
+                continue  # another monitor took it
+            row = session.get(Notification, nid, populate_existing=True)
+            assert row is not None
+            error: str | None = None
+            try:
+                sender(url, row.title, row.message)
+            except Exception as exc:  # any failure of the service is recorded, never fatal
+                error = f"{type(exc).__name__}: {exc}"[:2000]
+            if error is None:
+                row.status, row.sent_at, row.last_error = "sent", utcnow(), None
+                log.info("notification %d sent to %s", nid, row.url_redacted)
+            else:
+                row.status, row.last_error = "failed", error
+                log.warning("notification %d to %s failed (attempt %d): %s",
+                            nid, row.url_redacted, row.attempts, error)
+            session.commit()
+            results.append(DeliveryResult(nid, row.image_id, url, error is None, error))
+    return results
+
+
+def print_message(title: str, body: str, stream=None) -> None:  # noqa: ANN001
+    """Print an alert to a stream (used when no notification URL is configured)."""
+    stream = stream or sys.stdout
+    print(f"{title}\n{body}", file=stream)

@@ -1,0 +1,415 @@
+"""HTML reports: one page per image, an index of all images and a map of the known blobs.
+
+Pages are Jinja2 templates (``monitor/templates``); figures are PNG files beside each page,
+drawn with matplotlib's object interface (no pyplot, Agg canvas).  Every file is written
+atomically, figures first and the page last, so a page never points at a missing figure and a
+crash never leaves a half-written page.
+
+Layout under the reports folder::
+
+    index.html                      every image, newest first, with status and candidates
+    blobmap.html, blobmap.png       every known blob on the detector
+    images/<id>_<stem>/report.html  one image: difference, 4x4 probabilities, saliency, provenance
+    images/<id>_<stem>/*.png
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from blobwatch import __version__
+from blobwatch.atomic import write_bytes_atomic, write_text_atomic
+
+__all__ = [
+    "CandidateView",
+    "ImageReport",
+    "SubframeView",
+    "render_blobmap",
+    "render_index",
+    "report_dir",
+    "write_blobmap",
+    "write_image_report",
+    "write_index",
+]
+
+_TEMPLATES = Path(__file__).with_name("templates")
+#: Circle drawn around a candidate / known blob when its radius is unknown (px).
+DEFAULT_RADIUS = 8.0
+
+
+@dataclass(frozen=True)
+class SubframeView:
+    """One subframe's result as shown in a report."""
+
+    index: int
+    x0: int
+    y0: int
+    size: int
+    probability: float
+    flagged: bool
+    saliency_png: str | None = None
+
+
+@dataclass(frozen=True)
+class CandidateView:
+    """One candidate as shown in a report (0-based x = column, y = row)."""
+
+    id: int | None
+    x: float
+    y: float
+    probability: float
+    significance: float | None
+    radius: float | None
+    status: str
+    note: str = ""
+
+    @property
+    def ds9(self) -> str:
+        """DS9 / FITS 1-based coordinates ``(x+1, y+1)``."""
+        return f"({self.x + 1:.1f}, {self.y + 1:.1f})"
+
+
+@dataclass
+class ImageReport:
+    """Everything one image's report shows (arrays plus small records; no database objects).
+
+    Attributes
+    ----------
+    image_id : int
+    name : str
+        File name of the blob image.
+    path : str
+    mjd : float or None
+    obs_date : datetime or None
+    difference : numpy.ndarray
+        The difference image (current minus median stack; new blobs negative, dark).
+    prepared : numpy.ndarray or None
+        The normalized image the classifier saw (blobs positive), for the saliency panels.
+    threshold : float
+    subframes : list of SubframeView
+    candidates : list of CandidateView
+    known_blobs : numpy.ndarray
+        ``(N, 3)`` x, y, radius of the catalog blobs.
+    saliency : dict
+        ``{subframe index: (size, size) map}`` for the flagged subframes.
+    provenance : dict
+        Name -> value rows of the provenance table (model, versions, references, timings...).
+    """
+
+    image_id: int
+    name: str
+    path: str
+    mjd: float | None
+    obs_date: _dt.datetime | None
+    difference: np.ndarray
+    threshold: float
+    subframes: list[SubframeView]
+    candidates: list[CandidateView]
+    known_blobs: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    prepared: np.ndarray | None = None
+    saliency: dict[int, np.ndarray] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def _environment() -> Any:
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+    env = Environment(
+        loader=FileSystemLoader(str(_TEMPLATES)),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["date"] = lambda d: d.strftime("%Y-%m-%d %H:%M:%S UTC") if d else "—"
+    env.filters["num"] = lambda v, fmt="{:.3f}": "—" if v is None else fmt.format(v)
+    return env
+
+
+def report_dir(reports: str | os.PathLike, image_id: int, name: str) -> Path:
+    """The folder of one image's report: ``<reports>/images/<id>_<stem>``."""
+    stem = Path(name).name.split(".")[0] or "image"
+    return Path(reports) / "images" / f"{int(image_id):05d}_{stem}"
+
+
+# --------------------------------------------------------------------------------------------
+# Figures (matplotlib object interface, Agg; return PNG bytes)
+# --------------------------------------------------------------------------------------------
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _zscale_limits(image: np.ndarray) -> tuple[float, float]:
+    from astropy.visualization import ZScaleInterval
+
+    finite = image[np.isfinite(image)]
+    if finite.size == 0:
+        return -1.0, 1.0
+    sample = finite[:: max(1, finite.size // 200_000)]
+    lo, hi = ZScaleInterval().get_limits(sample)
+    return (float(lo), float(hi)) if hi > lo else (float(lo) - 1.0, float(lo) + 1.0)
+
+
+def difference_figure(
+    difference: np.ndarray,
+    known_blobs: np.ndarray,
+    candidates: Sequence[CandidateView],
+    *,
+    title: str = "",
+    size_inches: float = 8.0,
+) -> bytes:
+    """PNG of the difference image (zscale, grey, origin lower-left like DS9) with known blobs
+    circled in green and candidates in red (the seed's Fig. 2); the 256-px subframe grid dotted."""
+    from matplotlib.patches import Circle
+
+    data = np.asarray(difference, dtype=np.float32)
+    lo, hi = _zscale_limits(data)
+    fig = _figure(size_inches, size_inches)
+    ax = fig.add_axes((0.08, 0.06, 0.9, 0.88))
+    ax.imshow(np.nan_to_num(data, nan=float(np.nanmedian(data)) if np.isfinite(data).any() else 0.0),
+              cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
+    rows, cols = data.shape
+    for k in range(256, cols, 256):
+        ax.axvline(k - 0.5, color="#4aa3ff", lw=0.5, ls=":")
+    for k in range(256, rows, 256):
+        ax.axhline(k - 0.5, color="#4aa3ff", lw=0.5, ls=":")
+    for x, y, r in np.asarray(known_blobs, dtype=float).reshape(-1, 3):
+        ax.add_patch(Circle((x, y), r + 3, fill=False, ec="#00d000", lw=0.8))
+    for c in candidates:
+        colour = "red" if c.status in ("new", "confirmed") else "orange"
+        ax.add_patch(Circle((c.x, c.y), (c.radius or DEFAULT_RADIUS) + 8, fill=False, ec=colour, lw=1.5))
+        ax.annotate(f"{c.id if c.id is not None else ''}", (c.x, c.y), xytext=(12, 12),
+                    textcoords="offset points", color=colour, fontsize=9, weight="bold")
+    ax.set_xlim(-0.5, cols - 0.5)
+    ax.set_ylim(-0.5, rows - 0.5)
+    ax.set_xlabel("x (column, 0-based)")
+    ax.set_ylabel("y (row, 0-based)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _png(fig)
+
+
+def probability_grid_figure(subframes: Sequence[SubframeView], threshold: float, shape: tuple[int, int]) -> bytes:
+    """PNG of the subframe probabilities as a grid laid out like the image (origin lower-left)."""
+    from matplotlib.patches import Rectangle
+
+    fig = _figure(4.2, 4.0)
+    ax = fig.add_axes((0.12, 0.1, 0.72, 0.8))
+    grid = np.full(shape, np.nan, dtype=np.float32)
+    for s in subframes:
+        grid[s.y0 : s.y0 + s.size, s.x0 : s.x0 + s.size] = s.probability
+    image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, origin="lower", interpolation="nearest")
+    for s in subframes:
+        ax.text(s.x0 + s.size / 2, s.y0 + s.size / 2, f"{s.probability:.2f}", ha="center", va="center",
+                color="white" if s.probability < 0.6 else "black", fontsize=9,
+                weight="bold" if s.flagged else "normal")
+        if s.flagged:
+            ax.add_patch(Rectangle((s.x0, s.y0), s.size - 1, s.size - 1, fill=False, ec="red", lw=2))
+    ax.set_title(f"P(blob) per subframe (threshold {threshold:.2f})", fontsize=9)
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    cax = fig.add_axes((0.87, 0.1, 0.03, 0.8))
+    fig.colorbar(image, cax=cax)
+    return _png(fig)
+
+
+def saliency_figure(
+    subframe: np.ndarray,
+    saliency: np.ndarray,
+    view: SubframeView,
+    candidates: Sequence[CandidateView],
+) -> bytes:
+    """PNG with the prepared subframe (blobs bright) and its gradient saliency map side by side,
+    axes in full-image pixel coordinates, candidates marked."""
+    from matplotlib.patches import Circle
+
+    fig = _figure(8.0, 4.0)
+    extent = (view.x0 - 0.5, view.x0 + view.size - 0.5, view.y0 - 0.5, view.y0 + view.size - 0.5)
+    axes = [fig.add_axes((0.06, 0.1, 0.42, 0.8)), fig.add_axes((0.56, 0.1, 0.42, 0.8))]
+    sub = np.asarray(subframe, dtype=np.float32)
+    lo, hi = np.percentile(sub, [0.5, 99.5]) if sub.size else (0.0, 1.0)
+    axes[0].imshow(sub, cmap="gray", vmin=lo, vmax=hi, origin="lower", extent=extent)
+    axes[0].set_title(f"subframe {view.index} (prepared, blobs bright)", fontsize=9)
+    sal = np.asarray(saliency, dtype=np.float32)
+    axes[1].imshow(sal, cmap="inferno", vmin=0, vmax=float(np.percentile(sal, 99.9)) or 1.0,
+                   origin="lower", extent=extent)
+    axes[1].set_title(f"saliency |d logit / d pixel|, P={view.probability:.3f}", fontsize=9)
+    for c in candidates:
+        if view.x0 <= c.x < view.x0 + view.size and view.y0 <= c.y < view.y0 + view.size:
+            for ax in axes:
+                ax.add_patch(Circle((c.x, c.y), (c.radius or DEFAULT_RADIUS) + 6, fill=False, ec="red", lw=1))
+    return _png(fig)
+
+
+def blobmap_figure(known_blobs: Sequence[Any], shape: tuple[int, int] = (1024, 1024),
+                   background: np.ndarray | None = None) -> bytes:
+    """PNG of every known blob on the detector (like the seed's Fig. 2, left)."""
+    from matplotlib.patches import Circle
+
+    fig = _figure(8.0, 8.0)
+    ax = fig.add_axes((0.08, 0.06, 0.9, 0.88))
+    if background is not None:
+        lo, hi = _zscale_limits(np.asarray(background, dtype=np.float32))
+        ax.imshow(background, cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
+    else:
+        ax.set_facecolor("black")
+    colours = {"confirmed": "red", "simulator-truth": "#00d000", "import": "#00d000"}
+    for b in known_blobs:
+        ax.add_patch(Circle((b.x, b.y), b.radius, fill=True, fc="white", ec=colours.get(b.source, "cyan"),
+                            lw=0.8, alpha=0.9))
+    ax.set_xlim(-0.5, shape[1] - 0.5)
+    ax.set_ylim(-0.5, shape[0] - 0.5)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (column, 0-based)")
+    ax.set_ylabel("y (row, 0-based)")
+    ax.set_title(f"{len(known_blobs)} known blobs (green: imported, red: confirmed by review)", fontsize=10)
+    return _png(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# Pages
+# --------------------------------------------------------------------------------------------
+
+
+def write_image_report(report: ImageReport, reports: str | os.PathLike) -> Path:
+    """Write one image's figures and page; return the page's path.
+
+    Figures: ``difference.png``, ``probabilities.png`` and ``saliency_<index>.png`` for each
+    subframe in ``report.saliency``.  The page is written last.
+    """
+    folder = report_dir(reports, report.image_id, report.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(
+        folder / "difference.png",
+        difference_figure(report.difference, report.known_blobs, report.candidates,
+                          title=f"{report.name}: difference (new blobs dark)"),
+    )
+    write_bytes_atomic(
+        folder / "probabilities.png",
+        probability_grid_figure(report.subframes, report.threshold, report.difference.shape),
+    )
+    subframes = []
+    for s in report.subframes:
+        png = None
+        if s.index in report.saliency and report.prepared is not None:
+            png = f"saliency_{s.index:02d}.png"
+            sub = report.prepared[s.y0 : s.y0 + s.size, s.x0 : s.x0 + s.size]
+            write_bytes_atomic(folder / png, saliency_figure(sub, report.saliency[s.index], s, report.candidates))
+        subframes.append(SubframeView(**{**s.__dict__, "saliency_png": png}))
+    n = int(round(np.sqrt(len(subframes)))) or 1
+    grid_rows = []  # top row first, as displayed (origin lower-left)
+    by_pos = sorted(subframes, key=lambda s: (-s.y0, s.x0))
+    for r in range(0, len(by_pos), n):
+        grid_rows.append(by_pos[r : r + n])
+    html = _environment().get_template("image.html").render(
+        r=report,
+        subframes=subframes,
+        grid_rows=grid_rows,
+        flagged=[s for s in subframes if s.saliency_png],
+        version=__version__,
+        written=_dt.datetime.now(_dt.timezone.utc),
+    )
+    page = folder / "report.html"
+    write_text_atomic(page, html)
+    return page
+
+
+def render_index(rows: Sequence[dict[str, Any]], *, title: str = "blobwatch monitor") -> str:
+    """HTML of the index page; ``rows`` as from `index_rows`."""
+    return _environment().get_template("index.html").render(
+        rows=rows, title=title, version=__version__, written=_dt.datetime.now(_dt.timezone.utc)
+    )
+
+
+def index_rows(session: Any, reports: str | os.PathLike) -> list[dict[str, Any]]:
+    """One dict per image (newest observation first) for the index page."""
+    from sqlalchemy import select
+
+    from blobwatch.monitor.db import Candidate, Image, Run
+
+    reports = Path(reports)
+    images = list(session.scalars(select(Image).order_by(Image.mjd.desc().nulls_last(), Image.id.desc())))
+    runs: dict[int, Run] = {}
+    for run in session.scalars(select(Run).order_by(Run.id)):
+        runs[run.image_id] = run  # the latest run wins
+    cands: dict[int, list[Candidate]] = {}
+    for c in session.scalars(select(Candidate).order_by(Candidate.id)):
+        if runs.get(c.image_id) is not None and c.run_id == runs[c.image_id].id:
+            cands.setdefault(c.image_id, []).append(c)
+    rows = []
+    for im in images:
+        run = runs.get(im.id)
+        link = None
+        if run is not None and run.report_path:
+            try:
+                link = Path(run.report_path).resolve().relative_to(reports.resolve()).as_posix()
+            except ValueError:
+                link = Path(run.report_path).as_uri()
+        cs = cands.get(im.id, [])
+        rows.append(
+            {
+                "id": im.id,
+                "name": im.name,
+                "obs_date": im.obs_date,
+                "mjd": im.mjd,
+                "status": im.status,
+                "reason": im.reason,
+                "max_probability": run.max_probability if run else None,
+                "candidates": [
+                    CandidateView(c.id, c.x, c.y, c.probability, c.significance, c.radius, c.status)
+                    for c in cs
+                ],
+                "alert": any(c.status in ("new", "confirmed", "rejected") for c in cs),
+                "link": link,
+            }
+        )
+    return rows
+
+
+def write_index(session: Any, reports: str | os.PathLike) -> Path:
+    """Write ``<reports>/index.html`` from the database; return its path."""
+    path = Path(reports) / "index.html"
+    write_text_atomic(path, render_index(index_rows(session, reports)))
+    return path
+
+
+def render_blobmap(blobs: Sequence[Any]) -> str:
+    """HTML of the blob-map page for catalog rows ``blobs``."""
+    return _environment().get_template("blobmap.html").render(
+        blobs=blobs, version=__version__, written=_dt.datetime.now(_dt.timezone.utc)
+    )
+
+
+def write_blobmap(session: Any, reports: str | os.PathLike, *, shape: tuple[int, int] = (1024, 1024),
+                  background: np.ndarray | None = None) -> Path:
+    """Write ``<reports>/blobmap.png`` and ``blobmap.html`` from the catalog; return the page."""
+    from sqlalchemy import select
+
+    from blobwatch.monitor.db import Blob
+
+    blobs = list(session.scalars(select(Blob).order_by(Blob.id)))
+    reports = Path(reports)
+    write_bytes_atomic(reports / "blobmap.png", blobmap_figure(blobs, shape, background))
+    page = reports / "blobmap.html"
+    write_text_atomic(page, render_blobmap(blobs))
+    return page

@@ -1,0 +1,773 @@
+"""The daily monitor job: discover, register, process, notify, report.
+
+`run_monitor` does one pass over an inbox:
+
+1. **discover** FITS files under the inbox (recursively);
+2. **register** each new file content (SHA-256) as an ``images`` row: the file is read with
+   `blobwatch.fits_io.read_blob_image`; a file it refuses (corrupt, truncated, all-NaN, ...) or
+   whose shape differs from the monitor's images is recorded as ``rejected`` with the reason;
+3. **process**, in order of observation time, every registered image that has at least
+   ``min_references`` earlier valid images: atomically claim it, build the registered difference
+   against the preceding ``n_references``, run `blobwatch.detect.detect` (16 subframes, CNN,
+   candidates), compute the saliency maps of flagged subframes, sort candidates into ``known``
+   (inside a catalog blob), ``linked`` (at an earlier open or confirmed candidate) and ``new``,
+   write the report, then commit all rows of the image and its pending notifications in one
+   transaction;
+4. **notify**: send pending and earlier failed notifications (`blobwatch.monitor.notify`);
+5. rewrite the index and blob-map pages.
+
+Running it twice over the same inbox changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import logging
+import os
+import socket
+import sys
+import time
+import warnings
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from blobwatch import __version__
+from blobwatch.errors import BlobwatchError, InputError
+from blobwatch.monitor import notify as _notify
+from blobwatch.monitor.catalog import known_blob_at
+from blobwatch.monitor.db import (
+    OPEN_CANDIDATE_STATUSES,
+    Blob,
+    Candidate,
+    Image,
+    Run,
+    SubframePrediction,
+    claim_image,
+    open_database,
+    release_image,
+    utcnow,
+)
+
+__all__ = ["FITS_SUFFIXES", "ImageOutcome", "MonitorSettings", "MonitorSummary", "discover", "run_monitor", "watch"]
+
+log = logging.getLogger(__name__)
+
+#: File names the inbox scan picks up (case-insensitive).
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """Tunable settings of a monitor run.
+
+    Attributes
+    ----------
+    n_references : int
+        Preceding images in the median stack (the seed's 30).
+    min_references : int
+        An image is processed once at least this many earlier valid images exist.
+    register : bool
+        Register the references' blob patterns before the median (`blobwatch.difference`).
+    threshold : float or None
+        Probability threshold; the model's own when None.
+    known_margin : float
+        A candidate within a catalog blob's radius plus this margin (px) is ``known``.
+    link_distance : float
+        A candidate within ``max(link_distance, earlier candidate's radius)`` px of an open or
+        confirmed candidate of an earlier image is ``linked`` to it (not alerted again).
+    expected_shape : (int, int) or None
+        Shape every image must have; by default the most common shape among the registered images.
+    stale_after : datetime.timedelta
+        A claim older than this (a monitor that died on another host) may be taken over.
+    cache_images : int
+        Blob images kept in memory between images of one run (each 4 MiB at 1024x1024).
+    """
+
+    n_references: int = 30
+    min_references: int = 5
+    register: bool = True
+    threshold: float | None = None
+    known_margin: float = 2.0
+    link_distance: float = 4.0
+    expected_shape: tuple[int, int] | None = None
+    stale_after: _dt.timedelta = _dt.timedelta(minutes=30)
+    cache_images: int = 40
+
+
+@dataclass
+class ImageOutcome:
+    """What happened to one image in this run."""
+
+    image_id: int
+    name: str
+    status: str  # processed | rejected | failed | waiting | busy
+    obs_date: _dt.datetime | None = None
+    reason: str | None = None
+    max_probability: float | None = None
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    report: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def alert(self) -> bool:
+        """True when the image has new (alerted) candidates."""
+        return any(c["status"] == "new" for c in self.candidates)
+
+    def summary_line(self) -> str:
+        """One line for the console."""
+        date = self.obs_date.strftime("%Y-%m-%d %H:%M") if self.obs_date else "----------"
+        head = f"{self.name}  {date}  {self.status:<9}"
+        if self.status in ("rejected", "failed", "waiting", "busy"):
+            return f"{head}  {self.reason or ''}".rstrip()
+        parts = [f"{head}  maxP={self.max_probability:.3f}"]
+        new = [c for c in self.candidates if c["status"] == "new"]
+        other = [c for c in self.candidates if c["status"] != "new"]
+        if new:
+            parts.append(f"ALERT {len(new)} new: " + "; ".join(
+                f"#{c['id']} x={c['x']:.1f} y={c['y']:.1f} (DS9 {c['x'] + 1:.1f}, {c['y'] + 1:.1f}) P={c['probability']:.2f}"
+                for c in new))
+        else:
+            parts.append("no new blob")
+        if other:
+            parts.append(", ".join(f"{len([c for c in other if c['status'] == s])} {s}"
+                                   for s in sorted({c['status'] for c in other})))
+        parts.append(f"{self.seconds:.1f}s")
+        if self.report:
+            parts.append(f"report {self.report}")
+        return "  ".join(parts)
+
+
+@dataclass
+class MonitorSummary:
+    """The result of one `run_monitor` pass."""
+
+    registered: int = 0
+    rejected: list[ImageOutcome] = field(default_factory=list)
+    outcomes: list[ImageOutcome] = field(default_factory=list)
+    deliveries: list[_notify.DeliveryResult] = field(default_factory=list)
+    index: Path | None = None
+    seconds: float = 0.0
+
+    @property
+    def processed(self) -> list[ImageOutcome]:
+        """Images processed in this run."""
+        return [o for o in self.outcomes if o.status == "processed"]
+
+    @property
+    def failed(self) -> list[ImageOutcome]:
+        """Images whose processing raised an unexpected error (left for the next run)."""
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        """0: all fine; 1: a file was rejected in this run, processing failed or a notification
+        could not be delivered."""
+        bad = self.rejected or self.failed or any(not d.ok for d in self.deliveries)
+        return 1 if bad else 0
+
+
+# --------------------------------------------------------------------------------------------
+# Discovery and registration
+# --------------------------------------------------------------------------------------------
+
+
+def discover(inbox: str | os.PathLike) -> list[Path]:
+    """All FITS files under ``inbox`` (recursively, hidden files and folders skipped), sorted."""
+    root = Path(inbox)
+    if not root.exists():
+        raise InputError(root, "inbox folder not found")
+    if root.is_file():
+        return [root]
+    found = []
+    for path in root.rglob("*"):
+        rel = path.relative_to(root).parts
+        if any(part.startswith(".") for part in rel):
+            continue
+        if path.is_file() and path.name.lower().endswith(FITS_SUFFIXES):
+            found.append(path)
+    return sorted(found)
+
+
+def _mjd_to_datetime(mjd: float) -> _dt.datetime:
+    from astropy.time import Time
+
+    return Time(mjd, format="mjd", scale="utc").to_datetime(timezone=_dt.timezone.utc)
+
+
+class _ImageCache:
+    """A small LRU cache of `BlobImage` objects keyed by SHA-256 (one read per file per run)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self.reads = 0
+
+    def put(self, sha: str, image: Any) -> None:
+        self._items[sha] = image
+        self._items.move_to_end(sha)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def get(self, image: Image) -> Any:
+        from blobwatch.fits_io import read_blob_image
+
+        if image.sha256 in self._items:
+            self._items.move_to_end(image.sha256)
+            return self._items[image.sha256]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            blob = read_blob_image(image.path)
+        self.reads += 1
+        if blob.provenance.get("sha256") not in (None, image.sha256):
+            raise InputError(image.path, "file changed since it was registered")
+        self.put(image.sha256, blob)
+        return blob
+
+
+def register_files(
+    session_factory: sessionmaker[Session], paths: Sequence[Path], cache: _ImageCache
+) -> tuple[int, list[ImageOutcome]]:
+    """Register new file contents; record unreadable ones as rejected.  Returns (new, rejected)."""
+    from blobwatch.fits_io import FilterWarning, file_sha256, read_blob_image
+
+    new = 0
+    rejected: list[ImageOutcome] = []
+    with session_factory() as session:
+        known = {sha: (iid, path) for iid, sha, path in session.execute(select(Image.id, Image.sha256, Image.path))}
+        for path in paths:
+            try:
+                sha = file_sha256(path)
+            except OSError as exc:
+                log.warning("%s: cannot read (%s); skipped this run", path, exc)
+                continue
+            if sha in known:
+                iid, old = known[sha]
+                if old != str(path) and not Path(old).exists():  # the file moved: follow it
+                    session.execute(update(Image).where(Image.id == iid).values(path=str(path)))
+                    session.commit()
+                continue
+            row = Image(path=str(path), sha256=sha, status="registered", registered_at=utcnow())
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", FilterWarning)
+                    blob = read_blob_image(path)
+                for w in caught:
+                    log.warning("%s", w.message)
+                row.mjd = float(blob.mjd)
+                row.obs_date = _mjd_to_datetime(blob.mjd)
+                row.filter = blob.filter
+                row.rows, row.cols = (int(n) for n in blob.data.shape)
+                cache.put(sha, blob)
+            except InputError as exc:
+                row.status, row.reason = "rejected", exc.problem
+            session.add(row)
+            try:
+                session.commit()
+            except Exception:  # another monitor registered the same content at the same moment
+                session.rollback()
+                continue
+            known[sha] = (row.id, str(path))
+            new += 1
+            if row.status == "rejected":
+                rejected.append(ImageOutcome(row.id, row.name, "rejected", reason=row.reason))
+                log.warning("%s: rejected: %s", path, row.reason)
+    return new, rejected
+
+
+def _reject_wrong_shapes(
+    session_factory: sessionmaker[Session], expected: tuple[int, int] | None
+) -> tuple[tuple[int, int] | None, list[ImageOutcome]]:
+    """Reject registered images whose shape is not the expected (or most common) one."""
+    rejected: list[ImageOutcome] = []
+    with session_factory() as session:
+        rows = session.execute(
+            select(Image.id, Image.rows, Image.cols).where(Image.status != "rejected", Image.rows.is_not(None))
+        ).all()
+        if expected is None:
+            if not rows:
+                return None, rejected
+            expected = Counter((r, c) for _, r, c in rows).most_common(1)[0][0]
+        for image in session.scalars(
+            select(Image).where(Image.status == "registered", Image.rows.is_not(None))
+        ):
+            if (image.rows, image.cols) != tuple(expected):
+                image.status = "rejected"
+                image.reason = (f"shape {image.rows}x{image.cols} does not match the monitor's images "
+                                f"({expected[0]}x{expected[1]})")
+                rejected.append(ImageOutcome(image.id, image.name, "rejected", image.obs_date, image.reason))
+                log.warning("%s: rejected: %s", image.path, image.reason)
+        session.commit()
+    return tuple(expected), rejected
+
+
+# --------------------------------------------------------------------------------------------
+# Processing one image
+# --------------------------------------------------------------------------------------------
+
+
+def worker_name() -> str:
+    """``host:pid`` of this process (recorded in ``images.claimed_by``)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _claim_holder_dead(claimed_by: str | None) -> bool:
+    """True when the claim belongs to a process on this host that no longer exists."""
+    if not claimed_by or ":" not in claimed_by:
+        return False
+    host, _, pid = claimed_by.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True  # our own leftover claim from an earlier, aborted call
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _reclaim_dead(session_factory: sessionmaker[Session]) -> None:
+    """Put images claimed by dead local processes back to ``registered``."""
+    with session_factory() as session:
+        for image in session.scalars(select(Image).where(Image.status == "processing")):
+            if _claim_holder_dead(image.claimed_by):
+                log.info("%s: claim of dead process %s released", image.name, image.claimed_by)
+                session.execute(
+                    update(Image)
+                    .where(Image.id == image.id, Image.status == "processing", Image.claimed_by == image.claimed_by)
+                    .values(status="registered", claimed_by=None, claimed_at=None)
+                )
+        session.commit()
+
+
+@dataclass
+class _Model:
+    """The classifier plus what a run records about it (loaded once per `run_monitor`)."""
+
+    classifier: Any
+    path: str | None
+    sha256: str | None
+    metadata: dict[str, Any]
+    versions: dict[str, str]
+
+
+def _load_model(model: str | os.PathLike | None, classifier: Any | None) -> _Model:
+    import torch
+
+    from blobwatch.fits_io import file_sha256
+
+    if classifier is None:
+        from blobwatch.classifier import BlobClassifier
+
+        classifier = BlobClassifier(model)
+    path = getattr(classifier, "model_path", None)
+    sha = file_sha256(path) if path is not None and Path(path).exists() else None
+    metadata = dict(getattr(classifier, "metadata", {}) or {})
+    versions = {"blobwatch": __version__, "torch": torch.__version__, "numpy": np.__version__}
+    return _Model(classifier, str(path) if path is not None else None, sha, _jsonable(metadata), versions)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _references(session: Session, image: Image, settings: MonitorSettings) -> list[Image]:
+    """The preceding valid images (oldest first), at most ``n_references``."""
+    rows = session.scalars(
+        select(Image)
+        .where(Image.status != "rejected", Image.mjd.is_not(None), Image.mjd < image.mjd, Image.id != image.id)
+        .order_by(Image.mjd.desc(), Image.id.desc())
+        .limit(settings.n_references)
+    ).all()
+    return list(reversed(rows))
+
+
+def _classify_candidates(
+    session: Session, image: Image, found: Sequence[Any], blobs: Sequence[Blob], settings: MonitorSettings
+) -> list[dict[str, Any]]:
+    """Sort detected candidates into known / linked / new (no rows written)."""
+    earlier = session.execute(
+        select(Candidate.id, Candidate.x, Candidate.y, Candidate.radius, Candidate.linked_to)
+        .join(Image, Candidate.image_id == Image.id)
+        .where(Candidate.status.in_(OPEN_CANDIDATE_STATUSES + ("linked",)), Image.mjd < image.mjd)
+        .order_by(Image.mjd.desc(), Candidate.id)
+    ).all()
+    # a linked candidate counts only through its root, which must still be open or confirmed
+    open_ids = set(session.scalars(select(Candidate.id).where(Candidate.status.in_(OPEN_CANDIDATE_STATUSES))))
+    out = []
+    for c in found:
+        record = {
+            "x": float(c.x), "y": float(c.y), "probability": float(c.probability),
+            "significance": float(c.significance), "radius": float(c.radius), "subframe": int(c.subframe),
+            "status": "new", "linked_to": None, "known_blob_id": None, "note": "",
+        }
+        blob = known_blob_at(blobs, c.x, c.y, margin=settings.known_margin)
+        if blob is not None:
+            record.update(status="known", known_blob_id=blob.id,
+                          note=f"inside known blob {blob.id} at x={blob.x:.1f} y={blob.y:.1f} r={blob.radius:.1f}")
+        else:
+            for cid, x, y, radius, linked_to in earlier:
+                root = linked_to if linked_to is not None else cid
+                if root not in open_ids:
+                    continue
+                if np.hypot(x - c.x, y - c.y) <= max(settings.link_distance, float(radius or 0.0)):
+                    record.update(status="linked", linked_to=root, note=f"same position as candidate {root}")
+                    break
+        out.append(record)
+    return out
+
+
+def process_image(
+    session_factory: sessionmaker[Session],
+    image_id: int,
+    *,
+    model: _Model,
+    settings: MonitorSettings,
+    reports: Path,
+    notify_urls: Sequence[str],
+    cache: _ImageCache,
+    worker: str,
+) -> ImageOutcome:
+    """Process one claimed image: everything is computed and the report written first, then all
+    rows are committed in one transaction (the claim is released on any failure)."""
+    from blobwatch.detect import detect
+    from blobwatch.difference import blob_difference
+    from blobwatch.monitor.report import CandidateView, ImageReport, SubframeView, write_image_report
+
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    with session_factory() as session:
+        image = session.get(Image, image_id)
+        assert image is not None
+        outcome = ImageOutcome(image.id, image.name, "processed", image.obs_date)
+        refs = _references(session, image, settings)
+        # read the current image and its references; an unreadable file is rejected here too
+        try:
+            current = cache.get(image)
+        except InputError as exc:
+            image.status, image.reason, image.claimed_by, image.claimed_at = "rejected", exc.problem, None, None
+            session.commit()
+            return ImageOutcome(image.id, image.name, "rejected", image.obs_date, exc.problem)
+        ref_images = []
+        for ref in refs:
+            try:
+                ref_images.append(cache.get(ref))
+            except InputError as exc:
+                ref.status, ref.reason = "rejected", exc.problem
+                session.commit()
+                log.warning("%s: reference rejected: %s", ref.path, exc.problem)
+                raise _Retry() from None
+        timings["read"] = time.perf_counter() - t0
+
+        t = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # FewReferencesWarning is expected while < 30 exist
+            diff = blob_difference(current, ref_images, register=settings.register,
+                                   min_references=settings.min_references, max_references=settings.n_references)
+        timings["difference"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        detection = detect(diff, model.classifier, threshold=settings.threshold, name=image.name)
+        timings["detect"] = time.perf_counter() - t
+        t = time.perf_counter()
+        saliency = detection.saliency_maps()
+        timings["saliency"] = time.perf_counter() - t
+
+        blobs = list(session.scalars(select(Blob)))
+        records = _classify_candidates(session, image, detection.candidates, blobs, settings)
+        max_p = float(max(s.probability for s in detection.subframes))
+        parameters = {
+            "threshold": float(detection.threshold),
+            "n_references": len(ref_images),
+            "max_references": settings.n_references,
+            "min_references": settings.min_references,
+            "register": settings.register,
+            "registration_method": diff.method,
+            "offsets": np.round(np.asarray(diff.offsets, dtype=float), 4).tolist(),
+            "reference_paths": [str(p) for p in diff.reference_paths],
+            "reference_image_ids": [r.id for r in refs][-len(ref_images):],
+            "known_margin": settings.known_margin,
+            "link_distance": settings.link_distance,
+            "detection": _jsonable(dataclasses.asdict(detection.parameters)),
+            "preparation": _jsonable(detection.preparation),
+            "rejected_seeds": len(detection.rejected),
+        }
+        run = Run(
+            image_id=image.id,
+            model_path=model.path,
+            model_sha256=model.sha256,
+            model_metadata=model.metadata,
+            blobwatch_version=model.versions["blobwatch"],
+            torch_version=model.versions["torch"],
+            numpy_version=model.versions["numpy"],
+            parameters=_jsonable(parameters),
+            timings={},
+            threshold=float(detection.threshold),
+            max_probability=max_p,
+            started_at=utcnow(),
+        )
+        session.add(run)
+        session.flush()  # ids for the report; nothing is committed before the report exists
+        cand_rows = []
+        for rec in records:
+            row = Candidate(
+                run_id=run.id, image_id=image.id, x=rec["x"], y=rec["y"], probability=rec["probability"],
+                significance=rec["significance"], radius=rec["radius"], subframe=rec["subframe"],
+                status=rec["status"], linked_to=rec["linked_to"], known_blob_id=rec["known_blob_id"],
+                reason=rec["note"] or None, created_at=utcnow(),
+            )
+            session.add(row)
+            cand_rows.append(row)
+        session.flush()
+
+        # report (written atomically before the commit; a failure rolls everything back)
+        t = time.perf_counter()
+        views = [CandidateView(r.id, r.x, r.y, r.probability, r.significance, r.radius, r.status, rec["note"])
+                 for r, rec in zip(cand_rows, records)]
+        sub_views = [SubframeView(s.index, s.x0, s.y0, s.size, float(s.probability), bool(s.blob))
+                     for s in detection.subframes]
+        provenance = {
+            "image file": image.path,
+            "image sha256": image.sha256,
+            "filter": image.filter or "—",
+            "model": f"{model.path} (sha256 {model.sha256[:16] if model.sha256 else '—'}…)",
+            "model metadata": {k: v for k, v in model.metadata.items() if not isinstance(v, (dict, list))},
+            "versions": model.versions,
+            "references": f"{len(ref_images)} preceding images, {diff.reference_paths[0] and Path(str(diff.reference_paths[0])).name} … "
+                          f"{diff.reference_paths[-1] and Path(str(diff.reference_paths[-1])).name}",
+            "difference method": diff.method,
+            "largest reference offset (px)": f"{float(np.max(np.abs(diff.offsets))) if len(diff.offsets) else 0.0:.3f}",
+            "threshold": f"{detection.threshold:.4f}",
+            "run id": run.id,
+            "processed by": worker,
+        }
+        report = ImageReport(
+            image_id=image.id, name=image.name, path=image.path, mjd=image.mjd, obs_date=image.obs_date,
+            difference=diff.data, prepared=detection.prepared, threshold=float(detection.threshold),
+            subframes=sub_views, candidates=views,
+            known_blobs=np.array([(b.x, b.y, b.radius) for b in blobs], dtype=float).reshape(-1, 3),
+            saliency=saliency, provenance=provenance,
+        )
+        page = write_image_report(report, reports)
+        from blobwatch.monitor.report import report_dir
+
+        folder = report_dir(reports, image.id, image.name)
+        for s in detection.subframes:
+            png = folder / f"saliency_{s.index:02d}.png"
+            session.add(SubframePrediction(
+                run_id=run.id, index=s.index, x0=s.x0, y0=s.y0, size=s.size, probability=float(s.probability),
+                flagged=bool(s.blob), saliency_path=str(png) if s.index in saliency else None,
+            ))
+        timings["report"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - t0
+        run.timings = {k: round(v, 4) for k, v in timings.items()}
+        run.report_path = str(page)
+        run.finished_at = utcnow()
+
+        new_rows = [r for r in cand_rows if r.status == "new"]
+        if new_rows and notify_urls:
+            title, body = _notify.format_alert(image, new_rows, page)
+            _notify.queue_notifications(session, image, notify_urls, title, body)
+        image.status, image.reason, image.processed_at = "processed", None, utcnow()
+        image.claimed_by = image.claimed_at = None
+        session.commit()
+
+        outcome.max_probability = max_p
+        outcome.report = str(page)
+        outcome.candidates = [
+            {"id": r.id, "x": r.x, "y": r.y, "probability": r.probability, "status": r.status}
+            for r in cand_rows
+        ]
+        outcome.seconds = time.perf_counter() - t0
+        return outcome
+
+
+class _Retry(Exception):
+    """A reference turned out to be unreadable; choose the references again."""
+
+
+# --------------------------------------------------------------------------------------------
+# The job
+# --------------------------------------------------------------------------------------------
+
+
+def run_monitor(
+    inbox: str | os.PathLike,
+    *,
+    db: str | sessionmaker[Session] | None = None,
+    reports: str | os.PathLike | None = None,
+    notify: Sequence[str] | None = None,
+    model: str | os.PathLike | None = None,
+    classifier: Any | None = None,
+    settings: MonitorSettings | None = None,
+    sender: _notify.Sender = _notify.apprise_send,
+    progress: bool | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> MonitorSummary:
+    """One monitor pass over ``inbox``.
+
+    Parameters
+    ----------
+    inbox : path-like
+        Folder searched recursively for FITS files (or one file).
+    db : str or sessionmaker, optional
+        SQLAlchemy URL or an `open_database` session factory; default
+        ``sqlite:///<reports>/blobwatch.db``.
+    reports : path-like, optional
+        Report folder; default ``./blobwatch-reports``.
+    notify : sequence of str, optional
+        Apprise URLs to notify (already resolved, see `notify.resolve_notify_urls`).
+    model : path-like, optional
+        Model file; the shipped model by default.  Loaded only if something is to be processed.
+    classifier : object, optional
+        A ready `blobwatch.classifier.BlobClassifier` (reused across calls; overrides ``model``).
+    settings : MonitorSettings, optional
+    sender : callable
+        Delivery function (tests inject one); apprise by default.
+    progress : bool, optional
+        Show a tqdm progress bar (default: when stderr is a terminal and > 1 image is waiting).
+    echo : callable, optional
+        Receives one summary line per image (default: print).
+
+    Returns
+    -------
+    MonitorSummary
+    """
+    start = time.perf_counter()
+    settings = settings or MonitorSettings()
+    if settings.min_references < 1 or settings.n_references < settings.min_references:
+        raise ValueError(f"need 1 <= min_references ({settings.min_references}) <= n_references ({settings.n_references})")
+    reports_path = (Path(reports) if reports is not None else Path.cwd() / "blobwatch-reports").resolve()
+    reports_path.mkdir(parents=True, exist_ok=True)
+    session_factory = db if isinstance(db, sessionmaker) else open_database(
+        db or f"sqlite:///{(reports_path / 'blobwatch.db').resolve()}")
+    urls = list(notify or [])
+    echo = echo or (lambda line: print(line, flush=True))
+    summary = MonitorSummary()
+    worker = worker_name()
+    cache = _ImageCache(settings.cache_images)
+
+    paths = discover(inbox)
+    summary.registered, summary.rejected = register_files(session_factory, paths, cache)
+    _, wrong = _reject_wrong_shapes(session_factory, settings.expected_shape)
+    summary.rejected.extend(wrong)
+    for outcome in summary.rejected:
+        echo(outcome.summary_line())
+    _reclaim_dead(session_factory)
+
+    with session_factory() as session:
+        todo = session.execute(
+            select(Image.id, Image.mjd).where(Image.status.in_(("registered", "processing")), Image.mjd.is_not(None))
+            .order_by(Image.mjd, Image.id)
+        ).all()
+        valid_mjds = np.sort(np.array(session.scalars(
+            select(Image.mjd).where(Image.status != "rejected", Image.mjd.is_not(None))).all(), dtype=float))
+    ready = [(iid, mjd) for iid, mjd in todo
+             if np.searchsorted(valid_mjds, mjd, side="left") >= settings.min_references]
+    waiting = len(todo) - len(ready)
+    if waiting:
+        log.info("%d image(s) wait for %d earlier images", waiting, settings.min_references)
+
+    loaded: _Model | None = None
+    bar = None
+    if progress or (progress is None and len(ready) > 1 and sys.stderr.isatty()):
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(ready), unit="image", desc="monitor", file=sys.stderr)
+        echo_line = bar.write
+    else:
+        echo_line = echo
+    try:
+        for iid, _mjd in ready:
+            with session_factory() as session:
+                if not claim_image(session, iid, worker, stale_after=settings.stale_after):
+                    log.info("image %d is being processed by another monitor; skipped", iid)
+                    if bar:
+                        bar.update(1)
+                    continue
+            if loaded is None:
+                loaded = _load_model(model, classifier)
+            for attempt in range(settings.n_references + 1):
+                try:
+                    outcome = process_image(session_factory, iid, model=loaded, settings=settings,
+                                            reports=reports_path, notify_urls=urls, cache=cache, worker=worker)
+                    break
+                except _Retry:
+                    continue
+                except (KeyboardInterrupt, SystemExit):
+                    with session_factory() as session:
+                        release_image(session, iid, worker)
+                    raise
+                except Exception as exc:  # one bad image never stops the others
+                    log.exception("image %d: processing failed", iid)
+                    with session_factory() as session:
+                        release_image(session, iid, worker)
+                        image = session.get(Image, iid)
+                    outcome = ImageOutcome(iid, image.name if image else str(iid), "failed",
+                                           image.obs_date if image else None, f"{type(exc).__name__}: {exc}")
+                    break
+            else:  # pragma: no cover - only if every reference became unreadable
+                with session_factory() as session:
+                    release_image(session, iid, worker)
+                continue
+            summary.outcomes.append(outcome)
+            if outcome.status == "rejected":
+                summary.rejected.append(outcome)
+            echo_line(outcome.summary_line())
+            if bar:
+                bar.update(1)
+    finally:
+        if bar:
+            bar.close()
+
+    summary.deliveries = _notify.deliver_pending(session_factory, urls, sender=sender) if urls else []
+    for d in summary.deliveries:
+        if not d.ok:
+            echo(f"notification for image {d.image_id} failed (will retry next run): {d.error}")
+
+    # pages that summarize the database
+    from blobwatch.monitor.report import write_blobmap, write_index
+
+    with session_factory() as session:
+        changed = bool(summary.outcomes or summary.registered or summary.rejected)
+        if changed or not (reports_path / "index.html").exists():
+            summary.index = write_index(session, reports_path)
+            write_blobmap(session, reports_path)
+        else:
+            summary.index = reports_path / "index.html"
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def watch(inbox: str | os.PathLike, seconds: float, **kwargs: Any) -> None:
+    """Run `run_monitor` every ``seconds`` until interrupted (the classifier is loaded once)."""
+    if seconds <= 0:
+        raise ValueError(f"watch interval {seconds} must be positive")
+    classifier = kwargs.pop("classifier", None)
+    model = kwargs.pop("model", None)
+    if classifier is None:
+        from blobwatch.classifier import BlobClassifier
+
+        classifier = BlobClassifier(model)
+    while True:
+        run_monitor(inbox, classifier=classifier, **kwargs)
+        time.sleep(seconds)

@@ -1,0 +1,509 @@
+"""The review web app: FastAPI routes, server-rendered Jinja2 pages and a JSON API.
+
+`create_app` builds the app for one database. Pages: Today (``/``), one image
+(``/images/{id}``), the review queue (``/queue``), one candidate (``/candidates/{id}``), the
+blob map (``/blobs``) and the history (``/history``); figures are rendered on demand by
+`blobwatch.web.render` from files found through database ids only. The JSON API lives under
+``/api`` and is described by the OpenAPI schema (``/api/openapi.json``), rendered locally at
+``/api`` and by Swagger UI at ``/api/docs``.
+
+Write actions (confirm, reject) are HTML form posts protected by `blobwatch.web.security`, and
+call `blobwatch.monitor.catalog.confirm_candidate` / `reject_candidate`, the same code path as
+``blobwatch catalog confirm/reject``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+from urllib.parse import urlencode
+
+from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from blobwatch import __version__
+from blobwatch.errors import BlobwatchError
+from blobwatch.monitor.db import Blob, Candidate, Image, SubframePrediction, open_database
+from blobwatch.web import queries, render
+from blobwatch.web.pixels import PixelStore
+from blobwatch.web.security import AUTH_COOKIE, CSRF_COOKIE, CSRF_FIELD, Guard
+
+log = logging.getLogger(__name__)
+
+_HERE = Path(__file__).parent
+#: Half-width of candidate cut-outs in pixels (a 49x49 box: blobs are 10-20 px across).
+CUTOUT_HALF = 24
+ImageKind = Literal["image", "stack", "difference"]
+_KIND_TITLES = {"image": "current image", "stack": "median stack", "difference": "difference"}
+_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+
+
+class PngCache:
+    """A small LRU cache of rendered PNGs; rendering is serialised by one lock."""
+
+    def __init__(self, size: int = 96) -> None:
+        self._items: OrderedDict[tuple, bytes] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, make: Callable[[], bytes]) -> bytes:
+        """The PNG for ``key``, rendered by ``make()`` when not cached."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            png = make()
+            self._items[key] = png
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+            return png
+
+
+def _png_response(png: bytes) -> Response:
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+
+def create_app(
+    db_url: str,
+    reports_dir: str | Path | None = None,
+    *,
+    token: str | None = None,
+    require_token: bool = False,
+    images_dir: str | Path | None = None,
+) -> FastAPI:
+    """Build the review app for the monitor database at ``db_url``.
+
+    Parameters
+    ----------
+    db_url : str
+        SQLAlchemy URL of the monitor's database (created or upgraded if needed).
+    reports_dir : path-like, optional
+        Folder of the monitor's reports; report files recorded in the database with relative
+        paths are looked up there.
+    token : str, optional
+        The write token (``$BLOBWATCH_TOKEN`` for ``blobwatch serve``).
+    require_token : bool
+        Refuse confirm/reject unless the request presents ``token`` (``blobwatch serve`` sets
+        this when bound to a non-loopback address).
+    images_dir : path-like, optional
+        Where to look (by file name) for blob images that moved since they were processed.
+    """
+    session_factory = open_database(db_url)
+    guard = Guard(token=token, require_token=require_token)
+    pixels = PixelStore(reports_dir=reports_dir, images_dir=images_dir)
+    pngs = PngCache()
+    templates = Jinja2Templates(directory=str(_HERE / "templates"))
+    templates.env.filters["fmt"] = _fmt
+
+    app = FastAPI(
+        title="blobwatch review",
+        version=__version__,
+        description="Review of new WFC3/IR blob candidates found by the blobwatch monitor. "
+                    "Pixel coordinates are 0-based (x = column, y = row); `x_ds9`, `y_ds9` "
+                    "give the 1-based DS9/FITS position.",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.session_factory = session_factory
+    app.state.guard = guard
+    app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
+
+    @app.middleware("http")
+    async def csrf_cookie_and_headers(request: Request, call_next: Any) -> Response:
+        cookie = request.cookies.get(CSRF_COOKIE)
+        fresh = None if cookie else guard.new_cookie_value()
+        request.state.csrf_token = guard.form_token(cookie or fresh)  # type: ignore[arg-type]
+        response = await call_next(request)
+        if fresh is not None:
+            response.set_cookie(CSRF_COOKIE, fresh, httponly=True, samesite="strict")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if not request.url.path.startswith("/api/docs"):
+            response.headers.setdefault("Content-Security-Policy", _CSP)
+            response.headers.setdefault("X-Frame-Options", "DENY")
+        return response
+
+    def db() -> Iterator[Session]:
+        with session_factory() as session:
+            yield session
+
+    def page(request: Request, name: str, active: str, session: Session, **context: Any) -> HTMLResponse:
+        done = request.query_params.get("done")
+        return templates.TemplateResponse(request, name, {
+            "active": active,
+            "version": __version__,
+            "open_count": queries.open_count(session),
+            "csrf_field": CSRF_FIELD,
+            "csrf_token": request.state.csrf_token,
+            "reviewer": request.cookies.get("bw_reviewer", ""),
+            "locked": guard.require_token and not guard.write_allowed(request),
+            "require_token": guard.require_token,
+            "flash": _flash(done, request.query_params),
+            "reasons": queries.REJECT_REASONS,
+            "cutout_kinds": list(_KIND_TITLES.items()),
+            **context,
+        })
+
+    def catalog_version(session: Session) -> tuple:
+        """Changes whenever the catalog or a review changes (part of figure cache keys)."""
+        from sqlalchemy import func, select
+
+        return (session.scalar(select(func.count(Blob.id))), session.scalar(select(func.max(Blob.id))),
+                session.scalar(select(func.count(Candidate.id)).where(Candidate.status == "new")),
+                session.scalar(select(func.max(Candidate.reviewed_at))))
+
+    def image_or_404(session: Session, image_id: int) -> queries.ImageView:
+        view = queries.get_image(session, image_id)
+        if view is None:
+            raise HTTPException(404, f"no image with id {image_id}")
+        return view
+
+    def candidate_or_404(session: Session, candidate_id: int) -> queries.CandidateView:
+        view = queries.get_candidate(session, candidate_id)
+        if view is None:
+            raise HTTPException(404, f"no candidate with id {candidate_id}")
+        return view
+
+    # ---------------------------------------------------------------- pages
+
+    def image_page(request: Request, session: Session, image_id: int | None, active: str) -> HTMLResponse:
+        view = image_or_404(session, image_id) if image_id is not None else None
+        return page(request, "image.html", active, session, image=view,
+                    grid=queries.subframe_grid(view.subframes) if view else [],
+                    blobs=queries.list_blobs(session) if view else [])
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def today(request: Request, session: Session = Depends(db)) -> HTMLResponse:
+        return image_page(request, session, queries.newest_image_id(session), "today")
+
+    @app.get("/images/{image_id}", response_class=HTMLResponse, include_in_schema=False)
+    def image_detail(image_id: int, request: Request, session: Session = Depends(db)) -> HTMLResponse:
+        return image_page(request, session, image_id, "history")
+
+    @app.get("/queue", response_class=HTMLResponse, include_in_schema=False)
+    def queue(request: Request, session: Session = Depends(db)) -> HTMLResponse:
+        return page(request, "queue.html", "queue", session,
+                    candidates=queries.list_candidates(session, status="new"),
+                    reviewed=queries.recent_reviews(session))
+
+    @app.get("/candidates/{candidate_id}", response_class=HTMLResponse, include_in_schema=False)
+    def candidate_detail(candidate_id: int, request: Request, session: Session = Depends(db)) -> HTMLResponse:
+        return page(request, "candidate.html", "queue", session,
+                    candidate=candidate_or_404(session, candidate_id))
+
+    @app.get("/blobs", response_class=HTMLResponse, include_in_schema=False)
+    def blob_map(request: Request, session: Session = Depends(db)) -> HTMLResponse:
+        return page(request, "blobs.html", "blobs", session, blobs=queries.list_blobs(session))
+
+    @app.get("/history", response_class=HTMLResponse, include_in_schema=False)
+    def history(request: Request, session: Session = Depends(db)) -> HTMLResponse:
+        return page(request, "history.html", "history", session, images=queries.list_images(session))
+
+    @app.get("/api", response_class=HTMLResponse, include_in_schema=False)
+    def api_page(request: Request, session: Session = Depends(db)) -> HTMLResponse:
+        return page(request, "api.html", "api", session, routes=_api_routes(app.openapi()))
+
+    # ---------------------------------------------------------------- figures (by id only)
+
+    @app.get("/images/{image_id}/{kind}.png", include_in_schema=False)
+    def image_png(image_id: int, kind: ImageKind, session: Session = Depends(db)) -> Response:
+        view = image_or_404(session, image_id)
+        if view.run_id is None and kind != "image":
+            raise HTTPException(404, f"image {image_id} has not been processed")
+        key = ("image", image_id, view.run_id, kind, catalog_version(session))
+
+        def make() -> bytes:
+            arrays = pixels.arrays(session, image_id)
+            circles = []
+            if kind == "difference":
+                circles = [render.Circle(b.x, b.y, max(b.radius * 1.6, 8.0), render.KNOWN_COLOR)
+                           for b in queries.list_blobs(session)]
+                circles += [render.Circle(c.x, c.y, max((c.radius or 8.0) * 1.8, 14.0),
+                                          render.CANDIDATE_COLOR, f"#{c.id}")
+                            for c in view.candidates if c.status in queries.ALERTED_STATUSES]
+            title = f"{_KIND_TITLES[kind]}: {view.name}"
+            if kind == "difference":
+                title += "  (green: known blobs, red: candidates)"
+            return render.image_png(arrays[kind], title=title, circles=circles,
+                                    grid=256 if kind == "difference" else None)
+
+        return _png_response(pngs.get(key, make))
+
+    @app.get("/candidates/{candidate_id}/{kind}.png", include_in_schema=False)
+    def cutout_png(candidate_id: int, kind: ImageKind, session: Session = Depends(db)) -> Response:
+        cand = candidate_or_404(session, candidate_id)
+
+        def make() -> bytes:
+            arrays = pixels.arrays(session, cand.image_id)
+            ring = [render.Circle(cand.x, cand.y, max(cand.radius or 8.0, 4.0) * 1.5,
+                                  render.CANDIDATE_COLOR)]
+            return render.cutout_png(arrays[kind], x=cand.x, y=cand.y, half=CUTOUT_HALF,
+                                     title=f"#{cand.id} {_KIND_TITLES[kind]}", circles=ring)
+
+        return _png_response(pngs.get(("cutout", candidate_id, kind), make))
+
+    @app.get("/subframes/{subframe_id}/saliency.png", include_in_schema=False)
+    def saliency_png(subframe_id: int, session: Session = Depends(db)) -> Response:
+        row = session.get(SubframePrediction, subframe_id)
+        if row is None or not row.saliency_path:
+            raise HTTPException(404, f"no saliency map for subframe id {subframe_id}")
+        return _png_response(pixels.report_file(row.saliency_path))
+
+    @app.get("/blobs/map.png", include_in_schema=False)
+    def blob_map_png(session: Session = Depends(db)) -> Response:
+        def make() -> bytes:
+            import numpy as np
+
+            blobs = queries.list_blobs(session)
+            arr = {k: np.array([getattr(b, k) if getattr(b, k) is not None else np.nan for b in blobs],
+                               dtype=np.float32) for k in ("x", "y", "radius", "depth")}
+            return render.blob_map_png(arr["x"], arr["y"], arr["radius"], arr["depth"],
+                                       science_box=queries.SCIENCE_BOX)
+
+        return _png_response(pngs.get(("map", catalog_version(session)), make))
+
+    @app.get("/history.png", include_in_schema=False)
+    def history_png(session: Session = Depends(db)) -> Response:
+        def make() -> bytes:
+            import numpy as np
+
+            images = [im for im in reversed(queries.list_images(session)) if im.mjd is not None]
+            thresholds = [im.threshold for im in images if im.threshold is not None]
+            return render.history_png(
+                np.array([im.mjd for im in images]), np.array([im.known_blobs for im in images]),
+                np.array([im.max_probability if im.max_probability is not None else np.nan
+                          for im in images], dtype=np.float32),
+                np.array([im.alert for im in images], dtype=bool),
+                threshold=thresholds[-1] if thresholds else None)
+
+        from sqlalchemy import func, select
+
+        key = ("history", session.scalar(select(func.count(Image.id))),
+               session.scalar(select(func.max(Image.processed_at))), catalog_version(session))
+        return _png_response(pngs.get(key, make))
+
+    # ---------------------------------------------------------------- downloads
+
+    @app.get("/catalog.ecsv", tags=["catalog"], summary="Download the blob catalog (ECSV)",
+             response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+    def catalog_ecsv(session: Session = Depends(db)) -> Response:
+        from blobwatch.web.downloads import catalog_ecsv_bytes
+
+        return Response(catalog_ecsv_bytes(session), media_type="text/plain; charset=utf-8",
+                        headers={"Content-Disposition": 'attachment; filename="blob_catalog.ecsv"'})
+
+    @app.get("/catalog/mask.fits", tags=["catalog"],
+             summary="Download the blob mask (FITS, DQ=512 inside each known blob)",
+             response_class=Response, responses={200: {"content": {"application/fits": {}}}})
+    def catalog_mask(frame: Literal["1014", "1024"] = "1014", session: Session = Depends(db)) -> Response:
+        """``frame=1014``: the detector's science area; ``1024``: the full blob image."""
+        from blobwatch.web.downloads import catalog_mask_bytes
+
+        return Response(catalog_mask_bytes(session, frame), media_type="application/fits",
+                        headers={"Content-Disposition": f'attachment; filename="blob_mask{frame}.fits"'})
+
+    # ---------------------------------------------------------------- write actions
+
+    async def checked_form(request: Request) -> dict[str, str]:
+        form = await request.form()
+        fields = {k: str(v) for k, v in form.items() if isinstance(v, str)}
+        if not guard.csrf_ok(request, fields.get(CSRF_FIELD)):
+            raise HTTPException(403, "cross-site request refused: reload the page and try again")
+        return fields
+
+    def require_write(request: Request) -> None:
+        if not guard.write_allowed(request):
+            raise HTTPException(403, "write token required: unlock the app first (/unlock)")
+
+    def review_fields(fields: dict[str, str]) -> str:
+        reviewer = fields.get("reviewer", "").strip()
+        if not reviewer or len(reviewer) > 128:
+            raise HTTPException(422, "give your name (at most 128 characters) as reviewer")
+        return reviewer
+
+    def back(request: Request, fields: dict[str, str], **params: Any) -> RedirectResponse:
+        target = fields.get("next", "/queue")
+        if not target.startswith("/") or target.startswith("//"):
+            target = "/queue"
+        target = target.split("?")[0]
+        response = RedirectResponse(f"{target}?{urlencode(params)}", status_code=303)
+        if fields.get("reviewer"):
+            response.set_cookie("bw_reviewer", fields["reviewer"].strip()[:128], samesite="strict",
+                                max_age=3600 * 24 * 365)
+        return response
+
+    @app.post("/candidates/{candidate_id}/confirm", include_in_schema=False)
+    async def confirm(candidate_id: int, request: Request) -> Response:
+        fields = await checked_form(request)
+        require_write(request)
+        reviewer = review_fields(fields)
+        from blobwatch.monitor.catalog import confirm_candidate
+
+        with session_factory() as session:
+            if session.get(Candidate, candidate_id) is None:
+                raise HTTPException(404, f"no candidate with id {candidate_id}")
+            try:
+                blob = confirm_candidate(session, candidate_id, reviewer=reviewer,
+                                         images_dir=images_dir)
+                session.commit()
+            except (BlobwatchError, ValueError) as exc:
+                session.rollback()
+                raise HTTPException(409, f"candidate {candidate_id} not confirmed: {exc}") from exc
+            blob_id = getattr(blob, "id", None)
+        log.info("candidate %d confirmed by %s as blob %s", candidate_id, reviewer, blob_id)
+        return back(request, fields, done="confirmed", candidate=candidate_id, blob=blob_id)
+
+    @app.post("/candidates/{candidate_id}/reject", include_in_schema=False)
+    async def reject(candidate_id: int, request: Request) -> Response:
+        fields = await checked_form(request)
+        require_write(request)
+        reviewer = review_fields(fields)
+        reason = fields.get("reason", "")
+        if reason not in queries.REJECT_REASONS:
+            raise HTTPException(422, f"reason must be one of: {', '.join(queries.REJECT_REASONS)}")
+        note = fields.get("note", "").strip()[:500]
+        if note:
+            reason = f"{reason}: {note}"
+        from blobwatch.monitor.catalog import reject_candidate
+
+        with session_factory() as session:
+            if session.get(Candidate, candidate_id) is None:
+                raise HTTPException(404, f"no candidate with id {candidate_id}")
+            try:
+                reject_candidate(session, candidate_id, reason=reason, reviewer=reviewer)
+                session.commit()
+            except (BlobwatchError, ValueError) as exc:
+                session.rollback()
+                raise HTTPException(409, f"candidate {candidate_id} not rejected: {exc}") from exc
+        log.info("candidate %d rejected by %s (%s)", candidate_id, reviewer, reason)
+        return back(request, fields, done="rejected", candidate=candidate_id)
+
+    @app.get("/unlock", response_class=HTMLResponse, include_in_schema=False)
+    def unlock_page(request: Request, session: Session = Depends(db)) -> HTMLResponse:
+        return page(request, "unlock.html", "", session)
+
+    @app.post("/unlock", include_in_schema=False)
+    async def unlock(request: Request) -> Response:
+        fields = await checked_form(request)
+        if not guard.require_token:
+            return RedirectResponse("/queue", status_code=303)
+        if not guard.token_matches(fields.get("token")):
+            raise HTTPException(403, "wrong write token")
+        response = RedirectResponse("/queue?done=unlocked", status_code=303)
+        response.set_cookie(AUTH_COOKIE, guard.auth_cookie_value(), httponly=True, samesite="strict")
+        return response
+
+    # ---------------------------------------------------------------- JSON API
+
+    @app.get("/api/images", tags=["images"], summary="Every image, newest first",
+             response_model=list[queries.ImageView])
+    def api_images(session: Session = Depends(db)) -> list[queries.ImageView]:
+        return queries.list_images(session)
+
+    @app.get("/api/images/{image_id}", tags=["images"],
+             summary="One image with its newest run, 16 subframe probabilities and candidates",
+             response_model=queries.ImageView, responses={404: {"description": "unknown id"}})
+    def api_image(image_id: int, session: Session = Depends(db)) -> queries.ImageView:
+        return image_or_404(session, image_id)
+
+    @app.get("/api/candidates", tags=["candidates"],
+             summary="Candidates, newest image first (status: new = awaiting review, confirmed, "
+                     "rejected, known, linked)",
+             response_model=list[queries.CandidateView])
+    def api_candidates(status: Literal["new", "confirmed", "rejected", "known", "linked"] | None = None,
+                       image_id: int | None = None,
+                       session: Session = Depends(db)) -> list[queries.CandidateView]:
+        return queries.list_candidates(session, status=status, image_id=image_id)
+
+    @app.get("/api/candidates/{candidate_id}", tags=["candidates"], summary="One candidate",
+             response_model=queries.CandidateView, responses={404: {"description": "unknown id"}})
+    def api_candidate(candidate_id: int, session: Session = Depends(db)) -> queries.CandidateView:
+        return candidate_or_404(session, candidate_id)
+
+    @app.get("/api/catalog", tags=["catalog"], summary="The blob catalog, oldest first",
+             response_model=list[queries.BlobView])
+    def api_catalog(session: Session = Depends(db)) -> list[queries.BlobView]:
+        return queries.list_blobs(session)
+
+    @app.get("/api/catalog/{blob_id}", tags=["catalog"], summary="One catalog blob",
+             response_model=queries.BlobView, responses={404: {"description": "unknown id"}})
+    def api_blob(blob_id: int, session: Session = Depends(db)) -> queries.BlobView:
+        for blob in queries.list_blobs(session):
+            if blob.id == blob_id:
+                return blob
+        raise HTTPException(404, f"no blob with id {blob_id}")
+
+    # ---------------------------------------------------------------- errors
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith("/api") or request.url.path.endswith((".png", ".fits", ".ecsv")):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        with session_factory() as session:
+            response = page(request, "error.html", "", session, status=exc.status_code, detail=exc.detail)
+        response.status_code = exc.status_code
+        return response
+
+    return app
+
+
+def _flash(done: str | None, params: Any) -> tuple[str, str] | None:
+    """The message shown after a write action (built here, never echoed from the URL)."""
+    try:
+        if done == "confirmed":
+            blob = params.get("blob")
+            return "ok", (f"Candidate #{int(params.get('candidate'))} confirmed"
+                          + (f": blob #{int(blob)} added to the catalog." if blob not in (None, "None") else "."))
+        if done == "rejected":
+            return "ok", f"Candidate #{int(params.get('candidate'))} rejected."
+    except (TypeError, ValueError):
+        return None
+    if done == "unlocked":
+        return "ok", "Write actions unlocked for this browser."
+    return None
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    """Jinja filter: format a number, '–' for None/NaN."""
+    if value is None:
+        return "–"
+    try:
+        if value != value:  # NaN
+            return "–"
+        return format(value, spec)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _api_routes(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows for the locally rendered API page, from the OpenAPI schema."""
+    rows = []
+    for path, methods in schema.get("paths", {}).items():
+        for method, op in methods.items():
+            rows.append({
+                "method": method.upper(), "path": path, "summary": op.get("summary", ""),
+                "tags": ", ".join(op.get("tags", [])),
+                "parameters": [
+                    {"name": p["name"], "in": p["in"], "required": p.get("required", False),
+                     "type": _schema_type(p.get("schema", {}))}
+                    for p in op.get("parameters", [])
+                ],
+            })
+    return rows
+
+
+def _schema_type(schema: dict[str, Any]) -> str:
+    if "anyOf" in schema:
+        return " | ".join(_schema_type(s) for s in schema["anyOf"])
+    if "enum" in schema:
+        return " | ".join(repr(v) for v in schema["enum"])
+    return str(schema.get("type", "object"))

@@ -1,0 +1,110 @@
+"""Pixel data behind the review pages, found through database ids only.
+
+For an image id the store re-reads the image file recorded in the database and, when the image
+was processed, rebuilds its median stack and difference exactly as the run did (the references
+and registration switch recorded in ``runs.parameters``, as
+`blobwatch.monitor.catalog.measure_candidate` does). Results are kept in a small LRU cache.
+Report files (saliency PNGs) are read from the paths recorded in the database; relative paths
+are resolved against the reports folder. No path from a request ever reaches the file system.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from fastapi import HTTPException
+from sqlalchemy.orm import Session
+
+from blobwatch.errors import BlobwatchError
+from blobwatch.monitor.db import Image, latest_run
+
+
+class PixelStore:
+    """Cached image, median stack and difference arrays per image id.
+
+    Parameters
+    ----------
+    reports_dir : path-like, optional
+        Folder that relative report paths in the database are relative to.
+    images_dir : path-like, optional
+        Folder to look in (by file name) for images that moved since they were processed.
+    size : int
+        Number of images whose arrays are kept in memory (about 12 MB each).
+    """
+
+    def __init__(self, *, reports_dir: str | os.PathLike | None = None,
+                 images_dir: str | os.PathLike | None = None, size: int = 3) -> None:
+        self.reports_dir = Path(reports_dir) if reports_dir is not None else None
+        self.images_dir = Path(images_dir) if images_dir is not None else None
+        self._cache: OrderedDict[tuple[int, int | None], dict[str, np.ndarray]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def _locate(self, recorded: str) -> Path:
+        path = Path(recorded)
+        if not path.exists() and self.images_dir is not None and (self.images_dir / path.name).exists():
+            return self.images_dir / path.name
+        return path
+
+    def arrays(self, session: Session, image_id: int) -> dict[str, np.ndarray]:
+        """``{"image": ..., "stack": ..., "difference": ...}`` (float32, 0-based (row, col)).
+
+        ``stack`` and ``difference`` are present only for processed images.
+
+        Raises
+        ------
+        fastapi.HTTPException
+            404 for an unknown id, 410 when the image files can no longer be read.
+        """
+        image = session.get(Image, image_id)
+        if image is None:
+            raise HTTPException(404, f"no image with id {image_id}")
+        run = latest_run(session, image_id)
+        key = (image_id, run.id if run else None)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            try:
+                arrays = self._load(image, run)
+            except (BlobwatchError, OSError) as exc:
+                raise HTTPException(410, f"image {image_id}: files no longer readable ({exc})") from None
+            self._cache[key] = arrays
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+            return arrays
+
+    def _load(self, image: Image, run) -> dict[str, np.ndarray]:
+        from blobwatch.difference import FewReferencesWarning, blob_difference
+        from blobwatch.fits_io import read_blob_image
+
+        current = read_blob_image(self._locate(image.path))
+        out = {"image": np.asarray(current.data, dtype=np.float32)}
+        params = (run.parameters or {}) if run is not None else {}
+        references = list(params.get("reference_paths") or [])
+        if references:
+            refs = [read_blob_image(self._locate(p), expected_shape=current.data.shape)
+                    for p in references]
+            with warnings.catch_warnings():  # the run already warned about few references
+                warnings.simplefilter("ignore", FewReferencesWarning)
+                result = blob_difference(
+                    current, refs, register=bool(params.get("register", True)),
+                    min_references=min(len(refs), int(params.get("min_references", 5))))
+            out["stack"] = np.asarray(result.stack, dtype=np.float32)
+            out["difference"] = np.asarray(result.data, dtype=np.float32)
+        return out
+
+    def report_file(self, recorded: str) -> bytes:
+        """Bytes of a report file recorded in the database (404 when it is gone)."""
+        path = Path(recorded)
+        if not path.is_absolute() and self.reports_dir is not None:
+            path = self.reports_dir / path
+        try:
+            return path.read_bytes()
+        except OSError:
+            raise HTTPException(404, "report file no longer exists") from None

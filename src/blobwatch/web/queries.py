@@ -1,0 +1,278 @@
+"""Read the monitor's database into small view objects for the pages and the JSON API.
+
+Everything here is plain data (dataclasses of numbers and strings), so templates and the API
+never touch ORM rows, and the queries can be tested on a database built in a fixture.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from blobwatch.monitor.db import Blob, Candidate, Image, Notification, Run, SubframePrediction
+
+#: Candidate statuses that were alerted (as opposed to ``known``/``linked``, recorded silently).
+ALERTED_STATUSES = ("new", "confirmed", "rejected")
+#: Reasons offered when rejecting a candidate (seed section 6: dips are the main false positive).
+REJECT_REASONS = ("dip", "cosmic ray", "persistence", "bad pixel", "other")
+#: The detector's science area in the 1024x1024 frame: 5-pixel reference borders each side.
+SCIENCE_BOX = (5, 5, 1019, 1019)
+
+
+def _iso(value: _dt.datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value is not None else None
+
+
+@dataclass
+class SubframeView:
+    """One of the 16 subframes of a run."""
+
+    id: int
+    index: int
+    x0: int
+    y0: int
+    size: int
+    probability: float
+    flagged: bool
+    has_saliency: bool
+
+
+@dataclass
+class CandidateView:
+    """A candidate and its review state."""
+
+    id: int
+    image_id: int
+    image_name: str
+    mjd: float | None
+    x: float
+    y: float
+    probability: float
+    significance: float | None
+    radius: float | None
+    subframe: int | None
+    status: str
+    reason: str | None
+    reviewed_by: str | None
+    reviewed_at: str | None
+    linked_to: int | None
+    known_blob_id: int | None
+    blob_id: int | None
+    #: DS9/FITS 1-based position (x + 1, y + 1)
+    x_ds9: float = 0.0
+    y_ds9: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.x_ds9, self.y_ds9 = self.x + 1.0, self.y + 1.0
+
+
+@dataclass
+class BlobView:
+    """A blob of the catalog."""
+
+    id: int
+    x: float
+    y: float
+    radius: float
+    depth: float | None
+    first_seen_mjd: float | None
+    first_seen: str | None
+    source: str
+    label: str | None
+    candidate_id: int | None
+
+
+@dataclass
+class ImageView:
+    """An image with its newest run summarised."""
+
+    id: int
+    name: str
+    mjd: float | None
+    obs_date: str | None
+    filter: str | None
+    status: str
+    reason: str | None
+    run_id: int | None
+    threshold: float | None
+    max_probability: float | None
+    n_candidates: int
+    n_open: int
+    alert: bool
+    known_blobs: int
+    notifications: int
+    has_report: bool
+    subframes: list[SubframeView] = field(default_factory=list)
+    candidates: list[CandidateView] = field(default_factory=list)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+
+
+def known_blob_counts(session: Session, mjd: Sequence[float | None]) -> np.ndarray:
+    """Number of catalog blobs known at each date (first seen on or before it).
+
+    Blobs without a first-seen date (imported catalogs) count as known at every date.
+    """
+    first = np.array([m if m is not None else -np.inf for m in
+                      session.scalars(select(Blob.first_seen_mjd))], dtype=np.float64)
+    first.sort()
+    dates = np.array([m if m is not None else np.inf for m in mjd], dtype=np.float64)
+    return np.searchsorted(first, dates, side="right").astype(int)
+
+
+def _blob_ids_by_candidate(session: Session, candidate_ids: Sequence[int]) -> dict[int, int]:
+    if not candidate_ids:
+        return {}
+    rows = session.execute(select(Blob.candidate_id, Blob.id).where(
+        Blob.candidate_id.in_(list(candidate_ids))))
+    return {cid: bid for cid, bid in rows}
+
+
+def candidate_views(session: Session, candidates: Sequence[Candidate]) -> list[CandidateView]:
+    """Turn candidate rows into views (one extra query for the blobs they became)."""
+    blob_of = _blob_ids_by_candidate(session, [c.id for c in candidates])
+    return [
+        CandidateView(
+            id=c.id, image_id=c.image_id, image_name=c.image.name, mjd=c.image.mjd, x=c.x, y=c.y,
+            probability=c.probability, significance=c.significance, radius=c.radius,
+            subframe=c.subframe, status=c.status, reason=c.reason, reviewed_by=c.reviewed_by,
+            reviewed_at=_iso(c.reviewed_at), linked_to=c.linked_to, known_blob_id=c.known_blob_id,
+            blob_id=blob_of.get(c.id),
+        )
+        for c in candidates
+    ]
+
+
+def list_candidates(session: Session, *, status: str | None = None,
+                    image_id: int | None = None) -> list[CandidateView]:
+    """Candidates, newest image first, optionally only those with ``status`` or of one image."""
+    query = select(Candidate).join(Candidate.image)
+    if status is not None:
+        query = query.where(Candidate.status == status)
+    if image_id is not None:
+        query = query.where(Candidate.image_id == image_id)
+    query = query.order_by(Image.mjd.desc().nulls_last(), Candidate.probability.desc(), Candidate.id)
+    return candidate_views(session, session.scalars(query).all())
+
+
+def get_candidate(session: Session, candidate_id: int) -> CandidateView | None:
+    """One candidate, or None."""
+    row = session.get(Candidate, candidate_id)
+    return candidate_views(session, [row])[0] if row is not None else None
+
+
+def open_count(session: Session) -> int:
+    """Number of candidates awaiting review."""
+    return int(session.scalar(select(func.count()).select_from(Candidate)
+                              .where(Candidate.status == "new")) or 0)
+
+
+def list_blobs(session: Session) -> list[BlobView]:
+    """The catalog, oldest first."""
+    rows = session.scalars(select(Blob).order_by(Blob.first_seen_mjd.asc().nulls_first(), Blob.id))
+    return [
+        BlobView(id=b.id, x=b.x, y=b.y, radius=b.radius, depth=b.depth,
+                 first_seen_mjd=b.first_seen_mjd, first_seen=_iso(b.first_seen), source=b.source,
+                 label=b.label, candidate_id=b.candidate_id)
+        for b in rows
+    ]
+
+
+def _latest_runs(session: Session, image_ids: Sequence[int] | None = None) -> dict[int, Run]:
+    newest = select(func.max(Run.id)).group_by(Run.image_id)
+    if image_ids is not None:
+        newest = newest.where(Run.image_id.in_(list(image_ids)))
+    return {r.image_id: r for r in session.scalars(select(Run).where(Run.id.in_(newest)))}
+
+
+def list_images(session: Session) -> list[ImageView]:
+    """Every image, newest first, with its newest run summarised (a fixed number of queries)."""
+    images = session.scalars(
+        select(Image).order_by(Image.mjd.desc().nulls_last(), Image.id.desc())).all()
+    runs = _latest_runs(session)
+    counts: dict[int, dict[str, int]] = {}
+    for image_id, status, n in session.execute(
+            select(Candidate.image_id, Candidate.status, func.count()).group_by(
+                Candidate.image_id, Candidate.status)):
+        counts.setdefault(image_id, {})[status] = n
+    notes = dict(session.execute(select(Notification.image_id, func.count()).group_by(
+        Notification.image_id)).all())
+    known = known_blob_counts(session, [im.mjd for im in images])
+    return [_image_view(im, runs.get(im.id), counts.get(im.id, {}), notes.get(im.id, 0), int(k))
+            for im, k in zip(images, known)]
+
+
+def _image_view(image: Image, run: Run | None, counts: dict[str, int], notifications: int,
+                known: int) -> ImageView:
+    return ImageView(
+        id=image.id, name=image.name, mjd=image.mjd, obs_date=_iso(image.obs_date),
+        filter=image.filter, status=image.status, reason=image.reason,
+        run_id=run.id if run else None, threshold=run.threshold if run else None,
+        max_probability=run.max_probability if run else None,
+        n_candidates=sum(counts.values()), n_open=counts.get("new", 0),
+        alert=any(counts.get(s, 0) for s in ALERTED_STATUSES) or notifications > 0,
+        known_blobs=known, notifications=notifications,
+        has_report=bool(run and run.report_path),
+        parameters=dict(run.parameters or {}) if run else {},
+        timings=dict(run.timings or {}) if run else {},
+        model=({"path": run.model_path, "sha256": run.model_sha256,
+                "metadata": dict(run.model_metadata or {})} if run else {}),
+    )
+
+
+def get_image(session: Session, image_id: int, *, detail: bool = True) -> ImageView | None:
+    """One image with its newest run; with ``detail`` also its subframes and candidates."""
+    image = session.get(Image, image_id)
+    if image is None:
+        return None
+    run = _latest_runs(session, [image_id]).get(image_id)
+    counts = dict(session.execute(select(Candidate.status, func.count()).where(
+        Candidate.image_id == image_id).group_by(Candidate.status)).all())
+    notes = int(session.scalar(select(func.count()).select_from(Notification).where(
+        Notification.image_id == image_id)) or 0)
+    known = int(known_blob_counts(session, [image.mjd])[0])
+    view = _image_view(image, run, counts, notes, known)
+    if detail and run is not None:
+        view.subframes = [
+            SubframeView(id=s.id, index=s.index, x0=s.x0, y0=s.y0, size=s.size,
+                         probability=s.probability, flagged=s.flagged,
+                         has_saliency=bool(s.saliency_path))
+            for s in run.subframes
+        ]
+        view.candidates = candidate_views(session, run.candidates)
+    return view
+
+
+def newest_image_id(session: Session) -> int | None:
+    """The newest processed image (by observation date), else the newest image at all."""
+    for query in (select(Image.id).join(Run, Run.image_id == Image.id),
+                  select(Image.id)):
+        found = session.scalar(query.order_by(Image.mjd.desc().nulls_last(),
+                                              Image.id.desc()).limit(1))
+        if found is not None:
+            return int(found)
+    return None
+
+
+def subframe_grid(subframes: Sequence[SubframeView]) -> list[list[SubframeView]]:
+    """Subframes as rows of the 4x4 grid, top row first (as the image is displayed, y up)."""
+    if not subframes:
+        return []
+    by_row: dict[int, list[SubframeView]] = {}
+    for s in subframes:
+        by_row.setdefault(s.y0, []).append(s)
+    return [sorted(by_row[y0], key=lambda s: s.x0) for y0 in sorted(by_row, reverse=True)]
+
+
+def recent_reviews(session: Session, limit: int = 20) -> list[CandidateView]:
+    """The most recently confirmed or rejected candidates, newest review first."""
+    rows = session.scalars(select(Candidate).where(Candidate.status.in_(("confirmed", "rejected")))
+                           .order_by(Candidate.reviewed_at.desc().nulls_last(), Candidate.id.desc())
+                           .limit(limit)).all()
+    return candidate_views(session, rows)

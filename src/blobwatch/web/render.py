@@ -1,0 +1,258 @@
+"""PNG figures for the review app: arrays in, PNG bytes out (matplotlib Agg, imported lazily).
+
+Images are shown as an astronomer sees them in DS9: ``origin="lower"``, zscale grey levels,
+and axes in 0-based pixel coordinates (x = column, y = row).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+#: Colours of overlays: known blobs green, candidates red (as on the seed's monitor page).
+KNOWN_COLOR = "#22c55e"
+CANDIDATE_COLOR = "#ef4444"
+
+
+@dataclass(frozen=True)
+class Circle:
+    """A circle drawn over an image, in 0-based pixel coordinates."""
+
+    x: float
+    y: float
+    radius: float
+    color: str
+    label: str | None = None
+
+
+def _figure(width_in: float, height_in: float):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width_in, height_in), dpi=100, layout="constrained")
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def zscale_limits(data: np.ndarray) -> tuple[float, float]:
+    """Display limits of ``data`` by IRAF's zscale (finite pixels only)."""
+    from astropy.visualization import ZScaleInterval
+
+    finite = np.asarray(data, dtype=np.float32)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = ZScaleInterval().get_limits(finite)
+    if not hi > lo:
+        hi = lo + 1.0
+    return float(lo), float(hi)
+
+
+def image_png(
+    data: np.ndarray,
+    *,
+    title: str = "",
+    circles: Sequence[Circle] = (),
+    origin_xy: tuple[float, float] = (0.0, 0.0),
+    limits: tuple[float, float] | None = None,
+    size_in: float = 7.0,
+    colorbar_label: str | None = None,
+    cmap: str = "gray",
+    grid: int | None = None,
+) -> bytes:
+    """Render an image with zscale grey levels and optional circles.
+
+    Parameters
+    ----------
+    data : ndarray, shape (rows, cols)
+        The image; non-finite pixels are drawn in the colour map's "bad" colour.
+    title : str
+        Figure title.
+    circles : sequence of Circle
+        Overlays in the coordinates of the full image.
+    origin_xy : (x0, y0)
+        Pixel coordinate of ``data[0, 0]`` (for cut-outs).
+    limits : (lo, hi), optional
+        Display limits; zscale when omitted.
+    size_in : float
+        Figure width in inches (100 dpi).
+    colorbar_label : str, optional
+        Draw a colour bar with this label.
+    cmap : str
+        Matplotlib colour map name.
+    grid : int, optional
+        Draw subframe boundaries every ``grid`` pixels.
+    """
+    from matplotlib.patches import Circle as MplCircle
+
+    data = np.asarray(data, dtype=np.float32)
+    lo, hi = limits if limits is not None else zscale_limits(data)
+    rows, cols = data.shape
+    x0, y0 = origin_xy
+    fig = _figure(size_in, size_in * 0.92 if colorbar_label is None else size_in * 0.82)
+    ax = fig.add_subplot()
+    extent = (x0 - 0.5, x0 + cols - 0.5, y0 - 0.5, y0 + rows - 0.5)
+    cm = __import__("matplotlib").colormaps[cmap].with_extremes(bad="#6b21a8")
+    shown = ax.imshow(data, origin="lower", cmap=cm, vmin=lo, vmax=hi, extent=extent,
+                      interpolation="nearest")
+    if grid:
+        for pos in range(grid, max(rows, cols), grid):
+            if pos < cols:
+                ax.axvline(x0 + pos - 0.5, color="#38bdf8", lw=0.6, alpha=0.6)
+            if pos < rows:
+                ax.axhline(y0 + pos - 0.5, color="#38bdf8", lw=0.6, alpha=0.6)
+    for c in circles:
+        ax.add_patch(MplCircle((c.x, c.y), c.radius, fill=False, color=c.color, lw=1.4))
+        if c.label:
+            ax.annotate(c.label, (c.x + c.radius, c.y + c.radius), color=c.color, fontsize=8,
+                        annotation_clip=True)
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
+    ax.set_xlabel("x (column, 0-based)")
+    ax.set_ylabel("y (row, 0-based)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    if colorbar_label is not None:
+        fig.colorbar(shown, ax=ax, label=colorbar_label, shrink=0.8)
+    return _png(fig)
+
+
+def cutout_png(
+    data: np.ndarray,
+    *,
+    x: float,
+    y: float,
+    half: int,
+    title: str,
+    circles: Sequence[Circle] = (),
+    limits: tuple[float, float] | None = None,
+) -> bytes:
+    """A square cut-out of ``data`` centred on the 0-based pixel (x, y), as a PNG.
+
+    Parts of the box outside the image are filled with NaN so the cut-out stays centred.
+    Display limits default to the zscale limits of the cut-out itself.
+    """
+    data = np.asarray(data, dtype=np.float32)
+    xi, yi = int(round(x)), int(round(y))
+    box = np.full((2 * half + 1, 2 * half + 1), np.nan, dtype=np.float32)
+    r0, r1 = max(yi - half, 0), min(yi + half + 1, data.shape[0])
+    c0, c1 = max(xi - half, 0), min(xi + half + 1, data.shape[1])
+    if r1 > r0 and c1 > c0:
+        box[r0 - (yi - half):r1 - (yi - half), c0 - (xi - half):c1 - (xi - half)] = data[r0:r1, c0:c1]
+    return image_png(box, title=title, circles=circles, origin_xy=(xi - half, yi - half),
+                     limits=limits, size_in=3.4)
+
+
+def blob_map_png(
+    x: np.ndarray,
+    y: np.ndarray,
+    radius: np.ndarray,
+    depth: np.ndarray,
+    *,
+    science_box: tuple[int, int, int, int],
+    highlight: Sequence[int] = (),
+    title: str = "",
+) -> bytes:
+    """Every known blob drawn to scale on the detector, coloured by depth.
+
+    Parameters
+    ----------
+    x, y, radius, depth : ndarray
+        Blob centres (0-based pixels of the full image), radii (pixels) and fractional depths.
+    science_box : (x0, y0, x1, y1)
+        The detector's science area in the same pixel frame (exclusive upper bounds).
+    highlight : sequence of int
+        Indices of blobs to label (the newest ones).
+    title : str
+        Figure title.
+    """
+    import matplotlib
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Circle as MplCircle
+    from matplotlib.patches import Rectangle
+
+    x0, y0, x1, y1 = science_box
+    fig = _figure(7.4, 6.4)
+    ax = fig.add_subplot()
+    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, facecolor="#0f172a",
+                           edgecolor="#64748b"))
+    depth = np.asarray(depth, dtype=np.float32)
+    if len(x):
+        patches = [MplCircle((float(cx), float(cy)), max(float(r), 2.0))
+                   for cx, cy, r in zip(x, y, radius)]
+        coll = PatchCollection(patches, cmap=matplotlib.colormaps["plasma"], edgecolor="white",
+                               linewidths=0.4)
+        coll.set_array(np.where(np.isfinite(depth), depth, 0.0) * 100.0)
+        hi = float(np.nanmax(depth)) * 100.0 if np.isfinite(depth).any() else 1.0
+        coll.set_clim(0.0, max(hi, 1.0))
+        ax.add_collection(coll)
+        fig.colorbar(coll, ax=ax, label="depth (% throughput loss)", shrink=0.85)
+        for i in highlight:
+            ax.annotate(str(i), (float(x[i]), float(y[i])), xytext=(6, 6), textcoords="offset points",
+                        color="white", fontsize=8)
+    ax.set_xlim(x0 - 0.5, x1 - 0.5)
+    ax.set_ylim(y0 - 0.5, y1 - 0.5)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (column, 0-based)")
+    ax.set_ylabel("y (row, 0-based)")
+    ax.set_title(title or f"{len(x)} known blobs (circles to scale)", fontsize=10)
+    return _png(fig)
+
+
+def history_png(
+    mjd: np.ndarray,
+    blob_count: np.ndarray,
+    max_probability: np.ndarray,
+    alert: np.ndarray,
+    *,
+    threshold: float | None = None,
+) -> bytes:
+    """Known blobs and the maximum subframe probability against date (MJD).
+
+    Parameters
+    ----------
+    mjd : ndarray
+        Observation dates of the processed images.
+    blob_count : ndarray
+        Number of known blobs in the catalog on each date.
+    max_probability : ndarray
+        Highest subframe probability of each image (NaN where not processed).
+    alert : ndarray of bool
+        Images that raised an alert.
+    threshold : float, optional
+        The classifier's threshold, drawn as a dashed line.
+    """
+    mjd = np.asarray(mjd, dtype=np.float64)
+    fig = _figure(8.0, 4.6)
+    ax_count, ax_prob = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    if mjd.size:
+        ax_count.step(mjd, blob_count, where="post", color="#0369a1", lw=1.6)
+        ax_count.plot(mjd, blob_count, "o", color="#0369a1", ms=3)
+        ax_prob.plot(mjd, max_probability, "o-", color="#475569", ms=3, lw=0.8,
+                     label="max subframe probability")
+        alert = np.asarray(alert, dtype=bool)
+        if alert.any():
+            ax_prob.plot(mjd[alert], np.asarray(max_probability)[alert], "o", color=CANDIDATE_COLOR,
+                         ms=7, label="alert")
+    if threshold is not None:
+        ax_prob.axhline(threshold, color="#b45309", ls="--", lw=1, label=f"threshold {threshold:.2f}")
+    ax_count.set_ylabel("known blobs")
+    ax_count.grid(alpha=0.3)
+    ax_prob.set_ylabel("probability")
+    ax_prob.set_ylim(-0.03, 1.03)
+    ax_prob.set_xlabel("date (MJD)")
+    ax_prob.grid(alpha=0.3)
+    if mjd.size or threshold is not None:
+        ax_prob.legend(fontsize=8, loc="upper left")
+    ax_count.set_title("Known blobs and classifier output over time", fontsize=10)
+    ax_count.yaxis.get_major_locator().set_params(integer=True)
+    return _png(fig)

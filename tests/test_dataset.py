@@ -1,0 +1,163 @@
+"""Tests of blobwatch.dataset: geometry, split, manifest, streaming and hard-case maps."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from blobwatch import dataset as D
+from blobwatch.errors import InputError
+
+SIZE = 64
+
+
+def _stamps() -> dict[int, np.ndarray]:
+    yy, xx = np.mgrid[:11, :11] - 5
+    disc = np.where(np.hypot(yy, xx) < 4, 3.0, 0.0).astype(np.float32)
+    return {1: disc, 2: disc * 0.8, 3: disc[1:-1, 1:-1]}
+
+
+def _source(name: str = "s", width: int = 256, value: str = "noise", seed: int = 0) -> D.SourceImage:
+    rng = np.random.default_rng(seed)
+    if value == "column":
+        data = np.tile(np.arange(width, dtype=np.float32) / width, (width, 1))
+    else:
+        data = rng.normal(0, 1, (width, width)).astype(np.float32)
+    causes = np.zeros((width, width), np.uint8)
+    causes[100:104, 40:44] = D.CAUSE_DIP
+    causes[:3, :] = D.CAUSE_EDGE
+    return D.SourceImage(name, data, causes)
+
+
+def _make(path, n=40, region="train", **kw):
+    args = dict(n_samples=n, region=region, seed=5, stamps=_stamps(), stamp_ids=[1, 2], size=SIZE)
+    args.update(kw)
+    return D.make_dataset(path, [_source("a"), _source("b", seed=1)], **args)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+@pytest.mark.parametrize("fy,fx", [(False, False), (True, False), (False, True), (True, True)])
+def test_augment_coords_follow_the_array(k, fy, fx):
+    a = np.zeros((9, 9))
+    a[2, 6] = 1
+    b = augment_array = D.augment_array(a, k, fy, fx)
+    r, c = np.unravel_index(np.argmax(b), b.shape)
+    assert augment_array.shape == a.shape
+    np.testing.assert_allclose(D.augment_coords([[2, 6]], 9, k, fy, fx), [[r, c]])
+
+
+def test_add_patch_half_off_frame_reports_inside_fraction():
+    frame = np.zeros((20, 20), np.float32)
+    inside = D.add_patch(frame, np.ones((5, 6), np.float32), 0, 10)
+    assert frame.sum() == pytest.approx(3 * 6)
+    assert inside == pytest.approx(0.6)
+    assert D.add_patch(frame, np.ones((3, 3), np.float32), -10, -10) == 0.0
+
+
+def test_region_bounds_split_at_three_quarters():
+    assert D.region_bounds(1024, 256, "train") == (0, 512)
+    assert D.region_bounds(1024, 256, "validation") == (768, 768)
+    assert D.region_bounds(1024, 256, "all") == (0, 768)
+    with pytest.raises(ValueError, match="cannot hold"):
+        D.region_bounds(512, 256, "validation")
+    with pytest.raises(ValueError, match="region must be"):
+        D.region_bounds(1024, 256, "left")
+
+
+def test_split_keeps_training_and_validation_pixels_apart(tmp_path):
+    """Pixel values encode the column: training samples only see columns < 75% of the width."""
+    src = [_source("col", value="column")]
+    common = dict(stamps=_stamps(), stamp_ids=[1], size=SIZE, positive_fraction=0.0, noise_sigma=0.0,
+                  n_samples=60, seed=1)
+    tr = D.SubframeDataset(D.make_dataset(tmp_path / "tr", src, region="train", **common))
+    va = D.SubframeDataset(D.make_dataset(tmp_path / "va", src, region="validation", **common))
+    split = 0.75
+    assert float(np.max(tr.x)) < split - 1e-3
+    assert float(np.min(va.x)) >= split - 1e-3
+    assert (tr.meta["x0"].astype(int) + SIZE <= 192).all()
+    assert (va.meta["x0"] >= 192).all()
+
+
+def test_make_dataset_writes_streaming_dataset_with_manifest(tmp_path):
+    path = _make(tmp_path / "ds", n=40)
+    ds = D.SubframeDataset(path)
+    assert len(ds) == 40
+    assert isinstance(ds.x, np.memmap) and ds.x.dtype == np.float16 and ds.x.shape == (40, SIZE, SIZE)
+    x, y = ds[3]
+    assert tuple(x.shape) == (1, SIZE, SIZE) and y in (0, 1)
+    xb, yb = ds.batch(np.array([7, 2, 5]))
+    assert tuple(xb.shape) == (3, 1, SIZE, SIZE)
+    np.testing.assert_array_equal(xb[1, 0].numpy(), ds.x[2].astype(np.float32))
+    m = D.read_manifest(path)
+    assert m["generator_version"] == D.GENERATOR_VERSION and m["seed"] == 5
+    assert [s["name"] for s in m["sources"]] == ["a", "b"]
+    assert m["parameters"]["stamp_ids"] == [1, 2]
+    lines = (path / "samples.jsonl").read_text().splitlines()
+    assert len(lines) == 40
+    rec = [json.loads(line) for line in lines]
+    pos = [r for r in rec if r["label"] == 1]
+    assert pos and all(1 <= len(r["blobs"]) <= 5 for r in pos)
+    assert all(b.get("stamp_id", 1) in (1, 2) for r in pos for b in r["blobs"])
+    assert all(not r["blobs"] for r in rec if r["label"] == 0)
+    meta = ds.meta
+    assert np.isfinite(meta["peak"][meta["label"] == 1]).all()
+    assert np.isnan(meta["peak"][meta["label"] == 0]).all()
+    assert len(D.manifest_sha256(path)) == 64
+
+
+def test_make_dataset_is_deterministic(tmp_path):
+    a, b = _make(tmp_path / "a", n=12), _make(tmp_path / "b", n=12)
+    np.testing.assert_array_equal(np.load(a / "x.npy"), np.load(b / "x.npy"))
+    c = _make(tmp_path / "c", n=12, seed=6)
+    assert not np.array_equal(np.load(a / "x.npy"), np.load(c / "x.npy"))
+
+
+def test_hard_cases_are_sampled_for_both_classes(tmp_path):
+    ds = D.SubframeDataset(_make(tmp_path / "ds", n=80, hard_fraction=1.0))
+    dip = (ds.meta["causes"] & D.CAUSE_DIP) > 0
+    assert dip[ds.labels == 0].mean() > 0.8 and dip[ds.labels == 1].mean() > 0.8
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(InputError, match="blob stamp file not found"):
+        D.load_stamps(tmp_path / "missing.fits")
+    with pytest.raises(InputError, match="no manifest.json"):
+        D.SubframeDataset(tmp_path)
+    _make(tmp_path / "ds", n=4)
+    with pytest.raises(InputError, match="already exists"):
+        _make(tmp_path / "ds", n=4)
+    with pytest.raises(ValueError, match="not among the loaded stamps"):
+        _make(tmp_path / "x", n=4, stamp_ids=[9])
+    with pytest.raises(ValueError, match="must be finite"):
+        D.SourceImage("bad", np.full((8, 8), np.nan), np.zeros((8, 8), np.uint8))
+
+
+def test_real_stamps_load_and_taper():
+    stamps = D.load_stamps()
+    assert len(stamps) == 20 and all(s.dtype == np.float32 for s in stamps.values())
+    t = D.taper_stamp(stamps[1])
+    assert t[0, 0] == 0 and abs(t[8, 8] - stamps[1][8, 8]) < 1e-6
+
+
+def test_cause_map_flags_each_hard_case():
+    rng = np.random.default_rng(0)
+    d = rng.normal(0, 0.01, (200, 200)).astype(np.float32)
+    d[:5] = np.nan  # image border
+    d[120, 120] = np.nan  # single dead pixel: not an edge
+    d[50, 150] += 0.5  # compact bright: cosmic ray
+    yy, xx = np.mgrid[:200, :200]
+    d[np.hypot(yy - 150, xx - 50) < 6] += 0.3  # bright disc: snowball
+    bad = np.zeros_like(d, bool)
+    bad[80, 80] = True
+    d[80, 80] -= 0.5  # visible bad pixel
+    d[np.hypot(yy - 100, xx - 170) < 4] += 0.1  # residual at a known blob: dip
+    d[np.hypot(yy - 100, xx - 178) < 4] -= 0.1
+    f = D.cause_map(d, bad_pixels=bad, blobs=np.array([[100.0, 174.0, 8.0]]))
+    assert f[2, 100] & D.CAUSE_EDGE and not f[120, 120] & D.CAUSE_EDGE
+    assert f[50, 150] & D.CAUSE_COSMIC_RAY
+    assert f[150, 50] & D.CAUSE_SNOWBALL
+    assert f[80, 80] & D.CAUSE_BAD_PIXEL
+    assert f[100, 174] & D.CAUSE_DIP
+    assert not f[150, 150]

@@ -1,0 +1,212 @@
+"""The blob catalog: ECSV import/export, DQ masks, blob measurement, confirm and reject."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from sqlalchemy import func, select
+
+from blobwatch.errors import InputError
+from blobwatch.monitor.catalog import (
+    BLOB_DQ_FLAG,
+    CatalogError,
+    blob_mask,
+    confirm_candidate,
+    export_catalog,
+    import_catalog,
+    known_blob_at,
+    reject_candidate,
+)
+from blobwatch.monitor.db import Blob, Candidate, Image, Run, open_database
+from blobwatch.monitor.measure import BlobMeasurement, loss_map, measure_blob
+
+
+@pytest.fixture()
+def Session(tmp_path: Path):  # noqa: N802 - a session factory
+    return open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+
+
+def _truth(path: Path) -> Path:
+    table = Table({
+        "id": [1, 2, 3, 4],
+        "x": [100.0, 300.5, 700.25, 512.0],
+        "y": [200.0, 400.5, 50.0, 512.0],
+        "radius": [6.0, 8.0, 5.0, 7.0],
+        "depth": [0.1, 0.2, 0.05, 0.12],
+        "profile": ["disc", "ring", "disc", "disc"],
+        "day": [-100, -3, 2, 40],
+    })
+    table.write(path, format="ascii.ecsv")
+    return path
+
+
+def _count(session) -> int:
+    return session.scalar(select(func.count()).select_from(Blob))
+
+
+def test_simulator_truth_imports_only_existing_blobs_once(Session, tmp_path: Path) -> None:
+    path = _truth(tmp_path / "truth_blobs.ecsv")
+    with Session() as s:
+        result = import_catalog(s, path)
+        assert result.source == "simulator-truth" and len(result.added) == 2 and result.skipped == 0
+        assert sorted(b.label for b in result.added) == ["truth-1", "truth-2"]
+        again = import_catalog(s, path)
+        assert again.added == [] and again.skipped == 2
+        more = import_catalog(s, path, include_from_day=10)
+        assert [b.label for b in more.added] == ["truth-3"]
+        assert _count(s) == 3
+
+
+def test_user_table_with_extra_and_missing_columns(Session, tmp_path: Path) -> None:
+    path = tmp_path / "mine.ecsv"
+    Table({"X": [10.0, 20.0], "y": [30.0, 40.0], "radius": [5.0, 6.0], "first_seen_mjd": [59000.5, 59001.0],
+           "name": ["a", "b"]}).write(path, format="ascii.ecsv")
+    with Session() as s:
+        result = import_catalog(s, path)
+        assert result.source == "import"
+        blob = s.scalars(select(Blob).where(Blob.label == "a")).one()
+        assert blob.depth is None and blob.first_seen_mjd == 59000.5
+        assert blob.first_seen.strftime("%Y-%m-%d") == "2020-05-31"
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("not a table at all\n", "not a readable ECSV table"),
+        (None, "missing column.*radius"),
+        ("negative", "radius must be positive"),
+    ],
+)
+def test_bad_catalog_files_are_input_errors(Session, tmp_path: Path, content: str | None, match: str) -> None:
+    path = tmp_path / "bad.ecsv"
+    if content is None:
+        Table({"x": [1.0], "y": [2.0]}).write(path, format="ascii.ecsv")
+    elif content == "negative":
+        Table({"x": [1.0], "y": [2.0], "radius": [-1.0]}).write(path, format="ascii.ecsv")
+    else:
+        path.write_text(content)
+    with Session() as s, pytest.raises(InputError, match=match):
+        import_catalog(s, path)
+    with Session() as s, pytest.raises(InputError, match="file not found"):
+        import_catalog(s, tmp_path / "missing.ecsv")
+
+
+def test_blob_mask_and_export(Session, tmp_path: Path) -> None:
+    mask = blob_mask(np.array([[10.0, 20.0, 3.0]]), (40, 40))
+    assert mask.sum() == 29  # lattice points within radius 3 of a pixel centre
+    assert mask[20, 10] and mask[20, 13] and not mask[20, 14] and not mask[10, 20]
+    shifted = blob_mask(np.array([[10.0, 20.0, 3.0]]), (40, 40), offset=5.0)
+    assert shifted[15, 5] and shifted.sum() == 29
+
+    with Session() as s:
+        s.add_all([Blob(x=100.0, y=200.0, radius=4.0, depth=0.1, source="import"),
+                   Blob(x=3.0, y=1020.0, radius=6.0, depth=None, source="confirmed", candidate_id=7)])
+        s.commit()
+        files = export_catalog(s, tmp_path / "out" / "catalog.ecsv")
+    assert [f.name for f in files] == ["catalog.ecsv", "catalog_mask1024.fits", "catalog_mask1014.fits"]
+    table = Table.read(files[0], format="ascii.ecsv")
+    assert list(table["x"]) == [100.0, 3.0] and list(table["candidate_id"]) == [-1, 7]
+    assert np.isnan(table["depth"][1]) and table["source"][1] == "confirmed"
+    with fits.open(files[1]) as hdul:
+        dq = hdul["DQ"].data
+        assert dq.shape == (1024, 1024) and hdul[0].header["BLOBFLAG"] == BLOB_DQ_FLAG
+        assert set(np.unique(dq)) == {0, BLOB_DQ_FLAG}
+        assert dq[200, 100] == BLOB_DQ_FLAG and dq[200, 105] == 0 and dq[1020, 3] == BLOB_DQ_FLAG
+    with fits.open(files[2]) as hdul:
+        dq14 = hdul["DQ"].data
+        assert dq14.shape == (1014, 1014)
+        assert dq14[195, 95] == BLOB_DQ_FLAG
+        np.testing.assert_array_equal(dq14, dq[5:-5, 5:-5])
+    assert not list((tmp_path / "out").glob(".*.tmp"))
+
+
+def test_known_blob_at_picks_the_nearest_containing_blob() -> None:
+    blobs = [Blob(id=1, x=10.0, y=10.0, radius=5.0, source="import"),
+             Blob(id=2, x=14.0, y=10.0, radius=5.0, source="import")]
+    assert known_blob_at(blobs, 13.0, 10.0).id == 2
+    assert known_blob_at(blobs, 30.0, 10.0) is None
+    assert known_blob_at(blobs, 21.0, 10.0, margin=2.0).id == 2
+    assert known_blob_at([], 1.0, 1.0) is None
+
+
+def _synthetic_blob(x: float, y: float, radius: float, depth: float, noise: float = 0.003):
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:160, 0:160]
+    r = np.hypot(xx - x, yy - y)
+    loss = depth * np.clip(1 - (r / radius) ** 2, 0, None)
+    stack = (1 + noise * rng.standard_normal((160, 160))).astype(np.float32)
+    current = ((1 - loss) * (1 + noise * rng.standard_normal((160, 160)))).astype(np.float32)
+    return current, stack
+
+
+def test_measure_blob_recovers_centre_radius_and_depth() -> None:
+    current, stack = _synthetic_blob(70.3, 81.6, 9.0, 0.12)
+    m = measure_blob(loss_map(current, stack), 67.0, 84.0)
+    assert m.x == pytest.approx(70.3, abs=0.2) and m.y == pytest.approx(81.6, abs=0.2)
+    # radius where a parabolic profile falls to 20 % of its peak: sqrt(0.8) * R
+    assert m.radius == pytest.approx(np.sqrt(0.8) * 9.0, abs=0.8)
+    assert m.depth == pytest.approx(0.12, abs=0.015)
+    assert m.significance > 10
+    with pytest.raises(ValueError, match="outside"):
+        measure_blob(loss_map(current, stack), 500.0, 10.0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        loss_map(current, stack[:10])
+
+
+def _candidate(Session) -> int:  # noqa: N803
+    with Session() as s:
+        image = Image(path="/nowhere/a.fits", sha256="a" * 64, status="processed", mjd=60000.25)
+        s.add(image)
+        s.flush()
+        run = Run(image_id=image.id, blobwatch_version="test", parameters={}, timings={})
+        s.add(run)
+        s.flush()
+        c = Candidate(run_id=run.id, image_id=image.id, x=50.0, y=60.0, probability=0.9, status="new")
+        s.add(c)
+        s.commit()
+        return c.id
+
+
+def test_confirm_then_reject_round_trip(Session) -> None:
+    cid = _candidate(Session)
+    m = BlobMeasurement(x=50.4, y=59.8, radius=7.5, depth=0.11, background=0.0, noise=0.01)
+    with Session() as s:
+        blob = confirm_candidate(s, cid, reviewer="Ada", measurement=m)
+        assert (blob.x, blob.y, blob.radius, blob.depth) == (50.4, 59.8, 7.5, 0.11)
+        assert blob.source == "confirmed" and blob.candidate_id == cid and blob.first_seen_mjd == 60000.25
+    with Session() as s:
+        c = s.get(Candidate, cid)
+        assert c.status == "confirmed" and c.reviewed_by == "Ada" and c.known_blob_id == blob.id
+        with pytest.raises(CatalogError, match="already confirmed"):
+            confirm_candidate(s, cid, reviewer="Ada", measurement=m)
+        # changing one's mind withdraws the blob
+        reject_candidate(s, cid, reason="dip of a known blob", reviewer="Bo")
+    with Session() as s:
+        c = s.get(Candidate, cid)
+        assert c.status == "rejected" and c.reason == "dip of a known blob" and c.reviewed_by == "Bo"
+        assert _count(s) == 0
+
+
+def test_review_errors(Session) -> None:
+    cid = _candidate(Session)
+    with Session() as s:
+        with pytest.raises(CatalogError, match="candidate 999 does not exist"):
+            reject_candidate(s, 999, reason="x", reviewer="Bo")
+        with pytest.raises(CatalogError, match="reason is required"):
+            reject_candidate(s, cid, reason="  ", reviewer="Bo")
+        with pytest.raises(CatalogError, match="reviewer"):
+            confirm_candidate(s, cid, reviewer="")
+        # no references recorded: cannot measure, nothing changes
+        with pytest.raises(CatalogError, match="no reference images"):
+            confirm_candidate(s, cid, reviewer="Ada")
+        s.rollback()
+        assert s.get(Candidate, cid).status == "new" and _count(s) == 0
+        c = s.get(Candidate, cid)
+        c.status, c.known_blob_id = "known", None
+        s.commit()
+        with pytest.raises(CatalogError, match="lies on known blob"):
+            confirm_candidate(s, cid, reviewer="Ada")

@@ -1,0 +1,409 @@
+"""Tests of the review web app (`blobwatch.web`) with FastAPI's test client.
+
+The database is built directly through the monitor's models on small synthetic 256x256 images:
+five references and a current image with one new dark blob.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+with warnings.catch_warnings():  # starlette's notice about httpx, not ours
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+from blobwatch.monitor.db import Blob, Candidate, Image, Run, SubframePrediction, open_database
+from blobwatch.web import create_app
+from blobwatch.web.security import CSRF_FIELD, TOKEN_HEADER, is_loopback
+
+SIZE = 256
+BLOB_X, BLOB_Y, BLOB_R, BLOB_DEPTH = 100.0, 150.0, 6.0, 0.15
+pytestmark = pytest.mark.filterwarnings("ignore::blobwatch.difference.FewReferencesWarning")
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _write_image(path: Path, mjd: float, seed: int, blob: bool) -> None:
+    rng = np.random.default_rng(seed)
+    data = 1.0 + rng.normal(0.0, 0.003, (SIZE, SIZE)).astype(np.float32)
+    # two old blobs present in every image
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    for bx, by in ((40.0, 40.0), (200.0, 210.0)):
+        data *= 1.0 - 0.1 * np.exp(-((xx - bx) ** 2 + (yy - by) ** 2) / (2 * 4.0 ** 2))
+    if blob:
+        data *= 1.0 - BLOB_DEPTH * np.exp(-((xx - BLOB_X) ** 2 + (yy - BLOB_Y) ** 2) / (2 * (BLOB_R / 2) ** 2))
+    header = fits.Header()
+    header["EXPSTART"] = mjd
+    header["FILTER"] = "F153M"
+    fits.PrimaryHDU(data.astype(np.float32), header=header).writeto(path)
+
+
+def _png_bytes() -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1, 1))
+    fig.add_subplot().plot([0, 1])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def monitor_db(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A monitor database: 6 images, the newest processed with 16 subframes and 3 candidates."""
+    root = tmp_path_factory.mktemp("web")
+    reports = root / "reports"
+    (reports / "images" / "6").mkdir(parents=True)
+    (reports / "images" / "6" / "saliency_05.png").write_bytes(_png_bytes())
+    paths = []
+    for day in range(6):
+        path = root / f"csm_day{day:03d}_blob.fits"
+        _write_image(path, 60000.0 + day, seed=day, blob=(day == 5))
+        paths.append(path)
+    url = f"sqlite:///{root / 'blobwatch.db'}"
+    Session = open_database(url)
+    with Session.begin() as s:
+        images = [Image(path=str(p), sha256=f"{i:064x}", mjd=60000.0 + i, filter="F153M",
+                        status="processed" if i == 5 else "registered") for i, p in enumerate(paths)]
+        s.add_all(images)
+        s.add_all([Blob(x=40.0, y=40.0, radius=5.0, depth=0.1, source="import", label="old-1"),
+                   Blob(x=200.0, y=210.0, radius=5.0, depth=0.1, source="import", label="old-2")])
+        s.flush()
+        run = Run(image_id=images[5].id, blobwatch_version="test", threshold=0.5, max_probability=0.97,
+                  parameters={"reference_paths": [str(p) for p in paths[:5]], "register": False,
+                              "min_references": 5},
+                  report_path=str(reports / "images" / "6" / "report.html"))
+        s.add(run)
+        s.flush()
+        for index in range(16):
+            row, col = divmod(index, 4)
+            prob = 0.97 if index == 5 else 0.02 * index
+            s.add(SubframePrediction(run_id=run.id, index=index, x0=col * 64, y0=row * 64, size=64,
+                                     probability=prob, flagged=prob > 0.5,
+                                     saliency_path="images/6/saliency_05.png" if index == 5 else None))
+        s.add_all([
+            Candidate(run_id=run.id, image_id=images[5].id, x=BLOB_X + 0.4, y=BLOB_Y - 0.3,
+                      probability=0.97, significance=12.0, radius=BLOB_R, subframe=5, status="new"),
+            Candidate(run_id=run.id, image_id=images[5].id, x=230.0, y=20.0, probability=0.81,
+                      significance=5.0, radius=5.0, subframe=3, status="new"),
+            Candidate(run_id=run.id, image_id=images[5].id, x=40.0, y=40.0, probability=0.6,
+                      significance=4.0, radius=5.0, subframe=0, status="known", known_blob_id=1),
+        ])
+    return {"url": url, "reports": reports, "paths": paths}
+
+
+@pytest.fixture()
+def fresh_db(monitor_db: dict, tmp_path: Path) -> str:
+    """A private copy of the monitor database for tests that write."""
+    src = Path(monitor_db["url"].removeprefix("sqlite:///"))
+    dst = tmp_path / "copy.db"
+    import sqlite3
+
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+    return f"sqlite:///{dst}"
+
+
+@pytest.fixture(scope="module")
+def client(monitor_db: dict) -> TestClient:
+    return TestClient(create_app(monitor_db["url"], monitor_db["reports"]))
+
+
+def _csrf(client: TestClient, page: str = "/queue") -> str:
+    html = client.get(page).text
+    match = re.search(rf'name="{CSRF_FIELD}" value="([0-9a-f]+)"', html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+def _ids(client: TestClient, status: str) -> list[int]:
+    return [c["id"] for c in client.get("/api/candidates", params={"status": status}).json()]
+
+
+# ------------------------------------------------------------------------------ pages
+
+
+@pytest.mark.parametrize("path, text", [
+    ("/", "Today: csm_day005_blob.fits"),
+    ("/queue", "Review queue"),
+    ("/blobs", "2 known blobs"),
+    ("/history", "6 images"),
+    ("/api", "/api/candidates"),
+    ("/images/1", "csm_day000_blob.fits"),
+    ("/images/6", "Subframe probabilities"),
+    ("/candidates/1", "Candidate #1"),
+    ("/unlock", "no token"),
+])
+def test_pages_render(client: TestClient, path: str, text: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert text in response.text
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+
+
+def test_today_shows_grid_candidates_and_saliency(client: TestClient) -> None:
+    html = client.get("/").text
+    assert html.count('<td class="heat') == 16
+    assert 'class="heat9 flag"' in html  # p = 0.97, above the threshold
+    assert "/subframes/" in html and "saliency.png" in html
+    assert "Candidate #1" in html and "Candidate #2" in html
+    assert "Candidate #3" not in html  # a known blob: recorded, not alerted
+    assert "DS9 101.4, 150.7" in html
+
+
+def test_queue_lists_open_candidates_with_forms(client: TestClient) -> None:
+    html = client.get("/queue").text
+    assert html.count('data-action="confirm"') == 2
+    for reason in ("dip", "cosmic ray", "persistence", "bad pixel", "other"):
+        assert f'<option value="{reason}">' in html
+
+
+def test_blob_map_table_and_downloads(client: TestClient) -> None:
+    html = client.get("/blobs").text
+    assert 'table class="data sortable"' in html and 'id="blob-2"' in html
+    ecsv = client.get("/catalog.ecsv")
+    assert ecsv.status_code == 200
+    table = Table.read(ecsv.text, format="ascii.ecsv")
+    assert sorted(table["label"]) == ["old-1", "old-2"]
+    for frame, size, centre in (("1014", 1014, 35), ("1024", 1024, 40)):
+        mask = client.get("/catalog/mask.fits", params={"frame": frame})
+        assert mask.status_code == 200
+        with fits.open(io.BytesIO(mask.content)) as hdul:
+            dq = hdul["DQ"].data
+        assert dq.shape == (size, size)
+        assert dq[centre, centre] == 512 and dq[500, 500] == 0
+    assert client.get("/catalog/mask.fits", params={"frame": "999"}).status_code == 422
+
+
+@pytest.mark.parametrize("path", [
+    "/images/6/difference.png", "/images/6/stack.png", "/images/6/image.png", "/images/1/image.png",
+    "/candidates/1/image.png", "/candidates/1/stack.png", "/candidates/1/difference.png",
+    "/subframes/6/saliency.png", "/blobs/map.png", "/history.png",
+])
+def test_figures_are_png(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    assert response.content.startswith(PNG_MAGIC)
+
+
+# ------------------------------------------------------------------------------ JSON API
+
+
+def test_api_images(client: TestClient) -> None:
+    images = client.get("/api/images").json()
+    assert [im["name"] for im in images][0] == "csm_day005_blob.fits"
+    assert len(images) == 6
+    newest = client.get("/api/images/6").json()
+    assert newest["max_probability"] == pytest.approx(0.97)
+    assert newest["alert"] is True and newest["n_open"] == 2 and newest["known_blobs"] == 2
+    assert len(newest["subframes"]) == 16 and len(newest["candidates"]) == 3
+    assert client.get("/api/images/1").json()["run_id"] is None
+
+
+def test_api_candidates_and_catalog(client: TestClient) -> None:
+    assert _ids(client, "new") == [1, 2]
+    assert _ids(client, "known") == [3]
+    one = client.get("/api/candidates/1").json()
+    assert one["x_ds9"] == pytest.approx(one["x"] + 1) and one["y_ds9"] == pytest.approx(one["y"] + 1)
+    assert client.get("/api/candidates", params={"status": "bogus"}).status_code == 422
+    catalog = client.get("/api/catalog").json()
+    assert [b["label"] for b in catalog] == ["old-1", "old-2"]
+    assert client.get("/api/catalog/2").json()["x"] == pytest.approx(200.0)
+
+
+def test_openapi_documents_the_api(client: TestClient) -> None:
+    schema = client.get("/api/openapi.json").json()
+    for path in ("/api/images", "/api/images/{image_id}", "/api/candidates",
+                 "/api/candidates/{candidate_id}", "/api/catalog", "/catalog.ecsv"):
+        assert path in schema["paths"]
+    assert client.get("/api/docs").status_code == 200
+
+
+@pytest.mark.parametrize("path", [
+    "/images/99", "/candidates/99", "/api/images/99", "/api/candidates/99", "/api/catalog/99",
+    "/images/99/difference.png", "/candidates/99/image.png", "/subframes/99/saliency.png",
+    "/subframes/1/saliency.png",  # exists, but has no saliency map
+    "/images/1/difference.png",  # exists, but was never processed
+    "/nonexistent",
+])
+def test_unknown_ids_are_404(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 404
+    if path.startswith("/api") or path.endswith(".png"):
+        assert "detail" in response.json()
+    else:
+        assert "not found" in response.text
+
+
+def test_no_path_from_the_request_reaches_the_file_system(client: TestClient) -> None:
+    for path in ("/images/..%2F..%2Fetc%2Fpasswd/image.png", "/images/6/..%2F..%2Fetc.png",
+                 "/static/..%2F..%2F..%2Fpyproject.toml", "/images/6/report.html"):
+        assert client.get(path).status_code in (404, 422)
+
+
+# ------------------------------------------------------------------------------ write actions
+
+
+def test_confirm_adds_the_measured_blob_to_the_catalog(fresh_db: str, monitor_db: dict) -> None:
+    client = TestClient(create_app(fresh_db, monitor_db["reports"]))
+    token = _csrf(client)
+    response = client.post("/candidates/1/confirm", data={CSRF_FIELD: token, "reviewer": "Ada",
+                                                         "next": "/queue"}, follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"].startswith("/queue?")
+    page = client.get(response.headers["location"]).text
+    assert "Candidate #1 confirmed: blob #3 added to the catalog." in page
+    blob = client.get("/api/catalog/3").json()
+    assert blob["candidate_id"] == 1 and blob["source"] == "confirmed"
+    assert blob["x"] == pytest.approx(BLOB_X, abs=1.0) and blob["y"] == pytest.approx(BLOB_Y, abs=1.0)
+    assert 0.05 < blob["depth"] < 0.3
+    cand = client.get("/api/candidates/1").json()
+    assert cand["status"] == "confirmed" and cand["reviewed_by"] == "Ada" and cand["blob_id"] == 3
+    assert "blob #3" in client.get("/blobs").text or 'id="blob-3"' in client.get("/blobs").text
+    assert client.cookies.get("bw_reviewer") == "Ada"
+    # confirming twice is refused by the catalog, shown as a conflict
+    again = client.post("/candidates/1/confirm", data={CSRF_FIELD: token, "reviewer": "Ada"})
+    assert again.status_code == 409 and "already confirmed" in again.text
+
+
+def test_confirm_of_a_known_blob_is_a_conflict(fresh_db: str, monitor_db: dict) -> None:
+    client = TestClient(create_app(fresh_db, monitor_db["reports"]))
+    response = client.post("/candidates/3/confirm", data={CSRF_FIELD: _csrf(client), "reviewer": "Ada"})
+    assert response.status_code == 409 and "lies on known blob 1" in response.text
+    assert len(client.get("/api/catalog").json()) == 2
+    assert client.get("/api/candidates/3").json()["status"] == "known"
+
+
+def test_reject_records_the_reason(fresh_db: str, monitor_db: dict) -> None:
+    client = TestClient(create_app(fresh_db, monitor_db["reports"]))
+    token = _csrf(client)
+    response = client.post("/candidates/2/reject", data={
+        CSRF_FIELD: token, "reviewer": "Bo", "reason": "cosmic ray", "note": "sharp edge"},
+        follow_redirects=False)
+    assert response.status_code == 303
+    cand = client.get("/api/candidates/2").json()
+    assert cand["status"] == "rejected" and cand["reason"] == "cosmic ray: sharp edge"
+    assert cand["reviewed_by"] == "Bo"
+    assert _ids(client, "new") == [1]
+    assert "Candidate #2 rejected." in client.get(response.headers["location"]).text
+
+
+@pytest.mark.parametrize("data, status, message", [
+    ({"reviewer": "Bo", "reason": "aliens"}, 422, "reason must be one of"),
+    ({"reviewer": "", "reason": "dip"}, 422, "reviewer"),
+    ({"reviewer": "Bo"}, 422, "reason must be one of"),
+])
+def test_reject_needs_a_valid_reason_and_reviewer(client: TestClient, data: dict, status: int,
+                                                  message: str) -> None:
+    response = client.post("/candidates/2/reject", data={CSRF_FIELD: _csrf(client), **data})
+    assert response.status_code == status and message in response.text
+    assert 2 in _ids(client, "new")
+
+
+def test_write_actions_on_unknown_ids_are_404(client: TestClient) -> None:
+    token = _csrf(client)
+    assert client.post("/candidates/99/confirm", data={CSRF_FIELD: token, "reviewer": "A"}).status_code == 404
+    assert client.post("/candidates/99/reject", data={
+        CSRF_FIELD: token, "reviewer": "A", "reason": "dip"}).status_code == 404
+
+
+# ------------------------------------------------------------------------------ security
+
+
+def test_csrf_token_is_required(client: TestClient) -> None:
+    form = {"reviewer": "Eve", "reason": "dip"}
+    assert client.post("/candidates/2/reject", data=form).status_code == 403
+    assert client.post("/candidates/2/reject", data={**form, CSRF_FIELD: "0" * 64}).status_code == 403
+    # a token from another cookie (another browser) does not match this client's cookie
+    other = TestClient(client.app)
+    assert other.post("/candidates/2/reject", data={**form, CSRF_FIELD: _csrf(client)}).status_code == 403
+    assert 2 in _ids(client, "new")
+
+
+@pytest.mark.parametrize("header", [{"origin": "http://evil.example"}, {"origin": "null"},
+                                    {"referer": "http://evil.example/page"}])
+def test_cross_site_posts_are_refused(client: TestClient, header: dict) -> None:
+    response = client.post("/candidates/2/reject", headers=header, data={
+        CSRF_FIELD: _csrf(client), "reviewer": "Eve", "reason": "dip"})
+    assert response.status_code == 403 and "cross-site" in response.text
+    assert 2 in _ids(client, "new")
+
+
+def test_same_origin_post_is_accepted(fresh_db: str, monitor_db: dict) -> None:
+    client = TestClient(create_app(fresh_db, monitor_db["reports"]))
+    response = client.post("/candidates/2/reject", headers={"origin": "http://testserver"}, data={
+        CSRF_FIELD: _csrf(client), "reviewer": "Bo", "reason": "dip"}, follow_redirects=False)
+    assert response.status_code == 303
+
+
+def test_write_token_required_when_exposed(fresh_db: str, monitor_db: dict) -> None:
+    client = TestClient(create_app(fresh_db, monitor_db["reports"], token="s3cret", require_token=True))
+    form = {CSRF_FIELD: _csrf(client, "/unlock"), "reviewer": "Bo", "reason": "dip"}
+    refused = client.post("/candidates/2/reject", data=form)
+    assert refused.status_code == 403 and "write token required" in refused.text
+    assert "unlock with the write token" in client.get("/queue").text
+    wrong = client.post("/candidates/2/reject", data=form, headers={TOKEN_HEADER: "guess"})
+    assert wrong.status_code == 403
+    assert client.post("/unlock", data={CSRF_FIELD: form[CSRF_FIELD], "token": "guess"}).status_code == 403
+    assert 2 in _ids(client, "new")
+    # the header works for scripts ...
+    ok = client.post("/candidates/2/reject", data=form, headers={TOKEN_HEADER: "s3cret"},
+                     follow_redirects=False)
+    assert ok.status_code == 303
+    # ... and the unlock form for browsers
+    unlocked = client.post("/unlock", data={CSRF_FIELD: form[CSRF_FIELD], "token": "s3cret"},
+                           follow_redirects=False)
+    assert unlocked.status_code == 303
+    assert 'data-action="confirm"' in client.get("/queue").text
+    again = client.post("/candidates/1/reject", data=form, follow_redirects=False)
+    assert again.status_code == 303
+
+
+def test_require_token_needs_a_token(monitor_db: dict) -> None:
+    with pytest.raises(ValueError, match="needs a non-empty token"):
+        create_app(monitor_db["url"], require_token=True)
+
+
+@pytest.mark.parametrize("host, loopback", [
+    ("127.0.0.1", True), ("127.1.2.3", True), ("localhost", True), ("::1", True), ("[::1]", True),
+    ("0.0.0.0", False), ("192.168.1.4", False), ("::", False), ("example.org", False),
+])
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+# ------------------------------------------------------------------------------ CLI and empty DB
+
+
+def test_serve_refuses_exposed_host_without_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    from blobwatch.cli import main
+
+    monkeypatch.delenv("BLOBWATCH_TOKEN", raising=False)
+    code = main(["serve", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--host", "0.0.0.0"])
+    assert code == 2
+    assert "set BLOBWATCH_TOKEN" in capsys.readouterr().err
+    assert main(["serve", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--port", "0"]) == 2
+
+
+def test_empty_database(tmp_path: Path) -> None:
+    client = TestClient(create_app(f"sqlite:///{tmp_path / 'empty.db'}"))
+    assert "No images in the database yet" in client.get("/").text
+    assert "Nothing to review" in client.get("/queue").text
+    assert "The catalog is empty" in client.get("/blobs").text
+    assert client.get("/api/images").json() == []
+    for path in ("/blobs/map.png", "/history.png"):
+        assert client.get(path).content.startswith(PNG_MAGIC)
+    assert Table.read(client.get("/catalog.ecsv").text, format="ascii.ecsv")["id"].size == 0
