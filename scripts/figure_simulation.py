@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="per-image noise sigma (default 0.016, the geometric middle of the "
                              "randomized range 0.005-0.05)")
     parser.add_argument("--stamps", type=Path, default=DEFAULT_STAMPS)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "simulated_vs_real.png")
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).resolve().parents[1] / "docs" / "simulated_vs_real.png")
     args = parser.parse_args(argv)
 
     import matplotlib

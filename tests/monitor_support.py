@@ -12,6 +12,11 @@ from pathlib import Path
 from typing import Iterator
 
 
+class _Server(ThreadingHTTPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+
 @dataclass
 class Webhook:
     """A JSON webhook on 127.0.0.1 that records every POSTed body."""
@@ -28,9 +33,10 @@ class Webhook:
 
 
 @contextlib.contextmanager
-def webhook_server(status: int = 200) -> Iterator[Webhook]:
-    """Run a webhook server in a thread for the duration of the ``with`` block."""
-    hook = Webhook(port=0, status=status)
+def webhook_server(status: int = 200, port: int = 0) -> Iterator[Webhook]:
+    """Run a webhook server in a thread for the duration of the ``with`` block (any free port
+    unless ``port`` is given)."""
+    hook = Webhook(port=port, status=status)
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server naming
@@ -47,7 +53,7 @@ def webhook_server(status: int = 200) -> Iterator[Webhook]:
         def log_message(self, *args: object) -> None:  # keep the test output clean
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = _Server(("127.0.0.1", port), Handler)
     hook.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

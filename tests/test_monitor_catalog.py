@@ -210,3 +210,16 @@ def test_review_errors(Session) -> None:
         s.commit()
         with pytest.raises(CatalogError, match="lies on known blob"):
             confirm_candidate(s, cid, reviewer="Ada")
+
+
+def test_review_survives_a_concurrent_writer(Session) -> None:
+    """A session that read before another process committed still confirms (rolled back, retried)."""
+    cid = _candidate(Session)
+    m = BlobMeasurement(x=50.0, y=60.0, radius=6.0, depth=0.1, background=0.0, noise=0.01)
+    with Session() as reviewer_session, Session() as monitor_session:
+        assert reviewer_session.get(Candidate, cid).status == "new"  # read: snapshot taken
+        monitor_session.add(Image(path="/b.fits", sha256="c" * 64, status="registered"))
+        monitor_session.commit()  # another writer commits after that read
+        blob = confirm_candidate(reviewer_session, cid, reviewer="Ada", measurement=m)
+    with Session() as s:
+        assert s.get(Blob, blob.id).candidate_id == cid and s.get(Candidate, cid).status == "confirmed"

@@ -291,6 +291,9 @@ def test_cli_simulate(tmp_path, capsys) -> None:
     assert cli_main(["simulate", str(out), "--days", "2", "--size", "128"]) == 2
     assert "not empty" in capsys.readouterr().err
     assert cli_main(["simulate", str(out), "--days", "2", "--size", "128", "--overwrite"]) == 0
+    assert "removed 4 stale" in capsys.readouterr().out  # day-2 image and 3 flt files of run 1
+    assert not (out / "csm_day002_blob.fits").exists() and (out / "csm_day001_blob.fits").exists()
+    assert len(Table.read(out / "truth_shifts.ecsv")) == 2
 
 
 @pytest.mark.parametrize("argv, match", [

@@ -46,8 +46,10 @@ __all__ = [
     "matched_filter",
 ]
 
-#: Radius of the uniform disc whose best-matching Gaussian has sigma 1 (see `matched_filter`).
-DISC_RADIUS_PER_SIGMA = 1.585
+#: Blob radius per unit of best-matching Gaussian sigma.  An ideal uniform disc of radius R is
+#: best matched by sigma = R / 1.585; the simulator's soft-edged disc and ring blobs after the
+#: seed's clipping peak at larger scales, and 1.25 fits them (radius 5-10 px, see docs/detect.md).
+DISC_RADIUS_PER_SIGMA = 1.25
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class DetectionParameters:
         At most this many seeds (most significant first) are classified.
     """
 
-    sigmas: tuple[float, ...] = (1.5, 2.0, 2.75, 3.75, 5.0, 6.5)
+    sigmas: tuple[float, ...] = (1.5, 2.0, 2.75, 3.75, 5.0, 6.5, 8.5, 11.0)
     background_sigma: float = 16.0
     min_significance: float = 5.0
     saliency_significance: float = 4.0
@@ -122,7 +124,7 @@ class Candidate:
     significance : float
         Matched-filter signal-to-noise at the best scale.
     radius : float
-        Radius estimate (px): radius of the uniform disc the best matched-filter scale fits.
+        Radius estimate (px) from the best matched-filter scale (``DISC_RADIUS_PER_SIGMA``).
     subframe : int
         Index of the seed subframe that contains (x, y).
     source : str
@@ -291,7 +293,7 @@ def matched_filter(image: np.ndarray, sigmas: tuple[float, ...], background_sigm
     with a Gaussian of each width in ``sigmas`` (both in one product of transfer functions, by
     FFT on a reflect-padded copy); each map is divided by its robust standard deviation, so its
     values are signal-to-noise ratios whatever the noise correlation.  A Gaussian blob of width
-    s peaks at scale s; a uniform disc of radius R peaks at ``R / DISC_RADIUS_PER_SIGMA``.
+    s peaks at scale s; an ideal uniform disc of radius R at about R / 1.585.
 
     Parameters
     ----------

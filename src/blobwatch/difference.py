@@ -16,8 +16,10 @@ image, ``current(y, x) ~ reference(y - dy, x - dx)``, the same sign as `scipy.nd
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -83,7 +85,7 @@ class RegistrationParams:
     """
 
     background_sigma: float = 10.0
-    smooth_sigma: float = 1.0
+    smooth_sigma: float = 1.5
     outlier_sigma: float = 8.0
     max_iterations: int = 10
     tolerance: float = 2e-3
@@ -241,10 +243,14 @@ def _mad_sigma(values: np.ndarray) -> float:
 
 def _sum8(values: np.ndarray) -> np.ndarray:
     """Sum of the 8 neighbours of every pixel (zero outside the image), by slicing."""
-    padded = np.pad(values, 1)
-    rows = padded[:-2] + padded[1:-1] + padded[2:]
-    box = rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
-    return box - values
+    column = values.copy()
+    column[1:] += values[:-1]
+    column[:-1] += values[1:]
+    box = column.copy()
+    box[:, 1:] += column[:, :-1]
+    box[:, :-1] += column[:, 1:]
+    box -= values
+    return box
 
 
 def _max8(values: np.ndarray) -> np.ndarray:
@@ -288,7 +294,7 @@ def _coarse_background(filled: np.ndarray, valid: np.ndarray, block: int = 32) -
     return np.repeat(np.repeat(means, block, axis=0), block, axis=1)[:rows, :cols]
 
 
-def _prepare(image: np.ndarray, params: RegistrationParams, highpass: np.ndarray) -> _Prepared:
+def _prepare(image: np.ndarray, frame: "_Frame") -> _Prepared:
     """Neutralize isolated defects, fill gaps, and return the high-passed spectrum.
 
     Isolated defects (hot/cold pixels, cosmic-ray residuals) deviate from the mean of their
@@ -297,25 +303,41 @@ def _prepare(image: np.ndarray, params: RegistrationParams, highpass: np.ndarray
     they neither steer the offset estimate nor move when the blob pattern is shifted.  A blob
     core flagged this way costs nothing: it is an extremum, where the gradient vanishes.
     """
+    params = frame.params
     finite = np.isfinite(image)
     filled = np.where(finite, image, _coarse_background(np.nan_to_num(image), finite))
     filled = filled.astype(np.float32, copy=False)
     validf = finite.astype(np.float32)
-    neighbours = _sum8(filled * validf) / np.maximum(_sum8(validf), 1.0)
-    deviation = filled - neighbours
+    # Gaps hold the coarse background, so the plain 8-neighbour mean is good enough here.
+    deviation = filled - _sum8(filled) * np.float32(0.125)
     sigma = _mad_sigma(deviation[finite]) or 1.0
     strength = np.abs(deviation) * validf
     # First pass: strong local maxima of |deviation| (a defect's neighbours deviate too,
     # by 1/8 of the defect, but less than the defect itself).
     suspect = finite & (strength > params.outlier_sigma * sigma) & (strength >= _max8(strength))
-    clean = (finite & ~suspect).astype(np.float32)
-    clean_count = _sum8(clean)
-    neighbours = np.where(clean_count > 0, _sum8(filled * clean) / np.maximum(clean_count, 1.0), filled)
-    defect = finite & (np.abs(filled - neighbours) > params.outlier_sigma * sigma)
-    fix = defect | ~finite
-    filled[fix] = neighbours[fix]
-    spectrum = sp_fft.rfft2(filled, workers=1)
-    spectrum *= highpass
+    # Second pass, at the suspects only: compare with the mean of their clean neighbours.
+    rows, cols = np.nonzero(suspect)
+    defect = np.zeros_like(finite)
+    if rows.size:
+        clean = finite & ~suspect
+        step = np.array([-1, -1, -1, 0, 0, 1, 1, 1]), np.array([-1, 0, 1, -1, 1, -1, 0, 1])
+        nr = np.clip(rows[:, None] + step[0], 0, finite.shape[0] - 1)
+        nc = np.clip(cols[:, None] + step[1], 0, finite.shape[1] - 1)
+        weight = clean[nr, nc]
+        count = weight.sum(axis=1)
+        mean = np.where(weight, filled[nr, nc], 0).sum(axis=1) / np.maximum(count, 1)
+        value = filled[rows, cols]
+        hit = (count > 0) & (np.abs(value - mean) > params.outlier_sigma * sigma)
+        defect[rows[hit], cols[hit]] = True
+        filled[rows[hit], cols[hit]] = mean[hit]
+    filled[~finite] = 0.0
+    # Smooth background by normalized convolution (NaN-aware Gaussian low-pass); the structure
+    # is zero where the image is non-finite, which continues a zero-mean field without a step.
+    lowpass = frame.lowpass
+    numerator = frame.irfft(sp_fft.rfft2(filled, workers=1) * lowpass)
+    denominator = frame.lowpassed_weight(finite)
+    structure = np.where(finite, filled - numerator / np.maximum(denominator, 1e-6), np.float32(0))
+    spectrum = sp_fft.rfft2(structure.astype(np.float32, copy=False), workers=1)
     return _Prepared(valid=finite & ~defect, finite=finite, spectrum=spectrum)
 
 
@@ -343,11 +365,25 @@ class _Frame:
         self.shape = tuple(shape)
         self.params = params
         self.ky, self.kx = _frequencies(self.shape)
-        self.highpass = (1.0 - _gauss_transfer(self.ky, self.kx, params.background_sigma)).astype(np.float32)
+        self.lowpass = _gauss_transfer(self.ky, self.kx, params.background_sigma)
         self.smooth = _gauss_transfer(self.ky, self.kx, params.smooth_sigma)
+        self._weights: dict[bytes, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def lowpassed_weight(self, finite: np.ndarray) -> np.ndarray:
+        """Low-passed validity mask, cached per mask (references share their NaN pattern)."""
+        key = hashlib.sha1(np.packbits(finite).tobytes()).digest()
+        with self._lock:
+            cached = self._weights.get(key)
+        if cached is None:
+            cached = self.irfft(sp_fft.rfft2(finite.astype(np.float32), workers=1) * self.lowpass)
+            with self._lock:
+                if len(self._weights) < 8:
+                    self._weights[key] = cached
+        return cached
 
     def prepare(self, image: np.ndarray) -> _Prepared:
-        return _prepare(image, self.params, self.highpass)
+        return _prepare(image, self)
 
     def irfft(self, spectrum: np.ndarray) -> np.ndarray:
         return sp_fft.irfft2(spectrum, s=self.shape, workers=1).astype(np.float32, copy=False)
@@ -373,44 +409,66 @@ class _Template:
 
     def __init__(self, image: np.ndarray, params: RegistrationParams) -> None:
         self.params = params
-        self.frame = _Frame(image.shape, params)
-        self.prep = self.frame.prepare(image)
-        spec = self.prep.spectrum * self.frame.smooth
+        self.frame = frame = _Frame(image.shape, params)
+        self.prep = frame.prepare(image)
+        # The estimate works on the smoothed images, which are band-limited: evaluate them on a
+        # grid decimated by ``factor`` (cropping the spectrum), four times fewer pixels to FFT.
+        rows, cols = frame.shape
+        self.factor = f = 2 if rows % 4 == 0 and cols % 4 == 0 and min(rows, cols) >= 128 else 1
+        self.coarse_shape = (rows // f, cols // f)
+        self.ky, self.kx = self.crop(frame.ky), self.crop(frame.kx)
+        self.smooth = self.crop(frame.smooth)
+        spec = self.crop(self.prep.spectrum) * self.smooth
         two_pi_i = np.complex64(2j * np.pi)
-        values = self.frame.irfft(spec)
-        grad_y = self.frame.irfft(spec * (two_pi_i * self.frame.ky))
-        grad_x = self.frame.irfft(spec * (two_pi_i * self.frame.kx))
+        values = self.irfft(spec)
+        grad_y = self.irfft(spec * (two_pi_i * self.ky))
+        grad_x = self.irfft(spec * (two_pi_i * self.kx))
         # Support: where the (smoothed) blob pattern or its gradient stands out of the noise,
         # grown by a few pixels.  Pure-noise pixels would only add noise to the gradients,
         # which biases a Lucas-Kanade estimate towards zero, so they are left out.
-        valid = self.prep.valid
-        level = _mad_sigma(values[valid])
+        self.margin = int(np.ceil(3 * params.smooth_sigma)) + 1
+        usable = ~_dilate(~self.prep.valid, self.margin)[::f, ::f]
+        level = _mad_sigma(values[usable])
         grad = np.hypot(grad_y, grad_x)
         # |gradient| of Gaussian noise is Rayleigh distributed: sigma = median / sqrt(2 ln 2).
-        glevel = float(np.median(grad[valid][:: max(1, int(valid.sum()) // 200_000)])) / 1.1774
+        glevel = float(np.median(grad[usable][:: max(1, int(usable.sum()) // 200_000)])) / 1.1774
         seed = (np.abs(values) > params.support_sigma * level) | (grad > params.support_sigma * glevel)
-        self.margin = int(np.ceil(3 * params.smooth_sigma)) + 1
-        support = _dilate(seed & valid, params.support_grow) & ~_dilate(~valid, self.margin)
+        support = _dilate(seed & usable, -(-params.support_grow // f)) & usable
         self.index = np.flatnonzero(support)
         self.values = values.ravel()[self.index]
         self.grad_y = grad_y.ravel()[self.index]
         self.grad_x = grad_x.ravel()[self.index]
         self.signal = float(np.sqrt(np.mean(self.values**2))) if self.index.size else 0.0
 
+    def crop(self, spectrum: np.ndarray) -> np.ndarray:
+        """Keep the frequencies of the decimated grid (rows: both ends; columns: the start)."""
+        if self.factor == 1:
+            return spectrum
+        half = self.coarse_shape[0] // 2
+        cols = self.coarse_shape[1] // 2 + 1
+        if spectrum.shape[0] == 1:  # a row vector of frequencies
+            return spectrum[:, :cols]
+        rows = np.concatenate([spectrum[:half], spectrum[spectrum.shape[0] - half :]], axis=0)
+        return rows[:, :cols] if rows.shape[1] > 1 else rows
+
+    def irfft(self, spectrum: np.ndarray) -> np.ndarray:
+        return sp_fft.irfft2(spectrum, s=self.coarse_shape, workers=1).astype(np.float32, copy=False)
+
     def register(self, reference: _Prepared) -> tuple[float, float]:
         """Gauss-Newton estimate of (dy, dx) with shift(reference, dy, dx) ~ template."""
         p = self.params
-        frame = self.frame
+        f = self.factor
         if reference.valid.all():
             weight = np.ones(self.index.size, dtype=np.float32)
         else:
-            weight = (~_dilate(~reference.valid, self.margin)).ravel()[self.index].astype(np.float32)
-        spec = reference.spectrum * frame.smooth
+            usable = ~_dilate(~reference.valid, self.margin)[::f, ::f]
+            weight = usable.ravel()[self.index].astype(np.float32)
+        spec = self.crop(reference.spectrum) * self.smooth
         gy, gx = self.grad_y, self.grad_x
         dy = dx = 0.0
         robust_done = False
         for _ in range(p.max_iterations):
-            moved = frame.irfft(spec * _ramp(frame.ky, frame.kx, dy, dx)).ravel()[self.index]
+            moved = self.irfft(spec * _ramp(self.ky, self.kx, dy, dx)).ravel()[self.index]
             resid = (self.values - moved) * weight
             wgy, wgx = gy * weight, gx * weight
             a = np.array(
@@ -633,20 +691,20 @@ def write_difference(path: str | os.PathLike, result: DifferenceResult) -> Path:
     header = fits.Header()
     header["BWVERS"] = (__version__, "blobwatch version")
     header["DATE"] = (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UTC time file written")
-    header["CURFILE"] = (_short(result.current.path), "current blob image")
+    header["CURFILE"] = (_short(result.current.path), "current blob image"[: max(0, 70 - len(_short(result.current.path)))])
     header["CURMJD"] = (float(result.current.mjd), "current observation start (MJD)")
     if result.current.provenance.get("sha256"):
-        header["CURSHA"] = (result.current.provenance["sha256"][:64], "SHA-256 of current file")
+        header["CURSHA"] = result.current.provenance["sha256"][:64]  # SHA-256 of the current file
     header["DIFFMETH"] = (result.method.split(" ")[0], "median or registered-median")
     header["NREF"] = (result.n_references, "number of references in the median")
     for index, (ref_path, mjd, (dy, dx)) in enumerate(
         zip(result.reference_paths, result.reference_mjds, result.offsets), start=1
     ):
         key = f"{index:02d}" if index < 100 else f"{index}"
-        header[f"REF{key}"] = (_short(ref_path), f"reference {index}")
+        header[f"REF{key}"] = (_short(ref_path), f"reference {index}"[: max(0, 70 - len(_short(ref_path)))])
         header[f"REFMJD{key}"[:8]] = (float(mjd), f"reference {index} MJD")
-        header[f"REFDY{key}"[:8]] = (round(float(dy), 5), f"reference {index} blob offset dy (px)")
-        header[f"REFDX{key}"[:8]] = (round(float(dx), 5), f"reference {index} blob offset dx (px)")
+        header[f"REFDY{key}"[:8]] = (round(float(dy), 5), f"ref {index} blob offset dy (px)")
+        header[f"REFDX{key}"[:8]] = (round(float(dx), 5), f"ref {index} blob offset dx (px)")
     header["HISTORY"] = f"blobwatch {__version__}: D = current - median(references)"
     header["HISTORY"] = f"method: {result.method}"
     header["HISTORY"] = "offsets (dy, dx): current(y, x) ~ reference(y - dy, x - dx), pixels"

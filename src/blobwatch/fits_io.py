@@ -221,6 +221,14 @@ def _flt_to_blob(
     return padded, {"sci_median": float(median), "n_dq_flagged": n_flagged}
 
 
+def _problem(exc: Exception) -> str:
+    """Name the problem behind an astropy/numpy read error."""
+    text = str(exc).lower()
+    if any(word in text for word in ("truncat", "end of file", "too small", "not enough", "eof")):
+        return "truncated FITS file"
+    return "corrupt FITS file"
+
+
 def _fmt(shape: tuple[int, ...]) -> str:
     return "x".join(str(int(s)) for s in shape)
 
@@ -268,13 +276,15 @@ def read_blob_image(
     sha256 = hashlib.sha256(raw).hexdigest()
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", fits.verify.VerifyWarning)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             hdul = fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False)
-    except (OSError, ValueError, fits.verify.VerifyError, fits.verify.VerifyWarning) as exc:
-        text = str(exc).lower()
-        problem = "truncated FITS file" if ("truncat" in text or "end of file" in text) else "not a valid FITS file"
-        raise InputError(spath, f"{problem} ({exc})") from None
+    except (OSError, ValueError, fits.verify.VerifyError) as exc:
+        raise InputError(spath, f"{_problem(exc)} ({exc})") from None
+    for warning in caught:
+        if "truncat" in str(warning.message).lower():
+            hdul.close()
+            raise InputError(spath, f"truncated FITS file ({warning.message})")
 
     with hdul:
         sci_index = _find_ext(hdul, "SCI")
@@ -307,7 +317,7 @@ def read_blob_image(
         except InputError:
             raise
         except (OSError, ValueError, TypeError) as exc:
-            raise InputError(spath, f"truncated or corrupt FITS data ({exc})") from None
+            raise InputError(spath, f"{_problem(exc)} ({exc})") from None
         headers = [image_header, hdul[0].header] if image_header is not hdul[0].header else [image_header]
         extname = image_header.get("EXTNAME")
         if extname:

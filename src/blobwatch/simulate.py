@@ -17,6 +17,7 @@ Everything is deterministic for a given seed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -151,8 +152,8 @@ class SimulationConfig:
                 raise ValueError(f"new blob day {day} is outside 0..{int(self.n_days) - 1}")
         if not self.new_blob_rate >= 0:
             raise ValueError(f"new_blob_rate must be >= 0, got {self.new_blob_rate}")
-        for name in ("noise_sigma", "flat_residual_sigma", "shift_sigma", "gradient_amplitude", "cosmic_ray_rate",
-                     "snowball_rate", "persistence_rate", "bad_pixel_fraction"):
+        for name in ("noise_sigma", "flat_residual_sigma", "shift_sigma", "gradient_amplitude",
+                     "cosmic_ray_rate", "snowball_rate", "persistence_rate", "bad_pixel_fraction"):
             value = getattr(self, name)
             if value is not None and not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
@@ -291,10 +292,18 @@ def _profile_map(dy: np.ndarray, dx: np.ndarray, radius: float, kind: str,
 
 
 def _profile_peak(radius: float, kind: str, shape: dict[str, float]) -> float:
-    """Maximum of the unnormalized radial profile (evaluated on a fine radial grid)."""
+    """Maximum of the unnormalized radial profile (it depends on the shape, not the radius)."""
+    return _profile_peak_cached(kind, shape["edge"], shape["dip_radius"], shape["dip_width"],
+                                shape["dip_depth"], shape["dome"])
+
+
+@functools.lru_cache(maxsize=4096)
+def _profile_peak_cached(kind: str, edge: float, dip_radius: float, dip_width: float,
+                         dip_depth: float, dome: float) -> float:
     u = np.linspace(0.0, 1.5, 301)
-    return float(_profile_map(np.zeros_like(u), u * radius, radius, kind,
-                              {**shape, "axis_ratio": 1.0, "angle": 0.0}).max())
+    shape = {"axis_ratio": 1.0, "angle": 0.0, "edge": edge, "dip_radius": dip_radius,
+             "dip_width": dip_width, "dip_depth": dip_depth, "dome": dome}
+    return float(_profile_map(np.zeros_like(u), u, 1.0, kind, shape).max())
 
 
 def blob_profile(
@@ -483,7 +492,9 @@ def _draw_blobs(config: SimulationConfig, p: dict[str, Any], rng: np.random.Gene
             if np.all(dist > np.asarray(pr) + new_radius[i] + 3):
                 break
         new_x[i], new_y[i] = cx, cy
-        px.append(cx), py.append(cy), pr.append(new_radius[i])
+        px.append(cx)
+        py.append(cy)
+        pr.append(new_radius[i])
 
     all_radius = np.concatenate([radius, new_radius])
     n = n_old + n_new
@@ -676,13 +687,14 @@ def simulate_sequence(config: SimulationConfig | None = None) -> Simulation:
     kinds = [str(k) for k in blobs["profile"]]
     shapes = [_shape_of(row) for row in blobs]
     days = np.asarray(blobs["day"])
+    bx, by = np.asarray(blobs["x"], dtype=float), np.asarray(blobs["y"], dtype=float)
+    bradius, bdepth = np.asarray(blobs["radius"], dtype=float), np.asarray(blobs["depth"], dtype=float)
     daily: list[dict] = []
     for d in range(n_days):
         dy, dx = shifts[d]
         throughput = np.ones((size, size), dtype=np.float32)
         for i in np.flatnonzero(days <= d):
-            _apply_blob(throughput, float(blobs["y"][i]) + dy, float(blobs["x"][i]) + dx,
-                        float(blobs["radius"][i]), float(blobs["depth"][i]), kinds[i], shapes[i])
+            _apply_blob(throughput, by[i] + dy, bx[i] + dx, bradius[i], bdepth[i], kinds[i], shapes[i])
         jitter = rng_day.normal(0.0, p["gradient_day_jitter"] * p["gradient_amplitude"],
                                 coeffs0.shape) / coeffs0.size
         jitter[0, 0] = 0.0

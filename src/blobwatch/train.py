@@ -204,6 +204,20 @@ def plot_history(history: list[dict[str, Any]], path: str | Path) -> None:
     plt.close(fig)
 
 
+def _plain(obj: Any) -> Any:
+    """Round-trip through JSON so the metadata holds only types ``weights_only`` loading accepts."""
+    import json
+
+    def conv(o: Any) -> Any:
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        return str(o)
+
+    return json.loads(json.dumps(obj, default=conv))
+
+
 def _versions() -> dict[str, str]:
     import torch
 
@@ -254,7 +268,11 @@ def train(config: TrainConfig) -> TrainResult:
             raise InputError(ckpt_path, "no checkpoint to resume from")
         try:
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            if ckpt.get("format") != CHECKPOINT_FORMAT:
+        except Exception as exc:  # torch raises many types for a damaged file
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputError(ckpt_path, f"unusable checkpoint ({first})") from None
+        try:
+            if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
                 raise ValueError("not a blobwatch checkpoint")
             model.load_state_dict(ckpt["model"])
             start_epoch = int(ckpt["epoch"]) + 1
@@ -291,7 +309,7 @@ def train(config: TrainConfig) -> TrainResult:
             loss = torch.nn.functional.cross_entropy(logits, yb)
             loss.backward()
             optimizer.step()
-            loss_sum += float(loss) * len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
             seen += len(idx)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
@@ -365,7 +383,13 @@ def train(config: TrainConfig) -> TrainResult:
             "history": history,
         },
     }
+    metadata = _plain(metadata)
     save_model(model_path, model.to("cpu").to(memory_format=torch.contiguous_format),
                architecture=cfg.architecture, arguments=arguments, metadata=metadata)
+    # a human-readable copy of the metadata beside the weights
+    import json
+
+    write_text_atomic(model_path.with_suffix(".json"), json.dumps(
+        {"architecture": cfg.architecture, "arguments": arguments, **metadata}, indent=1) + "\n")
     return TrainResult(model=model, history=history, threshold=threshold, validation=validation,
                        model_path=model_path, seconds=elapsed)

@@ -60,10 +60,14 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(outdir, f"bad option: {exc}") from None
     sim = simulate_sequence(config)
     files = write_simulation(sim, outdir, flt=args.flt)
+    stale = _stale_outputs(outdir, files)
+    for path in stale:  # left by an earlier, longer simulation: would look like real days
+        path.unlink()
     blobs = sim.blobs
     new = sim.new_blobs()
     n_images = sim.n_days * (2 if args.flt else 1)
-    print(f"wrote {len(files)} files to {outdir} ({n_images} images, seed {sim.params['seed']})")
+    print(f"wrote {len(files)} files to {outdir} ({n_images} images, seed {sim.params['seed']})"
+          + (f"; removed {len(stale)} stale simulator files" if stale else ""))
     print(f"blobs: {len(blobs) - len(new)} existing, {len(new)} new; "
           f"noise {sim.params['noise_sigma']:.4f}, shift sigma {sim.params['shift_sigma']:.2f} px")
     for row in new:
@@ -71,3 +75,11 @@ def run(args: argparse.Namespace) -> int:
               f"(DS9 {row['x'] + 1:.1f}, {row['y'] + 1:.1f}) radius {row['radius']:.1f} px "
               f"depth {100 * row['depth']:.1f}% {row['profile']}")
     return 0
+
+
+def _stale_outputs(outdir: Path, written: list[Path]) -> list[Path]:
+    """Simulator outputs in ``outdir`` (csm_day*_blob/flt.fits) that this run did not write."""
+    keep = {p.resolve() for p in written}
+    found = list(outdir.glob("csm_day[0-9][0-9][0-9]*_blob.fits"))
+    found += list(outdir.glob("csm_day[0-9][0-9][0-9]*_flt.fits"))
+    return sorted(p for p in found if p.resolve() not in keep)

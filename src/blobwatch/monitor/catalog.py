@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -319,12 +320,14 @@ def measure_candidate(
     current = read_blob_image(_locate(image.path, images_dir))
     refs = [read_blob_image(_locate(p, images_dir), expected_shape=current.shape) for p in references]
     params = run.parameters or {}
-    result = blob_difference(
-        current,
-        refs,
-        register=bool(params.get("register", True)),
-        min_references=min(len(refs), int(params.get("min_references", 5))),
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # few references are expected early in a sequence
+        result = blob_difference(
+            current,
+            refs,
+            register=bool(params.get("register", True)),
+            min_references=min(len(refs), int(params.get("min_references", 5))),
+        )
     loss = loss_map(current.data, result.stack)
     max_radius = max(20.0, 2.0 * float(candidate.radius or 0.0))
     try:
@@ -378,32 +381,64 @@ def confirm_candidate(
             f"candidate {candidate.id} lies on known blob {candidate.known_blob_id}; nothing to add"
         )
     m = measurement or measure_candidate(session, candidate, images_dir=images_dir)
-    image = session.get(Image, candidate.image_id)
-    blob = Blob(
-        x=float(m.x),
-        y=float(m.y),
-        radius=float(m.radius),
-        depth=float(m.depth),
-        first_seen_mjd=image.mjd if image else None,
-        first_seen=image.obs_date if image else None,
-        source="confirmed",
-        label=f"candidate-{candidate.id}",
-        candidate_id=candidate.id,
-    )
-    session.add(blob)
-    candidate.status = "confirmed"
-    candidate.reason = None
-    candidate.reviewed_by = reviewer.strip()
-    candidate.reviewed_at = utcnow()
-    session.flush()
-    candidate.known_blob_id = blob.id
-    if commit:
-        session.commit()
+
+    def apply() -> Blob:
+        cand = _get_candidate(session, candidate_id)
+        if cand.status in ("confirmed", "known"):
+            raise CatalogError(f"candidate {cand.id} changed to {cand.status} meanwhile")
+        image = session.get(Image, cand.image_id)
+        blob = Blob(
+            x=float(m.x),
+            y=float(m.y),
+            radius=float(m.radius),
+            depth=float(m.depth),
+            first_seen_mjd=image.mjd if image else None,
+            first_seen=image.obs_date if image else None,
+            source="confirmed",
+            label=f"candidate-{cand.id}",
+            candidate_id=cand.id,
+        )
+        session.add(blob)
+        cand.status = "confirmed"
+        cand.reason = None
+        cand.reviewed_by = reviewer.strip()
+        cand.reviewed_at = utcnow()
+        session.flush()
+        cand.known_blob_id = blob.id
+        return blob
+
+    blob = _write_with_retry(session, apply, commit=commit)
     log.info(
         "confirmed candidate %d as blob %d at x=%.1f y=%.1f r=%.1f depth=%.3f",
-        candidate.id, blob.id, blob.x, blob.y, blob.radius, blob.depth,
+        candidate_id, blob.id, blob.x, blob.y, blob.radius, blob.depth,
     )
     return blob
+
+
+def _write_with_retry(session: Session, apply: Any, *, commit: bool, attempts: int = 1) -> Any:
+    """Run ``apply()`` and commit; on an SQLite write conflict (another process committed since
+    this session read) roll back and try again.  Without ``commit`` the caller owns the
+    transaction, so there is no retry."""
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    from blobwatch.monitor.db import is_lock_conflict
+
+    for attempt in range(attempts):
+        try:
+            result = apply()
+            if commit:
+                session.commit()
+            else:
+                session.flush()
+            return result
+        except OperationalError as exc:
+            if not commit or not is_lock_conflict(exc) or attempt == attempts - 1:
+                raise
+            session.rollback()
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def reject_candidate(
@@ -427,18 +462,20 @@ def reject_candidate(
         raise CatalogError("a reason is required to reject a candidate")
     if not reviewer or not reviewer.strip():
         raise CatalogError("a reviewer name is required")
-    candidate = _get_candidate(session, candidate_id)
-    if candidate.status == "confirmed":
-        for blob in session.scalars(select(Blob).where(Blob.candidate_id == candidate.id)):
-            session.delete(blob)
-        candidate.known_blob_id = None
-    candidate.status = "rejected"
-    candidate.reason = reason.strip()
-    candidate.reviewed_by = reviewer.strip()
-    candidate.reviewed_at = utcnow()
-    if commit:
-        session.commit()
-    else:
-        session.flush()
+    _get_candidate(session, candidate_id)
+
+    def apply() -> Candidate:
+        candidate = _get_candidate(session, candidate_id)
+        if candidate.status == "confirmed":
+            for blob in session.scalars(select(Blob).where(Blob.candidate_id == candidate.id)):
+                session.delete(blob)
+            candidate.known_blob_id = None
+        candidate.status = "rejected"
+        candidate.reason = reason.strip()
+        candidate.reviewed_by = reviewer.strip()
+        candidate.reviewed_at = utcnow()
+        return candidate
+
+    candidate = _write_with_retry(session, apply, commit=commit)
     log.info("rejected candidate %d: %s", candidate.id, candidate.reason)
     return candidate

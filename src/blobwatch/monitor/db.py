@@ -399,6 +399,25 @@ def engine_of(session_factory: sessionmaker[Session]) -> Engine:
     return session_factory.kw["bind"]
 
 
+def write_session(session_factory: sessionmaker[Session]) -> Session:
+    """A session whose transactions take the write lock at ``BEGIN`` (SQLite ``BEGIN IMMEDIATE``).
+
+    Use it for read-then-write work that must see the latest rows: a deferred SQLite transaction
+    that has read cannot write once another connection has committed (``database is locked``).
+    Other backends get an ordinary session.
+    """
+    engine = engine_of(session_factory)
+    if engine.dialect.name == "sqlite":
+        engine = engine.execution_options(sqlite_begin="IMMEDIATE")
+    return session_factory(bind=engine)
+
+
+def is_lock_conflict(exc: BaseException) -> bool:
+    """True for SQLite's ``database is locked`` / ``busy`` errors (worth a retry)."""
+    text = str(getattr(exc, "orig", exc)).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
 # --------------------------------------------------------------------------------------------
 # Small shared operations
 # --------------------------------------------------------------------------------------------

@@ -155,8 +155,19 @@ def _figure(width: float, height: float) -> Any:
 
 def _png(fig: Any) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", pil_kwargs={"compress_level": 2})
     return buffer.getvalue()
+
+
+def _circles(ax: Any, xyr: np.ndarray, **style: Any) -> None:
+    """Draw many circles as one collection (no per-patch data-limit updates: fast)."""
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Circle
+
+    xyr = np.asarray(xyr, dtype=float).reshape(-1, 3)
+    if len(xyr):
+        patches = [Circle((x, y), r) for x, y, r in xyr]
+        ax.add_collection(PatchCollection(patches, **style), autolim=False)
 
 
 def _zscale_limits(image: np.ndarray) -> tuple[float, float]:
@@ -180,8 +191,6 @@ def difference_figure(
 ) -> bytes:
     """PNG of the difference image (zscale, grey, origin lower-left like DS9) with known blobs
     circled in green and candidates in red (the seed's Fig. 2); the 256-px subframe grid dotted."""
-    from matplotlib.patches import Circle
-
     data = np.asarray(difference, dtype=np.float32)
     lo, hi = _zscale_limits(data)
     fig = _figure(size_inches, size_inches)
@@ -193,11 +202,12 @@ def difference_figure(
         ax.axvline(k - 0.5, color="#4aa3ff", lw=0.5, ls=":")
     for k in range(256, rows, 256):
         ax.axhline(k - 0.5, color="#4aa3ff", lw=0.5, ls=":")
-    for x, y, r in np.asarray(known_blobs, dtype=float).reshape(-1, 3):
-        ax.add_patch(Circle((x, y), r + 3, fill=False, ec="#00d000", lw=0.8))
+    known = np.asarray(known_blobs, dtype=float).reshape(-1, 3)
+    _circles(ax, known + np.array([0.0, 0.0, 3.0]), facecolor="none", edgecolor="#00d000", linewidth=0.8)
     for c in candidates:
         colour = "red" if c.status in ("new", "confirmed") else "orange"
-        ax.add_patch(Circle((c.x, c.y), (c.radius or DEFAULT_RADIUS) + 8, fill=False, ec=colour, lw=1.5))
+        _circles(ax, [(c.x, c.y, (c.radius or DEFAULT_RADIUS) + 8)], facecolor="none", edgecolor=colour,
+                 linewidth=1.5)
         ax.annotate(f"{c.id if c.id is not None else ''}", (c.x, c.y), xytext=(12, 12),
                     textcoords="offset points", color=colour, fontsize=9, weight="bold")
     ax.set_xlim(-0.5, cols - 0.5)
@@ -214,11 +224,16 @@ def probability_grid_figure(subframes: Sequence[SubframeView], threshold: float,
     from matplotlib.patches import Rectangle
 
     fig = _figure(4.2, 4.0)
-    ax = fig.add_axes((0.12, 0.1, 0.72, 0.8))
-    grid = np.full(shape, np.nan, dtype=np.float32)
+    ax = fig.add_axes((0.16, 0.12, 0.68, 0.78))
+    xs = sorted({s.x0 for s in subframes})
+    ys = sorted({s.y0 for s in subframes})
+    grid = np.full((len(ys), len(xs)), np.nan, dtype=np.float32)
     for s in subframes:
-        grid[s.y0 : s.y0 + s.size, s.x0 : s.x0 + s.size] = s.probability
-    image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, origin="lower", interpolation="nearest")
+        grid[ys.index(s.y0), xs.index(s.x0)] = s.probability
+    size = subframes[0].size if subframes else 1
+    extent = (min(xs, default=0), max(xs, default=0) + size, min(ys, default=0), max(ys, default=0) + size)
+    image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, origin="lower", interpolation="nearest",
+                      extent=extent)
     for s in subframes:
         ax.text(s.x0 + s.size / 2, s.y0 + s.size / 2, f"{s.probability:.2f}", ha="center", va="center",
                 color="white" if s.probability < 0.6 else "black", fontsize=9,
@@ -241,8 +256,6 @@ def saliency_figure(
 ) -> bytes:
     """PNG with the prepared subframe (blobs bright) and its gradient saliency map side by side,
     axes in full-image pixel coordinates, candidates marked."""
-    from matplotlib.patches import Circle
-
     fig = _figure(8.0, 4.0)
     extent = (view.x0 - 0.5, view.x0 + view.size - 0.5, view.y0 - 0.5, view.y0 + view.size - 0.5)
     axes = [fig.add_axes((0.06, 0.1, 0.42, 0.8)), fig.add_axes((0.56, 0.1, 0.42, 0.8))]
@@ -257,15 +270,14 @@ def saliency_figure(
     for c in candidates:
         if view.x0 <= c.x < view.x0 + view.size and view.y0 <= c.y < view.y0 + view.size:
             for ax in axes:
-                ax.add_patch(Circle((c.x, c.y), (c.radius or DEFAULT_RADIUS) + 6, fill=False, ec="red", lw=1))
+                _circles(ax, [(c.x, c.y, (c.radius or DEFAULT_RADIUS) + 6)], facecolor="none",
+                         edgecolor="red", linewidth=1)
     return _png(fig)
 
 
 def blobmap_figure(known_blobs: Sequence[Any], shape: tuple[int, int] = (1024, 1024),
                    background: np.ndarray | None = None) -> bytes:
     """PNG of every known blob on the detector (like the seed's Fig. 2, left)."""
-    from matplotlib.patches import Circle
-
     fig = _figure(8.0, 8.0)
     ax = fig.add_axes((0.08, 0.06, 0.9, 0.88))
     if background is not None:
@@ -274,9 +286,9 @@ def blobmap_figure(known_blobs: Sequence[Any], shape: tuple[int, int] = (1024, 1
     else:
         ax.set_facecolor("black")
     colours = {"confirmed": "red", "simulator-truth": "#00d000", "import": "#00d000"}
-    for b in known_blobs:
-        ax.add_patch(Circle((b.x, b.y), b.radius, fill=True, fc="white", ec=colours.get(b.source, "cyan"),
-                            lw=0.8, alpha=0.9))
+    for source in sorted({b.source for b in known_blobs}):
+        _circles(ax, [(b.x, b.y, b.radius) for b in known_blobs if b.source == source], facecolor="white",
+                 edgecolor=colours.get(source, "cyan"), linewidth=0.8, alpha=0.9)
     ax.set_xlim(-0.5, shape[1] - 0.5)
     ax.set_ylim(-0.5, shape[0] - 0.5)
     ax.set_aspect("equal")

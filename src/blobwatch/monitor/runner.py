@@ -53,6 +53,7 @@ from blobwatch.monitor.db import (
     open_database,
     release_image,
     utcnow,
+    write_session,
 )
 
 __all__ = ["FITS_SUFFIXES", "ImageOutcome", "MonitorSettings", "MonitorSummary", "discover", "run_monitor", "watch"]
@@ -241,6 +242,7 @@ def register_files(
     rejected: list[ImageOutcome] = []
     with session_factory() as session:
         known = {sha: (iid, path) for iid, sha, path in session.execute(select(Image.id, Image.sha256, Image.path))}
+        session.rollback()  # end the read; every write below is its own short transaction
         for path in paths:
             try:
                 sha = file_sha256(path)
@@ -286,7 +288,7 @@ def _reject_wrong_shapes(
 ) -> tuple[tuple[int, int] | None, list[ImageOutcome]]:
     """Reject registered images whose shape is not the expected (or most common) one."""
     rejected: list[ImageOutcome] = []
-    with session_factory() as session:
+    with write_session(session_factory) as session:
         rows = session.execute(
             select(Image.id, Image.rows, Image.cols).where(Image.status != "rejected", Image.rows.is_not(None))
         ).all()
@@ -337,7 +339,7 @@ def _claim_holder_dead(claimed_by: str | None) -> bool:
 
 def _reclaim_dead(session_factory: sessionmaker[Session]) -> None:
     """Put images claimed by dead local processes back to ``registered``."""
-    with session_factory() as session:
+    with write_session(session_factory) as session:
         for image in session.scalars(select(Image).where(Image.status == "processing")):
             if _claim_holder_dead(image.claimed_by):
                 log.info("%s: claim of dead process %s released", image.name, image.claimed_by)
@@ -436,6 +438,18 @@ def _classify_candidates(
     return out
 
 
+def _set_status(session_factory: sessionmaker[Session], image_id: int, status: str, reason: str | None) -> None:
+    """Set an image's status (and reason) and drop any claim, in its own transaction."""
+    with write_session(session_factory) as session:
+        session.execute(update(Image).where(Image.id == image_id)
+                        .values(status=status, reason=reason, claimed_by=None, claimed_at=None))
+        session.commit()
+
+
+class _ClaimLost(Exception):
+    """Another monitor took the image over (our claim went stale); our results are dropped."""
+
+
 def process_image(
     session_factory: sessionmaker[Session],
     image_id: int,
@@ -447,86 +461,91 @@ def process_image(
     cache: _ImageCache,
     worker: str,
 ) -> ImageOutcome:
-    """Process one claimed image: everything is computed and the report written first, then all
-    rows are committed in one transaction (the claim is released on any failure)."""
+    """Process one claimed image.
+
+    Three phases: read what is needed from the database (short read transaction); compute the
+    difference, detection and saliency (no transaction open); then, in one write transaction
+    (SQLite ``BEGIN IMMEDIATE``), check the claim is still ours, sort the candidates against the
+    latest catalog and earlier candidates, write the report files atomically and commit every
+    row of the image together with its pending notifications.  Any failure rolls back the whole
+    write; the caller releases the claim so the next run redoes the image.
+    """
     from blobwatch.detect import detect
     from blobwatch.difference import blob_difference
-    from blobwatch.monitor.report import CandidateView, ImageReport, SubframeView, write_image_report
+    from blobwatch.monitor.report import CandidateView, ImageReport, SubframeView, report_dir, write_image_report
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
+    # 1. read phase
     with session_factory() as session:
         image = session.get(Image, image_id)
         assert image is not None
-        outcome = ImageOutcome(image.id, image.name, "processed", image.obs_date)
         refs = _references(session, image, settings)
-        # read the current image and its references; an unreadable file is rejected here too
+        session.expunge_all()  # keep the loaded rows usable after the read transaction ends
+        session.rollback()
+    try:
+        current = cache.get(image)
+    except InputError as exc:
+        _set_status(session_factory, image_id, "rejected", exc.problem)
+        return ImageOutcome(image.id, image.name, "rejected", image.obs_date, exc.problem)
+    ref_images = []
+    for ref in refs:
         try:
-            current = cache.get(image)
-        except InputError as exc:
-            image.status, image.reason, image.claimed_by, image.claimed_at = "rejected", exc.problem, None, None
-            session.commit()
-            return ImageOutcome(image.id, image.name, "rejected", image.obs_date, exc.problem)
-        ref_images = []
-        for ref in refs:
-            try:
-                ref_images.append(cache.get(ref))
-            except InputError as exc:
-                ref.status, ref.reason = "rejected", exc.problem
-                session.commit()
-                log.warning("%s: reference rejected: %s", ref.path, exc.problem)
-                raise _Retry() from None
-        timings["read"] = time.perf_counter() - t0
+            ref_images.append(cache.get(ref))
+        except InputError as exc:  # a reference went bad since it was registered
+            _set_status(session_factory, ref.id, "rejected", exc.problem)
+            log.warning("%s: reference rejected: %s", ref.path, exc.problem)
+            raise _Retry() from None
+    timings["read"] = time.perf_counter() - t0
 
-        t = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # FewReferencesWarning is expected while < 30 exist
-            diff = blob_difference(current, ref_images, register=settings.register,
-                                   min_references=settings.min_references, max_references=settings.n_references)
-        timings["difference"] = time.perf_counter() - t
+    # 2. compute phase
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FewReferencesWarning is expected while < 30 exist
+        diff = blob_difference(current, ref_images, register=settings.register,
+                               min_references=settings.min_references, max_references=settings.n_references)
+    timings["difference"] = time.perf_counter() - t
+    t = time.perf_counter()
+    detection = detect(diff, model.classifier, threshold=settings.threshold, name=image.name)
+    timings["detect"] = time.perf_counter() - t
+    t = time.perf_counter()
+    saliency = detection.saliency_maps()
+    timings["saliency"] = time.perf_counter() - t
+    max_p = float(max(s.probability for s in detection.subframes))
+    used_ids = [r.id for r in refs][len(refs) - len(ref_images):]
+    parameters = {
+        "threshold": float(detection.threshold),
+        "n_references": len(ref_images),
+        "max_references": settings.n_references,
+        "min_references": settings.min_references,
+        "register": settings.register,
+        "registration_method": diff.method,
+        "offsets": np.round(np.asarray(diff.offsets, dtype=float), 4).tolist(),
+        "reference_paths": [str(p) for p in diff.reference_paths],
+        "reference_image_ids": used_ids,
+        "known_margin": settings.known_margin,
+        "link_distance": settings.link_distance,
+        "detection": _jsonable(dataclasses.asdict(detection.parameters)),
+        "preparation": _jsonable(detection.preparation),
+        "rejected_seeds": len(detection.rejected),
+    }
 
-        t = time.perf_counter()
-        detection = detect(diff, model.classifier, threshold=settings.threshold, name=image.name)
-        timings["detect"] = time.perf_counter() - t
-        t = time.perf_counter()
-        saliency = detection.saliency_maps()
-        timings["saliency"] = time.perf_counter() - t
-
+    # 3. write phase: one transaction for every row of this image
+    with write_session(session_factory) as session:
+        image = session.get(Image, image_id, populate_existing=True)
+        if image is None or image.status != "processing" or image.claimed_by != worker:
+            raise _ClaimLost(f"image {image_id} is no longer claimed by {worker}")
+        outcome = ImageOutcome(image.id, image.name, "processed", image.obs_date)
         blobs = list(session.scalars(select(Blob)))
         records = _classify_candidates(session, image, detection.candidates, blobs, settings)
-        max_p = float(max(s.probability for s in detection.subframes))
-        parameters = {
-            "threshold": float(detection.threshold),
-            "n_references": len(ref_images),
-            "max_references": settings.n_references,
-            "min_references": settings.min_references,
-            "register": settings.register,
-            "registration_method": diff.method,
-            "offsets": np.round(np.asarray(diff.offsets, dtype=float), 4).tolist(),
-            "reference_paths": [str(p) for p in diff.reference_paths],
-            "reference_image_ids": [r.id for r in refs][-len(ref_images):],
-            "known_margin": settings.known_margin,
-            "link_distance": settings.link_distance,
-            "detection": _jsonable(dataclasses.asdict(detection.parameters)),
-            "preparation": _jsonable(detection.preparation),
-            "rejected_seeds": len(detection.rejected),
-        }
         run = Run(
-            image_id=image.id,
-            model_path=model.path,
-            model_sha256=model.sha256,
-            model_metadata=model.metadata,
-            blobwatch_version=model.versions["blobwatch"],
-            torch_version=model.versions["torch"],
-            numpy_version=model.versions["numpy"],
-            parameters=_jsonable(parameters),
-            timings={},
-            threshold=float(detection.threshold),
-            max_probability=max_p,
-            started_at=utcnow(),
+            image_id=image.id, model_path=model.path, model_sha256=model.sha256, model_metadata=model.metadata,
+            blobwatch_version=model.versions["blobwatch"], torch_version=model.versions["torch"],
+            numpy_version=model.versions["numpy"], parameters=_jsonable(parameters), timings={},
+            threshold=float(detection.threshold), max_probability=max_p, started_at=utcnow(),
         )
         session.add(run)
-        session.flush()  # ids for the report; nothing is committed before the report exists
+        session.flush()
         cand_rows = []
         for rec in records:
             row = Candidate(
@@ -537,28 +556,30 @@ def process_image(
             )
             session.add(row)
             cand_rows.append(row)
-        session.flush()
+        session.flush()  # candidate ids for the report
 
-        # report (written atomically before the commit; a failure rolls everything back)
         t = time.perf_counter()
         views = [CandidateView(r.id, r.x, r.y, r.probability, r.significance, r.radius, r.status, rec["note"])
                  for r, rec in zip(cand_rows, records)]
         sub_views = [SubframeView(s.index, s.x0, s.y0, s.size, float(s.probability), bool(s.blob))
                      for s in detection.subframes]
+        first_ref = Path(str(diff.reference_paths[0])).name if diff.reference_paths else "—"
+        last_ref = Path(str(diff.reference_paths[-1])).name if diff.reference_paths else "—"
+        offsets = np.asarray(diff.offsets, dtype=float)
         provenance = {
             "image file": image.path,
             "image sha256": image.sha256,
             "filter": image.filter or "—",
-            "model": f"{model.path} (sha256 {model.sha256[:16] if model.sha256 else '—'}…)",
+            "model": f"{model.path} (sha256 {model.sha256[:16] + '…' if model.sha256 else '—'})",
             "model metadata": {k: v for k, v in model.metadata.items() if not isinstance(v, (dict, list))},
             "versions": model.versions,
-            "references": f"{len(ref_images)} preceding images, {diff.reference_paths[0] and Path(str(diff.reference_paths[0])).name} … "
-                          f"{diff.reference_paths[-1] and Path(str(diff.reference_paths[-1])).name}",
+            "references": f"{len(ref_images)} preceding images, {first_ref} … {last_ref}",
             "difference method": diff.method,
-            "largest reference offset (px)": f"{float(np.max(np.abs(diff.offsets))) if len(diff.offsets) else 0.0:.3f}",
+            "largest reference offset (px)": f"{float(np.max(np.abs(offsets))) if offsets.size else 0.0:.3f}",
             "threshold": f"{detection.threshold:.4f}",
             "run id": run.id,
             "processed by": worker,
+            "timings (s)": {k: f"{v:.2f}" for k, v in timings.items()},
         }
         report = ImageReport(
             image_id=image.id, name=image.name, path=image.path, mjd=image.mjd, obs_date=image.obs_date,
@@ -568,14 +589,12 @@ def process_image(
             saliency=saliency, provenance=provenance,
         )
         page = write_image_report(report, reports)
-        from blobwatch.monitor.report import report_dir
-
         folder = report_dir(reports, image.id, image.name)
         for s in detection.subframes:
-            png = folder / f"saliency_{s.index:02d}.png"
             session.add(SubframePrediction(
                 run_id=run.id, index=s.index, x0=s.x0, y0=s.y0, size=s.size, probability=float(s.probability),
-                flagged=bool(s.blob), saliency_path=str(png) if s.index in saliency else None,
+                flagged=bool(s.blob),
+                saliency_path=str(folder / f"saliency_{s.index:02d}.png") if s.index in saliency else None,
             ))
         timings["report"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
@@ -591,14 +610,12 @@ def process_image(
         image.claimed_by = image.claimed_at = None
         session.commit()
 
-        outcome.max_probability = max_p
-        outcome.report = str(page)
-        outcome.candidates = [
-            {"id": r.id, "x": r.x, "y": r.y, "probability": r.probability, "status": r.status}
-            for r in cand_rows
-        ]
-        outcome.seconds = time.perf_counter() - t0
-        return outcome
+    outcome.max_probability = max_p
+    outcome.report = str(page)
+    outcome.candidates = [{"id": r.id, "x": r.x, "y": r.y, "probability": r.probability, "status": r.status}
+                          for r in cand_rows]
+    outcome.seconds = time.perf_counter() - t0
+    return outcome
 
 
 class _Retry(Exception):

@@ -26,6 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from blobwatch import __version__
@@ -178,8 +179,7 @@ def create_app(
     def image_page(request: Request, session: Session, image_id: int | None, active: str) -> HTMLResponse:
         view = image_or_404(session, image_id) if image_id is not None else None
         return page(request, "image.html", active, session, image=view,
-                    grid=queries.subframe_grid(view.subframes) if view else [],
-                    blobs=queries.list_blobs(session) if view else [])
+                    grid=queries.subframe_grid(view.subframes) if view else [])
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def today(request: Request, session: Session = Depends(db)) -> HTMLResponse:
@@ -229,7 +229,7 @@ def create_app(
                            for b in queries.list_blobs(session)]
                 circles += [render.Circle(c.x, c.y, max((c.radius or 8.0) * 1.8, 14.0),
                                           render.CANDIDATE_COLOR, f"#{c.id}")
-                            for c in view.candidates if c.status in queries.ALERTED_STATUSES]
+                            for c in view.candidates if c.status != "known"]
             title = f"{_KIND_TITLES[kind]}: {view.name}"
             if kind == "difference":
                 title += "  (green: known blobs, red: candidates)"
@@ -244,10 +244,17 @@ def create_app(
 
         def make() -> bytes:
             arrays = pixels.arrays(session, cand.image_id)
+            if kind not in arrays:
+                raise HTTPException(404, f"candidate {candidate_id}: no {kind} for its image")
             ring = [render.Circle(cand.x, cand.y, max(cand.radius or 8.0, 4.0) * 1.5,
                                   render.CANDIDATE_COLOR)]
+            # image and stack share the stack's grey levels, so a new blob looks darker in one
+            limits = None
+            if kind in ("image", "stack") and "stack" in arrays:
+                limits = render.zscale_limits(render.cutout(arrays["stack"], cand.x, cand.y, CUTOUT_HALF))
             return render.cutout_png(arrays[kind], x=cand.x, y=cand.y, half=CUTOUT_HALF,
-                                     title=f"#{cand.id} {_KIND_TITLES[kind]}", circles=ring)
+                                     title=f"#{cand.id} {_KIND_TITLES[kind]}", circles=ring,
+                                     limits=limits)
 
         return _png_response(pngs.get(("cutout", candidate_id, kind), make))
 
@@ -267,7 +274,7 @@ def create_app(
             arr = {k: np.array([getattr(b, k) if getattr(b, k) is not None else np.nan for b in blobs],
                                dtype=np.float32) for k in ("x", "y", "radius", "depth")}
             return render.blob_map_png(arr["x"], arr["y"], arr["radius"], arr["depth"],
-                                       science_box=queries.SCIENCE_BOX)
+                                       science_box=queries.science_box(session))
 
         return _png_response(pngs.get(("map", catalog_version(session)), make))
 
@@ -341,24 +348,38 @@ def create_app(
                                 max_age=3600 * 24 * 365)
         return response
 
-    @app.post("/candidates/{candidate_id}/confirm", include_in_schema=False)
-    async def confirm(candidate_id: int, request: Request) -> Response:
-        fields = await checked_form(request)
-        require_write(request)
-        reviewer = review_fields(fields)
+    def confirm_now(candidate_id: int, reviewer: str) -> int | None:
         from blobwatch.monitor.catalog import confirm_candidate
 
         with session_factory() as session:
             if session.get(Candidate, candidate_id) is None:
                 raise HTTPException(404, f"no candidate with id {candidate_id}")
             try:
-                blob = confirm_candidate(session, candidate_id, reviewer=reviewer,
-                                         images_dir=images_dir)
-                session.commit()
-            except (BlobwatchError, ValueError) as exc:
+                blob = confirm_candidate(session, candidate_id, reviewer=reviewer, images_dir=images_dir)
+            except BlobwatchError as exc:
                 session.rollback()
                 raise HTTPException(409, f"candidate {candidate_id} not confirmed: {exc}") from exc
-            blob_id = getattr(blob, "id", None)
+            return blob.id
+
+    def reject_now(candidate_id: int, reviewer: str, reason: str) -> None:
+        from blobwatch.monitor.catalog import reject_candidate
+
+        with session_factory() as session:
+            if session.get(Candidate, candidate_id) is None:
+                raise HTTPException(404, f"no candidate with id {candidate_id}")
+            try:
+                reject_candidate(session, candidate_id, reason=reason, reviewer=reviewer)
+            except BlobwatchError as exc:
+                session.rollback()
+                raise HTTPException(409, f"candidate {candidate_id} not rejected: {exc}") from exc
+
+    @app.post("/candidates/{candidate_id}/confirm", include_in_schema=False)
+    async def confirm(candidate_id: int, request: Request) -> Response:
+        fields = await checked_form(request)
+        require_write(request)
+        reviewer = review_fields(fields)
+        # measuring re-reads the image and its references: off the event loop
+        blob_id = await run_in_threadpool(confirm_now, candidate_id, reviewer)
         log.info("candidate %d confirmed by %s as blob %s", candidate_id, reviewer, blob_id)
         return back(request, fields, done="confirmed", candidate=candidate_id, blob=blob_id)
 
@@ -373,17 +394,7 @@ def create_app(
         note = fields.get("note", "").strip()[:500]
         if note:
             reason = f"{reason}: {note}"
-        from blobwatch.monitor.catalog import reject_candidate
-
-        with session_factory() as session:
-            if session.get(Candidate, candidate_id) is None:
-                raise HTTPException(404, f"no candidate with id {candidate_id}")
-            try:
-                reject_candidate(session, candidate_id, reason=reason, reviewer=reviewer)
-                session.commit()
-            except (BlobwatchError, ValueError) as exc:
-                session.rollback()
-                raise HTTPException(409, f"candidate {candidate_id} not rejected: {exc}") from exc
+        await run_in_threadpool(reject_now, candidate_id, reviewer, reason)
         log.info("candidate %d rejected by %s (%s)", candidate_id, reviewer, reason)
         return back(request, fields, done="rejected", candidate=candidate_id)
 

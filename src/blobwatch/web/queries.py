@@ -20,8 +20,10 @@ from blobwatch.monitor.db import Blob, Candidate, Image, Notification, Run, Subf
 ALERTED_STATUSES = ("new", "confirmed", "rejected")
 #: Reasons offered when rejecting a candidate (seed section 6: dips are the main false positive).
 REJECT_REASONS = ("dip", "cosmic ray", "persistence", "bad pixel", "other")
-#: The detector's science area in the 1024x1024 frame: 5-pixel reference borders each side.
-SCIENCE_BOX = (5, 5, 1019, 1019)
+#: Width of the reference-pixel border around the detector's science area.
+BORDER = 5
+#: Shape of a WFC3/IR blob image.
+IMAGE_SHAPE = (1024, 1024)
 
 
 def _iso(value: _dt.datetime | None) -> str | None:
@@ -276,3 +278,14 @@ def recent_reviews(session: Session, limit: int = 20) -> list[CandidateView]:
                            .order_by(Candidate.reviewed_at.desc().nulls_last(), Candidate.id.desc())
                            .limit(limit)).all()
     return candidate_views(session, rows)
+
+
+def science_box(session: Session) -> tuple[int, int, int, int]:
+    """The detector's science area ``(x0, y0, x1, y1)`` (exclusive) in blob-image pixels.
+
+    The newest image's shape without the 5-pixel reference border (1014x1014 for real data).
+    """
+    shape = session.execute(select(Image.rows, Image.cols).where(Image.rows.is_not(None))
+                            .order_by(Image.mjd.desc().nulls_last(), Image.id.desc()).limit(1)).first()
+    rows, cols = (shape if shape is not None else IMAGE_SHAPE)
+    return BORDER, BORDER, int(cols) - BORDER, int(rows) - BORDER

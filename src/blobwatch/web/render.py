@@ -101,7 +101,7 @@ def image_png(
     fig = _figure(size_in, size_in * 0.92 if colorbar_label is None else size_in * 0.82)
     ax = fig.add_subplot()
     extent = (x0 - 0.5, x0 + cols - 0.5, y0 - 0.5, y0 + rows - 0.5)
-    cm = __import__("matplotlib").colormaps[cmap].with_extremes(bad="#6b21a8")
+    cm = __import__("matplotlib").colormaps[cmap].with_extremes(bad="#1e3a8a")
     shown = ax.imshow(data, origin="lower", cmap=cm, vmin=lo, vmax=hi, extent=extent,
                       interpolation="nearest")
     if grid:
@@ -126,6 +126,21 @@ def image_png(
     return _png(fig)
 
 
+def cutout(data: np.ndarray, x: float, y: float, half: int) -> np.ndarray:
+    """The ``(2 half + 1)`` square box of ``data`` centred on the 0-based pixel (x, y).
+
+    Parts of the box outside the image are NaN, so the box stays centred.
+    """
+    data = np.asarray(data, dtype=np.float32)
+    xi, yi = int(round(x)), int(round(y))
+    box = np.full((2 * half + 1, 2 * half + 1), np.nan, dtype=np.float32)
+    r0, r1 = max(yi - half, 0), min(yi + half + 1, data.shape[0])
+    c0, c1 = max(xi - half, 0), min(xi + half + 1, data.shape[1])
+    if r1 > r0 and c1 > c0:
+        box[r0 - (yi - half):r1 - (yi - half), c0 - (xi - half):c1 - (xi - half)] = data[r0:r1, c0:c1]
+    return box
+
+
 def cutout_png(
     data: np.ndarray,
     *,
@@ -136,20 +151,13 @@ def cutout_png(
     circles: Sequence[Circle] = (),
     limits: tuple[float, float] | None = None,
 ) -> bytes:
-    """A square cut-out of ``data`` centred on the 0-based pixel (x, y), as a PNG.
+    """A square cut-out (see `cutout`) of ``data`` centred on the 0-based pixel (x, y), as a PNG.
 
-    Parts of the box outside the image are filled with NaN so the cut-out stays centred.
     Display limits default to the zscale limits of the cut-out itself.
     """
-    data = np.asarray(data, dtype=np.float32)
     xi, yi = int(round(x)), int(round(y))
-    box = np.full((2 * half + 1, 2 * half + 1), np.nan, dtype=np.float32)
-    r0, r1 = max(yi - half, 0), min(yi + half + 1, data.shape[0])
-    c0, c1 = max(xi - half, 0), min(xi + half + 1, data.shape[1])
-    if r1 > r0 and c1 > c0:
-        box[r0 - (yi - half):r1 - (yi - half), c0 - (xi - half):c1 - (xi - half)] = data[r0:r1, c0:c1]
-    return image_png(box, title=title, circles=circles, origin_xy=(xi - half, yi - half),
-                     limits=limits, size_in=3.4)
+    return image_png(cutout(data, x, y, half), title=title, circles=circles, origin_xy=(xi - half, yi - half),
+                     limits=limits, size_in=3.6)
 
 
 def blob_map_png(
@@ -161,8 +169,9 @@ def blob_map_png(
     science_box: tuple[int, int, int, int],
     highlight: Sequence[int] = (),
     title: str = "",
+    magnify: float = 3.0,
 ) -> bytes:
-    """Every known blob drawn to scale on the detector, coloured by depth.
+    """Every known blob on the detector, sized by its radius and coloured by depth.
 
     Parameters
     ----------
@@ -174,6 +183,9 @@ def blob_map_png(
         Indices of blobs to label (the newest ones).
     title : str
         Figure title.
+    magnify : float
+        Circles are drawn with ``magnify`` times the blob radius (true to scale at 1), so
+        that 5-10 px blobs stay visible on a 1014-pixel map.
     """
     import matplotlib
     from matplotlib.collections import PatchCollection
@@ -181,13 +193,13 @@ def blob_map_png(
     from matplotlib.patches import Rectangle
 
     x0, y0, x1, y1 = science_box
-    fig = _figure(7.4, 6.4)
+    fig = _figure(8.2, 7.0)
     ax = fig.add_subplot()
     ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, facecolor="#0f172a",
                            edgecolor="#64748b"))
     depth = np.asarray(depth, dtype=np.float32)
     if len(x):
-        patches = [MplCircle((float(cx), float(cy)), max(float(r), 2.0))
+        patches = [MplCircle((float(cx), float(cy)), magnify * max(float(r), 1.0))
                    for cx, cy, r in zip(x, y, radius)]
         coll = PatchCollection(patches, cmap=matplotlib.colormaps["plasma"], edgecolor="white",
                                linewidths=0.4)
@@ -204,7 +216,8 @@ def blob_map_png(
     ax.set_aspect("equal")
     ax.set_xlabel("x (column, 0-based)")
     ax.set_ylabel("y (row, 0-based)")
-    ax.set_title(title or f"{len(x)} known blobs (circles to scale)", fontsize=10)
+    scale = "to scale" if magnify == 1 else f"circle radius = {magnify:g} x blob radius"
+    ax.set_title(title or f"{len(x)} known blobs ({scale})", fontsize=10)
     return _png(fig)
 
 
@@ -232,27 +245,38 @@ def history_png(
         The classifier's threshold, drawn as a dashed line.
     """
     mjd = np.asarray(mjd, dtype=np.float64)
+    when = mjd_to_datetime64(mjd)
+    blob_count = np.asarray(blob_count)
     fig = _figure(8.0, 4.6)
     ax_count, ax_prob = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
     if mjd.size:
-        ax_count.step(mjd, blob_count, where="post", color="#0369a1", lw=1.6)
-        ax_count.plot(mjd, blob_count, "o", color="#0369a1", ms=3)
-        ax_prob.plot(mjd, max_probability, "o-", color="#475569", ms=3, lw=0.8,
+        ax_count.step(when, blob_count, where="post", color="#0369a1", lw=1.6)
+        ax_count.plot(when, blob_count, "o", color="#0369a1", ms=3)
+        ax_prob.plot(when, max_probability, "o-", color="#475569", ms=3, lw=0.8,
                      label="max subframe probability")
         alert = np.asarray(alert, dtype=bool)
         if alert.any():
-            ax_prob.plot(mjd[alert], np.asarray(max_probability)[alert], "o", color=CANDIDATE_COLOR,
+            ax_prob.plot(when[alert], np.asarray(max_probability)[alert], "o", color=CANDIDATE_COLOR,
                          ms=7, label="alert")
+        ax_count.set_ylim(0, max(int(blob_count.max()), 1) * 1.15 + 0.5)
     if threshold is not None:
         ax_prob.axhline(threshold, color="#b45309", ls="--", lw=1, label=f"threshold {threshold:.2f}")
     ax_count.set_ylabel("known blobs")
     ax_count.grid(alpha=0.3)
     ax_prob.set_ylabel("probability")
     ax_prob.set_ylim(-0.03, 1.03)
-    ax_prob.set_xlabel("date (MJD)")
+    ax_prob.set_xlabel("observation date (UTC)")
     ax_prob.grid(alpha=0.3)
     if mjd.size or threshold is not None:
         ax_prob.legend(fontsize=8, loc="upper left")
     ax_count.set_title("Known blobs and classifier output over time", fontsize=10)
     ax_count.yaxis.get_major_locator().set_params(integer=True)
+    if mjd.size:
+        fig.autofmt_xdate()
     return _png(fig)
+
+
+def mjd_to_datetime64(mjd: np.ndarray) -> np.ndarray:
+    """MJD (UTC days since 1858-11-17) as ``datetime64[ms]`` for date axes."""
+    ms = np.round(np.asarray(mjd, dtype=np.float64) * 86_400_000.0).astype(np.int64)
+    return np.datetime64("1858-11-17T00:00:00", "ms") + ms.astype("timedelta64[ms]")

@@ -79,9 +79,12 @@ def monitored_simulation(
     session_factory = open_database(db_url)
     with session_factory() as session:
         import_catalog(session, inbox / "truth_blobs.ecsv")
-    run_monitor(inbox, db=session_factory, reports=reports, model=model,
-                settings=MonitorSettings(min_references=min_references), progress=False,
-                echo=lambda line: None)
+    summary = run_monitor(inbox, db=session_factory, reports=reports, model=model,
+                          settings=MonitorSettings(min_references=min_references), progress=False,
+                          echo=lambda line: None)
+    if summary.failed or not summary.processed:
+        raise RuntimeError(f"the monitor processed {len(summary.processed)} image(s) and failed on "
+                           f"{[o.name for o in summary.failed]}: {[o.reason for o in summary.failed]}")
     from astropy.table import Table
 
     truth = Table.read(inbox / "truth_blobs.ecsv", format="ascii.ecsv")

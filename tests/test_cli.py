@@ -1,0 +1,143 @@
+"""Tests for the command line: instant help for every subcommand, and ``blobwatch difference``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from blobwatch.cli import build_parser, main
+
+HEAVY = ("torch", "matplotlib", "astropy", "scipy", "sklearn")
+
+
+def _subcommands() -> list[str]:
+    parser = build_parser()
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return sorted(name for action in actions for name in action.choices)
+
+
+def _run(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "blobwatch.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **kwargs,
+    )
+
+
+def test_parser_building_imports_no_heavy_library():
+    code = (
+        "import sys, json\n"
+        "from blobwatch.cli import build_parser\n"
+        "build_parser().format_help()\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_top_level_help():
+    result = _run("--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: blobwatch" in result.stdout
+    for name in _subcommands():
+        assert name in result.stdout
+
+
+def test_subcommands_are_discovered():
+    names = _subcommands()
+    assert "difference" in names and "demo" in names
+
+
+@pytest.mark.parametrize("name", _subcommands())
+def test_every_subcommand_help_is_instant(name):
+    code = (
+        "import sys, json\n"
+        "from blobwatch.cli import main\n"
+        "try:\n"
+        f"    main([{name!r}, '--help'])\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code\n"
+        "else:\n"
+        "    code = 'no exit'\n"
+        f"print(json.dumps([code, [m for m in {HEAVY!r} if m in sys.modules]]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    code_, heavy = json.loads(out.stdout.strip().splitlines()[-1])
+    assert code_ == 0
+    assert heavy == [], f"'blobwatch {name} --help' imported {heavy}"
+    assert f"usage: blobwatch {name}" in out.stdout
+
+
+# ------------------------------------------------------------------- blobwatch difference
+
+
+def _write(path, data, mjd, filt="F153M"):
+    header = fits.Header()
+    header["EXPSTART"] = mjd
+    header["FILTER"] = filt
+    fits.PrimaryHDU(data.astype(np.float32), header).writeto(path)
+    return path
+
+
+def _sequence(tmp_path, n=6, size=256):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size]
+    pattern = 1.0 - 0.1 * np.exp(-((yy - 80.0) ** 2 + (xx - 60.0) ** 2) / 18.0)
+    paths = []
+    for day in range(n):
+        data = pattern + 0.002 * rng.standard_normal((size, size))
+        paths.append(_write(tmp_path / f"day{day:02d}.fits", data, 60000.0 + day))
+    return paths
+
+
+def test_difference_command_writes_fits_and_summary(tmp_path, capsys):
+    paths = _sequence(tmp_path)
+    out = tmp_path / "out" / "diff.fits"
+    code = main(["difference", str(paths[-1]), "--references", *map(str, paths[:-1]), "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "registered-median" in printed and "offsets:" in printed and str(out) in printed
+    with fits.open(out) as hdul:
+        assert hdul[0].header["NREF"] == 5
+        assert hdul[0].header["REF05"] == "day04.fits"
+        assert hdul[0].data.shape == (256, 256)
+
+
+def test_difference_command_reads_a_list_file_and_no_register(tmp_path, capsys):
+    paths = _sequence(tmp_path)
+    listing = tmp_path / "refs.txt"
+    listing.write_text("# references\n" + "\n".join(p.name for p in paths[:-1]) + "\n")
+    out = tmp_path / "diff.fits"
+    assert main(["difference", str(paths[-1]), "-r", f"@{listing}", "-o", str(out), "--no-register"]) == 0
+    assert "method:     median" in capsys.readouterr().out
+    with fits.open(out) as hdul:
+        assert hdul[0].header["DIFFMETH"] == "median"
+        assert hdul[0].header["REFDY01"] == 0.0
+
+
+def test_difference_command_bad_input_is_one_line_and_exit_2(tmp_path):
+    paths = _sequence(tmp_path)
+    bad = tmp_path / "bad.fits"
+    bad.write_text("not fits")
+    result = _run("difference", str(paths[-1]), "--references", *map(str, paths[:-2]), str(bad), "--out", str(tmp_path / "d.fits"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == f"blobwatch: error: {bad}: not a FITS file"
+    assert not (tmp_path / "d.fits").exists()
+
+
+def test_difference_command_too_few_references(tmp_path):
+    paths = _sequence(tmp_path, n=4)
+    result = _run("difference", str(paths[-1]), "--references", *map(str, paths[:-1]), "--out", str(tmp_path / "d.fits"))
+    assert result.returncode == 2
+    assert "3 references given; at least 5 are required" in result.stderr

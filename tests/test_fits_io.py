@@ -1,0 +1,223 @@
+"""Tests for blobwatch.fits_io: ingest of blob images, cubes and flt files, and bad input."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from blobwatch.errors import InputError
+from blobwatch.fits_io import (
+    FLT_BORDER,
+    BlobImage,
+    FilterWarning,
+    file_sha256,
+    read_blob_image,
+    write_fits,
+)
+
+SIZE = 256
+
+
+def _header(**cards) -> fits.Header:
+    header = fits.Header()
+    for key, value in cards.items():
+        header[key.replace("_", "-")] = value
+    return header
+
+
+def _image(seed: int = 0, shape: tuple[int, int] = (SIZE, SIZE)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (1.0 + 0.01 * rng.standard_normal(shape)).astype(np.float32)
+
+
+def test_blob_image_in_primary(tmp_path):
+    data = _image()
+    path = tmp_path / "blob.fits"
+    fits.PrimaryHDU(data, _header(EXPSTART=60000.25, FILTER="F153M")).writeto(path)
+    image = read_blob_image(path)
+    assert isinstance(image, BlobImage)
+    assert image.data.dtype == np.float32 and image.data.shape == (SIZE, SIZE)
+    np.testing.assert_array_equal(image.data, data)
+    assert image.mjd == 60000.25
+    assert image.filter == "F153M"
+    assert image.path == str(path)
+    assert image.provenance["kind"] == "blob"
+    assert image.provenance["hdu"] == 0
+    assert image.provenance["sha256"] == file_sha256(path)
+
+
+def test_image_in_first_extension_and_header_time_from_primary(tmp_path):
+    data = _image(1)
+    path = tmp_path / "ext.fits"
+    fits.HDUList(
+        [fits.PrimaryHDU(header=_header(DATE_OBS="2024-03-01", TIME_OBS="12:00:00")), fits.ImageHDU(data)]
+    ).writeto(path)
+    image = read_blob_image(path)
+    assert image.provenance["hdu"] == 1
+    np.testing.assert_array_equal(image.data, data)
+    assert image.mjd == pytest.approx(60370.5)  # 2024-03-01T12:00 UTC
+
+
+def test_date_obs_with_time_inside(tmp_path):
+    path = tmp_path / "iso.fits"
+    fits.PrimaryHDU(_image(), _header(DATE_OBS="2024-03-01T06:00:00")).writeto(path)
+    assert read_blob_image(path).mjd == pytest.approx(60370.25)
+
+
+def test_cube_uses_first_plane(tmp_path):
+    cube = np.stack([_image(2), _image(3), _image(4)])
+    path = tmp_path / "cube.fits"
+    fits.PrimaryHDU(cube, _header(EXPSTART=60001.0)).writeto(path)
+    image = read_blob_image(path)
+    assert image.provenance["kind"] == "cube"
+    np.testing.assert_array_equal(image.data, cube[0])
+
+
+def test_big_endian_scaled_integer_image_becomes_float32(tmp_path):
+    path = tmp_path / "int.fits"
+    hdu = fits.PrimaryHDU(np.full((SIZE, SIZE), 1000, dtype=np.int16), _header(EXPSTART=1.0))
+    hdu.header["BSCALE"] = 0.001
+    hdu.writeto(path)
+    image = read_blob_image(path)
+    assert image.data.dtype == np.float32
+    assert image.data.flags.writeable
+    np.testing.assert_allclose(image.data, 1.0)
+
+
+def _write_flt(path, sci, dq, filt="F153M"):
+    primary = fits.PrimaryHDU(header=_header(EXPSTART=60010.5, FILTER=filt, INSTRUME="WFC3"))
+    fits.HDUList(
+        [
+            primary,
+            fits.ImageHDU(sci, name="SCI"),
+            fits.ImageHDU(np.full_like(sci, 0.1), name="ERR"),
+            fits.ImageHDU(dq, name="DQ"),
+        ]
+    ).writeto(path)
+
+
+def test_flt_is_normalized_masked_and_padded(tmp_path):
+    n = 300 - 2 * FLT_BORDER
+    rng = np.random.default_rng(5)
+    sci = (2.5 * (1 + 0.01 * rng.standard_normal((n, n)))).astype(np.float32)
+    sci[10, 10] = 1e4  # an outlier the sigma clipping ignores
+    dq = np.zeros((n, n), dtype=np.int16)
+    dq[20, 30] = 16
+    dq[40, 50] = 512
+    path = tmp_path / "x_flt.fits"
+    _write_flt(path, sci, dq)
+    image = read_blob_image(path)
+    assert image.provenance["kind"] == "flt"
+    assert image.provenance["n_dq_flagged"] == 2
+    assert image.data.shape == (300, 300)
+    b = FLT_BORDER
+    assert np.isnan(image.data[:b]).all() and np.isnan(image.data[-b:]).all()
+    assert np.isnan(image.data[:, :b]).all() and np.isnan(image.data[:, -b:]).all()
+    inner = image.data[b:-b, b:-b]
+    assert np.isnan(inner[20, 30]) and np.isnan(inner[40, 50])
+    assert np.nanmedian(inner) == pytest.approx(1.0, abs=2e-3)
+    assert image.mjd == 60010.5
+    # Only the requested DQ bits mask pixels.
+    only_hot = read_blob_image(path, dq_bits=16)
+    assert np.isnan(only_hot.data[b + 20, b + 30]) and np.isfinite(only_hot.data[b + 40, b + 50])
+
+
+def test_other_filter_warns_not_fails(tmp_path):
+    path = tmp_path / "f160w.fits"
+    fits.PrimaryHDU(_image(), _header(EXPSTART=1.0, FILTER="F160W")).writeto(path)
+    with pytest.warns(FilterWarning, match=r"f160w\.fits: filter F160W is not F153M"):
+        image = read_blob_image(path)
+    assert image.filter == "F160W"
+
+
+def test_no_filter_keyword_is_silent(tmp_path):
+    path = tmp_path / "nofilter.fits"
+    fits.PrimaryHDU(_image(), _header(EXPSTART=1.0)).writeto(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_blob_image(path).filter is None
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _bad_files(tmp_path):
+    good = tmp_path / "good.fits"
+    fits.PrimaryHDU(_image(), _header(EXPSTART=1.0)).writeto(good)
+    raw = good.read_bytes()
+    files = {}
+    files["text"] = tmp_path / "notes.fits"
+    files["text"].write_text("this is not a FITS file\n" * 200)
+    files["truncated_odd"] = tmp_path / "trunc1.fits"
+    files["truncated_odd"].write_bytes(raw[: len(raw) // 2 + 100])
+    files["truncated_block"] = tmp_path / "trunc2.fits"
+    files["truncated_block"].write_bytes(raw[: 2880 * 5])
+    files["table"] = tmp_path / "table.fits"
+    fits.HDUList(
+        [fits.PrimaryHDU(header=_header(EXPSTART=1.0)), fits.BinTableHDU.from_columns([fits.Column("a", "E", array=np.arange(3.0))])]
+    ).writeto(files["table"])
+    files["one_d"] = tmp_path / "spectrum.fits"
+    fits.PrimaryHDU(np.ones(1000, dtype=np.float32), _header(EXPSTART=1.0)).writeto(files["one_d"])
+    files["small"] = tmp_path / "small.fits"
+    fits.PrimaryHDU(_image(shape=(128, 300)), _header(EXPSTART=1.0)).writeto(files["small"])
+    files["nan"] = tmp_path / "nan.fits"
+    fits.PrimaryHDU(np.full((SIZE, SIZE), np.nan, np.float32), _header(EXPSTART=1.0)).writeto(files["nan"])
+    files["notime"] = tmp_path / "notime.fits"
+    fits.PrimaryHDU(_image(), _header(FILTER="F153M")).writeto(files["notime"])
+    files["empty"] = tmp_path / "empty.fits"
+    files["empty"].write_bytes(b"")
+    return files
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("text", r"notes\.fits: not a FITS file"),
+        ("empty", r"empty\.fits: not a FITS file"),
+        ("truncated_odd", r"trunc1\.fits: truncated FITS file"),
+        ("truncated_block", r"trunc2\.fits: truncated FITS file"),
+        ("table", r"table\.fits: no 2-D image"),
+        ("one_d", r"spectrum\.fits: no 2-D image"),
+        ("small", r"small\.fits: image is 128x300, smaller than 256x256"),
+        ("nan", r"nan\.fits: all pixels are non-finite"),
+        ("notime", r"notime\.fits: no observation time \(EXPSTART or DATE-OBS/TIME-OBS\)"),
+    ],
+)
+def test_bad_input_names_file_and_problem(tmp_path, kind, message):
+    path = _bad_files(tmp_path)[kind]
+    with pytest.raises(InputError, match=message) as info:
+        read_blob_image(path)
+    assert info.value.path == str(path)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputError, match=r"nope\.fits: file not found"):
+        read_blob_image(tmp_path / "nope.fits")
+
+
+def test_shape_mismatch_with_references(tmp_path):
+    path = tmp_path / "a.fits"
+    fits.PrimaryHDU(_image(shape=(SIZE, 2 * SIZE)), _header(EXPSTART=1.0)).writeto(path)
+    with pytest.raises(InputError, match=r"a\.fits: shape 256x512 does not match the references \(256x256\)"):
+        read_blob_image(path, expected_shape=(SIZE, SIZE))
+
+
+def test_write_fits_is_atomic_and_round_trips(tmp_path):
+    path = tmp_path / "sub" / "out.fits"
+    data = _image(7)
+    header = fits.Header()
+    header["EXPSTART"] = 60100.0
+    write_fits(path, data, header)
+    assert [p.name for p in path.parent.iterdir()] == ["out.fits"]  # no temporary left behind
+    again = read_blob_image(path)
+    np.testing.assert_array_equal(again.data, data)
+    assert again.mjd == 60100.0
+    # A failing write leaves the previous file untouched.
+    with pytest.raises(ValueError):
+        write_fits(path, np.array([["not", "numbers"]]))
+    np.testing.assert_array_equal(read_blob_image(path).data, data)
+    assert [p.name for p in path.parent.iterdir()] == ["out.fits"]

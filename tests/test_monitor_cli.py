@@ -1,0 +1,106 @@
+"""``blobwatch monitor`` and ``blobwatch catalog ...`` on the command line."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from blobwatch.cli import main
+from handmade_model import write_handmade_model
+from monitor_support import simulate_inbox, webhook_server
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("cli")
+    sim = root / "sim"
+    _, truth = simulate_inbox(sim, n_days=4, size=256, new_blob_day=3, n_existing=3, seed=23)
+    inbox = root / "inbox"
+    inbox.mkdir()
+    for path in sim.glob("*.fits"):
+        shutil.copy(path, inbox / path.name)
+    (inbox / "broken_blob.fits").write_bytes(b"SIMPLE  =                    T" + b" " * 100)
+    model = write_handmade_model(root / "handmade.pt")
+    return {"root": root, "sim": sim, "inbox": inbox, "model": model, "truth": truth}
+
+
+def test_monitor_and_catalog_commands(setup: dict, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    root = setup["root"]
+    monkeypatch.delenv("BLOBWATCH_DB", raising=False)
+    monkeypatch.delenv("BLOBWATCH_NOTIFY", raising=False)
+    monkeypatch.setenv("BLOBWATCH_CONFIG", str(root / "no-config.toml"))
+    reports = root / "reports"
+    common = ["--reports", str(reports)]
+    assert main(["catalog", "import", str(setup["sim"] / "truth_blobs.ecsv"), *common]) == 0
+    assert "imported 3 blobs (simulator-truth)" in capsys.readouterr().out
+
+    with webhook_server() as hook:
+        code = main(["monitor", str(setup["inbox"]), *common, "--model", str(setup["model"]),
+                     "--min-references", "3", "--notify", hook.url, "--no-progress"])
+        out = capsys.readouterr().out
+        assert code == 1  # the broken file was rejected
+        assert "broken_blob.fits" in out and "rejected" in out
+        assert "csm_day003_blob.fits" in out and "1 processed" in out and "1 rejected" in out
+        assert len(hook.received) == 1 and "ALERT" in out
+        # a second run: nothing new, exit 0, no second notification
+        assert main(["monitor", str(setup["inbox"]), *common, "--model", str(setup["model"]),
+                     "--min-references", "3", "--notify", hook.url]) == 0
+        assert "0 processed" in capsys.readouterr().out and len(hook.received) == 1
+    assert (reports / "blobwatch.db").is_file() and (reports / "index.html").is_file()
+
+    assert main(["catalog", "list", *common]) == 0
+    listing = capsys.readouterr().out.splitlines()[1:]
+    ids = [int(line.split()[0]) for line in listing]
+    assert ids and all("new" in line for line in listing)
+    truth = setup["truth"]
+    best = min(listing, key=lambda line: abs(float(line.split()[2]) - truth["x"]) + abs(float(line.split()[3]) - truth["y"]))
+    best_id = int(best.split()[0])
+
+    assert main(["catalog", "confirm", str(best_id), "--reviewer", "Ada", *common]) == 0
+    assert f"candidate {best_id} confirmed as blob 4" in capsys.readouterr().out
+    others = [i for i in ids if i != best_id]
+    for cid in others:
+        assert main(["catalog", "reject", str(cid), "--reason", "residual of a known blob", *common]) == 0
+    capsys.readouterr()
+    assert main(["catalog", "list", "--status", "rejected", *common]) == 0
+    assert capsys.readouterr().out.count("residual of a known blob") == len(others)
+    assert main(["catalog", "confirm", str(best_id), *common]) == 2
+    assert "already confirmed" in capsys.readouterr().err
+
+    out_file = root / "export" / "blobs.ecsv"
+    assert main(["catalog", "export", str(out_file), *common]) == 0
+    table = Table.read(out_file, format="ascii.ecsv")
+    assert len(table) == 4 and table["source"][-1] == "confirmed"
+    with fits.open(root / "export" / "blobs_mask1014.fits") as hdul:
+        assert hdul["DQ"].data.shape == (1014, 1014)
+    assert main(["catalog", "list", "--blobs", *common]) == 0
+    assert "confirmed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["monitor", "/no/such/inbox"], "inbox folder not found"),
+        (["monitor", ".", "--db", "nonsense://"], "not a database URL"),
+        (["monitor", ".", "--min-references", "40"], "--min-references 40 must be between"),
+        (["monitor", ".", "--notify", "nonsense-scheme://x"], "not a valid apprise URL"),
+        (["monitor", ".", "--model", "/no/model.pt"], "model file not found"),
+        (["catalog", "import", "/no/file.ecsv"], "file not found"),
+        (["catalog", "reject", "99", "--reason", "x"], "candidate 99 does not exist"),
+        (["catalog", "list", "--status", "maybe"], "--status 'maybe' must be one of"),
+    ],
+)
+def test_bad_usage_is_one_line_and_exit_2(argv: list[str], message: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BLOBWATCH_DB", raising=False)
+    monkeypatch.setenv("BLOBWATCH_CONFIG", str(tmp_path / "none.toml"))
+    assert main([*argv, "--reports", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

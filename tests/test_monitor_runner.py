@@ -1,0 +1,306 @@
+"""The monitor job and its reliability rules, on small simulated inboxes.
+
+The classifier is the hand-set PaperCNN of ``handmade_model.py`` (a real, deterministic box-filter
+detector), so these tests do not depend on the trained model; ``test_monitor_e2e.py`` runs the
+shipped model.  Images are 256x256 (one subframe) and few, to stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from sqlalchemy import func, select
+
+from blobwatch.monitor import report as report_module
+from blobwatch.monitor.catalog import confirm_candidate, import_catalog
+from blobwatch.monitor.db import (
+    Blob,
+    Candidate,
+    Image,
+    Notification,
+    Run,
+    SubframePrediction,
+    open_database,
+)
+from blobwatch.monitor.runner import MonitorSettings, _classify_candidates, discover, run_monitor
+from handmade_model import write_handmade_model
+from monitor_support import free_port, simulate_inbox, webhook_server
+
+SETTINGS = MonitorSettings(min_references=3)
+TABLES = (Image, Run, SubframePrediction, Candidate, Notification, Blob)
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory: pytest.TempPathFactory):
+    from blobwatch.classifier import BlobClassifier
+
+    return BlobClassifier(write_handmade_model(tmp_path_factory.mktemp("model") / "handmade.pt"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def sequence(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """Five 256x256 days; a new blob on the last."""
+    root = tmp_path_factory.mktemp("sequence")
+    _, truth = simulate_inbox(root, n_days=5, size=256, new_blob_day=4, n_existing=3)
+    return root, truth
+
+
+@pytest.fixture()
+def inbox(sequence: tuple[Path, dict], tmp_path: Path) -> Path:
+    """A private copy of the images (without the truth files) in a nested inbox."""
+    root, _ = sequence
+    target = tmp_path / "inbox" / "2026"
+    target.mkdir(parents=True)
+    for path in sorted(root.glob("*.fits")):
+        shutil.copy(path, target / path.name)
+    return tmp_path / "inbox"
+
+
+def _counts(Session) -> dict[str, int]:  # noqa: N803
+    with Session() as s:
+        return {t.__tablename__: s.scalar(select(func.count()).select_from(t)) for t in TABLES}
+
+
+def _run(inbox: Path, Session, tmp_path: Path, classifier, **kwargs):  # noqa: N803
+    kwargs.setdefault("settings", SETTINGS)
+    return run_monitor(inbox, db=Session, reports=tmp_path / "reports", classifier=classifier,
+                       echo=lambda line: None, **kwargs)
+
+
+def test_discover_finds_fits_recursively(inbox: Path) -> None:
+    (inbox / ".hidden").mkdir()
+    (inbox / ".hidden" / "x.fits").write_bytes(b"")
+    (inbox / "notes.txt").write_text("not an image")
+    found = discover(inbox)
+    assert [p.name for p in found] == [f"csm_day{d:03d}_blob.fits" for d in range(5)]
+
+
+def test_a_run_processes_in_time_order_and_a_second_run_adds_nothing(
+    inbox: Path, tmp_path: Path, classifier, sequence: tuple[Path, dict]
+) -> None:
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    with webhook_server() as hook:
+        first = _run(inbox, Session, tmp_path, classifier, notify=[hook.url])
+        assert first.exit_code == 0 and first.registered == 5
+        assert [o.name for o in first.processed] == ["csm_day003_blob.fits", "csm_day004_blob.fits"]
+        counts = _counts(Session)
+        assert counts["images"] == 5 and counts["runs"] == 2 and counts["subframe_predictions"] == 2
+        alerts = [o for o in first.processed if o.alert]
+        assert counts["notifications"] == len(alerts) == len(hook.received)
+        second = _run(inbox, Session, tmp_path, classifier, notify=[hook.url])
+        assert second.exit_code == 0 and second.registered == 0 and second.outcomes == []
+        assert _counts(Session) == counts
+        assert len(hook.received) == len(alerts)
+    # the new blob of day 4 was found and alerted at the right place
+    _, truth = sequence
+    day4 = first.processed[1]
+    assert day4.alert
+    new = [c for c in day4.candidates if c["status"] == "new"]
+    assert min(np.hypot(c["x"] - truth["x"], c["y"] - truth["y"]) for c in new) < 3.0
+    message = hook.received[-1]["message"]
+    assert "csm_day004_blob.fits" in message and "(DS9 " in message
+    with Session() as s:
+        images = {im.name: im for im in s.scalars(select(Image))}
+        assert images["csm_day000_blob.fits"].status == "registered"  # too few earlier images
+        assert images["csm_day004_blob.fits"].status == "processed"
+        run = s.scalars(select(Run).where(Run.image_id == images["csm_day004_blob.fits"].id)).one()
+        assert run.parameters["n_references"] == 4 and len(run.parameters["offsets"]) == 4
+        assert run.model_sha256 and run.torch_version and set(run.timings) >= {"read", "difference", "total"}
+        assert Path(run.report_path).is_file()
+    assert (tmp_path / "reports" / "index.html").is_file() and (tmp_path / "reports" / "blobmap.html").is_file()
+
+
+def _write_bad_files(folder: Path, good: Path) -> dict[str, str]:
+    """Four bad files beside the good ones; returns {name: expected reason fragment}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "corrupt_blob.fits").write_bytes(os.urandom(5760))
+    raw = good.read_bytes()
+    (folder / "truncated_blob.fits").write_bytes(raw[: len(raw) - 2880 - 100])
+    header = fits.getheader(good)
+    fits.PrimaryHDU(np.ones((300, 300), np.float32), header=header).writeto(folder / "shape_blob.fits")
+    fits.PrimaryHDU(np.full((256, 256), np.nan, np.float32), header=header).writeto(folder / "nan_blob.fits")
+    return {"corrupt_blob.fits": "not a FITS file", "truncated_blob.fits": "truncated",
+            "shape_blob.fits": "shape 300x300 does not match", "nan_blob.fits": "all pixels are non-finite"}
+
+
+def test_bad_files_are_rejected_with_reasons_and_do_not_stop_the_others(
+    inbox: Path, tmp_path: Path, classifier
+) -> None:
+    expected = _write_bad_files(inbox / "bad", next(inbox.rglob("csm_day000_blob.fits")))
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    summary = _run(inbox, Session, tmp_path, classifier)
+    assert summary.exit_code == 1
+    assert sorted(o.name for o in summary.rejected) == sorted(expected)
+    assert len(summary.processed) == 2
+    with Session() as s:
+        for image in s.scalars(select(Image).where(Image.status == "rejected")):
+            assert expected[image.name] in image.reason
+    # recorded once: the next run adds nothing and is clean
+    again = _run(inbox, Session, tmp_path, classifier)
+    assert again.exit_code == 0 and again.rejected == [] and _counts(Session)["images"] == 9
+    assert "not a FITS file" in (tmp_path / "reports" / "index.html").read_text()
+
+
+def test_a_crash_mid_image_leaves_no_rows_and_the_image_is_redone(
+    inbox: Path, tmp_path: Path, classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    real = report_module.write_image_report
+
+    def crash_on_day4(report, reports):
+        if report.name == "csm_day004_blob.fits":
+            raise RuntimeError("disk on fire")
+        return real(report, reports)
+
+    monkeypatch.setattr(report_module, "write_image_report", crash_on_day4)
+    with webhook_server() as hook:
+        summary = _run(inbox, Session, tmp_path, classifier, notify=[hook.url])
+        assert [o.status for o in summary.outcomes] == ["processed", "failed"]
+        assert "disk on fire" in summary.failed[0].reason and summary.exit_code == 1
+        with Session() as s:
+            day4 = s.scalars(select(Image).where(Image.path.like("%day004%"))).one()
+            assert day4.status == "registered" and day4.claimed_by is None
+            for table in (Run, Candidate, Notification):
+                assert s.scalar(select(func.count()).select_from(table).where(table.image_id == day4.id)) == 0
+            assert s.scalar(select(func.count()).select_from(Run)) == 1
+        n_before = len(hook.received)
+        monkeypatch.setattr(report_module, "write_image_report", real)
+        again = _run(inbox, Session, tmp_path, classifier, notify=[hook.url])
+        assert [o.name for o in again.processed] == ["csm_day004_blob.fits"] and again.exit_code == 0
+        assert len(hook.received) == n_before + 1  # its alert goes out once, now
+
+
+def test_a_killed_monitor_leaves_its_image_to_the_next_run(inbox: Path, tmp_path: Path, classifier) -> None:
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    _run(inbox, Session, tmp_path, classifier, settings=MonitorSettings(min_references=3, n_references=3))
+    with Session() as s:  # pretend a monitor on this host (a pid that is gone) died mid-image
+        image = s.scalars(select(Image).where(Image.path.like("%day004%"))).one()
+        for table in (Notification, Candidate, SubframePrediction):
+            for row in s.scalars(select(table)):
+                if getattr(row, "image_id", None) == image.id or (
+                        table is SubframePrediction and row.run.image_id == image.id):
+                    s.delete(row)
+        s.flush()
+        for run in s.scalars(select(Run).where(Run.image_id == image.id)):
+            s.delete(run)
+        image.status, image.claimed_by = "processing", f"{socket.gethostname()}:999999999"
+        image.claimed_at = image.registered_at
+        s.commit()
+    summary = _run(inbox, Session, tmp_path, classifier)
+    assert [o.name for o in summary.processed] == ["csm_day004_blob.fits"]
+
+
+def test_an_image_claimed_by_a_live_monitor_is_left_alone(inbox: Path, tmp_path: Path, classifier) -> None:
+    from blobwatch.monitor.db import utcnow
+
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    _run(inbox, Session, tmp_path, classifier, settings=MonitorSettings(min_references=10))  # register only
+    with Session() as s:
+        image = s.scalars(select(Image).where(Image.path.like("%day004%"))).one()
+        image.status, image.claimed_by, image.claimed_at = "processing", "other-host:1", utcnow()
+        s.commit()
+    summary = _run(inbox, Session, tmp_path, classifier)
+    assert [o.name for o in summary.processed] == ["csm_day003_blob.fits"]
+    assert _counts(Session)["runs"] == 1
+
+
+def test_two_monitors_at_once_process_each_image_once(inbox: Path, tmp_path: Path, classifier) -> None:
+    url = f"sqlite:///{tmp_path / 'bw.db'}"
+    open_database(url)
+    results, errors = [], []
+    barrier = threading.Barrier(2)
+
+    def monitor() -> None:
+        try:
+            Session = open_database(url)
+            barrier.wait()
+            results.append(_run(inbox, Session, tmp_path, classifier))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=monitor) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    processed = sorted(o.name for r in results for o in r.processed)
+    assert processed == ["csm_day003_blob.fits", "csm_day004_blob.fits"]
+    counts = _counts(open_database(url))
+    assert counts["images"] == 5 and counts["runs"] == 2
+
+
+def test_a_notification_service_that_is_down_is_retried_next_run(inbox: Path, tmp_path: Path, classifier) -> None:
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    port = free_port()
+    url = f"json://127.0.0.1:{port}/blobwatch"
+    first = _run(inbox, Session, tmp_path, classifier, notify=[url])
+    n_alerts = sum(o.alert for o in first.processed)
+    assert n_alerts >= 1 and first.exit_code == 1
+    with Session() as s:
+        rows = list(s.scalars(select(Notification)))
+        assert len(rows) == n_alerts and all(n.status == "failed" and n.attempts == 1 for n in rows)
+        assert all(n.last_error for n in rows)
+    with webhook_server(port=port) as hook:
+        second = _run(inbox, Session, tmp_path, classifier, notify=[url])
+        assert second.outcomes == [] and second.exit_code == 0
+        assert len(hook.received) == n_alerts
+        third = _run(inbox, Session, tmp_path, classifier, notify=[url])
+        assert third.deliveries == [] and len(hook.received) == n_alerts
+    with Session() as s:
+        assert all(n.status == "sent" and n.attempts == 2 for n in s.scalars(select(Notification)))
+
+
+def test_known_and_linked_candidates_are_not_alerted(tmp_path: Path) -> None:
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+
+    class Found:
+        def __init__(self, x: float, y: float) -> None:
+            self.x, self.y, self.probability, self.significance, self.radius, self.subframe = x, y, 0.9, 9.0, 6.0, 0
+
+    with Session() as s:
+        earlier = Image(path="a.fits", sha256="1" * 64, mjd=100.0, status="processed")
+        rejected_day = Image(path="b.fits", sha256="2" * 64, mjd=100.5, status="processed")
+        today = Image(path="c.fits", sha256="3" * 64, mjd=101.0, status="processing")
+        s.add_all([earlier, rejected_day, today])
+        s.flush()
+        run = Run(image_id=earlier.id, blobwatch_version="t", parameters={}, timings={})
+        run2 = Run(image_id=rejected_day.id, blobwatch_version="t", parameters={}, timings={})
+        s.add_all([run, run2])
+        s.flush()
+        s.add_all([
+            Candidate(run_id=run.id, image_id=earlier.id, x=100.0, y=100.0, probability=0.9, radius=6.0, status="new"),
+            Candidate(run_id=run2.id, image_id=rejected_day.id, x=200.0, y=50.0, probability=0.9, radius=6.0,
+                      status="rejected", reason="dip"),
+        ])
+        blob = Blob(x=30.0, y=30.0, radius=5.0, source="import")
+        s.add(blob)
+        s.commit()
+        found = [Found(31.5, 30.0), Found(102.0, 101.0), Found(200.0, 50.0), Found(400.0, 400.0)]
+        out = _classify_candidates(s, today, found, [blob], MonitorSettings())
+    assert [o["status"] for o in out] == ["known", "linked", "new", "new"]
+    assert out[0]["known_blob_id"] == blob.id and out[1]["linked_to"] == 1
+
+
+def test_confirming_a_found_blob_measures_it_from_the_images(
+    inbox: Path, tmp_path: Path, classifier, sequence: tuple[Path, dict]
+) -> None:
+    root, truth = sequence
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    with Session() as s:
+        assert len(import_catalog(s, root / "truth_blobs.ecsv").added) == 3
+    _run(inbox, Session, tmp_path, classifier)
+    with Session() as s:
+        cands = list(s.scalars(select(Candidate).where(Candidate.status == "new")))
+        best = min(cands, key=lambda c: np.hypot(c.x - truth["x"], c.y - truth["y"]))
+        blob = confirm_candidate(s, best.id, reviewer="Ada")
+    assert np.hypot(blob.x - truth["x"], blob.y - truth["y"]) < 1.0
+    assert blob.depth == pytest.approx(truth["depth"], rel=0.35)
+    assert 3.0 < blob.radius < 12.0
