@@ -2,9 +2,11 @@
 """Screenshots of every page of the review app, for docs/web.md and the README.
 
 Without ``--db`` it builds a fresh monitored simulation in a temporary folder (simulate a short
-sequence with a new blob on the last day, import the blobs that existed before it, run the
-monitor with the shipped model), serves the app on 127.0.0.1 and photographs each page in the
-system Chromium. With ``--db`` it photographs an existing database instead.
+sequence with new blobs three days and one day before the end, import the blobs that existed
+before it, run the monitor with the shipped model), confirms the oldest open candidate as a
+reviewer would (with `blobwatch.monitor.catalog.confirm_candidate`), serves the app on
+127.0.0.1 and photographs each page in the system Chromium. With ``--db`` it photographs an
+existing database as it is.
 
     .venv/bin/python scripts/screenshots.py --out docs/screenshots
 """
@@ -54,6 +56,21 @@ def shoot(base_url: str, out: Path, *, width: int = 1400) -> list[Path]:
     return written
 
 
+def _confirm_oldest(db_url: str) -> None:
+    """Confirm the oldest open candidate, so the pages show a reviewed one."""
+    from sqlalchemy import select
+
+    from blobwatch.monitor.catalog import confirm_candidate
+    from blobwatch.monitor.db import Candidate, open_database
+
+    with open_database(db_url)() as session:
+        oldest = session.scalars(select(Candidate.id).where(Candidate.status == "new")
+                                 .order_by(Candidate.id).limit(1)).first()
+        if oldest is not None:
+            blob = confirm_candidate(session, oldest, reviewer="A. Astronomer")
+            print(f"confirmed candidate {oldest} as blob {blob.id}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"), help="output folder")
@@ -76,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             sim = monitored_simulation(tmp, n_days=args.days, size=args.size,
                                        new_blob_days=(args.days - 3, args.days - 1), model=args.model)
             db, reports = sim.db_url, sim.reports
+            _confirm_oldest(db)
         with serve_in_thread(create_app(db, reports)) as base_url:
             shoot(base_url, args.out)
     return 0

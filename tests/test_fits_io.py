@@ -221,3 +221,22 @@ def test_write_fits_is_atomic_and_round_trips(tmp_path):
         write_fits(path, np.array([["not", "numbers"]]))
     np.testing.assert_array_equal(read_blob_image(path).data, data)
     assert [p.name for p in path.parent.iterdir()] == ["out.fits"]
+
+
+def test_read_blob_images_in_order_and_first_error(tmp_path):
+    from blobwatch.fits_io import read_blob_images
+
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"day{i}.fits"
+        fits.PrimaryHDU(_image(i), _header(EXPSTART=100.0 + i, FILTER="F153M" if i != 3 else "F110W")).writeto(path)
+        paths.append(path)
+    with pytest.warns(FilterWarning, match=r"day3\.fits: filter F110W"):
+        images = read_blob_images(paths, workers=3)
+    assert [im.mjd for im in images] == [100.0, 101.0, 102.0, 103.0, 104.0]
+    bad = tmp_path / "bad.fits"
+    bad.write_text("nope")
+    with pytest.raises(InputError, match=r"bad\.fits: not a FITS file"):
+        read_blob_images([paths[0], bad, tmp_path / "missing.fits"], workers=2)
+    with pytest.raises(InputError, match=r"day1\.fits: shape 256x256 does not match the references \(512x512\)"):
+        read_blob_images(paths[1:3], expected_shape=(512, 512))

@@ -153,6 +153,14 @@ def test_pages_render(client: TestClient, path: str, text: str) -> None:
     assert "default-src 'self'" in response.headers["content-security-policy"]
 
 
+@pytest.mark.parametrize("path, kind", [("/static/style.css", "text/css"),
+                                        ("/static/app.js", "javascript"),
+                                        ("/static/favicon.svg", "image/svg+xml")])
+def test_static_files(client: TestClient, path: str, kind: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 200 and kind in response.headers["content-type"]
+
+
 def test_today_shows_grid_candidates_and_saliency(client: TestClient) -> None:
     html = client.get("/").text
     assert html.count('<td class="heat') == 16
@@ -407,3 +415,46 @@ def test_empty_database(tmp_path: Path) -> None:
     for path in ("/blobs/map.png", "/history.png"):
         assert client.get(path).content.startswith(PNG_MAGIC)
     assert Table.read(client.get("/catalog.ecsv").text, format="ascii.ecsv")["id"].size == 0
+
+
+@pytest.mark.parametrize("target, expected", [
+    ("/candidates/2", "/candidates/2?"), ("//evil.example/x", "/queue?"), ("/\\evil.example", "/queue?"),
+    ("https://evil.example/", "/queue?"), ("/queue?x=1", "/queue?"),
+])
+def test_redirect_after_an_action_stays_on_this_server(fresh_db: str, monitor_db: dict, target: str,
+                                                       expected: str) -> None:
+    client = TestClient(create_app(fresh_db, monitor_db["reports"]))
+    response = client.post("/candidates/2/reject", data={
+        CSRF_FIELD: _csrf(client), "reviewer": "Dr. Bo Smith", "reason": "dip", "next": target},
+        follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"].startswith(expected)
+    assert 'value="Dr. Bo Smith"' in client.get("/queue").text  # remembered reviewer
+
+
+def test_serve_builds_the_app_with_the_token_when_exposed(monkeypatch: pytest.MonkeyPatch,
+                                                          monitor_db: dict) -> None:
+    import uvicorn
+
+    from blobwatch.cli import main
+
+    started = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.update(app=app, **kw))
+    monkeypatch.setenv("BLOBWATCH_TOKEN", "s3cret")
+    assert main(["serve", "--db", monitor_db["url"], "--host", "0.0.0.0", "--port", "8123"]) == 0
+    assert started["host"] == "0.0.0.0" and started["port"] == 8123
+    guard = started["app"].state.guard
+    assert guard.require_token and guard.token == "s3cret"
+    assert main(["serve", "--db", monitor_db["url"]]) == 0
+    assert started["host"] == "127.0.0.1" and not started["app"].state.guard.require_token
+
+
+def test_startup_prepares_the_newest_image(monitor_db: dict) -> None:
+    import threading
+
+    app = create_app(monitor_db["url"], monitor_db["reports"])
+    assert app.state.pixels.cached_ids() == []
+    with TestClient(app):  # runs the lifespan: the newest image is loaded in a thread
+        for thread in threading.enumerate():
+            if thread.name == "blobwatch-warm":
+                thread.join(60)
+        assert app.state.pixels.cached_ids() == [6]

@@ -40,7 +40,7 @@ def monitored(tmp_path_factory: pytest.TempPathFactory):
     from blobwatch.web.testing import monitored_simulation
 
     model = _model()
-    return monitored_simulation(tmp_path_factory.mktemp("e2e"), n_days=8, size=512,
+    return monitored_simulation(tmp_path_factory.mktemp("e2e"), n_days=7, size=512,
                                 new_blob_days=(6,), model=model)
 
 
@@ -92,4 +92,10 @@ def test_confirm_in_the_queue_puts_the_blob_on_the_map(monitored) -> None:
         # the map was redrawn with the new blob (its figure is keyed by the catalog state)
         page.wait_for_function("() => document.querySelector('img.figure').naturalWidth > 0")
         assert f"{known_before + 1} known blobs" in page.locator("h1").inner_text()
+        # the table sorts in the browser (static/app.js): by id, descending puts the new blob first
+        header = page.locator("#catalog thead th", has_text="id").first
+        header.click()
+        header.click()
+        assert header.get_attribute("aria-sort") == "descending"
+        assert page.locator("#catalog tbody tr").first.get_attribute("id") == f"blob-{blob_id}"
     assert not errors, errors

@@ -75,6 +75,16 @@ class DetectionParameters:
         rejected by noise).
     dip_radius : float
         Search radius for the negative lobe, in blob radii (plus 3 px).
+    min_radius : float
+        Seeds whose radius estimate is smaller are point-like (cosmic-ray residuals, bad or
+        unstable pixels, registration crescents), not blobs (10-20 px across).
+    max_elongation : float
+        Largest ratio of the principal curvatures of the significance peak (Hessian test as in
+        SIFT): ridges and arcs (earthlight edges, residual rims) exceed it, round blobs do not.
+    existing_ratio : float
+        When the reference stack is known: a seed where the stack already holds a blob at least
+        ``existing_ratio`` times deeper than the difference feature is a residual of that
+        existing blob.
     separation : float
         Smallest distance (px) between two seeds (non-maximum suppression).
     border : int
@@ -91,6 +101,9 @@ class DetectionParameters:
     dip_ratio: float = 0.5
     dip_floor: float = 4.0
     dip_radius: float = 2.5
+    min_radius: float = 3.0
+    max_elongation: float = 6.0
+    existing_ratio: float = 2.0
     separation: float = 6.0
     border: int = 5
     max_seeds: int = 64
@@ -142,7 +155,12 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Rejection:
-    """A seed that did not become a candidate, and why (``"dip"`` or ``"cnn"``)."""
+    """A seed that did not become a candidate, and why.
+
+    ``reason`` is ``"small"`` (point-like), ``"elongated"`` (ridge or arc), ``"dip"`` (negative lobe
+    beside it), ``"existing"`` (residual of a blob already in the reference stack) or ``"cnn"``
+    (the window centred on it is below the threshold).
+    """
 
     x: float
     y: float
@@ -367,6 +385,65 @@ def _disc_min(plane: np.ndarray, row: float, col: float, radius: float) -> float
     return float(patch[inside].min()) if inside.any() else 0.0
 
 
+def _elongation(plane: np.ndarray, row: int, col: int, sigma: float) -> float:
+    """Ratio of the principal curvatures of ``plane`` at an integer peak (1 = round).
+
+    Finite differences with a step of about half the filter width; a saddle or a flat point
+    gives infinity.
+    """
+    h = max(int(round(sigma / 2.0)), 1)
+    rows, cols = plane.shape
+    if not (h <= row < rows - h and h <= col < cols - h):
+        return 1.0
+    f = plane.astype(np.float64)
+    c0 = f[row, col]
+    dxx = f[row, col + h] - 2 * c0 + f[row, col - h]
+    dyy = f[row + h, col] - 2 * c0 + f[row - h, col]
+    dxy = (f[row + h, col + h] - f[row + h, col - h] - f[row - h, col + h] + f[row - h, col - h]) / 4.0
+    half_trace = 0.5 * (dxx + dyy)
+    root = math.sqrt(max(half_trace**2 - (dxx * dyy - dxy * dxy), 0.0))
+    l1, l2 = half_trace - root, half_trace + root  # l1 <= l2; a maximum has both negative
+    if l2 >= 0:
+        return math.inf
+    return l1 / l2
+
+
+def _reference_stack(difference: Any, reference: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The reference median stack, if given or carried by a DifferenceResult."""
+    stack = reference if reference is not None else getattr(difference, "stack", None)
+    if stack is None:
+        return None
+    stack = np.asarray(stack)
+    if stack.shape != shape:
+        raise ValueError(f"reference stack shape {stack.shape} does not match the difference {shape}")
+    return stack
+
+
+def _local_amplitude(image: np.ndarray, row: int, col: int, sigma: float, background_sigma: float) -> float:
+    """High-passed, Gaussian-smoothed value of ``-image`` at (row, col), on a local patch."""
+    half = int(math.ceil(3.0 * background_sigma + 3.0 * sigma))
+    rows, cols = image.shape
+    r0, r1 = max(row - half, 0), min(row + half + 1, rows)
+    c0, c1 = max(col - half, 0), min(col + half + 1, cols)
+    patch = -np.asarray(image[r0:r1, c0:c1], dtype=np.float32)
+    finite = np.isfinite(patch)
+    if not finite.any():
+        return 0.0
+    patch = np.where(finite, patch, np.median(patch[finite])).astype(np.float32)
+    highpass = patch - ndimage.gaussian_filter(patch, background_sigma, mode="reflect")
+    smooth = ndimage.gaussian_filter(highpass, sigma, mode="reflect")
+    return float(smooth[row - r0, col - c0])
+
+
+def _is_existing(
+    difference: np.ndarray, stack: np.ndarray, row: int, col: int, sigma: float, background_sigma: float, ratio: float
+) -> bool:
+    """True when the stack holds a blob at (row, col) ``ratio`` times deeper than the difference feature."""
+    feature = _local_amplitude(difference, row, col, sigma, background_sigma)
+    existing = _local_amplitude(stack, row, col, sigma, background_sigma)
+    return feature > 0 and existing >= ratio * feature
+
+
 def _window_origins(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], size: int) -> tuple[np.ndarray, np.ndarray]:
     """Origins (y0, x0) of size x size windows centred on the points, kept inside the image."""
     y0 = np.clip(np.rint(rows).astype(int) - size // 2, 0, shape[0] - size)
@@ -393,6 +470,7 @@ def detect(
     threshold: float | None = None,
     name: str | None = None,
     parameters: DetectionParameters | None = None,
+    reference: np.ndarray | None = None,
 ) -> Detection:
     """Find new blobs in a blob difference image.
 
@@ -410,6 +488,9 @@ def detect(
         Name of the input, carried into the result.
     parameters : DetectionParameters, optional
         Matched-filter and suppression settings.
+    reference : numpy.ndarray, optional
+        The reference median stack the difference was made from (taken from ``difference.stack``
+        when a `DifferenceResult` is given).  Enables the existing-blob test.
 
     Returns
     -------
@@ -426,8 +507,7 @@ def detect(
     t = classifier.threshold if threshold is None else float(threshold)
     if not 0.0 <= t <= 1.0:
         raise ValueError(f"threshold={t} must be in [0, 1]")
-    data = getattr(difference, "data", difference)
-    data = np.asarray(data)
+    data = np.asarray(difference if isinstance(difference, np.ndarray) else getattr(difference, "data", difference))
     if data.ndim != 2:
         raise ValueError(f"difference must be a 2-D image, got shape {data.shape}")
     size = classifier.size
@@ -485,7 +565,8 @@ def detect(
             if d2[k] <= p.saliency_radius**2:
                 seeds.append((int(weak_rows[k]), int(weak_cols[k]), "saliency"))
 
-    # 3. refine, suppress dips, de-duplicate
+    # 3. refine, then reject point-like, elongated, dip and existing-blob seeds
+    stack = _reference_stack(difference, reference, data.shape)
     kept: list[tuple[float, float, float, float, str]] = []  # row, col, sigma, significance, source
     rejected: list[Rejection] = []
     for r, c, source in seeds:
@@ -495,9 +576,22 @@ def detect(
         if any((row - kr) ** 2 + (col - kc) ** 2 < p.separation**2 for kr, kc, *_ in kept):
             continue
         radius = DISC_RADIUS_PER_SIGMA * sigma
-        lobe = _disc_min(snr[scale], row, col, p.dip_radius * radius + 3.0)
-        if lobe <= -max(p.dip_ratio * significance, p.dip_floor):
-            rejected.append(Rejection(x=col, y=row, significance=significance, reason="dip", dip_significance=-lobe))
+        reason, lobe = None, None
+        if radius < p.min_radius:
+            reason = "small"
+        elif _elongation(snr[scale], r, c, p.sigmas[scale]) > p.max_elongation:
+            reason = "elongated"
+        else:
+            lobe = _disc_min(snr[scale], row, col, p.dip_radius * radius + 3.0)
+            if lobe <= -max(p.dip_ratio * significance, p.dip_floor):
+                reason = "dip"
+            elif stack is not None and _is_existing(data, stack, r, c, p.sigmas[scale], p.background_sigma, p.existing_ratio):
+                reason = "existing"
+        if reason is not None:
+            rejected.append(
+                Rejection(x=col, y=row, significance=significance, reason=reason,
+                          dip_significance=None if lobe is None else -lobe)
+            )
             continue
         kept.append((row, col, sigma, significance, source))
         if len(kept) >= p.max_seeds:

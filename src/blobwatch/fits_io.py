@@ -21,7 +21,9 @@ import hashlib
 import io
 import logging
 import os
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ __all__ = [
     "MIN_SIZE",
     "FLT_BORDER",
     "read_blob_image",
+    "read_blob_images",
     "write_fits",
     "file_sha256",
 ]
@@ -55,6 +58,7 @@ MIN_SIZE = 256
 FLT_BORDER = 5
 
 _FITS_MAGIC = b"SIMPLE  ="
+_PARSE_LOCK = threading.Lock()
 _BLOCK = 2880
 
 
@@ -260,6 +264,19 @@ def read_blob_image(
         Not FITS, truncated, no 2-D image, smaller than 256x256, all non-finite, wrong shape,
         no observation time.  A filter other than F153M only warns (`FilterWarning`).
     """
+    image, notes = _read(path, expected_shape=expected_shape, dq_bits=dq_bits)
+    for note in notes:
+        warnings.warn(note, FilterWarning, stacklevel=2)
+    return image
+
+
+def _read(
+    path: str | os.PathLike,
+    *,
+    expected_shape: tuple[int, int] | None = None,
+    dq_bits: int | None = None,
+) -> tuple[BlobImage, list[str]]:
+    """`read_blob_image` without warnings: returns the image and the warning texts (thread-safe)."""
     spath = os.fspath(path)
     try:
         raw = Path(spath).read_bytes()
@@ -276,15 +293,19 @@ def read_blob_image(
     sha256 = hashlib.sha256(raw).hexdigest()
 
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with _PARSE_LOCK, warnings.catch_warnings():
+            # astropy warns (process-wide state, hence the lock) about truncation: checked below.
+            warnings.simplefilter("ignore")
             hdul = fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False)
     except (OSError, ValueError, fits.verify.VerifyError) as exc:
         raise InputError(spath, f"{_problem(exc)} ({exc})") from None
-    for warning in caught:
-        if "truncat" in str(warning.message).lower():
-            hdul.close()
-            raise InputError(spath, f"truncated FITS file ({warning.message})")
+    needed = max(
+        (info["datLoc"] + info["datSpan"] for info in (hdu.fileinfo() for hdu in hdul) if info),
+        default=0,
+    )
+    if needed > len(raw):
+        hdul.close()
+        raise InputError(spath, f"truncated FITS file ({len(raw)} bytes, the headers need {needed})")
 
     with hdul:
         sci_index = _find_ext(hdul, "SCI")
@@ -339,10 +360,51 @@ def read_blob_image(
             if header.get("FILTER") is not None:
                 filt = str(header["FILTER"]).strip()
                 break
+        notes = []
         if filt is not None and filt.upper() != EXPECTED_FILTER:
-            warnings.warn(
-                f"{spath}: filter {filt} is not {EXPECTED_FILTER} (the CSM monitor's filter)",
-                FilterWarning,
-                stacklevel=2,
-            )
-    return BlobImage(data=data, mjd=mjd, path=spath, filter=filt, provenance=provenance)
+            notes.append(f"{spath}: filter {filt} is not {EXPECTED_FILTER} (the CSM monitor's filter)")
+    return BlobImage(data=data, mjd=mjd, path=spath, filter=filt, provenance=provenance), notes
+
+
+def read_blob_images(
+    paths: list[str | os.PathLike],
+    *,
+    expected_shape: tuple[int, int] | None = None,
+    workers: int | None = None,
+) -> list[BlobImage]:
+    """Read several blob images with `read_blob_image`, in parallel threads, in order.
+
+    File reading and SHA-256 hashing release the GIL, so a few threads overlap them.  The first
+    bad file (in the given order) raises its `InputError`; warnings are re-issued in order.
+
+    Parameters
+    ----------
+    paths : list of path-like
+        Files to read.
+    expected_shape : (int, int), optional
+        Shape every image must have.
+    workers : int, optional
+        Threads (default: number of CPUs, at most 8).
+    """
+    workers = max(1, workers or min(os.cpu_count() or 1, 8))
+
+    def one(path: str | os.PathLike) -> tuple[BlobImage | None, InputError | None, list[str]]:
+        try:
+            image, notes = _read(path, expected_shape=expected_shape)
+            return image, None, notes
+        except InputError as exc:
+            return None, exc, []
+
+    if workers == 1 or len(paths) < 2:
+        results = [one(path) for path in paths]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(one, paths))
+    images: list[BlobImage] = []
+    for image, error, notes in results:
+        for note in notes:
+            warnings.warn(note, FilterWarning, stacklevel=2)
+        if error is not None:
+            raise error
+        images.append(image)  # type: ignore[arg-type]
+    return images

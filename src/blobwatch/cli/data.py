@@ -80,14 +80,14 @@ def run_difference(args: argparse.Namespace) -> int:
     import numpy as np
 
     from blobwatch.difference import blob_difference, write_difference
-    from blobwatch.fits_io import read_blob_image
+    from blobwatch.fits_io import read_blob_image, read_blob_images
 
     log = logging.getLogger("blobwatch")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         current = read_blob_image(args.current)
         ref_paths = [p for p in expand_references(args.references) if os.path.abspath(p) != os.path.abspath(args.current)]
-        references = [read_blob_image(p, expected_shape=current.data.shape) for p in ref_paths]
+        references = read_blob_images(ref_paths, expected_shape=current.data.shape)
         result = blob_difference(
             current, references, register=args.register, min_references=args.min_references
         )

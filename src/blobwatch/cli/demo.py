@@ -1,113 +1,187 @@
-"""``blobwatch demo OUTDIR``: an interim end-to-end demonstration of the data path.
+"""``blobwatch demo OUTDIR``: the daily monitor, end to end, on a simulated 45-day sequence.
 
-Simulates a 45-day CSM-monitor sequence with a new blob on day 40, builds the day-40 blob
-difference image against the preceding 30 days (plain median and registered median), prepares
-it as the seed did, and writes ``OUTDIR/difference_day040.png`` with the true new blob marked.
+1. simulate 45 daily CSM-monitor blob images with a new blob appearing on day 40
+   (``OUTDIR/inbox``, with the simulator's truth);
+2. import the blobs that existed before day 0 into the catalog;
+3. run the monitor with the shipped model over the inbox (database ``OUTDIR/blobwatch.db``,
+   reports ``OUTDIR/reports``), sending its notifications to a JSON webhook on 127.0.0.1 that
+   the demo runs itself (plus any ``--notify`` URL);
+4. print a per-day table and check: exit 0 only if day 40 alerted within 3 px of the true new blob
+   and no other day alerted.
+
+Re-running over an existing OUTDIR starts fresh: the demo deletes what an earlier demo wrote
+there (it refuses to touch a non-empty folder that no demo wrote).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import shutil
+import threading
+from pathlib import Path
+from typing import Any, Iterator
 
 DEMO_DAYS = 45
 NEW_BLOB_DAY = 40
-N_REFERENCES = 30
+#: The new blob must be found within this distance (px) of the truth.
+TOLERANCE = 3.0
+_MARKER = ".blobwatch-demo"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``demo`` command."""
     parser = subparsers.add_parser(
         "demo",
-        help="simulate a sequence with a new blob and show its difference image",
+        help="simulate 45 days with a new blob on day 40 and run the monitor over them",
         description=(
-            f"Simulate {DEMO_DAYS} daily blob images with a new blob on day {NEW_BLOB_DAY}, build "
-            f"the day-{NEW_BLOB_DAY} difference image against the preceding {N_REFERENCES} (plain "
-            "and registered median), and write OUTDIR/difference_day040.png with the true new "
-            "blob marked."
+            f"Simulate {DEMO_DAYS} daily blob images with a new blob on day {NEW_BLOB_DAY}, import the "
+            "existing blobs into the catalog, run the monitor with the shipped model (notifications to a "
+            "local JSON webhook), print which days alerted and where the reports are. Exit 0 only if day "
+            f"{NEW_BLOB_DAY} alerted within {TOLERANCE:g} px of the new blob and no other day alerted. "
+            "An OUTDIR written by an earlier demo is emptied first."
         ),
     )
-    parser.add_argument("outdir", metavar="OUTDIR", help="output folder (created if needed)")
+    parser.add_argument("outdir", metavar="OUTDIR", help="output folder (created; emptied if an earlier demo wrote it)")
     parser.add_argument("--seed", type=int, default=2021, help="simulation seed (default 2021)")
+    parser.add_argument("--model", metavar="PATH", default=None, help="model file (default: the shipped model)")
+    parser.add_argument("--notify", metavar="URL", action="append", default=[],
+                        help="also notify this apprise URL (repeatable)")
     parser.set_defaults(func=run_demo)
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    """Simulate, difference, prepare and plot."""
-    import warnings
-    from pathlib import Path
+@contextlib.contextmanager
+def _webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A JSON webhook on 127.0.0.1 (any free port) recording what it receives."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    import numpy as np
+    received: list[dict[str, Any]] = []
 
-    from blobwatch.difference import blob_difference, write_difference
-    from blobwatch.fits_io import BlobImage
-    from blobwatch.preprocess import prepare
-    from blobwatch.simulate import SimulationConfig, simulate_sequence
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server naming
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            try:
+                received.append(json.loads(body))
+            except ValueError:
+                received.append({"message": body.decode("utf-8", "replace")})
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
-    outdir = Path(args.outdir)
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"json://127.0.0.1:{server.server_address[1]}/blobwatch-demo", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _prepare_outdir(outdir: Path) -> None:
+    from blobwatch.errors import InputError
+
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(outdir, "exists and is not a directory")
+    if outdir.is_dir() and any(outdir.iterdir()):
+        if not (outdir / _MARKER).exists():
+            raise InputError(outdir, "directory is not empty and was not written by 'blobwatch demo'")
+        for child in outdir.iterdir():
+            if child.name == _MARKER:
+                continue
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
     outdir.mkdir(parents=True, exist_ok=True)
-    print(f"simulating {DEMO_DAYS} days (seed {args.seed}), new blob on day {NEW_BLOB_DAY} ...")
-    sim = simulate_sequence(
-        SimulationConfig(n_days=DEMO_DAYS, seed=args.seed, new_blob_days=[NEW_BLOB_DAY])
-    )
-    images = [
-        BlobImage(sim.images[day], float(sim.mjd[day]), f"sim_day{day:03d}", "F153M", {"kind": "simulated"})
-        for day in range(DEMO_DAYS)
-    ]
-    current = images[NEW_BLOB_DAY]
-    references = images[NEW_BLOB_DAY - N_REFERENCES : NEW_BLOB_DAY]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        plain = blob_difference(current, references, register=False)
-        registered = blob_difference(current, references, register=True)
-    write_difference(outdir / f"difference_day{NEW_BLOB_DAY:03d}.fits", registered)
+    (outdir / _MARKER).write_text("written by blobwatch demo; re-running the demo empties this folder\n")
 
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Simulate, import, monitor, report, check."""
+    import numpy as np
+    from sqlalchemy import select
+
+    from blobwatch.errors import InputError
+    from blobwatch.monitor.catalog import import_catalog
+    from blobwatch.monitor.db import Candidate, Image, Run, open_database
+    from blobwatch.monitor.runner import run_monitor
+    from blobwatch.simulate import SimulationConfig, image_filename, simulate_sequence, write_simulation
+
+    if args.model is not None and not Path(args.model).is_file():
+        raise InputError(args.model, "model file not found")
+    outdir = Path(args.outdir).resolve()
+    _prepare_outdir(outdir)
+    inbox, reports = outdir / "inbox", outdir / "reports"
+
+    print(f"1. simulating {DEMO_DAYS} days (seed {args.seed}), a new blob on day {NEW_BLOB_DAY} -> {inbox}", flush=True)
+    sim = simulate_sequence(SimulationConfig(n_days=DEMO_DAYS, seed=args.seed, new_blob_days=(NEW_BLOB_DAY,)))
+    write_simulation(sim, inbox)
     new = sim.new_blobs()
-    truth = [
-        (float(row["x"]) + sim.shifts[NEW_BLOB_DAY][1], float(row["y"]) + sim.shifts[NEW_BLOB_DAY][0], float(row["radius"]))
-        for row in new
-    ]
-    true_offsets = sim.shifts[NEW_BLOB_DAY] - sim.shifts[NEW_BLOB_DAY - N_REFERENCES : NEW_BLOB_DAY]
-    error = registered.offsets - true_offsets
-    print(f"CSM shift scatter of this sequence: {sim.params['shift_sigma']:.3f} px per axis")
-    print(
-        "registration: rms offset error {:.4f} px (true offsets rms {:.3f} px)".format(
-            float(np.sqrt(np.mean(error**2))), float(np.sqrt(np.mean(true_offsets**2)))
-        )
-    )
-    prepared = {
-        "median (seed)": prepare(plain.data).data,
-        "registered median": prepare(registered.data).data,
-    }
-    for x, y, radius in truth:
-        print(f"true new blob: x={x:.1f} y={y:.1f} (DS9 {x + 1:.1f}, {y + 1:.1f}), radius {radius:.1f} px")
-    path = outdir / f"difference_day{NEW_BLOB_DAY:03d}.png"
-    _plot(path, prepared, truth)
-    print(f"wrote {path}")
-    print(f"wrote {outdir / f'difference_day{NEW_BLOB_DAY:03d}.fits'}")
-    return 0
+    dy, dx = sim.shifts[NEW_BLOB_DAY]
+    truth = [(float(r["x"]) + dx, float(r["y"]) + dy, float(r["radius"]), float(r["depth"])) for r in new]
+    for x, y, radius, depth in truth:
+        print(f"   true new blob: x={x:.1f} y={y:.1f} (DS9 {x + 1:.1f}, {y + 1:.1f}), radius {radius:.1f} px, "
+              f"depth {100 * depth:.1f}%")
 
+    Session = open_database(f"sqlite:///{outdir / 'blobwatch.db'}")
+    with Session() as session:
+        result = import_catalog(session, inbox / "truth_blobs.ecsv")
+    print(f"2. catalog: imported {len(result.added)} blobs that existed before day 0", flush=True)
 
-def _plot(path, prepared: dict, truth: list[tuple[float, float, float]]) -> None:
-    """Side-by-side prepared difference images with the true new blob circled (at the edge)."""
-    import matplotlib
+    print(f"3. monitor {inbox} (model: {args.model or 'shipped'}; an image is processed once 5 earlier exist)",
+          flush=True)
+    with _webhook() as (hook_url, received):
+        summary = run_monitor(inbox, db=Session, reports=reports, notify=[hook_url, *args.notify],
+                              model=args.model, echo=lambda line: print("   " + line, flush=True))
+    print(f"   {len(summary.processed)} images processed in {summary.seconds:.0f} s; "
+          f"{len(received)} notification(s) received by the demo webhook")
+    for message in received:
+        print("   --- notification ---")
+        for line in str(message.get("message", "")).splitlines():
+            print(f"   | {line}")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Circle
-
-    from blobwatch.atomic import atomic_path
-
-    fig, axes = plt.subplots(1, len(prepared), figsize=(6.2 * len(prepared), 6.4), constrained_layout=True)
-    for ax, (title, image) in zip(axes, prepared.items()):
-        shown = ax.imshow(image, origin="lower", cmap="gray", vmin=-3, vmax=3, interpolation="nearest")
-        for x, y, radius in truth:
-            ax.add_patch(Circle((x, y), 3 * radius, fill=False, color="tab:red", lw=1.2))
-            ax.annotate("new blob", (x, y + 3 * radius), color="tab:red", ha="center", va="bottom", fontsize=9)
-        ax.set_title(f"day {NEW_BLOB_DAY} - {title} of days {NEW_BLOB_DAY - N_REFERENCES}-{NEW_BLOB_DAY - 1}\n"
-                     "prepared (negated, clipped, z-scored): blobs bright", fontsize=10)
-        ax.set_xlabel("x (column, 0-based)")
-        ax.set_ylabel("y (row, 0-based)")
-    fig.colorbar(shown, ax=axes, shrink=0.8, label="normalized units (sigma)")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    # per-day table from the database
+    names = {image_filename(day): day for day in range(DEMO_DAYS)}
+    rows = []
+    with Session() as session:
+        for image in session.scalars(select(Image).order_by(Image.mjd)):
+            day = names.get(image.name)
+            run = session.scalars(select(Run).where(Run.image_id == image.id).order_by(Run.id.desc())).first()
+            cands = [] if run is None else list(session.scalars(
+                select(Candidate).where(Candidate.run_id == run.id).order_by(Candidate.id)))
+            rows.append((day, image, run, cands))
+    print()
+    print(f"{'day':>3}  {'date (UTC)':<10}  {'max P':>6}  {'alert':<5}  candidates (new: x, y 0-based; DS9 in parentheses)")
+    alert_days = []
+    found_ok = False
+    for day, image, run, cands in rows:
+        new_c = [c for c in cands if c.status == "new"]
+        other = [c for c in cands if c.status != "new"]
+        if new_c:
+            alert_days.append(day)
+        if day == NEW_BLOB_DAY and truth:
+            found_ok = any(np.hypot(c.x - x, c.y - y) <= TOLERANCE for c in new_c for x, y, _, _ in truth)
+        text = "; ".join(f"x={c.x:.1f} y={c.y:.1f} ({c.x + 1:.1f}, {c.y + 1:.1f}) P={c.probability:.2f}"
+                         for c in new_c)
+        if other:
+            text += ("  " if text else "") + f"[{len(other)} known/linked, not alerted]"
+        max_p = f"{run.max_probability:.3f}" if run and run.max_probability is not None else "  -   "
+        state = "YES" if new_c else ("no" if run else f"({image.status})")
+        date = image.obs_date.strftime("%Y-%m-%d") if image.obs_date else "?"
+        print(f"{day if day is not None else '?':>3}  {date:<10}  {max_p:>6}  {state:<5}  {text}")
+    print()
+    print(f"reports: {reports / 'index.html'}")
+    print(f"         {summary.processed[-1].report if summary.processed else '-'} (newest image)")
+    print(f"database: sqlite:///{outdir / 'blobwatch.db'}   "
+          f"(review: blobwatch web --db sqlite:///{outdir / 'blobwatch.db'} --reports {reports})")
+    quiet = [d for d in alert_days if d != NEW_BLOB_DAY]
+    ok = found_ok and not quiet and not summary.failed
+    print(f"check: day {NEW_BLOB_DAY} alerted within {TOLERANCE:g} px of the new blob: {'yes' if found_ok else 'NO'}; "
+          f"other days alerted: {quiet if quiet else 'none'}; failed images: {len(summary.failed)} -> "
+          f"{'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1

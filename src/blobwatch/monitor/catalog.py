@@ -415,7 +415,7 @@ def confirm_candidate(
     return blob
 
 
-def _write_with_retry(session: Session, apply: Any, *, commit: bool, attempts: int = 1) -> Any:
+def _write_with_retry(session: Session, apply: Any, *, commit: bool, attempts: int = 4) -> Any:
     """Run ``apply()`` and commit; on an SQLite write conflict (another process committed since
     this session read) roll back and try again.  Without ``commit`` the caller owns the
     transaction, so there is no retry."""

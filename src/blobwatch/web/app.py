@@ -14,14 +14,17 @@ call `blobwatch.monitor.catalog.confirm_candidate` / `reject_candidate`, the sam
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, AsyncIterator, Callable, Iterator, Literal
 from urllib.parse import urlencode
 
-from fastapi import Depends, FastAPI, Form, HTTPException, Request
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -31,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from blobwatch import __version__
 from blobwatch.errors import BlobwatchError
-from blobwatch.monitor.db import Blob, Candidate, Image, SubframePrediction, open_database
+from blobwatch.monitor.db import Candidate, SubframePrediction, open_database
 from blobwatch.web import queries, render
 from blobwatch.web.pixels import PixelStore
 from blobwatch.web.security import AUTH_COOKIE, CSRF_COOKIE, CSRF_FIELD, Guard
@@ -41,6 +44,8 @@ log = logging.getLogger(__name__)
 _HERE = Path(__file__).parent
 #: Half-width of candidate cut-outs in pixels (a 49x49 box: blobs are 10-20 px across).
 CUTOUT_HALF = 24
+#: Where a form may send the browser back to: a plain path on this server.
+_LOCAL_PATH = re.compile(r"/(?:[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*)?")
 ImageKind = Literal["image", "stack", "difference"]
 _KIND_TITLES = {"image": "current image", "stack": "median stack", "difference": "difference"}
 _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -103,8 +108,26 @@ def create_app(
     pngs = PngCache()
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.filters["fmt"] = _fmt
+    templates.env.filters["utc"] = _utc
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # read the newest image and rebuild its median stack in the background, so the first
+        # visit to Today does not wait for it (figures wait on the same lock if it is not done)
+        threading.Thread(target=warm_newest, name="blobwatch-warm", daemon=True).start()
+        yield
+
+    def warm_newest() -> None:
+        try:
+            with session_factory() as session:
+                newest = queries.newest_image_id(session)
+                if newest is not None:
+                    pixels.arrays(session, newest)
+        except Exception:  # a missing file is reported when a page asks for it
+            log.debug("warming the newest image failed", exc_info=True)
 
     app = FastAPI(
+        lifespan=lifespan,
         title="blobwatch review",
         version=__version__,
         description="Review of new WFC3/IR blob candidates found by the blobwatch monitor. "
@@ -116,6 +139,7 @@ def create_app(
     )
     app.state.session_factory = session_factory
     app.state.guard = guard
+    app.state.pixels = pixels
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
 
     @app.middleware("http")
@@ -153,14 +177,6 @@ def create_app(
             "cutout_kinds": list(_KIND_TITLES.items()),
             **context,
         })
-
-    def catalog_version(session: Session) -> tuple:
-        """Changes whenever the catalog or a review changes (part of figure cache keys)."""
-        from sqlalchemy import func, select
-
-        return (session.scalar(select(func.count(Blob.id))), session.scalar(select(func.max(Blob.id))),
-                session.scalar(select(func.count(Candidate.id)).where(Candidate.status == "new")),
-                session.scalar(select(func.max(Candidate.reviewed_at))))
 
     def image_or_404(session: Session, image_id: int) -> queries.ImageView:
         view = queries.get_image(session, image_id)
@@ -210,7 +226,9 @@ def create_app(
 
     @app.get("/api", response_class=HTMLResponse, include_in_schema=False)
     def api_page(request: Request, session: Session = Depends(db)) -> HTMLResponse:
-        return page(request, "api.html", "api", session, routes=_api_routes(app.openapi()))
+        schema = app.openapi()
+        return page(request, "api.html", "api", session, routes=_api_routes(schema),
+                    models=_api_models(schema))
 
     # ---------------------------------------------------------------- figures (by id only)
 
@@ -219,7 +237,7 @@ def create_app(
         view = image_or_404(session, image_id)
         if view.run_id is None and kind != "image":
             raise HTTPException(404, f"image {image_id} has not been processed")
-        key = ("image", image_id, view.run_id, kind, catalog_version(session))
+        key = ("image", image_id, view.run_id, kind, queries.review_state(session))
 
         def make() -> bytes:
             arrays = pixels.arrays(session, image_id)
@@ -233,7 +251,10 @@ def create_app(
             title = f"{_KIND_TITLES[kind]}: {view.name}"
             if kind == "difference":
                 title += "  (green: known blobs, red: candidates)"
-            return render.image_png(arrays[kind], title=title, circles=circles,
+            # the current image and the median stack share the stack's grey levels
+            limits = (render.zscale_limits(arrays["stack"])
+                      if kind in ("image", "stack") and "stack" in arrays else None)
+            return render.image_png(arrays[kind], title=title, circles=circles, limits=limits,
                                     grid=256 if kind == "difference" else None)
 
         return _png_response(pngs.get(key, make))
@@ -268,21 +289,19 @@ def create_app(
     @app.get("/blobs/map.png", include_in_schema=False)
     def blob_map_png(session: Session = Depends(db)) -> Response:
         def make() -> bytes:
-            import numpy as np
-
             blobs = queries.list_blobs(session)
             arr = {k: np.array([getattr(b, k) if getattr(b, k) is not None else np.nan for b in blobs],
                                dtype=np.float32) for k in ("x", "y", "radius", "depth")}
+            confirmed = [i for i, b in enumerate(blobs) if b.source == "confirmed"]
             return render.blob_map_png(arr["x"], arr["y"], arr["radius"], arr["depth"],
-                                       science_box=queries.science_box(session))
+                                       science_box=queries.science_box(session), highlight=confirmed,
+                                       labels=[f"#{blobs[i].id}" for i in confirmed])
 
-        return _png_response(pngs.get(("map", catalog_version(session)), make))
+        return _png_response(pngs.get(("map", queries.review_state(session)), make))
 
     @app.get("/history.png", include_in_schema=False)
     def history_png(session: Session = Depends(db)) -> Response:
         def make() -> bytes:
-            import numpy as np
-
             images = [im for im in reversed(queries.list_images(session)) if im.mjd is not None]
             thresholds = [im.threshold for im in images if im.threshold is not None]
             return render.history_png(
@@ -292,10 +311,7 @@ def create_app(
                 np.array([im.alert for im in images], dtype=bool),
                 threshold=thresholds[-1] if thresholds else None)
 
-        from sqlalchemy import func, select
-
-        key = ("history", session.scalar(select(func.count(Image.id))),
-               session.scalar(select(func.max(Image.processed_at))), catalog_version(session))
+        key = ("history", queries.images_state(session), queries.review_state(session))
         return _png_response(pngs.get(key, make))
 
     # ---------------------------------------------------------------- downloads
@@ -339,9 +355,8 @@ def create_app(
 
     def back(request: Request, fields: dict[str, str], **params: Any) -> RedirectResponse:
         target = fields.get("next", "/queue")
-        if not target.startswith("/") or target.startswith("//"):
+        if not _LOCAL_PATH.fullmatch(target):  # only our own pages: no "//host", "/\\host", scheme
             target = "/queue"
-        target = target.split("?")[0]
         response = RedirectResponse(f"{target}?{urlencode(params)}", status_code=303)
         if fields.get("reviewer"):
             response.set_cookie("bw_reviewer", fields["reviewer"].strip()[:128], samesite="strict",
@@ -448,10 +463,10 @@ def create_app(
     @app.get("/api/catalog/{blob_id}", tags=["catalog"], summary="One catalog blob",
              response_model=queries.BlobView, responses={404: {"description": "unknown id"}})
     def api_blob(blob_id: int, session: Session = Depends(db)) -> queries.BlobView:
-        for blob in queries.list_blobs(session):
-            if blob.id == blob_id:
-                return blob
-        raise HTTPException(404, f"no blob with id {blob_id}")
+        blob = queries.get_blob(session, blob_id)
+        if blob is None:
+            raise HTTPException(404, f"no blob with id {blob_id}")
+        return blob
 
     # ---------------------------------------------------------------- errors
 
@@ -495,6 +510,11 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
         return str(value)
 
 
+def _utc(iso: str | None) -> str:
+    """Jinja filter: an ISO timestamp as ``YYYY-MM-DD HH:MM`` (UTC), '' for None."""
+    return (iso or "")[:16].replace("T", " ")
+
+
 def _api_routes(schema: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows for the locally rendered API page, from the OpenAPI schema."""
     rows = []
@@ -512,9 +532,22 @@ def _api_routes(schema: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _api_models(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """Fields of the response objects, from the OpenAPI schema."""
+    wanted = ("ImageView", "SubframeView", "CandidateView", "BlobView")
+    components = schema.get("components", {}).get("schemas", {})
+    return [{"name": name, "fields": [(field, _schema_type(spec))
+                                      for field, spec in components[name].get("properties", {}).items()]}
+            for name in wanted if name in components]
+
+
 def _schema_type(schema: dict[str, Any]) -> str:
     if "anyOf" in schema:
         return " | ".join(_schema_type(s) for s in schema["anyOf"])
     if "enum" in schema:
         return " | ".join(repr(v) for v in schema["enum"])
+    if "$ref" in schema:
+        return schema["$ref"].rsplit("/", 1)[-1]
+    if schema.get("type") == "array":
+        return f"array of {_schema_type(schema.get('items', {}))}"
     return str(schema.get("type", "object"))

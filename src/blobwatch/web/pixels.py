@@ -51,6 +51,11 @@ class PixelStore:
             return self.images_dir / path.name
         return path
 
+    def cached_ids(self) -> list[int]:
+        """Ids of the images whose arrays are in memory, least recently used first."""
+        with self._lock:
+            return [image_id for image_id, _ in self._cache]
+
     def arrays(self, session: Session, image_id: int) -> dict[str, np.ndarray]:
         """``{"image": ..., "stack": ..., "difference": ...}`` (float32, 0-based (row, col)).
 

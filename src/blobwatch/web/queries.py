@@ -175,15 +175,39 @@ def open_count(session: Session) -> int:
                               .where(Candidate.status == "new")) or 0)
 
 
+def _blob_view(b: Blob) -> BlobView:
+    return BlobView(id=b.id, x=b.x, y=b.y, radius=b.radius, depth=b.depth,
+                    first_seen_mjd=b.first_seen_mjd, first_seen=_iso(b.first_seen), source=b.source,
+                    label=b.label, candidate_id=b.candidate_id)
+
+
 def list_blobs(session: Session) -> list[BlobView]:
     """The catalog, oldest first."""
     rows = session.scalars(select(Blob).order_by(Blob.first_seen_mjd.asc().nulls_first(), Blob.id))
-    return [
-        BlobView(id=b.id, x=b.x, y=b.y, radius=b.radius, depth=b.depth,
-                 first_seen_mjd=b.first_seen_mjd, first_seen=_iso(b.first_seen), source=b.source,
-                 label=b.label, candidate_id=b.candidate_id)
-        for b in rows
-    ]
+    return [_blob_view(b) for b in rows]
+
+
+def get_blob(session: Session, blob_id: int) -> BlobView | None:
+    """One catalog blob, or None."""
+    row = session.get(Blob, blob_id)
+    return _blob_view(row) if row is not None else None
+
+
+def review_state(session: Session) -> tuple:
+    """A value that changes whenever the catalog or a candidate's review changes.
+
+    Part of the cache keys of figures that show the catalog or candidates.
+    """
+    return (session.scalar(select(func.count(Blob.id))), session.scalar(select(func.max(Blob.id))),
+            session.scalar(select(func.count(Candidate.id)).where(Candidate.status == "new")),
+            session.scalar(select(func.max(Candidate.reviewed_at))))
+
+
+def images_state(session: Session) -> tuple:
+    """A value that changes whenever an image is added or processed."""
+    return (session.scalar(select(func.count(Image.id))),
+            session.scalar(select(func.max(Image.processed_at))),
+            session.scalar(select(func.max(Run.id))))
 
 
 def _latest_runs(session: Session, image_ids: Sequence[int] | None = None) -> dict[int, Run]:

@@ -168,6 +168,7 @@ def blob_map_png(
     *,
     science_box: tuple[int, int, int, int],
     highlight: Sequence[int] = (),
+    labels: Sequence[str] = (),
     title: str = "",
     magnify: float = 3.0,
 ) -> bytes:
@@ -180,7 +181,9 @@ def blob_map_png(
     science_box : (x0, y0, x1, y1)
         The detector's science area in the same pixel frame (exclusive upper bounds).
     highlight : sequence of int
-        Indices of blobs to label (the newest ones).
+        Indices of blobs to label with ``labels`` (those confirmed in review).
+    labels : sequence of str
+        Text for each highlighted blob (default: its index).
     title : str
         Figure title.
     magnify : float
@@ -208,9 +211,10 @@ def blob_map_png(
         coll.set_clim(0.0, max(hi, 1.0))
         ax.add_collection(coll)
         fig.colorbar(coll, ax=ax, label="depth (% throughput loss)", shrink=0.85)
-        for i in highlight:
-            ax.annotate(str(i), (float(x[i]), float(y[i])), xytext=(6, 6), textcoords="offset points",
-                        color="white", fontsize=8)
+        for n, i in enumerate(highlight):
+            text = labels[n] if n < len(labels) else str(i)
+            ax.annotate(text, (float(x[i]), float(y[i])), xytext=(7, 7), textcoords="offset points",
+                        color="white", fontsize=8, fontweight="bold")
     ax.set_xlim(x0 - 0.5, x1 - 0.5)
     ax.set_ylim(y0 - 0.5, y1 - 0.5)
     ax.set_aspect("equal")
@@ -247,7 +251,7 @@ def history_png(
     mjd = np.asarray(mjd, dtype=np.float64)
     when = mjd_to_datetime64(mjd)
     blob_count = np.asarray(blob_count)
-    fig = _figure(8.0, 4.6)
+    fig = _figure(10.5, 4.8)
     ax_count, ax_prob = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
     if mjd.size:
         ax_count.step(when, blob_count, where="post", color="#0369a1", lw=1.6)
@@ -258,7 +262,8 @@ def history_png(
         if alert.any():
             ax_prob.plot(when[alert], np.asarray(max_probability)[alert], "o", color=CANDIDATE_COLOR,
                          ms=7, label="alert")
-        ax_count.set_ylim(0, max(int(blob_count.max()), 1) * 1.15 + 0.5)
+        # a margin of 1.5 blobs: a step of one new blob stays visible at any catalog size
+        ax_count.set_ylim(int(blob_count.min()) - 1.5, int(blob_count.max()) + 1.5)
     if threshold is not None:
         ax_prob.axhline(threshold, color="#b45309", ls="--", lw=1, label=f"threshold {threshold:.2f}")
     ax_count.set_ylabel("known blobs")

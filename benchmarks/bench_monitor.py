@@ -1,0 +1,141 @@
+"""Benchmark the daily monitor run: one new image, from reading 31 images to the report.
+
+Run: ``.venv/bin/python benchmarks/bench_monitor.py [--repeat 3] [--model PATH]``
+
+A simulated 31-day 1024x1024 sequence is written to a temporary inbox; days 0-29 are registered
+in a fresh SQLite database (not timed).  Then day 30 arrives and ``run_monitor`` is timed, best
+of ``--repeat`` (the database is restored between repeats): discovery and hashing of 31 files,
+registration of the new one, reading the 30 references, registered difference, preparation,
+16-subframe classification, candidate localization, saliency maps, the report pages, the
+database transaction and a notification to a local JSON webhook.
+
+Baseline, measured in the same run: the bare data path on the same files, without the monitor
+(`read_blob_image` x 31, `blob_difference`, `detect` with the same classifier, saliency of the
+flagged subframes).  The ratio monitor / baseline is the cost of the monitor layer (database,
+report, notification, bookkeeping).  Also timed once: the whole ``blobwatch monitor`` command in a
+fresh process (Python start-up, imports, model loading included), as a cron job would run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from blobwatch.classifier import BlobClassifier
+    from blobwatch.detect import detect
+    from blobwatch.difference import blob_difference
+    from blobwatch.fits_io import read_blob_image
+    from blobwatch.modelfile import shipped_model_path
+    from blobwatch.monitor.db import Run, open_database
+    from blobwatch.monitor.runner import MonitorSettings, run_monitor
+    from blobwatch.simulate import SimulationConfig, simulate_sequence, write_simulation
+    from monitor_support import webhook_server
+
+    model = Path(args.model) if args.model else shipped_model_path()
+    if not model.is_file():
+        print(f"model {model} not found; pass --model", file=sys.stderr)
+        return 2
+    warnings.simplefilter("ignore")
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), {os.cpu_count()} CPUs, best of {args.repeat}; model {model}")
+    with tempfile.TemporaryDirectory(prefix="bw_bench_monitor_") as tmp:
+        root = Path(tmp)
+        start = time.perf_counter()
+        sim = simulate_sequence(SimulationConfig(n_days=31, seed=args.seed, new_blob_days=[30]))
+        files = sorted(p for p in write_simulation(sim, root / "sim") if p.name.endswith("_blob.fits"))
+        print(f"simulated 31 images of {sim.images.shape[1]}x{sim.images.shape[2]} in "
+              f"{time.perf_counter() - start:.1f} s (not timed)")
+        inbox = root / "inbox"
+        inbox.mkdir()
+        for path in files[:-1]:
+            shutil.copy(path, inbox / path.name)
+        db_file = root / "blobwatch.db"
+        Session = open_database(f"sqlite:///{db_file}")
+        settings = MonitorSettings()
+        run_monitor(inbox, db=Session, reports=root / "reports", classifier=None, model=model,
+                    settings=settings, echo=lambda line: None)  # registers days 0-29, processes none
+        snapshot = root / "registered.db"
+        with sqlite3.connect(db_file) as a, sqlite3.connect(snapshot) as b:
+            a.backup(b)
+        shutil.copy(files[-1], inbox / files[-1].name)
+
+        # baseline: the bare data path on the same files
+        classifier = BlobClassifier(model)
+
+        def baseline() -> None:
+            images = [read_blob_image(p) for p in files]
+            diff = blob_difference(images[-1], images[:-1])
+            detection = detect(diff, classifier)
+            detection.saliency_maps()
+
+        base_times = []
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            baseline()
+            base_times.append(time.perf_counter() - t)
+
+        # the monitor's daily run (classifier loaded inside, as the command does)
+        times, runs = [], []
+        with webhook_server() as hook:
+            for _ in range(args.repeat):
+                Session.kw["bind"].dispose()
+                with sqlite3.connect(snapshot) as a, sqlite3.connect(db_file) as b:
+                    a.backup(b)
+                shutil.rmtree(root / "reports", ignore_errors=True)
+                t = time.perf_counter()
+                summary = run_monitor(inbox, db=Session, reports=root / "reports", model=model,
+                                      notify=[hook.url], settings=settings, echo=lambda line: None)
+                times.append(time.perf_counter() - t)
+                assert [o.name for o in summary.processed] == [files[-1].name], summary.outcomes
+                with Session() as s:
+                    runs.append(s.query(Run).one().timings)
+        best = int(np.argmin(times))
+
+        # the command in a fresh process, once
+        Session.kw["bind"].dispose()
+        with sqlite3.connect(snapshot) as a, sqlite3.connect(db_file) as b:
+            a.backup(b)
+        shutil.rmtree(root / "reports", ignore_errors=True)
+        exe = Path(sys.executable).with_name("blobwatch")
+        t = time.perf_counter()
+        proc = subprocess.run([str(exe), "monitor", str(inbox), "--db", f"sqlite:///{db_file}",
+                               "--reports", str(root / "reports"), "--model", str(model), "--no-progress"],
+                              capture_output=True, text=True, env={**os.environ, "BLOBWATCH_NOTIFY": ""})
+        command_time = time.perf_counter() - t
+        if proc.returncode != 0:
+            print(proc.stdout, proc.stderr, file=sys.stderr)
+
+    print()
+    print(f"baseline (read 31 + difference + detect + saliency, no monitor): {min(base_times):6.2f} s")
+    print(f"monitor daily run, one new image (in process, model loaded):      {min(times):6.2f} s  "
+          f"ratio {min(times) / min(base_times):.2f}x baseline")
+    print("  steps of the best run (s): " + ", ".join(f"{k} {v:.2f}" for k, v in runs[best].items()))
+    print(f"'blobwatch monitor' command in a fresh process (exit {proc.returncode}):      {command_time:6.2f} s  "
+          f"ratio {command_time / min(base_times):.2f}x baseline")
+    return 0 if proc.returncode == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
