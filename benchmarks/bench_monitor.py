@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         sim = simulate_sequence(SimulationConfig(n_days=31, seed=args.seed, new_blob_days=[30]))
         files = sorted(p for p in write_simulation(sim, root / "sim") if p.name.endswith("_blob.fits"))
         print(f"simulated 31 images of {sim.images.shape[1]}x{sim.images.shape[2]} in "
-              f"{time.perf_counter() - start:.1f} s (not timed)")
+              f"{time.perf_counter() - start:.1f} s (not timed)", flush=True)
         inbox = root / "inbox"
         inbox.mkdir()
         for path in files[:-1]:
@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         db_file = root / "blobwatch.db"
         Session = open_database(f"sqlite:///{db_file}")
         settings = MonitorSettings()
-        run_monitor(inbox, db=Session, reports=root / "reports", classifier=None, model=model,
-                    settings=settings, echo=lambda line: None)  # registers days 0-29, processes none
+        # register days 0-29 (none has 30 earlier images, so none is processed)
+        run_monitor(inbox, db=Session, reports=root / "reports", model=model,
+                    settings=MonitorSettings(min_references=30), echo=lambda line: None)
         snapshot = root / "registered.db"
         with sqlite3.connect(db_file) as a, sqlite3.connect(snapshot) as b:
             a.backup(b)

@@ -125,19 +125,27 @@ def test_difference_command_reads_a_list_file_and_no_register(tmp_path, capsys):
         assert hdul[0].header["REFDY01"] == 0.0
 
 
-def test_difference_command_bad_input_is_one_line_and_exit_2(tmp_path):
+def test_difference_command_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     paths = _sequence(tmp_path)
     bad = tmp_path / "bad.fits"
     bad.write_text("not fits")
-    result = _run("difference", str(paths[-1]), "--references", *map(str, paths[:-2]), str(bad), "--out", str(tmp_path / "d.fits"))
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert lines[-1] == f"blobwatch: error: {bad}: not a FITS file"
+    args = ["difference", str(paths[-1]), "--references", *map(str, paths[:-2]), str(bad), "--out", str(tmp_path / "d.fits")]
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"blobwatch: error: {bad}: not a FITS file"]
     assert not (tmp_path / "d.fits").exists()
 
 
-def test_difference_command_too_few_references(tmp_path):
+def test_difference_command_too_few_references(tmp_path, capsys):
     paths = _sequence(tmp_path, n=4)
-    result = _run("difference", str(paths[-1]), "--references", *map(str, paths[:-1]), "--out", str(tmp_path / "d.fits"))
+    args = ["difference", str(paths[-1]), "--references", *map(str, paths[:-1]), "--out", str(tmp_path / "d.fits")]
+    assert main(args) == 2
+    assert "3 references given; at least 5 are required" in capsys.readouterr().err
+
+
+def test_console_script_exit_code_on_bad_input(tmp_path):
+    bad = tmp_path / "bad.fits"
+    bad.write_text("not fits")
+    result = _run("difference", str(bad), "--references", str(bad), "--out", str(tmp_path / "d.fits"))
     assert result.returncode == 2
-    assert "3 references given; at least 5 are required" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"blobwatch: error: {bad}: not a FITS file"

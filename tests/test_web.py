@@ -82,7 +82,7 @@ def monitor_db(tmp_path_factory: pytest.TempPathFactory) -> dict:
         s.flush()
         run = Run(image_id=images[5].id, blobwatch_version="test", threshold=0.5, max_probability=0.97,
                   parameters={"reference_paths": [str(p) for p in paths[:5]], "register": False,
-                              "min_references": 5},
+                              "min_references": 5, "offsets": [[0.0, 0.0]] * 4 + [[0.05, -0.2]]},
                   report_path=str(reports / "images" / "6" / "report.html"))
         s.add(run)
         s.flush()
@@ -168,7 +168,11 @@ def test_today_shows_grid_candidates_and_saliency(client: TestClient) -> None:
     assert "/subframes/" in html and "saliency.png" in html
     assert "Candidate #1" in html and "Candidate #2" in html
     assert "Candidate #3" not in html  # a known blob: recorded, not alerted
-    assert "DS9 101.4, 150.7" in html
+    assert "DS9 101.4, 150.7" in html and "image; circle(101.40,150.70,6.0)" in html
+    assert "5 images, not registered" in html and "largest offset 0.20 px" in html
+    assert 'href="/subframes/6/saliency.png">map of subframe 5' in html  # candidate 1's subframe
+    assert 'href="/images/5" rel="prev"' in html and "newest →" in html
+    assert 'rel="next"' in client.get("/images/1").text and "← oldest" in client.get("/images/1").text
 
 
 def test_queue_lists_open_candidates_with_forms(client: TestClient) -> None:
@@ -458,3 +462,37 @@ def test_startup_prepares_the_newest_image(monitor_db: dict) -> None:
             if thread.name == "blobwatch-warm":
                 thread.join(60)
         assert app.state.pixels.cached_ids() == [6]
+
+
+def test_missing_files_are_reported_not_crashed(fresh_db: str, monitor_db: dict) -> None:
+    from sqlalchemy import update
+
+    with open_database(fresh_db).begin() as s:
+        s.execute(update(Image).where(Image.id == 6).values(path="/nonexistent/csm_day005_blob.fits"))
+        s.execute(update(SubframePrediction).where(SubframePrediction.id == 6)
+                  .values(saliency_path="images/6/gone.png"))
+    client = TestClient(create_app(fresh_db, monitor_db["reports"]))
+    response = client.get("/images/6/difference.png")
+    assert response.status_code == 410 and "no longer readable" in response.json()["detail"]
+    assert client.get("/subframes/6/saliency.png").status_code == 404
+    assert client.get("/").status_code == 200  # the page itself still renders
+    # --images finds files that moved, by file name
+    moved = TestClient(create_app(fresh_db, monitor_db["reports"],
+                                  images_dir=monitor_db["paths"][5].parent))
+    assert moved.get("/images/6/difference.png").status_code == 200
+
+
+def test_a_decision_can_be_changed_on_the_candidate_page(fresh_db: str, monitor_db: dict) -> None:
+    client = TestClient(create_app(fresh_db, monitor_db["reports"]))
+    token = _csrf(client)
+    client.post("/candidates/1/confirm", data={CSRF_FIELD: token, "reviewer": "Ada"})
+    page = client.get("/candidates/1").text
+    assert "withdraw: reject as" in page and 'data-action="confirm"' not in page
+    response = client.post("/candidates/1/reject", data={
+        CSRF_FIELD: token, "reviewer": "Ada", "reason": "dip", "next": "/candidates/1"},
+        follow_redirects=False)
+    assert response.headers["location"].startswith("/candidates/1?")
+    assert [b["label"] for b in client.get("/api/catalog").json()] == ["old-1", "old-2"]
+    page = client.get("/candidates/1").text
+    assert 'data-action="confirm"' in page and 'data-action="reject"' not in page
+    assert "data-action" not in client.get("/candidates/3").text  # on a known blob: nothing to decide

@@ -444,6 +444,40 @@ def _is_existing(
     return feature > 0 and existing >= ratio * feature
 
 
+def _masked_window(
+    image: np.ndarray,
+    y0: int,
+    x0: int,
+    size: int,
+    centre: tuple[float, float],
+    features: list[tuple[float, float, float]],
+    separation: float,
+    *,
+    seed: int,
+) -> np.ndarray:
+    """A ``size`` x ``size`` window with every feature other than ``centre`` replaced by noise.
+
+    Each feature (row, col, radius) farther than ``separation`` from ``centre`` is replaced, within
+    ``2 * radius + 3`` px, by unit Gaussian noise (the prepared image's noise level), drawn from a
+    generator seeded with ``seed`` so results are reproducible.
+    """
+    window = np.array(image[y0 : y0 + size, x0 : x0 + size], dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    for row, col, radius in features:
+        if (row - centre[0]) ** 2 + (col - centre[1]) ** 2 < separation**2:
+            continue
+        reach = 2.0 * radius + 3.0
+        r0, r1 = max(int(row - reach) - y0, 0), min(int(row + reach) + 2 - y0, size)
+        c0, c1 = max(int(col - reach) - x0, 0), min(int(col + reach) + 2 - x0, size)
+        if r0 >= r1 or c0 >= c1:
+            continue
+        yy, xx = np.ogrid[r0:r1, c0:c1]
+        inside = (yy + y0 - row) ** 2 + (xx + x0 - col) ** 2 <= reach * reach
+        patch = window[r0:r1, c0:c1]
+        patch[inside] = rng.standard_normal(int(inside.sum())).astype(np.float32)
+    return window
+
+
 def _window_origins(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], size: int) -> tuple[np.ndarray, np.ndarray]:
     """Origins (y0, x0) of size x size windows centred on the points, kept inside the image."""
     y0 = np.clip(np.rint(rows).astype(int) - size // 2, 0, shape[0] - size)
@@ -601,7 +635,16 @@ def detect(
     if kept:
         arr = np.array([k[:4] for k in kept], dtype=float)
         y0, x0 = _window_origins(arr[:, 0], arr[:, 1], image.shape, size)
-        windows = np.stack([image[a : a + size, b_ : b_ + size] for a, b_ in zip(y0, x0)])
+        # every other significant feature is masked in a seed's window, so that the CNN judges
+        # the seed and not a blob or dip elsewhere in the same 256x256 window
+        features = [(k[0], k[1], DISC_RADIUS_PER_SIGMA * k[2]) for k in kept]
+        features += [(r.y, r.x, DISC_RADIUS_PER_SIGMA * p.sigmas[int(best_scale[int(round(r.y)), int(round(r.x))])]) for r in rejected]
+        windows = np.stack(
+            [
+                _masked_window(image, int(a), int(b_), size, (row, col), features, p.separation, seed=i)
+                for i, (a, b_, (row, col, *_)) in enumerate(zip(y0, x0, kept))
+            ]
+        )
         window_prob = classifier.predict_proba(windows)
         for (row, col, sigma, significance, source), prob in zip(kept, window_prob):
             if prob >= t:

@@ -178,7 +178,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"reports: {reports / 'index.html'}")
     print(f"         {summary.processed[-1].report if summary.processed else '-'} (newest image)")
     print(f"database: sqlite:///{outdir / 'blobwatch.db'}   "
-          f"(review: blobwatch web --db sqlite:///{outdir / 'blobwatch.db'} --reports {reports})")
+          f"(review: blobwatch serve --db sqlite:///{outdir / 'blobwatch.db'} --reports {reports})")
     quiet = [d for d in alert_days if d != NEW_BLOB_DAY]
     ok = found_ok and not quiet and not summary.failed
     print(f"check: day {NEW_BLOB_DAY} alerted within {TOLERANCE:g} px of the new blob: {'yes' if found_ok else 'NO'}; "

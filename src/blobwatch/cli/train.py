@@ -56,12 +56,15 @@ def register(subparsers: Any) -> None:
     t.add_argument("--val", default=None, help="validation dataset (default: DATASET/../val if present)")
     t.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
     t.add_argument("--model", default=None, help="model file to write (default OUT/model.pt)")
-    t.add_argument("--epochs", type=int, default=None, help="epochs (default: short recipe, 8)")
-    t.add_argument("--adam-epochs", type=int, default=None, help="epochs with Adam before SGD (default 5)")
+    t.add_argument("--epochs", type=int, default=None, help="epochs (default: the short recipe, 6; the seed: 200)")
+    t.add_argument("--adam-epochs", type=int, default=None,
+                   help="epochs with Adam before SGD (default 4; the seed: 5)")
     t.add_argument("--batch-size", type=int, default=None, help="batch size (default 100)")
     t.add_argument("--adam-lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
     t.add_argument("--sgd-lr", type=float, default=None, help="SGD learning rate (default 1e-3)")
-    t.add_argument("--max-samples", type=int, default=None, help="use only the first N samples of each epoch's order")
+    t.add_argument("--max-samples", type=int, default=None,
+                   help="samples per epoch: the first N of each epoch's permutation of the whole set "
+                        "(default 8000; 0: all, as in the seed)")
     t.add_argument("--seed", type=int, default=None, help="random seed (default 33)")
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -114,12 +117,15 @@ def _train(args: argparse.Namespace) -> int:
     if val is None:
         guess = Path(args.dataset).parent / "val"
         val = str(guess) if (guess / "manifest.json").is_file() else None
-    kw = {k: getattr(args, k) for k in ("epochs", "adam_epochs", "batch_size", "adam_lr", "sgd_lr", "seed")
-          if getattr(args, k) is not None}
+    kw = {k: getattr(args, k) for k in ("epochs", "adam_epochs", "batch_size", "adam_lr", "sgd_lr", "seed",
+                                        "max_samples") if getattr(args, k) is not None}
+    for k in ("epochs", "batch_size"):
+        if k in kw and kw[k] < 1:
+            raise SystemExit(f"blobwatch: error: --{k.replace('_', '-')} must be >= 1")
     cfg = TrainConfig(
         dataset=args.dataset, outdir=args.out, val_dataset=val, device=args.device,
         threads=args.threads, resume=args.resume, progress=not args.no_progress,
-        max_samples=args.max_samples, model_path=args.model,
+        model_path=args.model,
         command="blobwatch " + " ".join(shlex.quote(a) for a in sys.argv[1:]), **kw,
     )
     result = train(cfg)

@@ -266,7 +266,8 @@ def register_files(
                 row.obs_date = _mjd_to_datetime(blob.mjd)
                 row.filter = blob.filter
                 row.rows, row.cols = (int(n) for n in blob.data.shape)
-                cache.put(sha, blob)
+                if len(paths) - len(known) <= cache.capacity // 2:  # a daily run: keep it for processing
+                    cache.put(sha, blob)
             except InputError as exc:
                 row.status, row.reason = "rejected", exc.problem
             session.add(row)
@@ -375,7 +376,8 @@ def _load_model(model: str | os.PathLike | None, classifier: Any | None) -> _Mod
     sha = file_sha256(path) if path is not None and Path(path).exists() else None
     metadata = dict(getattr(classifier, "metadata", {}) or {})
     versions = {"blobwatch": __version__, "torch": torch.__version__, "numpy": np.__version__}
-    return _Model(classifier, str(path) if path is not None else None, sha, _jsonable(metadata), versions)
+    return _Model(classifier, str(Path(path).resolve()) if path is not None else None, sha, _jsonable(metadata),
+                  versions)
 
 
 def _jsonable(value: Any) -> Any:
@@ -730,6 +732,10 @@ def run_monitor(
                     break
                 except _Retry:
                     continue
+                except _ClaimLost as exc:  # another monitor took over a stale claim: its result counts
+                    log.warning("%s", exc)
+                    outcome = ImageOutcome(iid, str(iid), "busy", reason=str(exc))
+                    break
                 except (KeyboardInterrupt, SystemExit):
                     with session_factory() as session:
                         release_image(session, iid, worker)

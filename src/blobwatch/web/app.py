@@ -194,7 +194,8 @@ def create_app(
 
     def image_page(request: Request, session: Session, image_id: int | None, active: str) -> HTMLResponse:
         view = image_or_404(session, image_id) if image_id is not None else None
-        return page(request, "image.html", active, session, image=view,
+        older, newer = queries.neighbours(session, view.id) if view else (None, None)
+        return page(request, "image.html", active, session, image=view, older=older, newer=newer,
                     grid=queries.subframe_grid(view.subframes) if view else [])
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

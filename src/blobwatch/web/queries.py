@@ -65,6 +65,8 @@ class CandidateView:
     linked_to: int | None
     known_blob_id: int | None
     blob_id: int | None
+    #: id of the subframe row whose saliency map shows this candidate (None: no map)
+    saliency_id: int | None = None
     #: DS9/FITS 1-based position (x + 1, y + 1)
     x_ds9: float = 0.0
     y_ds9: float = 0.0
@@ -109,6 +111,8 @@ class ImageView:
     known_blobs: int
     notifications: int
     has_report: bool
+    #: largest |dy|, |dx| (px) of the references' blob-pattern offsets (registration)
+    max_offset: float | None = None
     subframes: list[SubframeView] = field(default_factory=list)
     candidates: list[CandidateView] = field(default_factory=list)
     parameters: dict[str, Any] = field(default_factory=dict)
@@ -136,16 +140,27 @@ def _blob_ids_by_candidate(session: Session, candidate_ids: Sequence[int]) -> di
     return {cid: bid for cid, bid in rows}
 
 
+def _saliency_ids(session: Session, candidates: Sequence[Candidate]) -> dict[tuple[int, int], int]:
+    run_ids = {c.run_id for c in candidates if c.subframe is not None}
+    if not run_ids:
+        return {}
+    rows = session.execute(select(SubframePrediction.run_id, SubframePrediction.index, SubframePrediction.id)
+                           .where(SubframePrediction.run_id.in_(run_ids),
+                                  SubframePrediction.saliency_path.is_not(None)))
+    return {(run_id, index): sid for run_id, index, sid in rows}
+
+
 def candidate_views(session: Session, candidates: Sequence[Candidate]) -> list[CandidateView]:
-    """Turn candidate rows into views (one extra query for the blobs they became)."""
+    """Turn candidate rows into views (two extra queries: blobs they became, saliency maps)."""
     blob_of = _blob_ids_by_candidate(session, [c.id for c in candidates])
+    saliency = _saliency_ids(session, candidates)
     return [
         CandidateView(
             id=c.id, image_id=c.image_id, image_name=c.image.name, mjd=c.image.mjd, x=c.x, y=c.y,
             probability=c.probability, significance=c.significance, radius=c.radius,
             subframe=c.subframe, status=c.status, reason=c.reason, reviewed_by=c.reviewed_by,
             reviewed_at=_iso(c.reviewed_at), linked_to=c.linked_to, known_blob_id=c.known_blob_id,
-            blob_id=blob_of.get(c.id),
+            blob_id=blob_of.get(c.id), saliency_id=saliency.get((c.run_id, c.subframe)),
         )
         for c in candidates
     ]
@@ -245,11 +260,17 @@ def _image_view(image: Image, run: Run | None, counts: dict[str, int], notificat
         alert=any(counts.get(s, 0) for s in ALERTED_STATUSES) or notifications > 0,
         known_blobs=known, notifications=notifications,
         has_report=bool(run and run.report_path),
+        max_offset=_max_offset(run.parameters if run else None),
         parameters=dict(run.parameters or {}) if run else {},
         timings=dict(run.timings or {}) if run else {},
         model=({"path": run.model_path, "sha256": run.model_sha256,
                 "metadata": dict(run.model_metadata or {})} if run else {}),
     )
+
+
+def _max_offset(parameters: dict[str, Any] | None) -> float | None:
+    offsets = np.asarray((parameters or {}).get("offsets") or [], dtype=np.float64)
+    return float(np.abs(offsets).max()) if offsets.size else None
 
 
 def get_image(session: Session, image_id: int, *, detail: bool = True) -> ImageView | None:
@@ -273,6 +294,15 @@ def get_image(session: Session, image_id: int, *, detail: bool = True) -> ImageV
         ]
         view.candidates = candidate_views(session, run.candidates)
     return view
+
+
+def neighbours(session: Session, image_id: int) -> tuple[int | None, int | None]:
+    """Ids of the images observed just before and just after ``image_id`` (None at the ends)."""
+    order = [row[0] for row in session.execute(
+        select(Image.id).order_by(Image.mjd.asc().nulls_first(), Image.id.asc()))]
+    where = order.index(image_id)
+    return (order[where - 1] if where > 0 else None,
+            order[where + 1] if where + 1 < len(order) else None)
 
 
 def newest_image_id(session: Session) -> int | None:

@@ -102,8 +102,9 @@ def image_png(
     ax = fig.add_subplot()
     extent = (x0 - 0.5, x0 + cols - 0.5, y0 - 0.5, y0 + rows - 0.5)
     cm = __import__("matplotlib").colormaps[cmap].with_extremes(bad="#1e3a8a")
+    # whole frames are downsampled for display (anti-aliased); cut-outs show every pixel
     shown = ax.imshow(data, origin="lower", cmap=cm, vmin=lo, vmax=hi, extent=extent,
-                      interpolation="nearest")
+                      interpolation="nearest" if max(rows, cols) <= 256 else "antialiased")
     if grid:
         for pos in range(grid, max(rows, cols), grid):
             if pos < cols:
