@@ -11,6 +11,7 @@ from astropy.io import fits
 
 from blobwatch.difference import (
     FewReferencesWarning,
+    RegistrationWarning,
     align_blob_pattern,
     blob_difference,
     estimate_offset,
@@ -192,7 +193,9 @@ def test_align_blob_pattern_keeps_defects_in_place():
     before = np.sqrt(np.mean((reference - target)[blobs] ** 2))
     after = np.sqrt(np.mean((aligned - target)[blobs] ** 2))
     assert after < 0.5 * before
-    assert after < 1.5 * np.sqrt(2) * 0.002
+    # Close to the noise of the two images (pixels flagged as defects, e.g. some blob cores,
+    # stay in place and leave a little residual).
+    assert after < 2.0 * np.sqrt(2) * 0.002
     # Static features stay: hot pixel, cold pixel and dead pixel are where they were.
     assert aligned[50, 60] == pytest.approx(reference[50, 60], rel=0.01)
     assert aligned[120, 200] == pytest.approx(reference[120, 200], rel=0.05)
@@ -252,3 +255,35 @@ def test_odd_image_sizes(shape):
         result = blob_difference(_blob(current, 20.0), refs)
     assert result.data.shape == shape
     np.testing.assert_allclose(result.offsets, np.tile([0.3, -0.2], (5, 1)), atol=0.03)
+
+
+def test_few_blobs_and_a_strong_new_one_leave_no_artifacts():
+    """Three existing blobs, a strong new blob and pairs of adjacent hot pixels (simulated).
+
+    Registration must either recover the tiny offsets or fall back to no alignment for a
+    reference (with a `RegistrationWarning`); in both cases the only strong feature of the
+    difference is the new blob.
+    """
+    from blobwatch.simulate import SimulationConfig, simulate_sequence
+
+    sim = simulate_sequence(SimulationConfig(
+        n_days=5, size=256, seed=11, n_existing=3, new_blob_days=(4,), new_blob_depth=0.12,
+        new_blob_radius=8.0, noise_sigma=0.004, shift_sigma=0.05, cosmic_ray_rate=0.0,
+        snowball_rate=0.0, persistence_rate=0.0,
+    ))
+    images = [_blob(sim.images[d], float(sim.mjd[d]), f"d{d}.fits") for d in range(5)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FewReferencesWarning)
+        warnings.simplefilter("ignore", RegistrationWarning)
+        result = blob_difference(images[4], images[:4], min_references=3)
+    true = sim.shifts[4] - sim.shifts[:4]
+    registered = np.any(result.offsets != 0, axis=1)
+    np.testing.assert_allclose(result.offsets[registered], true[registered], atol=0.05)
+    new = sim.new_blobs()[0]
+    y, x = float(new["y"]) + sim.shifts[4][0], float(new["x"]) + sim.shifts[4][1]
+    d = np.nan_to_num(result.data)
+    row, col = np.unravel_index(np.argmin(d), d.shape)
+    assert np.hypot(row - y, col - x) < 3
+    far = np.hypot(*(np.mgrid[0:256, 0:256] - np.array([y, x])[:, None, None])) > 20
+    far &= ~sim.unstable_pixels  # they change from day to day, with or without registration
+    assert np.abs(d[far]).max() < 0.06  # no hot-pixel ringing, no dips

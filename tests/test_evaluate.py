@@ -27,6 +27,11 @@ def test_threshold_at_fpr_gives_that_rate():
         thr = threshold_at_fpr(neg, fpr)
         assert (neg >= thr).mean() <= fpr + 1e-12
         assert (neg >= thr).mean() == pytest.approx(fpr)
+    # float32 scores and ties never push the rate above the target
+    neg32 = np.array([7.5, 6.776018, 6.776018, 6.5, 1.0], np.float32)
+    for fpr in (0.2, 0.4, 0.6):
+        assert (neg32 >= threshold_at_fpr(neg32, fpr)).mean() <= fpr
+    assert (neg32 >= threshold_at_fpr(neg32, 0.6)).mean() == pytest.approx(0.6)
     with pytest.raises(ValueError, match="at least one negative"):
         threshold_at_fpr(np.array([]), 0.1)
     with pytest.raises(ValueError, match="fpr must be within"):

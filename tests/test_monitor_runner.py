@@ -304,3 +304,20 @@ def test_confirming_a_found_blob_measures_it_from_the_images(
     assert np.hypot(blob.x - truth["x"], blob.y - truth["y"]) < 1.0
     assert blob.depth == pytest.approx(truth["depth"], rel=0.35)
     assert 3.0 < blob.radius < 12.0
+
+
+def test_a_reference_that_went_bad_is_rejected_and_the_image_waits(inbox: Path, tmp_path: Path, classifier) -> None:
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    _run(inbox, Session, tmp_path, classifier, settings=MonitorSettings(min_references=10))  # register only
+    next(inbox.rglob("csm_day001_blob.fits")).write_bytes(os.urandom(2880))  # damaged after registration
+    summary = _run(inbox, Session, tmp_path, classifier, settings=MonitorSettings(min_references=2))
+    by_name = {o.name: o for o in summary.outcomes}
+    assert by_name["csm_day002_blob.fits"].status == "waiting"  # day 1 gone: only day 0 before it
+    assert [o.name for o in summary.processed] == ["csm_day003_blob.fits", "csm_day004_blob.fits"]
+    with Session() as s:
+        day1 = s.scalars(select(Image).where(Image.path.like("%day001%"))).one()
+        day2 = s.scalars(select(Image).where(Image.path.like("%day002%"))).one()
+        assert day1.status == "rejected" and "not a FITS file" in day1.reason
+        assert day2.status == "registered" and day2.claimed_by is None
+        run3 = s.scalars(select(Run).join(Image).where(Image.path.like("%day003%"))).one()
+        assert day1.id not in run3.parameters["reference_image_ids"]

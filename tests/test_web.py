@@ -496,3 +496,9 @@ def test_a_decision_can_be_changed_on_the_candidate_page(fresh_db: str, monitor_
     page = client.get("/candidates/1").text
     assert 'data-action="confirm"' in page and 'data-action="reject"' not in page
     assert "data-action" not in client.get("/candidates/3").text  # on a known blob: nothing to decide
+
+
+def test_messages_are_not_echoed_from_the_url(client: TestClient) -> None:
+    html = client.get("/queue", params={"done": "confirmed", "candidate": "<script>x</script>", "blob": "1"}).text
+    assert "<script>x" not in html and 'class="flash' not in html
+    assert "Candidate #7 rejected." in client.get("/queue", params={"done": "rejected", "candidate": "7"}).text

@@ -71,7 +71,11 @@ def threshold_at_fpr(negative_scores: np.ndarray, fpr: float) -> float:
         raise ValueError("threshold_at_fpr needs at least one negative score")
     if not 0.0 <= fpr <= 1.0:
         raise ValueError(f"fpr must be within [0, 1], got {fpr}")
-    k = int(np.floor(fpr * s.size + 1e-9))  # number of negatives allowed above threshold
+    k = int(np.floor(fpr * s.size + 1e-9))  # number of negatives allowed at or above threshold
     if k >= s.size:
         return float(s[-1])
-    return float(np.nextafter(s[k], np.inf))
+    above = s[:k][s[:k] > s[k]]  # distinct values above the (k+1)-th highest (ties stay below)
+    if above.size == 0:
+        return float(s[k] + max(1.0, abs(s[k])))
+    # midway, so the rule holds whatever the precision of the scores compared against it
+    return float(0.5 * (s[k] + above[-1]))

@@ -91,6 +91,11 @@ class DetectionParameters:
         Seeds closer than this to the image edge are ignored (the 5-pixel reference border).
     max_seeds : int
         At most this many seeds (most significant first) are classified.
+    binnings : tuple of int
+        The window centred on a seed is classified at each of these binnings (1: the native
+        256x256 window; 2: a 512x512 window binned 2x2 and renormalized to unit noise, where a
+        faint blob has twice the per-pixel signal-to-noise); the seed's probability is the
+        largest.
     """
 
     sigmas: tuple[float, ...] = (1.5, 2.0, 2.75, 3.75, 5.0, 6.5, 8.5, 11.0)
@@ -107,6 +112,7 @@ class DetectionParameters:
     separation: float = 6.0
     border: int = 5
     max_seeds: int = 64
+    binnings: tuple[int, ...] = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -478,6 +484,22 @@ def _masked_window(
     return window
 
 
+def _binned(window: np.ndarray, factor: int, lo: float, hi: float) -> np.ndarray:
+    """Bin a window ``factor`` x ``factor`` and bring it back to the prepared image's units.
+
+    The binned window is divided by its robust noise (so the noise is unit again, as the CNN was
+    trained on) and clipped to the prepared image's range ``[lo, hi]``.
+    """
+    if factor == 1:
+        return window
+    n = window.shape[0] // factor
+    binned = window[: n * factor, : n * factor].reshape(n, factor, n, factor).mean(axis=(1, 3))
+    med = float(np.median(binned))
+    noise = 1.4826 * float(np.median(np.abs(binned - med)))
+    scaled = (binned - med) / noise if noise > 0 else binned - med
+    return np.clip(scaled, lo, hi).astype(np.float32)
+
+
 def _window_origins(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], size: int) -> tuple[np.ndarray, np.ndarray]:
     """Origins (y0, x0) of size x size windows centred on the points, kept inside the image."""
     y0 = np.clip(np.rint(rows).astype(int) - size // 2, 0, shape[0] - size)
@@ -631,21 +653,29 @@ def detect(
         if len(kept) >= p.max_seeds:
             break
 
-    # 4. classify a window centred on each seed
+    # 4. classify a window centred on each seed (at each binning in p.binnings)
     if kept:
-        arr = np.array([k[:4] for k in kept], dtype=float)
-        y0, x0 = _window_origins(arr[:, 0], arr[:, 1], image.shape, size)
         # every other significant feature is masked in a seed's window, so that the CNN judges
-        # the seed and not a blob or dip elsewhere in the same 256x256 window
+        # the seed and not a blob or dip elsewhere in the same window
         features = [(k[0], k[1], DISC_RADIUS_PER_SIGMA * k[2]) for k in kept]
-        features += [(r.y, r.x, DISC_RADIUS_PER_SIGMA * p.sigmas[int(best_scale[int(round(r.y)), int(round(r.x))])]) for r in rejected]
-        windows = np.stack(
-            [
-                _masked_window(image, int(a), int(b_), size, (row, col), features, p.separation, seed=i)
-                for i, (a, b_, (row, col, *_)) in enumerate(zip(y0, x0, kept))
-            ]
-        )
-        window_prob = classifier.predict_proba(windows)
+        features += [
+            (r.y, r.x, DISC_RADIUS_PER_SIGMA * p.sigmas[int(best_scale[int(round(r.y)), int(round(r.x))])]) for r in rejected
+        ]
+        lo, hi = float(image.min()), float(image.max())
+        window_prob = np.zeros(len(kept), dtype=np.float32)
+        for factor in p.binnings:
+            span = size * factor
+            if span > min(image.shape):
+                continue
+            arr = np.array([k[:2] for k in kept], dtype=float)
+            y0, x0 = _window_origins(arr[:, 0], arr[:, 1], image.shape, span)
+            windows = np.stack(
+                [
+                    _binned(_masked_window(image, int(a), int(b_), span, (row, col), features, p.separation, seed=i), factor, lo, hi)
+                    for i, (a, b_, (row, col, *_)) in enumerate(zip(y0, x0, kept))
+                ]
+            )
+            window_prob = np.maximum(window_prob, classifier.predict_proba(windows))
         for (row, col, sigma, significance, source), prob in zip(kept, window_prob):
             if prob >= t:
                 detection.candidates.append(

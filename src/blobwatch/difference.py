@@ -37,6 +37,7 @@ from blobwatch.fits_io import BlobImage
 __all__ = [
     "DifferenceResult",
     "FewReferencesWarning",
+    "RegistrationWarning",
     "RegistrationParams",
     "blob_difference",
     "estimate_offset",
@@ -56,6 +57,14 @@ class FewReferencesWarning(UserWarning):
     """Fewer references than the seed's 30 were given."""
 
 
+class RegistrationWarning(UserWarning):
+    """A reference could not be registered; it was used without alignment."""
+
+
+class _RegistrationFailed(Exception):
+    """The offset estimate did not converge to a plausible value."""
+
+
 @dataclass(frozen=True)
 class RegistrationParams:
     """Tuning of the blob-pattern registration.
@@ -71,12 +80,16 @@ class RegistrationParams:
         Isolated pixels deviating more than this many robust sigmas from their 8 neighbours are
         treated as detector defects: they do not move and do not steer the estimate.
     max_iterations : int
-        Gauss-Newton iterations.
+        Most Gauss-Newton iterations; no convergence means the reference is not registered.
+    max_step : float
+        Largest change of the offset in one iteration (px), a trust region.
+    max_offset : float
+        Largest plausible offset (px); beyond it the reference is used without alignment.
     tolerance : float
         Stop when the update is smaller than this (px).
     robust_sigma : float
-        Near convergence, pixels whose residual exceeds this many sigmas (e.g. a new blob) get
-        zero weight.
+        Once the steps are below 0.1 px, pixels whose residual exceeds this many sigmas (e.g. a
+        new blob) get zero weight, re-evaluated every iteration.
     support_sigma : float
         Only pixels where the smoothed high-passed current image or its gradient exceeds this
         many robust sigmas (grown by ``support_grow`` px) enter the estimate.
@@ -87,9 +100,11 @@ class RegistrationParams:
     background_sigma: float = 10.0
     smooth_sigma: float = 1.5
     outlier_sigma: float = 8.0
-    max_iterations: int = 10
+    max_iterations: int = 15
     tolerance: float = 2e-3
     robust_sigma: float = 4.0
+    max_step: float = 1.0
+    max_offset: float = 3.0
     support_sigma: float = 4.0
     support_grow: int = 3
 
@@ -308,19 +323,25 @@ def _prepare(image: np.ndarray, frame: "_Frame") -> _Prepared:
     filled = np.where(finite, image, _coarse_background(np.nan_to_num(image), finite))
     filled = filled.astype(np.float32, copy=False)
     validf = finite.astype(np.float32)
-    # Gaps hold the coarse background, so the plain 8-neighbour mean is good enough here.
-    deviation = filled - _sum8(filled) * np.float32(0.125)
-    sigma = _mad_sigma(deviation[finite]) or 1.0
-    strength = np.abs(deviation) * validf
-    # First pass: strong local maxima of |deviation| (a defect's neighbours deviate too,
-    # by 1/8 of the defect, but less than the defect itself).
-    suspect = finite & (strength > params.outlier_sigma * sigma) & (strength >= _max8(strength))
-    # Second pass, at the suspects only: compare with the mean of their clean neighbours.
-    rows, cols = np.nonzero(suspect)
     defect = np.zeros_like(finite)
-    if rows.size:
-        clean = finite & ~suspect
-        step = np.array([-1, -1, -1, 0, 0, 1, 1, 1]), np.array([-1, 0, 1, -1, 1, -1, 0, 1])
+    sigma = 0.0
+    step = np.array([-1, -1, -1, 0, 0, 1, 1, 1]), np.array([-1, 0, 1, -1, 1, -1, 0, 1])
+    # Two rounds: a weaker defect next to a strong one shows only after the strong one is gone.
+    for _ in range(2):
+        # Gaps hold the coarse background, so the plain 8-neighbour mean is good enough here.
+        deviation = filled - _sum8(filled) * np.float32(0.125)
+        if sigma == 0.0:
+            sigma = _mad_sigma(deviation[finite]) or 1.0
+        strength = np.abs(deviation) * validf
+        # First pass: strong pixels not dominated by a neighbour (a defect's neighbours
+        # deviate too, by 1/8 of the defect; two adjacent defects are both kept).
+        suspect = finite & ~defect & (strength > params.outlier_sigma * sigma)
+        suspect &= strength >= 0.5 * _max8(strength)
+        rows, cols = np.nonzero(suspect)
+        if not rows.size:
+            break
+        # Second pass, at the suspects only: compare with the mean of their clean neighbours.
+        clean = finite & ~suspect & ~defect
         nr = np.clip(rows[:, None] + step[0], 0, finite.shape[0] - 1)
         nc = np.clip(cols[:, None] + step[1], 0, finite.shape[1] - 1)
         weight = clean[nr, nc]
@@ -465,36 +486,51 @@ class _Template:
             weight = usable.ravel()[self.index].astype(np.float32)
         spec = self.crop(reference.spectrum) * self.smooth
         gy, gx = self.grad_y, self.grad_x
+        base = weight
+        kept = base > 0
         dy = dx = 0.0
-        robust_done = False
-        for _ in range(p.max_iterations):
+        robust = False
+        for iteration in range(p.max_iterations):
             moved = self.irfft(spec * _ramp(self.ky, self.kx, dy, dx)).ravel()[self.index]
-            resid = (self.values - moved) * weight
+            raw = self.values - moved
+            if iteration == 0:
+                raw_at_zero = raw
+            # Iteratively re-weighted: pixels whose residual is far above the noise (a new
+            # blob, a changed defect) cannot steer the estimate.  The floor keeps a noise-free
+            # image from rejecting its own blob edges.  Until the steps are small, only residuals
+            # that are also comparable to the template itself count as new structure (a shift
+            # of existing blobs leaves residuals well below their own amplitude).
+            scale = max(_mad_sigma(raw[kept]), 0.05 * self.signal)
+            outlier = np.abs(raw) > p.robust_sigma * scale
+            if not robust:
+                outlier &= np.abs(raw) > 0.5 * np.abs(self.values)
+            weight = base * ~outlier
+            resid = raw * weight
             wgy, wgx = gy * weight, gx * weight
             a = np.array(
                 [[np.dot(wgy, gy), np.dot(wgy, gx)], [np.dot(wgx, gy), np.dot(wgx, gx)]],
                 dtype=np.float64,
             )
             if not np.isfinite(a).all() or np.linalg.det(a) <= 1e-12 * max(np.trace(a), 1e-30) ** 2:
-                return 0.0, 0.0  # no structure to register on
+                raise _RegistrationFailed("no blob structure to register on")
             b = -np.array([np.dot(wgy, resid), np.dot(wgx, resid)], dtype=np.float64)
             # current ~ S_d R - delta . grad  =>  resid = C - S_d R ~ -delta . grad
             step = np.linalg.solve(a, b)
+            small = float(np.max(np.abs(step)))
+            if small > p.max_step:  # trust region
+                step *= p.max_step / small
             dy, dx = dy + float(step[0]), dx + float(step[1])
-            small = max(abs(step[0]), abs(step[1]))
-            if not robust_done and small < 0.05:
-                # Near convergence: drop pixels whose residual is far above the noise (a new
-                # blob, a changed defect) so that they cannot steer the final estimate.  The
-                # floor keeps a noise-free image from rejecting its own blob edges.
-                kept = weight > 0
-                scale = max(_mad_sigma(resid[kept]), 0.05 * self.signal)
-                if scale > 0:
-                    weight = weight * (np.abs(resid) < p.robust_sigma * scale)
-                robust_done = True
-                continue
-            if robust_done and small < p.tolerance:
-                break
-        return dy, dx
+            if max(abs(dy), abs(dx)) > p.max_offset:
+                raise _RegistrationFailed(f"offset ({dy:.2f}, {dx:.2f}) px exceeds {p.max_offset} px")
+            if robust and small < p.tolerance:
+                # Accept only an offset that fits better than none, with the same weights.
+                final = self.irfft(spec * _ramp(self.ky, self.kx, dy, dx)).ravel()[self.index]
+                cost = float(np.dot(weight, (self.values - final) ** 2))
+                if cost > float(np.dot(weight, raw_at_zero**2)):
+                    raise _RegistrationFailed("the offset fits worse than no offset")
+                return dy, dx
+            robust = robust or small < 0.1
+        raise _RegistrationFailed(f"no convergence in {p.max_iterations} iterations")
 
 
 def estimate_offset(
@@ -517,7 +553,9 @@ def estimate_offset(
     Returns
     -------
     (float, float)
-        ``(dy, dx)`` such that ``shift_image(reference, dy, dx)`` matches ``current``.
+        ``(dy, dx)`` such that ``shift_image(reference, dy, dx)`` matches ``current``;
+        ``(nan, nan)`` when there is no blob structure, no convergence, or the offset exceeds
+        ``params.max_offset``.
     """
     params = params or RegistrationParams()
     reference = np.asarray(reference, dtype=np.float32)
@@ -525,7 +563,10 @@ def estimate_offset(
     if reference.shape != current.shape or reference.ndim != 2:
         raise ValueError(f"images must be 2-D with equal shapes, got {reference.shape} and {current.shape}")
     template = _Template(current, params)
-    return template.register(template.frame.prepare(reference))
+    try:
+        return template.register(template.frame.prepare(reference))
+    except _RegistrationFailed:
+        return float("nan"), float("nan")
 
 
 def align_blob_pattern(
@@ -634,6 +675,7 @@ def blob_difference(
     n = len(refs)
     stack = np.empty((n,) + cur.shape, dtype=np.float32)
     offsets = np.zeros((n, 2), dtype=np.float64)
+    failures: dict[int, str] = {}
 
     if register:
         template = _Template(cur, params)
@@ -641,7 +683,11 @@ def blob_difference(
         def work(index: int) -> None:
             image = np.asarray(refs[index].data, dtype=np.float32)
             prepared = template.frame.prepare(image)
-            dy, dx = template.register(prepared)
+            try:
+                dy, dx = template.register(prepared)
+            except _RegistrationFailed as exc:
+                failures[index] = str(exc)
+                dy = dx = 0.0
             offsets[index] = (dy, dx)
             stack[index] = template.frame.align(image, prepared, dy, dx)
 
@@ -663,6 +709,15 @@ def blob_difference(
         for index in range(n):
             work(index)
 
+    for index in sorted(failures):
+        warnings.warn(
+            f"{refs[index].path or f'reference {index + 1}'}: not registered ({failures[index]}); "
+            "used without alignment",
+            RegistrationWarning,
+            stacklevel=2,
+        )
+    if failures:
+        method += f"; {len(failures)} of {n} references not registered"
     with np.errstate(invalid="ignore"):
         median = nan_median_stack(stack, workers=workers)
         data = (cur - median).astype(np.float32, copy=False)

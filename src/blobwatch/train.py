@@ -365,6 +365,8 @@ def train(config: TrainConfig) -> TrainResult:
         "preparation": {
             "clip_factor": float(train_ds.manifest.get("preparation", {}).get("clip_factor", 0.5)),
             "subframe": size,
+            "size": size,
+            "augmentation_noise_sigma": float(train_ds.manifest.get("parameters", {}).get("noise_sigma", 0.75)),
             "input": "prepare(difference): negative difference, clipped at clip_factor x zscale "
                      "limits, z-scored, non-finite -> median (blobs positive)",
         },
@@ -381,6 +383,7 @@ def train(config: TrainConfig) -> TrainResult:
             "adam_lr": cfg.adam_lr, "sgd_lr": cfg.sgd_lr, "sgd_momentum": cfg.sgd_momentum,
             "weight_decay": cfg.weight_decay, "seed": cfg.seed, "seconds": round(elapsed, 1),
             "hardware": hardware_description(device),
+            "reproduce": "scripts/reproduce_model.sh (see docs/training.md)",
             "history": history,
         },
     }

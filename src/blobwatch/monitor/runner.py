@@ -231,6 +231,22 @@ class _ImageCache:
         self.put(image.sha256, blob)
         return blob
 
+    def get_many(self, images: Sequence[Image]) -> list[Any]:
+        """Blob images for several rows, the missing ones read in parallel threads."""
+        from blobwatch.fits_io import read_blob_images
+
+        missing = [im for im in images if im.sha256 not in self._items]
+        if missing:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                blobs = read_blob_images([im.path for im in missing])
+            self.reads += len(missing)
+            for im, blob in zip(missing, blobs):
+                if blob.provenance.get("sha256") not in (None, im.sha256):
+                    raise InputError(im.path, "file changed since it was registered")
+                self.put(im.sha256, blob)
+        return [self.get(im) for im in images]
+
 
 def register_files(
     session_factory: sessionmaker[Session], paths: Sequence[Path], cache: _ImageCache
@@ -448,6 +464,10 @@ def _set_status(session_factory: sessionmaker[Session], image_id: int, status: s
         session.commit()
 
 
+class _NotReady(Exception):
+    """Too few valid earlier images (after a reference turned out to be unreadable)."""
+
+
 class _ClaimLost(Exception):
     """Another monitor took the image over (our claim went stale); our results are dropped."""
 
@@ -485,19 +505,22 @@ def process_image(
         refs = _references(session, image, settings)
         session.expunge_all()  # keep the loaded rows usable after the read transaction ends
         session.rollback()
+    if len(refs) < settings.min_references:  # a reference was rejected meanwhile
+        raise _NotReady(f"only {len(refs)} valid earlier images (need {settings.min_references})")
     try:
         current = cache.get(image)
     except InputError as exc:
         _set_status(session_factory, image_id, "rejected", exc.problem)
         return ImageOutcome(image.id, image.name, "rejected", image.obs_date, exc.problem)
-    ref_images = []
-    for ref in refs:
-        try:
-            ref_images.append(cache.get(ref))
-        except InputError as exc:  # a reference went bad since it was registered
-            _set_status(session_factory, ref.id, "rejected", exc.problem)
-            log.warning("%s: reference rejected: %s", ref.path, exc.problem)
-            raise _Retry() from None
+    try:
+        ref_images = cache.get_many(refs)
+    except InputError as exc:  # a reference went bad since it was registered
+        bad = next((r for r in refs if r.path == exc.path), None)
+        if bad is None:
+            raise
+        _set_status(session_factory, bad.id, "rejected", exc.problem)
+        log.warning("%s: reference rejected: %s", bad.path, exc.problem)
+        raise _Retry() from None
     timings["read"] = time.perf_counter() - t0
 
     # 2. compute phase
@@ -683,7 +706,7 @@ def run_monitor(
     echo = echo or (lambda line: print(line, flush=True))
     summary = MonitorSummary()
     worker = worker_name()
-    cache = _ImageCache(settings.cache_images)
+    cache = _ImageCache(max(settings.cache_images, settings.n_references + 2))
 
     paths = discover(inbox)
     summary.registered, summary.rejected = register_files(session_factory, paths, cache)
@@ -732,6 +755,11 @@ def run_monitor(
                     break
                 except _Retry:
                     continue
+                except _NotReady as exc:
+                    with session_factory() as session:
+                        release_image(session, iid, worker)
+                    outcome = ImageOutcome(iid, str(iid), "waiting", reason=str(exc))
+                    break
                 except _ClaimLost as exc:  # another monitor took over a stale claim: its result counts
                     log.warning("%s", exc)
                     outcome = ImageOutcome(iid, str(iid), "busy", reason=str(exc))

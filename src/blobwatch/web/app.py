@@ -242,21 +242,21 @@ def create_app(
 
         def make() -> bytes:
             arrays = pixels.arrays(session, image_id)
-            circles = []
-            if kind == "difference":
-                circles = [render.Circle(b.x, b.y, max(b.radius * 1.6, 8.0), render.KNOWN_COLOR)
-                           for b in queries.list_blobs(session)]
-                circles += [render.Circle(c.x, c.y, max((c.radius or 8.0) * 1.8, 14.0),
-                                          render.CANDIDATE_COLOR, f"#{c.id}")
-                            for c in view.candidates if c.status != "known"]
-            title = f"{_KIND_TITLES[kind]}: {view.name}"
-            if kind == "difference":
-                title += "  (green: known blobs, red: candidates)"
+            if kind == "difference":  # the same figure as the monitor's report (one code path)
+                from blobwatch.monitor.report import CandidateView, difference_figure
+
+                known = np.array([(b.x, b.y, b.radius) for b in queries.list_blobs(session)],
+                                 dtype=np.float64).reshape(-1, 3)
+                shown = [CandidateView(c.id, c.x, c.y, c.probability, c.significance, c.radius,
+                                       c.status, c.reason or "")
+                         for c in view.candidates if c.status != "known"]
+                return difference_figure(arrays["difference"], known, shown, size_inches=7.5,
+                                         title=f"difference: {view.name}  (green: known blobs; "
+                                               "candidates red, or orange if linked/rejected)")
             # the current image and the median stack share the stack's grey levels
-            limits = (render.zscale_limits(arrays["stack"])
-                      if kind in ("image", "stack") and "stack" in arrays else None)
-            return render.image_png(arrays[kind], title=title, circles=circles, limits=limits,
-                                    grid=256 if kind == "difference" else None)
+            limits = render.zscale_limits(arrays["stack"]) if "stack" in arrays else None
+            return render.image_png(arrays[kind], title=f"{_KIND_TITLES[kind]}: {view.name}",
+                                    limits=limits)
 
         return _png_response(pngs.get(key, make))
 
@@ -354,7 +354,7 @@ def create_app(
             raise HTTPException(422, "give your name (at most 128 characters) as reviewer")
         return reviewer
 
-    def back(request: Request, fields: dict[str, str], **params: Any) -> RedirectResponse:
+    def back(fields: dict[str, str], **params: Any) -> RedirectResponse:
         target = fields.get("next", "/queue")
         if not _LOCAL_PATH.fullmatch(target):  # only our own pages: no "//host", "/\\host", scheme
             target = "/queue"
@@ -364,43 +364,34 @@ def create_app(
                                 max_age=3600 * 24 * 365)
         return response
 
-    def confirm_now(candidate_id: int, reviewer: str) -> int | None:
-        from blobwatch.monitor.catalog import confirm_candidate
-
+    def decide(candidate_id: int, verb: str, action: Callable[[Session], Any]) -> Any:
+        """Run a catalog decision on one candidate in its own session (404, 409 on refusal)."""
         with session_factory() as session:
             if session.get(Candidate, candidate_id) is None:
                 raise HTTPException(404, f"no candidate with id {candidate_id}")
             try:
-                blob = confirm_candidate(session, candidate_id, reviewer=reviewer, images_dir=images_dir)
+                return action(session)
             except BlobwatchError as exc:
                 session.rollback()
-                raise HTTPException(409, f"candidate {candidate_id} not confirmed: {exc}") from exc
-            return blob.id
-
-    def reject_now(candidate_id: int, reviewer: str, reason: str) -> None:
-        from blobwatch.monitor.catalog import reject_candidate
-
-        with session_factory() as session:
-            if session.get(Candidate, candidate_id) is None:
-                raise HTTPException(404, f"no candidate with id {candidate_id}")
-            try:
-                reject_candidate(session, candidate_id, reason=reason, reviewer=reviewer)
-            except BlobwatchError as exc:
-                session.rollback()
-                raise HTTPException(409, f"candidate {candidate_id} not rejected: {exc}") from exc
+                raise HTTPException(409, f"candidate {candidate_id} not {verb}: {exc}") from exc
 
     @app.post("/candidates/{candidate_id}/confirm", include_in_schema=False)
     async def confirm(candidate_id: int, request: Request) -> Response:
+        from blobwatch.monitor.catalog import confirm_candidate
+
         fields = await checked_form(request)
         require_write(request)
         reviewer = review_fields(fields)
         # measuring re-reads the image and its references: off the event loop
-        blob_id = await run_in_threadpool(confirm_now, candidate_id, reviewer)
-        log.info("candidate %d confirmed by %s as blob %s", candidate_id, reviewer, blob_id)
-        return back(request, fields, done="confirmed", candidate=candidate_id, blob=blob_id)
+        blob = await run_in_threadpool(decide, candidate_id, "confirmed", lambda session: confirm_candidate(
+            session, candidate_id, reviewer=reviewer, images_dir=images_dir))
+        log.info("candidate %d confirmed by %s as blob %d", candidate_id, reviewer, blob.id)
+        return back(fields, done="confirmed", candidate=candidate_id, blob=blob.id)
 
     @app.post("/candidates/{candidate_id}/reject", include_in_schema=False)
     async def reject(candidate_id: int, request: Request) -> Response:
+        from blobwatch.monitor.catalog import reject_candidate
+
         fields = await checked_form(request)
         require_write(request)
         reviewer = review_fields(fields)
@@ -410,9 +401,10 @@ def create_app(
         note = fields.get("note", "").strip()[:500]
         if note:
             reason = f"{reason}: {note}"
-        await run_in_threadpool(reject_now, candidate_id, reviewer, reason)
+        await run_in_threadpool(decide, candidate_id, "rejected", lambda session: reject_candidate(
+            session, candidate_id, reason=reason, reviewer=reviewer))
         log.info("candidate %d rejected by %s (%s)", candidate_id, reviewer, reason)
-        return back(request, fields, done="rejected", candidate=candidate_id)
+        return back(fields, done="rejected", candidate=candidate_id)
 
     @app.get("/unlock", response_class=HTMLResponse, include_in_schema=False)
     def unlock_page(request: Request, session: Session = Depends(db)) -> HTMLResponse:
@@ -484,15 +476,14 @@ def create_app(
 
 
 def _flash(done: str | None, params: Any) -> tuple[str, str] | None:
-    """The message shown after a write action (built here, never echoed from the URL)."""
+    """The message shown after a write action (built here from ids, never echoed from the URL)."""
     try:
         if done == "confirmed":
-            blob = params.get("blob")
-            return "ok", (f"Candidate #{int(params.get('candidate'))} confirmed"
-                          + (f": blob #{int(blob)} added to the catalog." if blob not in (None, "None") else "."))
+            return "ok", (f"Candidate #{int(params['candidate'])} confirmed: "
+                          f"blob #{int(params['blob'])} added to the catalog.")
         if done == "rejected":
-            return "ok", f"Candidate #{int(params.get('candidate'))} rejected."
-    except (TypeError, ValueError):
+            return "ok", f"Candidate #{int(params['candidate'])} rejected."
+    except (KeyError, TypeError, ValueError):
         return None
     if done == "unlocked":
         return "ok", "Write actions unlocked for this browser."

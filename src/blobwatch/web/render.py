@@ -12,8 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-#: Colours of overlays: known blobs green, candidates red (as on the seed's monitor page).
-KNOWN_COLOR = "#22c55e"
+#: Colour of the ring around a candidate in its cut-outs (red, as on the seed's monitor page).
 CANDIDATE_COLOR = "#ef4444"
 
 
@@ -25,13 +24,10 @@ class Circle:
     y: float
     radius: float
     color: str
-    label: str | None = None
 
 
 def _figure(width_in: float, height_in: float):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
+    # a bare Figure (no pyplot): savefig renders PNG with the Agg canvas, no global backend
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width_in, height_in), dpi=100, layout="constrained")
@@ -65,9 +61,6 @@ def image_png(
     origin_xy: tuple[float, float] = (0.0, 0.0),
     limits: tuple[float, float] | None = None,
     size_in: float = 7.0,
-    colorbar_label: str | None = None,
-    cmap: str = "gray",
-    grid: int | None = None,
 ) -> bytes:
     """Render an image with zscale grey levels and optional circles.
 
@@ -85,45 +78,29 @@ def image_png(
         Display limits; zscale when omitted.
     size_in : float
         Figure width in inches (100 dpi).
-    colorbar_label : str, optional
-        Draw a colour bar with this label.
-    cmap : str
-        Matplotlib colour map name.
-    grid : int, optional
-        Draw subframe boundaries every ``grid`` pixels.
     """
+    import matplotlib
     from matplotlib.patches import Circle as MplCircle
 
     data = np.asarray(data, dtype=np.float32)
     lo, hi = limits if limits is not None else zscale_limits(data)
     rows, cols = data.shape
     x0, y0 = origin_xy
-    fig = _figure(size_in, size_in * 0.92 if colorbar_label is None else size_in * 0.82)
+    fig = _figure(size_in, size_in * 0.92)
     ax = fig.add_subplot()
     extent = (x0 - 0.5, x0 + cols - 0.5, y0 - 0.5, y0 + rows - 0.5)
-    cm = __import__("matplotlib").colormaps[cmap].with_extremes(bad="#1e3a8a")
+    cm = matplotlib.colormaps["gray"].with_extremes(bad="#1e3a8a")
     # whole frames are downsampled for display (anti-aliased); cut-outs show every pixel
-    shown = ax.imshow(data, origin="lower", cmap=cm, vmin=lo, vmax=hi, extent=extent,
+    ax.imshow(data, origin="lower", cmap=cm, vmin=lo, vmax=hi, extent=extent,
                       interpolation="nearest" if max(rows, cols) <= 256 else "antialiased")
-    if grid:
-        for pos in range(grid, max(rows, cols), grid):
-            if pos < cols:
-                ax.axvline(x0 + pos - 0.5, color="#38bdf8", lw=0.6, alpha=0.6)
-            if pos < rows:
-                ax.axhline(y0 + pos - 0.5, color="#38bdf8", lw=0.6, alpha=0.6)
     for c in circles:
         ax.add_patch(MplCircle((c.x, c.y), c.radius, fill=False, color=c.color, lw=1.4))
-        if c.label:
-            ax.annotate(c.label, (c.x + c.radius, c.y + c.radius), color=c.color, fontsize=8,
-                        annotation_clip=True)
     ax.set_xlim(extent[0], extent[1])
     ax.set_ylim(extent[2], extent[3])
     ax.set_xlabel("x (column, 0-based)")
     ax.set_ylabel("y (row, 0-based)")
     if title:
         ax.set_title(title, fontsize=10)
-    if colorbar_label is not None:
-        fig.colorbar(shown, ax=ax, label=colorbar_label, shrink=0.8)
     return _png(fig)
 
 
