@@ -96,6 +96,9 @@ class DetectionParameters:
         256x256 window; 2: a 512x512 window binned 2x2 and renormalized to unit noise, where a
         faint blob has twice the per-pixel signal-to-noise); the seed's probability is the
         largest.
+    dihedral : bool
+        Average each window's probability over its 8 rotations and flips (the seed trained with
+        exactly these augmentations, so the average removes the network's orientation noise).
     """
 
     sigmas: tuple[float, ...] = (1.5, 2.0, 2.75, 3.75, 5.0, 6.5, 8.5, 11.0)
@@ -113,6 +116,7 @@ class DetectionParameters:
     border: int = 5
     max_seeds: int = 64
     binnings: tuple[int, ...] = (1, 2)
+    dihedral: bool = True
 
 
 @dataclass(frozen=True)
@@ -488,7 +492,7 @@ def _binned(window: np.ndarray, factor: int, lo: float, hi: float) -> np.ndarray
     """Bin a window ``factor`` x ``factor`` and bring it back to the prepared image's units.
 
     The binned window is divided by its robust noise (so the noise is unit again, as the CNN was
-    trained on) and clipped to the prepared image's range ``[lo, hi]``.
+    trained on) and clipped to ``[lo, hi]``.
     """
     if factor == 1:
         return window
@@ -498,6 +502,14 @@ def _binned(window: np.ndarray, factor: int, lo: float, hi: float) -> np.ndarray
     noise = 1.4826 * float(np.median(np.abs(binned - med)))
     scaled = (binned - med) / noise if noise > 0 else binned - med
     return np.clip(scaled, lo, hi).astype(np.float32)
+
+
+def _dihedral_proba(classifier: BlobClassifier, windows: np.ndarray) -> np.ndarray:
+    """Mean blob probability of each window over its 8 rotations and flips."""
+    views = [np.rot90(windows, k, axes=(1, 2)) for k in range(4)]
+    views += [np.rot90(np.swapaxes(windows, 1, 2), k, axes=(1, 2)) for k in range(4)]
+    stacked = np.ascontiguousarray(np.concatenate(views, axis=0))
+    return classifier.predict_proba(stacked).reshape(8, len(windows)).mean(axis=0).astype(np.float32)
 
 
 def _window_origins(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -661,7 +673,7 @@ def detect(
         features += [
             (r.y, r.x, DISC_RADIUS_PER_SIGMA * p.sigmas[int(best_scale[int(round(r.y)), int(round(r.x))])]) for r in rejected
         ]
-        lo, hi = float(image.min()), float(image.max())
+        lo, hi = -5.0, 5.0  # guard against extreme values in binned windows
         window_prob = np.zeros(len(kept), dtype=np.float32)
         for factor in p.binnings:
             span = size * factor
@@ -675,7 +687,7 @@ def detect(
                     for i, (a, b_, (row, col, *_)) in enumerate(zip(y0, x0, kept))
                 ]
             )
-            window_prob = np.maximum(window_prob, classifier.predict_proba(windows))
+            window_prob = np.maximum(window_prob, _dihedral_proba(classifier, windows) if p.dihedral else classifier.predict_proba(windows))
         for (row, col, sigma, significance, source), prob in zip(kept, window_prob):
             if prob >= t:
                 detection.candidates.append(

@@ -643,6 +643,15 @@ def process_image(
     return outcome
 
 
+def _outcome(session_factory: sessionmaker[Session], image_id: int, status: str, reason: str) -> ImageOutcome:
+    """An outcome for an image that was not processed, with its name and date from the database."""
+    with session_factory() as session:
+        image = session.get(Image, image_id)
+        if image is None:  # pragma: no cover - rows are never deleted by the monitor
+            return ImageOutcome(image_id, str(image_id), status, reason=reason)
+        return ImageOutcome(image_id, image.name, status, image.obs_date, reason)
+
+
 class _Retry(Exception):
     """A reference turned out to be unreadable; choose the references again."""
 
@@ -758,11 +767,11 @@ def run_monitor(
                 except _NotReady as exc:
                     with session_factory() as session:
                         release_image(session, iid, worker)
-                    outcome = ImageOutcome(iid, str(iid), "waiting", reason=str(exc))
+                    outcome = _outcome(session_factory, iid, "waiting", str(exc))
                     break
                 except _ClaimLost as exc:  # another monitor took over a stale claim: its result counts
                     log.warning("%s", exc)
-                    outcome = ImageOutcome(iid, str(iid), "busy", reason=str(exc))
+                    outcome = _outcome(session_factory, iid, "busy", str(exc))
                     break
                 except (KeyboardInterrupt, SystemExit):
                     with session_factory() as session:
@@ -772,9 +781,7 @@ def run_monitor(
                     log.exception("image %d: processing failed", iid)
                     with session_factory() as session:
                         release_image(session, iid, worker)
-                        image = session.get(Image, iid)
-                    outcome = ImageOutcome(iid, image.name if image else str(iid), "failed",
-                                           image.obs_date if image else None, f"{type(exc).__name__}: {exc}")
+                    outcome = _outcome(session_factory, iid, "failed", f"{type(exc).__name__}: {exc}")
                     break
             else:  # pragma: no cover - only if every reference became unreadable
                 with session_factory() as session:
