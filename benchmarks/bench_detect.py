@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": results,
         "ratio_to_seed_protocol": {k: v / base for k, v in results.items()},
         "candidates": [(round(c.x, 2), round(c.y, 2), round(c.probability, 4)) for c in detection.candidates],
-        "truth": (round(float(truth["x"]) + dx, 2), round(float(truth["y"]) + dy, 2)),
+        "truth": (round(float(truth["x"] + dx), 2), round(float(truth["y"] + dy), 2)),
     }
     if args.json:
         print(json.dumps(summary, indent=2))

@@ -133,11 +133,30 @@ def test_blob_on_subframe_boundary_is_found(clf: BlobClassifier, x: float, y: fl
 
 
 def test_threshold_override_and_validation(blob_diff: np.ndarray, clf: BlobClassifier) -> None:
-    det = detect(blob_diff, clf, threshold=0.9999999)
-    assert det.threshold == pytest.approx(0.9999999)
-    assert det.candidates == [] and any(r.reason == "cnn" for r in det.rejected)
+    low = detect(blob_diff, clf, threshold=0.0)
+    assert low.threshold == 0.0 and all(s.blob for s in low.subframes)
+    high = detect(blob_diff, clf, threshold=0.99)
+    assert high.threshold == pytest.approx(0.99)
+    assert [s.blob for s in high.subframes] == [s.probability >= 0.99 for s in high.subframes]
+    assert not all(s.blob for s in high.subframes)
     with pytest.raises(ValueError, match="threshold"):
         detect(blob_diff, clf, threshold=1.5)
+
+
+class _SaysNo:
+    """A classifier stand-in that never sees a blob (to check that the CNN has a veto)."""
+
+    threshold, size, clip_factor, model_path = 0.5, 256, 0.5, None
+
+    def predict_proba(self, subframes: np.ndarray) -> np.ndarray:
+        return np.zeros(len(subframes), dtype=np.float32)
+
+
+def test_matched_filter_alone_is_not_enough(blob_diff: np.ndarray) -> None:
+    det = detect(blob_diff, _SaysNo())  # type: ignore[arg-type]
+    assert det.candidates == []
+    (rej,) = [r for r in det.rejected if math.hypot(r.x - 700.3, r.y - 300.6) < 2]
+    assert rej.reason == "cnn" and rej.probability == 0.0 and rej.significance > 10
 
 
 @pytest.mark.parametrize(
