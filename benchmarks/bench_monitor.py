@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -96,24 +97,26 @@ def main(argv: list[str] | None = None) -> int:
             detection = detect(diff, classifier)
             detection.saliency_maps()
 
-        base_times = []
+        base_times, base_cpu = [], []
         for _ in range(args.repeat):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             baseline()
             base_times.append(time.perf_counter() - t)
+            base_cpu.append(time.process_time() - c)
 
         # the monitor's daily run (classifier loaded inside, as the command does)
-        times, runs = [], []
+        times, cpu, runs = [], [], []
         with webhook_server() as hook:
             for _ in range(args.repeat):
                 Session.kw["bind"].dispose()
                 with sqlite3.connect(snapshot) as a, sqlite3.connect(db_file) as b:
                     a.backup(b)
                 shutil.rmtree(root / "reports", ignore_errors=True)
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 summary = run_monitor(inbox, db=Session, reports=root / "reports", model=model,
                                       notify=[hook.url], settings=settings, echo=lambda line: None)
                 times.append(time.perf_counter() - t)
+                cpu.append(time.process_time() - c)
                 assert [o.name for o in summary.processed] == [files[-1].name], summary.outcomes
                 with Session() as s:
                     runs.append(s.query(Run).one().timings)
@@ -125,21 +128,28 @@ def main(argv: list[str] | None = None) -> int:
             a.backup(b)
         shutil.rmtree(root / "reports", ignore_errors=True)
         exe = Path(sys.executable).with_name("blobwatch")
+        load = os.getloadavg()[0]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
         proc = subprocess.run([str(exe), "monitor", str(inbox), "--db", f"sqlite:///{db_file}",
                                "--reports", str(root / "reports"), "--model", str(model), "--no-progress"],
                               capture_output=True, text=True, env={**os.environ, "BLOBWATCH_NOTIFY": ""})
         command_time = time.perf_counter() - t
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        command_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         if proc.returncode != 0:
             print(proc.stdout, proc.stderr, file=sys.stderr)
 
+    bt, bc = min(base_times), min(base_cpu)
     print()
-    print(f"baseline (read 31 + difference + detect + saliency, no monitor): {min(base_times):6.2f} s")
-    print(f"monitor daily run, one new image (in process, model loaded):      {min(times):6.2f} s  "
-          f"ratio {min(times) / min(base_times):.2f}x baseline")
-    print("  steps of the best run (s): " + ", ".join(f"{k} {v:.2f}" for k, v in runs[best].items()))
-    print(f"'blobwatch monitor' command in a fresh process (exit {proc.returncode}):      {command_time:6.2f} s  "
-          f"ratio {command_time / min(base_times):.2f}x baseline")
+    print(f"load average (1 min) during the run: {load:.1f} on {os.cpu_count()} CPUs")
+    print(f"{'':62} {'wall s':>7} {'/ base':>6} {'CPU s':>7} {'/ base':>6}")
+    print(f"{'baseline: read 31 + difference + detect + saliency':62} {bt:7.2f} {1:6.2f} {bc:7.2f} {1:6.2f}")
+    print(f"{'monitor daily run, one new image (in process, loads model)':62} {min(times):7.2f} "
+          f"{min(times) / bt:6.2f} {min(cpu):7.2f} {min(cpu) / bc:6.2f}")
+    print(f"{'blobwatch monitor command, fresh process (exit %d)' % proc.returncode:62} {command_time:7.2f} "
+          f"{command_time / bt:6.2f} {command_cpu:7.2f} {command_cpu / bc:6.2f}")
+    print("steps of the best in-process run (wall s): " + ", ".join(f"{k} {v:.2f}" for k, v in runs[best].items()))
     return 0 if proc.returncode == 0 else 1
 
 

@@ -33,11 +33,11 @@ def _add_blob(image: np.ndarray, x: float, y: float, *, radius: float = 8.0, dep
     image[rr0:rr1, cc0:cc1] -= depth * prof[rr0 - r0 : rr1 - r0, cc0 - c0 : cc1 - c0]
 
 
-def _difference(seed: int = 0) -> np.ndarray:
-    """A blank 1024x1024 difference: noise, a gentle gradient and the 5-pixel NaN border."""
+def _difference(seed: int = 0, n: int = N) -> np.ndarray:
+    """A blank n x n difference: noise, a gentle gradient and the 5-pixel NaN border."""
     rng = np.random.default_rng(seed)
-    diff = rng.normal(0.0, NOISE, size=(N, N)).astype(np.float32)
-    yy, xx = np.mgrid[:N, :N] / N
+    diff = rng.normal(0.0, NOISE, size=(n, n)).astype(np.float32)
+    yy, xx = np.mgrid[:n, :n] / n
     diff += (0.002 * (xx - 0.5) + 0.001 * (yy - 0.5) ** 2).astype(np.float32)
     diff[:5], diff[-5:], diff[:, :5], diff[:, -5:] = np.nan, np.nan, np.nan, np.nan
     return diff
@@ -97,34 +97,34 @@ def test_detection_json_schema(blob_detection: Detection) -> None:
 
 
 def test_blank_difference_has_no_candidate(clf: BlobClassifier) -> None:
-    det = detect(_difference(2), clf)
+    det = detect(_difference(2, 512), clf)
     assert det.candidates == []
     assert not det.alert
 
 
 def test_dip_pair_is_not_a_candidate(clf: BlobClassifier) -> None:
     """A mis-registered existing blob leaves a positive/negative pair: reject it as a dip."""
-    current, reference = np.zeros((N, N), np.float32), np.zeros((N, N), np.float32)
-    _add_blob(current, 301.2, 801.0, radius=9.0, depth=0.15)
-    _add_blob(reference, 300.0, 800.0, radius=9.0, depth=0.15)
-    diff = _difference(3) + (current - reference)
+    current, reference = np.zeros((512, 512), np.float32), np.zeros((512, 512), np.float32)
+    _add_blob(current, 301.2, 401.0, radius=9.0, depth=0.15)
+    _add_blob(reference, 300.0, 400.0, radius=9.0, depth=0.15)
+    diff = _difference(3, 512) + (current - reference)
     det = detect(diff, clf)
-    assert not any(math.hypot(c.x - 300, c.y - 800) < 25 for c in det.candidates)
     assert det.candidates == []
-    assert any(r.reason == "dip" and math.hypot(r.x - 300, r.y - 800) < 25 for r in det.rejected)
+    assert any(r.reason == "dip" and math.hypot(r.x - 300, r.y - 400) < 25 for r in det.rejected)
 
 
 def test_bright_feature_is_not_a_candidate(clf: BlobClassifier) -> None:
     """A bright patch (snowball, persistence) is negative after preparation: never a blob."""
-    diff = _difference(4)
-    _add_blob(diff, 400.0, 600.0, radius=10.0, depth=-0.2)  # negative depth = brighter
+    diff = _difference(4, 512)
+    _add_blob(diff, 400.0, 200.0, radius=10.0, depth=-0.2)  # negative depth = brighter
     det = detect(diff, clf)
     assert det.candidates == []
 
 
-@pytest.mark.parametrize(("x", "y"), [(512.2, 640.7), (767.6, 255.8)])
+@pytest.mark.parametrize(("x", "y"), [(256.2, 140.7), (255.6, 255.8)])
 def test_blob_on_subframe_boundary_is_found(clf: BlobClassifier, x: float, y: float) -> None:
-    diff = _difference(5)
+    """On the edge between two subframes, and on the corner of four."""
+    diff = _difference(5, 512)
     _add_blob(diff, x, y, radius=7.0, depth=0.08, kind="ring")
     det = detect(diff, clf)
     assert len(det.candidates) == 1
@@ -133,9 +133,10 @@ def test_blob_on_subframe_boundary_is_found(clf: BlobClassifier, x: float, y: fl
 
 
 def test_threshold_override_and_validation(blob_diff: np.ndarray, clf: BlobClassifier) -> None:
-    low = detect(blob_diff, clf, threshold=0.0)
+    small = blob_diff[256:768, 256:768]
+    low = detect(small, clf, threshold=0.0)
     assert low.threshold == 0.0 and all(s.blob for s in low.subframes)
-    high = detect(blob_diff, clf, threshold=0.99)
+    high = detect(small, clf, threshold=0.99)
     assert high.threshold == pytest.approx(0.99)
     assert [s.blob for s in high.subframes] == [s.probability >= 0.99 for s in high.subframes]
     assert not all(s.blob for s in high.subframes)
@@ -153,9 +154,9 @@ class _SaysNo:
 
 
 def test_matched_filter_alone_is_not_enough(blob_diff: np.ndarray) -> None:
-    det = detect(blob_diff, _SaysNo())  # type: ignore[arg-type]
+    det = detect(blob_diff[256:768, 256:768], _SaysNo())  # type: ignore[arg-type]
     assert det.candidates == []
-    (rej,) = [r for r in det.rejected if math.hypot(r.x - 700.3, r.y - 300.6) < 2]
+    (rej,) = [r for r in det.rejected if math.hypot(r.x + 256 - 700.3, r.y + 256 - 300.6) < 2]
     assert rej.reason == "cnn" and rej.probability == 0.0 and rej.significance > 10
 
 
@@ -210,7 +211,7 @@ def test_detect_cli_json_on_difference(tmp_path: Path, model_path: Path, blob_di
 
 def test_detect_cli_table_shows_ds9_coordinates(tmp_path: Path, model_path: Path, blob_diff: np.ndarray, capsys) -> None:
     path = tmp_path / "diff.npy"
-    np.save(path, blob_diff)
+    np.save(path, blob_diff[256:768, 256:768])
     assert main(["detect", str(path), "--model", str(model_path), "--threshold", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "1 new-blob candidate(s)" in out and "DS9" in out

@@ -33,7 +33,8 @@ from blobwatch.monitor.runner import MonitorSettings, _classify_candidates, disc
 from handmade_model import write_handmade_model
 from monitor_support import free_port, simulate_inbox, webhook_server
 
-SETTINGS = MonitorSettings(min_references=3)
+SETTINGS = MonitorSettings(min_references=3)  # days 3 and 4 are processed
+LATE = MonitorSettings(min_references=4)  # only day 4 (with the new blob) is processed
 TABLES = (Image, Run, SubframePrediction, Candidate, Notification, Blob)
 
 
@@ -135,15 +136,15 @@ def test_bad_files_are_rejected_with_reasons_and_do_not_stop_the_others(
 ) -> None:
     expected = _write_bad_files(inbox / "bad", next(inbox.rglob("csm_day000_blob.fits")))
     Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
-    summary = _run(inbox, Session, tmp_path, classifier)
+    summary = _run(inbox, Session, tmp_path, classifier, settings=LATE)
     assert summary.exit_code == 1
     assert sorted(o.name for o in summary.rejected) == sorted(expected)
-    assert len(summary.processed) == 2
+    assert [o.name for o in summary.processed] == ["csm_day004_blob.fits"]
     with Session() as s:
         for image in s.scalars(select(Image).where(Image.status == "rejected")):
             assert expected[image.name] in image.reason
     # recorded once: the next run adds nothing and is clean
-    again = _run(inbox, Session, tmp_path, classifier)
+    again = _run(inbox, Session, tmp_path, classifier, settings=LATE)
     assert again.exit_code == 0 and again.rejected == [] and _counts(Session)["images"] == 9
     assert "not a FITS file" in (tmp_path / "reports" / "index.html").read_text()
 
@@ -179,22 +180,15 @@ def test_a_crash_mid_image_leaves_no_rows_and_the_image_is_redone(
 
 def test_a_killed_monitor_leaves_its_image_to_the_next_run(inbox: Path, tmp_path: Path, classifier) -> None:
     Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
-    _run(inbox, Session, tmp_path, classifier, settings=MonitorSettings(min_references=3, n_references=3))
-    with Session() as s:  # pretend a monitor on this host (a pid that is gone) died mid-image
+    _run(inbox, Session, tmp_path, classifier, settings=MonitorSettings(min_references=10))  # register only
+    with Session() as s:  # a monitor on this host claimed day 4 and was killed (its pid is gone)
         image = s.scalars(select(Image).where(Image.path.like("%day004%"))).one()
-        for table in (Notification, Candidate, SubframePrediction):
-            for row in s.scalars(select(table)):
-                if getattr(row, "image_id", None) == image.id or (
-                        table is SubframePrediction and row.run.image_id == image.id):
-                    s.delete(row)
-        s.flush()
-        for run in s.scalars(select(Run).where(Run.image_id == image.id)):
-            s.delete(run)
         image.status, image.claimed_by = "processing", f"{socket.gethostname()}:999999999"
         image.claimed_at = image.registered_at
         s.commit()
-    summary = _run(inbox, Session, tmp_path, classifier)
+    summary = _run(inbox, Session, tmp_path, classifier, settings=LATE)
     assert [o.name for o in summary.processed] == ["csm_day004_blob.fits"]
+    assert _counts(Session)["runs"] == 1
 
 
 def test_an_image_claimed_by_a_live_monitor_is_left_alone(inbox: Path, tmp_path: Path, classifier) -> None:
@@ -241,7 +235,7 @@ def test_a_notification_service_that_is_down_is_retried_next_run(inbox: Path, tm
     Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
     port = free_port()
     url = f"json://127.0.0.1:{port}/blobwatch"
-    first = _run(inbox, Session, tmp_path, classifier, notify=[url])
+    first = _run(inbox, Session, tmp_path, classifier, notify=[url], settings=LATE)
     n_alerts = sum(o.alert for o in first.processed)
     assert n_alerts >= 1 and first.exit_code == 1
     with Session() as s:
@@ -249,10 +243,10 @@ def test_a_notification_service_that_is_down_is_retried_next_run(inbox: Path, tm
         assert len(rows) == n_alerts and all(n.status == "failed" and n.attempts == 1 for n in rows)
         assert all(n.last_error for n in rows)
     with webhook_server(port=port) as hook:
-        second = _run(inbox, Session, tmp_path, classifier, notify=[url])
+        second = _run(inbox, Session, tmp_path, classifier, notify=[url], settings=LATE)
         assert second.outcomes == [] and second.exit_code == 0
         assert len(hook.received) == n_alerts
-        third = _run(inbox, Session, tmp_path, classifier, notify=[url])
+        third = _run(inbox, Session, tmp_path, classifier, notify=[url], settings=LATE)
         assert third.deliveries == [] and len(hook.received) == n_alerts
     with Session() as s:
         assert all(n.status == "sent" and n.attempts == 2 for n in s.scalars(select(Notification)))
@@ -296,7 +290,7 @@ def test_confirming_a_found_blob_measures_it_from_the_images(
     Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
     with Session() as s:
         assert len(import_catalog(s, root / "truth_blobs.ecsv").added) == 3
-    _run(inbox, Session, tmp_path, classifier)
+    _run(inbox, Session, tmp_path, classifier, settings=LATE)
     with Session() as s:
         cands = list(s.scalars(select(Candidate).where(Candidate.status == "new")))
         best = min(cands, key=lambda c: np.hypot(c.x - truth["x"], c.y - truth["y"]))
@@ -325,3 +319,15 @@ def test_a_reference_that_went_bad_is_rejected_and_the_image_waits(inbox: Path, 
         assert len(runs3) == 1, [(r.id, r.parameters["reference_image_ids"]) for r in s.scalars(select(Run))]
         run3 = runs3[0]
         assert not {d.id for d in day1} & set(run3.parameters["reference_image_ids"])
+
+
+def test_which_claims_count_as_dead() -> None:
+    from blobwatch.monitor.runner import _claim_holder_dead, worker_name
+
+    host = socket.gethostname()
+    assert _claim_holder_dead(f"{host}:999999999")  # no such process here
+    assert not _claim_holder_dead(worker_name())  # this process: maybe another call is working
+    assert not _claim_holder_dead(f"{host}:1")  # init is alive
+    assert not _claim_holder_dead("other-host:999999999:abc")  # cannot tell: wait for staleness
+    assert not _claim_holder_dead(None)
+    assert worker_name() != worker_name()

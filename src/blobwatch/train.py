@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from blobwatch.atomic import atomic_path, write_text_atomic
-from blobwatch.errors import InputError
+from blobwatch.errors import BlobwatchError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def resolve_device(device: str) -> Any:
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
+        raise BlobwatchError("--device cuda requested but CUDA is not available (use auto or cpu)")
     return torch.device(device)
 
 

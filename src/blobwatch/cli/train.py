@@ -20,6 +20,19 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _count(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def register(subparsers: Any) -> None:
     """Add the dataset, training and evaluation commands."""
     p = subparsers.add_parser(
@@ -32,9 +45,9 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("outdir", help="output directory (e.g. datasets/v1)")
     p.add_argument("files", nargs="*", help="extra real non-blob difference images (FITS) for training")
-    p.add_argument("--n-train", type=int, default=16000, help="training samples (default: the seed's 16000)")
-    p.add_argument("--n-val", type=int, default=4000, help="validation samples (default 4000)")
-    p.add_argument("--n-test", type=int, default=4000, help="samples in each test set (default 4000)")
+    p.add_argument("--n-train", type=_count(0), default=16000, help="training samples (default: the seed's 16000)")
+    p.add_argument("--n-val", type=_count(0), default=4000, help="validation samples (default 4000)")
+    p.add_argument("--n-test", type=_count(0), default=4000, help="samples in each test set (default 4000)")
     p.add_argument("--seed", type=int, default=33, help="master random seed (default 33)")
     p.add_argument("--train-seeds", type=_ints, default=None, help="simulation seeds of training images")
     p.add_argument("--test-seeds", type=_ints, default=None, help="simulation seeds of unseen test images")
@@ -56,13 +69,13 @@ def register(subparsers: Any) -> None:
     t.add_argument("--val", default=None, help="validation dataset (default: DATASET/../val if present)")
     t.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
     t.add_argument("--model", default=None, help="model file to write (default OUT/model.pt)")
-    t.add_argument("--epochs", type=int, default=None, help="epochs (default: the short recipe, 6; the seed: 200)")
-    t.add_argument("--adam-epochs", type=int, default=None,
+    t.add_argument("--epochs", type=_count(1), default=None, help="epochs (default: the short recipe, 6; the seed: 200)")
+    t.add_argument("--adam-epochs", type=_count(0), default=None,
                    help="epochs with Adam before SGD (default 4; the seed: 5)")
-    t.add_argument("--batch-size", type=int, default=None, help="batch size (default 100)")
+    t.add_argument("--batch-size", type=_count(1), default=None, help="batch size (default 100)")
     t.add_argument("--adam-lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
     t.add_argument("--sgd-lr", type=float, default=None, help="SGD learning rate (default 1e-3)")
-    t.add_argument("--max-samples", type=int, default=None,
+    t.add_argument("--max-samples", type=_count(0), default=None,
                    help="samples per epoch: the first N of each epoch's permutation of the whole set "
                         "(default 8000; 0: all, as in the seed)")
     t.add_argument("--seed", type=int, default=None, help="random seed (default 33)")
@@ -84,7 +97,7 @@ def register(subparsers: Any) -> None:
     e.add_argument("--out", default="runs/evaluate", help="output directory (default runs/evaluate)")
     e.add_argument("--threshold", type=float, default=None, help="override the model's threshold")
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
-    e.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N samples of each")
+    e.add_argument("--max-samples", type=_count(1), default=None, help="evaluate only the first N samples of each")
     e.set_defaults(func=_evaluate)
 
 
@@ -101,9 +114,6 @@ def _make_dataset(args: argparse.Namespace) -> int:
     for name in ("train_seeds", "test_seeds", "heldout_stamps"):
         if getattr(args, name) is not None:
             kw[name] = tuple(getattr(args, name))
-    for n in ("n_train", "n_val", "n_test"):
-        if kw[n] < 0:
-            raise SystemExit(f"blobwatch: error: --{n.replace('_', '-')} must be >= 0")
     out = build_datasets(args.outdir, DatasetPlan(**kw), progress=not args.no_progress, log=log.info)
     for name, path in out.items():
         print(f"{name:12s} {path}")
@@ -119,9 +129,7 @@ def _train(args: argparse.Namespace) -> int:
         val = str(guess) if (guess / "manifest.json").is_file() else None
     kw = {k: getattr(args, k) for k in ("epochs", "adam_epochs", "batch_size", "adam_lr", "sgd_lr", "seed",
                                         "max_samples") if getattr(args, k) is not None}
-    for k in ("epochs", "batch_size"):
-        if k in kw and kw[k] < 1:
-            raise SystemExit(f"blobwatch: error: --{k.replace('_', '-')} must be >= 1")
+
     cfg = TrainConfig(
         dataset=args.dataset, outdir=args.out, val_dataset=val, device=args.device,
         threads=args.threads, resume=args.resume, progress=not args.no_progress,

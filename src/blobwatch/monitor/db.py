@@ -353,9 +353,9 @@ def upgrade_schema(engine: Engine) -> None:
     Runs in one transaction; on SQLite it holds the write lock, so two processes opening a new
     database at once do not both create tables.
     """
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines are noise for users
     from alembic import command
 
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")

@@ -28,6 +28,7 @@ import os
 import socket
 import sys
 import time
+import uuid
 import warnings
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -332,21 +333,20 @@ def _reject_wrong_shapes(
 
 
 def worker_name() -> str:
-    """``host:pid`` of this process (recorded in ``images.claimed_by``)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid:token`` identifying one `run_monitor` call (recorded in ``images.claimed_by``)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _claim_holder_dead(claimed_by: str | None) -> bool:
     """True when the claim belongs to a process on this host that no longer exists."""
-    if not claimed_by or ":" not in claimed_by:
+    parts = (claimed_by or "").split(":")
+    if len(parts) < 2 or parts[0] != socket.gethostname() or not parts[1].isdigit():
         return False
-    host, _, pid = claimed_by.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    if int(pid) == os.getpid():
-        return True  # our own leftover claim from an earlier, aborted call
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False  # this process: another run_monitor call may be working on it
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
