@@ -9,7 +9,14 @@ import pytest
 
 from blobwatch import dataset as D
 from blobwatch.baseline import matched_filter_maps, matched_filter_scores, threshold_at_fpr
-from blobwatch.evaluate import confusion_rates, evaluate_model, evaluate_scores, fp_breakdown, format_table
+from blobwatch.evaluate import (
+    confusion_rates,
+    evaluate_model,
+    evaluate_scores,
+    fp_breakdown,
+    format_table,
+    registration_breakdown,
+)
 
 
 def test_confusion_rates_match_the_seed_table_layout():
@@ -111,3 +118,15 @@ def test_evaluate_cli_bad_model_exits_2(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "ds"), "--model", str(bad), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad.pt" in err and "not a readable model file" in err
+
+
+def test_registration_breakdown_groups_by_source():
+    manifest = {"sources": [{"provenance": {"registered": True}}, {"provenance": {"registered": False}},
+                            {"provenance": {}}]}
+    meta = {"source": np.array([0, 0, 1, 1, 2, 0])}
+    labels = np.array([0, 1, 0, 1, 0, 0])
+    pred = np.array([0, 1, 1, 0, 1, 1])
+    out = registration_breakdown(manifest, meta, labels, pred)
+    assert out["registered"] == {"n_negative": 2, "n_positive": 1, "fp_rate": 0.5, "tpr": 1.0}
+    assert out["unregistered"]["fp_rate"] == 1.0 and out["unregistered"]["tpr"] == 0.0
+    assert out["unknown"]["n_positive"] == 0 and out["unknown"]["tpr"] is None

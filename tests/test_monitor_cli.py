@@ -90,6 +90,7 @@ def test_monitor_and_catalog_commands(setup: dict, capsys: pytest.CaptureFixture
         (["monitor", ".", "--min-references", "40"], "--min-references 40 must be between"),
         (["monitor", ".", "--notify", "nonsense-scheme://x"], "not a valid apprise URL"),
         (["monitor", ".", "--model", "/no/model.pt"], "model file not found"),
+        (["monitor", ".", "--watch", "0"], "--watch 0 must be a positive number"),
         (["catalog", "import", "/no/file.ecsv"], "file not found"),
         (["catalog", "reject", "99", "--reason", "x"], "candidate 99 does not exist"),
         (["catalog", "list", "--status", "maybe"], "--status 'maybe' must be one of"),
@@ -104,3 +105,34 @@ def test_bad_usage_is_one_line_and_exit_2(argv: list[str], message: str, tmp_pat
     assert main([*argv, "--reports", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_demo_folder_is_emptied_only_if_a_demo_wrote_it(tmp_path: Path) -> None:
+    from blobwatch.cli.demo import _prepare_outdir
+    from blobwatch.errors import InputError
+
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    with pytest.raises(InputError, match="not written by 'blobwatch demo'"):
+        _prepare_outdir(mine)
+    assert (mine / "thesis.tex").exists()
+    out = tmp_path / "demo"
+    _prepare_outdir(out)
+    (out / "inbox").mkdir()
+    (out / "inbox" / "old.fits").write_bytes(b"x")
+    (out / "blobwatch.db").write_bytes(b"x")
+    _prepare_outdir(out)
+    assert sorted(p.name for p in out.iterdir()) == [".blobwatch-demo"]
+
+
+@pytest.mark.slow
+def test_demo_alerts_on_day_40_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``make demo``: several minutes on 2 cores."""
+    from blobwatch.modelfile import shipped_model_path
+
+    if not shipped_model_path().is_file():
+        pytest.skip("the shipped model is not there yet")
+    assert main(["demo", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "-> PASS" in out and "1 notification(s) received" in out

@@ -283,6 +283,7 @@ def test_known_and_linked_candidates_are_not_alerted(tmp_path: Path) -> None:
     assert out[0]["known_blob_id"] == blob.id and out[1]["linked_to"] == 1
 
 
+@pytest.mark.slow  # the same path runs in test_monitor_cli.py (catalog confirm); this one checks accuracy
 def test_confirming_a_found_blob_measures_it_from_the_images(
     inbox: Path, tmp_path: Path, classifier, sequence: tuple[Path, dict]
 ) -> None:
@@ -300,6 +301,7 @@ def test_confirming_a_found_blob_measures_it_from_the_images(
     assert 3.0 < blob.radius < 12.0
 
 
+@pytest.mark.slow
 def test_a_reference_that_went_bad_is_rejected_and_the_image_waits(inbox: Path, tmp_path: Path, classifier) -> None:
     Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
     _run(inbox, Session, tmp_path, classifier, settings=MonitorSettings(min_references=10))  # register only

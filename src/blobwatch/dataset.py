@@ -384,8 +384,6 @@ def make_dataset(
     Path
         The dataset directory.
     """
-    from tqdm import tqdm
-
     outdir = Path(outdir)
     if (outdir / "manifest.json").exists():
         raise InputError(outdir, "a dataset already exists here (remove it first)")
@@ -438,45 +436,17 @@ def make_dataset(
     x_path = outdir / "x.npy"
     tmp_x = outdir / ".x.npy.tmp"
     x = np.lib.format.open_memmap(tmp_x, mode="w+", dtype=np.float16, shape=(n_samples, size, size))
-    lines: list[str] = []
-    iterator: Iterable[int] = range(n_samples)
-    if progress:
-        iterator = tqdm(iterator, total=n_samples, desc=f"dataset {name or outdir.name}", unit="sample")
-    for i in iterator:
-        src = sources[int(src_idx[i])]
-        y0, x0 = int(corners[i, 0]), int(corners[i, 1])
-        frame = src.data[y0 : y0 + size, x0 : x0 + size].copy()
-        meta["causes"][i] = np.bitwise_or.reduce(src.causes[y0 : y0 + size, x0 : x0 + size], axis=None)
-        blob_info: list[dict[str, Any]] = []
-        if labels[i]:
-            blob_info = _draw_blobs(frame, rng_blobs, stamps, stamp_ids, cfg, noises[int(src_idx[i])])
-        frame += rng_aug.normal(0.0, noise_sigma, size=frame.shape).astype(np.float32)
-        k = int(rng_aug.integers(4))
-        fy, fx = bool(rng_aug.integers(2)), bool(rng_aug.integers(2))
-        x[i] = augment_array(frame, k, fy, fx).astype(np.float16)
-        meta["rot"][i], meta["flip_y"][i], meta["flip_x"][i] = k, fy, fx
-        if blob_info:
-            rc = augment_coords(np.array([[b["row"], b["col"]] for b in blob_info]), size, k, fy, fx)
-            for b, (r, c) in zip(blob_info, rc):
-                b["y"], b["x"] = round(float(r), 2), round(float(c), 2)  # position after augmentation
-                b["edge_distance"] = round(float(min(r, c, size - 1 - r, size - 1 - c)), 2)
-                del b["row"], b["col"]
-            strongest = max(blob_info, key=lambda b: b["peak_sigma"] * b["inside_fraction"])
-            meta["n_blobs"][i] = len(blob_info)
-            meta["peak"][i] = strongest["peak_sigma"]
-            meta["radius"][i] = strongest["radius"]
-            meta["edge_distance"][i] = strongest["edge_distance"]
-            meta["stamp_only"][i] = all(b["kind"] == "stamp" for b in blob_info)
-        lines.append(json.dumps({
-            "index": i, "label": int(labels[i]), "source": src.name, "x0": x0, "y0": y0,
-            "rot90": k, "flip_y": fy, "flip_x": fx,
-            "causes": [n for f, n in CAUSE_NAMES.items() if meta["causes"][i] & f],
-            "blobs": blob_info,
-        }, separators=(",", ":")))
-    x.flush()
-    del x
-    os.replace(tmp_x, x_path)
+    try:
+        lines = _fill(x, sources, src_idx, corners, labels, noises, meta, stamps, stamp_ids, cfg,
+                      rng_blobs, rng_aug, noise_sigma, size, progress, name or outdir.name)
+        x.flush()
+        del x
+        os.replace(tmp_x, x_path)
+    except BaseException:
+        tmp_x.unlink(missing_ok=True)
+        raise
     with atomic_path(outdir / "meta.npz") as tmp:
+
         with open(tmp, "wb") as f:
             np.savez(f, **meta)
     write_text_atomic(outdir / "samples.jsonl", "\n".join(lines) + "\n")
@@ -513,6 +483,53 @@ def make_dataset(
     }
     write_text_atomic(outdir / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     return outdir
+
+
+def _fill(x: np.ndarray, sources: Sequence[SourceImage], src_idx: np.ndarray, corners: np.ndarray,
+          labels: np.ndarray, noises: list[float], meta: dict[str, np.ndarray],
+          stamps: dict[int, np.ndarray], stamp_ids: Sequence[int], cfg: BlobConfig,
+          rng_blobs: np.random.Generator, rng_aug: np.random.Generator, noise_sigma: float,
+          size: int, progress: bool, name: str) -> list[str]:
+    """Generate every sample into ``x`` and ``meta`` (in place); return the provenance lines."""
+    from tqdm import tqdm
+
+    n_samples = len(labels)
+    lines: list[str] = []
+    iterator: Iterable[int] = range(n_samples)
+    if progress:
+        iterator = tqdm(iterator, total=n_samples, desc=f"dataset {name}", unit="sample")
+    for i in iterator:
+        src = sources[int(src_idx[i])]
+        y0, x0 = int(corners[i, 0]), int(corners[i, 1])
+        frame = src.data[y0 : y0 + size, x0 : x0 + size].copy()
+        meta["causes"][i] = np.bitwise_or.reduce(src.causes[y0 : y0 + size, x0 : x0 + size], axis=None)
+        blob_info: list[dict[str, Any]] = []
+        if labels[i]:
+            blob_info = _draw_blobs(frame, rng_blobs, stamps, stamp_ids, cfg, noises[int(src_idx[i])])
+        frame += rng_aug.normal(0.0, noise_sigma, size=frame.shape).astype(np.float32)
+        k = int(rng_aug.integers(4))
+        fy, fx = bool(rng_aug.integers(2)), bool(rng_aug.integers(2))
+        x[i] = augment_array(frame, k, fy, fx).astype(np.float16)
+        meta["rot"][i], meta["flip_y"][i], meta["flip_x"][i] = k, fy, fx
+        if blob_info:
+            rc = augment_coords(np.array([[b["row"], b["col"]] for b in blob_info]), size, k, fy, fx)
+            for b, (r, c) in zip(blob_info, rc):
+                b["y"], b["x"] = round(float(r), 2), round(float(c), 2)  # position after augmentation
+                b["edge_distance"] = round(float(min(r, c, size - 1 - r, size - 1 - c)), 2)
+                del b["row"], b["col"]
+            strongest = max(blob_info, key=lambda b: b["peak_sigma"] * b["inside_fraction"])
+            meta["n_blobs"][i] = len(blob_info)
+            meta["peak"][i] = strongest["peak_sigma"]
+            meta["radius"][i] = strongest["radius"]
+            meta["edge_distance"][i] = strongest["edge_distance"]
+            meta["stamp_only"][i] = all(b["kind"] == "stamp" for b in blob_info)
+        lines.append(json.dumps({
+            "index": i, "label": int(labels[i]), "source": src.name, "x0": x0, "y0": y0,
+            "rot90": k, "flip_y": fy, "flip_x": fx,
+            "causes": [n for f, n in CAUSE_NAMES.items() if meta["causes"][i] & f],
+            "blobs": blob_info,
+        }, separators=(",", ":")))
+    return lines
 
 
 def manifest_sha256(path: str | os.PathLike) -> str:

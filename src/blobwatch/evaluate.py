@@ -109,6 +109,35 @@ def fp_breakdown(meta: dict[str, np.ndarray], labels: np.ndarray, predicted: np.
     return rows
 
 
+def registration_breakdown(
+    manifest: dict[str, Any], meta: dict[str, np.ndarray], labels: np.ndarray, predicted: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """FP rate and TPR separately for subframes cut from registered and unregistered differences.
+
+    Uses each source's ``provenance["registered"]`` in the dataset manifest; sources without it
+    (real files) are grouped as ``"unknown"``.
+    """
+    flags = []
+    for src in manifest.get("sources", []):
+        reg = src.get("provenance", {}).get("registered")
+        flags.append("unknown" if reg is None else ("registered" if reg else "unregistered"))
+    group = np.asarray(flags, dtype=object)[np.asarray(meta["source"], dtype=int)]
+    labels = np.asarray(labels).astype(bool)
+    predicted = np.asarray(predicted).astype(bool)
+    out: dict[str, dict[str, Any]] = {}
+    for g in ("registered", "unregistered", "unknown"):
+        sel = group == g
+        if not sel.any():
+            continue
+        neg, pos = sel & ~labels, sel & labels
+        out[g] = {
+            "n_negative": int(neg.sum()), "n_positive": int(pos.sum()),
+            "fp_rate": float(predicted[neg].mean()) if neg.any() else None,
+            "tpr": float(predicted[pos].mean()) if pos.any() else None,
+        }
+    return out
+
+
 def evaluate_scores(
     labels: np.ndarray,
     probs: np.ndarray,
@@ -260,6 +289,11 @@ def evaluate_model(
         bscores = matched_filter_scores(ds.x[:n]) if baseline else None
         name = ds.manifest.get("name", Path(d).name)
         res = evaluate_scores(labels, probs, meta, thr, bscores)
+        res["cnn"]["by_registration"] = registration_breakdown(ds.manifest, meta, labels, probs >= thr)
+        if bscores is not None:
+            bthr = res["matched_filter"]["threshold_sigma"]
+            res["matched_filter"]["by_registration"] = registration_breakdown(
+                ds.manifest, meta, labels, bscores >= bthr)
         res.update(path=str(d), loss=loss, manifest_generator=ds.manifest.get("generator_version"))
         report["datasets"][name] = res
         plot_confusion(res["cnn"], outdir / f"{name}_confusion.png",

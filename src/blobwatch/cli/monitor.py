@@ -171,6 +171,8 @@ def run_monitor_command(args: argparse.Namespace) -> int:
     if args.references < 1 or not 1 <= args.min_references <= args.references:
         raise BlobwatchError(f"--min-references {args.min_references} must be between 1 and "
                              f"--references {args.references}")
+    if args.watch is not None and not args.watch > 0:
+        raise BlobwatchError(f"--watch {args.watch:g} must be a positive number of seconds")
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         raise BlobwatchError(f"--threshold {args.threshold} must be between 0 and 1")
     if args.model is not None and not Path(args.model).is_file():
@@ -188,8 +190,6 @@ def run_monitor_command(args: argparse.Namespace) -> int:
     kwargs = dict(db=session_factory, reports=reports, notify=urls, settings=settings,
                   progress=False if args.no_progress else None)
     if args.watch is not None:
-        if args.watch <= 0:
-            raise BlobwatchError(f"--watch {args.watch} must be a positive number of seconds")
         print(f"watching {inbox} every {args.watch:g} s (Ctrl-C to stop); reports in {reports}", flush=True)
         watch(inbox, args.watch, model=args.model, **kwargs)
         return 0  # pragma: no cover - watch returns only by KeyboardInterrupt

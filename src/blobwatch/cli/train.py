@@ -6,7 +6,6 @@ Heavy libraries (torch, numpy, scipy, matplotlib, astropy) are imported inside t
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path

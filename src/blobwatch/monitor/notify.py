@@ -216,6 +216,7 @@ def apprise_send(url: str, title: str, body: str) -> None:
     """Send one message to one apprise URL; raise `NotifyError` with apprise's reason on failure."""
     import apprise
 
+    logging.getLogger("apprise").setLevel(logging.WARNING)  # its INFO lines repeat ours
     sender = apprise.Apprise()
     if not sender.add(url):
         raise NotifyError(f"not a valid apprise URL: {redact_notify_url(url)}")

@@ -738,7 +738,7 @@ def run_monitor(
     if waiting:
         log.info("%d image(s) wait for %d earlier images", waiting, settings.min_references)
 
-    loaded: _Model | None = None
+    loaded = _load_model(model, classifier) if ready else None  # before any claim: a bad model claims nothing
     bar = None
     if progress or (progress is None and len(ready) > 1 and sys.stderr.isatty()):
         from tqdm import tqdm
@@ -755,8 +755,7 @@ def run_monitor(
                     if bar:
                         bar.update(1)
                     continue
-            if loaded is None:
-                loaded = _load_model(model, classifier)
+            assert loaded is not None
             for attempt in range(settings.n_references + 1):
                 try:
                     outcome = process_image(session_factory, iid, model=loaded, settings=settings,
