@@ -842,10 +842,23 @@ def load_source(cache: Path, name: str) -> SourceImage | None:
                            provenance=json.loads(js.read_text()))
 
 
+def source_code_sha256() -> dict[str, str]:
+    """SHA-256 of the modules that make the background images (simulator, difference, prepare).
+
+    Recorded in every manifest and part of the source-cache key: a changed simulator changes
+    its random draws, so cached images made by an older version must not be reused.
+    """
+    from blobwatch import difference, preprocess, simulate
+
+    return {Path(m.__file__).name: _sha256_file(Path(m.__file__)) for m in (simulate, difference, preprocess)}
+
+
 def cached_simulated_sources(seed: int, cache: Path, plan: DatasetPlan) -> list[SourceImage]:
-    """`simulated_sources` for one seed, cached under ``cache`` (keyed by every parameter)."""
+    """`simulated_sources` for one seed, cached under ``cache`` (keyed by every parameter and
+    by the code that makes the images)."""
     names = [f"sim{seed}_day{d:03d}_{r}" for d in plan.diff_days for r in ("reg", "unreg")]
-    key = f"{GENERATOR_VERSION}|{seed}|{plan.n_days}|{list(plan.diff_days)}|{plan.clip_factor}"
+    code = json.dumps(source_code_sha256(), sort_keys=True)
+    key = f"{GENERATOR_VERSION}|{seed}|{plan.n_days}|{list(plan.diff_days)}|{plan.clip_factor}|{code}"
     tag = hashlib.sha256(key.encode()).hexdigest()[:12]
     sub = cache / tag
     loaded = [load_source(sub, n) for n in names]
@@ -882,18 +895,18 @@ def build_datasets(outdir: str | os.PathLike, plan: DatasetPlan, *, progress: bo
     cache = outdir / "sources"
     train_src: list[SourceImage] = []
     for seed in plan.train_seeds:
-        say(f"simulating training sequence seed {seed}")
+        say(f"training images: sequence seed {seed} (simulated, or read from the cache)")
         train_src += cached_simulated_sources(int(seed), cache, plan)
     for f in plan.files:
         say(f"adding user file {f}")
         train_src.append(file_source(f, clip_factor=plan.clip_factor))
     test_src: list[SourceImage] = []
     for seed in plan.test_seeds:
-        say(f"simulating test sequence seed {seed}")
+        say(f"test images: sequence seed {seed} (simulated, or read from the cache)")
         test_src += cached_simulated_sources(int(seed), cache, plan)
     common = {"stamps": stamps, "progress": progress}
     prep = {"preparation": {"clip_factor": plan.clip_factor, "subframe": 256},
-            "heldout_stamps": held, "training_stamps": train_ids,
+            "heldout_stamps": held, "training_stamps": train_ids, "code_sha256": source_code_sha256(),
             "plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.__dict__.items()}}
     out = {}
     specs = [

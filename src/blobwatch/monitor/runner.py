@@ -40,7 +40,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from blobwatch import __version__
-from blobwatch.errors import BlobwatchError, InputError
+from blobwatch.errors import InputError
 from blobwatch.monitor import notify as _notify
 from blobwatch.monitor.catalog import known_blob_at
 from blobwatch.monitor.db import (
