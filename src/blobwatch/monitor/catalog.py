@@ -36,7 +36,9 @@ __all__ = [
     "export_catalog",
     "import_catalog",
     "known_blob_at",
+    "locate_image",
     "measure_candidate",
+    "rebuild_difference",
     "reject_candidate",
 ]
 
@@ -290,44 +292,69 @@ def _get_candidate(session: Session, candidate_id: int) -> Candidate:
     return candidate
 
 
-def _locate(path: str, images_dir: str | os.PathLike | None) -> Path:
-    p = Path(path)
-    if p.exists() or images_dir is None:
-        return p
-    alt = Path(images_dir) / p.name
-    return alt if alt.exists() else p
+def locate_image(recorded: str, images_dir: str | os.PathLike | None = None) -> Path:
+    """The recorded path of an image, or the file of that name in ``images_dir`` if it moved."""
+    path = Path(recorded)
+    if path.exists() or images_dir is None:
+        return path
+    moved = Path(images_dir) / path.name
+    return moved if moved.exists() else path
 
 
-def measure_candidate(
-    session: Session, candidate: Candidate, *, images_dir: str | os.PathLike | None = None
-) -> BlobMeasurement:
-    """Measure a candidate's blob in its image against the median stack of that image's run.
+def rebuild_difference(
+    image: Image, run: Run | None, *, images_dir: str | os.PathLike | None = None
+) -> tuple[Any, Any]:
+    """Re-read an image and rebuild the difference its run made (one code path for review).
 
-    Re-reads the image and the references the run used (``runs.parameters['reference_paths']``,
-    looked up in ``images_dir`` by file name if they moved) and rebuilds the registered median
-    stack with `blobwatch.difference.blob_difference`.
+    Uses the references and the registration switch recorded in ``run.parameters`` (looked up in
+    ``images_dir`` by file name if they moved) with `blobwatch.difference.blob_difference`.  The
+    warnings about few or unregistered references are not repeated: the run reported them.
+
+    Returns
+    -------
+    (BlobImage, DifferenceResult or None)
+        The current image, and its difference (None when the run recorded no references,
+        e.g. an image that was never processed).
+
+    Raises
+    ------
+    blobwatch.errors.InputError
+        The image or a reference can no longer be read.
     """
-    from blobwatch.difference import blob_difference
+    from blobwatch.difference import FewReferencesWarning, RegistrationWarning, blob_difference
     from blobwatch.fits_io import read_blob_image
 
-    run = session.get(Run, candidate.run_id) or latest_run(session, candidate.image_id)
-    image = session.get(Image, candidate.image_id)
-    if run is None or image is None:
-        raise CatalogError(f"candidate {candidate.id} has no run or image")
-    references = list((run.parameters or {}).get("reference_paths") or [])
+    current = read_blob_image(locate_image(image.path, images_dir))
+    params = (run.parameters or {}) if run is not None else {}
+    references = list(params.get("reference_paths") or [])
     if not references:
-        raise CatalogError(f"run {run.id} recorded no reference images; cannot measure")
-    current = read_blob_image(_locate(image.path, images_dir))
-    refs = [read_blob_image(_locate(p, images_dir), expected_shape=current.shape) for p in references]
-    params = run.parameters or {}
+        return current, None
+    refs = [read_blob_image(locate_image(p, images_dir), expected_shape=current.shape) for p in references]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # few references are expected early in a sequence
+        warnings.simplefilter("ignore", FewReferencesWarning)
+        warnings.simplefilter("ignore", RegistrationWarning)
         result = blob_difference(
             current,
             refs,
             register=bool(params.get("register", True)),
             min_references=min(len(refs), int(params.get("min_references", 5))),
+            max_references=len(refs),  # exactly the run's references, also beyond the seed's 30
         )
+    return current, result
+
+
+def measure_candidate(
+    session: Session, candidate: Candidate, *, images_dir: str | os.PathLike | None = None
+) -> BlobMeasurement:
+    """Measure a candidate's blob in its image against the median stack of that image's run
+    (rebuilt with `rebuild_difference`)."""
+    run = session.get(Run, candidate.run_id) or latest_run(session, candidate.image_id)
+    image = session.get(Image, candidate.image_id)
+    if run is None or image is None:
+        raise CatalogError(f"candidate {candidate.id} has no run or image")
+    if not (run.parameters or {}).get("reference_paths"):
+        raise CatalogError(f"run {run.id} recorded no reference images; cannot measure")
+    current, result = rebuild_difference(image, run, images_dir=images_dir)
     loss = loss_map(current.data, result.stack)
     max_radius = max(20.0, 2.0 * float(candidate.radius or 0.0))
     try:

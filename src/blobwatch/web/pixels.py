@@ -1,9 +1,9 @@
 """Pixel data behind the review pages, found through database ids only.
 
 For an image id the store re-reads the image file recorded in the database and, when the image
-was processed, rebuilds its median stack and difference exactly as the run did (the references
-and registration switch recorded in ``runs.parameters``, as
-`blobwatch.monitor.catalog.measure_candidate` does). Results are kept in a small LRU cache.
+was processed, rebuilds its median stack and difference exactly as the run did, with
+`blobwatch.monitor.catalog.rebuild_difference` (the code path that measures a candidate).
+Results are kept in a small LRU cache.
 Report files (saliency PNGs) are read from the paths recorded in the database; relative paths
 are resolved against the reports folder. No path from a request ever reaches the file system.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -44,12 +43,6 @@ class PixelStore:
         self._cache: OrderedDict[tuple[int, int | None], dict[str, np.ndarray]] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
-
-    def _locate(self, recorded: str) -> Path:
-        path = Path(recorded)
-        if not path.exists() and self.images_dir is not None and (self.images_dir / path.name).exists():
-            return self.images_dir / path.name
-        return path
 
     def cached_ids(self) -> list[int]:
         """Ids of the images whose arrays are in memory, least recently used first."""
@@ -85,21 +78,11 @@ class PixelStore:
             return arrays
 
     def _load(self, image: Image, run) -> dict[str, np.ndarray]:
-        from blobwatch.difference import FewReferencesWarning, blob_difference
-        from blobwatch.fits_io import read_blob_image
+        from blobwatch.monitor.catalog import rebuild_difference
 
-        current = read_blob_image(self._locate(image.path))
+        current, result = rebuild_difference(image, run, images_dir=self.images_dir)
         out = {"image": np.asarray(current.data, dtype=np.float32)}
-        params = (run.parameters or {}) if run is not None else {}
-        references = list(params.get("reference_paths") or [])
-        if references:
-            refs = [read_blob_image(self._locate(p), expected_shape=current.data.shape)
-                    for p in references]
-            with warnings.catch_warnings():  # the run already warned about few references
-                warnings.simplefilter("ignore", FewReferencesWarning)
-                result = blob_difference(
-                    current, refs, register=bool(params.get("register", True)),
-                    min_references=min(len(refs), int(params.get("min_references", 5))))
+        if result is not None:
             out["stack"] = np.asarray(result.stack, dtype=np.float32)
             out["difference"] = np.asarray(result.data, dtype=np.float32)
         return out
