@@ -11,6 +11,7 @@ from astropy.io import fits
 
 from blobwatch.difference import (
     FewReferencesWarning,
+    PreparedCache,
     RegistrationWarning,
     align_blob_pattern,
     blob_difference,
@@ -222,6 +223,29 @@ def test_registration_reduces_residuals_of_existing_blobs():
     assert rms_reg < 0.5 * rms_plain
     assert rms_reg < 2.0 * 0.003  # close to the noise of the current image
     assert registered.method.startswith("registered-median")
+
+
+def test_prepared_cache_gives_identical_results_and_prepares_each_image_once():
+    rng = np.random.default_rng(9)
+    shifts = rng.normal(0, 0.3, (8, 2))
+    days = [_blob(_image(*shifts[i], noise_seed=80 + i), 400.0 + i, f"day{i}.fits") for i in range(8)]
+    for i, day in enumerate(days):
+        day.provenance["sha256"] = f"{i:064x}"
+    cache = PreparedCache(capacity=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FewReferencesWarning)
+        for k in (6, 7):  # day 6 against 0-5, then day 7 against 1-6 (day 6 was the template)
+            plain = blob_difference(days[k], days[k - 6 : k], min_references=5, workers=2)
+            cached = blob_difference(days[k], days[k - 6 : k], min_references=5, workers=2, prepared=cache)
+            np.testing.assert_array_equal(cached.data, plain.data)
+            np.testing.assert_array_equal(cached.offsets, plain.offsets)
+    assert (cache.misses, cache.hits) == (8, 6)  # 0-6 once, 7 once; 1-6 reused for day 7
+    # an image without a file hash is never cached
+    unhashed = _blob(days[7].data, 500.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FewReferencesWarning)
+        blob_difference(unhashed, days[2:8], min_references=5, prepared=cache)
+    assert cache.misses == 8 and cache.hits == 12
 
 
 # ------------------------------------------------------------------------- output

@@ -290,6 +290,27 @@ def test_confirm_adds_the_measured_blob_to_the_catalog(fresh_db: str, monitor_db
     assert again.status_code == 409 and "already confirmed" in again.text
 
 
+def test_confirm_after_viewing_measures_in_the_stack_in_memory(fresh_db: str, monitor_db: dict,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from blobwatch.monitor import catalog
+
+    with open_database(fresh_db)() as session:  # what the command line would measure
+        expected = catalog.measure_candidate(session, session.get(Candidate, 1))
+    client = TestClient(create_app(fresh_db, monitor_db["reports"]))
+    assert client.get("/candidates/1/stack.png").status_code == 200  # the candidate page's cut-out
+
+    def reread(*args: object, **kwargs: object) -> None:
+        raise AssertionError("re-read the images although their stack is in memory")
+
+    monkeypatch.setattr(catalog, "rebuild_difference", reread)
+    response = client.post("/candidates/1/confirm", data={CSRF_FIELD: _csrf(client), "reviewer": "Ada"})
+    assert response.status_code == 200
+    blob = client.get("/api/catalog/3").json()
+    assert blob["candidate_id"] == 1
+    assert [blob["x"], blob["y"], blob["radius"], blob["depth"]] == pytest.approx(
+        [expected.x, expected.y, expected.radius, expected.depth])
+
+
 def test_confirm_of_a_known_blob_is_a_conflict(fresh_db: str, monitor_db: dict) -> None:
     client = TestClient(create_app(fresh_db, monitor_db["reports"]))
     response = client.post("/candidates/3/confirm", data={CSRF_FIELD: _csrf(client), "reviewer": "Ada"})

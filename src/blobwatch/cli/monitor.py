@@ -155,6 +155,15 @@ def _reviewer(args: argparse.Namespace) -> str:
         return "unknown"
 
 
+def _refresh_pages(session: Any, reports: Path) -> None:
+    """Rewrite the index and blob-map pages after a review decision (if there are reports)."""
+    from blobwatch.monitor.report import write_blobmap, write_index
+
+    if reports.exists():
+        write_index(session, reports)
+        write_blobmap(session, reports)
+
+
 # --------------------------------------------------------------------------------------------
 # Handlers
 # --------------------------------------------------------------------------------------------
@@ -230,11 +239,7 @@ def run_catalog_confirm(args: argparse.Namespace) -> int:
     session_factory = _open(url)
     with session_factory() as session:
         blob = confirm_candidate(session, args.candidate, reviewer=_reviewer(args), images_dir=args.images_dir)
-        from blobwatch.monitor.report import write_blobmap, write_index
-
-        if reports.exists():
-            write_index(session, reports)
-            write_blobmap(session, reports)
+        _refresh_pages(session, reports)
     print(f"candidate {args.candidate} confirmed as blob {blob.id}: x={blob.x:.2f} y={blob.y:.2f} "
           f"(DS9 {blob.x + 1:.2f}, {blob.y + 1:.2f}) radius {blob.radius:.1f} px depth {100 * blob.depth:.1f}%")
     return 0
@@ -248,11 +253,7 @@ def run_catalog_reject(args: argparse.Namespace) -> int:
     session_factory = _open(url)
     with session_factory() as session:
         candidate = reject_candidate(session, args.candidate, reason=args.reason, reviewer=_reviewer(args))
-        from blobwatch.monitor.report import write_blobmap, write_index
-
-        if reports.exists():
-            write_index(session, reports)
-            write_blobmap(session, reports)
+        _refresh_pages(session, reports)
     print(f"candidate {candidate.id} rejected: {candidate.reason}")
     return 0
 

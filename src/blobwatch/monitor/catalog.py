@@ -10,7 +10,6 @@ mask is the same detector without the 5-pixel reference border.
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import os
 import warnings
@@ -24,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from blobwatch import __version__
 from blobwatch.errors import BlobwatchError, InputError
-from blobwatch.monitor.db import Blob, Candidate, Image, Run, latest_run, utcnow
+from blobwatch.monitor.db import Blob, Candidate, Image, Run, latest_run, mjd_to_datetime, utcnow
 from blobwatch.monitor.measure import BlobMeasurement, loss_map, measure_blob
 
 __all__ = [
@@ -38,6 +37,7 @@ __all__ = [
     "known_blob_at",
     "locate_image",
     "measure_candidate",
+    "measure_in_stack",
     "rebuild_difference",
     "reject_candidate",
 ]
@@ -71,14 +71,6 @@ def _column(table: Any, *names: str) -> str | None:
         if name in lower:
             return lower[name]
     return None
-
-
-def _mjd_to_datetime(mjd: float | None) -> _dt.datetime | None:
-    if mjd is None or not np.isfinite(mjd):
-        return None
-    from astropy.time import Time
-
-    return Time(mjd, format="mjd", scale="utc").to_datetime(timezone=_dt.timezone.utc)
 
 
 def import_catalog(
@@ -153,7 +145,7 @@ def import_catalog(
             radius=float(radius[i]),
             depth=float(depth[i]) if np.isfinite(depth[i]) else None,
             first_seen_mjd=float(mjd[i]) if np.isfinite(mjd[i]) else None,
-            first_seen=_mjd_to_datetime(float(mjd[i])) if np.isfinite(mjd[i]) else None,
+            first_seen=mjd_to_datetime(float(mjd[i])),
             source=src,
             label=label,
         )
@@ -355,10 +347,20 @@ def measure_candidate(
     if not (run.parameters or {}).get("reference_paths"):
         raise CatalogError(f"run {run.id} recorded no reference images; cannot measure")
     current, result = rebuild_difference(image, run, images_dir=images_dir)
-    loss = loss_map(current.data, result.stack)
+    return measure_in_stack(candidate, current.data, result.stack)
+
+
+def measure_in_stack(candidate: Candidate, current: np.ndarray, stack: np.ndarray) -> BlobMeasurement:
+    """Measure a candidate's blob in ``1 - current / stack`` (arrays already at hand).
+
+    Raises
+    ------
+    CatalogError
+        No finite pixels near the candidate.
+    """
     max_radius = max(20.0, 2.0 * float(candidate.radius or 0.0))
     try:
-        return measure_blob(loss, candidate.x, candidate.y, max_radius=max_radius)
+        return measure_blob(loss_map(current, stack), candidate.x, candidate.y, max_radius=max_radius)
     except ValueError as exc:
         raise CatalogError(f"candidate {candidate.id}: {exc}") from None
 

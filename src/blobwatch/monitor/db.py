@@ -75,6 +75,17 @@ def utcnow() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
 
 
+def mjd_to_datetime(mjd: float | None) -> _dt.datetime | None:
+    """A UTC ``datetime`` for an MJD (None for None or a non-finite MJD)."""
+    import math
+
+    if mjd is None or not math.isfinite(mjd):
+        return None
+    from astropy.time import Time
+
+    return Time(mjd, format="mjd", scale="utc").to_datetime(timezone=_dt.timezone.utc)
+
+
 class UTCDateTime(TypeDecorator[_dt.datetime]):
     """A timestamp stored as UTC and always read back timezone-aware (SQLite drops the zone)."""
 

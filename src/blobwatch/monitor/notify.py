@@ -17,7 +17,6 @@ import datetime as _dt
 import logging
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -309,8 +308,3 @@ def deliver_pending(
             results.append(DeliveryResult(nid, row.image_id, url, error is None, error))
     return results
 
-
-def print_message(title: str, body: str, stream=None) -> None:  # noqa: ANN001
-    """Print an alert to a stream (used when no notification URL is configured)."""
-    stream = stream or sys.stdout
-    print(f"{title}\n{body}", file=stream)

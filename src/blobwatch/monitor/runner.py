@@ -51,6 +51,7 @@ from blobwatch.monitor.db import (
     Run,
     SubframePrediction,
     claim_image,
+    mjd_to_datetime,
     open_database,
     release_image,
     utcnow,
@@ -197,19 +198,18 @@ def discover(inbox: str | os.PathLike) -> list[Path]:
     return sorted(found)
 
 
-def _mjd_to_datetime(mjd: float) -> _dt.datetime:
-    from astropy.time import Time
-
-    return Time(mjd, format="mjd", scale="utc").to_datetime(timezone=_dt.timezone.utc)
-
-
 class _ImageCache:
-    """A small LRU cache of `BlobImage` objects keyed by SHA-256 (one read per file per run)."""
+    """A small LRU cache of `BlobImage` objects keyed by SHA-256 (one read per file per run).
+
+    ``prepared`` optionally holds a `blobwatch.difference.PreparedCache`, so that a run that
+    processes several images prepares each reference for registration once.
+    """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(1, capacity)
         self._items: OrderedDict[str, Any] = OrderedDict()
         self.reads = 0
+        self.prepared: Any = None
 
     def put(self, sha: str, image: Any) -> None:
         self._items[sha] = image
@@ -280,7 +280,7 @@ def register_files(
                 for w in caught:
                     log.warning("%s", w.message)
                 row.mjd = float(blob.mjd)
-                row.obs_date = _mjd_to_datetime(blob.mjd)
+                row.obs_date = mjd_to_datetime(blob.mjd)
                 row.filter = blob.filter
                 row.rows, row.cols = (int(n) for n in blob.data.shape)
                 if len(paths) - len(known) <= cache.capacity // 2:  # a daily run: keep it for processing
@@ -528,7 +528,8 @@ def process_image(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # FewReferencesWarning is expected while < 30 exist
         diff = blob_difference(current, ref_images, register=settings.register,
-                               min_references=settings.min_references, max_references=settings.n_references)
+                               min_references=settings.min_references, max_references=settings.n_references,
+                               prepared=cache.prepared)
     timings["difference"] = time.perf_counter() - t
     t = time.perf_counter()
     detection = detect(diff, model.classifier, threshold=settings.threshold, name=image.name)
@@ -739,6 +740,10 @@ def run_monitor(
         log.info("%d image(s) wait for %d earlier images", waiting, settings.min_references)
 
     loaded = _load_model(model, classifier) if ready else None  # before any claim: a bad model claims nothing
+    if len(ready) > 1 and settings.register:  # consecutive images share references: prepare each once
+        from blobwatch.difference import PreparedCache
+
+        cache.prepared = PreparedCache(settings.n_references + 1)
     bar = None
     if progress or (progress is None and len(ready) > 1 and sys.stderr.isatty()):
         from tqdm import tqdm
@@ -756,7 +761,7 @@ def run_monitor(
                         bar.update(1)
                     continue
             assert loaded is not None
-            for attempt in range(settings.n_references + 1):
+            for _attempt in range(settings.n_references + 1):
                 try:
                     outcome = process_image(session_factory, iid, model=loaded, settings=settings,
                                             reports=reports_path, notify_urls=urls, cache=cache, worker=worker)

@@ -18,7 +18,6 @@ import contextlib
 import logging
 import re
 import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator, Literal
 from urllib.parse import urlencode
@@ -36,7 +35,7 @@ from blobwatch import __version__
 from blobwatch.errors import BlobwatchError
 from blobwatch.monitor.db import Candidate, SubframePrediction, open_database
 from blobwatch.web import queries, render
-from blobwatch.web.pixels import PixelStore
+from blobwatch.web.pixels import LRUCache, PixelStore
 from blobwatch.web.security import AUTH_COOKIE, CSRF_COOKIE, CSRF_FIELD, Guard
 
 log = logging.getLogger(__name__)
@@ -50,27 +49,6 @@ ImageKind = Literal["image", "stack", "difference"]
 _KIND_TITLES = {"image": "current image", "stack": "median stack", "difference": "difference"}
 _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
         "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
-
-
-class PngCache:
-    """A small LRU cache of rendered PNGs; rendering is serialised by one lock."""
-
-    def __init__(self, size: int = 96) -> None:
-        self._items: OrderedDict[tuple, bytes] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple, make: Callable[[], bytes]) -> bytes:
-        """The PNG for ``key``, rendered by ``make()`` when not cached."""
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-            png = make()
-            self._items[key] = png
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-            return png
 
 
 def _png_response(png: bytes) -> Response:
@@ -105,7 +83,7 @@ def create_app(
     session_factory = open_database(db_url)
     guard = Guard(token=token, require_token=require_token)
     pixels = PixelStore(reports_dir=reports_dir, images_dir=images_dir)
-    pngs = PngCache()
+    pngs: LRUCache[bytes] = LRUCache(96)  # rendered PNGs; rendering serialised by its lock
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.filters["fmt"] = _fmt
     templates.env.filters["utc"] = _utc
@@ -377,14 +355,27 @@ def create_app(
 
     @app.post("/candidates/{candidate_id}/confirm", include_in_schema=False)
     async def confirm(candidate_id: int, request: Request) -> Response:
-        from blobwatch.monitor.catalog import confirm_candidate
+        from blobwatch.monitor.catalog import confirm_candidate, measure_in_stack
 
         fields = await checked_form(request)
         require_write(request)
         reviewer = review_fields(fields)
-        # measuring re-reads the image and its references: off the event loop
-        blob = await run_in_threadpool(decide, candidate_id, "confirmed", lambda session: confirm_candidate(
-            session, candidate_id, reviewer=reviewer, images_dir=images_dir))
+        def action(session: Session) -> Any:
+            # the candidate page usually left its image's stack in memory: measure there rather
+            # than re-read the image and its references (same arrays, same measurement)
+            cand = session.get(Candidate, candidate_id)
+            arrays = pixels.cached(cand.image_id, cand.run_id) if cand is not None else None
+            measurement = None
+            if arrays is not None and "stack" in arrays:
+                try:
+                    measurement = measure_in_stack(cand, arrays["image"], arrays["stack"])
+                except BlobwatchError:  # confirm_candidate measures again and says why
+                    measurement = None
+            return confirm_candidate(session, candidate_id, reviewer=reviewer, images_dir=images_dir,
+                                     measurement=measurement)
+
+        # measuring may re-read the image and its references: off the event loop
+        blob = await run_in_threadpool(decide, candidate_id, "confirmed", action)
         log.info("candidate %d confirmed by %s as blob %d", candidate_id, reviewer, blob.id)
         return back(fields, done="confirmed", candidate=candidate_id, blob=blob.id)
 

@@ -14,6 +14,7 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import Callable, Generic, Hashable, TypeVar
 
 import numpy as np
 from fastapi import HTTPException
@@ -21,6 +22,49 @@ from sqlalchemy.orm import Session
 
 from blobwatch.errors import BlobwatchError
 from blobwatch.monitor.db import Image, latest_run
+
+
+V = TypeVar("V")
+
+
+class LRUCache(Generic[V]):
+    """A small thread-safe LRU cache; values are made under its lock, so one at a time.
+
+    Parameters
+    ----------
+    size : int
+        Number of values kept.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._items: OrderedDict[Hashable, V] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, make: Callable[[], V]) -> V:
+        """The value for ``key``, made by ``make()`` when not cached."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            value = make()
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+            return value
+
+    def peek(self, key: Hashable) -> V | None:
+        """The value for ``key`` if cached (counts as a use), else None; never makes one."""
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def keys(self) -> list[Hashable]:
+        """The cached keys, least recently used first."""
+        with self._lock:
+            return list(self._items)
 
 
 class PixelStore:
@@ -40,14 +84,15 @@ class PixelStore:
                  images_dir: str | os.PathLike | None = None, size: int = 3) -> None:
         self.reports_dir = Path(reports_dir) if reports_dir is not None else None
         self.images_dir = Path(images_dir) if images_dir is not None else None
-        self._cache: OrderedDict[tuple[int, int | None], dict[str, np.ndarray]] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
+        self._cache: LRUCache[dict[str, np.ndarray]] = LRUCache(size)
 
     def cached_ids(self) -> list[int]:
         """Ids of the images whose arrays are in memory, least recently used first."""
-        with self._lock:
-            return [image_id for image_id, _ in self._cache]
+        return [image_id for image_id, _ in self._cache.keys()]
+
+    def cached(self, image_id: int, run_id: int | None) -> dict[str, np.ndarray] | None:
+        """The arrays of an image as rebuilt for run ``run_id`` if they are in memory, else None."""
+        return self._cache.peek((image_id, run_id))
 
     def arrays(self, session: Session, image_id: int) -> dict[str, np.ndarray]:
         """``{"image": ..., "stack": ..., "difference": ...}`` (float32, 0-based (row, col)).
@@ -63,19 +108,14 @@ class PixelStore:
         if image is None:
             raise HTTPException(404, f"no image with id {image_id}")
         run = latest_run(session, image_id)
-        key = (image_id, run.id if run else None)
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
+
+        def load() -> dict[str, np.ndarray]:
             try:
-                arrays = self._load(image, run)
+                return self._load(image, run)
             except (BlobwatchError, OSError) as exc:
                 raise HTTPException(410, f"image {image_id}: files no longer readable ({exc})") from None
-            self._cache[key] = arrays
-            while len(self._cache) > self._size:
-                self._cache.popitem(last=False)
-            return arrays
+
+        return self._cache.get((image_id, run.id if run else None), load)
 
     def _load(self, image: Image, run) -> dict[str, np.ndarray]:
         from blobwatch.monitor.catalog import rebuild_difference
