@@ -136,6 +136,18 @@ def test_difference_command_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert not (tmp_path / "d.fits").exists()
 
 
+def test_an_output_that_cannot_be_written_is_one_line_and_exit_2(tmp_path, capsys):
+    paths = _sequence(tmp_path)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    args = ["difference", str(paths[-1]), "--references", *map(str, paths[:-1]), "--out", str(folder)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == f"blobwatch: error: {folder}: cannot write the file (Is a directory)"
+    assert "Traceback" not in err
+    assert list(folder.iterdir()) == [] and not list(tmp_path.glob(".*.tmp"))  # no temporary file left
+
+
 def test_difference_command_too_few_references(tmp_path, capsys):
     paths = _sequence(tmp_path, n=4)
     args = ["difference", str(paths[-1]), "--references", *map(str, paths[:-1]), "--out", str(tmp_path / "d.fits")]

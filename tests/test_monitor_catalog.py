@@ -223,3 +223,35 @@ def test_review_survives_a_concurrent_writer(Session) -> None:
         blob = confirm_candidate(reviewer_session, cid, reviewer="Ada", measurement=m)
     with Session() as s:
         assert s.get(Blob, blob.id).candidate_id == cid and s.get(Candidate, cid).status == "confirmed"
+
+
+def test_rebuild_difference_uses_every_reference_the_run_used(Session, tmp_path: Path) -> None:
+    """A run with more than the seed's 30 references is rebuilt with all of them, not the latest 30."""
+    import warnings
+
+    from blobwatch.monitor.catalog import rebuild_difference
+
+    paths = []
+    for day in range(41):  # days 0-19 brighter: the median of all 40 is 1.25, of the latest 30 1.0
+        data = np.full((256, 256), 1.5 if day < 20 else 1.0, dtype=np.float32)
+        header = fits.Header()
+        header["EXPSTART"] = 60000.0 + day
+        paths.append(tmp_path / f"day{day:02d}.fits")
+        fits.PrimaryHDU(data, header=header).writeto(paths[-1])
+    with Session() as s:
+        image = Image(path=str(paths[-1]), sha256="0" * 64, mjd=60040.0, status="processed")
+        s.add(image)
+        s.flush()
+        run = Run(image_id=image.id, blobwatch_version="test", threshold=0.5, max_probability=0.1,
+                  parameters={"reference_paths": [str(p) for p in paths[:-1]], "register": False,
+                              "min_references": 5})
+        s.add(run)
+        s.flush()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tiny test images' filter/header notes
+            current, result = rebuild_difference(image, run)
+    assert result.n_references == 40
+    assert float(result.stack[0, 0]) == 1.25 and float(current.data[0, 0]) == 1.0
+    with Session() as s:  # a never-processed image: the image only
+        current, result = rebuild_difference(Image(path=str(paths[0]), sha256="1" * 64), None)
+    assert result is None and float(current.data[0, 0]) == 1.5

@@ -94,6 +94,9 @@ def test_monitor_and_catalog_commands(setup: dict, capsys: pytest.CaptureFixture
         (["catalog", "import", "/no/file.ecsv"], "file not found"),
         (["catalog", "reject", "99", "--reason", "x"], "candidate 99 does not exist"),
         (["catalog", "list", "--status", "maybe"], "--status 'maybe' must be one of"),
+        # psycopg is not a dependency: "driver not installed" (or, if installed, "cannot open")
+        (["catalog", "list", "--db", "postgresql://u@127.0.0.1:9/x"], "--db postgresql://u@127.0.0.1:9/x: "),
+        (["catalog", "export", "/proc/blobs.ecsv"], "/proc/blobs.ecsv: cannot write the file"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(argv: list[str], message: str, tmp_path: Path,

@@ -14,20 +14,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it onto ``path`` only on success.
 
     The temporary file lives in the same directory, so the final ``os.replace`` is atomic.
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched.  An
+    `OSError` creating or replacing the file names ``path`` (not the temporary file).
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    except OSError as exc:
+        raise _about(exc, final) from None
     os.close(fd)
     os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared and served
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.replace(tmp_path, final)
+        try:
+            os.replace(tmp_path, final)
+        except OSError as exc:
+            raise _about(exc, final) from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _about(exc: OSError, final: Path) -> OSError:
+    """The same error, naming the output the user asked for rather than the temporary file."""
+    return type(exc)(exc.errno, f"cannot write the file ({exc.strerror or exc})", str(final))
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -2,7 +2,8 @@
 
 Each command group lives in its own module with a ``register(subparsers)`` function; heavy
 imports (torch, matplotlib, astropy) happen inside the command handlers, so ``--help`` is
-instant.  Errors a user can act on (`blobwatch.errors.BlobwatchError`) print one line and exit 2.
+instant.  Errors a user can act on (`blobwatch.errors.BlobwatchError`, and `OSError` from a path
+that cannot be read or written) print one line and exit 2.
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except BlobwatchError as exc:
         print(f"blobwatch: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the user gave cannot be written or read (permission, a folder...)
+        logging.getLogger("blobwatch").debug("file system error", exc_info=True)
+        problem = exc.strerror or str(exc)
+        print(f"blobwatch: error: {exc.filename}: {problem}" if exc.filename else f"blobwatch: error: {problem}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("blobwatch: interrupted", file=sys.stderr)

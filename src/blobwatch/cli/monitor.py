@@ -14,11 +14,12 @@ Where things are, for every command here (first match wins):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from blobwatch.errors import BlobwatchError, InputError
 
@@ -133,17 +134,28 @@ def _locations(args: argparse.Namespace) -> tuple[str, Path, dict[str, Any]]:
     return str(url), reports, config
 
 
-def _open(url: str) -> Any:
+@contextlib.contextmanager
+def database_errors(url: str) -> Iterator[None]:
+    """Turn a bad ``--db`` URL (syntax, unreachable, driver not installed) into one line."""
     from sqlalchemy.exc import ArgumentError, OperationalError
 
-    from blobwatch.monitor.db import open_database, redact_url
+    from blobwatch.monitor.db import redact_url
 
     try:
-        return open_database(url)
+        yield
     except ArgumentError as exc:
         raise BlobwatchError(f"--db {redact_url(url)}: not a database URL ({exc})") from None
     except OperationalError as exc:
         raise BlobwatchError(f"--db {redact_url(url)}: cannot open the database ({exc.orig})") from None
+    except ImportError as exc:
+        raise BlobwatchError(f"--db {redact_url(url)}: database driver not installed ({exc})") from None
+
+
+def _open(url: str) -> Any:
+    from blobwatch.monitor.db import open_database
+
+    with database_errors(url):
+        return open_database(url)
 
 
 def _reviewer(args: argparse.Namespace) -> str:

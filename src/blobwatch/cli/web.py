@@ -46,11 +46,13 @@ def serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from blobwatch.cli.monitor import database_errors
     from blobwatch.monitor.db import default_db_url, redact_url
     from blobwatch.web.app import create_app
 
     url = args.db or default_db_url()
-    app = create_app(url, args.reports, token=token, require_token=exposed, images_dir=args.images)
+    with database_errors(url):
+        app = create_app(url, args.reports, token=token, require_token=exposed, images_dir=args.images)
     print(f"blobwatch: serving {redact_url(url)} at http://{args.host}:{args.port}/ "
           f"({'write token required' if exposed else 'loopback only'})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
