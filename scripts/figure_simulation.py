@@ -4,7 +4,7 @@ Writes ``docs/simulated_vs_real.png``:
 
 * a full simulated blob image (newest day), a zoom on it, and the simulated difference image
   (newest image minus the median of the preceding ones, as Quicklook does);
-* the 20 real stamps (``/work/shared/data/ir_blob_stamps.fits`` or ``--stamps``) above 20
+* the 20 real stamps (shipped in the package, or ``--stamps``) above 20
   simulated stamps picked at random (not chosen by eye) from the simulated median stack, both
   in the classifier's normalized units (negated, clipped at 0.5 x zscale limits, z-scored, so
   blobs are positive), shown with the same colour scale.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_STAMPS = Path("/work/shared/data/ir_blob_stamps.fits")
+from blobwatch.dataset import DEFAULT_STAMPS
 
 
 def normalize_like_stamps(image: np.ndarray, clip_factor: float = 0.5) -> np.ndarray:

@@ -59,13 +59,15 @@ CAUSE_NAMES: dict[int, str] = {
 #: Fraction of the image width used for training; the rest (right side) is for validation.
 TRAIN_FRACTION = 0.75
 
-DEFAULT_STAMPS = Path(__file__).resolve().parents[3] / "shared" / "data" / "ir_blob_stamps.fits"
+#: The 20 real WFC3/IR blob stamps shipped with the package (spacetelescope/deepwfc3, BSD-3-Clause;
+#: see ``data/LICENSE-ir_blob_stamps.txt``).
+DEFAULT_STAMPS = Path(__file__).resolve().parent / "data" / "ir_blob_stamps.fits"
 
 
 def default_stamps_path() -> Path:
-    """Path of the real blob stamps: ``$BLOBWATCH_STAMPS`` or ``../shared/data`` beside the repo."""
+    """Path of the real blob stamps: ``$BLOBWATCH_STAMPS`` or the copy shipped in the package."""
     env = os.environ.get("BLOBWATCH_STAMPS")
-    return Path(env) if env else DEFAULT_STAMPS.resolve()
+    return Path(env) if env else DEFAULT_STAMPS
 
 
 # --------------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--test-seeds", type=_ints, default=None, help="simulation seeds of unseen test images")
     p.add_argument("--heldout-stamps", type=_ints, default=None,
                    help="real stamp ids kept out of training (default 4,8,12,16,20)")
-    p.add_argument("--stamps", default=None, help="blob stamp FITS (default ../shared/data/ir_blob_stamps.fits)")
+    p.add_argument("--stamps", default=None, help="blob stamp FITS (default: the 20 real stamps shipped in the package)")
     p.add_argument("--clip-factor", type=float, default=0.5, help="preparation clip factor (default 0.5)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_make_dataset)
