@@ -16,7 +16,6 @@ from blobwatch.cli import main
 from blobwatch.errors import InputError
 from blobwatch.modelfile import shipped_model_path
 from blobwatch.saliency import saliency_peak
-from handmade_model import write_handmade_model
 
 SIZE = 256
 
@@ -24,16 +23,6 @@ SIZE = 256
 def _blob(amplitude: float = 3.0, row: float = 100.0, col: float = 150.0, sigma: float = 4.0) -> np.ndarray:
     yy, xx = np.mgrid[:SIZE, :SIZE]
     return (amplitude * np.exp(-((yy - row) ** 2 + (xx - col) ** 2) / (2 * sigma**2))).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_handmade_model(tmp_path_factory.mktemp("model") / "handmade.pt")
-
-
-@pytest.fixture(scope="module")
-def clf(model_path: Path) -> BlobClassifier:
-    return BlobClassifier(model_path, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from blobwatch.cli import main
 from blobwatch.detect import Candidate, Detection, DetectionParameters, SubframeResult, detect, matched_filter
 from blobwatch.modelfile import shipped_model_path
 from blobwatch.simulate import blob_profile
-from handmade_model import write_handmade_model
 
 N = 1024
 NOISE = 0.004  # per-pixel noise of the difference (fraction of the background)
@@ -41,16 +40,6 @@ def _difference(seed: int = 0, n: int = N) -> np.ndarray:
     diff += (0.002 * (xx - 0.5) + 0.001 * (yy - 0.5) ** 2).astype(np.float32)
     diff[:5], diff[-5:], diff[:, :5], diff[:, -5:] = np.nan, np.nan, np.nan, np.nan
     return diff
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_handmade_model(tmp_path_factory.mktemp("model") / "handmade.pt")
-
-
-@pytest.fixture(scope="module")
-def clf(model_path: Path) -> BlobClassifier:
-    return BlobClassifier(model_path, device="cpu")
 
 
 @pytest.fixture(scope="module")

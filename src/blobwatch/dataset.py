@@ -38,6 +38,7 @@ import numpy as np
 
 from blobwatch.atomic import atomic_path, write_text_atomic
 from blobwatch.errors import InputError
+from blobwatch.fits_io import file_sha256
 
 #: Bumped whenever the generated samples would change for the same seed and sources.
 GENERATOR_VERSION = "blobwatch-dataset/1"
@@ -333,14 +334,6 @@ def _window_positions(
     return out
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def make_dataset(
     outdir: str | os.PathLike,
     sources: Sequence[SourceImage],
@@ -479,7 +472,7 @@ def make_dataset(
             for i, s in enumerate(sources)
         ],
         "files": {
-            name_: _sha256_file(outdir / name_) for name_ in ("x.npy", "meta.npz", "samples.jsonl")
+            name_: file_sha256(outdir / name_) for name_ in ("x.npy", "meta.npz", "samples.jsonl")
         },
         **(extra or {}),
     }
@@ -536,7 +529,7 @@ def _fill(x: np.ndarray, sources: Sequence[SourceImage], src_idx: np.ndarray, co
 
 def manifest_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a dataset's ``manifest.json`` (which itself hashes the data files)."""
-    return _sha256_file(Path(path) / "manifest.json")
+    return file_sha256(Path(path) / "manifest.json")
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
@@ -852,7 +845,7 @@ def source_code_sha256() -> dict[str, str]:
     """
     from blobwatch import difference, preprocess, simulate
 
-    return {Path(m.__file__).name: _sha256_file(Path(m.__file__)) for m in (simulate, difference, preprocess)}
+    return {Path(m.__file__).name: file_sha256(Path(m.__file__)) for m in (simulate, difference, preprocess)}
 
 
 def cached_simulated_sources(seed: int, cache: Path, plan: DatasetPlan) -> list[SourceImage]:
