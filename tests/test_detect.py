@@ -245,6 +245,17 @@ def test_detect_cli_bad_image(tmp_path: Path, model_path: Path, capsys) -> None:
     assert len(err.splitlines()) == 1 and "small.npy" in err and "smaller than" in err
 
 
+
+def test_detect_cli_truncated_difference(tmp_path: Path, model_path: Path, blob_diff: np.ndarray, capsys) -> None:
+    """A difference FITS gets the ingest's checks: a truncated file is named as truncated."""
+    full = tmp_path / "full.fits"
+    fits.PrimaryHDU(blob_diff).writeto(full)
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(full.read_bytes()[:5000])
+    assert main(["detect", str(cut), "--model", str(model_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cut.fits: truncated FITS file" in err
+
 # ---------------------------------------------------------------------------------------
 # the shipped model end to end (must exist in the final state: no silent skip)
 # ---------------------------------------------------------------------------------------

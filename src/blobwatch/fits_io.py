@@ -242,6 +242,7 @@ def read_blob_image(
     *,
     expected_shape: tuple[int, int] | None = None,
     dq_bits: int | None = None,
+    require_time: bool = True,
 ) -> BlobImage:
     """Read a blob image, a Quicklook cube or an flt-style file as a `BlobImage`.
 
@@ -253,6 +254,9 @@ def read_blob_image(
         Shape the image must have (that of the references); a mismatch is an `InputError`.
     dq_bits : int, optional
         For flt files: DQ bits that make a pixel unusable (default: any non-zero DQ value).
+    require_time : bool
+        If False (for difference images), a file without a usable observation time is read
+        with ``mjd = nan`` instead of being rejected.
 
     Returns
     -------
@@ -264,7 +268,7 @@ def read_blob_image(
         Not FITS, truncated, no 2-D image, smaller than 256x256, all non-finite, wrong shape,
         no observation time.  A filter other than F153M only warns (`FilterWarning`).
     """
-    image, notes = _read(path, expected_shape=expected_shape, dq_bits=dq_bits)
+    image, notes = _read(path, expected_shape=expected_shape, dq_bits=dq_bits, require_time=require_time)
     for note in notes:
         warnings.warn(note, FilterWarning, stacklevel=2)
     return image
@@ -275,6 +279,7 @@ def _read(
     *,
     expected_shape: tuple[int, int] | None = None,
     dq_bits: int | None = None,
+    require_time: bool = True,
 ) -> tuple[BlobImage, list[str]]:
     """`read_blob_image` without warnings: returns the image and the warning texts (thread-safe)."""
     spath = os.fspath(path)
@@ -354,7 +359,12 @@ def _read(
         if not np.isfinite(data).any():
             raise InputError(spath, "all pixels are non-finite")
 
-        mjd = _observation_mjd(headers, spath)
+        try:
+            mjd = _observation_mjd(headers, spath)
+        except InputError:
+            if require_time:
+                raise
+            mjd = float("nan")
         filt = None
         for header in headers:
             if header.get("FILTER") is not None:

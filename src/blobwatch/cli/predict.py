@@ -123,6 +123,11 @@ def _subframes(path: str, size: int) -> np.ndarray:
 
 
 def _difference(path: str) -> np.ndarray:
+    """A difference image from FITS (the ingest's checks; a cube's first plane) or ``.npy``."""
+    if _is_fits(path):
+        from blobwatch.fits_io import read_blob_image
+
+        return read_blob_image(path, require_time=False).data
     arr = read_array(path)
     if arr.ndim == 3:  # a Quicklook difference cube: the first plane is the image
         arr = arr[0]
