@@ -5,15 +5,15 @@
 #
 #   scripts/reproduce_model.sh [DATASETS_DIR] [RUN_DIR]
 #
-# Defaults: datasets/v2 and runs/v2 (both git-ignored), the folders the shipped model was made
+# Defaults: datasets/v3 and runs/v3 (both git-ignored), the folders the shipped model was made
 # in, so its recorded paths match.  On 2 idle CPU cores: about 5 min for the datasets, 10 min of
 # training, 6 min of evaluation (docs/training.md).  BLOBWATCH_DEVICE=cuda trains on a GPU.
 # Everything is seeded: the same code and library versions give the same dataset bytes (manifest
 # hashes) and, on the same hardware and thread count, the same weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA="${1:-datasets/v2}"
-RUN="${2:-runs/v2}"
+DATA="${1:-datasets/v3}"
+RUN="${2:-runs/v3}"
 BW=".venv/bin/blobwatch"
 DEVICE="${BLOBWATCH_DEVICE:-auto}"
 

@@ -9,6 +9,9 @@ The recipe follows the seed (WFC3 ISR 2021-08, sections 3.3 and 3.4):
 * Positives get 1-5 blobs superimposed additively (the difference image is linear in throughput):
   real stamps scaled by U(0.5, 1.5), randomly rotated and flipped, or simulated blob profiles with a
   peak of 1-6 noise sigma; centres anywhere in the subframe, so a blob can be up to half off it.
+* Training subframes of both classes alike may get dark distractors (`DistractorConfig`): Gaussian
+  patches of the opposite polarity to a blob, round or elongated, 2-60 px, like the persistence,
+  snowballs and trails of a new image after the sign flip.  They teach the network the blob's sign.
 * Both classes are then augmented identically: N(0, 0.75) noise, a random rot90 and random flips.
 * Half of the windows are centred on a known hard case (dip, cosmic-ray residual, snowball or
   persistence, bad pixel, image edge) for both classes, so the network cannot use their presence as
@@ -41,7 +44,12 @@ from blobwatch.errors import InputError
 from blobwatch.fits_io import file_sha256
 
 #: Bumped whenever the generated samples would change for the same seed and sources.
-GENERATOR_VERSION = "blobwatch-dataset/1"
+#: /2: dark distractors on training subframes (`DistractorConfig`).
+GENERATOR_VERSION = "blobwatch-dataset/2"
+
+#: Bumped whenever the simulated background images (the source cache) would change; the cache
+#: key also holds the SHA-256 of the simulator, difference and preparation code.
+SOURCES_VERSION = "blobwatch-dataset/1"
 
 #: Hard-case bit flags stored per pixel (cause maps) and per subframe (``causes``).
 CAUSE_DIP = 1
@@ -256,6 +264,53 @@ class BlobConfig:
     simulated_fraction: float = 0.5  # fraction of blobs that are simulated (rest: real stamps)
 
 
+@dataclass
+class DistractorConfig:
+    """Dark features (opposite polarity to a blob) added to subframes of both classes alike.
+
+    In a prepared subframe blobs are positive.  Persistence, snowballs and satellite trails are
+    bright in the new image, so they are negative there.  They are rare in any set of backgrounds,
+    and a network that never saw a large dark patch can call it a blob with full confidence.
+    """
+
+    fraction: float = 0.0  # fraction of samples (either class) that get 1..n_max distractors
+    n_max: int = 3
+    depth_sigma: tuple[float, float] = (1.0, 6.0)  # peak depth in background noise sigma
+    sigma_px: tuple[float, float] = (2.0, 60.0)  # Gaussian sigma of the long axis, log-uniform
+    elongated_fraction: float = 0.5  # the rest are round (axis ratio 0.8-1)
+
+
+def _add_distractors(frame: np.ndarray, rng: np.random.Generator, cfg: DistractorConfig,
+                     noise: float) -> list[dict[str, Any]]:
+    """Add 1..``cfg.n_max`` dark Gaussian patches to ``frame`` in place; return their parameters.
+
+    The result is floored at the frame's minimum, as `blobwatch.preprocess.prepare` clips a
+    real dark feature at the lower clip limit.
+    """
+    size = frame.shape[0]
+    floor = float(frame.min())
+    yy, xx = np.ogrid[:size, :size]
+    dark = np.zeros_like(frame)
+    out: list[dict[str, Any]] = []
+    for _ in range(int(rng.integers(1, cfg.n_max + 1))):
+        elongated = bool(rng.random() < cfg.elongated_fraction)
+        s_long = float(np.exp(rng.uniform(*np.log(cfg.sigma_px))))
+        s_short = max(1.5, s_long * float(rng.uniform(0.08, 0.5) if elongated else rng.uniform(0.8, 1.0)))
+        angle = float(rng.uniform(0.0, np.pi))
+        row, col = rng.uniform(0, size - 1, size=2)
+        depth = float(rng.uniform(*cfg.depth_sigma)) * noise
+        c, s = np.cos(angle), np.sin(angle)
+        u = ((xx - col) * c + (yy - row) * s) / s_long
+        v = (-(xx - col) * s + (yy - row) * c) / s_short
+        dark -= (depth * np.exp(-0.5 * (u * u + v * v))).astype(np.float32)
+        out.append({"kind": "elongated" if elongated else "round", "row": round(float(row), 2),
+                    "col": round(float(col), 2), "sigma_long": round(s_long, 2),
+                    "sigma_short": round(s_short, 2), "angle_deg": round(float(np.degrees(angle)), 1),
+                    "depth_sigma": round(depth / noise, 3)})
+    np.maximum(frame + dark, floor, out=frame)
+    return out
+
+
 def _draw_blobs(
     frame: np.ndarray,
     rng: np.random.Generator,
@@ -348,6 +403,7 @@ def make_dataset(
     hard_fraction: float = 0.5,
     noise_sigma: float = 0.75,
     blobs: BlobConfig | None = None,
+    distractors: DistractorConfig | None = None,
     name: str | None = None,
     extra: dict[str, Any] | None = None,
     progress: bool = False,
@@ -373,6 +429,8 @@ def make_dataset(
         Stamps allowed in this dataset.
     blobs : BlobConfig, optional
         Blob superposition parameters; ``simulated_fraction=0`` uses real stamps only.
+    distractors : DistractorConfig, optional
+        Dark distractors for both classes alike (default: none).
 
     Returns
     -------
@@ -395,10 +453,12 @@ def make_dataset(
     outdir.mkdir(parents=True, exist_ok=True)
 
     ss = np.random.SeedSequence(seed)
-    s_windows, s_labels, s_blobs, s_aug = ss.spawn(4)
+    s_windows, s_labels, s_blobs, s_aug, s_dark = ss.spawn(5)
     rng_labels = np.random.default_rng(s_labels)
     rng_blobs = np.random.default_rng(s_blobs)
     rng_aug = np.random.default_rng(s_aug)
+    rng_dark = np.random.default_rng(s_dark)
+    dcfg = distractors or DistractorConfig()
 
     # even split of samples over sources, windows drawn per source, then shuffled
     per_source = np.full(len(sources), n_samples // len(sources))
@@ -422,6 +482,7 @@ def make_dataset(
         "flip_y": np.zeros(n_samples, np.int8),
         "flip_x": np.zeros(n_samples, np.int8),
         "n_blobs": np.zeros(n_samples, np.int8),
+        "n_distractors": np.zeros(n_samples, np.int8),
         "causes": np.zeros(n_samples, np.uint8),
         "peak": np.full(n_samples, np.nan, np.float32),
         "radius": np.full(n_samples, np.nan, np.float32),
@@ -433,7 +494,8 @@ def make_dataset(
     x = np.lib.format.open_memmap(tmp_x, mode="w+", dtype=np.float16, shape=(n_samples, size, size))
     try:
         lines = _fill(x, sources, src_idx, corners, labels, noises, meta, stamps, stamp_ids, cfg,
-                      rng_blobs, rng_aug, noise_sigma, size, progress, name or outdir.name)
+                      rng_blobs, rng_aug, noise_sigma, size, progress, name or outdir.name,
+                      dcfg, rng_dark)
         x.flush()
         del x
         os.replace(tmp_x, x_path)
@@ -450,7 +512,8 @@ def make_dataset(
         "generator_version": GENERATOR_VERSION,
         "name": name or outdir.name,
         "seed": seed,
-        "seed_streams": {"windows": 0, "labels": 1, "blobs (seed 3.3)": 2, "augmentation (seed 3.4)": 3},
+        "seed_streams": {"windows": 0, "labels": 1, "blobs (seed 3.3)": 2, "augmentation (seed 3.4)": 3,
+                         "distractors": 4},
         "n_samples": n_samples,
         "n_positive": int(labels.sum()),
         "size": size,
@@ -461,6 +524,7 @@ def make_dataset(
             "hard_fraction": hard_fraction,
             "noise_sigma": noise_sigma,
             "blobs": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items()},
+            "distractors": {k: list(v) if isinstance(v, tuple) else v for k, v in dcfg.__dict__.items()},
             "stamp_ids": sorted(int(s) for s in stamp_ids),
             "stamp_taper": "cosine, 1 inside 0.35 side, 0 at 0.5 side",
         },
@@ -484,7 +548,8 @@ def _fill(x: np.ndarray, sources: Sequence[SourceImage], src_idx: np.ndarray, co
           labels: np.ndarray, noises: list[float], meta: dict[str, np.ndarray],
           stamps: dict[int, np.ndarray], stamp_ids: Sequence[int], cfg: BlobConfig,
           rng_blobs: np.random.Generator, rng_aug: np.random.Generator, noise_sigma: float,
-          size: int, progress: bool, name: str) -> list[str]:
+          size: int, progress: bool, name: str, dcfg: DistractorConfig,
+          rng_dark: np.random.Generator) -> list[str]:
     """Generate every sample into ``x`` and ``meta`` (in place); return the provenance lines."""
     from tqdm import tqdm
 
@@ -501,6 +566,10 @@ def _fill(x: np.ndarray, sources: Sequence[SourceImage], src_idx: np.ndarray, co
         blob_info: list[dict[str, Any]] = []
         if labels[i]:
             blob_info = _draw_blobs(frame, rng_blobs, stamps, stamp_ids, cfg, noises[int(src_idx[i])])
+        dark_info: list[dict[str, Any]] = []
+        if dcfg.fraction > 0 and rng_dark.random() < dcfg.fraction:  # drawn for both classes alike
+            dark_info = _add_distractors(frame, rng_dark, dcfg, noises[int(src_idx[i])])
+            meta["n_distractors"][i] = len(dark_info)
         frame += rng_aug.normal(0.0, noise_sigma, size=frame.shape).astype(np.float32)
         k = int(rng_aug.integers(4))
         fy, fx = bool(rng_aug.integers(2)), bool(rng_aug.integers(2))
@@ -518,12 +587,15 @@ def _fill(x: np.ndarray, sources: Sequence[SourceImage], src_idx: np.ndarray, co
             meta["radius"][i] = strongest["radius"]
             meta["edge_distance"][i] = strongest["edge_distance"]
             meta["stamp_only"][i] = all(b["kind"] == "stamp" for b in blob_info)
-        lines.append(json.dumps({
+        line = {
             "index": i, "label": int(labels[i]), "source": src.name, "x0": x0, "y0": y0,
             "rot90": k, "flip_y": fy, "flip_x": fx,
             "causes": [n for f, n in CAUSE_NAMES.items() if meta["causes"][i] & f],
             "blobs": blob_info,
-        }, separators=(",", ":")))
+        }
+        if dark_info:  # positions before augmentation, like row/col of the window
+            line["distractors"] = dark_info
+        lines.append(json.dumps(line, separators=(",", ":")))
     return lines
 
 
@@ -811,6 +883,7 @@ class DatasetPlan:
     n_days: int = 32
     diff_days: Sequence[int] = (30, 31)
     clip_factor: float = 0.5
+    distractor_fraction: float = 0.5
     files: Sequence[str] = ()
     stamps_path: str | None = None
 
@@ -853,7 +926,7 @@ def cached_simulated_sources(seed: int, cache: Path, plan: DatasetPlan) -> list[
     by the code that makes the images)."""
     names = [f"sim{seed}_day{d:03d}_{r}" for d in plan.diff_days for r in ("reg", "unreg")]
     code = json.dumps(source_code_sha256(), sort_keys=True)
-    key = f"{GENERATOR_VERSION}|{seed}|{plan.n_days}|{list(plan.diff_days)}|{plan.clip_factor}|{code}"
+    key = f"{SOURCES_VERSION}|{seed}|{plan.n_days}|{list(plan.diff_days)}|{plan.clip_factor}|{code}"
     tag = hashlib.sha256(key.encode()).hexdigest()[:12]
     sub = cache / tag
     loaded = [load_source(sub, n) for n in names]
@@ -871,7 +944,8 @@ def build_datasets(outdir: str | os.PathLike, plan: DatasetPlan, *, progress: bo
                    log: Any = None) -> dict[str, Path]:
     """Write the four standard datasets under ``outdir``.
 
-    ``train``        left 75% of the training images, training stamps + simulated blobs
+    ``train``        left 75% of the training images, training stamps + simulated blobs, dark
+                     distractors on ``plan.distractor_fraction`` of the samples of both classes
     ``val``          right 25% of the same images, same blob recipe (the seed's protocol);
                      the model's threshold is chosen here
     ``test_images``  whole images from simulation seeds never used for training
@@ -904,17 +978,20 @@ def build_datasets(outdir: str | os.PathLike, plan: DatasetPlan, *, progress: bo
             "heldout_stamps": held, "training_stamps": train_ids, "code_sha256": source_code_sha256(),
             "plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.__dict__.items()}}
     out = {}
+    # distractors are a training augmentation: the evaluation sets hold only simulated artifacts
+    dark = DistractorConfig(fraction=plan.distractor_fraction)
     specs = [
-        ("train", train_src, plan.n_train, "train", train_ids, BlobConfig(), plan.seed),
-        ("val", train_src, plan.n_val, "validation", train_ids, BlobConfig(), plan.seed + 1),
-        ("test_images", test_src, plan.n_test, "all", train_ids, BlobConfig(), plan.seed + 2),
+        ("train", train_src, plan.n_train, "train", train_ids, BlobConfig(), dark, plan.seed),
+        ("val", train_src, plan.n_val, "validation", train_ids, BlobConfig(), None, plan.seed + 1),
+        ("test_images", test_src, plan.n_test, "all", train_ids, BlobConfig(), None, plan.seed + 2),
         ("test_stamps", train_src, plan.n_test, "validation", held,
-         BlobConfig(simulated_fraction=0.0), plan.seed + 3),
+         BlobConfig(simulated_fraction=0.0), None, plan.seed + 3),
     ]
-    for name, src, n, region, ids, cfg, seed in specs:
+    for name, src, n, region, ids, cfg, dcfg, seed in specs:
         if n <= 0 or not src:
             continue
         say(f"writing {name}: {n} samples")
         out[name] = make_dataset(outdir / name, src, n_samples=n, region=region, seed=seed,
-                                 stamp_ids=ids, blobs=cfg, name=name, extra=prep, **common)
+                                 stamp_ids=ids, blobs=cfg, distractors=dcfg, name=name, extra=prep,
+                                 **common)
     return out

@@ -32,6 +32,16 @@ def _count(minimum: int) -> Any:
     return parse
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
 def register(subparsers: Any) -> None:
     """Add the dataset, training and evaluation commands."""
     p = subparsers.add_parser(
@@ -42,7 +52,7 @@ def register(subparsers: Any) -> None:
                     "half of them and write four streaming datasets with manifests: train, val, "
                     "test_images (unseen simulation seeds) and test_stamps (held-out stamps).",
     )
-    p.add_argument("outdir", help="output directory (e.g. datasets/v1)")
+    p.add_argument("outdir", help="output directory (e.g. datasets/v3)")
     p.add_argument("files", nargs="*", help="extra real non-blob difference images (FITS) for training")
     p.add_argument("--n-train", type=_count(0), default=16000, help="training samples (default: the seed's 16000)")
     p.add_argument("--n-val", type=_count(0), default=4000, help="validation samples (default 4000)")
@@ -54,6 +64,9 @@ def register(subparsers: Any) -> None:
                    help="real stamp ids kept out of training (default 4,8,12,16,20)")
     p.add_argument("--stamps", default=None, help="blob stamp FITS (default: the 20 real stamps shipped in the package)")
     p.add_argument("--clip-factor", type=float, default=0.5, help="preparation clip factor (default 0.5)")
+    p.add_argument("--distractor-fraction", type=_fraction, default=0.5,
+                   help="fraction of training subframes (both classes) given dark distractors "
+                        "like persistence or trails (default 0.5; 0 for the seed's recipe)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_make_dataset)
 
@@ -64,7 +77,7 @@ def register(subparsers: Any) -> None:
                     "Writes checkpoint.pt each epoch, metrics.csv, history.png and the model file. "
                     "The seed's recipe is --epochs 200 --adam-epochs 5.",
     )
-    t.add_argument("dataset", help="dataset directory (from make-dataset), e.g. datasets/v1/train")
+    t.add_argument("dataset", help="dataset directory (from make-dataset), e.g. datasets/v3/train")
     t.add_argument("--val", default=None, help="validation dataset (default: DATASET/../val if present)")
     t.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
     t.add_argument("--model", default=None, help="model file to write (default OUT/model.pt)")
@@ -91,7 +104,7 @@ def register(subparsers: Any) -> None:
                     "misses by blob strength/size/edge distance, false positives by cause, and a "
                     "multi-scale matched filter at the same false-positive rate.",
     )
-    e.add_argument("datasets", nargs="+", help="dataset directories (e.g. datasets/v1/val datasets/v1/test_images)")
+    e.add_argument("datasets", nargs="+", help="dataset directories (e.g. datasets/v3/val datasets/v3/test_images)")
     e.add_argument("--model", default=None, help="model file (default: the shipped model)")
     e.add_argument("--out", default="runs/evaluate", help="output directory (default runs/evaluate)")
     e.add_argument("--threshold", type=float, default=None, help="override the model's threshold")
@@ -109,6 +122,7 @@ def _make_dataset(args: argparse.Namespace) -> int:
     kw: dict[str, Any] = {
         "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test, "seed": args.seed,
         "clip_factor": args.clip_factor, "files": list(args.files), "stamps_path": args.stamps,
+        "distractor_fraction": args.distractor_fraction,
     }
     for name in ("train_seeds", "test_seeds", "heldout_stamps"):
         if getattr(args, name) is not None:
