@@ -120,6 +120,26 @@ def test_hard_cases_are_sampled_for_both_classes(tmp_path):
     assert dip[ds.labels == 0].mean() > 0.8 and dip[ds.labels == 1].mean() > 0.8
 
 
+def test_distractors_are_dark_and_drawn_for_both_classes_alike(tmp_path):
+    """Distractors only darken pixels (the opposite polarity to a blob); labels, blobs and
+    augmentation are unchanged, so the same seed with and without them differs only there."""
+    plain = _make(tmp_path / "plain", n=60)
+    dark = _make(tmp_path / "dark", n=60, distractors=D.DistractorConfig(fraction=0.5))
+    x0, x1 = np.load(plain / "x.npy").astype(np.float32), np.load(dark / "x.npy").astype(np.float32)
+    m0, m1 = D.read_meta(plain), D.read_meta(dark)
+    np.testing.assert_array_equal(m0["label"], m1["label"])
+    np.testing.assert_array_equal(m0["peak"], m1["peak"])
+    assert (x1 <= x0).all()
+    got = m1["n_distractors"] > 0
+    assert (m0["n_distractors"] == 0).all()
+    for label in (0, 1):  # about half of each class, independent of the label
+        assert 0.2 < got[m1["label"] == label].mean() < 0.8
+    np.testing.assert_array_equal((x1 < x0 - 0.5).any(axis=(1, 2)), got)
+    lines = [json.loads(t) for t in (dark / "samples.jsonl").read_text().splitlines()]
+    assert [len(t.get("distractors", [])) for t in lines] == m1["n_distractors"].tolist()
+    assert json.loads((dark / "manifest.json").read_text())["parameters"]["distractors"]["fraction"] == 0.5
+
+
 def test_bad_inputs(tmp_path):
     with pytest.raises(InputError, match="blob stamp file not found"):
         D.load_stamps(tmp_path / "missing.fits")
@@ -161,3 +181,21 @@ def test_cause_map_flags_each_hard_case():
     assert f[80, 80] & D.CAUSE_BAD_PIXEL
     assert f[100, 174] & D.CAUSE_DIP
     assert not f[150, 150]
+
+
+def test_build_datasets_keeps_distractors_and_held_out_stamps_where_they_belong(tmp_path):
+    """The four standard sets from a tiny plan: distractors are a training augmentation only,
+    and the held-out stamps appear in test_stamps and nowhere else."""
+    plan = D.DatasetPlan(n_train=12, n_val=6, n_test=6, train_seeds=(1,), test_seeds=(2,),
+                         n_days=6, diff_days=(5,))
+    out = D.build_datasets(tmp_path, plan, progress=False)
+    assert sorted(out) == ["test_images", "test_stamps", "train", "val"]
+    assert (D.read_meta(out["train"])["n_distractors"] > 0).any()
+    for name in ("val", "test_images", "test_stamps"):
+        assert (D.read_meta(out[name])["n_distractors"] == 0).all()
+    held = set(plan.heldout_stamps)
+    for name, path in out.items():
+        ids = {b["stamp_id"] for t in (path / "samples.jsonl").read_text().splitlines()
+               for b in json.loads(t)["blobs"] if b["kind"] == "stamp"}
+        assert (ids <= held) if name == "test_stamps" else not (ids & held), name
+    assert D.read_manifest(out["train"])["generator_version"] == D.GENERATOR_VERSION
