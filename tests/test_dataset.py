@@ -140,6 +140,18 @@ def test_distractors_are_dark_and_drawn_for_both_classes_alike(tmp_path):
     assert json.loads((dark / "manifest.json").read_text())["parameters"]["distractors"]["fraction"] == 0.5
 
 
+def test_pedestals_raise_or_lower_whole_subframes_of_both_classes(tmp_path):
+    plain = _make(tmp_path / "plain", n=60)
+    level = _make(tmp_path / "level", n=60, distractors=D.DistractorConfig(pedestal_sigma=0.3))
+    x0, x1 = np.load(plain / "x.npy").astype(np.float32), np.load(level / "x.npy").astype(np.float32)
+    meta = D.read_meta(level)
+    shift = (x1 - x0).mean(axis=(1, 2))
+    assert np.corrcoef(shift, meta["pedestal"])[0, 1] > 0.99
+    for label in (0, 1):
+        assert meta["pedestal"][meta["label"] == label].std() > 0.15
+    assert (meta["n_distractors"] == 0).all()
+
+
 def test_bad_inputs(tmp_path):
     with pytest.raises(InputError, match="blob stamp file not found"):
         D.load_stamps(tmp_path / "missing.fits")
@@ -190,9 +202,11 @@ def test_build_datasets_keeps_distractors_and_held_out_stamps_where_they_belong(
                          n_days=6, diff_days=(5,))
     out = D.build_datasets(tmp_path, plan, progress=False)
     assert sorted(out) == ["test_images", "test_stamps", "train", "val"]
-    assert (D.read_meta(out["train"])["n_distractors"] > 0).any()
+    train = D.read_meta(out["train"])
+    assert (train["n_distractors"] > 0).any() and (train["pedestal"] != 0).all()
     for name in ("val", "test_images", "test_stamps"):
-        assert (D.read_meta(out[name])["n_distractors"] == 0).all()
+        meta = D.read_meta(out[name])
+        assert (meta["n_distractors"] == 0).all() and (meta["pedestal"] == 0).all()
     held = set(plan.heldout_stamps)
     for name, path in out.items():
         ids = {b["stamp_id"] for t in (path / "samples.jsonl").read_text().splitlines()

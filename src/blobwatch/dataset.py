@@ -9,9 +9,11 @@ The recipe follows the seed (WFC3 ISR 2021-08, sections 3.3 and 3.4):
 * Positives get 1-5 blobs superimposed additively (the difference image is linear in throughput):
   real stamps scaled by U(0.5, 1.5), randomly rotated and flipped, or simulated blob profiles with a
   peak of 1-6 noise sigma; centres anywhere in the subframe, so a blob can be up to half off it.
-* Training subframes of both classes alike may get dark distractors (`DistractorConfig`): Gaussian
+* Training subframes of both classes alike get nuisance features (`DistractorConfig`): a random
+  pedestal and gradient (large-scale residuals of the difference), and on half of them dark Gaussian
   patches of the opposite polarity to a blob, round or elongated, 2-60 px, like the persistence,
-  snowballs and trails of a new image after the sign flip.  They teach the network the blob's sign.
+  snowballs and trails of a new image after the sign flip.  They teach the network that a blob is
+  local, positive contrast, not a raised level or any compact feature.
 * Both classes are then augmented identically: N(0, 0.75) noise, a random rot90 and random flips.
 * Half of the windows are centred on a known hard case (dip, cosmic-ray residual, snowball or
   persistence, bad pixel, image edge) for both classes, so the network cannot use their presence as
@@ -44,7 +46,7 @@ from blobwatch.errors import InputError
 from blobwatch.fits_io import file_sha256
 
 #: Bumped whenever the generated samples would change for the same seed and sources.
-#: /2: dark distractors on training subframes (`DistractorConfig`).
+#: /2: pedestals, gradients and dark distractors on training subframes (`DistractorConfig`).
 GENERATOR_VERSION = "blobwatch-dataset/2"
 
 #: Bumped whenever the simulated background images (the source cache) would change; the cache
@@ -266,14 +268,19 @@ class BlobConfig:
 
 @dataclass
 class DistractorConfig:
-    """Dark features (opposite polarity to a blob) added to subframes of both classes alike.
+    """Nuisance features that are not blobs, added to subframes of both classes alike.
 
-    In a prepared subframe blobs are positive.  Persistence, snowballs and satellite trails are
-    bright in the new image, so they are negative there.  They are rare in any set of backgrounds,
-    and a network that never saw a large dark patch can call it a blob with full confidence.
+    * A pedestal and a linear gradient (in background noise sigma): large-scale residuals of a
+      difference image (earthlight, persistence halos) raise or tilt a whole subframe.  A network
+      trained on flat backgrounds can take a raised level for blob flux: the first retrained model
+      gave P = 1.0 to pure noise raised by 0.3 sigma.
+    * Dark patches: in a prepared subframe blobs are positive; persistence, snowballs and
+      satellite trails are bright in the new image, so they are negative there.
     """
 
-    fraction: float = 0.0  # fraction of samples (either class) that get 1..n_max distractors
+    pedestal_sigma: float = 0.0  # N(0, s) offset of the whole subframe
+    gradient_sigma: float = 0.0  # N(0, s) change across the subframe, along rows and along columns
+    fraction: float = 0.0  # fraction of samples (either class) that get 1..n_max dark patches
     n_max: int = 3
     depth_sigma: tuple[float, float] = (1.0, 6.0)  # peak depth in background noise sigma
     sigma_px: tuple[float, float] = (2.0, 60.0)  # Gaussian sigma of the long axis, log-uniform
@@ -309,6 +316,20 @@ def _add_distractors(frame: np.ndarray, rng: np.random.Generator, cfg: Distracto
                     "depth_sigma": round(depth / noise, 3)})
     np.maximum(frame + dark, floor, out=frame)
     return out
+
+
+def _add_pedestal(frame: np.ndarray, rng: np.random.Generator, cfg: DistractorConfig,
+                  noise: float) -> dict[str, float]:
+    """Add a random pedestal and gradient to ``frame`` in place, within its original range (as
+    `blobwatch.preprocess.prepare` clips); return them in noise sigma."""
+    lo, hi = float(frame.min()), float(frame.max())
+    level = float(rng.normal(0.0, cfg.pedestal_sigma))
+    gy, gx = (float(g) for g in rng.normal(0.0, cfg.gradient_sigma, size=2))
+    ramp = np.linspace(-0.5, 0.5, frame.shape[0], dtype=np.float32)
+    frame += noise * (level + gy * ramp[:, None] + gx * ramp[None, :])
+    np.clip(frame, lo, hi, out=frame)
+    return {"pedestal_sigma": round(level, 4), "gradient_y_sigma": round(gy, 4),
+            "gradient_x_sigma": round(gx, 4)}
 
 
 def _draw_blobs(
@@ -483,6 +504,7 @@ def make_dataset(
         "flip_x": np.zeros(n_samples, np.int8),
         "n_blobs": np.zeros(n_samples, np.int8),
         "n_distractors": np.zeros(n_samples, np.int8),
+        "pedestal": np.zeros(n_samples, np.float32),
         "causes": np.zeros(n_samples, np.uint8),
         "peak": np.full(n_samples, np.nan, np.float32),
         "radius": np.full(n_samples, np.nan, np.float32),
@@ -563,6 +585,10 @@ def _fill(x: np.ndarray, sources: Sequence[SourceImage], src_idx: np.ndarray, co
         y0, x0 = int(corners[i, 0]), int(corners[i, 1])
         frame = src.data[y0 : y0 + size, x0 : x0 + size].copy()
         meta["causes"][i] = np.bitwise_or.reduce(src.causes[y0 : y0 + size, x0 : x0 + size], axis=None)
+        level: dict[str, float] = {}
+        if dcfg.pedestal_sigma > 0 or dcfg.gradient_sigma > 0:  # drawn for both classes alike
+            level = _add_pedestal(frame, rng_dark, dcfg, noises[int(src_idx[i])])
+            meta["pedestal"][i] = level["pedestal_sigma"]
         blob_info: list[dict[str, Any]] = []
         if labels[i]:
             blob_info = _draw_blobs(frame, rng_blobs, stamps, stamp_ids, cfg, noises[int(src_idx[i])])
@@ -593,6 +619,8 @@ def _fill(x: np.ndarray, sources: Sequence[SourceImage], src_idx: np.ndarray, co
             "causes": [n for f, n in CAUSE_NAMES.items() if meta["causes"][i] & f],
             "blobs": blob_info,
         }
+        if level:
+            line["level"] = level
         if dark_info:  # positions before augmentation, like row/col of the window
             line["distractors"] = dark_info
         lines.append(json.dumps(line, separators=(",", ":")))
@@ -884,6 +912,7 @@ class DatasetPlan:
     diff_days: Sequence[int] = (30, 31)
     clip_factor: float = 0.5
     distractor_fraction: float = 0.5
+    pedestal_sigma: float = 0.3
     files: Sequence[str] = ()
     stamps_path: str | None = None
 
@@ -945,7 +974,8 @@ def build_datasets(outdir: str | os.PathLike, plan: DatasetPlan, *, progress: bo
     """Write the four standard datasets under ``outdir``.
 
     ``train``        left 75% of the training images, training stamps + simulated blobs, dark
-                     distractors on ``plan.distractor_fraction`` of the samples of both classes
+                     pedestals/gradients on all and dark distractors on
+                     ``plan.distractor_fraction`` of the samples of both classes
     ``val``          right 25% of the same images, same blob recipe (the seed's protocol);
                      the model's threshold is chosen here
     ``test_images``  whole images from simulation seeds never used for training
@@ -979,7 +1009,8 @@ def build_datasets(outdir: str | os.PathLike, plan: DatasetPlan, *, progress: bo
             "plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.__dict__.items()}}
     out = {}
     # distractors are a training augmentation: the evaluation sets hold only simulated artifacts
-    dark = DistractorConfig(fraction=plan.distractor_fraction)
+    dark = DistractorConfig(pedestal_sigma=plan.pedestal_sigma, gradient_sigma=plan.pedestal_sigma,
+                            fraction=plan.distractor_fraction)
     specs = [
         ("train", train_src, plan.n_train, "train", train_ids, BlobConfig(), dark, plan.seed),
         ("val", train_src, plan.n_val, "validation", train_ids, BlobConfig(), None, plan.seed + 1),

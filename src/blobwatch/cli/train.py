@@ -67,6 +67,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--distractor-fraction", type=_fraction, default=0.5,
                    help="fraction of training subframes (both classes) given dark distractors "
                         "like persistence or trails (default 0.5; 0 for the seed's recipe)")
+    p.add_argument("--pedestal-sigma", type=float, default=0.3,
+                   help="sigma of the random pedestal and gradient (noise sigma) added to every "
+                        "training subframe (default 0.3; 0 for the seed's recipe)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_make_dataset)
 
@@ -122,7 +125,7 @@ def _make_dataset(args: argparse.Namespace) -> int:
     kw: dict[str, Any] = {
         "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test, "seed": args.seed,
         "clip_factor": args.clip_factor, "files": list(args.files), "stamps_path": args.stamps,
-        "distractor_fraction": args.distractor_fraction,
+        "distractor_fraction": args.distractor_fraction, "pedestal_sigma": args.pedestal_sigma,
     }
     for name in ("train_seeds", "test_seeds", "heldout_stamps"):
         if getattr(args, name) is not None:
