@@ -15,6 +15,7 @@ from blobwatch.evaluate import (
     evaluate_scores,
     fp_breakdown,
     format_table,
+    level_sensitivity,
     registration_breakdown,
 )
 
@@ -107,6 +108,30 @@ def test_evaluate_model_writes_report_and_figures(tmp_path):
     for f in ("val_confusion.png", "val_roc_pr.png", "val_misses.csv", "val_false_positives.csv", "val_scores.npz"):
         assert (tmp_path / "ev" / f).stat().st_size > 0
     assert "matched filter" in format_table(report)
+    levels = [r["level_sigma"] for r in on_disk["datasets"]["val"]["cnn"]["level_sensitivity"]]
+    assert 0.0 in levels and min(levels) < 0 < max(levels)
+
+
+def test_level_sensitivity_raises_whole_subframes(tmp_path):
+    """A detector that reads the subframe's mean level as blob flux flags everything raised by
+    half a sigma and nothing lowered by it; the report must show exactly that."""
+    import torch
+
+    class MeanLevel(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            m = x.mean(dim=(1, 2, 3))
+            return torch.stack([-50 * m, 50 * m], dim=1)
+
+    rng = np.random.default_rng(1)
+    src = [D.SourceImage("s", rng.normal(0, 1, (256, 256)).astype(np.float32), np.zeros((256, 256), np.uint8))]
+    stamps = {1: np.full((5, 5), 0.1, np.float32)}
+    ds = D.SubframeDataset(D.make_dataset(tmp_path / "ds", src, n_samples=40, region="all", seed=2,
+                                          stamps=stamps, stamp_ids=[1], size=64))
+    rows = level_sensitivity(MeanLevel(), ds, len(ds), 0.5, device="cpu", per_class=10)
+    by = {r["level_sigma"]: r for r in rows}
+    assert by[-0.5]["fp_rate"] == 0.0 and by[-0.5]["tp_rate"] == 0.0
+    assert by[0.5]["fp_rate"] == 1.0 and by[0.5]["tp_rate"] == 1.0
+    assert by[0.0]["n_negative"] == 10 and by[0.0]["n_positive"] == 10
 
 
 def test_evaluate_cli_bad_model_exits_2(tmp_path, capsys):

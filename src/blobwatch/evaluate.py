@@ -240,6 +240,48 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     write_text_atomic(path, buf.getvalue())
 
 
+#: Pedestals (background noise sigma) added to whole subframes by `level_sensitivity`.
+LEVELS = (-0.5, -0.3, -0.15, 0.0, 0.15, 0.3, 0.5)
+
+
+class _Shifted:
+    """Samples ``idx`` of a dataset with ``level`` added to every pixel (same ``batch`` interface)."""
+
+    def __init__(self, ds: Any, idx: np.ndarray, level: float) -> None:
+        self.ds, self.idx, self.level = ds, idx, level
+        self.labels = ds.labels[idx]
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def batch(self, idx: np.ndarray) -> Any:
+        xb, yb = self.ds.batch(self.idx[idx])
+        return xb + self.level, yb
+
+
+def level_sensitivity(model: Any, ds: Any, n: int, threshold: float, *, device: Any,
+                      per_class: int = 500, levels: Sequence[float] = LEVELS) -> list[dict[str, float]]:
+    """FP and TP rates when the whole subframe is raised or lowered by a constant.
+
+    A blob is local contrast.  Large-scale residuals of a real difference image (earthlight,
+    persistence halos, a changed dark level) raise or lower whole subframes by a fraction of the
+    noise; a detector that reads that as blob flux false-alarms on them.  Uses the first
+    ``per_class`` negatives and positives of the first ``n`` samples.
+    """
+    from blobwatch.train import predict_scores, rates
+
+    labels = ds.labels[:n]
+    idx = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in (0, 1)])
+    rows = []
+    for level in levels:
+        sub = _Shifted(ds, idx, float(level))
+        probs, _ = predict_scores(model, sub, device=device)
+        r = rates(sub.labels, probs, threshold)
+        rows.append({"level_sigma": float(level), "fp_rate": r["fpr"], "tp_rate": r["tpr"],
+                     "n_negative": int((sub.labels == 0).sum()), "n_positive": int((sub.labels == 1).sum())})
+    return rows
+
+
 # --------------------------------------------------------------------------------------------
 # the command
 # --------------------------------------------------------------------------------------------
@@ -294,6 +336,7 @@ def evaluate_model(
             bthr = res["matched_filter"]["threshold_sigma"]
             res["matched_filter"]["by_registration"] = registration_breakdown(
                 ds.manifest, meta, labels, bscores >= bthr)
+        res["cnn"]["level_sensitivity"] = level_sensitivity(mf.model, ds, n, thr, device=dev)
         res.update(path=str(d), loss=loss, manifest_generator=ds.manifest.get("generator_version"))
         report["datasets"][name] = res
         plot_confusion(res["cnn"], outdir / f"{name}_confusion.png",
@@ -342,6 +385,11 @@ def format_table(report: dict[str, Any]) -> str:
             r = res[key]
             lines.append(f"{name:<13} {label:<15} {r['tn']:6.3f} {r['fp']:6.3f} {r['tp']:6.3f} {r['fn']:6.3f} "
                          f"{r['roc_auc']:8.4f} {r['average_precision']:6.3f} {r['false_alarms_per_image']:9.2f}")
+    lines += ["", "CNN false-positive / true-positive rate with whole subframes raised by a constant (noise sigma):"]
+    for name, res in report["datasets"].items():
+        rows = res["cnn"].get("level_sensitivity", [])
+        lines.append(f"{name:<13} " + "  ".join(
+            f"{r['level_sigma']:+.2f}: {r['fp_rate']:.3f}/{r['tp_rate']:.3f}" for r in rows))
     lines.append("")
     lines.append("TN/FP: rates among non-blob subframes; TP/FN: among blob subframes; FA/image: FP rate x 16 "
                  "subframes. The matched filter is thresholded at the CNN's false-positive rate.")
