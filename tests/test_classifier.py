@@ -208,3 +208,22 @@ def test_shipped_model_flags_obvious_blob_and_passes_blank() -> None:
     prob = clf.predict_proba(np.stack([_prepared_subframe(True), _prepared_subframe(False)]))
     assert prob[0] >= clf.threshold, f"obvious blob missed: P={prob[0]:.3f} < {clf.threshold:.3f}"
     assert prob[1] < clf.threshold, f"blank subframe flagged: P={prob[1]:.3f} >= {clf.threshold:.3f}"
+
+
+def test_shipped_model_ignores_large_scale_levels_and_dark_patches() -> None:
+    """Difference images carry large-scale residuals (earthlight, persistence halos) and dark
+    features (persistence, snowballs and trails are bright in the new image).  Neither is a blob:
+    an earlier retrained model flagged 95 % of blank subframes raised by 0.3 sigma."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        clf = BlobClassifier()
+    blank, blob = _prepared_subframe(False), _prepared_subframe(True)
+    yy, xx = np.mgrid[:SIZE, :SIZE].astype(np.float32)
+    u, v = (xx - 128 + yy - 128) / np.sqrt(2), (xx - 128 - (yy - 128)) / np.sqrt(2)
+    trail = np.maximum(blank - 3.0 * np.exp(-0.5 * ((u / 60) ** 2 + (v / 8) ** 2)), blank.min())
+    cases = {f"raised by {d:+.1f} sigma": blank + d for d in (-0.3, -0.15, 0.15, 0.3)}
+    cases["dark trail"] = trail
+    prob = clf.predict_proba(np.stack(list(cases.values()) + [blob + 0.3, blob - 0.3]))
+    for (name, _), p in zip(cases.items(), prob):
+        assert p < clf.threshold, f"blank subframe {name} flagged: P={p:.3f} >= {clf.threshold:.3f}"
+    assert (prob[-2:] >= clf.threshold).all(), f"obvious blob on a raised/lowered level missed: {prob[-2:]}"
