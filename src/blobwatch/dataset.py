@@ -272,8 +272,8 @@ class DistractorConfig:
 
     * A pedestal and a linear gradient (in background noise sigma): large-scale residuals of a
       difference image (earthlight, persistence halos) raise or tilt a whole subframe.  A network
-      trained on flat backgrounds can take a raised level for blob flux: the first retrained model
-      gave P = 1.0 to pure noise raised by 0.3 sigma.
+      trained on flat backgrounds can take a raised level for blob flux: a model trained without
+      this gave P = 1.0 to pure noise raised by 0.3 sigma.
     * Dark patches: in a prepared subframe blobs are positive; persistence, snowballs and
       satellite trails are bright in the new image, so they are negative there.
     """
@@ -451,7 +451,7 @@ def make_dataset(
     blobs : BlobConfig, optional
         Blob superposition parameters; ``simulated_fraction=0`` uses real stamps only.
     distractors : DistractorConfig, optional
-        Dark distractors for both classes alike (default: none).
+        Nuisance features (pedestal/gradient, dark patches) for both classes alike (default: none).
 
     Returns
     -------
@@ -973,9 +973,9 @@ def build_datasets(outdir: str | os.PathLike, plan: DatasetPlan, *, progress: bo
                    log: Any = None) -> dict[str, Path]:
     """Write the four standard datasets under ``outdir``.
 
-    ``train``        left 75% of the training images, training stamps + simulated blobs, dark
-                     pedestals/gradients on all and dark distractors on
-                     ``plan.distractor_fraction`` of the samples of both classes
+    ``train``        left 75% of the training images, training stamps + simulated blobs; a
+                     pedestal/gradient on every sample and dark patches on
+                     ``plan.distractor_fraction`` of them, both classes alike
     ``val``          right 25% of the same images, same blob recipe (the seed's protocol);
                      the model's threshold is chosen here
     ``test_images``  whole images from simulation seeds never used for training

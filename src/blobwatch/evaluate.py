@@ -244,10 +244,10 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 LEVELS = (-0.5, -0.3, -0.15, 0.0, 0.15, 0.3, 0.5)
 
 
-class _Shifted:
-    """Samples ``idx`` of a dataset with ``level`` added to every pixel (same ``batch`` interface)."""
+class _Samples:
+    """Samples ``idx`` of a dataset, with ``level`` added to every pixel (same ``batch`` interface)."""
 
-    def __init__(self, ds: Any, idx: np.ndarray, level: float) -> None:
+    def __init__(self, ds: Any, idx: np.ndarray, level: float = 0.0) -> None:
         self.ds, self.idx, self.level = ds, idx, level
         self.labels = ds.labels[idx]
 
@@ -256,7 +256,7 @@ class _Shifted:
 
     def batch(self, idx: np.ndarray) -> Any:
         xb, yb = self.ds.batch(self.idx[idx])
-        return xb + self.level, yb
+        return (xb + self.level if self.level else xb), yb
 
 
 def level_sensitivity(model: Any, ds: Any, n: int, threshold: float, *, device: Any,
@@ -274,7 +274,7 @@ def level_sensitivity(model: Any, ds: Any, n: int, threshold: float, *, device: 
     idx = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in (0, 1)])
     rows = []
     for level in levels:
-        sub = _Shifted(ds, idx, float(level))
+        sub = _Samples(ds, idx, float(level))
         probs, _ = predict_scores(model, sub, device=device)
         r = rates(sub.labels, probs, threshold)
         rows.append({"level_sigma": float(level), "fp_rate": r["fpr"], "tp_rate": r["tpr"],
@@ -324,7 +324,7 @@ def evaluate_model(
     for d in datasets:
         ds = SubframeDataset(d)
         n = len(ds) if max_samples is None else min(max_samples, len(ds))
-        sub = _Subset(ds, n)
+        sub = _Samples(ds, np.arange(n))
         probs, loss = predict_scores(mf.model, sub, device=dev)
         meta = {k: v[:n] for k, v in ds.meta.items()}
         labels = ds.labels[:n]
@@ -357,20 +357,6 @@ def evaluate_model(
                 res[k].pop("pr", None)
     write_text_atomic(outdir / "evaluation.json", json.dumps(slim, indent=1) + "\n")
     return report
-
-
-class _Subset:
-    """The first ``n`` samples of a `SubframeDataset` (same ``batch`` interface)."""
-
-    def __init__(self, ds: Any, n: int) -> None:
-        self.ds, self.n = ds, n
-        self.labels = ds.labels[:n]
-
-    def __len__(self) -> int:
-        return self.n
-
-    def batch(self, idx: np.ndarray) -> Any:
-        return self.ds.batch(idx)
 
 
 def format_table(report: dict[str, Any]) -> str:

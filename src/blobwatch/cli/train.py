@@ -42,6 +42,16 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _nonnegative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0.0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def register(subparsers: Any) -> None:
     """Add the dataset, training and evaluation commands."""
     p = subparsers.add_parser(
@@ -67,7 +77,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--distractor-fraction", type=_fraction, default=0.5,
                    help="fraction of training subframes (both classes) given dark distractors "
                         "like persistence or trails (default 0.5; 0 for the seed's recipe)")
-    p.add_argument("--pedestal-sigma", type=float, default=0.3,
+    p.add_argument("--pedestal-sigma", type=_nonnegative, default=0.3,
                    help="sigma of the random pedestal and gradient (noise sigma) added to every "
                         "training subframe (default 0.3; 0 for the seed's recipe)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
