@@ -140,6 +140,24 @@ def test_distractors_are_dark_and_drawn_for_both_classes_alike(tmp_path):
     assert json.loads((dark / "manifest.json").read_text())["parameters"]["distractors"]["fraction"] == 0.5
 
 
+def test_nuisance_draws_do_not_depend_on_the_blobs(tmp_path):
+    """Pedestals and dark patches come from their own random stream: other blobs (simulated
+    only, stamps only) leave every sample's nuisance features unchanged."""
+    dcfg = D.DistractorConfig(pedestal_sigma=0.3, gradient_sigma=0.3, fraction=0.5)
+    runs = [_make(tmp_path / str(f), n=40, distractors=dcfg, blobs=D.BlobConfig(simulated_fraction=f))
+            for f in (0.0, 1.0)]
+    lines = [[json.loads(t) for t in (r / "samples.jsonl").read_text().splitlines()] for r in runs]
+    for a, b in zip(*lines):
+        assert a["blobs"] != b["blobs"] or not a["blobs"]
+        assert a.get("level") == b.get("level") and a.get("distractors") == b.get("distractors")
+
+
+def test_distractor_config_rejects_bad_values():
+    for bad in ({"pedestal_sigma": -0.1}, {"gradient_sigma": float("inf")}, {"fraction": 2.0}, {"n_max": 0}):
+        with pytest.raises(ValueError):
+            D.DistractorConfig(**bad)
+
+
 def test_pedestals_raise_or_lower_whole_subframes_of_both_classes(tmp_path):
     plain = _make(tmp_path / "plain", n=60)
     level = _make(tmp_path / "level", n=60, distractors=D.DistractorConfig(pedestal_sigma=0.3))

@@ -10,6 +10,7 @@ import pytest
 from blobwatch import dataset as D
 from blobwatch.baseline import matched_filter_maps, matched_filter_scores, threshold_at_fpr
 from blobwatch.evaluate import (
+    LEVELS,
     confusion_rates,
     evaluate_model,
     evaluate_scores,
@@ -108,8 +109,9 @@ def test_evaluate_model_writes_report_and_figures(tmp_path):
     for f in ("val_confusion.png", "val_roc_pr.png", "val_misses.csv", "val_false_positives.csv", "val_scores.npz"):
         assert (tmp_path / "ev" / f).stat().st_size > 0
     assert "matched filter" in format_table(report)
-    levels = [r["level_sigma"] for r in on_disk["datasets"]["val"]["cnn"]["level_sensitivity"]]
-    assert 0.0 in levels and min(levels) < 0 < max(levels)
+    rows = on_disk["datasets"]["val"]["cnn"]["level_sensitivity"]
+    assert [r["level_sigma"] for r in rows] == list(LEVELS)
+    assert all(r["n_negative"] > 0 and r["n_positive"] > 0 for r in rows)
 
 
 def test_level_sensitivity_raises_whole_subframes(tmp_path):

@@ -286,13 +286,27 @@ class DistractorConfig:
     sigma_px: tuple[float, float] = (2.0, 60.0)  # Gaussian sigma of the long axis, log-uniform
     elongated_fraction: float = 0.5  # the rest are round (axis ratio 0.8-1)
 
+    def __post_init__(self) -> None:
+        for name in ("pedestal_sigma", "gradient_sigma"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"DistractorConfig.{name}={value} must be finite and >= 0")
+        for name in ("fraction", "elongated_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"DistractorConfig.{name}={getattr(self, name)} must be in [0, 1]")
+        if self.n_max < 1:
+            raise ValueError(f"DistractorConfig.n_max={self.n_max} must be >= 1")
+
 
 def _add_distractors(frame: np.ndarray, rng: np.random.Generator, cfg: DistractorConfig,
                      noise: float) -> list[dict[str, Any]]:
     """Add 1..``cfg.n_max`` dark Gaussian patches to ``frame`` in place; return their parameters.
 
-    The result is floored at the frame's minimum, as `blobwatch.preprocess.prepare` clips a
-    real dark feature at the lower clip limit.
+    The result is floored at the frame's minimum before the patches (after the pedestal and any
+    blobs), to mimic `blobwatch.preprocess.prepare` clipping a real dark feature at its lower
+    clip limit.  Known flaw, kept so that the shipped model's dataset stays reproducible: real
+    stamps have negative pixels, so in positives that minimum can lie below the clip limit and
+    patches there can be deeper than in negatives (docs/training.md).
     """
     size = frame.shape[0]
     floor = float(frame.min())

@@ -266,7 +266,9 @@ def level_sensitivity(model: Any, ds: Any, n: int, threshold: float, *, device: 
     A blob is local contrast.  Large-scale residuals of a real difference image (earthlight,
     persistence halos, a changed dark level) raise or lower whole subframes by a fraction of the
     noise; a detector that reads that as blob flux false-alarms on them.  Uses the first
-    ``per_class`` negatives and positives of the first ``n`` samples.
+    ``per_class`` negatives and positives of the first ``n`` samples.  Levels are in prepared
+    units (noise sigma) and added to the stored samples as they are, without re-clipping.
+    Rates of a class with no samples are None.
     """
     from blobwatch.train import predict_scores, rates
 
@@ -277,8 +279,9 @@ def level_sensitivity(model: Any, ds: Any, n: int, threshold: float, *, device: 
         sub = _Samples(ds, idx, float(level))
         probs, _ = predict_scores(model, sub, device=device)
         r = rates(sub.labels, probs, threshold)
-        rows.append({"level_sigma": float(level), "fp_rate": r["fpr"], "tp_rate": r["tpr"],
-                     "n_negative": int((sub.labels == 0).sum()), "n_positive": int((sub.labels == 1).sum())})
+        n_neg, n_pos = int((sub.labels == 0).sum()), int((sub.labels == 1).sum())
+        rows.append({"level_sigma": float(level), "fp_rate": r["fpr"] if n_neg else None,
+                     "tp_rate": r["tpr"] if n_pos else None, "n_negative": n_neg, "n_positive": n_pos})
     return rows
 
 
@@ -359,6 +362,10 @@ def evaluate_model(
     return report
 
 
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def format_table(report: dict[str, Any]) -> str:
     """Plain-text table: per dataset, CNN vs matched filter at the same false-positive rate."""
     lines = [f"model {report['model']['path']}  threshold {report['model']['threshold']:.3f}", ""]
@@ -375,7 +382,7 @@ def format_table(report: dict[str, Any]) -> str:
     for name, res in report["datasets"].items():
         rows = res["cnn"].get("level_sensitivity", [])
         lines.append(f"{name:<13} " + "  ".join(
-            f"{r['level_sigma']:+.2f}: {r['fp_rate']:.3f}/{r['tp_rate']:.3f}" for r in rows))
+            f"{r['level_sigma']:+.2f}: {_rate(r['fp_rate'])}/{_rate(r['tp_rate'])}" for r in rows))
     lines.append("")
     lines.append("TN/FP: rates among non-blob subframes; TP/FN: among blob subframes; FA/image: FP rate x 16 "
                  "subframes. The matched filter is thresholded at the CNN's false-positive rate.")

@@ -6,6 +6,7 @@ Heavy libraries (torch, numpy, scipy, matplotlib, astropy) are imported inside t
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -32,24 +33,18 @@ def _count(minimum: int) -> Any:
     return parse
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
+def _number(low: float, high: float = math.inf) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            upper = "" if high == math.inf else f" and <= {high:g}"
+            raise argparse.ArgumentTypeError(f"must be a finite number >= {low:g}{upper}, got {text}")
+        return value
 
-
-def _nonnegative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0.0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    return parse
 
 
 def register(subparsers: Any) -> None:
@@ -74,10 +69,10 @@ def register(subparsers: Any) -> None:
                    help="real stamp ids kept out of training (default 4,8,12,16,20)")
     p.add_argument("--stamps", default=None, help="blob stamp FITS (default: the 20 real stamps shipped in the package)")
     p.add_argument("--clip-factor", type=float, default=0.5, help="preparation clip factor (default 0.5)")
-    p.add_argument("--distractor-fraction", type=_fraction, default=0.5,
+    p.add_argument("--distractor-fraction", type=_number(0.0, 1.0), default=0.5,
                    help="fraction of training subframes (both classes) given dark distractors "
                         "like persistence or trails (default 0.5; 0 for the seed's recipe)")
-    p.add_argument("--pedestal-sigma", type=_nonnegative, default=0.3,
+    p.add_argument("--pedestal-sigma", type=_number(0.0), default=0.3,
                    help="sigma of the random pedestal and gradient (noise sigma) added to every "
                         "training subframe (default 0.3; 0 for the seed's recipe)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
