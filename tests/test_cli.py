@@ -160,3 +160,14 @@ def test_console_script_exit_code_on_bad_input(tmp_path):
     result = _run("difference", str(bad), "--references", str(bad), "--out", str(tmp_path / "d.fits"))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"blobwatch: error: {bad}: not a FITS file"
+
+
+@pytest.mark.parametrize("flag, value", [("--pedestal-sigma", "inf"), ("--pedestal-sigma", "-0.1"),
+                                         ("--distractor-fraction", "1.5"), ("--distractor-fraction", "nan")])
+def test_make_dataset_rejects_bad_nuisance_settings_before_writing(tmp_path, capsys, flag, value):
+    out = tmp_path / "ds"
+    with pytest.raises(SystemExit) as exc:
+        main(["make-dataset", str(out), flag, value])
+    assert exc.value.code == 2
+    assert flag in capsys.readouterr().err
+    assert not out.exists()
