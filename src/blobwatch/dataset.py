@@ -595,20 +595,20 @@ def _fill(x: np.ndarray, sources: Sequence[SourceImage], src_idx: np.ndarray, co
     if progress:
         iterator = tqdm(iterator, total=n_samples, desc=f"dataset {name}", unit="sample")
     for i in iterator:
-        src = sources[int(src_idx[i])]
+        src, noise = sources[int(src_idx[i])], noises[int(src_idx[i])]
         y0, x0 = int(corners[i, 0]), int(corners[i, 1])
         frame = src.data[y0 : y0 + size, x0 : x0 + size].copy()
         meta["causes"][i] = np.bitwise_or.reduce(src.causes[y0 : y0 + size, x0 : x0 + size], axis=None)
         level: dict[str, float] = {}
         if dcfg.pedestal_sigma > 0 or dcfg.gradient_sigma > 0:  # drawn for both classes alike
-            level = _add_pedestal(frame, rng_dark, dcfg, noises[int(src_idx[i])])
+            level = _add_pedestal(frame, rng_dark, dcfg, noise)
             meta["pedestal"][i] = level["pedestal_sigma"]
         blob_info: list[dict[str, Any]] = []
         if labels[i]:
-            blob_info = _draw_blobs(frame, rng_blobs, stamps, stamp_ids, cfg, noises[int(src_idx[i])])
+            blob_info = _draw_blobs(frame, rng_blobs, stamps, stamp_ids, cfg, noise)
         dark_info: list[dict[str, Any]] = []
         if dcfg.fraction > 0 and rng_dark.random() < dcfg.fraction:  # drawn for both classes alike
-            dark_info = _add_distractors(frame, rng_dark, dcfg, noises[int(src_idx[i])])
+            dark_info = _add_distractors(frame, rng_dark, dcfg, noise)
             meta["n_distractors"][i] = len(dark_info)
         frame += rng_aug.normal(0.0, noise_sigma, size=frame.shape).astype(np.float32)
         k = int(rng_aug.integers(4))
