@@ -136,3 +136,17 @@ def test_tile_rejects_sizes_that_are_not_multiples(shape):
 def test_tile_rejects_non_2d():
     with pytest.raises(ValueError, match="must be 2-D"):
         tile(np.zeros((2, 256, 256), np.float32))
+
+
+def test_sigma_clipping_keeps_three_robust_sigmas_of_pure_noise() -> None:
+    rng = np.random.default_rng(4)
+    noise = rng.normal(0.0, 2.0, (512, 512)).astype(np.float32)
+    seed = prepare(noise)
+    three = prepare(noise, clip_sigma=3.0)
+    # the seed's 0.5 x zscale keeps about +/-1.5 sigma; +/-3 sigma clips only ~0.27 % of pixels
+    assert 1.2 < -seed.stats["lo"] / 2.0 < 1.8
+    assert 2.9 < -three.stats["lo"] / 2.0 < 3.1 and 2.9 < three.stats["hi"] / 2.0 < 3.1
+    clipped = (three.stats["n_clipped_low"] + three.stats["n_clipped_high"]) / noise.size
+    assert 0.001 < clipped < 0.005
+    with pytest.raises(ValueError, match="clip_sigma"):
+        prepare(noise, clip_sigma=0.0)

@@ -41,7 +41,7 @@ class PreparedImage:
     stats: dict[str, float | int] = field(default_factory=dict)
 
 
-def prepare(difference: np.ndarray, *, clip_factor: float = 0.5) -> PreparedImage:
+def prepare(difference: np.ndarray, *, clip_factor: float = 0.5, clip_sigma: float | None = None) -> PreparedImage:
     """Normalize a blob difference image the way the seed prepared its training data.
 
     Parameters
@@ -49,7 +49,11 @@ def prepare(difference: np.ndarray, *, clip_factor: float = 0.5) -> PreparedImag
     difference : numpy.ndarray
         2-D difference image (current - median of references); NaN allowed.
     clip_factor : float
-        Clip limits are ``clip_factor * zmin`` and ``clip_factor * zmax`` (seed: 0.5).
+        Clip limits are ``clip_factor * zmin`` and ``clip_factor * zmax`` (seed: 0.5).  With
+        astropy's zscale this keeps about +/-1.5 sigma of pure noise.
+    clip_sigma : float, optional
+        If given, clip at the median +/- ``clip_sigma`` robust (MAD) sigmas instead (the real
+        stamps were prepared at about +/-3 sigma); ``clip_factor`` is then not used.
 
     Returns
     -------
@@ -75,8 +79,17 @@ def prepare(difference: np.ndarray, *, clip_factor: float = 0.5) -> PreparedImag
         raise ValueError("difference image has no finite pixel")
     values = negated[finite] if n_finite < negated.size else negated.ravel()
 
-    zmin, zmax = ZScaleInterval().get_limits(values)
-    lo, hi = np.float32(clip_factor * zmin), np.float32(clip_factor * zmax)
+    if clip_sigma is not None:
+        if not clip_sigma > 0:
+            raise ValueError(f"clip_sigma must be positive, got {clip_sigma}")
+        from astropy.stats import mad_std
+
+        centre, spread = float(np.median(values)), float(mad_std(values))
+        zmin, zmax = centre - clip_sigma * spread, centre + clip_sigma * spread
+        lo, hi = np.float32(zmin), np.float32(zmax)
+    else:
+        zmin, zmax = ZScaleInterval().get_limits(values)
+        lo, hi = np.float32(clip_factor * zmin), np.float32(clip_factor * zmax)
     if lo > hi:  # a negative factor is rejected above; this guards odd zscale output
         lo, hi = hi, lo
     clipped = np.clip(values, lo, hi)
@@ -94,6 +107,7 @@ def prepare(difference: np.ndarray, *, clip_factor: float = 0.5) -> PreparedImag
         out[...] = normalized.reshape(negated.shape)
     stats: dict[str, float | int] = {
         "clip_factor": float(clip_factor),
+        "clip_sigma": None if clip_sigma is None else float(clip_sigma),
         "zmin": float(zmin),
         "zmax": float(zmax),
         "lo": float(lo),

@@ -43,6 +43,11 @@ __all__ = [
     "DQ_HOT",
     "DQ_UNSTABLE",
     "DQ_BLOB",
+    "DetectorFeatures",
+    "Transients",
+    "add_transients",
+    "draw_detector",
+    "mask_border",
 ]
 
 #: Blob profile kinds.
@@ -602,6 +607,117 @@ class _Persistence:
         return np.exp(-0.5 * (a * a + b * b))
 
 
+@dataclass
+class DetectorFeatures:
+    """Fixed detector features of a sequence: they do not move with the CSM.
+
+    Attributes
+    ----------
+    gain : ndarray, float32, (size, size)
+        Multiplicative response: white flat-field residual, cold pixels, NaN for dead pixels.
+    offset : ndarray, float32, (size, size)
+        Additive signal of hot pixels.
+    bad_pixels, hot_pixels, unstable_pixels : ndarray, bool, (size, size)
+        The pixel masks.
+    unstable_rows, unstable_cols : ndarray
+        Indices of the unstable pixels.
+    unstable_base : ndarray
+        Mean response of each unstable pixel.
+    gradient : ndarray
+        Legendre coefficients of the sequence's illumination gradient.
+    """
+
+    gain: np.ndarray
+    offset: np.ndarray
+    bad_pixels: np.ndarray
+    hot_pixels: np.ndarray
+    unstable_pixels: np.ndarray
+    unstable_rows: np.ndarray
+    unstable_cols: np.ndarray
+    unstable_base: np.ndarray
+    gradient: np.ndarray
+
+    def apply(self, img: np.ndarray, rng: np.random.Generator, p: dict[str, Any]) -> None:
+        """Apply gain, hot-pixel offset and the day's unstable-pixel responses in place."""
+        img *= self.gain
+        img += self.offset
+        img[self.unstable_rows, self.unstable_cols] *= (self.unstable_base * np.exp(
+            rng.normal(0.0, p["unstable_scatter"], self.unstable_rows.size))).astype(np.float32)
+
+
+def draw_detector(p: dict[str, Any], size: int, rng: np.random.Generator) -> DetectorFeatures:
+    """Draw the fixed detector features of a sequence (records ``p["gradient_coefficients"]``)."""
+    n_pix = size * size
+    n_bad = int(round(p["bad_pixel_fraction"] * n_pix))
+    flat_idx = rng.choice(n_pix, n_bad + int(p["n_unstable"]), replace=False)
+    bad_idx, unstable_idx = flat_idx[:n_bad], flat_idx[n_bad:]
+    kind_u = rng.uniform(0, 1, n_bad)
+    mix = p["bad_pixel_mix"]
+    is_dead = kind_u < mix["dead"]
+    is_hot = (~is_dead) & (kind_u < mix["dead"] + mix["hot"])
+    is_cold = ~(is_dead | is_hot)
+    # multiplicative response of each pixel: flat-field residuals (fixed pattern) ...
+    gain = (1.0 + p["flat_residual_sigma"] * rng.standard_normal(n_pix)).astype(np.float32)
+    offset = np.zeros(n_pix, dtype=np.float32)  # additive signal (hot pixels)
+    gain[bad_idx[is_cold]] = rng.uniform(0.0, 0.8, int(is_cold.sum()))
+    offset[bad_idx[is_hot]] = _log_uniform(rng, 0.05, 20.0, int(is_hot.sum()))
+    gain[bad_idx[is_dead]] = np.nan
+    masks = np.zeros((3, n_pix), dtype=bool)
+    masks[0, bad_idx] = True
+    masks[1, bad_idx[is_hot]] = True
+    masks[2, unstable_idx] = True
+    unstable_rows, unstable_cols = np.unravel_index(unstable_idx, (size, size))
+    unstable_base = rng.uniform(0.7, 1.5, unstable_idx.size)
+    order = p["gradient_order"]
+    coeffs = rng.normal(0.0, 1.0, (order + 1, order + 1))
+    coeffs[0, 0] = 0.0
+    coeffs *= p["gradient_amplitude"] / max(np.abs(coeffs).sum(), 1e-12)
+    p["gradient_coefficients"] = coeffs.tolist()
+    bad, hot, unstable = masks.reshape(3, size, size)
+    return DetectorFeatures(gain=gain.reshape(size, size), offset=offset.reshape(size, size),
+                            bad_pixels=bad, hot_pixels=hot, unstable_pixels=unstable,
+                            unstable_rows=unstable_rows, unstable_cols=unstable_cols,
+                            unstable_base=unstable_base, gradient=coeffs)
+
+
+def mask_border(img: np.ndarray, border: int) -> None:
+    """Set the ``border``-pixel frame of ``img`` to NaN in place (the reference pixels)."""
+    if border:
+        img[:border, :] = np.nan
+        img[-border:, :] = np.nan
+        img[:, :border] = np.nan
+        img[:, -border:] = np.nan
+
+
+@dataclass
+class Transients:
+    """What `add_transients` put into one image: positions (row, col) and sizes (px)."""
+
+    n_cosmic_rays: int
+    snowballs: list[tuple[float, float, float]]
+    persistence: list[tuple[float, float, float]]
+
+
+def add_transients(img: np.ndarray, rng: np.random.Generator, p: dict[str, Any],
+                   valid: tuple[int, int]) -> Transients:
+    """Add the day's cosmic-ray residuals, snowballs and persistence patches in place."""
+    n_cr = _add_cosmic_rays(img, rng, p, valid)
+    snowballs = []
+    for _ in range(int(rng.poisson(p["snowball_rate"]))):
+        sb = _Snowball(float(rng.uniform(*p["snowball_radius"])))
+        y, x = rng.uniform(valid[0], valid[1], 2)
+        _add_round(img, y, x, float(rng.uniform(*p["snowball_amplitude"])), sb)
+        snowballs.append((float(y), float(x), sb.radius))
+    persistence = []
+    for _ in range(int(rng.poisson(p["persistence_rate"]))):
+        sig = rng.uniform(*p["persistence_sigma"], 2)
+        pp = _Persistence(float(sig[0]), float(sig[1]), float(rng.uniform(0, math.pi)))
+        y, x = rng.uniform(valid[0], valid[1], 2)
+        _add_round(img, y, x, float(_log_uniform(rng, *p["persistence_amplitude"])), pp)
+        persistence.append((float(y), float(x), float(2.0 * max(sig))))
+    return Transients(n_cosmic_rays=n_cr, snowballs=snowballs, persistence=persistence)
+
+
 # ----------------------------------------------------------------------------------------
 # the sequence
 # ----------------------------------------------------------------------------------------
@@ -640,39 +756,9 @@ def simulate_sequence(config: SimulationConfig | None = None) -> Simulation:
     blobs = _draw_blobs(config, p, np.random.default_rng(s_blob))
 
     # --- fixed detector features (do not move with the CSM) ---
-    rng_det = np.random.default_rng(s_det)
-    n_pix = size * size
-    n_bad = int(round(p["bad_pixel_fraction"] * n_pix))
-    flat_idx = rng_det.choice(n_pix, n_bad + int(p["n_unstable"]), replace=False)
-    bad_idx, unstable_idx = flat_idx[:n_bad], flat_idx[n_bad:]
-    kind_u = rng_det.uniform(0, 1, n_bad)
-    mix = p["bad_pixel_mix"]
-    is_dead = kind_u < mix["dead"]
-    is_hot = (~is_dead) & (kind_u < mix["dead"] + mix["hot"])
-    is_cold = ~(is_dead | is_hot)
-    # multiplicative response of each pixel: flat-field residuals (fixed pattern) ...
-    gain = (1.0 + p["flat_residual_sigma"] * rng_det.standard_normal(n_pix)).astype(np.float32)
-    offset = np.zeros(n_pix, dtype=np.float32)  # additive signal (hot pixels)
-    gain[bad_idx[is_cold]] = rng_det.uniform(0.0, 0.8, int(is_cold.sum()))
-    offset[bad_idx[is_hot]] = _log_uniform(rng_det, 0.05, 20.0, int(is_hot.sum()))
-    gain[bad_idx[is_dead]] = np.nan
-    gain = gain.reshape(size, size)
-    offset = offset.reshape(size, size)
-    bad_pixels = np.zeros(n_pix, dtype=bool)
-    bad_pixels[bad_idx] = True
-    hot_pixels = np.zeros(n_pix, dtype=bool)
-    hot_pixels[bad_idx[is_hot]] = True
-    unstable_pixels = np.zeros(n_pix, dtype=bool)
-    unstable_pixels[unstable_idx] = True
-    unstable_rows, unstable_cols = np.unravel_index(unstable_idx, (size, size))
-    unstable_base = rng_det.uniform(0.7, 1.5, unstable_idx.size)
-
-    order = p["gradient_order"]
-    coeffs0 = rng_det.normal(0.0, 1.0, (order + 1, order + 1))
-    coeffs0[0, 0] = 0.0
-    coeffs0 *= p["gradient_amplitude"] / max(np.abs(coeffs0).sum(), 1e-12)
-    p["gradient_coefficients"] = coeffs0.tolist()
-    basis = _legendre_basis(size, order)
+    detector = draw_detector(p, size, np.random.default_rng(s_det))
+    basis = _legendre_basis(size, p["gradient_order"])
+    coeffs0 = detector.gradient
     cols = np.arange(size, dtype=np.float64)
 
     # --- daily quantities ---
@@ -707,36 +793,16 @@ def simulate_sequence(config: SimulationConfig | None = None) -> Simulation:
             illum *= (1.0 + e_amp * 0.5 * erfc((cols - c0) / (width * _SQRT2)))[None, :].astype(np.float32)
         img = illum * throughput
         img *= 1.0 + np.float32(noise[d]) * rng_day.standard_normal((size, size), dtype=np.float32)
-        img *= gain
-        img += offset
-        # unstable pixels: response changes from day to day
-        img[unstable_rows, unstable_cols] *= (unstable_base * np.exp(
-            rng_day.normal(0.0, p["unstable_scatter"], unstable_idx.size))).astype(np.float32)
-        n_cr = _add_cosmic_rays(img, rng_day, p, valid)
-        n_snow = int(rng_day.poisson(p["snowball_rate"]))
-        for _ in range(n_snow):
-            sb = _Snowball(float(rng_day.uniform(*p["snowball_radius"])))
-            _add_round(img, *rng_day.uniform(valid[0], valid[1], 2),
-                       float(rng_day.uniform(*p["snowball_amplitude"])), sb)
-        n_pers = int(rng_day.poisson(p["persistence_rate"]))
-        for _ in range(n_pers):
-            sig = rng_day.uniform(*p["persistence_sigma"], 2)
-            pp = _Persistence(float(sig[0]), float(sig[1]), float(rng_day.uniform(0, math.pi)))
-            _add_round(img, *rng_day.uniform(valid[0], valid[1], 2),
-                       float(_log_uniform(rng_day, *p["persistence_amplitude"])), pp)
-        if border:
-            img[:border, :] = np.nan
-            img[-border:, :] = np.nan
-            img[:, :border] = np.nan
-            img[:, -border:] = np.nan
+        detector.apply(img, rng_day, p)
+        transients = add_transients(img, rng_day, p, valid)
+        mask_border(img, border)
         images[d] = img
-        daily.append({"earthlight": e_amp, "cosmic_rays": n_cr, "snowballs": n_snow,
-                      "persistence": n_pers})
+        daily.append({"earthlight": e_amp, "cosmic_rays": transients.n_cosmic_rays,
+                      "snowballs": len(transients.snowballs), "persistence": len(transients.persistence)})
 
     return Simulation(images=images, mjd=mjd, shifts=shifts, noise=noise, blobs=blobs,
-                      params=_jsonable(p), bad_pixels=bad_pixels.reshape(size, size),
-                      unstable_pixels=unstable_pixels.reshape(size, size),
-                      hot_pixels=hot_pixels.reshape(size, size), daily=daily)
+                      params=_jsonable(p), bad_pixels=detector.bad_pixels,
+                      unstable_pixels=detector.unstable_pixels, hot_pixels=detector.hot_pixels, daily=daily)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -18,7 +18,7 @@ from blobwatch import __version__
 from blobwatch.errors import BlobwatchError
 
 #: Modules under ``blobwatch.cli`` that contribute subcommands, in help order.
-COMMAND_MODULES = ("simulate", "data", "train", "predict", "monitor", "web", "demo")
+COMMAND_MODULES = ("simulate", "data", "train", "predict", "regress", "monitor", "web", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from blobwatch.cli.regress import add_suite_options, suite_specs
+from blobwatch.errors import BlobwatchError
+
 
 def _ints(text: str) -> list[int]:
     try:
@@ -112,7 +115,12 @@ def register(subparsers: Any) -> None:
                     "misses by blob strength/size/edge distance, false positives by cause, and a "
                     "multi-scale matched filter at the same false-positive rate.",
     )
-    e.add_argument("datasets", nargs="+", help="dataset directories (e.g. datasets/v3/val datasets/v3/test_images)")
+    e.add_argument("datasets", nargs="*", help="dataset directories (e.g. datasets/v3/val datasets/v3/test_images)")
+    e.add_argument("--suite", action="store_true",
+                   help="evaluate on the 16 subframes of the regression suite's whole-image cases instead "
+                   "(raw-injected blobs, plain and registered differences, bootstrap intervals; the "
+                   "matched filter's threshold is set on the calibration split)")
+    add_suite_options(e)
     e.add_argument("--model", default=None, help="model file (default: the shipped model)")
     e.add_argument("--out", default="runs/evaluate", help="output directory (default runs/evaluate)")
     e.add_argument("--threshold", type=float, default=None, help="override the model's threshold")
@@ -169,8 +177,38 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from blobwatch.evaluate import evaluate_model, format_table
 
+    if args.suite:
+        return _evaluate_suite(args)
+    if not args.datasets:
+        raise BlobwatchError("evaluate needs dataset directories, or --suite")
     report = evaluate_model(args.datasets, model=args.model, outdir=args.out, threshold=args.threshold,
                             device=args.device, max_samples=args.max_samples)
     print(format_table(report))
     print(f"written: {Path(args.out) / 'evaluation.json'}")
+    return 0
+
+
+def _evaluate_suite(args: argparse.Namespace) -> int:
+    import json
+
+    from blobwatch.atomic import write_text_atomic
+    from blobwatch.classifier import BlobClassifier
+    from blobwatch.evaluate import evaluate_suite, format_suite_table, suite_subframe_scores
+    from blobwatch.regression import build_suite
+
+    if args.datasets:
+        raise BlobwatchError("give dataset directories or --suite, not both")
+    suite_spec, calib_spec, cache = suite_specs(args)
+    clf = BlobClassifier(args.model, device=args.device)
+    threshold = clf.threshold if args.threshold is None else float(args.threshold)
+    progress = sys.stderr.isatty()
+    calib = suite_subframe_scores(build_suite(calib_spec, cache, progress=progress), clf, progress=progress)
+    suite = suite_subframe_scores(build_suite(suite_spec, cache, progress=progress), clf, progress=progress)
+    report = evaluate_suite(calib, suite, threshold)
+    report.update(model=str(clf.model_path), suite_sequences=suite_spec.n_sequences,
+                  calibration_sequences=calib_spec.n_sequences)
+    out = Path(args.out)
+    write_text_atomic(out / "evaluation_suite.json", json.dumps(report, indent=1) + "\n")
+    print(format_suite_table(report))
+    print(f"written: {out / 'evaluation_suite.json'}")
     return 0
