@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from blobwatch.errors import InputError
 from blobwatch.modelfile import load_model
 from blobwatch.saliency import BLOB_CLASS, gradient_saliency
 
@@ -123,6 +124,8 @@ class BlobClassifier:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
         self.device = resolve_device(device)
         loaded = load_model(model, device=self.device)
+        if loaded.architecture == "BlobUNet":
+            raise InputError(loaded.path or "<model>", "is a BlobUNet (localizing) model, not a subframe classifier")
         self.network = loaded.model
         self.network.eval()
         self.architecture = loaded.architecture

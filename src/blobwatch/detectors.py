@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from blobwatch.regression import Candidates, Case, register_detector
 
-__all__ = ["MatchedFilterDetector", "PaperDetector", "DetectDetector", "matched_filter_peaks"]
+__all__ = ["MatchedFilterDetector", "PaperDetector", "DetectDetector", "LocalizingDetector", "matched_filter_peaks"]
 
 
 def matched_filter_peaks(prepared: np.ndarray, *, floor: float = 3.0, border: int = 5,
@@ -128,8 +128,34 @@ class DetectDetector(_ModelDetector):
 
 
 # the matched filters use no model: model and device options are ignored
+@dataclass
+class LocalizingDetector:
+    """The localizing network (BlobUNet) on the registered difference and reference median;
+    score = peak probability."""
+
+    model: str | None = None
+    device: str = "cpu"
+    floor: float = 0.05
+    name: str = "fcn"
+    localizes: bool = True
+    description: str = "BlobUNet localizing network (registered difference + reference median)"
+    _fcn: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        from blobwatch.fcn import FCNDetector
+
+        self._fcn = FCNDetector(self.model, device=self.device)
+        self.native_threshold = self._fcn.threshold
+
+    def __call__(self, case: Case) -> Candidates:
+        found = self._fcn.candidates(case.difference, case.reference, floor=self.floor)
+        return Candidates(np.array([c.x for c in found]), np.array([c.y for c in found]),
+                          np.array([c.probability for c in found]))
+
+
 register_detector("mf", lambda **_: MatchedFilterDetector())
 register_detector("mf-clip3", lambda **_: MatchedFilterDetector(
     clip_sigma=3.0, name="mf-clip3", description="matched filter alone, +/-3 sigma clipping"))
-register_detector("paper", PaperDetector)
-register_detector("detect", DetectDetector)
+register_detector("paper", lambda model=None, device="auto", **_: PaperDetector(model=model, device=device))
+register_detector("detect", lambda model=None, device="auto", **_: DetectDetector(model=model, device=device))
+register_detector("fcn", lambda fcn_model=None, device="cpu", **_: LocalizingDetector(model=fcn_model, device=device))

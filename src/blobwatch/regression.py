@@ -121,8 +121,9 @@ class Case:
     split, seed, index : str, int, int
         Which suite, sequence and current image.
     truth : dict
-        The case record of the sequence's ``truth.json`` (``blob`` is None for a quiet image;
-        ``snr`` is its matched-filter S/N against the measured noise of the difference).
+        The case record of the sequence's ``truth.json``: ``blobs`` (empty for a quiet image;
+        one in the suite, several in training images) and ``blob``, the first or None; each
+        blob's ``snr`` is its matched-filter S/N against the measured noise of the difference.
     folder : Path
         The sequence's cache folder.
     existing : dict
@@ -235,12 +236,11 @@ def _build_sequence(spec: SuiteSpec, seed: int, folder: Path) -> None:
         sigma = _robust_sigma(result.data)
         with atomic_path(folder / f"case{case.index:02d}.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, current=case.image, difference=result.data)
-        blob = case.blob
-        if blob is not None:
-            blob = {**blob, "snr": float(blob["depth"] * math.sqrt(blob["signal_energy"]) / sigma)}
+        blobs = [{**b, "snr": float(b["depth"] * math.sqrt(b["signal_energy"]) / sigma)} for b in case.blobs]
         records.append({
             "index": case.index, "mjd": case.mjd, "noise": case.noise, "difference_sigma": sigma,
-            "transform": case.transform, "blob": blob, "artifacts": case.artifacts,
+            "transform": case.transform, "blob": blobs[0] if blobs else None, "blobs": blobs,
+            "artifacts": case.artifacts,
             "registration_offsets": result.offsets.tolist(), "unregistered_references": unregistered,
         })
     truth = {

@@ -95,7 +95,9 @@ class VariationConfig:
     n_references : int
         Images in the reference median (the seed's 30).
     cases : int
-        Current images per sequence; the first half get one new blob, the rest none.
+        Current images per sequence; the first half get new blobs, the rest none.
+    new_blobs : int
+        New blobs in each image that gets any (1 for the suite; more for training images).
     max_offset : float
         Largest offset (px) of the current blob pattern; each case draws 0..max uniformly.
     max_rotation_deg, max_scale, max_blur : float
@@ -113,6 +115,7 @@ class VariationConfig:
     border: int = 5
     n_references: int = 30
     cases: int = 10
+    new_blobs: int = 1
     max_offset: float = 3.0
     max_rotation_deg: float = 0.5
     max_scale: float = 0.002
@@ -125,8 +128,8 @@ class VariationConfig:
         """Raise ``ValueError`` naming the first bad field."""
         if self.size < 2 * self.border + 128:
             raise ValueError(f"size must be >= 2*border + 128, got {self.size}")
-        if self.n_references < 1 or self.cases < 1:
-            raise ValueError("n_references and cases must be >= 1")
+        if self.n_references < 1 or self.cases < 1 or self.new_blobs < 1:
+            raise ValueError("n_references, cases and new_blobs must be >= 1")
         for name in ("max_offset", "max_rotation_deg", "max_scale", "max_blur", "max_depth"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -157,8 +160,8 @@ class VariedCase:
     transform : dict
         ``dy``, ``dx`` (px), ``offset`` (px), ``rotation_deg``, ``scale``, ``blur`` (px),
         ``gradient_change`` and ``flat_change`` of this image.
-    blob : dict or None
-        The new blob: ``x``, ``y`` (0-based column and row in the current image), ``radius``,
+    blobs : list of dict
+        The new blobs (none for a quiet image), each with ``x``, ``y`` (0-based column and row in the current image), ``radius``,
         ``depth``, ``profile``, ``stamp`` (id or None), ``placement``, ``target_snr``,
         ``signal_energy`` (sum of the squared unit-depth signal), ``edge_distance`` and
         ``neighbour`` (distance to the nearest existing blob, in units of their two radii).
@@ -172,9 +175,14 @@ class VariedCase:
     image: np.ndarray
     mjd: float
     transform: dict[str, float]
-    blob: dict[str, Any] | None
+    blobs: list[dict[str, Any]]
     artifacts: list[dict[str, Any]]
     noise: float
+
+    @property
+    def blob(self) -> dict[str, Any] | None:
+        """The first new blob, or None for a quiet image."""
+        return self.blobs[0] if self.blobs else None
 
 
 @dataclass
@@ -474,57 +482,68 @@ def _render_case(r: _Renderer, index: int, with_blob: bool, ref_noise: np.ndarra
         changed = smooth_field(rng, (size, size), r.flat_scale, r.f2)
         flat = flat * (1.0 + np.float32(r.flat_change * r.flat_amplitude) * changed)
 
-    blob: dict[str, Any] | None = None
+    injected = [_inject(rng, r, transform, throughput, illum, ex_y, ex_x, noise, ref_noise)
+                for _ in range(cfg.new_blobs if with_blob else 0)]
+    if transform["blur"] > 0:
+        loss = ndimage.gaussian_filter(1.0 - throughput, transform["blur"])
+        throughput = (1.0 - loss).astype(np.float32)
+    for blob, unit, (rows, cols), _ in injected:
+        throughput[rows, cols] -= np.float32(blob["depth"]) * unit.astype(np.float32)
+    image, transients = r.finish(illum * throughput, rng, noise, flat)
+    artifacts = [{"kind": "snowball", "y": a[0], "x": a[1], "size": a[2]} for a in transients.snowballs]
+    artifacts += [{"kind": "persistence", "y": a[0], "x": a[1], "size": a[2]} for a in transients.persistence]
+    for *_, forced_artifact in injected:
+        if forced_artifact is not None:
+            ay, ax, arad, aamp = forced_artifact
+            sim._add_round(image, ay, ax, aamp, sim._Snowball(arad))
+            artifacts.append({"kind": "snowball", "y": ay, "x": ax, "size": arad})
+    sim.mask_border(image, border)
+    return VariedCase(index=index, image=image, mjd=mjd, transform=transform, blobs=[i[0] for i in injected],
+                      artifacts=artifacts, noise=noise)
+
+
+def _inject(rng: np.random.Generator, r: _Renderer, transform: dict[str, float], throughput: np.ndarray,
+            illum: np.ndarray, ex_y: np.ndarray, ex_x: np.ndarray, noise: float, ref_noise: np.ndarray,
+            ) -> tuple[dict[str, Any], np.ndarray, tuple[slice, slice], tuple[float, ...] | None]:
+    """Draw one new blob: its record, its extra loss per unit depth (blurred like the pattern)
+    and where it goes, and the snowball forced beside it for the 'artifact' placement."""
+    cfg = r.config
+    size, border = cfg.size, cfg.border
     forced_artifact = None
-    placement = _choice(rng, PLACEMENTS) if with_blob else None
+    placement = _choice(rng, PLACEMENTS)
     if placement == "artifact":
         forced_artifact = (float(rng.uniform(border + 40, size - border - 40)),
                            float(rng.uniform(border + 40, size - border - 40)),
                            float(rng.uniform(*r.p["snowball_radius"])),
                            float(rng.uniform(0.05, max(r.p["snowball_amplitude"][1], 0.06))))
-    if with_blob:
-        profile, info = _new_blob_profile(rng, r)
-        y, x, placement = _place(rng, r, placement, info["radius"], ex_y, ex_x,
-                      None if forced_artifact is None else forced_artifact[:3])
-        unit, (rows, cols) = _place_patch((size, size), profile, y, x)
-        unit = unit * throughput[rows, cols]  # extra loss per unit depth (on top of old blobs)
-        if transform["blur"] > 0:
-            pad = int(math.ceil(3 * transform["blur"])) + 1
-            unit = ndimage.gaussian_filter(np.pad(unit, pad), transform["blur"])
-            r0, c0 = rows.start - pad, cols.start - pad
-            rr0, cc0 = max(r0, 0), max(c0, 0)
-            rr1, cc1 = min(r0 + unit.shape[0], size), min(c0 + unit.shape[1], size)
-            unit = unit[rr0 - r0 : rr1 - r0, cc0 - c0 : cc1 - c0]
-            rows, cols = slice(rr0, rr1), slice(cc0, cc1)
-        science = np.zeros((size, size), dtype=bool)
-        science[border : size - border, border : size - border] = True
-        signal = (unit * illum[rows, cols])[science[rows, cols]]
-        energy = float(np.sum(signal.astype(np.float64) ** 2))
-        sigma_diff = math.sqrt(noise**2 + 0.5 * math.pi * float(np.mean(ref_noise**2)) / len(ref_noise))
-        target = float(math.exp(rng.uniform(*np.log(cfg.snr_range))))
-        depth = float(np.clip(target * sigma_diff / math.sqrt(max(energy, 1e-12)), 1e-4, cfg.max_depth))
-        dist = np.hypot(ex_y - y, ex_x - x) / (r.existing["radius"] + info["radius"])
-        blob = {
-            "x": x, "y": y, **info, "depth": depth, "placement": placement, "target_snr": target,
-            "signal_energy": energy,
-            "edge_distance": float(min(y, x, size - 1 - y, size - 1 - x) - border),
-            "neighbour": float(dist.min()) if dist.size else float("inf"),
-        }
+    profile, info = _new_blob_profile(rng, r)
+    y, x, placement = _place(rng, r, placement, info["radius"], ex_y, ex_x,
+                             None if forced_artifact is None else forced_artifact[:3])
+    unit, (rows, cols) = _place_patch((size, size), profile, y, x)
+    unit = unit * throughput[rows, cols]  # extra loss per unit depth (on top of old blobs)
     if transform["blur"] > 0:
-        loss = ndimage.gaussian_filter(1.0 - throughput, transform["blur"])
-        throughput = (1.0 - loss).astype(np.float32)
-    if blob is not None:
-        throughput[rows, cols] -= np.float32(blob["depth"]) * unit.astype(np.float32)
-    image, transients = r.finish(illum * throughput, rng, noise, flat)
-    artifacts = [{"kind": "snowball", "y": a[0], "x": a[1], "size": a[2]} for a in transients.snowballs]
-    artifacts += [{"kind": "persistence", "y": a[0], "x": a[1], "size": a[2]} for a in transients.persistence]
-    if forced_artifact is not None:
-        ay, ax, arad, aamp = forced_artifact
-        sim._add_round(image, ay, ax, aamp, sim._Snowball(arad))
-        artifacts.append({"kind": "snowball", "y": ay, "x": ax, "size": arad})
-    sim.mask_border(image, border)
-    return VariedCase(index=index, image=image, mjd=mjd, transform=transform, blob=blob,
-                      artifacts=artifacts, noise=noise)
+        pad = int(math.ceil(3 * transform["blur"])) + 1
+        unit = ndimage.gaussian_filter(np.pad(unit, pad), transform["blur"])
+        r0, c0 = rows.start - pad, cols.start - pad
+        rr0, cc0 = max(r0, 0), max(c0, 0)
+        rr1, cc1 = min(r0 + unit.shape[0], size), min(c0 + unit.shape[1], size)
+        unit = unit[rr0 - r0 : rr1 - r0, cc0 - c0 : cc1 - c0]
+        rows, cols = slice(rr0, rr1), slice(cc0, cc1)
+    science = np.zeros((size, size), dtype=bool)
+    science[border : size - border, border : size - border] = True
+    signal = (unit * illum[rows, cols])[science[rows, cols]]
+    energy = float(np.sum(signal.astype(np.float64) ** 2))
+    sigma_diff = math.sqrt(noise**2 + 0.5 * math.pi * float(np.mean(ref_noise**2)) / len(ref_noise))
+    target = float(math.exp(rng.uniform(*np.log(cfg.snr_range))))
+    depth = float(np.clip(target * sigma_diff / math.sqrt(max(energy, 1e-12)), 1e-4, cfg.max_depth))
+    dist = np.hypot(ex_y - y, ex_x - x) / (r.existing["radius"] + info["radius"])
+    blob = {
+        "x": x, "y": y, **info, "depth": depth, "placement": placement, "target_snr": target,
+        "signal_energy": energy,
+        "edge_distance": float(min(y, x, size - 1 - y, size - 1 - x) - border),
+        "neighbour": float(dist.min()) if dist.size else float("inf"),
+    }
+    return blob, unit, (rows, cols), forced_artifact
 
 
 def simulate_varied_sequence(seed: int, config: VariationConfig | None = None) -> VariedSequence:

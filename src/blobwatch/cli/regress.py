@@ -79,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--detector", action="append", metavar="NAME",
                    help=f"detector to score (repeat; default: {' '.join(DEFAULT_DETECTORS)}; "
-                   "choose from mf, mf-clip3, paper, detect)")
+                   "choose from mf, mf-clip3, paper, detect, fcn)")
     add_suite_options(p)
     p.add_argument("--target-false-alarm", type=float, default=0.02, metavar="F",
                    help="false alarms per quiet image the thresholds are calibrated to (default 0.02)")
@@ -89,6 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true",
                    help="print the calibrated scores as JSON (one object for one detector, else a list)")
     p.add_argument("--model", metavar="PATH", help="model file for paper/detect (default: the shipped model)")
+    p.add_argument("--fcn-model", metavar="PATH", help="BlobUNet model file for fcn (default: the shipped one)")
     p.add_argument("--device", default="cpu", help="device for the networks (default cpu)")
     p.set_defaults(func=run)
 
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.target_false_alarm < 1.0:
         raise SuiteError(f"--target-false-alarm must be in [0, 1), got {args.target_false_alarm}")
     suite_spec, calib_spec, cache = suite_specs(args)
-    options = {"model": args.model, "device": args.device}
+    options = {"model": args.model, "fcn_model": args.fcn_model, "device": args.device}
     detectors = [make_detector(name, **options) for name in names]  # unknown names fail before any work
     progress = sys.stderr.isatty()
 

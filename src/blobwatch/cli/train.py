@@ -108,6 +108,30 @@ def register(subparsers: Any) -> None:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
+    f = subparsers.add_parser(
+        "train-fcn",
+        help="train the localizing network (BlobUNet) and calibrate its threshold",
+        description="Train BlobUNet on whole-image training sequences (blobwatch.variation's 'training' seed "
+                    "split: raw-injected blobs, registered differences, offsets, non-translational changes, "
+                    "correlated noise, edges, overlaps, artifacts), then choose its probability threshold on "
+                    "the regression suite's calibration split (a target false-alarm rate per quiet image).",
+    )
+    f.add_argument("--out", default="runs/fcn", help="run folder (default runs/fcn)")
+    f.add_argument("--sequences", type=_count(2), default=36, help="training sequences (default 36)")
+    f.add_argument("--new-blobs", type=_count(1), default=12, help="new blobs per training image (default 12)")
+    f.add_argument("--epochs", type=_count(1), default=6, help="epochs (default 6)")
+    f.add_argument("--batch-size", type=_count(1), default=16, help="patches per step (default 16)")
+    f.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
+    f.add_argument("--width", type=_count(2), default=12, help="channels of the first U-Net level (default 12)")
+    f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    f.add_argument("--target-false-alarm", type=float, default=0.02, metavar="F",
+                   help="false alarms per quiet calibration image the threshold is set to (default 0.02)")
+    f.add_argument("--calibration-sequences", type=_count(1), default=12, help="calibration sequences (default 12)")
+    f.add_argument("--cache", metavar="DIR", default=None, help="case cache (default: the regression cache)")
+    f.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="default cpu")
+    f.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    f.set_defaults(func=_train_fcn)
+
     e = subparsers.add_parser(
         "evaluate",
         help="evaluate a model (and the matched-filter baseline) on datasets",
@@ -211,4 +235,39 @@ def _evaluate_suite(args: argparse.Namespace) -> int:
     write_text_atomic(out / "evaluation_suite.json", json.dumps(report, indent=1) + "\n")
     print(format_suite_table(report))
     print(f"written: {out / 'evaluation_suite.json'}")
+    return 0
+
+
+def _train_fcn(args: argparse.Namespace) -> int:
+    import time
+
+    from blobwatch.cli.regress import default_cache
+    from blobwatch.detectors import LocalizingDetector
+    from blobwatch.fcn_train import FCNTrainConfig, train_fcn
+    from blobwatch.modelfile import load_model, save_model
+    from blobwatch.regression import SuiteSpec, build_suite, calibrate, run_detector
+    from blobwatch.variation import VariationConfig
+
+    cache = Path(args.cache) if args.cache else default_cache()
+    cfg = FCNTrainConfig(outdir=args.out, cache=str(cache), sequences=args.sequences, new_blobs=args.new_blobs,
+                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, width=args.width,
+                         seed=args.seed, device=args.device, threads=args.threads)
+    progress = sys.stderr.isatty()
+    t0 = time.perf_counter()
+    variation = VariationConfig(cases=cfg.cases, new_blobs=cfg.new_blobs)
+    cases = build_suite(SuiteSpec("training", cfg.sequences, variation), cache, progress=progress)
+    print(f"training cases: {len(cases)} ({time.perf_counter() - t0:.0f} s to build or read)")
+    metrics = train_fcn(cfg, cases)
+    model_path = Path(args.out) / "model.pt"
+    calib = build_suite(SuiteSpec("calibration", args.calibration_sequences), cache, progress=progress)
+    det = LocalizingDetector(model=str(model_path), device=args.device)
+    threshold = max(calibrate(calib, run_detector(det, calib, progress=progress), args.target_false_alarm), det.floor)
+    loaded = load_model(model_path)
+    meta = dict(loaded.metadata, threshold=threshold,
+                calibration={"split": "calibration", "sequences": args.calibration_sequences,
+                             "target_false_alarm": args.target_false_alarm},
+                command="blobwatch " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    save_model(model_path, loaded.model, architecture=loaded.architecture, arguments=loaded.arguments, metadata=meta)
+    print(f"model: {model_path} (threshold {threshold:.3f} on the calibration split; "
+          f"training {metrics['train_seconds']:.0f} s)")
     return 0

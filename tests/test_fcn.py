@@ -1,0 +1,75 @@
+"""The localizing network: its model files, inputs and peaks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from blobwatch.cli import main
+from blobwatch.classifier import BlobClassifier
+from blobwatch.errors import InputError
+from blobwatch.fcn import FCNDetector, fcn_inputs, peaks
+from blobwatch.modelfile import save_model, shipped_model_path
+from blobwatch.models.blob_unet import BlobUNet
+
+
+@pytest.fixture(scope="module")
+def unet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("fcn") / "unet.pt"
+    save_model(path, BlobUNet(width=4, depth=2), architecture="BlobUNet",
+               arguments={"in_channels": 2, "width": 4, "depth": 2}, metadata={"threshold": 0.5})
+    return path
+
+
+def test_unet_keeps_the_image_shape_and_needs_multiples(unet_file: Path) -> None:
+    det = FCNDetector(unet_file)
+    prob = det.probability(np.random.default_rng(0).normal(size=(100, 90)).astype(np.float32), None)
+    assert prob.shape == (100, 90) and np.all((prob >= 0) & (prob <= 1))
+    assert det.model.multiple == 8
+
+
+def test_model_of_the_wrong_kind_or_shape_is_one_clear_error(unet_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not a BlobUNet"):
+        FCNDetector(shipped_model_path())
+    with pytest.raises(InputError, match="not a subframe classifier"):
+        BlobClassifier(unet_file, device="cpu")
+    payload = torch.load(unet_file, weights_only=True)
+    payload["arguments"]["width"] = 6  # weights of a width-4 network
+    bad = tmp_path / "bad.pt"
+    torch.save(payload, bad)
+    with pytest.raises(InputError, match="do not match"):
+        FCNDetector(bad)
+
+
+def test_cli_names_the_wrong_model_file_and_exits_2(capsys, tmp_path: Path) -> None:
+    code = main(["regress", "--detector", "fcn", "--fcn-model", str(shipped_model_path()),
+                 "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "papercnn.pt" in err and "not a BlobUNet" in err
+
+
+def test_inputs_put_new_and_existing_blobs_positive() -> None:
+    yy, xx = np.mgrid[:128, :128]
+    disc = ((yy - 60) ** 2 + (xx - 70) ** 2 <= 36).astype(np.float32)
+    rng = np.random.default_rng(1)
+    diff = rng.normal(0, 0.01, (128, 128)).astype(np.float32) - 0.1 * disc  # a new blob is dark
+    ref = 1.0 + rng.normal(0, 0.01, (128, 128)).astype(np.float32) - 0.2 * disc
+    planes = fcn_inputs(diff, ref)
+    assert planes.shape == (2, 128, 128) and planes.dtype == np.float32
+    assert planes[0][disc > 0].mean() > 3 and planes[1][disc > 0].mean() > 0.5
+    assert np.all(fcn_inputs(diff, None)[1] == 0)
+
+
+def test_peaks_find_the_centre_and_size_of_a_probability_disc() -> None:
+    yy, xx = np.mgrid[:200, :200]
+    prob = np.exp(-((yy - 80.3) ** 2 + (xx - 120.6) ** 2) / (2 * 4.0**2)).astype(np.float32)
+    found = peaks(prob, floor=0.1)
+    assert len(found) == 1
+    assert abs(found[0].x - 120.6) < 0.2 and abs(found[0].y - 80.3) < 0.2
+    assert 3 < found[0].radius < 7
+    assert peaks(prob * 0.05, floor=0.1) == []
