@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
+from sqlalchemy import select
 
 with warnings.catch_warnings():  # starlette's notice about httpx, not ours
     warnings.simplefilter("ignore")
@@ -523,3 +524,29 @@ def test_messages_are_not_echoed_from_the_url(client: TestClient) -> None:
     html = client.get("/queue", params={"done": "confirmed", "candidate": "<script>x</script>", "blob": "1"}).text
     assert "<script>x" not in html and 'class="flash' not in html
     assert "Candidate #7 rejected." in client.get("/queue", params={"done": "rejected", "candidate": "7"}).text
+
+
+def test_rejecting_a_silent_linked_candidate_leaves_its_day_quiet(fresh_db: str, monitor_db: dict) -> None:
+    """A candidate linked to an earlier one was never alerted; rejecting it is no alert either."""
+    with open_database(fresh_db).begin() as s:
+        run = Run(image_id=5, blobwatch_version="test", threshold=0.5, max_probability=0.118,
+                  parameters={}, timings={})
+        s.add(run)
+        s.flush()
+        s.add(Candidate(run_id=run.id, image_id=5, x=BLOB_X, y=BLOB_Y, probability=0.118,
+                        radius=BLOB_R, status="linked", linked_to=1))
+        s.flush()
+        linked = s.scalars(select(Candidate.id).where(Candidate.image_id == 5)).one()
+    client = TestClient(create_app(fresh_db, monitor_db["reports"]))
+    assert client.get("/api/images/5").json()["alert"] is False
+    response = client.post(f"/candidates/{linked}/reject", data={
+        CSRF_FIELD: _csrf(client), "reviewer": "Bo", "reason": "dip"}, follow_redirects=False)
+    assert response.status_code == 303
+    assert client.get(f"/api/candidates/{linked}").json()["status"] == "rejected"
+    assert client.get("/api/images/5").json()["alert"] is False
+    assert [im["alert"] for im in client.get("/api/images").json() if im["id"] == 5] == [False]
+    history = client.get("/history").text
+    row = re.search(r'<tr class="[^"]*">\s*<td><a href="/images/5".*?</tr>', history, re.S)
+    assert row and "badge alert" not in row.group(0)
+    assert "No new candidates in this image" in client.get("/images/5").text
+    assert client.get("/api/images/6").json()["alert"] is True  # its alerted candidates still count

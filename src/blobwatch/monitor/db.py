@@ -46,6 +46,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
     or_,
     select,
     update,
@@ -54,7 +55,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 #: Alembic revision of the newest schema this code writes.
-SCHEMA_VERSION = "0002"
+SCHEMA_VERSION = "0003"
 
 #: Environment variable that overrides the default database URL.
 DB_URL_ENV = "BLOBWATCH_DB"
@@ -223,6 +224,11 @@ class Blob(Base):
     created_at: Mapped[_dt.datetime] = mapped_column(default=utcnow)
 
 
+def _found_as_new(context: Any) -> bool:
+    """Default of ``candidates.alerted``: the status given when the row is inserted is ``new``."""
+    return context.get_current_parameters().get("status", "new") == "new"
+
+
 class Candidate(Base):
     """A localized candidate blob in one image, and its review state.
 
@@ -244,6 +250,8 @@ class Candidate(Base):
     radius: Mapped[Optional[float]] = mapped_column(Float)
     subframe: Mapped[Optional[int]] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), index=True, default="new")
+    #: the monitor alerted on it when it was found (status ``new`` then); reviews never change it
+    alerted: Mapped[bool] = mapped_column(Boolean, default=_found_as_new, server_default=false())
     linked_to: Mapped[Optional[int]] = mapped_column(
         ForeignKey("candidates.id", ondelete="SET NULL")
     )
