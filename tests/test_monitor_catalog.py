@@ -212,6 +212,59 @@ def test_review_errors(Session) -> None:
             confirm_candidate(s, cid, reviewer="Ada")
 
 
+def _linked_candidate(Session, root: int, dx: float = 0.6) -> int:  # noqa: N803
+    """A candidate of a later image at the position of candidate ``root`` (as the monitor links it)."""
+    with Session() as s:
+        first = s.get(Candidate, root)
+        image = Image(path="/nowhere/b.fits", sha256="b" * 64, status="processed", mjd=60001.25)
+        s.add(image)
+        s.flush()
+        run = Run(image_id=image.id, blobwatch_version="test", parameters={}, timings={})
+        s.add(run)
+        s.flush()
+        c = Candidate(run_id=run.id, image_id=image.id, x=first.x + dx, y=first.y, probability=0.2,
+                      status="linked", linked_to=root)
+        s.add(c)
+        s.commit()
+        return c.id
+
+
+def test_confirming_a_linked_candidate_never_duplicates_its_blob(Session) -> None:
+    first = _candidate(Session)
+    second = _linked_candidate(Session, first)
+    m = BlobMeasurement(x=50.4, y=59.8, radius=7.5, depth=0.11, background=0.0, noise=0.01)
+    with Session() as s:
+        blob = confirm_candidate(s, first, reviewer="Ada", measurement=m)
+        with pytest.raises(CatalogError, match=rf"candidate {second} is catalog blob {blob.id} again "
+                                               rf"\(0.3 px .*linked to candidate {first}\).*--same-as {blob.id}"):
+            confirm_candidate(s, second, reviewer="Ada", measurement=m)
+        s.rollback()
+        assert _count(s) == 1 and s.get(Candidate, second).status == "linked"
+        with pytest.raises(CatalogError, match=f"not at catalog blob {blob.id + 1} \\(it is at blob {blob.id}\\)"):
+            confirm_candidate(s, second, reviewer="Ada", same_as=blob.id + 1)
+        s.rollback()
+        assert confirm_candidate(s, second, reviewer="Bo", same_as=blob.id).id == blob.id
+    with Session() as s:
+        c = s.get(Candidate, second)
+        assert (c.status, c.known_blob_id, c.reason, c.reviewed_by) == ("known", blob.id, f"same as blob {blob.id}", "Bo")
+        assert _count(s) == 1
+
+
+def test_confirm_refuses_a_measured_centre_on_a_catalog_blob(Session) -> None:
+    """Not linked, but measured 0.5 px from a catalog blob: the same blob, not a new one."""
+    cid = _candidate(Session)
+    with Session() as s:
+        s.add(Blob(x=70.0, y=60.0, radius=5.0, depth=0.1, source="import"))
+        s.commit()
+        m = BlobMeasurement(x=69.5, y=60.0, radius=5.0, depth=0.1, background=0.0, noise=0.01)
+        with pytest.raises(CatalogError, match=f"candidate {cid} is catalog blob 1 again"):
+            confirm_candidate(s, cid, reviewer="Ada", measurement=m)
+        s.rollback()
+        assert _count(s) == 1 and s.get(Candidate, cid).status == "new"
+        with pytest.raises(CatalogError, match=f"candidate {cid} is not at catalog blob 1"):
+            confirm_candidate(s, cid, reviewer="Ada", same_as=1)  # its own position is not on blob 1
+
+
 def test_review_survives_a_concurrent_writer(Session) -> None:
     """A session that read before another process committed still confirms (rolled back, retried)."""
     cid = _candidate(Session)

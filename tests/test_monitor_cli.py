@@ -139,3 +139,28 @@ def test_demo_alerts_on_day_40_only(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["demo", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
     assert "-> PASS" in out and "1 notification(s) received" in out
+
+
+def test_confirm_of_a_candidate_linked_to_a_confirmed_one_is_refused_or_recorded_as_its_blob(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from blobwatch.monitor.db import Blob, Candidate, Image, Run, open_database
+
+    monkeypatch.setenv("BLOBWATCH_CONFIG", str(tmp_path / "none.toml"))
+    url = f"sqlite:///{tmp_path / 'bw.db'}"
+    with open_database(url).begin() as s:
+        s.add_all([Image(id=i, path=f"/in/{i}.fits", sha256=str(i) * 64, status="processed", mjd=60000.0 + i)
+                   for i in (1, 2)])
+        s.add_all([Run(id=i, image_id=i, blobwatch_version="t") for i in (1, 2)])
+        s.add_all([Candidate(id=1, run_id=1, image_id=1, x=50.0, y=60.0, probability=0.9, status="confirmed"),
+                   Candidate(id=2, run_id=2, image_id=2, x=50.6, y=60.0, probability=0.2, status="linked",
+                             linked_to=1)])
+        s.add(Blob(id=7, x=50.0, y=60.0, radius=6.0, depth=0.1, source="confirmed", candidate_id=1))
+    common = ["--db", url, "--reports", str(tmp_path / "r"), "--reviewer", "Ada"]
+    assert main(["catalog", "confirm", "2", *common]) == 2
+    err = capsys.readouterr().err
+    assert "candidate 2 is catalog blob 7 again" in err and "--same-as 7" in err and len(err.splitlines()) == 1
+    assert main(["catalog", "confirm", "2", "--same-as", "7", *common]) == 0
+    assert "candidate 2 recorded as catalog blob 7 seen again; nothing added" in capsys.readouterr().out
+    with open_database(url)() as s:
+        assert [b.id for b in s.query(Blob)] == [7]
+        assert (s.get(Candidate, 2).status, s.get(Candidate, 2).known_blob_id) == ("known", 7)

@@ -550,3 +550,35 @@ def test_rejecting_a_silent_linked_candidate_leaves_its_day_quiet(fresh_db: str,
     assert row and "badge alert" not in row.group(0)
     assert "No new candidates in this image" in client.get("/images/5").text
     assert client.get("/api/images/6").json()["alert"] is True  # its alerted candidates still count
+
+
+def test_a_linked_candidate_of_a_confirmed_blob_is_confirmed_as_that_blob(fresh_db: str, monitor_db: dict) -> None:
+    with open_database(fresh_db).begin() as s:
+        run = Run(image_id=5, blobwatch_version="test", parameters={}, timings={})
+        s.add(run)
+        s.flush()
+        s.add(Candidate(run_id=run.id, image_id=5, x=BLOB_X + 0.6, y=BLOB_Y, probability=0.3,
+                        radius=BLOB_R, status="linked", linked_to=1))
+        s.flush()
+        linked = s.scalars(select(Candidate.id).where(Candidate.image_id == 5)).one()
+    client = TestClient(create_app(fresh_db, monitor_db["reports"]))
+    token = _csrf(client)
+    assert client.post("/candidates/1/confirm", data={CSRF_FIELD: token, "reviewer": "Ada"}).status_code == 200
+    page = client.get(f"/candidates/{linked}").text
+    assert "Confirm: same as blob #3" in page and "Confirm as new blob" not in page
+    # a stale page's plain confirm is refused: no second catalog entry for the blob
+    refused = client.post(f"/candidates/{linked}/confirm", data={CSRF_FIELD: token, "reviewer": "Ada"})
+    assert refused.status_code == 409 and "is catalog blob 3 again" in refused.text
+    assert len(client.get("/api/catalog").json()) == 3
+    wrong = client.post(f"/candidates/{linked}/confirm", data={CSRF_FIELD: token, "reviewer": "Ada", "same_as": "1"})
+    assert wrong.status_code == 409 and "not at catalog blob 1" in wrong.text
+    response = client.post(f"/candidates/{linked}/confirm", data={
+        CSRF_FIELD: token, "reviewer": "Ada", "same_as": "3", "next": f"/candidates/{linked}"},
+        follow_redirects=False)
+    assert response.status_code == 303
+    assert (f"Candidate #{linked} recorded as catalog blob #3 seen again: nothing added to the catalog."
+            in client.get(response.headers["location"]).text)
+    cand = client.get(f"/api/candidates/{linked}").json()
+    assert (cand["status"], cand["known_blob_id"], cand["reviewed_by"]) == ("known", 3, "Ada")
+    assert len(client.get("/api/catalog").json()) == 3
+    assert client.get("/api/images/5").json()["alert"] is False

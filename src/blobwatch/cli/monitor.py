@@ -85,9 +85,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="simulator truth: also import blobs that appear before DAY")
     imp.set_defaults(func=run_catalog_import)
 
-    conf = sub.add_parser("confirm", help="confirm a candidate: measure it and add it to the catalog")
+    conf = sub.add_parser("confirm", help="confirm a candidate: measure it and add it to the catalog",
+                          description="Measure a candidate and add it to the catalog as a new blob. A "
+                                      "candidate that shows a blob already in the catalog (the blob its "
+                                      "linked candidate became, or one within 1.5 px) is refused; record "
+                                      "it as that blob with --same-as BLOB.")
     conf.add_argument("candidate", type=int, metavar="CANDIDATE", help="candidate id")
     _add_location_options(conf)
+    conf.add_argument("--same-as", type=int, default=None, metavar="BLOB",
+                      help="the candidate is catalog blob BLOB seen again: record it so, add nothing")
     conf.add_argument("--reviewer", default=None, help="your name (default: the login name)")
     conf.add_argument("--images-dir", default=None, metavar="DIR",
                       help="where the image and its references are if they moved since the run")
@@ -250,8 +256,12 @@ def run_catalog_confirm(args: argparse.Namespace) -> int:
     url, reports, _ = _locations(args)
     session_factory = _open(url)
     with session_factory() as session:
-        blob = confirm_candidate(session, args.candidate, reviewer=_reviewer(args), images_dir=args.images_dir)
+        blob = confirm_candidate(session, args.candidate, reviewer=_reviewer(args), images_dir=args.images_dir,
+                                 same_as=args.same_as)
         _refresh_pages(session, reports)
+    if args.same_as is not None:
+        print(f"candidate {args.candidate} recorded as catalog blob {blob.id} seen again; nothing added")
+        return 0
     print(f"candidate {args.candidate} confirmed as blob {blob.id}: x={blob.x:.2f} y={blob.y:.2f} "
           f"(DS9 {blob.x + 1:.2f}, {blob.y + 1:.2f}) radius {blob.radius:.1f} px depth {100 * blob.depth:.1f}%")
     return 0

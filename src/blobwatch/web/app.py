@@ -360,6 +360,15 @@ def create_app(
         fields = await checked_form(request)
         require_write(request)
         reviewer = review_fields(fields)
+        same_as = fields.get("same_as")
+        if same_as is not None:
+            if not same_as.isdigit():
+                raise HTTPException(422, "same_as must be a catalog blob id")
+            blob = await run_in_threadpool(decide, candidate_id, "recorded", lambda session: confirm_candidate(
+                session, candidate_id, reviewer=reviewer, same_as=int(same_as)))
+            log.info("candidate %d recorded by %s as blob %d seen again", candidate_id, reviewer, blob.id)
+            return back(fields, done="same", candidate=candidate_id, blob=blob.id)
+
         def action(session: Session) -> Any:
             # the candidate page usually left its image's stack in memory: measure there rather
             # than re-read the image and its references (same arrays, same measurement)
@@ -472,6 +481,9 @@ def _flash(done: str | None, params: Any) -> tuple[str, str] | None:
         if done == "confirmed":
             return "ok", (f"Candidate #{int(params['candidate'])} confirmed: "
                           f"blob #{int(params['blob'])} added to the catalog.")
+        if done == "same":
+            return "ok", (f"Candidate #{int(params['candidate'])} recorded as catalog blob "
+                          f"#{int(params['blob'])} seen again: nothing added to the catalog.")
         if done == "rejected":
             return "ok", f"Candidate #{int(params['candidate'])} rejected."
     except (KeyError, TypeError, ValueError):

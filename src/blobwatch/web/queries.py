@@ -18,6 +18,8 @@ from blobwatch.monitor.db import Blob, Candidate, Image, Notification, Run, Subf
 
 #: Reasons offered when rejecting a candidate (seed section 6: dips are the main false positive).
 REJECT_REASONS = ("dip", "cosmic ray", "persistence", "bad pixel", "other")
+#: Candidate statuses a reviewer may still confirm.
+CONFIRMABLE_STATUSES = ("new", "linked", "rejected")
 #: Width of the reference-pixel border around the detector's science area.
 BORDER = 5
 #: Shape of a WFC3/IR blob image.
@@ -63,6 +65,8 @@ class CandidateView:
     linked_to: int | None
     known_blob_id: int | None
     blob_id: int | None
+    #: the catalog blob this undecided candidate shows again (confirm records it as that blob)
+    same_blob_id: int | None
     #: the monitor alerted on it when it was found (False: known or linked, recorded silently)
     alerted: bool
     #: id of the subframe row whose saliency map shows this candidate (None: no map)
@@ -150,9 +154,23 @@ def _saliency_ids(session: Session, candidates: Sequence[Candidate]) -> dict[tup
     return {(run_id, index): sid for run_id, index, sid in rows}
 
 
+def _same_blob_ids(session: Session, candidates: Sequence[Candidate]) -> dict[int, int]:
+    """The catalog blob each undecided candidate shows again (`catalog.same_blob`), by candidate id."""
+    from blobwatch.monitor.catalog import same_blob
+
+    undecided = [c for c in candidates if c.status in CONFIRMABLE_STATUSES]
+    if not undecided:
+        return {}
+    blobs = list(session.scalars(select(Blob)))
+    found = {c.id: same_blob(session, c, blobs=blobs) for c in undecided}
+    return {cid: blob.id for cid, blob in found.items() if blob is not None}
+
+
 def candidate_views(session: Session, candidates: Sequence[Candidate]) -> list[CandidateView]:
-    """Turn candidate rows into views (two extra queries: blobs they became, saliency maps)."""
+    """Turn candidate rows into views (a few extra queries: blobs they became or show again,
+    saliency maps)."""
     blob_of = _blob_ids_by_candidate(session, [c.id for c in candidates])
+    same = _same_blob_ids(session, candidates)
     saliency = _saliency_ids(session, candidates)
     return [
         CandidateView(
@@ -160,7 +178,7 @@ def candidate_views(session: Session, candidates: Sequence[Candidate]) -> list[C
             probability=c.probability, significance=c.significance, radius=c.radius,
             subframe=c.subframe, status=c.status, reason=c.reason, reviewed_by=c.reviewed_by,
             reviewed_at=_iso(c.reviewed_at), linked_to=c.linked_to, known_blob_id=c.known_blob_id,
-            blob_id=blob_of.get(c.id), alerted=c.alerted, saliency_id=saliency.get((c.run_id, c.subframe)),
+            blob_id=blob_of.get(c.id), same_blob_id=same.get(c.id), alerted=c.alerted, saliency_id=saliency.get((c.run_id, c.subframe)),
         )
         for c in candidates
     ]
