@@ -102,12 +102,67 @@ def test_monitor_and_catalog_commands(setup: dict, capsys: pytest.CaptureFixture
 def test_bad_usage_is_one_line_and_exit_2(argv: list[str], message: str, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from blobwatch.monitor.db import open_database
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("BLOBWATCH_DB", raising=False)
     monkeypatch.setenv("BLOBWATCH_CONFIG", str(tmp_path / "none.toml"))
+    open_database(f"sqlite:///{tmp_path / 'r' / 'blobwatch.db'}")  # the default database exists
     assert main([*argv, "--reports", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [
+    ["catalog", "export", "out.ecsv"], ["catalog", "list"], ["catalog", "confirm", "1"],
+    ["catalog", "reject", "1", "--reason", "dip"], ["serve", "--port", "8123"],
+])
+@pytest.mark.parametrize("where", ["default", "--db", "$BLOBWATCH_DB", "not a blobwatch database"])
+def test_only_monitor_and_import_create_a_database(argv: list[str], where: str, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anything but monitor and catalog import names the database it looked for and exits 2."""
+    import sqlite3
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BLOBWATCH_DB", raising=False)
+    monkeypatch.setenv("BLOBWATCH_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setattr("uvicorn.run", lambda app, **kw: None)  # never serve for real
+    path = tmp_path / "blobwatch-reports" / "blobwatch.db"  # the default of monitor and serve alike
+    if where == "--db":
+        path = tmp_path / "mistyped" / "blobwatch.db"
+        argv = [*argv, "--db", f"sqlite:///{path}"]
+    elif where == "$BLOBWATCH_DB":
+        path = tmp_path / "mistyped.db"
+        monkeypatch.setenv("BLOBWATCH_DB", f"sqlite:///{path}")
+    elif where == "not a blobwatch database":
+        path = tmp_path / "other.db"
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE notes (text TEXT)")
+        argv = [*argv, "--db", f"sqlite:///{path}"]
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"database sqlite:///{path}: " in err and len(err.strip().splitlines()) == 1
+    assert ("not a blobwatch database" if where == "not a blobwatch database" else "no such file") in err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing created
+
+
+def test_monitor_and_serve_share_the_default_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve`` without --db opens the database ``monitor`` made without --db."""
+    import argparse
+
+    from blobwatch.cli.monitor import locations
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BLOBWATCH_DB", raising=False)
+    monkeypatch.setenv("BLOBWATCH_CONFIG", str(tmp_path / "none.toml"))
+    seen: dict = {}
+    monkeypatch.setattr("blobwatch.web.app.create_app", lambda url, reports, **kw: seen.update(url=url))
+    monkeypatch.setattr("uvicorn.run", lambda app, **kw: None)
+    assert main(["serve"]) == 0
+    monitor_args = argparse.Namespace(db=None, reports=None, config=None)
+    assert seen["url"] == locations(monitor_args)[0] == f"sqlite:///{tmp_path / 'blobwatch-reports' / 'blobwatch.db'}"
 
 
 def test_demo_folder_is_emptied_only_if_a_demo_wrote_it(tmp_path: Path) -> None:

@@ -433,7 +433,9 @@ def test_serve_refuses_exposed_host_without_token(monkeypatch: pytest.MonkeyPatc
 
 
 def test_empty_database(tmp_path: Path) -> None:
-    client = TestClient(create_app(f"sqlite:///{tmp_path / 'empty.db'}"))
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    open_database(url)  # as `blobwatch monitor` creates it
+    client = TestClient(create_app(url))
     assert "No images in the database yet" in client.get("/").text
     assert "Nothing to review" in client.get("/queue").text
     assert "The catalog is empty" in client.get("/blobs").text

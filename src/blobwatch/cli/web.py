@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from blobwatch.cli.monitor import add_location_options, locations
 from blobwatch.errors import BlobwatchError
 
 
@@ -19,10 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "$BLOBWATCH_TOKEN, and the server refuses to start without one."
         ),
     )
-    parser.add_argument("--db", metavar="URL",
-                        help="database URL (default: $BLOBWATCH_DB or sqlite:///./blobwatch.db)")
-    parser.add_argument("--reports", metavar="DIR",
-                        help="folder of the monitor's reports (for report files with relative paths)")
+    add_location_options(parser)
     parser.add_argument("--images", metavar="DIR",
                         help="where to find blob images that moved since they were processed")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
@@ -47,12 +45,12 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from blobwatch.cli.monitor import database_errors
-    from blobwatch.monitor.db import default_db_url, redact_url
+    from blobwatch.monitor.db import redact_url
     from blobwatch.web.app import create_app
 
-    url = args.db or default_db_url()
+    url, reports, _ = locations(args)
     with database_errors(url):
-        app = create_app(url, args.reports, token=token, require_token=exposed, images_dir=args.images)
+        app = create_app(url, reports, token=token, require_token=exposed, images_dir=args.images)
     print(f"blobwatch: serving {redact_url(url)} at http://{args.host}:{args.port}/ "
           f"({'write token required' if exposed else 'loopback only'})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")

@@ -68,7 +68,8 @@ def create_app(
     Parameters
     ----------
     db_url : str
-        SQLAlchemy URL of the monitor's database (created or upgraded if needed).
+        SQLAlchemy URL of the monitor's database (upgraded if needed; it must exist, see
+        `blobwatch.monitor.db.DatabaseNotFoundError`).
     reports_dir : path-like, optional
         Folder of the monitor's reports; report files recorded in the database with relative
         paths are looked up there.
@@ -80,7 +81,7 @@ def create_app(
     images_dir : path-like, optional
         Where to look (by file name) for blob images that moved since they were processed.
     """
-    session_factory = open_database(db_url)
+    session_factory = open_database(db_url, create=False)
     guard = Guard(token=token, require_token=require_token)
     pixels = PixelStore(reports_dir=reports_dir, images_dir=images_dir)
     pngs: LRUCache[bytes] = LRUCache(96)  # rendered PNGs; rendering serialised by its lock
