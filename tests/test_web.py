@@ -242,7 +242,15 @@ def test_openapi_documents_the_api(client: TestClient) -> None:
     for path in ("/api/images", "/api/images/{image_id}", "/api/candidates",
                  "/api/candidates/{candidate_id}", "/api/catalog", "/catalog.ecsv"):
         assert path in schema["paths"]
-    assert client.get("/api/docs").status_code == 200
+
+
+def test_api_docs_work_offline(client: TestClient) -> None:
+    """/api/docs is the server-rendered API page: nothing loaded from another host, CSP as everywhere."""
+    response = client.get("/api/docs")
+    assert response.status_code == 200 and response.url.path == "/api"
+    assert "/api/candidates/{candidate_id}" in response.text and "CandidateView" in response.text
+    assert not re.search(r"""(?:src|href)=["']?(?:https?:)?//(?!testserver/)""", response.text)
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
 
 
 @pytest.mark.parametrize("path", [

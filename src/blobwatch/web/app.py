@@ -5,7 +5,7 @@
 blob map (``/blobs``) and the history (``/history``); figures are rendered on demand by
 `blobwatch.web.render` from files found through database ids only. The JSON API lives under
 ``/api`` and is described by the OpenAPI schema (``/api/openapi.json``), rendered locally at
-``/api`` and by Swagger UI at ``/api/docs``.
+``/api`` (``/api/docs`` leads there: no Swagger UI, whose assets would come from a CDN).
 
 Write actions (confirm, reject) are HTML form posts protected by `blobwatch.web.security`, and
 call `blobwatch.monitor.catalog.confirm_candidate` / `reject_candidate`, the same code path as
@@ -112,7 +112,7 @@ def create_app(
         description="Review of new WFC3/IR blob candidates found by the blobwatch monitor. "
                     "Pixel coordinates are 0-based (x = column, y = row); `x_ds9`, `y_ds9` "
                     "give the 1-based DS9/FITS position.",
-        docs_url="/api/docs",
+        docs_url=None,
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
@@ -131,9 +131,8 @@ def create_app(
             response.set_cookie(CSRF_COOKIE, fresh, httponly=True, samesite="strict")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
-        if not request.url.path.startswith("/api/docs"):
-            response.headers.setdefault("Content-Security-Policy", _CSP)
-            response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Content-Security-Policy", _CSP)
+        response.headers.setdefault("X-Frame-Options", "DENY")
         return response
 
     def db() -> Iterator[Session]:
@@ -209,6 +208,11 @@ def create_app(
         schema = app.openapi()
         return page(request, "api.html", "api", session, routes=_api_routes(schema),
                     models=_api_models(schema))
+
+    @app.get("/api/docs", include_in_schema=False)
+    def api_docs() -> RedirectResponse:
+        """The offline API page (where FastAPI would serve Swagger UI from a CDN)."""
+        return RedirectResponse("/api", status_code=308)
 
     # ---------------------------------------------------------------- figures (by id only)
 
