@@ -354,6 +354,25 @@ def test_reject_needs_a_valid_reason_and_reviewer(client: TestClient, data: dict
     assert 2 in _ids(client, "new")
 
 
+@pytest.mark.parametrize("action, data, message", [
+    ("confirm", {"reviewer": "  "}, "give your name (at most 128 characters) as reviewer"),
+    ("confirm", {}, "give your name (at most 128 characters) as reviewer"),
+    ("reject", {"reason": "dip"}, "give your name (at most 128 characters) as reviewer"),
+    ("reject", {"reviewer": "Bo", "reason": "aliens"}, "reason must be one of"),
+])
+def test_an_incomplete_review_form_comes_back_with_the_problem_beside_it(
+        client: TestClient, action: str, data: dict, message: str) -> None:
+    """Not a bare error page: the candidate's form again, the problem shown inline, nothing decided."""
+    response = client.post(f"/candidates/2/{action}", data={CSRF_FIELD: _csrf(client), **data})
+    assert response.status_code == 422
+    html = response.text
+    assert "<h1>Candidate #2</h1>" in html and "<h1>422" not in html
+    form = html[html.index('<form class="review"'):html.index("</form>")]
+    assert f'<p class="form-error" role="alert">{message}' in form
+    assert re.search(r'<input name="reviewer"[^>]* autofocus>', form) and 'data-action="confirm"' in form
+    assert 2 in _ids(client, "new")
+
+
 def test_write_actions_on_unknown_ids_are_404(client: TestClient) -> None:
     token = _csrf(client)
     assert client.post("/candidates/99/confirm", data={CSRF_FIELD: token, "reviewer": "A"}).status_code == 404

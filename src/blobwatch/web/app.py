@@ -334,8 +334,17 @@ def create_app(
     def review_fields(fields: dict[str, str]) -> str:
         reviewer = fields.get("reviewer", "").strip()
         if not reviewer or len(reviewer) > 128:
-            raise HTTPException(422, "give your name (at most 128 characters) as reviewer")
+            raise _FormError("give your name (at most 128 characters) as reviewer")
         return reviewer
+
+    def form_again(request: Request, candidate_id: int, problem: str) -> HTMLResponse:
+        """The candidate's page with its review form and ``problem`` beside it (status 422)."""
+        with session_factory() as session:
+            response = page(request, "candidate.html", "queue", session,
+                            candidate=candidate_or_404(session, candidate_id),
+                            form_error=(candidate_id, problem))
+        response.status_code = 422
+        return response
 
     def back(fields: dict[str, str], **params: Any) -> RedirectResponse:
         target = fields.get("next", "/queue")
@@ -364,7 +373,10 @@ def create_app(
 
         fields = await checked_form(request)
         require_write(request)
-        reviewer = review_fields(fields)
+        try:
+            reviewer = review_fields(fields)
+        except _FormError as exc:
+            return form_again(request, candidate_id, str(exc))
         same_as = fields.get("same_as")
         if same_as is not None:
             if not same_as.isdigit():
@@ -399,10 +411,13 @@ def create_app(
 
         fields = await checked_form(request)
         require_write(request)
-        reviewer = review_fields(fields)
         reason = fields.get("reason", "")
-        if reason not in queries.REJECT_REASONS:
-            raise HTTPException(422, f"reason must be one of: {', '.join(queries.REJECT_REASONS)}")
+        try:
+            reviewer = review_fields(fields)
+            if reason not in queries.REJECT_REASONS:
+                raise _FormError(f"reason must be one of: {', '.join(queries.REJECT_REASONS)}")
+        except _FormError as exc:
+            return form_again(request, candidate_id, str(exc))
         note = fields.get("note", "").strip()[:500]
         if note:
             reason = f"{reason}: {note}"
@@ -478,6 +493,10 @@ def create_app(
         return response
 
     return app
+
+
+class _FormError(ValueError):
+    """A review form field is missing or wrong (shown beside the form, not as an error page)."""
 
 
 def _flash(done: str | None, params: Any) -> tuple[str, str] | None:
