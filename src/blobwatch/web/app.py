@@ -19,12 +19,12 @@ import logging
 import re
 import threading
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator, Literal
+from typing import Any, AsyncIterator, Callable, Iterator, Literal, Sequence
 from urllib.parse import urlencode
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
@@ -36,7 +36,14 @@ from blobwatch.errors import BlobwatchError
 from blobwatch.monitor.db import Candidate, SubframePrediction, open_database
 from blobwatch.web import queries, render
 from blobwatch.web.pixels import LRUCache, PixelStore
-from blobwatch.web.security import AUTH_COOKIE, CSRF_COOKIE, CSRF_FIELD, Guard
+from blobwatch.web.security import (
+    AUTH_COOKIE,
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    Guard,
+    allowed_host_name,
+    host_allowed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,7 @@ def create_app(
     token: str | None = None,
     require_token: bool = False,
     images_dir: str | Path | None = None,
+    allowed_hosts: Sequence[str] = (),
 ) -> FastAPI:
     """Build the review app for the monitor database at ``db_url``.
 
@@ -80,7 +88,11 @@ def create_app(
         this when bound to a non-loopback address).
     images_dir : path-like, optional
         Where to look (by file name) for blob images that moved since they were processed.
+    allowed_hosts : sequence of str
+        Host names (or addresses) the app answers to besides the loopback names; a request with
+        any other ``Host`` gets 400 (`blobwatch.web.security.host_allowed`).
     """
+    hosts = frozenset(allowed_host_name(h) for h in allowed_hosts)
     session_factory = open_database(db_url, create=False)
     guard = Guard(token=token, require_token=require_token)
     pixels = PixelStore(reports_dir=reports_dir, images_dir=images_dir)
@@ -134,6 +146,14 @@ def create_app(
         response.headers.setdefault("Content-Security-Policy", _CSP)
         response.headers.setdefault("X-Frame-Options", "DENY")
         return response
+
+    @app.middleware("http")
+    async def trusted_host(request: Request, call_next: Any) -> Response:
+        # added last, so it runs first: nothing (not even a CSRF cookie) for an unknown Host
+        if not host_allowed(request.url.hostname, hosts):
+            return PlainTextResponse("400: this server does not answer to that Host name "
+                                     "(blobwatch serve --allowed-host NAME allows one)\n", status_code=400)
+        return await call_next(request)
 
     def db() -> Iterator[Session]:
         with session_factory() as session:
