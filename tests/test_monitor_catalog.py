@@ -157,15 +157,18 @@ def test_measure_blob_recovers_centre_radius_and_depth() -> None:
         loss_map(current, stack[:10])
 
 
-def _candidate(Session) -> int:  # noqa: N803
+def _candidate(Session, *, x: float = 50.0, status: str = "new", linked_to: int | None = None,  # noqa: N803
+               day: int = 0) -> int:
+    """A candidate in a processed image of its own (observed ``day`` days after MJD 60000.25)."""
     with Session() as s:
-        image = Image(path="/nowhere/a.fits", sha256="a" * 64, status="processed", mjd=60000.25)
+        image = Image(path=f"/nowhere/{day}.fits", sha256=f"{day:064d}", status="processed", mjd=60000.25 + day)
         s.add(image)
         s.flush()
         run = Run(image_id=image.id, blobwatch_version="test", parameters={}, timings={})
         s.add(run)
         s.flush()
-        c = Candidate(run_id=run.id, image_id=image.id, x=50.0, y=60.0, probability=0.9, status="new")
+        c = Candidate(run_id=run.id, image_id=image.id, x=x, y=60.0, probability=0.9, status=status,
+                      linked_to=linked_to)
         s.add(c)
         s.commit()
         return c.id
@@ -212,26 +215,9 @@ def test_review_errors(Session) -> None:
             confirm_candidate(s, cid, reviewer="Ada")
 
 
-def _linked_candidate(Session, root: int, dx: float = 0.6) -> int:  # noqa: N803
-    """A candidate of a later image at the position of candidate ``root`` (as the monitor links it)."""
-    with Session() as s:
-        first = s.get(Candidate, root)
-        image = Image(path="/nowhere/b.fits", sha256="b" * 64, status="processed", mjd=60001.25)
-        s.add(image)
-        s.flush()
-        run = Run(image_id=image.id, blobwatch_version="test", parameters={}, timings={})
-        s.add(run)
-        s.flush()
-        c = Candidate(run_id=run.id, image_id=image.id, x=first.x + dx, y=first.y, probability=0.2,
-                      status="linked", linked_to=root)
-        s.add(c)
-        s.commit()
-        return c.id
-
-
 def test_confirming_a_linked_candidate_never_duplicates_its_blob(Session) -> None:
     first = _candidate(Session)
-    second = _linked_candidate(Session, first)
+    second = _candidate(Session, x=50.6, status="linked", linked_to=first, day=1)  # as the monitor links it
     m = BlobMeasurement(x=50.4, y=59.8, radius=7.5, depth=0.11, background=0.0, noise=0.01)
     with Session() as s:
         blob = confirm_candidate(s, first, reviewer="Ada", measurement=m)

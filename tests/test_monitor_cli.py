@@ -82,6 +82,15 @@ def test_monitor_and_catalog_commands(setup: dict, capsys: pytest.CaptureFixture
     assert "confirmed" in capsys.readouterr().out
 
 
+@pytest.fixture()
+def in_empty_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in an empty working folder, without $BLOBWATCH_DB or a config file."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BLOBWATCH_DB", raising=False)
+    monkeypatch.setenv("BLOBWATCH_CONFIG", str(tmp_path / "none.toml"))
+    return tmp_path
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -99,14 +108,11 @@ def test_monitor_and_catalog_commands(setup: dict, capsys: pytest.CaptureFixture
         (["catalog", "export", "/proc/blobs.ecsv"], "/proc/blobs.ecsv: cannot write the file"),
     ],
 )
-def test_bad_usage_is_one_line_and_exit_2(argv: list[str], message: str, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str],
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_usage_is_one_line_and_exit_2(argv: list[str], message: str, in_empty_folder: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     from blobwatch.monitor.db import open_database
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("BLOBWATCH_DB", raising=False)
-    monkeypatch.setenv("BLOBWATCH_CONFIG", str(tmp_path / "none.toml"))
+    tmp_path = in_empty_folder
     open_database(f"sqlite:///{tmp_path / 'r' / 'blobwatch.db'}")  # the default database exists
     assert main([*argv, "--reports", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
@@ -118,15 +124,13 @@ def test_bad_usage_is_one_line_and_exit_2(argv: list[str], message: str, tmp_pat
     ["catalog", "reject", "1", "--reason", "dip"], ["serve", "--port", "8123"],
 ])
 @pytest.mark.parametrize("where", ["default", "--db", "$BLOBWATCH_DB", "not a blobwatch database"])
-def test_only_monitor_and_import_create_a_database(argv: list[str], where: str, tmp_path: Path,
+def test_only_monitor_and_import_create_a_database(argv: list[str], where: str, in_empty_folder: Path,
                                                    capsys: pytest.CaptureFixture[str],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Anything but monitor and catalog import names the database it looked for and exits 2."""
     import sqlite3
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("BLOBWATCH_DB", raising=False)
-    monkeypatch.setenv("BLOBWATCH_CONFIG", str(tmp_path / "none.toml"))
+    tmp_path = in_empty_folder
     monkeypatch.setattr("uvicorn.run", lambda app, **kw: None)  # never serve for real
     path = tmp_path / "blobwatch-reports" / "blobwatch.db"  # the default of monitor and serve alike
     if where == "--db":
@@ -148,15 +152,14 @@ def test_only_monitor_and_import_create_a_database(argv: list[str], where: str, 
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing created
 
 
-def test_monitor_and_serve_share_the_default_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_monitor_and_serve_share_the_default_database(in_empty_folder: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """``serve`` without --db opens the database ``monitor`` made without --db."""
     import argparse
 
     from blobwatch.cli.monitor import locations
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("BLOBWATCH_DB", raising=False)
-    monkeypatch.setenv("BLOBWATCH_CONFIG", str(tmp_path / "none.toml"))
+    tmp_path = in_empty_folder
     seen: dict = {}
     monkeypatch.setattr("blobwatch.web.app.create_app", lambda url, reports, **kw: seen.update(url=url))
     monkeypatch.setattr("uvicorn.run", lambda app, **kw: None)
