@@ -238,17 +238,21 @@ def test_confirming_a_linked_candidate_never_duplicates_its_blob(Session) -> Non
 
 def test_confirm_refuses_a_measured_centre_on_a_catalog_blob(Session) -> None:
     """Not linked, but measured 0.5 px from a catalog blob: the same blob, not a new one."""
-    cid = _candidate(Session)
+    cid = _candidate(Session)  # at x=50, y=60
     with Session() as s:
-        s.add(Blob(x=70.0, y=60.0, radius=5.0, depth=0.1, source="import"))
+        s.add_all([Blob(id=1, x=62.0, y=60.0, radius=5.0, depth=0.1, source="import"),
+                   Blob(id=2, x=300.0, y=300.0, radius=5.0, depth=0.1, source="import")])
         s.commit()
-        m = BlobMeasurement(x=69.5, y=60.0, radius=5.0, depth=0.1, background=0.0, noise=0.01)
-        with pytest.raises(CatalogError, match=f"candidate {cid} is catalog blob 1 again"):
+        m = BlobMeasurement(x=61.5, y=60.0, radius=5.0, depth=0.1, background=0.0, noise=0.01)
+        with pytest.raises(CatalogError, match=f"candidate {cid} is catalog blob 1 again.*--same-as 1"):
             confirm_candidate(s, cid, reviewer="Ada", measurement=m)
         s.rollback()
-        assert _count(s) == 1 and s.get(Candidate, cid).status == "new"
-        with pytest.raises(CatalogError, match=f"candidate {cid} is not at catalog blob 1"):
-            confirm_candidate(s, cid, reviewer="Ada", same_as=1)  # its own position is not on blob 1
+        assert _count(s) == 2 and s.get(Candidate, cid).status == "new"
+        with pytest.raises(CatalogError, match=f"candidate {cid} is not at catalog blob 2$"):
+            confirm_candidate(s, cid, reviewer="Ada", same_as=2)  # far away: a typo, not this blob
+        s.rollback()
+        assert confirm_candidate(s, cid, reviewer="Ada", same_as=1).id == 1
+        assert s.get(Candidate, cid).status == "known" and _count(s) == 2
 
 
 def test_review_survives_a_concurrent_writer(Session) -> None:

@@ -352,6 +352,11 @@ def measure_candidate(
     return measure_in_stack(candidate, current.data, result.stack)
 
 
+def _measured_radius(candidate: Candidate) -> float:
+    """Radius (px) of the region around a candidate that a confirm measures."""
+    return max(20.0, 2.0 * float(candidate.radius or 0.0))
+
+
 def measure_in_stack(candidate: Candidate, current: np.ndarray, stack: np.ndarray) -> BlobMeasurement:
     """Measure a candidate's blob in ``1 - current / stack`` (arrays already at hand).
 
@@ -360,9 +365,9 @@ def measure_in_stack(candidate: Candidate, current: np.ndarray, stack: np.ndarra
     CatalogError
         No finite pixels near the candidate.
     """
-    max_radius = max(20.0, 2.0 * float(candidate.radius or 0.0))
     try:
-        return measure_blob(loss_map(current, stack), candidate.x, candidate.y, max_radius=max_radius)
+        return measure_blob(loss_map(current, stack), candidate.x, candidate.y,
+                            max_radius=_measured_radius(candidate))
     except ValueError as exc:
         raise CatalogError(f"candidate {candidate.id}: {exc}") from None
 
@@ -500,14 +505,20 @@ def confirm_candidate(
 
 
 def _record_same_blob(session: Session, candidate_id: int, blob_id: int, reviewer: str) -> Blob:
-    """Record a candidate as catalog blob ``blob_id`` seen again (status ``known``)."""
+    """Record a candidate as catalog blob ``blob_id`` seen again (status ``known``).
+
+    The blob must be its `same_blob`, or (when it has none) lie in the region a confirm would
+    measure around it, where a measured centre may have met it.
+    """
     cand = _get_candidate(session, candidate_id)
     if cand.status in ("confirmed", "known"):
         raise CatalogError(f"candidate {cand.id} changed to {cand.status} meanwhile")
-    blob = same_blob(session, cand)
-    if blob is None or blob.id != blob_id:
+    found = same_blob(session, cand)
+    blob = session.get(Blob, blob_id)
+    near = blob is not None and np.hypot(blob.x - cand.x, blob.y - cand.y) <= _measured_radius(cand)
+    if blob is None or (found.id != blob.id if found is not None else not near):
         raise CatalogError(f"candidate {cand.id} is not at catalog blob {blob_id}"
-                           + (f" (it is at blob {blob.id})" if blob is not None else ""))
+                           + (f" (it is at blob {found.id})" if found is not None else ""))
     cand.status = "known"
     cand.known_blob_id = blob.id
     cand.reason = f"same as blob {blob.id}"

@@ -178,7 +178,8 @@ def candidate_views(session: Session, candidates: Sequence[Candidate]) -> list[C
             probability=c.probability, significance=c.significance, radius=c.radius,
             subframe=c.subframe, status=c.status, reason=c.reason, reviewed_by=c.reviewed_by,
             reviewed_at=_iso(c.reviewed_at), linked_to=c.linked_to, known_blob_id=c.known_blob_id,
-            blob_id=blob_of.get(c.id), same_blob_id=same.get(c.id), alerted=c.alerted, saliency_id=saliency.get((c.run_id, c.subframe)),
+            blob_id=blob_of.get(c.id), same_blob_id=same.get(c.id), alerted=c.alerted,
+            saliency_id=saliency.get((c.run_id, c.subframe)),
         )
         for c in candidates
     ]
