@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -222,3 +223,30 @@ def test_confirm_of_a_candidate_linked_to_a_confirmed_one_is_refused_or_recorded
     with open_database(url)() as s:
         assert [b.id for b in s.query(Blob)] == [7]
         assert (s.get(Candidate, 2).status, s.get(Candidate, 2).known_blob_id) == ("known", 7)
+
+
+def test_a_command_on_an_existing_or_foreign_database_prints_no_alembic_lines(tmp_path: Path) -> None:
+    """In a real process (no pytest log capture): stderr is empty on success, one line on refusal."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from blobwatch.monitor.db import open_database
+
+    good, other = tmp_path / "bw.db", tmp_path / "other.db"
+    open_database(f"sqlite:///{good}")
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    env = {**os.environ, "BLOBWATCH_CONFIG": str(tmp_path / "none.toml")}
+
+    def run(db: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "blobwatch.cli", "catalog", "list", "--db", f"sqlite:///{db}"],
+                              capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+
+    ok = run(good)
+    assert ok.returncode == 0 and ok.stderr == ""
+    refused = run(other)
+    assert refused.returncode == 2 and refused.stderr.splitlines() == [
+        f"blobwatch: error: database sqlite:///{other}: not a blobwatch database (it has no blobwatch tables); "
+        "give the right one with --db or $BLOBWATCH_DB, or create one with 'blobwatch monitor' or "
+        "'blobwatch catalog import'"]

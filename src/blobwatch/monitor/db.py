@@ -397,7 +397,7 @@ def upgrade_schema(engine: Engine) -> None:
     Runs in one transaction; on SQLite it holds the write lock, so two processes opening a new
     database at once do not both create tables.
     """
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines are noise for users
+    _quiet_alembic()
     from alembic import command
 
     with engine.connect() as conn:
@@ -407,8 +407,14 @@ def upgrade_schema(engine: Engine) -> None:
             command.upgrade(_alembic_config(conn), "head")
 
 
+def _quiet_alembic() -> None:
+    """Keep Alembic's INFO lines (plugin set-up, each migration) off the console: noise for users."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def schema_version(engine: Engine) -> str | None:
     """Return the database's Alembic revision (``None`` for an empty database)."""
+    _quiet_alembic()
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
