@@ -646,6 +646,9 @@ def test_a_linked_candidate_of_a_confirmed_blob_is_confirmed_as_that_blob(fresh_
     assert len(client.get("/api/catalog").json()) == 3
     wrong = client.post(f"/candidates/{linked}/confirm", data={CSRF_FIELD: token, "reviewer": "Ada", "same_as": "1"})
     assert wrong.status_code == 409 and "not at catalog blob 1" in wrong.text
+    for bad in ("x", "-3", "9" * 30):
+        assert client.post(f"/candidates/{linked}/confirm", data={
+            CSRF_FIELD: token, "reviewer": "Ada", "same_as": bad}).status_code == 422
     response = client.post(f"/candidates/{linked}/confirm", data={
         CSRF_FIELD: token, "reviewer": "Ada", "same_as": "3", "next": f"/candidates/{linked}"},
         follow_redirects=False)

@@ -396,10 +396,10 @@ def create_app(
         try:
             reviewer = review_fields(fields)
         except _FormError as exc:
-            return form_again(request, candidate_id, str(exc))
+            return await run_in_threadpool(form_again, request, candidate_id, str(exc))
         same_as = fields.get("same_as")
         if same_as is not None:
-            if not same_as.isdigit():
+            if not (same_as.isdigit() and len(same_as) < 19):  # an SQLite integer
                 raise HTTPException(422, "same_as must be a catalog blob id")
             blob = await run_in_threadpool(decide, candidate_id, "recorded", lambda session: confirm_candidate(
                 session, candidate_id, reviewer=reviewer, same_as=int(same_as)))
@@ -437,7 +437,7 @@ def create_app(
             if reason not in queries.REJECT_REASONS:
                 raise _FormError(f"reason must be one of: {', '.join(queries.REJECT_REASONS)}")
         except _FormError as exc:
-            return form_again(request, candidate_id, str(exc))
+            return await run_in_threadpool(form_again, request, candidate_id, str(exc))
         note = fields.get("note", "").strip()[:500]
         if note:
             reason = f"{reason}: {note}"
