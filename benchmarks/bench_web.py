@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                                    new_blob_days=(args.days - 1,), model=args.model)
         print(f"{os.cpu_count()} CPUs; simulated {args.days} days of 1024x1024 images and ran the "
               f"monitor in {time.perf_counter() - start:.1f} s (not timed)")
-        client = TestClient(create_app(sim.db_url, sim.reports))
+        client = TestClient(create_app(sim.db_url, sim.reports), base_url="http://127.0.0.1")
         newest = client.get("/api/images").json()[0]
         cand = client.get("/api/candidates").json()
         urls = ["/", "/queue", "/blobs", "/history", "/api/images", "/api/catalog",

@@ -157,15 +157,18 @@ def test_measure_blob_recovers_centre_radius_and_depth() -> None:
         loss_map(current, stack[:10])
 
 
-def _candidate(Session) -> int:  # noqa: N803
+def _candidate(Session, *, x: float = 50.0, status: str = "new", linked_to: int | None = None,  # noqa: N803
+               day: int = 0) -> int:
+    """A candidate in a processed image of its own (observed ``day`` days after MJD 60000.25)."""
     with Session() as s:
-        image = Image(path="/nowhere/a.fits", sha256="a" * 64, status="processed", mjd=60000.25)
+        image = Image(path=f"/nowhere/{day}.fits", sha256=f"{day:064d}", status="processed", mjd=60000.25 + day)
         s.add(image)
         s.flush()
         run = Run(image_id=image.id, blobwatch_version="test", parameters={}, timings={})
         s.add(run)
         s.flush()
-        c = Candidate(run_id=run.id, image_id=image.id, x=50.0, y=60.0, probability=0.9, status="new")
+        c = Candidate(run_id=run.id, image_id=image.id, x=x, y=60.0, probability=0.9, status=status,
+                      linked_to=linked_to)
         s.add(c)
         s.commit()
         return c.id
@@ -210,6 +213,46 @@ def test_review_errors(Session) -> None:
         s.commit()
         with pytest.raises(CatalogError, match="lies on known blob"):
             confirm_candidate(s, cid, reviewer="Ada")
+
+
+def test_confirming_a_linked_candidate_never_duplicates_its_blob(Session) -> None:
+    first = _candidate(Session)
+    second = _candidate(Session, x=50.6, status="linked", linked_to=first, day=1)  # as the monitor links it
+    m = BlobMeasurement(x=50.4, y=59.8, radius=7.5, depth=0.11, background=0.0, noise=0.01)
+    with Session() as s:
+        blob = confirm_candidate(s, first, reviewer="Ada", measurement=m)
+        with pytest.raises(CatalogError, match=rf"candidate {second} is catalog blob {blob.id} again "
+                                               rf"\(0.3 px .*linked to candidate {first}\).*--same-as {blob.id}"):
+            confirm_candidate(s, second, reviewer="Ada", measurement=m)
+        s.rollback()
+        assert _count(s) == 1 and s.get(Candidate, second).status == "linked"
+        with pytest.raises(CatalogError, match=f"not at catalog blob {blob.id + 1} \\(it is at blob {blob.id}\\)"):
+            confirm_candidate(s, second, reviewer="Ada", same_as=blob.id + 1)
+        s.rollback()
+        assert confirm_candidate(s, second, reviewer="Bo", same_as=blob.id).id == blob.id
+    with Session() as s:
+        c = s.get(Candidate, second)
+        assert (c.status, c.known_blob_id, c.reason, c.reviewed_by) == ("known", blob.id, f"same as blob {blob.id}", "Bo")
+        assert _count(s) == 1
+
+
+def test_confirm_refuses_a_measured_centre_on_a_catalog_blob(Session) -> None:
+    """Not linked, but measured 0.5 px from a catalog blob: the same blob, not a new one."""
+    cid = _candidate(Session)  # at x=50, y=60
+    with Session() as s:
+        s.add_all([Blob(id=1, x=62.0, y=60.0, radius=5.0, depth=0.1, source="import"),
+                   Blob(id=2, x=300.0, y=300.0, radius=5.0, depth=0.1, source="import")])
+        s.commit()
+        m = BlobMeasurement(x=61.5, y=60.0, radius=5.0, depth=0.1, background=0.0, noise=0.01)
+        with pytest.raises(CatalogError, match=f"candidate {cid} is catalog blob 1 again.*--same-as 1"):
+            confirm_candidate(s, cid, reviewer="Ada", measurement=m)
+        s.rollback()
+        assert _count(s) == 2 and s.get(Candidate, cid).status == "new"
+        with pytest.raises(CatalogError, match=f"candidate {cid} is not at catalog blob 2$"):
+            confirm_candidate(s, cid, reviewer="Ada", same_as=2)  # far away: a typo, not this blob
+        s.rollback()
+        assert confirm_candidate(s, cid, reviewer="Ada", same_as=1).id == 1
+        assert s.get(Candidate, cid).status == "known" and _count(s) == 2
 
 
 def test_review_survives_a_concurrent_writer(Session) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -82,6 +83,15 @@ def test_monitor_and_catalog_commands(setup: dict, capsys: pytest.CaptureFixture
     assert "confirmed" in capsys.readouterr().out
 
 
+@pytest.fixture()
+def in_empty_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in an empty working folder, without $BLOBWATCH_DB or a config file."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BLOBWATCH_DB", raising=False)
+    monkeypatch.setenv("BLOBWATCH_CONFIG", str(tmp_path / "none.toml"))
+    return tmp_path
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -99,15 +109,64 @@ def test_monitor_and_catalog_commands(setup: dict, capsys: pytest.CaptureFixture
         (["catalog", "export", "/proc/blobs.ecsv"], "/proc/blobs.ecsv: cannot write the file"),
     ],
 )
-def test_bad_usage_is_one_line_and_exit_2(argv: list[str], message: str, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str],
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("BLOBWATCH_DB", raising=False)
-    monkeypatch.setenv("BLOBWATCH_CONFIG", str(tmp_path / "none.toml"))
+def test_bad_usage_is_one_line_and_exit_2(argv: list[str], message: str, in_empty_folder: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from blobwatch.monitor.db import open_database
+
+    tmp_path = in_empty_folder
+    open_database(f"sqlite:///{tmp_path / 'r' / 'blobwatch.db'}")  # the default database exists
     assert main([*argv, "--reports", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [
+    ["catalog", "export", "out.ecsv"], ["catalog", "list"], ["catalog", "confirm", "1"],
+    ["catalog", "reject", "1", "--reason", "dip"], ["serve", "--port", "8123"],
+])
+@pytest.mark.parametrize("where", ["default", "--db", "$BLOBWATCH_DB", "not a blobwatch database"])
+def test_only_monitor_and_import_create_a_database(argv: list[str], where: str, in_empty_folder: Path,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anything but monitor and catalog import names the database it looked for and exits 2."""
+    import sqlite3
+
+    tmp_path = in_empty_folder
+    monkeypatch.setattr("uvicorn.run", lambda app, **kw: None)  # never serve for real
+    path = tmp_path / "blobwatch-reports" / "blobwatch.db"  # the default of monitor and serve alike
+    if where == "--db":
+        path = tmp_path / "mistyped" / "blobwatch.db"
+        argv = [*argv, "--db", f"sqlite:///{path}"]
+    elif where == "$BLOBWATCH_DB":
+        path = tmp_path / "mistyped.db"
+        monkeypatch.setenv("BLOBWATCH_DB", f"sqlite:///{path}")
+    elif where == "not a blobwatch database":
+        path = tmp_path / "other.db"
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE notes (text TEXT)")
+        argv = [*argv, "--db", f"sqlite:///{path}"]
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"database sqlite:///{path}: " in err and len(err.strip().splitlines()) == 1
+    assert ("not a blobwatch database" if where == "not a blobwatch database" else "no such file") in err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing created
+
+
+def test_monitor_and_serve_share_the_default_database(in_empty_folder: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve`` without --db opens the database ``monitor`` made without --db."""
+    import argparse
+
+    from blobwatch.cli.monitor import locations
+
+    tmp_path = in_empty_folder
+    seen: dict = {}
+    monkeypatch.setattr("blobwatch.web.app.create_app", lambda url, reports, **kw: seen.update(url=url))
+    monkeypatch.setattr("uvicorn.run", lambda app, **kw: None)
+    assert main(["serve"]) == 0
+    monitor_args = argparse.Namespace(db=None, reports=None, config=None)
+    assert seen["url"] == locations(monitor_args)[0] == f"sqlite:///{tmp_path / 'blobwatch-reports' / 'blobwatch.db'}"
 
 
 def test_demo_folder_is_emptied_only_if_a_demo_wrote_it(tmp_path: Path) -> None:
@@ -139,3 +198,55 @@ def test_demo_alerts_on_day_40_only(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["demo", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
     assert "-> PASS" in out and "1 notification(s) received" in out
+
+
+def test_confirm_of_a_candidate_linked_to_a_confirmed_one_is_refused_or_recorded_as_its_blob(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from blobwatch.monitor.db import Blob, Candidate, Image, Run, open_database
+
+    monkeypatch.setenv("BLOBWATCH_CONFIG", str(tmp_path / "none.toml"))
+    url = f"sqlite:///{tmp_path / 'bw.db'}"
+    with open_database(url).begin() as s:
+        s.add_all([Image(id=i, path=f"/in/{i}.fits", sha256=str(i) * 64, status="processed", mjd=60000.0 + i)
+                   for i in (1, 2)])
+        s.add_all([Run(id=i, image_id=i, blobwatch_version="t") for i in (1, 2)])
+        s.add_all([Candidate(id=1, run_id=1, image_id=1, x=50.0, y=60.0, probability=0.9, status="confirmed"),
+                   Candidate(id=2, run_id=2, image_id=2, x=50.6, y=60.0, probability=0.2, status="linked",
+                             linked_to=1)])
+        s.add(Blob(id=7, x=50.0, y=60.0, radius=6.0, depth=0.1, source="confirmed", candidate_id=1))
+    common = ["--db", url, "--reports", str(tmp_path / "r"), "--reviewer", "Ada"]
+    assert main(["catalog", "confirm", "2", *common]) == 2
+    err = capsys.readouterr().err
+    assert "candidate 2 is catalog blob 7 again" in err and "--same-as 7" in err and len(err.splitlines()) == 1
+    assert main(["catalog", "confirm", "2", "--same-as", "7", *common]) == 0
+    assert "candidate 2 recorded as catalog blob 7 seen again; nothing added" in capsys.readouterr().out
+    with open_database(url)() as s:
+        assert [b.id for b in s.query(Blob)] == [7]
+        assert (s.get(Candidate, 2).status, s.get(Candidate, 2).known_blob_id) == ("known", 7)
+
+
+def test_a_command_on_an_existing_or_foreign_database_prints_no_alembic_lines(tmp_path: Path) -> None:
+    """In a real process (no pytest log capture): stderr is empty on success, one line on refusal."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from blobwatch.monitor.db import open_database
+
+    good, other = tmp_path / "bw.db", tmp_path / "other.db"
+    open_database(f"sqlite:///{good}")
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    env = {**os.environ, "BLOBWATCH_CONFIG": str(tmp_path / "none.toml")}
+
+    def run(db: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "blobwatch.cli", "catalog", "list", "--db", f"sqlite:///{db}"],
+                              capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+
+    ok = run(good)
+    assert ok.returncode == 0 and ok.stderr == ""
+    refused = run(other)
+    assert refused.returncode == 2 and refused.stderr.splitlines() == [
+        f"blobwatch: error: database sqlite:///{other}: not a blobwatch database (it has no blobwatch tables); "
+        "give the right one with --db or $BLOBWATCH_DB, or create one with 'blobwatch monitor' or "
+        "'blobwatch catalog import'"]

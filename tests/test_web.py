@@ -10,11 +10,13 @@ import io
 import re
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
+from sqlalchemy import select
 
 with warnings.catch_warnings():  # starlette's notice about httpx, not ours
     warnings.simplefilter("ignore")
@@ -22,7 +24,7 @@ with warnings.catch_warnings():  # starlette's notice about httpx, not ours
 
 from blobwatch.monitor.db import Blob, Candidate, Image, Run, SubframePrediction, open_database
 from blobwatch.web import create_app
-from blobwatch.web.security import CSRF_FIELD, TOKEN_HEADER, is_loopback
+from blobwatch.web.security import CSRF_COOKIE, CSRF_FIELD, TOKEN_HEADER, is_loopback
 
 SIZE = 256
 BLOB_X, BLOB_Y, BLOB_R, BLOB_DEPTH = 100.0, 150.0, 6.0, 0.15
@@ -115,9 +117,14 @@ def fresh_db(monitor_db: dict, tmp_path: Path) -> str:
     return f"sqlite:///{dst}"
 
 
+def _client(app: Any) -> TestClient:
+    """A test client that talks to the app as a browser on this machine does (Host 127.0.0.1)."""
+    return TestClient(app, base_url="http://127.0.0.1")
+
+
 @pytest.fixture(scope="module")
 def client(monitor_db: dict) -> TestClient:
-    return TestClient(create_app(monitor_db["url"], monitor_db["reports"]))
+    return _client(create_app(monitor_db["url"], monitor_db["reports"]))
 
 
 def _csrf(client: TestClient, page: str = "/queue") -> str:
@@ -241,7 +248,15 @@ def test_openapi_documents_the_api(client: TestClient) -> None:
     for path in ("/api/images", "/api/images/{image_id}", "/api/candidates",
                  "/api/candidates/{candidate_id}", "/api/catalog", "/catalog.ecsv"):
         assert path in schema["paths"]
-    assert client.get("/api/docs").status_code == 200
+
+
+def test_api_docs_work_offline(client: TestClient) -> None:
+    """/api/docs is the server-rendered API page: nothing loaded from another host, CSP as everywhere."""
+    response = client.get("/api/docs")
+    assert response.status_code == 200 and response.url.path == "/api"
+    assert "/api/candidates/{candidate_id}" in response.text and "CandidateView" in response.text
+    assert not re.search(r"""(?:src|href)=["']?(?:https?:)?//(?!127\.0\.0\.1/)""", response.text)
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
 
 
 @pytest.mark.parametrize("path", [
@@ -270,7 +285,7 @@ def test_no_path_from_the_request_reaches_the_file_system(client: TestClient) ->
 
 
 def test_confirm_adds_the_measured_blob_to_the_catalog(fresh_db: str, monitor_db: dict) -> None:
-    client = TestClient(create_app(fresh_db, monitor_db["reports"]))
+    client = _client(create_app(fresh_db, monitor_db["reports"]))
     token = _csrf(client)
     response = client.post("/candidates/1/confirm", data={CSRF_FIELD: token, "reviewer": "Ada",
                                                          "next": "/queue"}, follow_redirects=False)
@@ -296,7 +311,7 @@ def test_confirm_after_viewing_measures_in_the_stack_in_memory(fresh_db: str, mo
 
     with open_database(fresh_db)() as session:  # what the command line would measure
         expected = catalog.measure_candidate(session, session.get(Candidate, 1))
-    client = TestClient(create_app(fresh_db, monitor_db["reports"]))
+    client = _client(create_app(fresh_db, monitor_db["reports"]))
     assert client.get("/candidates/1/stack.png").status_code == 200  # the candidate page's cut-out
 
     def reread(*args: object, **kwargs: object) -> None:
@@ -312,7 +327,7 @@ def test_confirm_after_viewing_measures_in_the_stack_in_memory(fresh_db: str, mo
 
 
 def test_confirm_of_a_known_blob_is_a_conflict(fresh_db: str, monitor_db: dict) -> None:
-    client = TestClient(create_app(fresh_db, monitor_db["reports"]))
+    client = _client(create_app(fresh_db, monitor_db["reports"]))
     response = client.post("/candidates/3/confirm", data={CSRF_FIELD: _csrf(client), "reviewer": "Ada"})
     assert response.status_code == 409 and "lies on known blob 1" in response.text
     assert len(client.get("/api/catalog").json()) == 2
@@ -320,7 +335,7 @@ def test_confirm_of_a_known_blob_is_a_conflict(fresh_db: str, monitor_db: dict) 
 
 
 def test_reject_records_the_reason(fresh_db: str, monitor_db: dict) -> None:
-    client = TestClient(create_app(fresh_db, monitor_db["reports"]))
+    client = _client(create_app(fresh_db, monitor_db["reports"]))
     token = _csrf(client)
     response = client.post("/candidates/2/reject", data={
         CSRF_FIELD: token, "reviewer": "Bo", "reason": "cosmic ray", "note": "sharp edge"},
@@ -345,6 +360,25 @@ def test_reject_needs_a_valid_reason_and_reviewer(client: TestClient, data: dict
     assert 2 in _ids(client, "new")
 
 
+@pytest.mark.parametrize("action, data, message", [
+    ("confirm", {"reviewer": "  "}, "give your name (at most 128 characters) as reviewer"),
+    ("confirm", {}, "give your name (at most 128 characters) as reviewer"),
+    ("reject", {"reason": "dip"}, "give your name (at most 128 characters) as reviewer"),
+    ("reject", {"reviewer": "Bo", "reason": "aliens"}, "reason must be one of"),
+])
+def test_an_incomplete_review_form_comes_back_with_the_problem_beside_it(
+        client: TestClient, action: str, data: dict, message: str) -> None:
+    """Not a bare error page: the candidate's form again, the problem shown inline, nothing decided."""
+    response = client.post(f"/candidates/2/{action}", data={CSRF_FIELD: _csrf(client), **data})
+    assert response.status_code == 422
+    html = response.text
+    assert "<h1>Candidate #2</h1>" in html and "<h1>422" not in html
+    form = html[html.index('<form class="review"'):html.index("</form>")]
+    assert f'<p class="form-error" role="alert">{message}' in form
+    assert re.search(r'<input name="reviewer"[^>]* autofocus>', form) and 'data-action="confirm"' in form
+    assert 2 in _ids(client, "new")
+
+
 def test_write_actions_on_unknown_ids_are_404(client: TestClient) -> None:
     token = _csrf(client)
     assert client.post("/candidates/99/confirm", data={CSRF_FIELD: token, "reviewer": "A"}).status_code == 404
@@ -360,7 +394,7 @@ def test_csrf_token_is_required(client: TestClient) -> None:
     assert client.post("/candidates/2/reject", data=form).status_code == 403
     assert client.post("/candidates/2/reject", data={**form, CSRF_FIELD: "0" * 64}).status_code == 403
     # a token from another cookie (another browser) does not match this client's cookie
-    other = TestClient(client.app)
+    other = _client(client.app)
     assert other.post("/candidates/2/reject", data={**form, CSRF_FIELD: _csrf(client)}).status_code == 403
     assert 2 in _ids(client, "new")
 
@@ -375,14 +409,14 @@ def test_cross_site_posts_are_refused(client: TestClient, header: dict) -> None:
 
 
 def test_same_origin_post_is_accepted(fresh_db: str, monitor_db: dict) -> None:
-    client = TestClient(create_app(fresh_db, monitor_db["reports"]))
-    response = client.post("/candidates/2/reject", headers={"origin": "http://testserver"}, data={
+    client = _client(create_app(fresh_db, monitor_db["reports"]))
+    response = client.post("/candidates/2/reject", headers={"origin": "http://127.0.0.1"}, data={
         CSRF_FIELD: _csrf(client), "reviewer": "Bo", "reason": "dip"}, follow_redirects=False)
     assert response.status_code == 303
 
 
 def test_write_token_required_when_exposed(fresh_db: str, monitor_db: dict) -> None:
-    client = TestClient(create_app(fresh_db, monitor_db["reports"], token="s3cret", require_token=True))
+    client = _client(create_app(fresh_db, monitor_db["reports"], token="s3cret", require_token=True))
     form = {CSRF_FIELD: _csrf(client, "/unlock"), "reviewer": "Bo", "reason": "dip"}
     refused = client.post("/candidates/2/reject", data=form)
     assert refused.status_code == 403 and "write token required" in refused.text
@@ -402,6 +436,39 @@ def test_write_token_required_when_exposed(fresh_db: str, monitor_db: dict) -> N
     assert 'data-action="confirm"' in client.get("/queue").text
     again = client.post("/candidates/1/reject", data=form, follow_redirects=False)
     assert again.status_code == 303
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost:8000", "LOCALHOST.", "127.0.0.2:80", "[::1]:8000"])
+def test_loopback_host_names_are_answered(client: TestClient, host: str) -> None:
+    assert client.get("/queue", headers={"host": host}).status_code == 200
+
+
+def test_dns_rebinding_gets_400_and_no_token(fresh_db: str, monitor_db: dict) -> None:
+    """A page served from a hostile name that resolves to 127.0.0.1 sends that name as Host."""
+    rebound = TestClient(create_app(fresh_db, monitor_db["reports"]), base_url="http://rebind.evil.example:8000")
+    page = rebound.get("/queue")
+    assert page.status_code == 400 and "--allowed-host" in page.text
+    assert CSRF_FIELD not in page.text and "set-cookie" not in page.headers
+    for path in ("/", "/api/candidates", "/api/docs", "/images/6/difference.png", "/catalog.ecsv"):
+        assert rebound.get(path).status_code == 400, path
+    # even with a token read from the real page, a post with matching Host/Origin is refused
+    local = _client(rebound.app)
+    token = _csrf(local)
+    response = rebound.post("/candidates/2/reject", data={CSRF_FIELD: token, "reviewer": "Eve", "reason": "dip"},
+                            headers={"origin": "http://rebind.evil.example:8000",
+                                     "cookie": f"{CSRF_COOKIE}={local.cookies[CSRF_COOKIE]}"})
+    assert response.status_code == 400
+    assert 2 in _ids(local, "new")
+
+
+def test_allowed_hosts_are_answered_besides_loopback(monitor_db: dict) -> None:
+    app = create_app(monitor_db["url"], monitor_db["reports"], allowed_hosts=["Review.Example.org", "[fd00::5]"])
+    for base in ("http://review.example.org", "http://REVIEW.example.org:8000", "http://[fd00::5]:8000",
+                 "http://127.0.0.1"):
+        assert TestClient(app, base_url=base).get("/queue").status_code == 200, base
+    assert TestClient(app, base_url="http://example.org").get("/queue").status_code == 400
+    with pytest.raises(ValueError, match="not a host name"):
+        create_app(monitor_db["url"], allowed_hosts=["http://review.example.org/"])
 
 
 def test_require_token_needs_a_token(monitor_db: dict) -> None:
@@ -432,7 +499,9 @@ def test_serve_refuses_exposed_host_without_token(monkeypatch: pytest.MonkeyPatc
 
 
 def test_empty_database(tmp_path: Path) -> None:
-    client = TestClient(create_app(f"sqlite:///{tmp_path / 'empty.db'}"))
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    open_database(url)  # as `blobwatch monitor` creates it
+    client = _client(create_app(url))
     assert "No images in the database yet" in client.get("/").text
     assert "Nothing to review" in client.get("/queue").text
     assert "The catalog is empty" in client.get("/blobs").text
@@ -448,7 +517,7 @@ def test_empty_database(tmp_path: Path) -> None:
 ])
 def test_redirect_after_an_action_stays_on_this_server(fresh_db: str, monitor_db: dict, target: str,
                                                        expected: str) -> None:
-    client = TestClient(create_app(fresh_db, monitor_db["reports"]))
+    client = _client(create_app(fresh_db, monitor_db["reports"]))
     response = client.post("/candidates/2/reject", data={
         CSRF_FIELD: _csrf(client), "reviewer": "Dr. Bo Smith", "reason": "dip", "next": target},
         follow_redirects=False)
@@ -465,8 +534,14 @@ def test_serve_builds_the_app_with_the_token_when_exposed(monkeypatch: pytest.Mo
     started = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.update(app=app, **kw))
     monkeypatch.setenv("BLOBWATCH_TOKEN", "s3cret")
-    assert main(["serve", "--db", monitor_db["url"], "--host", "0.0.0.0", "--port", "8123"]) == 0
+    assert main(["serve", "--db", monitor_db["url"], "--host", "0.0.0.0", "--port", "8123",
+                 "--allowed-host", "review.example.org"]) == 0
     assert started["host"] == "0.0.0.0" and started["port"] == 8123
+    for name, status in (("review.example.org", 200), ("0.0.0.0", 400), ("other.example.org", 400)):
+        assert TestClient(started["app"], base_url=f"http://{name}:8123").get("/queue").status_code == status
+    assert main(["serve", "--db", monitor_db["url"], "--host", "192.0.2.7"]) == 0  # its own address is allowed
+    assert TestClient(started["app"], base_url="http://192.0.2.7:8000").get("/queue").status_code == 200
+    assert main(["serve", "--db", monitor_db["url"], "--allowed-host", "host:8000"]) == 2
     guard = started["app"].state.guard
     assert guard.require_token and guard.token == "s3cret"
     assert main(["serve", "--db", monitor_db["url"]]) == 0
@@ -478,7 +553,7 @@ def test_startup_prepares_the_newest_image(monitor_db: dict) -> None:
 
     app = create_app(monitor_db["url"], monitor_db["reports"])
     assert app.state.pixels.cached_ids() == []
-    with TestClient(app):  # runs the lifespan: the newest image is loaded in a thread
+    with _client(app):  # runs the lifespan: the newest image is loaded in a thread
         for thread in threading.enumerate():
             if thread.name == "blobwatch-warm":
                 thread.join(60)
@@ -492,19 +567,19 @@ def test_missing_files_are_reported_not_crashed(fresh_db: str, monitor_db: dict)
         s.execute(update(Image).where(Image.id == 6).values(path="/nonexistent/csm_day005_blob.fits"))
         s.execute(update(SubframePrediction).where(SubframePrediction.id == 6)
                   .values(saliency_path="images/6/gone.png"))
-    client = TestClient(create_app(fresh_db, monitor_db["reports"]))
+    client = _client(create_app(fresh_db, monitor_db["reports"]))
     response = client.get("/images/6/difference.png")
     assert response.status_code == 410 and "no longer readable" in response.json()["detail"]
     assert client.get("/subframes/6/saliency.png").status_code == 404
     assert client.get("/").status_code == 200  # the page itself still renders
     # --images finds files that moved, by file name
-    moved = TestClient(create_app(fresh_db, monitor_db["reports"],
+    moved = _client(create_app(fresh_db, monitor_db["reports"],
                                   images_dir=monitor_db["paths"][5].parent))
     assert moved.get("/images/6/difference.png").status_code == 200
 
 
 def test_a_decision_can_be_changed_on_the_candidate_page(fresh_db: str, monitor_db: dict) -> None:
-    client = TestClient(create_app(fresh_db, monitor_db["reports"]))
+    client = _client(create_app(fresh_db, monitor_db["reports"]))
     token = _csrf(client)
     client.post("/candidates/1/confirm", data={CSRF_FIELD: token, "reviewer": "Ada"})
     page = client.get("/candidates/1").text
@@ -523,3 +598,64 @@ def test_messages_are_not_echoed_from_the_url(client: TestClient) -> None:
     html = client.get("/queue", params={"done": "confirmed", "candidate": "<script>x</script>", "blob": "1"}).text
     assert "<script>x" not in html and 'class="flash' not in html
     assert "Candidate #7 rejected." in client.get("/queue", params={"done": "rejected", "candidate": "7"}).text
+
+
+def test_rejecting_a_silent_linked_candidate_leaves_its_day_quiet(fresh_db: str, monitor_db: dict) -> None:
+    """A candidate linked to an earlier one was never alerted; rejecting it is no alert either."""
+    with open_database(fresh_db).begin() as s:
+        run = Run(image_id=5, blobwatch_version="test", threshold=0.5, max_probability=0.118,
+                  parameters={}, timings={})
+        s.add(run)
+        s.flush()
+        s.add(Candidate(run_id=run.id, image_id=5, x=BLOB_X, y=BLOB_Y, probability=0.118,
+                        radius=BLOB_R, status="linked", linked_to=1))
+        s.flush()
+        linked = s.scalars(select(Candidate.id).where(Candidate.image_id == 5)).one()
+    client = _client(create_app(fresh_db, monitor_db["reports"]))
+    assert client.get("/api/images/5").json()["alert"] is False
+    response = client.post(f"/candidates/{linked}/reject", data={
+        CSRF_FIELD: _csrf(client), "reviewer": "Bo", "reason": "dip"}, follow_redirects=False)
+    assert response.status_code == 303
+    assert client.get(f"/api/candidates/{linked}").json()["status"] == "rejected"
+    assert client.get("/api/images/5").json()["alert"] is False
+    assert [im["alert"] for im in client.get("/api/images").json() if im["id"] == 5] == [False]
+    history = client.get("/history").text
+    row = re.search(r'<tr class="[^"]*">\s*<td><a href="/images/5".*?</tr>', history, re.S)
+    assert row and "badge alert" not in row.group(0)
+    assert "No new candidates in this image" in client.get("/images/5").text
+    assert client.get("/api/images/6").json()["alert"] is True  # its alerted candidates still count
+
+
+def test_a_linked_candidate_of_a_confirmed_blob_is_confirmed_as_that_blob(fresh_db: str, monitor_db: dict) -> None:
+    with open_database(fresh_db).begin() as s:
+        run = Run(image_id=5, blobwatch_version="test", parameters={}, timings={})
+        s.add(run)
+        s.flush()
+        s.add(Candidate(run_id=run.id, image_id=5, x=BLOB_X + 0.6, y=BLOB_Y, probability=0.3,
+                        radius=BLOB_R, status="linked", linked_to=1))
+        s.flush()
+        linked = s.scalars(select(Candidate.id).where(Candidate.image_id == 5)).one()
+    client = _client(create_app(fresh_db, monitor_db["reports"]))
+    token = _csrf(client)
+    assert client.post("/candidates/1/confirm", data={CSRF_FIELD: token, "reviewer": "Ada"}).status_code == 200
+    page = client.get(f"/candidates/{linked}").text
+    assert "Confirm: same as blob #3" in page and "Confirm as new blob" not in page
+    # a stale page's plain confirm is refused: no second catalog entry for the blob
+    refused = client.post(f"/candidates/{linked}/confirm", data={CSRF_FIELD: token, "reviewer": "Ada"})
+    assert refused.status_code == 409 and "is catalog blob 3 again" in refused.text
+    assert len(client.get("/api/catalog").json()) == 3
+    wrong = client.post(f"/candidates/{linked}/confirm", data={CSRF_FIELD: token, "reviewer": "Ada", "same_as": "1"})
+    assert wrong.status_code == 409 and "not at catalog blob 1" in wrong.text
+    for bad in ("x", "-3", "9" * 30):
+        assert client.post(f"/candidates/{linked}/confirm", data={
+            CSRF_FIELD: token, "reviewer": "Ada", "same_as": bad}).status_code == 422
+    response = client.post(f"/candidates/{linked}/confirm", data={
+        CSRF_FIELD: token, "reviewer": "Ada", "same_as": "3", "next": f"/candidates/{linked}"},
+        follow_redirects=False)
+    assert response.status_code == 303
+    assert (f"Candidate #{linked} recorded as catalog blob #3 seen again: nothing added to the catalog."
+            in client.get(response.headers["location"]).text)
+    cand = client.get(f"/api/candidates/{linked}").json()
+    assert (cand["status"], cand["known_blob_id"], cand["reviewed_by"]) == ("known", 3, "Ada")
+    assert len(client.get("/api/catalog").json()) == 3
+    assert client.get("/api/images/5").json()["alert"] is False

@@ -2,8 +2,10 @@
 
 A short simulated sequence with one new blob is processed by the monitor with the shipped model;
 the test opens the review queue, confirms the candidate at the new blob and sees the blob in the
-catalog table and on the blob map. Skipped, with the reason, where no Chromium is installed or
-the shipped model has not been built. ``BLOBWATCH_TEST_MODEL`` names another model file to use.
+catalog table and on the blob map. A second test, on a database built by hand, clicks through
+the review forms of linked candidates (reviewer check, "same as blob N", a quiet day stays quiet).
+Skipped, with the reason, where no Chromium is installed (the first also where the shipped model
+has not been built; ``BLOBWATCH_TEST_MODEL`` names another model file to use).
 """
 
 from __future__ import annotations
@@ -99,3 +101,68 @@ def test_confirm_in_the_queue_puts_the_blob_on_the_map(monitored) -> None:
         assert header.get_attribute("aria-sort") == "descending"
         assert page.locator("#catalog tbody tr").first.get_attribute("id") == f"blob-{blob_id}"
     assert not errors, errors
+
+
+@pytest.fixture()
+def reviewed_db(tmp_path: Path) -> str:
+    """Day 1 alerted candidate #1, confirmed as blob #1; day 2 quiet: candidates #2 and #3 linked to it
+    (image files are not needed: nothing here is measured)."""
+    from blobwatch.monitor.db import Blob, Candidate, Image, Run, open_database
+
+    url = f"sqlite:///{tmp_path / 'bw.db'}"
+    with open_database(url).begin() as s:
+        s.add_all([Image(id=i, path=f"/gone/csm_day{i:03d}_blob.fits", sha256=str(i) * 64, mjd=60000.0 + i,
+                         status="processed") for i in (1, 2)])
+        s.add_all([Run(id=i, image_id=i, blobwatch_version="t", threshold=0.5, max_probability=p)
+                   for i, p in ((1, 0.9), (2, 0.118))])
+        s.add_all([
+            Candidate(id=1, run_id=1, image_id=1, x=300.0, y=200.0, probability=0.9, radius=6.0,
+                      status="confirmed", alerted=True, reviewed_by="Ada"),
+            Candidate(id=2, run_id=2, image_id=2, x=300.6, y=200.0, probability=0.118, radius=6.0,
+                      status="linked", linked_to=1),
+            Candidate(id=3, run_id=2, image_id=2, x=299.5, y=200.4, probability=0.1, radius=6.0,
+                      status="linked", linked_to=1),
+        ])
+        s.add(Blob(id=1, x=300.2, y=199.9, radius=6.0, depth=0.1, source="confirmed", candidate_id=1))
+    return url
+
+
+def test_review_forms_of_linked_candidates_in_the_browser(reviewed_db: str) -> None:
+    """Confirm without a reviewer is stopped by the browser like Reject; a linked candidate is
+    confirmed as its blob (no second catalog entry); rejecting one leaves its day quiet."""
+    from blobwatch.web.app import create_app
+    from blobwatch.web.testing import browser_page, serve_in_thread
+
+    app = create_app(reviewed_db)
+    with serve_in_thread(app) as base, browser_page() as page:
+        page.goto(f"{base}/candidates/2")
+        form = page.locator("form.review")
+        form.locator("input[name=reviewer]").fill("")
+        confirm = form.locator("button[data-action=confirm]")
+        assert confirm.inner_text() == "Confirm: same as blob #1"
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url) if r.method == "POST" else None)
+        confirm.click()
+        page.wait_for_timeout(300)
+        assert requests == [] and page.url == f"{base}/candidates/2"
+        assert form.locator("input[name=reviewer]").evaluate("el => el.validationMessage") != ""
+
+        form.locator("input[name=reviewer]").fill("Bo")
+        with page.expect_navigation():
+            confirm.click()
+        flash = page.locator(".flash.ok").inner_text()
+        assert flash == "Candidate #2 recorded as catalog blob #1 seen again: nothing added to the catalog."
+        page.goto(f"{base}/blobs")
+        assert page.locator("#catalog tbody tr").count() == 1
+
+        page.goto(f"{base}/candidates/3")
+        form = page.locator("form.review")
+        form.locator("input[name=reviewer]").fill("Bo")
+        form.locator("select[name=reason]").select_option("dip")
+        with page.expect_navigation():
+            form.locator("button[data-action=reject]").click()
+        assert page.locator(".flash.ok").inner_text() == "Candidate #3 rejected."
+        page.goto(f"{base}/history")
+        day2 = page.locator("tr", has=page.locator("a[href='/images/2']"))
+        day1 = page.locator("tr", has=page.locator("a[href='/images/1']"))
+        assert day2.locator(".badge.alert").count() == 0 and day1.locator(".badge.alert").count() == 1

@@ -9,6 +9,9 @@ Where things are, for every command here (first match wins):
   config file;
 * config file: ``--config FILE``, ``$BLOBWATCH_CONFIG``, ``~/.config/blobwatch/config.toml``
   (TOML, section ``[monitor]``).
+
+``blobwatch serve`` finds them the same way.  Only ``monitor`` and ``catalog import`` create a
+database that does not exist; the others name the database they looked for and exit 2.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any, Iterator
 from blobwatch.errors import BlobwatchError, InputError
 
 
-def _add_location_options(parser: argparse.ArgumentParser) -> None:
+def add_location_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", metavar="URL", default=None,
                         help="SQLAlchemy database URL (default: $BLOBWATCH_DB, the config file, "
                              "or sqlite:///REPORTS/blobwatch.db)")
@@ -49,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     mon.add_argument("inbox", metavar="INBOX", help="folder with blob images (FITS), searched recursively")
-    _add_location_options(mon)
+    add_location_options(mon)
     mon.add_argument("--notify", metavar="URL", action="append", default=None,
                      help="apprise URL to notify, e.g. json://host:port/path, mailtos://..., slack://... "
                           "(repeatable; default: $BLOBWATCH_NOTIFY or the config file)")
@@ -80,14 +83,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                      "truth_blobs.ecsv, of which only blobs existing before day 0 are imported "
                                      "(see --include-from-day). Blobs already in the catalog are skipped.")
     imp.add_argument("file", metavar="ECSV")
-    _add_location_options(imp)
+    add_location_options(imp)
     imp.add_argument("--include-from-day", type=int, default=None, metavar="DAY",
                      help="simulator truth: also import blobs that appear before DAY")
     imp.set_defaults(func=run_catalog_import)
 
-    conf = sub.add_parser("confirm", help="confirm a candidate: measure it and add it to the catalog")
+    conf = sub.add_parser("confirm", help="confirm a candidate: measure it and add it to the catalog",
+                          description="Measure a candidate and add it to the catalog as a new blob. A "
+                                      "candidate that shows a blob already in the catalog (the blob its "
+                                      "linked candidate became, or one within 1.5 px) is refused; record "
+                                      "it as that blob with --same-as BLOB.")
     conf.add_argument("candidate", type=int, metavar="CANDIDATE", help="candidate id")
-    _add_location_options(conf)
+    add_location_options(conf)
+    conf.add_argument("--same-as", type=int, default=None, metavar="BLOB",
+                      help="the candidate is catalog blob BLOB seen again: record it so, add nothing")
     conf.add_argument("--reviewer", default=None, help="your name (default: the login name)")
     conf.add_argument("--images-dir", default=None, metavar="DIR",
                       help="where the image and its references are if they moved since the run")
@@ -95,7 +104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     rej = sub.add_parser("reject", help="record a candidate as a false alarm, with a reason")
     rej.add_argument("candidate", type=int, metavar="CANDIDATE", help="candidate id")
-    _add_location_options(rej)
+    add_location_options(rej)
     rej.add_argument("--reason", required=True, help="why it is not a blob (e.g. 'dip of blob 12')")
     rej.add_argument("--reviewer", default=None, help="your name (default: the login name)")
     rej.set_defaults(func=run_catalog_reject)
@@ -104,11 +113,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          description="Write OUT (ECSV) and OUT_STEM_mask1024.fits / _mask1014.fits: DQ extension "
                                      "with flag 512 on every pixel within a blob's radius.")
     exp.add_argument("output", metavar="OUT.ecsv")
-    _add_location_options(exp)
+    add_location_options(exp)
     exp.set_defaults(func=run_catalog_export)
 
     lst = sub.add_parser("list", help="list candidates (default: those awaiting review) or the blobs")
-    _add_location_options(lst)
+    add_location_options(lst)
     lst.add_argument("--status", default="new",
                      help="candidate status to list: new, confirmed, rejected, known, linked or all (default new)")
     lst.add_argument("--blobs", action="store_true", help="list the catalog's blobs instead")
@@ -121,23 +130,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _locations(args: argparse.Namespace) -> tuple[str, Path, dict[str, Any]]:
+def locations(args: argparse.Namespace) -> tuple[str, Path, dict[str, Any]]:
     """Resolve (database URL, reports folder, config) for a command."""
+    from blobwatch.monitor.db import DB_URL_ENV, DEFAULT_REPORTS, default_db_url
     from blobwatch.monitor.notify import load_config
 
     config = load_config(args.config, required=args.config is not None)
     section = config.get("monitor") or {}
-    reports = Path(args.reports or section.get("reports") or Path.cwd() / "blobwatch-reports").expanduser()
-    url = args.db or os.environ.get("BLOBWATCH_DB") or section.get("db")
-    if not url:
-        url = f"sqlite:///{(reports / 'blobwatch.db').resolve()}"
+    reports = Path(args.reports or section.get("reports") or Path.cwd() / DEFAULT_REPORTS).expanduser()
+    url = args.db or os.environ.get(DB_URL_ENV) or section.get("db") or default_db_url(reports)
     return str(url), reports, config
 
 
 @contextlib.contextmanager
 def database_errors(url: str) -> Iterator[None]:
     """Turn a bad ``--db`` URL (syntax, unreachable, driver not installed) into one line."""
-    from sqlalchemy.exc import ArgumentError, OperationalError
+    from sqlalchemy.exc import ArgumentError, DatabaseError
 
     from blobwatch.monitor.db import redact_url
 
@@ -145,17 +153,18 @@ def database_errors(url: str) -> Iterator[None]:
         yield
     except ArgumentError as exc:
         raise BlobwatchError(f"--db {redact_url(url)}: not a database URL ({exc})") from None
-    except OperationalError as exc:
+    except DatabaseError as exc:  # unreachable server, a file that is not a database, ...
         raise BlobwatchError(f"--db {redact_url(url)}: cannot open the database ({exc.orig})") from None
     except ImportError as exc:
         raise BlobwatchError(f"--db {redact_url(url)}: database driver not installed ({exc})") from None
 
 
-def _open(url: str) -> Any:
+def _open(url: str, *, create: bool = False) -> Any:
+    """Open the database at ``url``; only ``create`` makes one that does not exist yet."""
     from blobwatch.monitor.db import open_database
 
     with database_errors(url):
-        return open_database(url)
+        return open_database(url, create=create)
 
 
 def _reviewer(args: argparse.Namespace) -> str:
@@ -198,7 +207,7 @@ def run_monitor_command(args: argparse.Namespace) -> int:
         raise BlobwatchError(f"--threshold {args.threshold} must be between 0 and 1")
     if args.model is not None and not Path(args.model).is_file():
         raise InputError(args.model, "model file not found")
-    url, reports, config = _locations(args)
+    url, reports, config = locations(args)
     urls = resolve_notify_urls(args.notify, config=config)
     validate_notify_urls(urls)
     settings = MonitorSettings(
@@ -207,7 +216,7 @@ def run_monitor_command(args: argparse.Namespace) -> int:
         register=not args.no_register,
         threshold=args.threshold,
     )
-    session_factory = _open(url)
+    session_factory = _open(url, create=True)
     kwargs = dict(db=session_factory, reports=reports, notify=urls, settings=settings,
                   progress=False if args.no_progress else None)
     if args.watch is not None:
@@ -233,8 +242,8 @@ def run_catalog_import(args: argparse.Namespace) -> int:
     from blobwatch.monitor.catalog import import_catalog
     from blobwatch.monitor.db import Blob
 
-    url, _, _ = _locations(args)
-    session_factory = _open(url)
+    url, _, _ = locations(args)
+    session_factory = _open(url, create=True)
     with session_factory() as session:
         result = import_catalog(session, args.file, include_from_day=args.include_from_day)
         total = session.scalar(select(func.count()).select_from(Blob))
@@ -247,11 +256,15 @@ def run_catalog_confirm(args: argparse.Namespace) -> int:
     """Handle ``blobwatch catalog confirm``."""
     from blobwatch.monitor.catalog import confirm_candidate
 
-    url, reports, _ = _locations(args)
+    url, reports, _ = locations(args)
     session_factory = _open(url)
     with session_factory() as session:
-        blob = confirm_candidate(session, args.candidate, reviewer=_reviewer(args), images_dir=args.images_dir)
+        blob = confirm_candidate(session, args.candidate, reviewer=_reviewer(args), images_dir=args.images_dir,
+                                 same_as=args.same_as)
         _refresh_pages(session, reports)
+    if args.same_as is not None:
+        print(f"candidate {args.candidate} recorded as catalog blob {blob.id} seen again; nothing added")
+        return 0
     print(f"candidate {args.candidate} confirmed as blob {blob.id}: x={blob.x:.2f} y={blob.y:.2f} "
           f"(DS9 {blob.x + 1:.2f}, {blob.y + 1:.2f}) radius {blob.radius:.1f} px depth {100 * blob.depth:.1f}%")
     return 0
@@ -261,7 +274,7 @@ def run_catalog_reject(args: argparse.Namespace) -> int:
     """Handle ``blobwatch catalog reject``."""
     from blobwatch.monitor.catalog import reject_candidate
 
-    url, reports, _ = _locations(args)
+    url, reports, _ = locations(args)
     session_factory = _open(url)
     with session_factory() as session:
         candidate = reject_candidate(session, args.candidate, reason=args.reason, reviewer=_reviewer(args))
@@ -274,7 +287,7 @@ def run_catalog_export(args: argparse.Namespace) -> int:
     """Handle ``blobwatch catalog export``."""
     from blobwatch.monitor.catalog import export_catalog
 
-    url, _, _ = _locations(args)
+    url, _, _ = locations(args)
     session_factory = _open(url)
     with session_factory() as session:
         written = export_catalog(session, args.output)
@@ -289,7 +302,7 @@ def run_catalog_list(args: argparse.Namespace) -> int:
 
     from blobwatch.monitor.db import CANDIDATE_STATUSES, Blob, Candidate, Image
 
-    url, _, _ = _locations(args)
+    url, _, _ = locations(args)
     session_factory = _open(url)
     with session_factory() as session:
         if args.blobs:

@@ -40,6 +40,7 @@ __all__ = [
     "measure_in_stack",
     "rebuild_difference",
     "reject_candidate",
+    "same_blob",
 ]
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ log = logging.getLogger(__name__)
 BLOB_DQ_FLAG = 512
 #: Width of the reference-pixel border between the 1024x1024 and 1014x1014 frames.
 BORDER = 5
-#: Two catalog entries closer than this (px) are the same blob (import is idempotent).
+#: Two catalog entries closer than this (px) are the same blob (import is idempotent, and a
+#: candidate this close to a catalog blob's edge is not confirmed as another one).
 DUPLICATE_DISTANCE = 1.5
 
 
@@ -350,6 +352,11 @@ def measure_candidate(
     return measure_in_stack(candidate, current.data, result.stack)
 
 
+def _measured_radius(candidate: Candidate) -> float:
+    """Radius (px) of the region around a candidate that a confirm measures."""
+    return max(20.0, 2.0 * float(candidate.radius or 0.0))
+
+
 def measure_in_stack(candidate: Candidate, current: np.ndarray, stack: np.ndarray) -> BlobMeasurement:
     """Measure a candidate's blob in ``1 - current / stack`` (arrays already at hand).
 
@@ -358,11 +365,47 @@ def measure_in_stack(candidate: Candidate, current: np.ndarray, stack: np.ndarra
     CatalogError
         No finite pixels near the candidate.
     """
-    max_radius = max(20.0, 2.0 * float(candidate.radius or 0.0))
     try:
-        return measure_blob(loss_map(current, stack), candidate.x, candidate.y, max_radius=max_radius)
+        return measure_blob(loss_map(current, stack), candidate.x, candidate.y,
+                            max_radius=_measured_radius(candidate))
     except ValueError as exc:
         raise CatalogError(f"candidate {candidate.id}: {exc}") from None
+
+
+def same_blob(
+    session: Session,
+    candidate: Candidate,
+    centre: tuple[float, float] | None = None,
+    *,
+    blobs: Sequence[Blob] | None = None,
+) -> Blob | None:
+    """The catalog blob that a candidate shows again, or None.
+
+    That is the blob the candidate it is linked to was confirmed as, else the nearest blob whose
+    radius plus `DUPLICATE_DISTANCE` holds the candidate's position or its measured ``centre``.
+    ``blobs`` is the catalog if already read.
+    """
+    if candidate.linked_to is not None:
+        root = session.scalar(select(Blob).where(Blob.candidate_id == candidate.linked_to))
+        if root is not None:
+            return root
+    if blobs is None:
+        blobs = list(session.scalars(select(Blob)))
+    for x, y in [(candidate.x, candidate.y)] + ([centre] if centre is not None else []):
+        found = known_blob_at(blobs, x, y, margin=DUPLICATE_DISTANCE)
+        if found is not None:
+            return found
+    return None
+
+
+def _duplicate_error(candidate: Candidate, blob: Blob) -> CatalogError:
+    distance = float(np.hypot(blob.x - candidate.x, blob.y - candidate.y))
+    return CatalogError(
+        f"candidate {candidate.id} is catalog blob {blob.id} again ({distance:.1f} px from its centre"
+        + (f", linked to candidate {candidate.linked_to}" if candidate.linked_to is not None else "")
+        + f"): not added; record it as that blob seen again (catalog confirm --same-as {blob.id}, "
+        f"or 'Confirm: same as blob #{blob.id}' in the review app)"
+    )
 
 
 def confirm_candidate(
@@ -372,9 +415,14 @@ def confirm_candidate(
     reviewer: str,
     images_dir: str | os.PathLike | None = None,
     measurement: BlobMeasurement | None = None,
+    same_as: int | None = None,
     commit: bool = True,
 ) -> Blob:
     """Confirm a candidate as a new blob: measure it and add it to the catalog.
+
+    A candidate that shows a blob already in the catalog (`same_blob`) is refused, so the
+    catalog never holds one blob twice; ``same_as=N`` records it as catalog blob N instead
+    (status ``known``, no new blob).
 
     Parameters
     ----------
@@ -387,18 +435,21 @@ def confirm_candidate(
         recorded paths.
     measurement : BlobMeasurement, optional
         Use this instead of measuring (e.g. a measurement made earlier).
+    same_as : int, optional
+        The id of the catalog blob the candidate shows again (must be its `same_blob`).
     commit : bool
         Commit the session (default) or leave the transaction to the caller.
 
     Returns
     -------
     Blob
-        The new catalog entry (``source='confirmed'``, ``candidate_id`` set).
+        The new catalog entry (``source='confirmed'``, ``candidate_id`` set), or blob ``same_as``.
 
     Raises
     ------
     CatalogError
-        Unknown candidate, already confirmed, a known blob, or its images cannot be measured.
+        Unknown candidate, already confirmed, a known blob, a blob already in the catalog (or
+        not blob ``same_as``), or its images cannot be measured.
     """
     if not reviewer or not reviewer.strip():
         raise CatalogError("a reviewer name is required")
@@ -409,12 +460,21 @@ def confirm_candidate(
         raise CatalogError(
             f"candidate {candidate.id} lies on known blob {candidate.known_blob_id}; nothing to add"
         )
+    if same_as is not None:
+        return _write_with_retry(session, lambda: _record_same_blob(session, candidate_id, same_as, reviewer),
+                                 commit=commit)
+    duplicate = same_blob(session, candidate)
+    if duplicate is not None:  # refused before measuring (which may re-read many images)
+        raise _duplicate_error(candidate, duplicate)
     m = measurement or measure_candidate(session, candidate, images_dir=images_dir)
 
     def apply() -> Blob:
         cand = _get_candidate(session, candidate_id)
         if cand.status in ("confirmed", "known"):
             raise CatalogError(f"candidate {cand.id} changed to {cand.status} meanwhile")
+        duplicate = same_blob(session, cand, (m.x, m.y))
+        if duplicate is not None:
+            raise _duplicate_error(cand, duplicate)
         image = session.get(Image, cand.image_id)
         blob = Blob(
             x=float(m.x),
@@ -441,6 +501,30 @@ def confirm_candidate(
         "confirmed candidate %d as blob %d at x=%.1f y=%.1f r=%.1f depth=%.3f",
         candidate_id, blob.id, blob.x, blob.y, blob.radius, blob.depth,
     )
+    return blob
+
+
+def _record_same_blob(session: Session, candidate_id: int, blob_id: int, reviewer: str) -> Blob:
+    """Record a candidate as catalog blob ``blob_id`` seen again (status ``known``).
+
+    The blob must be its `same_blob`, or (when it has none) lie in the region a confirm would
+    measure around it, where a measured centre may have met it.
+    """
+    cand = _get_candidate(session, candidate_id)
+    if cand.status in ("confirmed", "known"):
+        raise CatalogError(f"candidate {cand.id} changed to {cand.status} meanwhile")
+    found = same_blob(session, cand)
+    blob = session.get(Blob, blob_id)
+    near = blob is not None and np.hypot(blob.x - cand.x, blob.y - cand.y) <= _measured_radius(cand)
+    if blob is None or (found.id != blob.id if found is not None else not near):
+        raise CatalogError(f"candidate {cand.id} is not at catalog blob {blob_id}"
+                           + (f" (it is at blob {found.id})" if found is not None else ""))
+    cand.status = "known"
+    cand.known_blob_id = blob.id
+    cand.reason = f"same as blob {blob.id}"
+    cand.reviewed_by = reviewer.strip()
+    cand.reviewed_at = utcnow()
+    log.info("recorded candidate %d as catalog blob %d", cand.id, blob.id)
     return blob
 
 

@@ -46,6 +46,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
     or_,
     select,
     update,
@@ -53,11 +54,15 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
+from blobwatch.errors import BlobwatchError
+
 #: Alembic revision of the newest schema this code writes.
-SCHEMA_VERSION = "0002"
+SCHEMA_VERSION = "0003"
 
 #: Environment variable that overrides the default database URL.
 DB_URL_ENV = "BLOBWATCH_DB"
+#: The default report folder (in the working directory), which holds the default database.
+DEFAULT_REPORTS = "blobwatch-reports"
 
 IMAGE_STATUSES = ("registered", "processing", "processed", "rejected")
 CANDIDATE_STATUSES = ("new", "confirmed", "rejected", "known", "linked")
@@ -223,6 +228,11 @@ class Blob(Base):
     created_at: Mapped[_dt.datetime] = mapped_column(default=utcnow)
 
 
+def _found_as_new(context: Any) -> bool:
+    """Default of ``candidates.alerted``: the status given when the row is inserted is ``new``."""
+    return context.get_current_parameters().get("status", "new") == "new"
+
+
 class Candidate(Base):
     """A localized candidate blob in one image, and its review state.
 
@@ -244,6 +254,8 @@ class Candidate(Base):
     radius: Mapped[Optional[float]] = mapped_column(Float)
     subframe: Mapped[Optional[int]] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), index=True, default="new")
+    #: the monitor alerted on it when it was found (status ``new`` then); reviews never change it
+    alerted: Mapped[bool] = mapped_column(Boolean, default=_found_as_new, server_default=false())
     linked_to: Mapped[Optional[int]] = mapped_column(
         ForeignKey("candidates.id", ondelete="SET NULL")
     )
@@ -290,16 +302,37 @@ class Notification(Base):
 
 
 def default_db_url(directory: str | os.PathLike | None = None) -> str:
-    """Return the default database URL.
+    """Return the default database URL (of ``blobwatch monitor``, ``serve`` and ``catalog``).
 
     ``$BLOBWATCH_DB`` if set, else ``sqlite:///<directory>/blobwatch.db`` (``directory``
-    defaults to the current working directory).
+    defaults to the default report folder, `DEFAULT_REPORTS` in the working directory).
     """
     env = os.environ.get(DB_URL_ENV)
     if env:
         return env
-    base = Path(directory) if directory is not None else Path.cwd()
+    base = Path(directory) if directory is not None else Path.cwd() / DEFAULT_REPORTS
     return f"sqlite:///{(base / 'blobwatch.db').resolve()}"
+
+
+class DatabaseNotFoundError(BlobwatchError):
+    """The database to open does not exist (or holds no blobwatch schema) and may not be created."""
+
+    def __init__(self, url: str, problem: str) -> None:
+        super().__init__(
+            f"database {redact_url(url)}: {problem}; give the right one with --db or ${DB_URL_ENV}, or "
+            "create one with 'blobwatch monitor' or 'blobwatch catalog import'"
+        )
+
+
+def _missing_sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL if it does not exist (None: it exists, or not a SQLite file URL)."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" \
+            or database.startswith("file:"):
+        return None
+    path = Path(database).expanduser()
+    return None if path.is_file() else path
 
 
 def redact_url(url: str) -> str:
@@ -364,7 +397,7 @@ def upgrade_schema(engine: Engine) -> None:
     Runs in one transaction; on SQLite it holds the write lock, so two processes opening a new
     database at once do not both create tables.
     """
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines are noise for users
+    _quiet_alembic()
     from alembic import command
 
     with engine.connect() as conn:
@@ -374,24 +407,36 @@ def upgrade_schema(engine: Engine) -> None:
             command.upgrade(_alembic_config(conn), "head")
 
 
+def _quiet_alembic() -> None:
+    """Keep Alembic's INFO lines (plugin set-up, each migration) off the console: noise for users."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def schema_version(engine: Engine) -> str | None:
     """Return the database's Alembic revision (``None`` for an empty database)."""
+    _quiet_alembic()
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def open_database(url: str | None = None, *, upgrade: bool = True) -> sessionmaker[Session]:
+def open_database(
+    url: str | None = None, *, upgrade: bool = True, create: bool = True
+) -> sessionmaker[Session]:
     """Open (and create or upgrade) the blobwatch database at ``url``.
 
     Parameters
     ----------
     url : str, optional
         Any SQLAlchemy URL; default `default_db_url` (``$BLOBWATCH_DB`` or
-        ``sqlite:///./blobwatch.db``).
+        ``sqlite:///./blobwatch-reports/blobwatch.db``).
     upgrade : bool
         Create or upgrade the schema to `SCHEMA_VERSION` (Alembic ``upgrade head``).
+    create : bool
+        Create a database that does not exist yet.  Without it, a missing SQLite file or a
+        database without a blobwatch schema raises `DatabaseNotFoundError` (and nothing is
+        created), so a mistyped URL is not mistaken for an empty database.
 
     Returns
     -------
@@ -399,7 +444,15 @@ def open_database(url: str | None = None, *, upgrade: bool = True) -> sessionmak
         Use ``with Session() as s:`` or ``with Session.begin() as s:``; the engine is
         ``Session.kw["bind"]``.  ``expire_on_commit=False`` so rows stay readable after commit.
     """
-    engine = create_db_engine(url or default_db_url())
+    url = url or default_db_url()
+    if not create:
+        missing = _missing_sqlite_file(url)
+        if missing is not None:
+            raise DatabaseNotFoundError(url, f"no such file {missing}")
+    engine = create_db_engine(url)
+    if not create and schema_version(engine) is None:
+        engine.dispose()
+        raise DatabaseNotFoundError(url, "not a blobwatch database (it has no blobwatch tables)")
     if upgrade:
         upgrade_schema(engine)
     return sessionmaker(bind=engine, expire_on_commit=False)

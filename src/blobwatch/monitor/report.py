@@ -391,7 +391,7 @@ def index_rows(session: Any, reports: str | os.PathLike) -> list[dict[str, Any]]
                     CandidateView(c.id, c.x, c.y, c.probability, c.significance, c.radius, c.status)
                     for c in cs
                 ],
-                "alert": any(c.status in ("new", "confirmed", "rejected") for c in cs),
+                "alert": any(c.alerted for c in cs),
                 "link": link,
             }
         )

@@ -577,8 +577,8 @@ def process_image(
             row = Candidate(
                 run_id=run.id, image_id=image.id, x=rec["x"], y=rec["y"], probability=rec["probability"],
                 significance=rec["significance"], radius=rec["radius"], subframe=rec["subframe"],
-                status=rec["status"], linked_to=rec["linked_to"], known_blob_id=rec["known_blob_id"],
-                reason=rec["note"] or None, created_at=utcnow(),
+                status=rec["status"], alerted=rec["status"] == "new", linked_to=rec["linked_to"],
+                known_blob_id=rec["known_blob_id"], reason=rec["note"] or None, created_at=utcnow(),
             )
             session.add(row)
             cand_rows.append(row)

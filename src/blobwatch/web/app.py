@@ -5,7 +5,7 @@
 blob map (``/blobs``) and the history (``/history``); figures are rendered on demand by
 `blobwatch.web.render` from files found through database ids only. The JSON API lives under
 ``/api`` and is described by the OpenAPI schema (``/api/openapi.json``), rendered locally at
-``/api`` and by Swagger UI at ``/api/docs``.
+``/api`` (``/api/docs`` leads there: no Swagger UI, whose assets would come from a CDN).
 
 Write actions (confirm, reject) are HTML form posts protected by `blobwatch.web.security`, and
 call `blobwatch.monitor.catalog.confirm_candidate` / `reject_candidate`, the same code path as
@@ -19,12 +19,12 @@ import logging
 import re
 import threading
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator, Literal
+from typing import Any, AsyncIterator, Callable, Iterator, Literal, Sequence
 from urllib.parse import urlencode
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
@@ -36,7 +36,14 @@ from blobwatch.errors import BlobwatchError
 from blobwatch.monitor.db import Candidate, SubframePrediction, open_database
 from blobwatch.web import queries, render
 from blobwatch.web.pixels import LRUCache, PixelStore
-from blobwatch.web.security import AUTH_COOKIE, CSRF_COOKIE, CSRF_FIELD, Guard
+from blobwatch.web.security import (
+    AUTH_COOKIE,
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    Guard,
+    allowed_host_name,
+    host_allowed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +69,15 @@ def create_app(
     token: str | None = None,
     require_token: bool = False,
     images_dir: str | Path | None = None,
+    allowed_hosts: Sequence[str] = (),
 ) -> FastAPI:
     """Build the review app for the monitor database at ``db_url``.
 
     Parameters
     ----------
     db_url : str
-        SQLAlchemy URL of the monitor's database (created or upgraded if needed).
+        SQLAlchemy URL of the monitor's database (upgraded if needed; it must exist, see
+        `blobwatch.monitor.db.DatabaseNotFoundError`).
     reports_dir : path-like, optional
         Folder of the monitor's reports; report files recorded in the database with relative
         paths are looked up there.
@@ -79,8 +88,12 @@ def create_app(
         this when bound to a non-loopback address).
     images_dir : path-like, optional
         Where to look (by file name) for blob images that moved since they were processed.
+    allowed_hosts : sequence of str
+        Host names (or addresses) the app answers to besides the loopback names; a request with
+        any other ``Host`` gets 400 (`blobwatch.web.security.host_allowed`).
     """
-    session_factory = open_database(db_url)
+    hosts = frozenset(allowed_host_name(h) for h in allowed_hosts)
+    session_factory = open_database(db_url, create=False)
     guard = Guard(token=token, require_token=require_token)
     pixels = PixelStore(reports_dir=reports_dir, images_dir=images_dir)
     pngs: LRUCache[bytes] = LRUCache(96)  # rendered PNGs; rendering serialised by its lock
@@ -111,7 +124,7 @@ def create_app(
         description="Review of new WFC3/IR blob candidates found by the blobwatch monitor. "
                     "Pixel coordinates are 0-based (x = column, y = row); `x_ds9`, `y_ds9` "
                     "give the 1-based DS9/FITS position.",
-        docs_url="/api/docs",
+        docs_url=None,
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
@@ -130,10 +143,17 @@ def create_app(
             response.set_cookie(CSRF_COOKIE, fresh, httponly=True, samesite="strict")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
-        if not request.url.path.startswith("/api/docs"):
-            response.headers.setdefault("Content-Security-Policy", _CSP)
-            response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Content-Security-Policy", _CSP)
+        response.headers.setdefault("X-Frame-Options", "DENY")
         return response
+
+    @app.middleware("http")
+    async def trusted_host(request: Request, call_next: Any) -> Response:
+        # added last, so it runs first: nothing (not even a CSRF cookie) for an unknown Host
+        if not host_allowed(request.url.hostname, hosts):
+            return PlainTextResponse("400: this server does not answer to that Host name "
+                                     "(blobwatch serve --allowed-host NAME allows one)\n", status_code=400)
+        return await call_next(request)
 
     def db() -> Iterator[Session]:
         with session_factory() as session:
@@ -208,6 +228,11 @@ def create_app(
         schema = app.openapi()
         return page(request, "api.html", "api", session, routes=_api_routes(schema),
                     models=_api_models(schema))
+
+    @app.get("/api/docs", include_in_schema=False)
+    def api_docs() -> RedirectResponse:
+        """The offline API page (where FastAPI would serve Swagger UI from a CDN)."""
+        return RedirectResponse("/api", status_code=308)
 
     # ---------------------------------------------------------------- figures (by id only)
 
@@ -329,8 +354,17 @@ def create_app(
     def review_fields(fields: dict[str, str]) -> str:
         reviewer = fields.get("reviewer", "").strip()
         if not reviewer or len(reviewer) > 128:
-            raise HTTPException(422, "give your name (at most 128 characters) as reviewer")
+            raise _FormError("give your name (at most 128 characters) as reviewer")
         return reviewer
+
+    def form_again(request: Request, candidate_id: int, problem: str) -> HTMLResponse:
+        """The candidate's page with its review form and ``problem`` beside it (status 422)."""
+        with session_factory() as session:
+            response = page(request, "candidate.html", "queue", session,
+                            candidate=candidate_or_404(session, candidate_id),
+                            form_error=(candidate_id, problem))
+        response.status_code = 422
+        return response
 
     def back(fields: dict[str, str], **params: Any) -> RedirectResponse:
         target = fields.get("next", "/queue")
@@ -359,7 +393,19 @@ def create_app(
 
         fields = await checked_form(request)
         require_write(request)
-        reviewer = review_fields(fields)
+        try:
+            reviewer = review_fields(fields)
+        except _FormError as exc:
+            return await run_in_threadpool(form_again, request, candidate_id, str(exc))
+        same_as = fields.get("same_as")
+        if same_as is not None:
+            if not (same_as.isdigit() and len(same_as) < 19):  # an SQLite integer
+                raise HTTPException(422, "same_as must be a catalog blob id")
+            blob = await run_in_threadpool(decide, candidate_id, "recorded", lambda session: confirm_candidate(
+                session, candidate_id, reviewer=reviewer, same_as=int(same_as)))
+            log.info("candidate %d recorded by %s as blob %d seen again", candidate_id, reviewer, blob.id)
+            return back(fields, done="same", candidate=candidate_id, blob=blob.id)
+
         def action(session: Session) -> Any:
             # the candidate page usually left its image's stack in memory: measure there rather
             # than re-read the image and its references (same arrays, same measurement)
@@ -385,10 +431,13 @@ def create_app(
 
         fields = await checked_form(request)
         require_write(request)
-        reviewer = review_fields(fields)
         reason = fields.get("reason", "")
-        if reason not in queries.REJECT_REASONS:
-            raise HTTPException(422, f"reason must be one of: {', '.join(queries.REJECT_REASONS)}")
+        try:
+            reviewer = review_fields(fields)
+            if reason not in queries.REJECT_REASONS:
+                raise _FormError(f"reason must be one of: {', '.join(queries.REJECT_REASONS)}")
+        except _FormError as exc:
+            return await run_in_threadpool(form_again, request, candidate_id, str(exc))
         note = fields.get("note", "").strip()[:500]
         if note:
             reason = f"{reason}: {note}"
@@ -466,12 +515,19 @@ def create_app(
     return app
 
 
+class _FormError(ValueError):
+    """A review form field is missing or wrong (shown beside the form, not as an error page)."""
+
+
 def _flash(done: str | None, params: Any) -> tuple[str, str] | None:
     """The message shown after a write action (built here from ids, never echoed from the URL)."""
     try:
         if done == "confirmed":
             return "ok", (f"Candidate #{int(params['candidate'])} confirmed: "
                           f"blob #{int(params['blob'])} added to the catalog.")
+        if done == "same":
+            return "ok", (f"Candidate #{int(params['candidate'])} recorded as catalog blob "
+                          f"#{int(params['blob'])} seen again: nothing added to the catalog.")
         if done == "rejected":
             return "ok", f"Candidate #{int(params['candidate'])} rejected."
     except (KeyError, TypeError, ValueError):

@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 
 from blobwatch.monitor.db import Blob, Candidate, Image, Notification, Run, SubframePrediction
 
-#: Candidate statuses that were alerted (as opposed to ``known``/``linked``, recorded silently).
-ALERTED_STATUSES = ("new", "confirmed", "rejected")
 #: Reasons offered when rejecting a candidate (seed section 6: dips are the main false positive).
 REJECT_REASONS = ("dip", "cosmic ray", "persistence", "bad pixel", "other")
+#: Candidate statuses a reviewer may still confirm.
+CONFIRMABLE_STATUSES = ("new", "linked", "rejected")
 #: Width of the reference-pixel border around the detector's science area.
 BORDER = 5
 #: Shape of a WFC3/IR blob image.
@@ -65,6 +65,10 @@ class CandidateView:
     linked_to: int | None
     known_blob_id: int | None
     blob_id: int | None
+    #: the catalog blob this undecided candidate shows again (confirm records it as that blob)
+    same_blob_id: int | None
+    #: the monitor alerted on it when it was found (False: known or linked, recorded silently)
+    alerted: bool
     #: id of the subframe row whose saliency map shows this candidate (None: no map)
     saliency_id: int | None = None
     #: DS9/FITS 1-based position (x + 1, y + 1)
@@ -150,9 +154,23 @@ def _saliency_ids(session: Session, candidates: Sequence[Candidate]) -> dict[tup
     return {(run_id, index): sid for run_id, index, sid in rows}
 
 
+def _same_blob_ids(session: Session, candidates: Sequence[Candidate]) -> dict[int, int]:
+    """The catalog blob each undecided candidate shows again (`catalog.same_blob`), by candidate id."""
+    from blobwatch.monitor.catalog import same_blob
+
+    undecided = [c for c in candidates if c.status in CONFIRMABLE_STATUSES]
+    if not undecided:
+        return {}
+    blobs = list(session.scalars(select(Blob)))
+    found = {c.id: same_blob(session, c, blobs=blobs) for c in undecided}
+    return {cid: blob.id for cid, blob in found.items() if blob is not None}
+
+
 def candidate_views(session: Session, candidates: Sequence[Candidate]) -> list[CandidateView]:
-    """Turn candidate rows into views (two extra queries: blobs they became, saliency maps)."""
+    """Turn candidate rows into views (a few extra queries: blobs they became or show again,
+    saliency maps)."""
     blob_of = _blob_ids_by_candidate(session, [c.id for c in candidates])
+    same = _same_blob_ids(session, candidates)
     saliency = _saliency_ids(session, candidates)
     return [
         CandidateView(
@@ -160,7 +178,8 @@ def candidate_views(session: Session, candidates: Sequence[Candidate]) -> list[C
             probability=c.probability, significance=c.significance, radius=c.radius,
             subframe=c.subframe, status=c.status, reason=c.reason, reviewed_by=c.reviewed_by,
             reviewed_at=_iso(c.reviewed_at), linked_to=c.linked_to, known_blob_id=c.known_blob_id,
-            blob_id=blob_of.get(c.id), saliency_id=saliency.get((c.run_id, c.subframe)),
+            blob_id=blob_of.get(c.id), same_blob_id=same.get(c.id), alerted=c.alerted,
+            saliency_id=saliency.get((c.run_id, c.subframe)),
         )
         for c in candidates
     ]
@@ -244,20 +263,22 @@ def list_images(session: Session) -> list[ImageView]:
         counts.setdefault(image_id, {})[status] = n
     notes = dict(session.execute(select(Notification.image_id, func.count()).group_by(
         Notification.image_id)).all())
+    alerted = set(session.scalars(select(Candidate.image_id).where(Candidate.alerted).distinct()))
     known = known_blob_counts(session, [im.mjd for im in images])
-    return [_image_view(im, runs.get(im.id), counts.get(im.id, {}), notes.get(im.id, 0), int(k))
+    return [_image_view(im, runs.get(im.id), counts.get(im.id, {}), notes.get(im.id, 0), int(k),
+                        alerted=im.id in alerted)
             for im, k in zip(images, known)]
 
 
 def _image_view(image: Image, run: Run | None, counts: dict[str, int], notifications: int,
-                known: int) -> ImageView:
+                known: int, *, alerted: bool) -> ImageView:
     return ImageView(
         id=image.id, name=image.name, mjd=image.mjd, obs_date=_iso(image.obs_date),
         filter=image.filter, status=image.status, reason=image.reason,
         run_id=run.id if run else None, threshold=run.threshold if run else None,
         max_probability=run.max_probability if run else None,
         n_candidates=sum(counts.values()), n_open=counts.get("new", 0),
-        alert=any(counts.get(s, 0) for s in ALERTED_STATUSES) or notifications > 0,
+        alert=alerted or notifications > 0,
         known_blobs=known, notifications=notifications,
         has_report=bool(run and run.report_path),
         max_offset=_max_offset(run.parameters if run else None),
@@ -284,7 +305,9 @@ def get_image(session: Session, image_id: int, *, detail: bool = True) -> ImageV
     notes = int(session.scalar(select(func.count()).select_from(Notification).where(
         Notification.image_id == image_id)) or 0)
     known = int(known_blob_counts(session, [image.mjd])[0])
-    view = _image_view(image, run, counts, notes, known)
+    alerted = session.scalar(select(Candidate.id).where(Candidate.image_id == image_id,
+                                                        Candidate.alerted).limit(1)) is not None
+    view = _image_view(image, run, counts, notes, known, alerted=alerted)
     if detail and run is not None:
         view.subframes = [
             SubframeView(id=s.id, index=s.index, x0=s.x0, y0=s.y0, size=s.size,

@@ -1,4 +1,9 @@
-"""Security of the review app: loopback detection, the write token and CSRF protection.
+"""Security of the review app: loopback detection, the Host allow-list, the write token and CSRF
+protection.
+
+Every request must name an allowed host in its ``Host`` header (`host_allowed`): the loopback
+names, plus those given with ``blobwatch serve --allowed-host``.  A page from a hostile name that
+resolves to 127.0.0.1 (DNS rebinding) sends that name, and gets 400 instead of a CSRF token.
 
 Forms use a double-submit token bound to a cookie: the browser holds a random ``bw_csrf``
 cookie (SameSite=Strict, HttpOnly) and every form carries ``HMAC(secret, cookie)``; a POST is
@@ -16,6 +21,7 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+from typing import Collection
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -40,6 +46,41 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def host_allowed(hostname: str | None, allowed: Collection[str] = ()) -> bool:
+    """True when a request's ``Host`` name (without port) is a loopback name or in ``allowed``.
+
+    Names are compared case-insensitively, without a trailing dot; ``allowed`` holds lower-case
+    names or addresses (IPv6 without brackets).
+    """
+    if not hostname:
+        return False
+    name = hostname.strip().lower().rstrip(".").strip("[]")
+    return is_loopback(name) or name in allowed
+
+
+def allowed_host_name(value: str) -> str:
+    """The form `host_allowed` compares: ``value`` in lower case, without brackets or trailing dot.
+
+    Raises
+    ------
+    ValueError
+        ``value`` is empty or holds a port, a path or spaces.
+    """
+    name = value.strip().lower().rstrip(".")
+    bare = name.strip("[]")
+    if not bare or any(c in name for c in "/@ \t") or (":" in bare and not _is_ip(bare)):
+        raise ValueError(f"{value!r} is not a host name or address (give it without port or scheme)")
+    return bare
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 class Guard:

@@ -1,4 +1,5 @@
-// blobwatch review app: the only JavaScript. Sortable tables and click-to-zoom cut-outs.
+// blobwatch review app: the only JavaScript. Sortable tables, click-to-zoom cut-outs, and the
+// reviewer check of Confirm (which skips the form's validation, since a reason is for Reject).
 "use strict";
 
 function cellValue(row, index) {
@@ -27,6 +28,15 @@ document.addEventListener("DOMContentLoaded", () => {
     Array.from(table.tHead.rows[0].cells).forEach((th, index) => {
       th.title = "sort";
       th.addEventListener("click", () => sortTable(table, index, th));
+    });
+  }
+  for (const button of document.querySelectorAll("button[data-action=confirm]")) {
+    button.addEventListener("click", (event) => {
+      const reviewer = button.form.elements.namedItem("reviewer");
+      if (reviewer && !reviewer.checkValidity()) {
+        event.preventDefault();
+        reviewer.reportValidity();
+      }
     });
   }
   for (const img of document.querySelectorAll("img.zoomable")) {
