@@ -175,6 +175,8 @@ def test_mcnemar_and_bootstrap_by_sequence() -> None:
     flags = np.tile([True, True, False, False], 6)
     d = R.rate_with_ci(seqs, flags, np.ones_like(flags))
     assert d["rate"] == 0.5 and d["ci_low"] == d["ci_high"] == 0.5  # every sequence has the same rate
+    every = R.rate_with_ci(seqs, np.ones_like(flags), np.ones_like(flags))
+    assert every["rate"] == 1.0 and every["ci_high"] == 1.0 and 0.85 < every["ci_low"] < 0.9  # 24 of 24
     mixed = np.repeat([True, False], 12)
     d = R.rate_with_ci(seqs, mixed, np.ones_like(mixed))
     assert d["ci_low"] < 0.5 < d["ci_high"]
@@ -251,3 +253,25 @@ def test_evaluate_suite_rates_with_intervals_and_mf_threshold_from_calibration(s
 def test_evaluate_needs_datasets_or_suite(capsys) -> None:
     assert main(["evaluate"]) == 2
     assert "dataset directories, or --suite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", [{"kind": "white"}, {"kind": "correlated", "sigma": 1.0},
+                                   {"kind": "1/f", "alpha": 1.0, "fraction": 0.5}])
+def test_matched_filter_gain_predicts_the_filtered_noise(model) -> None:
+    from scipy.signal import fftconvolve
+
+    from blobwatch.simulate import blob_profile
+    from blobwatch.variation import _frequency2, matched_filter_gain, noise_field, noise_power
+
+    shape = (256, 256)
+    f2 = _frequency2(shape)
+    template = blob_profile(6.0, kind="disc")
+    where = (slice(100, 100 + template.shape[0]), slice(90, 90 + template.shape[1]))
+    gain = matched_filter_gain(template, where, shape, noise_power(model, f2))
+    rng = np.random.default_rng(3)
+    stds = [fftconvolve(noise_field(rng, shape, model, f2), template[::-1, ::-1], mode="same")[40:-40, 40:-40].std()
+            for _ in range(6)]
+    measured = float(np.mean(stds)) / math.sqrt(float(np.sum(template.astype(np.float64) ** 2)))
+    assert math.isclose(measured, gain, rel_tol=0.15), (measured, gain)
+    if model["kind"] != "white":
+        assert gain > 1.3

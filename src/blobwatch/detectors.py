@@ -52,6 +52,7 @@ class MatchedFilterDetector:
     """The matched filter alone on the prepared registered difference."""
 
     clip_sigma: float | None = None
+    floor: float = 3.0
     name: str = "mf"
     native_threshold: float = 5.0  # detect's min_significance
     localizes: bool = True
@@ -61,7 +62,7 @@ class MatchedFilterDetector:
         from blobwatch.preprocess import prepare
 
         prepared = prepare(case.difference, clip_sigma=self.clip_sigma).data
-        return matched_filter_peaks(prepared, border=case.border)
+        return matched_filter_peaks(prepared, floor=self.floor, border=case.border)
 
 
 @dataclass
@@ -85,6 +86,7 @@ class PaperDetector(_ModelDetector):
 
     name: str = "paper"
     localizes: bool = False
+    registered: bool = False
     description: str = "PaperCNN, seed protocol (16 subframes of the plain median difference)"
 
     def __call__(self, case: Case) -> Candidates:

@@ -407,26 +407,33 @@ def suite_subframe_scores(cases: Sequence[Any], classifier: Any, *, progress: bo
     Returns
     -------
     dict
-        Per protocol: ``seq`` (sequence seed of each subframe), ``label``, ``cnn``, ``mf``.
+        Per protocol: ``seq`` (sequence seed of each subframe), ``label``, ``partial`` (holds part
+        of the blob but not its centre: neither positive nor negative), ``cnn``, ``mf``.
     """
     from tqdm import tqdm
 
     from blobwatch.baseline import matched_filter_scores
     from blobwatch.preprocess import prepare, tile
 
-    out: dict[str, dict[str, list[np.ndarray]]] = {p: {"seq": [], "label": [], "cnn": [], "mf": []} for p in SUITE_PROTOCOLS}
+    out: dict[str, dict[str, list[np.ndarray]]] = {
+        p: {"seq": [], "label": [], "partial": [], "cnn": [], "mf": []} for p in SUITE_PROTOCOLS}
     for case in tqdm(cases, desc="subframes", unit="case", disable=not progress):
         for protocol in SUITE_PROTOCOLS:
             diff = case.plain_difference if protocol == "plain" else case.difference
             tiles, offsets = tile(prepare(diff, clip_factor=classifier.clip_factor).data, size=classifier.size)
             label = np.zeros(len(tiles), dtype=bool)
+            partial = np.zeros(len(tiles), dtype=bool)
             if case.blob is not None:
                 x0, y0, s = offsets[:, 0], offsets[:, 1], classifier.size
                 bx, by = case.blob["x"], case.blob["y"]
                 label = (bx >= x0) & (bx < x0 + s) & (by >= y0) & (by < y0 + s)
+                gap = np.hypot(np.maximum(np.maximum(x0 - bx, bx - (x0 + s - 1)), 0.0),
+                               np.maximum(np.maximum(y0 - by, by - (y0 + s - 1)), 0.0))
+                partial = ~label & (gap < case.blob["radius"])
             d = out[protocol]
             d["seq"].append(np.full(len(tiles), case.seed))
             d["label"].append(label)
+            d["partial"].append(partial)
             d["cnn"].append(classifier.predict_proba(tiles).astype(np.float64))
             d["mf"].append(matched_filter_scores(tiles).astype(np.float64))
         case.release()
@@ -453,7 +460,8 @@ def evaluate_suite(calibration: dict[str, dict[str, np.ndarray]], suite: dict[st
                    threshold: float) -> dict[str, Any]:
     """Subframe confusion rates of the CNN (at ``threshold``) and of the matched filter on the suite.
 
-    The matched filter's threshold is chosen on the calibration split, at the CNN's
+    Subframes that hold part of the blob but not its centre count neither way.  The matched
+    filter's threshold is chosen on the calibration split, at the CNN's
     false-positive rate there (nothing is chosen on the suite).  Rates carry 95 % bootstrap
     intervals resampled by sequence; the two detectors are compared with McNemar's test on the
     positive and on the negative subframes.
@@ -464,12 +472,13 @@ def evaluate_suite(calibration: dict[str, dict[str, np.ndarray]], suite: dict[st
     report: dict[str, Any] = {"threshold": float(threshold), "protocols": {}}
     for protocol in SUITE_PROTOCOLS:
         cal, s = calibration[protocol], suite[protocol]
-        cal_fpr = float(np.mean(cal["cnn"][~cal["label"]] >= threshold))
-        mf_thr = threshold_at_fpr(cal["mf"][~cal["label"]], cal_fpr)
+        cal_neg = ~cal["label"] & ~cal["partial"]
+        cal_fpr = float(np.mean(cal["cnn"][cal_neg] >= threshold))
+        mf_thr = threshold_at_fpr(cal["mf"][cal_neg], cal_fpr)
         res: dict[str, Any] = {"subframes": int(s["label"].size), "positives": int(s["label"].sum()),
                                "cnn_calibration_fpr": cal_fpr, "mf_threshold": float(mf_thr)}
         flags = {"cnn": s["cnn"] >= threshold, "mf": s["mf"] >= mf_thr}
-        pos, neg = s["label"], ~s["label"]
+        pos, neg = s["label"], ~s["label"] & ~s["partial"]
         for name, flag in flags.items():
             res[name] = {
                 "tpr": rate_with_ci(s["seq"], flag, pos),

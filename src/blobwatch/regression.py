@@ -63,6 +63,13 @@ ARTIFACT_PX = 8.0
 OFFSET_CAUSE_PX = 1.0
 
 
+def regression_module() -> Any:
+    """This module (its source is part of the cache key: it builds the cases)."""
+    import sys
+
+    return sys.modules[__name__]
+
+
 class SuiteError(BlobwatchError):
     """A suite cannot be built or used as asked."""
 
@@ -102,13 +109,17 @@ class SuiteSpec:
 
     def key(self, seed: int) -> str:
         """Cache key of one sequence: version, variation ranges, seed and the generating code."""
-        from blobwatch import difference, simulate, variation
+        from blobwatch import dataset, difference, simulate, variation
 
         h = hashlib.sha256()
         h.update(f"{SUITE_VERSION}|{self.split}|{seed}|".encode())
         h.update(json.dumps(self.variation.to_dict(), sort_keys=True).encode())
-        for module in (variation, simulate, difference):
-            h.update(Path(module.__file__).read_bytes())
+        files = [Path(m.__file__) for m in (variation, simulate, difference, regression_module())]
+        files += sorted(Path(dataset.__file__).parent.glob("*.py")) if Path(dataset.__file__).name == "__init__.py" \
+            else [Path(dataset.__file__)]
+        files.append(dataset.default_stamps_path())
+        for path in files:
+            h.update(path.read_bytes())
         return h.hexdigest()
 
 
@@ -203,6 +214,19 @@ def _robust_sigma(values: np.ndarray) -> float:
     return float(mad_std(finite)) if finite.size else float("nan")
 
 
+def _matched_filter_snr(difference: np.ndarray, template: np.ndarray, where: tuple[slice, slice],
+                        depth: float) -> float:
+    """S/N of a new blob for a matched filter that knows its exact signal: ``depth * sum(t**2)``
+    over the robust noise of the difference correlated with the template ``t`` (so correlated
+    noise counts as it does for a real filter)."""
+    from scipy.signal import fftconvolve
+
+    filled = np.where(np.isfinite(difference), difference, 0.0).astype(np.float32)
+    response = fftconvolve(filled, template[::-1, ::-1], mode="same")
+    noise = _robust_sigma(response)
+    return float(depth * np.sum(template.astype(np.float64) ** 2) / noise) if noise > 0 else float("nan")
+
+
 def _build_sequence(spec: SuiteSpec, seed: int, folder: Path) -> None:
     """Render one sequence, difference every current image, and write its folder."""
     from blobwatch.difference import (
@@ -220,6 +244,9 @@ def _build_sequence(spec: SuiteSpec, seed: int, folder: Path) -> None:
         for i, (img, mjd) in enumerate(zip(seq.references, seq.reference_mjd))
     ]
     folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():  # a stale build (other settings, older code): nothing of it stays
+        if old.is_file():
+            old.unlink()
     with np.errstate(invalid="ignore"):
         plain = nan_median_stack(seq.references)
     with atomic_path(folder / "references_median.npy") as tmp, open(tmp, "wb") as f:
@@ -236,12 +263,16 @@ def _build_sequence(spec: SuiteSpec, seed: int, folder: Path) -> None:
         sigma = _robust_sigma(result.data)
         with atomic_path(folder / f"case{case.index:02d}.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, current=case.image, difference=result.data)
-        blobs = [{**b, "snr": float(b["depth"] * math.sqrt(b["signal_energy"]) / sigma)} for b in case.blobs]
+        blobs = [{**b, "snr": _matched_filter_snr(result.data, template, where, b["depth"])}
+                 for b, (template, where) in zip(case.blobs, case.templates)]
+        shifts = np.asarray(seq.params["reference_shifts"])
+        truth_offsets = np.array([case.transform["dy"], case.transform["dx"]]) - shifts[-len(refs):]
         records.append({
             "index": case.index, "mjd": case.mjd, "noise": case.noise, "difference_sigma": sigma,
             "transform": case.transform, "blob": blobs[0] if blobs else None, "blobs": blobs,
             "artifacts": case.artifacts,
             "registration_offsets": result.offsets.tolist(), "unregistered_references": unregistered,
+            "registration_error_px": float(np.median(np.hypot(*(result.offsets - truth_offsets).T))),
         })
     truth = {
         "version": SUITE_VERSION, "split": spec.split, "seed": seed, "key": spec.key(seed),
@@ -412,7 +443,10 @@ def outcome(case: Case, cands: Candidates, threshold: float) -> CaseOutcome:
     if blob is not None and x.size:
         if boxes is not None:
             bx0, by0, bs = boxes[:, 0], boxes[:, 1], boxes[:, 2]
-            matched = (blob["x"] >= bx0) & (blob["x"] < bx0 + bs) & (blob["y"] >= by0) & (blob["y"] < by0 + bs)
+            # a box holding any part of the blob's disc finds it (a blob may straddle subframes)
+            gap_x = np.maximum(np.maximum(bx0 - blob["x"], blob["x"] - (bx0 + bs - 1)), 0.0)
+            gap_y = np.maximum(np.maximum(by0 - blob["y"], blob["y"] - (by0 + bs - 1)), 0.0)
+            matched = np.hypot(gap_x, gap_y) < float(blob["radius"])
         else:
             dist = np.hypot(x - blob["x"], y - blob["y"])
             matched = dist <= max(MATCH_MIN_PX, float(blob["radius"]))
@@ -450,11 +484,17 @@ def _per_sequence(seqs: np.ndarray, flags: np.ndarray, mask: np.ndarray) -> tupl
 
 
 def rate_with_ci(seqs: np.ndarray, flags: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
-    """``n``, ``rate`` and a 95 % bootstrap interval (resampled by sequence) of ``flags[mask]``."""
+    """``n``, ``rate`` and a 95 % bootstrap interval (resampled by sequence) of ``flags[mask]``;
+    the exact (Clopper-Pearson) interval where every resample gives the same rate."""
     hits, totals = _per_sequence(seqs, flags, mask)
     n = int(totals.sum())
     rate = float(hits.sum() / n) if n else None
     lo, hi = _bootstrap_rate(hits, totals) if n else (None, None)
+    if n and hits.sum() in (0, n):  # all or none: every resample agrees, so use the exact binomial interval
+        from scipy.stats import binomtest
+
+        ci = binomtest(int(hits.sum()), n).proportion_ci(confidence_level=0.95, method="exact")
+        lo, hi = float(ci.low), float(ci.high)
     return {"n": n, "rate": rate, "ci_low": lo, "ci_high": hi}
 
 
@@ -468,6 +508,7 @@ class DetectorScores:
     cases: list[Case]
     outcomes: list[CaseOutcome]
     localizes: bool = True
+    registered: bool = True
 
     @property
     def seqs(self) -> np.ndarray:
@@ -520,10 +561,11 @@ class DetectorScores:
 
 
 def score(detector: str, cases: Sequence[Case], candidates: Sequence[Candidates], threshold: float,
-          operating_point: str, *, localizes: bool = True) -> DetectorScores:
-    """Outcomes of every case at ``threshold``."""
+          operating_point: str, *, localizes: bool = True, registered: bool = True) -> DetectorScores:
+    """Outcomes of every case at ``threshold`` (``registered``: the detector reads the registered
+    difference; it only changes how causes are named)."""
     outcomes = [outcome(c, k, threshold) for c, k in zip(cases, candidates)]
-    return DetectorScores(detector, float(threshold), operating_point, list(cases), outcomes, localizes)
+    return DetectorScores(detector, float(threshold), operating_point, list(cases), outcomes, localizes, registered)
 
 
 def calibrate(cases: Sequence[Case], candidates: Sequence[Candidates], target: float) -> float:
@@ -555,16 +597,19 @@ def mcnemar(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def _misregistration(case: Case) -> float:
-    """Largest blob-pattern displacement of the case not removable by a translation, plus the
-    offset beyond what the registration is trusted for (px)."""
+def _misregistration(case: Case, registered: bool = True) -> float:
+    """How far (px) the references' blob pattern is left from the current one: the part no
+    translation removes (rotation and scale at the image corner, blur), plus the translation
+    left over: the registration's median error for a registered difference, the whole offset
+    for a plain one."""
     t = case.truth["transform"]
     corner = case.size / math.sqrt(2.0)
-    return abs(math.radians(t["rotation_deg"])) * corner + abs(t["scale"] - 1.0) * corner + t["blur"]
+    left = case.truth.get("registration_error_px", t["offset"]) if registered else t["offset"]
+    return abs(math.radians(t["rotation_deg"])) * corner + abs(t["scale"] - 1.0) * corner + t["blur"] + left
 
 
-def miss_causes(case: Case) -> list[str]:
-    """Why a new blob may be hard: faint, edge, overlap, artifact, offset."""
+def miss_causes(case: Case, registered: bool = True) -> list[str]:
+    """Why a new blob may be hard: faint, edge, overlap, artifact, offset (misregistration)."""
     blob = case.blob or {}
     causes = []
     if blob.get("snr", math.inf) < 5:
@@ -575,16 +620,16 @@ def miss_causes(case: Case) -> list[str]:
         causes.append("overlap")
     if blob.get("placement") == "artifact":
         causes.append("artifact")
-    if case.truth["transform"]["offset"] > OFFSET_CAUSE_PX or _misregistration(case) > OFFSET_CAUSE_PX:
+    if _misregistration(case, registered) > OFFSET_CAUSE_PX:
         causes.append("offset")
     return causes
 
 
-def false_alarm_cause(case: Case, x: float, y: float) -> str:
+def false_alarm_cause(case: Case, x: float, y: float, registered: bool = True) -> str:
     """The nearest explanation of a false candidate at (x, y)."""
     ey, ex, er = case.existing_in_image()
     if ey.size and np.any(np.hypot(ey - y, ex - x) <= er + 4.0):
-        return "offset" if _misregistration(case) + case.truth["transform"]["offset"] > 0.25 else "existing"
+        return "offset" if _misregistration(case, registered) > 0.25 else "existing"
     for a in case.truth["artifacts"]:
         if math.hypot(a["x"] - x, a["y"] - y) <= a["size"] + ARTIFACT_PX:
             return "artifact"
@@ -603,7 +648,7 @@ def case_rows(scores: DetectorScores) -> list[dict[str, Any]]:
         blob = case.blob or {}
         t = case.truth["transform"]
         if scores.localizes:
-            fa_causes = sorted({false_alarm_cause(case, x, y) for x, y in o.false_positions})
+            fa_causes = sorted({false_alarm_cause(case, x, y, scores.registered) for x, y in o.false_positions})
         else:  # a flagged subframe has no position to name a cause by
             fa_causes = ["subframe"] if o.false_positions else []
         rows.append({
@@ -617,7 +662,7 @@ def case_rows(scores: DetectorScores) -> list[dict[str, Any]]:
             "detected": "" if o.detected is None else int(o.detected),
             "false_candidates": o.false_candidates,
             "localization_px": "" if o.localization_px is None else round(o.localization_px, 3),
-            "miss_causes": ";".join(miss_causes(case)) if o.detected is False else "",
+            "miss_causes": ";".join(miss_causes(case, scores.registered)) if o.detected is False else "",
             "false_alarm_causes": ";".join(fa_causes),
         })
     return rows
@@ -635,11 +680,11 @@ def iter_breakdowns(scores: DetectorScores) -> Iterable[tuple[str, str, dict[str
     for name in sorted(set(profile[blob])):
         yield "profile (S/N >= 8)", name, scores.subset_rate(strong & (profile == name))
     offset = np.array([c.truth["transform"]["offset"] for c in scores.cases])
-    nontrans = np.array([_misregistration(c) for c in scores.cases])
+    nontrans = np.array([_misregistration(c, scores.registered) for c in scores.cases])
     for lo, hi in ((0.0, 1.0), (1.0, 2.0), (2.0, 3.01)):
         band = ~blob & (offset >= lo) & (offset < hi)
         yield "false alarms by offset (px)", f"{lo:g}-{min(hi, 3):g}", rate_with_ci(scores.seqs, scores.false_alarm, band)
     for lo, hi in ((0.0, 0.5), (0.5, 2.0), (2.0, math.inf)):
         band = ~blob & (nontrans >= lo) & (nontrans < hi)
         label = f">= {lo:g}" if math.isinf(hi) else f"{lo:g}-{hi:g}"
-        yield "false alarms by non-translational change (px at corner)", label, rate_with_ci(scores.seqs, scores.false_alarm, band)
+        yield "false alarms by misregistration left (px at the corner)", label, rate_with_ci(scores.seqs, scores.false_alarm, band)

@@ -6,7 +6,8 @@ not share those assumptions, so this module renders sequences in which, drawn pe
 per case (see ``docs/regression.md`` for every range):
 
 - the current image's blob pattern is offset by 0-3 px, rotated, scaled and defocused (blurred)
-  relative to the references;
+  relative to the references (a third of the sequences keep to translations; the others draw
+  their largest rotation and scale change log-uniformly up to 0.5 deg and 0.2 %);
 - the noise is white, correlated pixel to pixel, or 1/f-like;
 - a structured flat-field residual (fixed, plus a part that changed) and an illumination
   gradient that changed since the references;
@@ -27,7 +28,7 @@ calibration split, and training data for detectors; the standard training datase
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -163,12 +164,16 @@ class VariedCase:
     blobs : list of dict
         The new blobs (none for a quiet image), each with ``x``, ``y`` (0-based column and row in the current image), ``radius``,
         ``depth``, ``profile``, ``stamp`` (id or None), ``placement``, ``target_snr``,
-        ``signal_energy`` (sum of the squared unit-depth signal), ``edge_distance`` and
+        ``signal_energy`` (sum of the squared unit-depth signal), ``noise_gain`` (how much more
+        noise a matched filter sees under the sequence's noise than under white noise), ``edge_distance`` and
         ``neighbour`` (distance to the nearest existing blob, in units of their two radii).
     artifacts : list of dict
         Snowballs and persistence patches of the current image (``kind``, ``x``, ``y``, ``size``).
     noise : float
         Per-pixel noise sigma of the current image (fraction of the background).
+    templates : list of (ndarray, (slice, slice))
+        Each new blob's unit-depth signal in the image and where it lies (the template of a
+        matched filter that knows the blob exactly).
     """
 
     index: int
@@ -178,6 +183,7 @@ class VariedCase:
     blobs: list[dict[str, Any]]
     artifacts: list[dict[str, Any]]
     noise: float
+    templates: list[tuple[np.ndarray, tuple[slice, slice]]] = field(default_factory=list, repr=False)
 
     @property
     def blob(self) -> dict[str, Any] | None:
@@ -231,6 +237,22 @@ def _filtered_field(rng: np.random.Generator, shape: tuple[int, int], transfer: 
     return field / std if std > 0 else field
 
 
+def noise_power(model: dict[str, Any], f2: np.ndarray) -> np.ndarray | None:
+    """Power spectrum (rfft2 layout, mean 1) of the unit-variance noise of ``model``; None for white."""
+    kind = model["kind"]
+    if kind == "white":
+        return None
+    if kind == "correlated":
+        power = np.exp(-4.0 * math.pi**2 * model["sigma"] ** 2 * f2)
+        return power / power.mean()
+    if kind == "1/f":
+        f0 = 1.0 / f2.shape[0]  # as in noise_field (square images: 1 / max(shape))
+        pink = (f2 + f0 * f0) ** (-model["alpha"] / 2.0)
+        w = float(model["fraction"])
+        return (1.0 - w) + w * pink / pink.mean()
+    raise ValueError(f"unknown noise model {kind!r}")
+
+
 def noise_field(rng: np.random.Generator, shape: tuple[int, int], model: dict[str, Any],
                 f2: np.ndarray | None = None) -> np.ndarray:
     """Unit-variance noise of one image: white, correlated pixel to pixel, or 1/f-like plus white.
@@ -256,6 +278,18 @@ def noise_field(rng: np.random.Generator, shape: tuple[int, int], model: dict[st
         w = float(model["fraction"])
         return (math.sqrt(1.0 - w) * rng.standard_normal(shape, dtype=np.float32) + math.sqrt(w) * pink)
     raise ValueError(f"unknown noise model {kind!r}")
+
+
+def matched_filter_gain(template: np.ndarray, slices: tuple[slice, slice], shape: tuple[int, int],
+                        power: np.ndarray | None) -> float:
+    """How much more noise a filter matched to ``template`` sees under noise of spectrum ``power``
+    than under white noise of the same per-pixel variance (1 for white noise)."""
+    if power is None:
+        return 1.0
+    canvas = np.zeros(shape, dtype=np.float64)
+    canvas[slices] = template
+    spectrum = np.abs(sp_fft.rfft2(canvas)) ** 2
+    return float(math.sqrt((power * spectrum).sum() / max(spectrum.sum(), 1e-300)))
 
 
 def smooth_field(rng: np.random.Generator, shape: tuple[int, int], scale: float,
@@ -296,15 +330,14 @@ def _stamp_profile(stamp: np.ndarray, zoom: float) -> np.ndarray:
 
 
 def _place_patch(shape: tuple[int, int], patch: np.ndarray, y: float, x: float) -> tuple[np.ndarray, tuple[slice, slice]]:
-    """``patch`` (centred) moved to the sub-pixel position (y, x): the part inside the image and
-    its slices."""
-    ph, pw = patch.shape
+    """``patch`` (its centre at ``((h - 1) / 2, (w - 1) / 2)``) moved to the sub-pixel position
+    (y, x): the part inside the image and its slices."""
     pad = 2
     canvas = np.pad(patch, pad)
-    cy, cx = (ph - 1) / 2.0 + pad, (pw - 1) / 2.0 + pad
-    iy, ix = int(round(y)), int(round(x))
-    moved = ndimage.shift(canvas, (y - iy, x - ix), order=1, mode="constant")
-    y0, x0 = iy - int(round(cy)), ix - int(round(cx))
+    cy, cx = (canvas.shape[0] - 1) / 2.0, (canvas.shape[1] - 1) / 2.0
+    oy, ox = y - cy, x - cx  # where the canvas's first pixel must go
+    y0, x0 = math.floor(oy), math.floor(ox)
+    moved = ndimage.shift(canvas, (oy - y0, ox - x0), order=1, mode="constant")
     r0, c0 = max(y0, 0), max(x0, 0)
     r1, c1 = min(y0 + canvas.shape[0], shape[0]), min(x0 + canvas.shape[1], shape[1])
     return moved[r0 - y0 : r1 - y0, c0 - x0 : c1 - x0], (slice(r0, r1), slice(c0, c1))
@@ -342,13 +375,17 @@ class _Renderer:
             model["alpha"] = float(rng.uniform(0.5, 1.5))
             model["fraction"] = float(rng.uniform(0.2, 0.6))
         self.noise_model = model
+        self.noise_power = noise_power(model, self.f2)
         flat_scale = float(rng.uniform(3.0, 30.0))
         self.flat_amplitude = float(sim._log_uniform(rng, 0.0005, 0.005))
         self.flat_change = float(rng.uniform(0.0, 0.3))
         self.flat = (1.0 + self.flat_amplitude * smooth_field(rng, (size, size), flat_scale, self.f2)).astype(np.float32)
         self.flat_scale = flat_scale
-        self.max_rotation = float(rng.uniform(0.0, config.max_rotation_deg))
-        self.max_scale = float(rng.uniform(0.0, config.max_scale))
+        # a third of the sequences keep to translations; the others reach a maximum drawn
+        # log-uniformly over two decades below the config's, so small changes are common and
+        # the largest are rare (the corner of a 1024-px image moves 6.3 px at 0.5 deg)
+        self.max_rotation = _maximum(rng, config.max_rotation_deg)
+        self.max_scale = _maximum(rng, config.max_scale)
         self.max_blur = float(rng.uniform(0.0, config.max_blur))
         self.gradient_change = float(rng.uniform(0.0, 1.0))
         self.stamps = {k: v for k, v in load_stamps().items() if k in config.heldout_stamps}
@@ -394,6 +431,13 @@ class _Renderer:
         self.detector.apply(img, rng, self.p)
         transients = sim.add_transients(img, rng, self.p, (border, size - border))
         return img, transients
+
+
+def _maximum(rng: np.random.Generator, largest: float) -> float:
+    """0 for a third of the draws, else log-uniform in [largest / 100, largest]."""
+    translation_only = rng.uniform() < 1.0 / 3.0
+    value = float(sim._log_uniform(rng, largest / 100.0, largest)) if largest > 0 else 0.0
+    return 0.0 if translation_only else value
 
 
 def _draw_transform(rng: np.random.Generator, r: _Renderer) -> dict[str, float]:
@@ -487,7 +531,7 @@ def _render_case(r: _Renderer, index: int, with_blob: bool, ref_noise: np.ndarra
     if transform["blur"] > 0:
         loss = ndimage.gaussian_filter(1.0 - throughput, transform["blur"])
         throughput = (1.0 - loss).astype(np.float32)
-    for blob, unit, (rows, cols), _ in injected:
+    for blob, unit, _, (rows, cols), _ in injected:
         throughput[rows, cols] -= np.float32(blob["depth"]) * unit.astype(np.float32)
     image, transients = r.finish(illum * throughput, rng, noise, flat)
     artifacts = [{"kind": "snowball", "y": a[0], "x": a[1], "size": a[2]} for a in transients.snowballs]
@@ -499,14 +543,15 @@ def _render_case(r: _Renderer, index: int, with_blob: bool, ref_noise: np.ndarra
             artifacts.append({"kind": "snowball", "y": ay, "x": ax, "size": arad})
     sim.mask_border(image, border)
     return VariedCase(index=index, image=image, mjd=mjd, transform=transform, blobs=[i[0] for i in injected],
-                      artifacts=artifacts, noise=noise)
+                      artifacts=artifacts, noise=noise, templates=[(i[2], i[3]) for i in injected])
 
 
 def _inject(rng: np.random.Generator, r: _Renderer, transform: dict[str, float], throughput: np.ndarray,
             illum: np.ndarray, ex_y: np.ndarray, ex_x: np.ndarray, noise: float, ref_noise: np.ndarray,
-            ) -> tuple[dict[str, Any], np.ndarray, tuple[slice, slice], tuple[float, ...] | None]:
-    """Draw one new blob: its record, its extra loss per unit depth (blurred like the pattern)
-    and where it goes, and the snowball forced beside it for the 'artifact' placement."""
+            ) -> tuple[dict[str, Any], np.ndarray, np.ndarray, tuple[slice, slice], tuple[float, ...] | None]:
+    """Draw one new blob: its record, its extra loss per unit depth (blurred like the pattern),
+    its unit-depth signal in the image (the matched filter's template) and where they go, and
+    the snowball forced beside it for the 'artifact' placement."""
     cfg = r.config
     size, border = cfg.size, cfg.border
     forced_artifact = None
@@ -531,19 +576,20 @@ def _inject(rng: np.random.Generator, r: _Renderer, transform: dict[str, float],
         rows, cols = slice(rr0, rr1), slice(cc0, cc1)
     science = np.zeros((size, size), dtype=bool)
     science[border : size - border, border : size - border] = True
-    signal = (unit * illum[rows, cols])[science[rows, cols]]
-    energy = float(np.sum(signal.astype(np.float64) ** 2))
+    template = np.where(science[rows, cols], unit * illum[rows, cols], 0.0).astype(np.float32)
+    energy = float(np.sum(template.astype(np.float64) ** 2))
     sigma_diff = math.sqrt(noise**2 + 0.5 * math.pi * float(np.mean(ref_noise**2)) / len(ref_noise))
+    gain = matched_filter_gain(template, (rows, cols), (size, size), r.noise_power)
     target = float(math.exp(rng.uniform(*np.log(cfg.snr_range))))
-    depth = float(np.clip(target * sigma_diff / math.sqrt(max(energy, 1e-12)), 1e-4, cfg.max_depth))
+    depth = float(np.clip(target * sigma_diff * gain / math.sqrt(max(energy, 1e-12)), 1e-4, cfg.max_depth))
     dist = np.hypot(ex_y - y, ex_x - x) / (r.existing["radius"] + info["radius"])
     blob = {
         "x": x, "y": y, **info, "depth": depth, "placement": placement, "target_snr": target,
-        "signal_energy": energy,
+        "signal_energy": energy, "noise_gain": gain,
         "edge_distance": float(min(y, x, size - 1 - y, size - 1 - x) - border),
         "neighbour": float(dist.min()) if dist.size else float("inf"),
     }
-    return blob, unit, (rows, cols), forced_artifact
+    return blob, unit, template, (rows, cols), forced_artifact
 
 
 def simulate_varied_sequence(seed: int, config: VariationConfig | None = None) -> VariedSequence:

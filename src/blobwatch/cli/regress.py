@@ -50,14 +50,21 @@ def suite_specs(args: argparse.Namespace) -> tuple[Any, Any, Path]:
     from blobwatch.regression import MIN_CASES, SuiteError, SuiteSpec
     from blobwatch.variation import VariationConfig
 
-    n_suite = args.sequences or (QUICK_SEQUENCES if args.quick else DEFAULT_SEQUENCES)
-    n_calib = args.calibration_sequences or (QUICK_CALIBRATION if args.quick else DEFAULT_CALIBRATION)
+    quick = {"suite": QUICK_SEQUENCES, "calibration": QUICK_CALIBRATION}
+    default = {"suite": DEFAULT_SEQUENCES, "calibration": DEFAULT_CALIBRATION}
+    given = {"suite": args.sequences, "calibration": args.calibration_sequences}
     try:
         variation = VariationConfig(size=args.size, n_references=args.references, cases=args.cases_per_sequence)
         variation.validate()
+        specs = tuple(
+            SuiteSpec(split, given[split] if given[split] is not None else (quick if args.quick else default)[split],
+                      variation)
+            for split in ("suite", "calibration")
+        )
+        for spec in specs:
+            spec.seeds  # noqa: B018  (raises for a size the split cannot hold)
     except ValueError as exc:
         raise SuiteError(f"bad suite option: {exc}") from None
-    specs = SuiteSpec("suite", n_suite, variation), SuiteSpec("calibration", n_calib, variation)
     for spec in specs:
         if spec.n_cases < MIN_CASES:
             raise SuiteError(f"the {spec.split} would hold {spec.n_cases} cases; at least {MIN_CASES} are needed")
@@ -128,11 +135,12 @@ def run(args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - t1
         timing[f"`{det.name}` on the calibration split"] = t1 - t0
         timing[f"`{det.name}` on the suite ({seconds / len(suite):.2f} s per case)"] = seconds
+        flags = {"localizes": det.localizes, "registered": getattr(det, "registered", True)}
         runs.append(DetectorRun(
             name=det.name, description=det.description,
-            calibrated=score(det.name, suite, cands, threshold, "calibrated", localizes=det.localizes),
-            native=score(det.name, suite, cands, det.native_threshold, "native", localizes=det.localizes),
-            calibration=score(det.name, calib, cal_cands, threshold, "calibrated", localizes=det.localizes),
+            calibrated=score(det.name, suite, cands, threshold, "calibrated", **flags),
+            native=score(det.name, suite, cands, det.native_threshold, "native", **flags),
+            calibration=score(det.name, calib, cal_cands, threshold, "calibrated", **flags),
             seconds_per_case=seconds / len(suite),
         ))
 
