@@ -167,6 +167,10 @@ def _bad_files(tmp_path):
     fits.PrimaryHDU(np.full((SIZE, SIZE), np.nan, np.float32), _header(EXPSTART=1.0)).writeto(files["nan"])
     files["notime"] = tmp_path / "notime.fits"
     fits.PrimaryHDU(_image(), _header(FILTER="F153M")).writeto(files["notime"])
+    files["baddate"] = tmp_path / "baddate.fits"
+    fits.PrimaryHDU(_image(), _header(EXPSTART=1e9)).writeto(files["baddate"])
+    files["baddateobs"] = tmp_path / "baddateobs.fits"
+    fits.PrimaryHDU(_image(), _header(DATE_OBS="+10000-01-01")).writeto(files["baddateobs"])
     files["empty"] = tmp_path / "empty.fits"
     files["empty"].write_bytes(b"")
     return files
@@ -184,6 +188,8 @@ def _bad_files(tmp_path):
         ("small", r"small\.fits: image is 128x300, smaller than 256x256"),
         ("nan", r"nan\.fits: all pixels are non-finite"),
         ("notime", r"notime\.fits: no observation time \(EXPSTART or DATE-OBS/TIME-OBS\)"),
+        ("baddate", r"baddate\.fits: EXPSTART \(MJD 1e\+09\) is not a date between years 1 and 9999"),
+        ("baddateobs", r"baddateobs\.fits: DATE-OBS \(MJD 2.97348e\+06\) is not a date between years 1 and 9999"),
     ],
 )
 def test_bad_input_names_file_and_problem(tmp_path, kind, message):

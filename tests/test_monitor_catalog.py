@@ -79,6 +79,7 @@ def test_user_table_with_extra_and_missing_columns(Session, tmp_path: Path) -> N
         ("not a table at all\n", "not a readable ECSV table"),
         (None, "missing column.*radius"),
         ("negative", "radius must be positive"),
+        ("baddate", r"mjd 1e\+09 \(row 2\) is not a date between years 1 and 9999"),
     ],
 )
 def test_bad_catalog_files_are_input_errors(Session, tmp_path: Path, content: str | None, match: str) -> None:
@@ -87,10 +88,15 @@ def test_bad_catalog_files_are_input_errors(Session, tmp_path: Path, content: st
         Table({"x": [1.0], "y": [2.0]}).write(path, format="ascii.ecsv")
     elif content == "negative":
         Table({"x": [1.0], "y": [2.0], "radius": [-1.0]}).write(path, format="ascii.ecsv")
+    elif content == "baddate":
+        Table({"x": [1.0, 50.0], "y": [2.0, 60.0], "radius": [3.0, 3.0], "mjd": [59000.0, 1e9]}).write(
+            path, format="ascii.ecsv")
     else:
         path.write_text(content)
     with Session() as s, pytest.raises(InputError, match=match):
         import_catalog(s, path)
+    with Session() as s:
+        assert s.scalar(select(func.count()).select_from(Blob)) == 0  # nothing half-imported
     with Session() as s, pytest.raises(InputError, match="file not found"):
         import_catalog(s, tmp_path / "missing.ecsv")
 

@@ -333,3 +333,44 @@ def test_which_claims_count_as_dead() -> None:
     assert not _claim_holder_dead("other-host:999999999:abc")  # cannot tell: wait for staleness
     assert not _claim_holder_dead(None)
     assert worker_name() != worker_name()
+
+
+@pytest.mark.parametrize("expstart", [1e9, -1e9, 1e300])
+def test_a_file_with_an_impossible_date_is_rejected_alone(
+    inbox: Path, tmp_path: Path, classifier, expstart: float
+) -> None:
+    good = next(inbox.rglob("csm_day000_blob.fits"))
+    header = fits.getheader(good)
+    header["EXPSTART"] = expstart
+    bad = inbox / "0_bad_date_blob.fits"  # discovered before every good file
+    fits.PrimaryHDU(fits.getdata(good) * np.float32(1.001), header=header).writeto(bad)
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    summary = _run(inbox, Session, tmp_path, classifier, settings=LATE)
+    assert summary.exit_code == 1 and summary.registered == 6
+    assert [o.name for o in summary.rejected] == [bad.name]
+    assert "EXPSTART" in summary.rejected[0].reason
+    assert [o.name for o in summary.processed] == ["csm_day004_blob.fits"]
+    with Session() as s:
+        row = s.scalars(select(Image).where(Image.status == "rejected")).one()
+        assert row.path == str(bad) and row.mjd is None and "EXPSTART" in row.reason
+
+
+def test_an_unforeseen_error_reading_one_file_rejects_only_that_file(
+    inbox: Path, tmp_path: Path, classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blobwatch import fits_io
+
+    real = fits_io.read_blob_image
+
+    def fails_on_day1(path, **kwargs):
+        if Path(path).name == "csm_day001_blob.fits":
+            raise RuntimeError("a defect nobody foresaw")
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(fits_io, "read_blob_image", fails_on_day1)
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    summary = _run(inbox, Session, tmp_path, classifier, settings=SETTINGS)
+    assert summary.exit_code == 1 and summary.registered == 5
+    assert [(o.name, o.reason) for o in summary.rejected] == [
+        ("csm_day001_blob.fits", "cannot be read (RuntimeError: a defect nobody foresaw)")]
+    assert [o.name for o in summary.processed] == ["csm_day004_blob.fits"]  # 3 valid days before it

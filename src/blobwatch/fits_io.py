@@ -32,6 +32,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 from astropy.time import Time
+from erfa import ErfaWarning
 
 from blobwatch.atomic import atomic_path
 from blobwatch.errors import InputError
@@ -165,6 +166,17 @@ def _find_ext(hdul: fits.HDUList, extname: str) -> int | None:
     return None
 
 
+def _calendar_mjd(mjd: float, source: str, path: str) -> float:
+    """``mjd`` if it is a calendar date a ``datetime`` can hold (years 1-9999), else `InputError`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ErfaWarning)  # "dubious year" before 1960 or far ahead
+            Time(mjd, format="mjd", scale="utc").to_datetime()
+    except ValueError:  # ErfaError is a ValueError
+        raise InputError(path, f"{source} (MJD {mjd:g}) is not a date between years 1 and 9999") from None
+    return mjd
+
+
 def _observation_mjd(headers: list[fits.Header], path: str) -> float:
     """MJD from EXPSTART, or from DATE-OBS (+ TIME-OBS), searching ``headers`` in order."""
     for header in headers:
@@ -176,7 +188,7 @@ def _observation_mjd(headers: list[fits.Header], path: str) -> float:
                 raise InputError(path, f"EXPSTART {value!r} is not an MJD") from None
             if not np.isfinite(mjd):
                 raise InputError(path, f"EXPSTART {value!r} is not an MJD")
-            return mjd
+            return _calendar_mjd(mjd, "EXPSTART", path)
     for header in headers:
         date = header.get("DATE-OBS")
         if not date:
@@ -184,13 +196,16 @@ def _observation_mjd(headers: list[fits.Header], path: str) -> float:
         date = str(date).strip()
         time_obs = header.get("TIME-OBS")
         stamp = date if ("T" in date or not time_obs) else f"{date}T{str(time_obs).strip()}"
-        try:
-            return float(Time(stamp, format="isot" if "T" in stamp else "iso", scale="utc").mjd)
-        except ValueError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ErfaWarning)  # "dubious year": judged below
             try:
-                return float(Time(stamp, scale="utc").mjd)
+                mjd = float(Time(stamp, format="isot" if "T" in stamp else "iso", scale="utc").mjd)
             except ValueError:
-                raise InputError(path, f"cannot parse DATE-OBS/TIME-OBS {stamp!r}") from None
+                try:
+                    mjd = float(Time(stamp, scale="utc").mjd)
+                except ValueError:
+                    raise InputError(path, f"cannot parse DATE-OBS/TIME-OBS {stamp!r}") from None
+        return _calendar_mjd(mjd, "DATE-OBS", path)
     raise InputError(path, "no observation time (EXPSTART or DATE-OBS/TIME-OBS)")
 
 

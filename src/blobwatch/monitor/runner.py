@@ -279,14 +279,16 @@ def register_files(
                     blob = read_blob_image(path)
                 for w in caught:
                     log.warning("%s", w.message)
-                row.mjd = float(blob.mjd)
-                row.obs_date = mjd_to_datetime(blob.mjd)
-                row.filter = blob.filter
+                obs_date = mjd_to_datetime(blob.mjd)
+                row.mjd, row.obs_date, row.filter = float(blob.mjd), obs_date, blob.filter
                 row.rows, row.cols = (int(n) for n in blob.data.shape)
                 if len(paths) - len(known) <= cache.capacity // 2:  # a daily run: keep it for processing
                     cache.put(sha, blob)
             except InputError as exc:
                 row.status, row.reason = "rejected", exc.problem
+            except Exception as exc:  # an unforeseen defect of one file must not stop the others
+                log.exception("%s: cannot be registered", path)
+                row.status, row.reason = "rejected", f"cannot be read ({type(exc).__name__}: {exc})"
             session.add(row)
             try:
                 session.commit()
