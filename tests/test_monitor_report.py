@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import html
+import os
+
 import datetime as dt
 from pathlib import Path
 
@@ -53,6 +57,26 @@ def test_image_report_page_and_figures(tmp_path: Path) -> None:
     assert 'src="saliency_01.png"' in html and "0.930" in html and "papercnn.pt" in html
     # grid: top row (largest y) first, as displayed
     assert html.index("#2<br>") < html.index("#0<br>")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [r"csm_$\foo$_blob.fits", r"a_$x^{$_blob.fits", "é" * 125 + ".fits", "b" * 250 + ".fits"],
+)
+def test_hostile_file_names_give_a_report(tmp_path: Path, name: str) -> None:
+    report = dataclasses.replace(_report(), name=name, path=f"/inbox/{name}")
+    page = write_image_report(report, tmp_path)
+    assert page.parent == report_dir(tmp_path, 3, name) and page.is_file()
+    assert len(os.fsencode(page.parent.name)) <= 100
+    assert html.escape(name) in page.read_text(encoding="utf-8")
+
+
+def test_long_names_are_bounded_with_a_hash_that_keeps_them_apart(tmp_path: Path) -> None:
+    a, b = "x" * 300 + "_a.fits", "x" * 300 + "_b.fits"
+    folder_a, folder_b = report_dir(tmp_path, 1, a), report_dir(tmp_path, 1, b)
+    assert folder_a != folder_b and len(folder_a.name) == len(folder_b.name) == 100
+    assert folder_a.name.startswith("00001_xxx")
+    assert report_dir(tmp_path, 1, "csm_day040_blob.fits").name == "00001_csm_day040_blob"
 
 
 def test_a_failing_figure_leaves_no_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

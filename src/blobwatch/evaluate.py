@@ -193,8 +193,8 @@ def plot_confusion(rates: dict[str, Any], path: str | os.PathLike, *, title: str
     im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
     for (i, j), v in np.ndenumerate(m):
         ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="white" if v > 0.5 else "black", fontsize=13)
-    ax.set(xticks=[0, 1], yticks=[0, 1], xlabel="predicted label", ylabel="true label",
-           title=title or "CNN confusion matrix (rates)")
+    ax.set(xticks=[0, 1], yticks=[0, 1], xlabel="predicted label", ylabel="true label")
+    ax.set_title(title or "CNN confusion matrix (rates)", parse_math=False)  # names are data, not TeX
     ax.set_xticklabels(["0 (non-blob)", "1 (blob)"])
     ax.set_yticklabels(["0", "1"])
     fig.colorbar(im, ax=ax, fraction=0.046)
@@ -224,7 +224,7 @@ def plot_curves(result: dict[str, Any], path: str | os.PathLike, *, title: str =
     a.legend(loc="lower right", fontsize=8)
     b.legend(loc="lower left", fontsize=8)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, parse_math=False)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)

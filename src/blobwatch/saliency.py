@@ -131,6 +131,6 @@ def save_saliency_figure(
         ax.set_xlabel("x (column, 0-based)")
     axes[0].set_ylabel("y (row, 0-based)")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, parse_math=False)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

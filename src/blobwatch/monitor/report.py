@@ -26,6 +26,7 @@ import numpy as np
 
 from blobwatch import __version__
 from blobwatch.atomic import write_bytes_atomic, write_text_atomic
+from blobwatch.names import bounded_name
 
 __all__ = [
     "CandidateView",
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 _TEMPLATES = Path(__file__).with_name("templates")
+#: Longest report folder name in bytes (file systems allow 255; the name comes from the image's).
+REPORT_DIR_BYTES = 100
 #: Circle drawn around a candidate / known blob when its radius is unknown (px).
 DEFAULT_RADIUS = 8.0
 
@@ -134,9 +137,11 @@ def _environment() -> Any:
 
 
 def report_dir(reports: str | os.PathLike, image_id: int, name: str) -> Path:
-    """The folder of one image's report: ``<reports>/images/<id>_<stem>``."""
+    """The folder of one image's report: ``<reports>/images/<id>_<stem>``, at most
+    `REPORT_DIR_BYTES` bytes (a longer stem is shortened with a hash, `blobwatch.names.bounded_name`)."""
     stem = Path(name).name.split(".")[0] or "image"
-    return Path(reports) / "images" / f"{int(image_id):05d}_{stem}"
+    prefix = f"{int(image_id):05d}_"
+    return Path(reports) / "images" / (prefix + bounded_name(stem, REPORT_DIR_BYTES - len(prefix)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,7 +220,7 @@ def difference_figure(
     ax.set_xlabel("x (column, 0-based)")
     ax.set_ylabel("y (row, 0-based)")
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=10, parse_math=False)  # a file name may hold "$...$"
     return _png(fig)
 
 
