@@ -135,6 +135,23 @@ def test_difference_command_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert not (tmp_path / "d.fits").exists()
 
 
+def test_difference_command_with_a_non_ascii_newline_file_name(tmp_path, capsys):
+    from urllib.parse import unquote
+
+    paths = _sequence(tmp_path)
+    current = paths[-1].rename(tmp_path / "día\n05.fits")
+    out = tmp_path / "diff.fits"
+    assert main(["difference", str(current), "--references", *map(str, paths[:-1]), "--out", str(out)]) == 0
+    with fits.open(out) as hdul:
+        assert unquote(hdul[0].header["CURFILE"]) == current.name
+    capsys.readouterr()
+    bad = tmp_path / "bad\x1b[2J\nname.fits"
+    bad.write_text("not fits")
+    assert main(["difference", str(bad), "--references", str(bad), "--out", str(tmp_path / "d.fits")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"blobwatch: error: {tmp_path}/bad\\x1b[2J\\nname.fits: not a FITS file"]
+
+
 def test_an_output_that_cannot_be_written_is_one_line_and_exit_2(tmp_path, capsys):
     paths = _sequence(tmp_path)
     folder = tmp_path / "folder"

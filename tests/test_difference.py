@@ -271,6 +271,22 @@ def test_write_difference_records_provenance(tmp_path):
     assert any("registered-median" in str(card) for card in header["HISTORY"])
 
 
+@pytest.mark.parametrize(
+    "name", ["día_040\nblob.fits", "\x00\x1b[31m_blob.fits", "50%_blob.fits", "é" * 120 + "_blob.fits"]
+)
+def test_any_file_name_is_written_to_the_header_and_read_back(tmp_path, name):
+    from urllib.parse import unquote
+
+    refs = _refs(5)
+    with pytest.warns(FewReferencesWarning):
+        result = blob_difference(_blob(_image(0.2, 0.1), 500.0, f"/data/{name}"), refs)
+    path = write_difference(tmp_path / "diff.fits", result)
+    with fits.open(path) as hdul:
+        hdul.verify("exception")  # printable ASCII only, long values on CONTINUE cards
+        assert unquote(hdul[0].header["CURFILE"]) == name
+        assert hdul[0].header["REF01"] == "ref00.fits"
+
+
 @pytest.mark.parametrize("shape", [(257, 301), (300, 260)])
 def test_odd_image_sizes(shape):
     current = _image(0.3, -0.2, noise_seed=31, shape=shape)

@@ -374,3 +374,15 @@ def test_an_unforeseen_error_reading_one_file_rejects_only_that_file(
     assert [(o.name, o.reason) for o in summary.rejected] == [
         ("csm_day001_blob.fits", "cannot be read (RuntimeError: a defect nobody foresaw)")]
     assert [o.name for o in summary.processed] == ["csm_day004_blob.fits"]  # 3 valid days before it
+
+
+def test_an_image_with_a_hostile_name_is_processed(inbox: Path, tmp_path: Path, classifier) -> None:
+    day4 = next(inbox.rglob("csm_day004_blob.fits"))
+    hostile = day4.rename(day4.with_name("csm_$\\foo$_" + "é" * 110 + "\n_blob.fits"))  # 237 bytes
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    lines: list[str] = []
+    summary = run_monitor(inbox, db=Session, reports=tmp_path / "reports", classifier=classifier,
+                          settings=LATE, echo=lines.append)
+    assert summary.exit_code == 0 and [o.name for o in summary.processed] == [hostile.name]
+    assert Path(summary.processed[0].report).is_file()
+    assert len(lines) == 1 and "\n" not in lines[0] and "\\n_blob.fits" in lines[0]

@@ -34,6 +34,7 @@ from scipy import ndimage
 
 from blobwatch.errors import InputError
 from blobwatch.fits_io import BlobImage
+from blobwatch.names import header_name
 
 __all__ = [
     "DifferenceResult",
@@ -804,6 +805,8 @@ def write_difference(path: str | os.PathLike, result: DifferenceResult) -> Path:
 
     Keywords: ``CURFILE``, ``CURMJD``, ``CURSHA``, ``NREF``, ``REFnn``/``REFMJDnn``/``REFDYnn``/
     ``REFDXnn`` for every reference, ``DIFFMETH`` (full text in ``HISTORY``), ``BWVERS``, ``DATE``.
+    File names are stored whole with `blobwatch.names.header_name` (percent-encoded outside
+    printable ASCII; read back with ``urllib.parse.unquote``).
     """
     from astropy.io import fits
 
@@ -813,7 +816,7 @@ def write_difference(path: str | os.PathLike, result: DifferenceResult) -> Path:
     header = fits.Header()
     header["BWVERS"] = (__version__, "blobwatch version")
     header["DATE"] = (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UTC time file written")
-    header["CURFILE"] = (_short(result.current.path), "current blob image"[: max(0, 70 - len(_short(result.current.path)))])
+    header["CURFILE"] = (_header_name(result.current.path), "current blob image")
     header["CURMJD"] = (float(result.current.mjd), "current observation start (MJD)")
     if result.current.provenance.get("sha256"):
         header["CURSHA"] = result.current.provenance["sha256"][:64]  # SHA-256 of the current file
@@ -823,7 +826,7 @@ def write_difference(path: str | os.PathLike, result: DifferenceResult) -> Path:
         zip(result.reference_paths, result.reference_mjds, result.offsets), start=1
     ):
         key = f"{index:02d}" if index < 100 else f"{index}"
-        header[f"REF{key}"] = (_short(ref_path), f"reference {index}"[: max(0, 70 - len(_short(ref_path)))])
+        header[f"REF{key}"] = (_header_name(ref_path), f"reference {index}")
         header[f"REFMJD{key}"[:8]] = (float(mjd), f"reference {index} MJD")
         header[f"REFDY{key}"[:8]] = (round(float(dy), 5), f"ref {index} blob offset dy (px)")
         header[f"REFDX{key}"[:8]] = (round(float(dx), 5), f"ref {index} blob offset dx (px)")
@@ -833,6 +836,6 @@ def write_difference(path: str | os.PathLike, result: DifferenceResult) -> Path:
     return write_fits(path, result.data, header)
 
 
-def _short(path: str | None) -> str:
-    name = os.path.basename(path) if path else "<memory>"
-    return name if len(name) <= 68 else name[:65] + "..."
+def _header_name(path: str | None) -> str:
+    """The file name of ``path`` for a header card (`blobwatch.names.header_name`)."""
+    return header_name(os.path.basename(path)) if path else "<memory>"

@@ -57,6 +57,7 @@ from blobwatch.monitor.db import (
     utcnow,
     write_session,
 )
+from blobwatch.names import one_line
 
 __all__ = ["FITS_SUFFIXES", "ImageOutcome", "MonitorSettings", "MonitorSummary", "discover", "run_monitor", "watch"]
 
@@ -124,11 +125,11 @@ class ImageOutcome:
         return any(c["status"] == "new" for c in self.candidates)
 
     def summary_line(self) -> str:
-        """One line for the console."""
+        """One line for the console (unprintable characters of names escaped, `one_line`)."""
         date = self.obs_date.strftime("%Y-%m-%d %H:%M") if self.obs_date else "----------"
-        head = f"{self.name}  {date}  {self.status:<9}"
+        head = f"{one_line(self.name)}  {date}  {self.status:<9}"
         if self.status in ("rejected", "failed", "waiting", "busy"):
-            return f"{head}  {self.reason or ''}".rstrip()
+            return one_line(f"{head}  {self.reason or ''}".rstrip())
         parts = [f"{head}  maxP={self.max_probability:.3f}"]
         new = [c for c in self.candidates if c["status"] == "new"]
         other = [c for c in self.candidates if c["status"] != "new"]
@@ -143,7 +144,7 @@ class ImageOutcome:
                                    for s in sorted({c['status'] for c in other})))
         parts.append(f"{self.seconds:.1f}s")
         if self.report:
-            parts.append(f"report {self.report}")
+            parts.append(f"report {one_line(self.report)}")
         return "  ".join(parts)
 
 
