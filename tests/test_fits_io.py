@@ -200,6 +200,39 @@ def test_bad_input_names_file_and_problem(tmp_path, kind, message):
     assert "\n" not in str(info.value)
 
 
+def test_gzip_compressed_file_is_read(tmp_path):
+    import gzip
+
+    data = _image(3)
+    plain = tmp_path / "day.fits"
+    fits.PrimaryHDU(data, _header(EXPSTART=60000.5, FILTER="F153M")).writeto(plain)
+    packed = tmp_path / "day.fits.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    image = read_blob_image(packed)
+    np.testing.assert_array_equal(image.data, data)
+    assert image.mjd == 60000.5 and image.provenance["sha256"] == file_sha256(packed)
+    broken = tmp_path / "broken.fits.gz"
+    broken.write_bytes(packed.read_bytes()[:500])
+    with pytest.raises(InputError, match=r"broken\.fits\.gz: corrupt gzip file"):
+        read_blob_image(broken)
+    notfits = tmp_path / "text.fits.gz"
+    notfits.write_bytes(gzip.compress(b"hello" * 1000))
+    with pytest.raises(InputError, match=r"text\.fits\.gz: not a FITS file"):
+        read_blob_image(notfits)
+
+
+def test_gzip_content_is_bounded(tmp_path, monkeypatch):
+    import gzip
+
+    from blobwatch import fits_io
+
+    bomb = tmp_path / "bomb.fits.gz"
+    bomb.write_bytes(gzip.compress(b"\0" * 100_000))
+    monkeypatch.setattr(fits_io, "MAX_GUNZIP_BYTES", 50_000)
+    with pytest.raises(InputError, match=r"bomb\.fits\.gz: gzip content is larger than"):
+        read_blob_image(bomb)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(InputError, match=r"nope\.fits: file not found"):
         read_blob_image(tmp_path / "nope.fits")

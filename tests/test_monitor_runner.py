@@ -386,3 +386,19 @@ def test_an_image_with_a_hostile_name_is_processed(inbox: Path, tmp_path: Path, 
     assert summary.exit_code == 0 and [o.name for o in summary.processed] == [hostile.name]
     assert Path(summary.processed[0].report).is_file()
     assert len(lines) == 1 and "\n" not in lines[0] and "\\n_blob.fits" in lines[0]
+
+
+def test_a_gzip_compressed_image_is_registered_and_used(inbox: Path, tmp_path: Path, classifier) -> None:
+    import gzip
+
+    day1 = next(inbox.rglob("csm_day001_blob.fits"))
+    packed = day1.with_name(day1.name + ".gz")
+    packed.write_bytes(gzip.compress(day1.read_bytes()))
+    day1.unlink()
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    summary = _run(inbox, Session, tmp_path, classifier, settings=LATE)
+    assert summary.exit_code == 0 and summary.registered == 5 and summary.rejected == []
+    assert [o.name for o in summary.processed] == ["csm_day004_blob.fits"]
+    with Session() as s:
+        run = s.scalars(select(Run)).one()
+        assert str(packed) in run.parameters["reference_paths"]

@@ -1,7 +1,7 @@
 """FITS ingest: turn a CSM-monitor file into a blob image, and write FITS outputs atomically.
 
 Three kinds of input become a `BlobImage` (a 2-D float32 array normalized to about 1, NaN where
-unusable, with its observation time and provenance):
+unusable, with its observation time and provenance); each may be gzip-compressed (``.fits.gz``):
 
 ``blob``
     A Quicklook ``blob.fits`` image: a 2-D image in the primary HDU or the first image extension.
@@ -17,12 +17,14 @@ Every problem with a file raises `blobwatch.errors.InputError` naming the file a
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import logging
 import os
 import threading
 import warnings
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,7 @@ __all__ = [
     "FilterWarning",
     "EXPECTED_FILTER",
     "MIN_SIZE",
+    "MAX_GUNZIP_BYTES",
     "FLT_BORDER",
     "read_blob_image",
     "read_blob_images",
@@ -58,7 +61,11 @@ MIN_SIZE = 256
 #: Width of the non-finite reference-pixel border added around a 1014x1014 flt science array.
 FLT_BORDER = 5
 
+#: Largest decompressed ``.fits.gz`` content read (bytes): a 1024x1024 flt file is about 20 MiB.
+MAX_GUNZIP_BYTES = 1 << 30
+
 _FITS_MAGIC = b"SIMPLE  ="
+_GZIP_MAGIC = b"\x1f\x8b"
 _PARSE_LOCK = threading.Lock()
 _BLOCK = 2880
 
@@ -240,6 +247,18 @@ def _flt_to_blob(
     return padded, {"sci_median": float(median), "n_dq_flagged": n_flagged}
 
 
+def _gunzip(raw: bytes, path: str) -> bytes:
+    """The content of a gzip file (``.fits.gz``), at most `MAX_GUNZIP_BYTES`."""
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as fh:
+            content = fh.read(MAX_GUNZIP_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(path, f"corrupt gzip file ({exc or type(exc).__name__})") from None
+    if len(content) > MAX_GUNZIP_BYTES:
+        raise InputError(path, f"gzip content is larger than {MAX_GUNZIP_BYTES >> 20} MiB")
+    return content
+
+
 def _problem(exc: Exception) -> str:
     """Name the problem behind an astropy/numpy read error."""
     text = str(exc).lower()
@@ -306,11 +325,13 @@ def _read(
         raise InputError(spath, "is a directory, not a FITS file") from None
     except OSError as exc:
         raise InputError(spath, f"cannot read file ({exc.strerror or exc})") from None
+    sha256 = hashlib.sha256(raw).hexdigest()  # of the file as stored (compressed or not)
+    if raw.startswith(_GZIP_MAGIC):
+        raw = _gunzip(raw, spath)
     if not raw.startswith(_FITS_MAGIC):
         raise InputError(spath, "not a FITS file")
     if len(raw) % _BLOCK:
         raise InputError(spath, f"truncated FITS file ({len(raw)} bytes, not a multiple of 2880)")
-    sha256 = hashlib.sha256(raw).hexdigest()
 
     try:
         with _PARSE_LOCK, warnings.catch_warnings():

@@ -64,7 +64,7 @@ __all__ = ["FITS_SUFFIXES", "ImageOutcome", "MonitorSettings", "MonitorSummary",
 log = logging.getLogger(__name__)
 
 #: File names the inbox scan picks up (case-insensitive).
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
 
 
 @dataclass(frozen=True)
