@@ -188,3 +188,13 @@ def test_make_dataset_rejects_bad_nuisance_settings_before_writing(tmp_path, cap
     assert exc.value.code == 2
     assert flag in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_difference_command_refuses_garbage_with_one_line_and_exit_2(tmp_path, capsys):
+    paths = _sequence(tmp_path)
+    zero = _write(tmp_path / "zero.fits", np.zeros((256, 256)), 60010.0)
+    out = tmp_path / "d.fits"
+    assert main(["difference", str(zero), "--references", *map(str, paths), "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"blobwatch: error: {zero}: median level 0 is not that of a blob image (0.5-2)"]
+    assert not out.exists()

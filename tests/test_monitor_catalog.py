@@ -238,8 +238,10 @@ def test_rebuild_difference_uses_every_reference_the_run_used(Session, tmp_path:
     from blobwatch.monitor.catalog import rebuild_difference
 
     paths = []
+    yy, xx = np.mgrid[0:256, 0:256]
+    texture = 0.001 * ((yy + xx) % 3)  # 0 at [0, 0]: the same in every image, noise for the gates
     for day in range(41):  # days 0-19 brighter: the median of all 40 is 1.25, of the latest 30 1.0
-        data = np.full((256, 256), 1.5 if day < 20 else 1.0, dtype=np.float32)
+        data = ((1.5 if day < 20 else 1.0) + texture).astype(np.float32)
         header = fits.Header()
         header["EXPSTART"] = 60000.0 + day
         paths.append(tmp_path / f"day{day:02d}.fits")

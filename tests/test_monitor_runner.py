@@ -125,7 +125,8 @@ def _write_bad_files(folder: Path, good: Path) -> dict[str, str]:
     raw = good.read_bytes()
     (folder / "truncated_blob.fits").write_bytes(raw[: len(raw) - 2880 - 100])
     header = fits.getheader(good)
-    fits.PrimaryHDU(np.ones((300, 300), np.float32), header=header).writeto(folder / "shape_blob.fits")
+    noisy = 1 + 0.01 * np.random.default_rng(0).standard_normal((300, 300), dtype=np.float32)
+    fits.PrimaryHDU(noisy, header=header).writeto(folder / "shape_blob.fits")
     fits.PrimaryHDU(np.full((256, 256), np.nan, np.float32), header=header).writeto(folder / "nan_blob.fits")
     return {"corrupt_blob.fits": "not a FITS file", "truncated_blob.fits": "truncated",
             "shape_blob.fits": "shape 300x300 does not match", "nan_blob.fits": "all pixels are non-finite"}
@@ -402,3 +403,30 @@ def test_a_gzip_compressed_image_is_registered_and_used(inbox: Path, tmp_path: P
     with Session() as s:
         run = s.scalars(select(Run)).one()
         assert str(packed) in run.parameters["reference_paths"]
+
+
+def test_garbage_images_are_rejected_by_the_quality_gates_and_never_used(
+    inbox: Path, tmp_path: Path, classifier
+) -> None:
+    good = next(inbox.rglob("csm_day000_blob.fits"))
+    data, header = fits.getdata(good), fits.getheader(good)
+    garbage = inbox / "garbage"
+    garbage.mkdir()
+    old = header.copy()
+    old["EXPSTART"] = 47892.0  # 1990: before WFC3 existed, would be the earliest reference
+    fits.PrimaryHDU(data * np.float32(1.001), header=old).writeto(garbage / "old_blob.fits")
+    fits.PrimaryHDU(np.zeros_like(data), header=header).writeto(garbage / "zero_blob.fits")
+    fits.PrimaryHDU(np.stack([data] * 5), header=header).writeto(garbage / "cube5_blob.fits")
+    fits.PrimaryHDU(-data, header=header).writeto(garbage / "negated_blob.fits")
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    summary = _run(inbox, Session, tmp_path, classifier, settings=LATE)
+    reasons = {o.name: o.reason for o in summary.rejected}
+    assert sorted(reasons) == ["cube5_blob.fits", "negated_blob.fits", "old_blob.fits", "zero_blob.fits"]
+    assert "outside the WFC3/IR era" in reasons["old_blob.fits"]
+    assert "median level 0 " in reasons["zero_blob.fits"] and "median level -0.99" in reasons["negated_blob.fits"]
+    assert reasons["cube5_blob.fits"] == "cube has 5 planes, not 3"
+    assert summary.exit_code == 1 and [o.name for o in summary.processed] == ["csm_day004_blob.fits"]
+    with Session() as s:
+        assert {im.name: im.reason for im in s.scalars(select(Image).where(Image.status == "rejected"))} == reasons
+        run = s.scalars(select(Run)).one()
+        assert all(Path(p).parent != garbage for p in run.parameters["reference_paths"])

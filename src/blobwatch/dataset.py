@@ -894,7 +894,7 @@ def file_source(path: str | os.PathLike, *, clip_factor: float = 0.5) -> SourceI
     """A user-supplied non-blob difference image (FITS) as a source (no dip truth)."""
     from blobwatch.fits_io import read_blob_image
 
-    img = read_blob_image(path)
+    img = read_blob_image(path, check_quality=False)  # a difference image: no blob-image gates
     prov = {"kind": "file", "path": str(path), **{k: v for k, v in img.provenance.items()
                                                  if isinstance(v, (str, int, float))}}
     return source_from_difference(Path(path).stem, img.data, clip_factor=clip_factor, provenance=prov)

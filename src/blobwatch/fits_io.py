@@ -7,6 +7,8 @@ unusable, with its observation time and provenance); each may be gzip-compressed
     A Quicklook ``blob.fits`` image: a 2-D image in the primary HDU or the first image extension.
 ``cube``
     A Quicklook difference or median-stack file of shape (3, 1024, 1024): the first plane is used.
+
+A blob image must also pass the data-quality gates of `blobwatch.quality`.
 ``flt``
     A WFC3/IR flt-style file (SCI/ERR/DQ extensions, 1014x1014 science area): SCI is divided by
     its sigma-clipped median, pixels with DQ flags are set to NaN, and the image is padded to
@@ -38,6 +40,7 @@ from erfa import ErfaWarning
 
 from blobwatch.atomic import atomic_path
 from blobwatch.errors import InputError
+from blobwatch.quality import CUBE_PLANES, quality_problem
 
 __all__ = [
     "BlobImage",
@@ -277,6 +280,7 @@ def read_blob_image(
     expected_shape: tuple[int, int] | None = None,
     dq_bits: int | None = None,
     require_time: bool = True,
+    check_quality: bool = True,
 ) -> BlobImage:
     """Read a blob image, a Quicklook cube or an flt-style file as a `BlobImage`.
 
@@ -291,6 +295,9 @@ def read_blob_image(
     require_time : bool
         If False (for difference images), a file without a usable observation time is read
         with ``mjd = nan`` instead of being rejected.
+    check_quality : bool
+        Apply the blob-image data-quality gates of `blobwatch.quality` (finite fraction, level,
+        noise, WFC3/IR date); False for difference images.
 
     Returns
     -------
@@ -299,10 +306,12 @@ def read_blob_image(
     Raises
     ------
     blobwatch.errors.InputError
-        Not FITS, truncated, no 2-D image, smaller than 256x256, all non-finite, wrong shape,
-        no observation time.  A filter other than F153M only warns (`FilterWarning`).
+        Not FITS, truncated, no 2-D image, a cube without 3 planes, smaller than 256x256, all
+        non-finite, wrong shape, no observation time, fails a quality gate.  A filter other than
+        F153M only warns (`FilterWarning`).
     """
-    image, notes = _read(path, expected_shape=expected_shape, dq_bits=dq_bits, require_time=require_time)
+    image, notes = _read(path, expected_shape=expected_shape, dq_bits=dq_bits, require_time=require_time,
+                         check_quality=check_quality)
     for note in notes:
         warnings.warn(note, FilterWarning, stacklevel=2)
     return image
@@ -314,6 +323,7 @@ def _read(
     expected_shape: tuple[int, int] | None = None,
     dq_bits: int | None = None,
     require_time: bool = True,
+    check_quality: bool = True,
 ) -> tuple[BlobImage, list[str]]:
     """`read_blob_image` without warnings: returns the image and the warning texts (thread-safe)."""
     spath = os.fspath(path)
@@ -369,6 +379,8 @@ def _read(
                 if array.ndim == 2:
                     provenance.update(kind="blob", hdu=index)
                 elif array.ndim == 3:
+                    if array.shape[0] != CUBE_PLANES:
+                        raise InputError(spath, f"cube has {array.shape[0]} planes, not {CUBE_PLANES}")
                     array = array[0]
                     provenance.update(kind="cube", hdu=index, plane=0)
                 else:
@@ -401,6 +413,9 @@ def _read(
             if require_time:
                 raise
             mjd = float("nan")
+        problem = quality_problem(data, mjd) if check_quality else None
+        if problem is not None:
+            raise InputError(spath, problem)
         filt = None
         for header in headers:
             if header.get("FILTER") is not None:

@@ -127,7 +127,7 @@ def _difference(path: str) -> np.ndarray:
     if _is_fits(path):
         from blobwatch.fits_io import read_blob_image
 
-        return read_blob_image(path, require_time=False).data
+        return read_blob_image(path, require_time=False, check_quality=False).data
     arr = read_array(path)
     if arr.ndim == 3:  # a Quicklook difference cube: the first plane is the image
         arr = arr[0]
