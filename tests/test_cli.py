@@ -198,3 +198,15 @@ def test_difference_command_refuses_garbage_with_one_line_and_exit_2(tmp_path, c
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [f"blobwatch: error: {zero}: median level 0 is not that of a blob image (0.5-2)"]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["difference", "detect", "detect-npy"])
+def test_a_fifo_given_to_a_command_is_one_line_and_exit_2(tmp_path, capsys, command):
+    import os
+
+    fifo = tmp_path / ("pipe.npy" if command == "detect-npy" else "pipe.fits")
+    os.mkfifo(fifo)
+    args = {"difference": ["difference", str(fifo), "--references", str(fifo), "--out", str(tmp_path / "d.fits")],
+            "detect": ["detect", str(fifo)], "detect-npy": ["detect", str(fifo)]}[command]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"blobwatch: error: {fifo}: not a regular file (a FIFO)"]

@@ -230,7 +230,7 @@ def test_gzip_content_is_bounded(tmp_path, monkeypatch):
 
     bomb = tmp_path / "bomb.fits.gz"
     bomb.write_bytes(gzip.compress(b"\0" * 100_000))
-    monkeypatch.setattr(fits_io, "MAX_GUNZIP_BYTES", 50_000)
+    monkeypatch.setattr(fits_io, "MAX_FILE_BYTES", 50_000)
     with pytest.raises(InputError, match=r"bomb\.fits\.gz: gzip content is larger than"):
         read_blob_image(bomb)
 
@@ -357,3 +357,49 @@ def test_the_gates_accept_the_simulators_range_and_skip_difference_images(tmp_pa
     difference = tmp_path / "difference.fits"
     fits.PrimaryHDU(0.01 * rng.standard_normal((SIZE, SIZE)).astype(np.float32)).writeto(difference)
     assert np.isnan(read_blob_image(difference, require_time=False, check_quality=False).mjd)
+
+
+# ----------------------------------------------------------------------------- not regular files
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe.fits"
+    os.mkfifo(fifo)
+    outcome: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            read_blob_image(fifo)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():  # blocked in open(): give it a writer so the thread ends, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(10)
+        pytest.fail("reading a FIFO blocked")
+    assert len(outcome) == 1 and isinstance(outcome[0], InputError)
+    assert str(outcome[0]) == f"{fifo}: not a regular file (a FIFO)"
+
+
+def test_a_symlink_to_dev_zero_is_refused(tmp_path):
+    link = tmp_path / "zero.fits"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(InputError, match=r"zero\.fits: not a regular file \(a character device\)"):
+        read_blob_image(link)
+
+
+def test_a_file_larger_than_any_blob_image_is_refused_before_reading(tmp_path, monkeypatch):
+    from blobwatch import fits_io
+
+    path = tmp_path / "huge.fits"
+    fits.PrimaryHDU(_image(), _header(EXPSTART=60000.0)).writeto(path)
+    monkeypatch.setattr(fits_io, "MAX_FILE_BYTES", 10_000)
+    monkeypatch.setattr(fits_io, "open", lambda *a, **k: pytest.fail("opened"), raising=False)
+    with pytest.raises(InputError, match=rf"huge\.fits: file is {path.stat().st_size} bytes, larger than 0 MiB"):
+        read_blob_image(path)

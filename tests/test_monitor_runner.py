@@ -430,3 +430,27 @@ def test_garbage_images_are_rejected_by_the_quality_gates_and_never_used(
         assert {im.name: im.reason for im in s.scalars(select(Image).where(Image.status == "rejected"))} == reasons
         run = s.scalars(select(Run)).one()
         assert all(Path(p).parent != garbage for p in run.parameters["reference_paths"])
+
+
+def test_an_unreadable_file_is_recorded_as_rejected_once(
+    inbox: Path, tmp_path: Path, classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blobwatch import fits_io
+
+    locked = inbox / "locked_blob.fits"
+    locked.write_bytes(b"x")
+    real = fits_io.file_sha256
+
+    def denied(path):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(fits_io, "file_sha256", denied)
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    summary = _run(inbox, Session, tmp_path, classifier, settings=LATE)
+    assert summary.exit_code == 1
+    assert [(o.name, o.reason) for o in summary.rejected] == [("locked_blob.fits", "cannot read file (Permission denied)")]
+    assert [o.name for o in summary.processed] == ["csm_day004_blob.fits"]
+    again = _run(inbox, Session, tmp_path, classifier, settings=LATE)
+    assert again.exit_code == 0 and again.rejected == [] and _counts(Session)["images"] == 6

@@ -24,6 +24,7 @@ import hashlib
 import io
 import logging
 import os
+import stat
 import threading
 import warnings
 import zlib
@@ -47,10 +48,11 @@ __all__ = [
     "FilterWarning",
     "EXPECTED_FILTER",
     "MIN_SIZE",
-    "MAX_GUNZIP_BYTES",
+    "MAX_FILE_BYTES",
     "FLT_BORDER",
     "read_blob_image",
     "read_blob_images",
+    "regular_file_size",
     "write_fits",
     "file_sha256",
 ]
@@ -64,11 +66,14 @@ MIN_SIZE = 256
 #: Width of the non-finite reference-pixel border added around a 1014x1014 flt science array.
 FLT_BORDER = 5
 
-#: Largest decompressed ``.fits.gz`` content read (bytes): a 1024x1024 flt file is about 20 MiB.
-MAX_GUNZIP_BYTES = 1 << 30
+#: Largest file read, and largest decompressed ``.fits.gz`` content (bytes): a 1024x1024 flt
+#: file is about 20 MiB, so this only stops a runaway read.
+MAX_FILE_BYTES = 1 << 30
 
 _FITS_MAGIC = b"SIMPLE  ="
 _GZIP_MAGIC = b"\x1f\x8b"
+_SPECIAL_FILES = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+                  (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
 _PARSE_LOCK = threading.Lock()
 _BLOCK = 2880
 
@@ -250,15 +255,42 @@ def _flt_to_blob(
     return padded, {"sci_median": float(median), "n_dq_flagged": n_flagged}
 
 
+def regular_file_size(path: str | os.PathLike) -> int:
+    """The size of ``path`` if it is a regular file (after symlinks) of at most `MAX_FILE_BYTES`.
+
+    Only ``stat`` is used, so a FIFO cannot block and ``/dev/zero`` is never read.
+
+    Raises
+    ------
+    blobwatch.errors.InputError
+        Missing, a directory, not a regular file (FIFO, device, socket) or too large.
+    """
+    spath = os.fspath(path)
+    try:
+        info = os.stat(spath)
+    except FileNotFoundError:
+        raise InputError(spath, "file not found") from None
+    except OSError as exc:
+        raise InputError(spath, f"cannot read file ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(spath, "is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _SPECIAL_FILES if test(info.st_mode)), "special file")
+        raise InputError(spath, f"not a regular file (a {kind})")
+    if info.st_size > MAX_FILE_BYTES:
+        raise InputError(spath, f"file is {info.st_size} bytes, larger than {MAX_FILE_BYTES >> 20} MiB")
+    return info.st_size
+
+
 def _gunzip(raw: bytes, path: str) -> bytes:
-    """The content of a gzip file (``.fits.gz``), at most `MAX_GUNZIP_BYTES`."""
+    """The content of a gzip file (``.fits.gz``), at most `MAX_FILE_BYTES`."""
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(raw)) as fh:
-            content = fh.read(MAX_GUNZIP_BYTES + 1)
+            content = fh.read(MAX_FILE_BYTES + 1)
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(path, f"corrupt gzip file ({exc or type(exc).__name__})") from None
-    if len(content) > MAX_GUNZIP_BYTES:
-        raise InputError(path, f"gzip content is larger than {MAX_GUNZIP_BYTES >> 20} MiB")
+    if len(content) > MAX_FILE_BYTES:
+        raise InputError(path, f"gzip content is larger than {MAX_FILE_BYTES >> 20} MiB")
     return content
 
 
@@ -327,14 +359,14 @@ def _read(
 ) -> tuple[BlobImage, list[str]]:
     """`read_blob_image` without warnings: returns the image and the warning texts (thread-safe)."""
     spath = os.fspath(path)
+    regular_file_size(spath)
     try:
-        raw = Path(spath).read_bytes()
-    except FileNotFoundError:
-        raise InputError(spath, "file not found") from None
-    except IsADirectoryError:
-        raise InputError(spath, "is a directory, not a FITS file") from None
+        with open(spath, "rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)  # bounded even if the file grew since the check
     except OSError as exc:
         raise InputError(spath, f"cannot read file ({exc.strerror or exc})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise InputError(spath, f"file is larger than {MAX_FILE_BYTES >> 20} MiB")
     sha256 = hashlib.sha256(raw).hexdigest()  # of the file as stored (compressed or not)
     if raw.startswith(_GZIP_MAGIC):
         raw = _gunzip(raw, spath)

@@ -81,12 +81,12 @@ def read_array(path: str) -> np.ndarray:
     Raises
     ------
     InputError
-        Missing file, unknown suffix, unreadable content or no image data.
+        Missing file, not a regular file (FIFO, device), unknown suffix, unreadable content or
+        no image data.
     """
-    if not os.path.exists(path):
-        raise InputError(path, "file not found")
-    if os.path.isdir(path):
-        raise InputError(path, "is a directory, not a file")
+    from blobwatch.fits_io import regular_file_size
+
+    regular_file_size(path)
     if path.lower().endswith(".npy"):
         try:
             arr = np.load(path, allow_pickle=False)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import logging
 import os
 import socket
@@ -253,7 +254,11 @@ class _ImageCache:
 def register_files(
     session_factory: sessionmaker[Session], paths: Sequence[Path], cache: _ImageCache
 ) -> tuple[int, list[ImageOutcome]]:
-    """Register new file contents; record unreadable ones as rejected.  Returns (new, rejected)."""
+    """Register new file contents; record unusable ones as rejected.  Returns (new, rejected).
+
+    A file that cannot be read at all is recorded once per path, as rejected, under the SHA-256
+    of ``b"unreadable\\0" + path`` (its content is unknown); once readable it is a new image.
+    """
     from blobwatch.fits_io import FilterWarning, file_sha256, read_blob_image
 
     new = 0
@@ -262,11 +267,12 @@ def register_files(
         known = {sha: (iid, path) for iid, sha, path in session.execute(select(Image.id, Image.sha256, Image.path))}
         session.rollback()  # end the read; every write below is its own short transaction
         for path in paths:
+            unreadable = None
             try:
                 sha = file_sha256(path)
-            except OSError as exc:
-                log.warning("%s: cannot read (%s); skipped this run", path, exc)
-                continue
+            except OSError as exc:  # recorded (once per path) so that a cron job notices
+                unreadable = f"cannot read file ({exc.strerror or exc})"
+                sha = hashlib.sha256(b"unreadable\0" + os.fsencode(path)).hexdigest()
             if sha in known:
                 iid, old = known[sha]
                 if old != str(path) and not Path(old).exists():  # the file moved: follow it
@@ -274,22 +280,25 @@ def register_files(
                     session.commit()
                 continue
             row = Image(path=str(path), sha256=sha, status="registered", registered_at=utcnow())
-            try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", FilterWarning)
-                    blob = read_blob_image(path)
-                for w in caught:
-                    log.warning("%s", w.message)
-                obs_date = mjd_to_datetime(blob.mjd)
-                row.mjd, row.obs_date, row.filter = float(blob.mjd), obs_date, blob.filter
-                row.rows, row.cols = (int(n) for n in blob.data.shape)
-                if len(paths) - len(known) <= cache.capacity // 2:  # a daily run: keep it for processing
-                    cache.put(sha, blob)
-            except InputError as exc:
-                row.status, row.reason = "rejected", exc.problem
-            except Exception as exc:  # an unforeseen defect of one file must not stop the others
-                log.exception("%s: cannot be registered", path)
-                row.status, row.reason = "rejected", f"cannot be read ({type(exc).__name__}: {exc})"
+            if unreadable is not None:
+                row.status, row.reason = "rejected", unreadable
+            else:
+                try:
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always", FilterWarning)
+                        blob = read_blob_image(path)
+                    for w in caught:
+                        log.warning("%s", w.message)
+                    obs_date = mjd_to_datetime(blob.mjd)
+                    row.mjd, row.obs_date, row.filter = float(blob.mjd), obs_date, blob.filter
+                    row.rows, row.cols = (int(n) for n in blob.data.shape)
+                    if len(paths) - len(known) <= cache.capacity // 2:  # a daily run: keep it for processing
+                        cache.put(sha, blob)
+                except InputError as exc:
+                    row.status, row.reason = "rejected", exc.problem
+                except Exception as exc:  # an unforeseen defect of one file must not stop the others
+                    log.exception("%s: cannot be registered", path)
+                    row.status, row.reason = "rejected", f"cannot be read ({type(exc).__name__}: {exc})"
             session.add(row)
             try:
                 session.commit()
