@@ -287,6 +287,24 @@ def test_any_file_name_is_written_to_the_header_and_read_back(tmp_path, name):
         assert hdul[0].header["REF01"] == "ref00.fits"
 
 
+def test_every_reference_keeps_its_own_header_cards_beyond_99(tmp_path):
+    import dataclasses
+
+    refs = _refs(5)
+    with pytest.warns(FewReferencesWarning):
+        result = blob_difference(_blob(_image(0.2, 0.1), 500.0, "/data/cur.fits"), refs)
+    n = 101  # as if 101 references were used: the header is built from these arrays
+    result = dataclasses.replace(
+        result, reference_paths=[f"ref{i:03d}.fits" for i in range(n)],
+        reference_mjds=100.0 + np.arange(n, dtype=float), offsets=np.zeros((n, 2)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "keyword too long" VerifyWarning
+        write_difference(tmp_path / "diff.fits", result)
+    header = fits.getheader(tmp_path / "diff.fits")
+    assert header["REFMJD10"] == 109.0 and header["REFMJD100"] == 199.0 and header["REFMJD101"] == 200.0
+    assert header["REF100"] == "ref099.fits" and header["REFDX101"] == 0.0
+
+
 @pytest.mark.parametrize("shape", [(257, 301), (300, 260)])
 def test_odd_image_sizes(shape):
     current = _image(0.3, -0.2, noise_seed=31, shape=shape)

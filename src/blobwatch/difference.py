@@ -804,7 +804,8 @@ def write_difference(path: str | os.PathLike, result: DifferenceResult) -> Path:
     """Write a difference image as FITS (atomically) with its provenance in the header.
 
     Keywords: ``CURFILE``, ``CURMJD``, ``CURSHA``, ``NREF``, ``REFnn``/``REFMJDnn``/``REFDYnn``/
-    ``REFDXnn`` for every reference, ``DIFFMETH`` (full text in ``HISTORY``), ``BWVERS``, ``DATE``.
+    ``REFDXnn`` for every reference (HIERARCH cards where the keyword passes 8 characters, e.g.
+    ``REFMJD100``), ``DIFFMETH`` (full text in ``HISTORY``), ``BWVERS``, ``DATE``.
     File names are stored whole with `blobwatch.names.header_name` (percent-encoded outside
     printable ASCII; read back with ``urllib.parse.unquote``).
     """
@@ -825,15 +826,21 @@ def write_difference(path: str | os.PathLike, result: DifferenceResult) -> Path:
     for index, (ref_path, mjd, (dy, dx)) in enumerate(
         zip(result.reference_paths, result.reference_mjds, result.offsets), start=1
     ):
-        key = f"{index:02d}" if index < 100 else f"{index}"
-        header[f"REF{key}"] = (_header_name(ref_path), f"reference {index}")
-        header[f"REFMJD{key}"[:8]] = (float(mjd), f"reference {index} MJD")
-        header[f"REFDY{key}"[:8]] = (round(float(dy), 5), f"ref {index} blob offset dy (px)")
-        header[f"REFDX{key}"[:8]] = (round(float(dx), 5), f"ref {index} blob offset dx (px)")
+        key = f"{index:02d}"
+        header[_keyword(f"REF{key}")] = (_header_name(ref_path), f"reference {index}")
+        header[_keyword(f"REFMJD{key}")] = (float(mjd), f"reference {index} MJD")
+        header[_keyword(f"REFDY{key}")] = (round(float(dy), 5), f"ref {index} blob offset dy (px)")
+        header[_keyword(f"REFDX{key}")] = (round(float(dx), 5), f"ref {index} blob offset dx (px)")
     header["HISTORY"] = f"blobwatch {__version__}: D = current - median(references)"
     header["HISTORY"] = f"method: {result.method}"
     header["HISTORY"] = "offsets (dy, dx): current(y, x) ~ reference(y - dy, x - dx), pixels"
     return write_fits(path, result.data, header)
+
+
+def _keyword(name: str) -> str:
+    """``name`` as a header keyword: a HIERARCH card beyond 8 characters (e.g. ``REFMJD100``),
+    never cut (a cut ``REFMJD10`` would overwrite reference 10)."""
+    return name if len(name) <= 8 else f"HIERARCH {name}"
 
 
 def _header_name(path: str | None) -> str:
