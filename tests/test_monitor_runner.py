@@ -454,3 +454,65 @@ def test_an_unreadable_file_is_recorded_as_rejected_once(
     assert [o.name for o in summary.processed] == ["csm_day004_blob.fits"]
     again = _run(inbox, Session, tmp_path, classifier, settings=LATE)
     assert again.exit_code == 0 and again.rejected == [] and _counts(Session)["images"] == 6
+
+
+def test_watch_goes_on_after_a_failed_run(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from blobwatch.monitor import runner
+
+    calls: list[str] = []
+
+    def flaky_run(inbox, **kwargs):
+        calls.append(str(inbox))
+        if len(calls) == 1:
+            raise OSError(5, "Input/output error")  # e.g. the inbox share went away for a moment
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C: the only way out
+
+    monkeypatch.setattr(runner, "run_monitor", flaky_run)
+    monkeypatch.setattr(runner.time, "sleep", lambda seconds: None)
+    with pytest.raises(KeyboardInterrupt):
+        runner.watch("/inbox", 60.0, classifier=object())
+    assert calls == ["/inbox"] * 3
+    assert "monitor run failed; the next run starts in 60 s" in caplog.text and "Input/output error" in caplog.text
+
+
+def test_a_database_failure_while_registering_is_not_swallowed(
+    inbox: Path, tmp_path: Path, classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.orm import Session as OrmSession
+
+    real_commit = OrmSession.commit
+
+    def commit(self) -> None:
+        if any(isinstance(o, Image) and o.path.endswith("day002_blob.fits") for o in self.new):
+            raise OperationalError("INSERT INTO images", {}, Exception("disk I/O error"))
+        real_commit(self)
+
+    monkeypatch.setattr(OrmSession, "commit", commit)
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    with pytest.raises(OperationalError, match="disk I/O error"):
+        _run(inbox, Session, tmp_path, classifier, settings=LATE)
+    with Session() as s:  # the files before it are registered, nothing of it or after it
+        assert sorted(im.name for im in s.scalars(select(Image))) == ["csm_day000_blob.fits", "csm_day001_blob.fits"]
+
+
+def test_the_same_content_registered_by_another_monitor_meanwhile_is_skipped(
+    inbox: Path, tmp_path: Path, classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blobwatch import fits_io
+
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    day2 = next(inbox.rglob("csm_day002_blob.fits"))
+    real = fits_io.read_blob_image
+
+    def race(path, **kwargs):  # another monitor commits day 2 while this one reads it
+        if Path(path) == day2:
+            with Session() as s:
+                s.add(Image(path=str(day2), sha256=fits_io.file_sha256(day2), status="registered", mjd=1.0))
+                s.commit()
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(fits_io, "read_blob_image", race)
+    summary = _run(inbox, Session, tmp_path, classifier, settings=MonitorSettings(min_references=10))
+    assert summary.registered == 4 and summary.exit_code == 0 and _counts(Session)["images"] == 5

@@ -38,6 +38,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from blobwatch import __version__
@@ -302,7 +303,7 @@ def register_files(
             session.add(row)
             try:
                 session.commit()
-            except Exception:  # another monitor registered the same content at the same moment
+            except IntegrityError:  # another monitor registered the same content at the same moment
                 session.rollback()
                 continue
             known[sha] = (row.id, str(path))
@@ -833,7 +834,11 @@ def run_monitor(
 
 
 def watch(inbox: str | os.PathLike, seconds: float, **kwargs: Any) -> None:
-    """Run `run_monitor` every ``seconds`` until interrupted (the classifier is loaded once)."""
+    """Run `run_monitor` every ``seconds`` until interrupted (the classifier is loaded once).
+
+    A run that fails (database locked, inbox share unmounted, disk full, ...) is logged with its
+    traceback and the next one starts after ``seconds`` as usual: one failure never ends the watch.
+    """
     if seconds <= 0:
         raise ValueError(f"watch interval {seconds} must be positive")
     classifier = kwargs.pop("classifier", None)
@@ -843,5 +848,8 @@ def watch(inbox: str | os.PathLike, seconds: float, **kwargs: Any) -> None:
 
         classifier = BlobClassifier(model)
     while True:
-        run_monitor(inbox, classifier=classifier, **kwargs)
+        try:
+            run_monitor(inbox, classifier=classifier, **kwargs)
+        except Exception:  # KeyboardInterrupt (Ctrl-C) is not an Exception: it still stops the watch
+            log.exception("monitor run failed; the next run starts in %g s", seconds)
         time.sleep(seconds)
