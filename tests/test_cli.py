@@ -210,3 +210,12 @@ def test_a_fifo_given_to_a_command_is_one_line_and_exit_2(tmp_path, capsys, comm
             "detect": ["detect", str(fifo)], "detect-npy": ["detect", str(fifo)]}[command]
     assert main(args) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"blobwatch: error: {fifo}: not a regular file (a FIFO)"]
+
+
+def test_difference_command_names_the_current_image_when_its_shape_is_wrong(tmp_path, capsys):
+    paths = _sequence(tmp_path)
+    rng = np.random.default_rng(1)
+    wide = _write(tmp_path / "wide.fits", 1 + 0.002 * rng.standard_normal((256, 300)), 60010.0)
+    assert main(["difference", str(wide), "--references", *map(str, paths), "--out", str(tmp_path / "d.fits")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"blobwatch: error: {wide}: shape 256x300 does not match the references (256x256)"]

@@ -345,3 +345,13 @@ def test_few_blobs_and_a_strong_new_one_leave_no_artifacts():
     far = np.hypot(*(np.mgrid[0:256, 0:256] - np.array([y, x])[:, None, None])) > 20
     far &= ~sim.unstable_pixels  # they change from day to day, with or without registration
     assert np.abs(d[far]).max() < 0.06  # no hot-pixel ringing, no dips
+
+
+def test_a_current_image_of_the_wrong_shape_is_the_one_named():
+    refs = _refs(6)
+    current = _blob(np.ones((SIZE, SIZE + 256), np.float32), 500.0, "cur.fits")
+    with pytest.raises(InputError, match=r"^cur\.fits: shape 256x512 does not match the references \(256x256\)$"):
+        blob_difference(current, refs)
+    half = refs[:3] + [_blob(np.ones((SIZE, SIZE + 256), np.float32), 103.0 + i, f"wide{i}.fits") for i in range(3)]
+    with pytest.raises(InputError, match=r"^ref00\.fits: shape 256x256 does not match the current image"):
+        blob_difference(_blob(np.ones((SIZE, SIZE + 256), np.float32), 500.0, "cur.fits"), half)  # a tie: refs

@@ -127,6 +127,15 @@ def test_flt_is_normalized_masked_and_padded(tmp_path):
     assert np.isnan(only_hot.data[b + 20, b + 30]) and np.isfinite(only_hot.data[b + 40, b + 50])
 
 
+def test_an_flt_file_without_sci_is_refused_not_read_from_err(tmp_path):
+    path = tmp_path / "nosci.fits"
+    err = fits.ImageHDU(_image(1), name="ERR")
+    dq = fits.ImageHDU(np.zeros((SIZE, SIZE), np.int16), name="DQ")
+    fits.HDUList([fits.PrimaryHDU(header=_header(EXPSTART=60000.0)), err, dq]).writeto(path)
+    with pytest.raises(InputError, match=r"nosci\.fits: no SCI extension \(ERR, DQ, SAMP and TIME are not image data\)"):
+        read_blob_image(path)
+
+
 def test_other_filter_warns_not_fails(tmp_path):
     path = tmp_path / "f160w.fits"
     fits.PrimaryHDU(_image(), _header(EXPSTART=60000.0, FILTER="F160W")).writeto(path)

@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import warnings
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -33,7 +33,7 @@ from scipy import fft as sp_fft
 from scipy import ndimage
 
 from blobwatch.errors import InputError
-from blobwatch.fits_io import BlobImage
+from blobwatch.fits_io import BlobImage, format_shape
 from blobwatch.names import header_name
 
 __all__ = [
@@ -665,11 +665,15 @@ def _select_references(
     cur_name = current.path or "<current>"
     if current.data.ndim != 2:
         raise InputError(cur_name, f"current image is {current.data.ndim}-D, not 2-D")
+    shape = format_shape(current.data.shape)
+    shapes = Counter(ref.data.shape for ref in references)
+    if shapes and shapes[current.data.shape] < max(shapes.values()):  # the current one is at fault
+        common = format_shape(shapes.most_common(1)[0][0])
+        raise InputError(cur_name, f"shape {shape} does not match the references ({common})")
     for ref in references:
         if ref.data.shape != current.data.shape:
-            shape = "x".join(map(str, ref.data.shape))
-            want = "x".join(map(str, current.data.shape))
-            raise InputError(ref.path or "<reference>", f"shape {shape} does not match the current image ({want})")
+            raise InputError(ref.path or "<reference>",
+                             f"shape {format_shape(ref.data.shape)} does not match the current image ({shape})")
         if not ref.mjd < current.mjd:
             raise InputError(
                 ref.path or "<reference>",

@@ -44,6 +44,7 @@ from blobwatch.errors import InputError
 from blobwatch.quality import CUBE_PLANES, quality_problem
 
 __all__ = [
+    "AUXILIARY_EXTNAMES",
     "BlobImage",
     "FilterWarning",
     "EXPECTED_FILTER",
@@ -55,6 +56,7 @@ __all__ = [
     "regular_file_size",
     "write_fits",
     "file_sha256",
+    "format_shape",
 ]
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,8 @@ log = logging.getLogger(__name__)
 EXPECTED_FILTER = "F153M"
 #: Smallest accepted image side: one classifier subframe.
 MIN_SIZE = 256
+#: Extensions of a WFC3 flt file that are never the image (without SCI the file is refused).
+AUXILIARY_EXTNAMES = frozenset({"ERR", "DQ", "SAMP", "TIME"})
 #: Width of the non-finite reference-pixel border added around a 1014x1014 flt science array.
 FLT_BORDER = 5
 
@@ -161,9 +165,12 @@ def write_fits(
 
 
 def _image_hdu_index(hdul: fits.HDUList) -> int | None:
-    """Index of the primary HDU if it holds an image of >= 2 dimensions, else the first such extension."""
+    """Index of the primary HDU if it holds an image of >= 2 dimensions, else the first such
+    extension that is not an flt auxiliary array (`AUXILIARY_EXTNAMES`: errors and flags are not data)."""
     for index, hdu in enumerate(hdul):
         if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+            continue
+        if str(hdu.header.get("EXTNAME", "")).strip().upper() in AUXILIARY_EXTNAMES:
             continue
         naxis = hdu.header.get("NAXIS", 0)
         if isinstance(hdu, fits.CompImageHDU):
@@ -237,7 +244,7 @@ def _flt_to_blob(
     if dq_index is not None and hdul[dq_index].data is not None:
         dq = np.asarray(hdul[dq_index].data)
         if dq.shape != sci.shape:
-            raise InputError(path, f"DQ shape {_fmt(dq.shape)} does not match SCI {_fmt(sci.shape)}")
+            raise InputError(path, f"DQ shape {format_shape(dq.shape)} does not match SCI {format_shape(sci.shape)}")
         flagged = (dq.astype(np.int64) & (dq_bits if dq_bits is not None else ~0)) != 0
         n_flagged = int(flagged.sum())
         sci[flagged] = np.nan
@@ -302,7 +309,8 @@ def _problem(exc: Exception) -> str:
     return "corrupt FITS file"
 
 
-def _fmt(shape: tuple[int, ...]) -> str:
+def format_shape(shape: tuple[int, ...]) -> str:
+    """``(1024, 1024)`` as ``1024x1024`` (for messages)."""
     return "x".join(str(int(s)) for s in shape)
 
 
@@ -401,6 +409,8 @@ def _read(
                 provenance["shape"] = list(hdul[sci_index].data.shape)
             else:
                 index = _image_hdu_index(hdul)
+                if index is None and any(_find_ext(hdul, name) is not None for name in AUXILIARY_EXTNAMES):
+                    raise InputError(spath, "no SCI extension (ERR, DQ, SAMP and TIME are not image data)")
                 if index is None:
                     raise InputError(spath, "no 2-D image in any HDU")
                 image_header = hdul[index].header
@@ -434,7 +444,7 @@ def _read(
             raise InputError(spath, f"image is {rows}x{cols}, smaller than {MIN_SIZE}x{MIN_SIZE}")
         if expected_shape is not None and tuple(data.shape) != tuple(expected_shape):
             raise InputError(
-                spath, f"shape {rows}x{cols} does not match the references ({_fmt(expected_shape)})"
+                spath, f"shape {rows}x{cols} does not match the references ({format_shape(expected_shape)})"
             )
         if not np.isfinite(data).any():
             raise InputError(spath, "all pixels are non-finite")

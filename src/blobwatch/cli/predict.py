@@ -206,7 +206,7 @@ def _detect(args: argparse.Namespace) -> int:
         from blobwatch.fits_io import read_blob_image
 
         current = read_blob_image(args.image)
-        refs = [read_blob_image(r, expected_shape=current.shape) for r in args.references]
+        refs = [read_blob_image(r) for r in args.references]  # shapes: checked by blob_difference
         difference = blob_difference(current, refs, register=not args.no_register).data
     else:
         difference = _difference(args.image)

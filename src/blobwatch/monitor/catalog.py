@@ -329,7 +329,7 @@ def rebuild_difference(
     references = list(params.get("reference_paths") or [])
     if not references:
         return current, None
-    refs = [read_blob_image(locate_image(p, images_dir), expected_shape=current.shape) for p in references]
+    refs = [read_blob_image(locate_image(p, images_dir)) for p in references]  # shapes: blob_difference
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FewReferencesWarning)
         warnings.simplefilter("ignore", RegistrationWarning)
