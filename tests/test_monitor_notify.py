@@ -43,6 +43,17 @@ def test_url_sources_in_order_of_precedence(tmp_path: Path) -> None:
         load_config(bad)
 
 
+def test_the_config_is_read_without_tomllib_as_on_python_3_10(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import tomllib
+
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # as on 3.10: "import tomllib" fails
+    monkeypatch.setitem(sys.modules, "tomli", tomllib)  # tomli, the package tomllib came from
+    config_file = tmp_path / "config.toml"
+    config_file.write_text('[monitor]\nnotify = ["json://config.example/hook"]\n')
+    assert load_config(config_file) == {"monitor": {"notify": ["json://config.example/hook"]}}
+
+
 def test_urls_are_redacted_and_validated() -> None:
     shown = redact_notify_url("mailtos://alice:hunter2@mail.example.org")
     assert "hunter2" not in shown and shown.startswith("mailto")

@@ -89,7 +89,10 @@ def load_config(path: str | os.PathLike | None = None, *, required: bool = False
         reports = "/data/blobwatch/reports"
         notify = ["json://quicklook.example.org/blobwatch", "mailtos://..."]
     """
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: tomli is the same parser (a dependency there)
+        import tomli as tomllib
 
     p = Path(path) if path is not None else config_path()
     if not p.exists():
