@@ -384,12 +384,35 @@ def _read(
         raise InputError(spath, f"truncated FITS file ({len(raw)} bytes, not a multiple of 2880)")
 
     try:
+        return _parse(raw, spath, sha256, expected_shape=expected_shape, dq_bits=dq_bits,
+                      require_time=require_time, check_quality=check_quality)
+    except InputError:
+        raise
+    except Exception as exc:  # astropy raises TypeError, KeyError, VerifyError, ... for a corrupt header
+        raise InputError(spath, f"{_problem(exc)} ({type(exc).__name__}: {exc})") from None
+
+
+def _parse(
+    raw: bytes,
+    spath: str,
+    sha256: str,
+    *,
+    expected_shape: tuple[int, int] | None,
+    dq_bits: int | None,
+    require_time: bool,
+    check_quality: bool,
+) -> tuple[BlobImage, list[str]]:
+    """The `BlobImage` in the bytes of a FITS file (the second half of `_read`)."""
+    try:
         with _PARSE_LOCK, warnings.catch_warnings():
             # astropy warns (process-wide state, hence the lock) about truncation: checked below.
             warnings.simplefilter("ignore")
             hdul = fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False)
     except (OSError, ValueError, fits.verify.VerifyError) as exc:
         raise InputError(spath, f"{_problem(exc)} ({exc})") from None
+    if not isinstance(hdul[0], fits.PrimaryHDU):
+        hdul.close()
+        raise InputError(spath, "not a standard FITS file (SIMPLE is not T)")
     needed = max(
         (info["datLoc"] + info["datSpan"] for info in (hdu.fileinfo() for hdu in hdul) if info),
         default=0,
