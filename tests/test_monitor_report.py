@@ -121,3 +121,20 @@ def test_index_and_blob_map_from_the_database(tmp_path: Path) -> None:
     assert html.index("csm_day040_blob.fits") < html.index("old_blob.fits")  # newest first
     bm = blobmap.read_text()
     assert "(613.3, 202.7)" in bm and "confirmed" in bm and (reports / "blobmap.png").is_file()
+
+
+def test_provenance_is_formatted_for_display() -> None:
+    from blobwatch.monitor.report import format_provenance
+
+    table = format_provenance(
+        image_path="/in/a.fits", image_sha256="ab" * 32, image_filter=None, model_path="/m.pt",
+        model_sha256="f" * 64, model_metadata={"threshold": 0.2, "history": [1, 2]}, versions={"torch": "2"},
+        reference_paths=["/in/r1.fits", "/in/r2.fits", "/in/r3.fits"], method="registered-median",
+        offsets=np.array([[0.1, -0.25], [0.0, 0.05]]), threshold=0.20412, run_id=7, worker="h:1:x",
+        timings={"read": 0.1234},
+    )
+    assert table["filter"] == "—" and table["model"] == f"/m.pt (sha256 {'f' * 16}…)"
+    assert table["model metadata"] == {"threshold": 0.2}
+    assert table["references"] == "3 preceding images, r1.fits … r3.fits"
+    assert table["largest reference offset (px)"] == "0.250" and table["threshold"] == "0.2041"
+    assert table["timings (s)"] == {"read": "0.12"} and table["run id"] == 7

@@ -325,14 +325,14 @@ def test_a_reference_that_went_bad_is_rejected_and_the_image_waits(inbox: Path, 
 
 
 def test_which_claims_count_as_dead() -> None:
-    from blobwatch.monitor.runner import _claim_holder_dead, worker_name
+    from blobwatch.monitor.db import claim_holder_dead, worker_name
 
     host = socket.gethostname()
-    assert _claim_holder_dead(f"{host}:999999999")  # no such process here
-    assert not _claim_holder_dead(worker_name())  # this process: maybe another call is working
-    assert not _claim_holder_dead(f"{host}:1")  # init is alive
-    assert not _claim_holder_dead("other-host:999999999:abc")  # cannot tell: wait for staleness
-    assert not _claim_holder_dead(None)
+    assert claim_holder_dead(f"{host}:999999999")  # no such process here
+    assert not claim_holder_dead(worker_name())  # this process: maybe another call is working
+    assert not claim_holder_dead(f"{host}:1")  # init is alive
+    assert not claim_holder_dead("other-host:999999999:abc")  # cannot tell: wait for staleness
+    assert not claim_holder_dead(None)
     assert worker_name() != worker_name()
 
 
@@ -516,3 +516,19 @@ def test_the_same_content_registered_by_another_monitor_meanwhile_is_skipped(
     monkeypatch.setattr(fits_io, "read_blob_image", race)
     summary = _run(inbox, Session, tmp_path, classifier, settings=MonitorSettings(min_references=10))
     assert summary.registered == 4 and summary.exit_code == 0 and _counts(Session)["images"] == 5
+
+
+def test_compute_image_finds_the_new_blob_without_a_database(sequence: tuple[Path, dict], classifier) -> None:
+    from blobwatch.fits_io import read_blob_image
+    from blobwatch.monitor.runner import compute_image
+
+    root, truth = sequence
+    images = [read_blob_image(p) for p in sorted(root.glob("*.fits"))]
+    result = compute_image(images[4], images[:4], classifier, LATE)
+    found = result.detection.candidates
+    assert min(np.hypot(c.x - truth["x"], c.y - truth["y"]) for c in found) < 3.0
+    assert result.max_probability >= result.detection.threshold
+    assert result.parameters["n_references"] == 4 and len(result.parameters["offsets"]) == 4
+    assert result.parameters["reference_paths"] == [im.path for im in images[:4]]
+    assert set(result.timings) == {"difference", "detect", "saliency"}
+    assert set(result.saliency) == {s.index for s in result.detection.subframes if s.blob}

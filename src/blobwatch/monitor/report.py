@@ -32,6 +32,7 @@ __all__ = [
     "CandidateView",
     "ImageReport",
     "SubframeView",
+    "format_provenance",
     "render_blobmap",
     "render_index",
     "report_dir",
@@ -119,6 +120,43 @@ class ImageReport:
     prepared: np.ndarray | None = None
     saliency: dict[int, np.ndarray] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def format_provenance(
+    *,
+    image_path: str,
+    image_sha256: str,
+    image_filter: str | None,
+    model_path: str | None,
+    model_sha256: str | None,
+    model_metadata: dict[str, Any],
+    versions: dict[str, str],
+    reference_paths: Sequence[str | None],
+    method: str,
+    offsets: np.ndarray,
+    threshold: float,
+    run_id: int,
+    worker: str,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The provenance table of an image report (display strings, in the order shown)."""
+    names = [Path(str(p)).name for p in reference_paths]
+    offsets = np.asarray(offsets, dtype=float)
+    return {
+        "image file": image_path,
+        "image sha256": image_sha256,
+        "filter": image_filter or "—",
+        "model": f"{model_path} (sha256 {model_sha256[:16] + '…' if model_sha256 else '—'})",
+        "model metadata": {k: v for k, v in model_metadata.items() if not isinstance(v, (dict, list))},
+        "versions": versions,
+        "references": f"{len(names)} preceding images, {names[0] if names else '—'} … {names[-1] if names else '—'}",
+        "difference method": method,
+        "largest reference offset (px)": f"{float(np.max(np.abs(offsets))) if offsets.size else 0.0:.3f}",
+        "threshold": f"{threshold:.4f}",
+        "run id": run_id,
+        "processed by": worker,
+        "timings (s)": {k: f"{v:.2f}" for k, v in timings.items()},
+    }
 
 
 def _environment() -> Any:
