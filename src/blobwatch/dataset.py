@@ -44,6 +44,7 @@ import numpy as np
 from blobwatch.atomic import atomic_path, write_text_atomic
 from blobwatch.errors import InputError
 from blobwatch.fits_io import file_sha256
+from blobwatch.stats import robust_sigma
 
 #: Bumped whenever the generated samples would change for the same seed and sources.
 #: /2: pedestals, gradients and dark distractors on training subframes (`DistractorConfig`).
@@ -123,9 +124,7 @@ class SourceImage:
     @property
     def noise(self) -> float:
         """Robust per-pixel noise (MAD standard deviation) of the image."""
-        sample = self.data[::4, ::4]
-        med = np.median(sample)
-        return float(1.4826 * np.median(np.abs(sample - med))) or 1.0
+        return robust_sigma(self.data[::4, ::4]) or 1.0
 
 
 def load_stamps(path: str | os.PathLike | None = None) -> dict[int, np.ndarray]:
@@ -734,7 +733,7 @@ def _robust_z(difference: np.ndarray, block: int = 16) -> np.ndarray:
     bg_full = np.repeat(np.repeat(bg, block, 0), block, 1)[:h, :w]
     resid = np.where(finite, d - bg_full, 0.0)
     vals = resid[finite][::7]
-    sigma = float(1.4826 * np.median(np.abs(vals - np.median(vals)))) if vals.size else 1.0
+    sigma = robust_sigma(vals) if vals.size else 1.0
     return (-resid / (sigma or 1.0)).astype(np.float32)
 
 

@@ -35,6 +35,7 @@ from scipy import ndimage
 from blobwatch.errors import InputError
 from blobwatch.fits_io import BlobImage, format_shape
 from blobwatch.names import header_name
+from blobwatch.stats import robust_sigma
 
 __all__ = [
     "DifferenceResult",
@@ -252,11 +253,8 @@ class _Prepared:
 
 
 def _mad_sigma(values: np.ndarray) -> float:
-    """Robust standard deviation (1.4826 MAD) of a subsample of at most ~200k values."""
-    values = values[:: max(1, values.size // 200_000)]
-    if values.size == 0:
-        return 0.0
-    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+    """`blobwatch.stats.robust_sigma` of a subsample of at most ~200k values (0.0 for none)."""
+    return robust_sigma(values[:: max(1, values.size // 200_000)])
 
 
 def _sum8(values: np.ndarray) -> np.ndarray:

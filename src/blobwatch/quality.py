@@ -21,9 +21,10 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from astropy.stats import mad_std
 from astropy.time import Time
 from erfa import ErfaWarning
+
+from blobwatch.stats import robust_sigma
 
 __all__ = [
     "CUBE_PLANES",
@@ -70,7 +71,7 @@ def quality_problem(data: np.ndarray, mjd: float | None) -> str | None:
     if not LEVEL_RANGE[0] <= level <= LEVEL_RANGE[1]:
         return (f"median level {level:.4g} is not that of a blob image "
                 f"({LEVEL_RANGE[0]:g}-{LEVEL_RANGE[1]:g})")
-    noise = float(mad_std(sample))
+    noise = robust_sigma(sample)
     if not NOISE_RANGE[0] <= noise <= NOISE_RANGE[1]:
         return (f"robust noise {noise:.3g} is outside {NOISE_RANGE[0]:g}-{NOISE_RANGE[1]:g} "
                 "(constant or random data)")

@@ -81,6 +81,7 @@ def run_difference(args: argparse.Namespace) -> int:
 
     from blobwatch.difference import blob_difference, write_difference
     from blobwatch.fits_io import read_blob_image, read_blob_images
+    from blobwatch.stats import robust_sigma
 
     log = logging.getLogger("blobwatch")
     with warnings.catch_warnings(record=True) as caught:
@@ -113,7 +114,7 @@ def run_difference(args: argparse.Namespace) -> int:
     print(
         f"difference: {result.data.shape[0]}x{result.data.shape[1]}, "
         f"{int((~finite).sum())} non-finite pixels, robust sigma "
-        f"{1.4826 * float(np.median(np.abs(result.data[finite] - np.median(result.data[finite])))):.4g}"
+        f"{robust_sigma(result.data[finite]):.4g}"
     )
     print(f"wrote:      {out}")
     return 0

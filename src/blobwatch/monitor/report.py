@@ -27,6 +27,7 @@ import numpy as np
 from blobwatch import __version__
 from blobwatch.atomic import write_bytes_atomic, write_text_atomic
 from blobwatch.names import bounded_name
+from blobwatch.stats import zscale_limits
 
 __all__ = [
     "CandidateView",
@@ -213,17 +214,6 @@ def _circles(ax: Any, xyr: np.ndarray, **style: Any) -> None:
         ax.add_collection(PatchCollection(patches, **style), autolim=False)
 
 
-def _zscale_limits(image: np.ndarray) -> tuple[float, float]:
-    from astropy.visualization import ZScaleInterval
-
-    finite = image[np.isfinite(image)]
-    if finite.size == 0:
-        return -1.0, 1.0
-    sample = finite[:: max(1, finite.size // 200_000)]
-    lo, hi = ZScaleInterval().get_limits(sample)
-    return (float(lo), float(hi)) if hi > lo else (float(lo) - 1.0, float(lo) + 1.0)
-
-
 def difference_figure(
     difference: np.ndarray,
     known_blobs: np.ndarray,
@@ -235,7 +225,7 @@ def difference_figure(
     """PNG of the difference image (zscale, grey, origin lower-left like DS9) with known blobs
     circled in green and candidates in red (the seed's Fig. 2); the 256-px subframe grid dotted."""
     data = np.asarray(difference, dtype=np.float32)
-    lo, hi = _zscale_limits(data)
+    lo, hi = zscale_limits(data)
     fig = _figure(size_inches, size_inches)
     ax = fig.add_axes((0.08, 0.06, 0.9, 0.88))
     ax.imshow(np.nan_to_num(data, nan=float(np.nanmedian(data)) if np.isfinite(data).any() else 0.0),
@@ -324,7 +314,7 @@ def blobmap_figure(known_blobs: Sequence[Any], shape: tuple[int, int] = (1024, 1
     fig = _figure(8.0, 8.0)
     ax = fig.add_axes((0.08, 0.06, 0.9, 0.88))
     if background is not None:
-        lo, hi = _zscale_limits(np.asarray(background, dtype=np.float32))
+        lo, hi = zscale_limits(np.asarray(background, dtype=np.float32))
         ax.imshow(background, cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
     else:
         ax.set_facecolor("black")

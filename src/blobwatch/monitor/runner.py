@@ -60,6 +60,7 @@ from blobwatch.monitor.db import (
     write_session,
 )
 from blobwatch.names import one_line
+from blobwatch.stats import jsonable
 
 __all__ = [
     "FITS_SUFFIXES",
@@ -380,22 +381,8 @@ def _load_model(model: str | os.PathLike | None, classifier: Any | None) -> _Mod
     sha = file_sha256(path) if path is not None and Path(path).exists() else None
     metadata = dict(getattr(classifier, "metadata", {}) or {})
     versions = {"blobwatch": __version__, "torch": torch.__version__, "numpy": np.__version__}
-    return _Model(classifier, str(Path(path).resolve()) if path is not None else None, sha, _jsonable(metadata),
+    return _Model(classifier, str(Path(path).resolve()) if path is not None else None, sha, jsonable(metadata),
                   versions)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
 
 
 def _references(session: Session, image: Image, settings: MonitorSettings) -> list[Image]:
@@ -532,8 +519,8 @@ def compute_image(
         "reference_paths": [str(p) for p in diff.reference_paths],
         "known_margin": settings.known_margin,
         "link_distance": settings.link_distance,
-        "detection": _jsonable(dataclasses.asdict(detection.parameters)),
-        "preparation": _jsonable(detection.preparation),
+        "detection": jsonable(dataclasses.asdict(detection.parameters)),
+        "preparation": jsonable(detection.preparation),
         "rejected_seeds": len(detection.rejected),
     }
     max_p = float(max(s.probability for s in detection.subframes))
@@ -639,7 +626,7 @@ def record(
             image_id=image.id, model_path=model.path, model_sha256=model.sha256, model_metadata=model.metadata,
             blobwatch_version=model.versions["blobwatch"], torch_version=model.versions["torch"],
             numpy_version=model.versions["numpy"],
-            parameters=_jsonable({**result.parameters, "reference_image_ids": list(reference_ids)}), timings={},
+            parameters=jsonable({**result.parameters, "reference_image_ids": list(reference_ids)}), timings={},
             threshold=float(detection.threshold), max_probability=result.max_probability, started_at=utcnow(),
         )
         session.add(run)
