@@ -310,9 +310,10 @@ def evaluate_model(
     from blobwatch.baseline import matched_filter_scores
     from blobwatch.dataset import SubframeDataset
     from blobwatch.modelfile import load_model
-    from blobwatch.train import predict_scores, resolve_device
+    from blobwatch.classifier import resolve_device
+    from blobwatch.train import predict_scores
 
-    dev = resolve_device(device)
+    dev = resolve_device(device, strict=True)
     mf = load_model(model, device=dev)
     thr = float(threshold if threshold is not None else mf.metadata.get("threshold", 0.5))
     outdir = Path(outdir)

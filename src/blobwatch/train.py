@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from blobwatch.atomic import atomic_path, write_text_atomic
-from blobwatch.errors import BlobwatchError, InputError
+from blobwatch.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -80,19 +80,6 @@ class TrainResult:
     validation: dict[str, Any]
     model_path: Path
     seconds: float
-
-
-def resolve_device(device: str) -> Any:
-    """Map ``auto|cpu|cuda`` to a torch device (``auto``: CUDA when available)."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BlobwatchError("--device cuda requested but CUDA is not available (use auto or cpu)")
-    return torch.device(device)
 
 
 def hardware_description(device: Any) -> str:
@@ -239,6 +226,7 @@ def train(config: TrainConfig) -> TrainResult:
     import torch
     from tqdm import tqdm
 
+    from blobwatch.classifier import resolve_device
     from blobwatch.dataset import SubframeDataset, manifest_sha256
     from blobwatch.modelfile import save_model
     from blobwatch.models import build_model
@@ -246,7 +234,7 @@ def train(config: TrainConfig) -> TrainResult:
     cfg = config
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, strict=True)
     outdir = Path(cfg.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     train_ds = SubframeDataset(cfg.dataset)
