@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import warnings
-from collections import Counter, OrderedDict
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,6 +34,7 @@ from scipy import ndimage
 
 from blobwatch.errors import InputError
 from blobwatch.fits_io import BlobImage, format_shape
+from blobwatch.lru import LRUCache
 from blobwatch.names import header_name
 from blobwatch.stats import robust_sigma
 
@@ -613,11 +614,17 @@ class PreparedCache:
     """
 
     def __init__(self, capacity: int = SEED_REFERENCES + 1) -> None:
-        self.capacity = max(1, int(capacity))
-        self._items: OrderedDict[tuple, _Prepared] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
+        self._cache: LRUCache[_Prepared] = LRUCache(capacity)
+
+    @property
+    def hits(self) -> int:
+        """Preparations reused."""
+        return self._cache.hits
+
+    @property
+    def misses(self) -> int:
+        """Preparations computed (of images with a SHA-256)."""
+        return self._cache.misses
 
     @staticmethod
     def _key(image: BlobImage, params: RegistrationParams) -> tuple | None:
@@ -627,21 +634,12 @@ class PreparedCache:
     def prepare(self, image: BlobImage, frame: "_Frame") -> _Prepared:
         """The cached preparation of ``image`` for ``frame``, computed and kept on a miss."""
         key = self._key(image, frame.params)
-        if key is not None:
-            with self._lock:
-                cached = self._items.get(key)
-                if cached is not None:
-                    self._items.move_to_end(key)
-                    self.hits += 1
-                    return cached
+        cached = self._cache.get(key) if key is not None else None
+        if cached is not None:
+            return cached
         prepared = frame.prepare(np.asarray(image.data, dtype=np.float32))
         if key is not None:
-            with self._lock:
-                self.misses += 1
-                self._items[key] = prepared
-                self._items.move_to_end(key)
-                while len(self._items) > self.capacity:
-                    self._items.popitem(last=False)
+            self._cache.put(key, prepared)
         return prepared
 
 

@@ -29,7 +29,7 @@ import os
 import sys
 import time
 import warnings
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -43,6 +43,7 @@ from blobwatch import __version__
 from blobwatch.errors import InputError
 from blobwatch.monitor import notify as _notify
 from blobwatch.monitor.catalog import known_blob_at
+from blobwatch.lru import LRUCache
 from blobwatch.monitor.db import (
     OPEN_CANDIDATE_STATUSES,
     Blob,
@@ -221,23 +222,20 @@ class _ImageCache:
     """
 
     def __init__(self, capacity: int) -> None:
-        self.capacity = max(1, capacity)
-        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._images: LRUCache[Any] = LRUCache(capacity)
+        self.capacity = self._images.capacity
         self.reads = 0
         self.prepared: Any = None
 
     def put(self, sha: str, image: Any) -> None:
-        self._items[sha] = image
-        self._items.move_to_end(sha)
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
+        self._images.put(sha, image)
 
     def get(self, image: Image) -> Any:
         from blobwatch.fits_io import read_blob_image
 
-        if image.sha256 in self._items:
-            self._items.move_to_end(image.sha256)
-            return self._items[image.sha256]
+        cached = self._images.get(image.sha256)
+        if cached is not None:
+            return cached
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             blob = read_blob_image(image.path)
@@ -251,7 +249,7 @@ class _ImageCache:
         """Blob images for several rows, the missing ones read in parallel threads."""
         from blobwatch.fits_io import read_blob_images
 
-        missing = [im for im in images if im.sha256 not in self._items]
+        missing = [im for im in images if im.sha256 not in self._images]
         if missing:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
