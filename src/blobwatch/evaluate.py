@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from blobwatch.atomic import atomic_path, write_text_atomic
+from blobwatch.atomic import write_text_atomic
 
 #: Bin edges of the miss breakdowns (strongest blob of each positive subframe).
 PEAK_BINS = (0.0, 1.5, 2.5, 3.5, 5.0, 1e9)  # peak in noise sigma
@@ -183,13 +183,11 @@ def evaluate_scores(
 
 def plot_confusion(rates: dict[str, Any], path: str | os.PathLike, *, title: str = "") -> None:
     """Confusion matrix as rates, laid out like the seed's Fig. 8 (rows: true, cols: predicted)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from blobwatch.figures import new_figure, save_png
 
     m = np.array([[rates["tn"], rates["fp"]], [rates["fn"], rates["tp"]]])
-    fig, ax = plt.subplots(figsize=(4.2, 3.8), constrained_layout=True)
+    fig = new_figure(4.2, 3.8, layout="constrained")
+    ax = fig.subplots()
     im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
     for (i, j), v in np.ndenumerate(m):
         ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="white" if v > 0.5 else "black", fontsize=13)
@@ -198,19 +196,15 @@ def plot_confusion(rates: dict[str, Any], path: str | os.PathLike, *, title: str
     ax.set_xticklabels(["0 (non-blob)", "1 (blob)"])
     ax.set_yticklabels(["0", "1"])
     fig.colorbar(im, ax=ax, fraction=0.046)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=120)
 
 
 def plot_curves(result: dict[str, Any], path: str | os.PathLike, *, title: str = "") -> None:
     """ROC and precision-recall curves of the CNN and the matched filter, operating points marked."""
-    import matplotlib
+    from blobwatch.figures import new_figure, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 4), constrained_layout=True)
+    fig = new_figure(9, 4, layout="constrained")
+    a, b = fig.subplots(1, 2)
     for key, label, style in (("cnn", "CNN", "-"), ("matched_filter", "matched filter", "--")):
         if key not in result:
             continue
@@ -225,9 +219,7 @@ def plot_curves(result: dict[str, Any], path: str | os.PathLike, *, title: str =
     b.legend(loc="lower left", fontsize=8)
     if title:
         fig.suptitle(title, parse_math=False)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=120)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -168,13 +168,11 @@ def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
 
 def plot_history(history: list[dict[str, Any]], path: str | Path) -> None:
     """Write the loss and accuracy curves (train and validation) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from blobwatch.figures import new_figure, save_png
 
     ep = [h["epoch"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5), constrained_layout=True)
+    fig = new_figure(9, 3.5, layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
     ax1.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
     if any(h.get("val_loss") is not None for h in history):
         ax1.plot(ep, [h.get("val_loss", math.nan) for h in history], "s-", label="validation")
@@ -187,9 +185,7 @@ def plot_history(history: list[dict[str, Any]], path: str | Path) -> None:
         ax2.plot(ep, [h.get("val_tnr", math.nan) for h in history], "v--", label="val TNR")
     ax2.set(xlabel="epoch", ylabel="rate", ylim=(0.4, 1.01))
     ax2.legend(fontsize=8)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
 
 
 def _plain(obj: Any) -> Any:

@@ -16,7 +16,6 @@ Layout under the reports folder::
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 
 from blobwatch import __version__
 from blobwatch.atomic import write_bytes_atomic, write_text_atomic
+from blobwatch.figures import new_figure, png_bytes
 from blobwatch.names import bounded_name
 from blobwatch.stats import zscale_limits
 
@@ -188,21 +188,6 @@ def report_dir(reports: str | os.PathLike, image_id: int, name: str) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig: Any) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", pil_kwargs={"compress_level": 2})
-    return buffer.getvalue()
-
-
 def _circles(ax: Any, xyr: np.ndarray, **style: Any) -> None:
     """Draw many circles as one collection (no per-patch data-limit updates: fast)."""
     from matplotlib.collections import PatchCollection
@@ -226,7 +211,7 @@ def difference_figure(
     circled in green and candidates in red (the seed's Fig. 2); the 256-px subframe grid dotted."""
     data = np.asarray(difference, dtype=np.float32)
     lo, hi = zscale_limits(data)
-    fig = _figure(size_inches, size_inches)
+    fig = new_figure(size_inches, size_inches)
     ax = fig.add_axes((0.08, 0.06, 0.9, 0.88))
     ax.imshow(np.nan_to_num(data, nan=float(np.nanmedian(data)) if np.isfinite(data).any() else 0.0),
               cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
@@ -249,14 +234,14 @@ def difference_figure(
     ax.set_ylabel("y (row, 0-based)")
     if title:
         ax.set_title(title, fontsize=10, parse_math=False)  # a file name may hold "$...$"
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def probability_grid_figure(subframes: Sequence[SubframeView], threshold: float, shape: tuple[int, int]) -> bytes:
     """PNG of the subframe probabilities as a grid laid out like the image (origin lower-left)."""
     from matplotlib.patches import Rectangle
 
-    fig = _figure(4.2, 4.0)
+    fig = new_figure(4.2, 4.0)
     ax = fig.add_axes((0.16, 0.12, 0.68, 0.78))
     xs = sorted({s.x0 for s in subframes})
     ys = sorted({s.y0 for s in subframes})
@@ -278,7 +263,7 @@ def probability_grid_figure(subframes: Sequence[SubframeView], threshold: float,
     ax.set_ylabel("y")
     cax = fig.add_axes((0.87, 0.1, 0.03, 0.8))
     fig.colorbar(image, cax=cax)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def saliency_figure(
@@ -289,7 +274,7 @@ def saliency_figure(
 ) -> bytes:
     """PNG with the prepared subframe (blobs bright) and its gradient saliency map side by side,
     axes in full-image pixel coordinates, candidates marked."""
-    fig = _figure(8.0, 4.0)
+    fig = new_figure(8.0, 4.0)
     extent = (view.x0 - 0.5, view.x0 + view.size - 0.5, view.y0 - 0.5, view.y0 + view.size - 0.5)
     axes = [fig.add_axes((0.06, 0.1, 0.42, 0.8)), fig.add_axes((0.56, 0.1, 0.42, 0.8))]
     sub = np.asarray(subframe, dtype=np.float32)
@@ -305,13 +290,13 @@ def saliency_figure(
             for ax in axes:
                 _circles(ax, [(c.x, c.y, (c.radius or DEFAULT_RADIUS) + 6)], facecolor="none",
                          edgecolor="red", linewidth=1)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def blobmap_figure(known_blobs: Sequence[Any], shape: tuple[int, int] = (1024, 1024),
                    background: np.ndarray | None = None) -> bytes:
     """PNG of every known blob on the detector (like the seed's Fig. 2, left)."""
-    fig = _figure(8.0, 8.0)
+    fig = new_figure(8.0, 8.0)
     ax = fig.add_axes((0.08, 0.06, 0.9, 0.88))
     if background is not None:
         lo, hi = zscale_limits(np.asarray(background, dtype=np.float32))
@@ -328,7 +313,7 @@ def blobmap_figure(known_blobs: Sequence[Any], shape: tuple[int, int] = (1024, 1
     ax.set_xlabel("x (column, 0-based)")
     ax.set_ylabel("y (row, 0-based)")
     ax.set_title(f"{len(known_blobs)} known blobs (green: imported, red: confirmed by review)", fontsize=10)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 # --------------------------------------------------------------------------------------------
