@@ -528,9 +528,12 @@ def make_dataset(
     tmp_x = outdir / ".x.npy.tmp"
     x = np.lib.format.open_memmap(tmp_x, mode="w+", dtype=np.float16, shape=(n_samples, size, size))
     try:
-        lines = _fill(x, sources, src_idx, corners, labels, noises, meta, stamps, stamp_ids, cfg,
-                      rng_blobs, rng_aug, noise_sigma, size, progress, name or outdir.name,
-                      dcfg, rng_dark)
+        recipe = SampleRecipe(sources=tuple(sources), noises=tuple(noises), stamps=stamps,
+                              stamp_ids=tuple(stamp_ids), blobs=cfg, distractors=dcfg,
+                              noise_sigma=noise_sigma, size=size, name=name or outdir.name)
+        layout = _Layout(source=src_idx, corners=corners, labels=labels)
+        streams = _Streams(blobs=rng_blobs, augmentation=rng_aug, distractors=rng_dark)
+        lines = _fill(x, meta, recipe, layout, streams, progress=progress)
         x.flush()
         del x
         os.replace(tmp_x, x_path)
@@ -579,23 +582,75 @@ def make_dataset(
     return outdir
 
 
-def _fill(x: np.ndarray, sources: Sequence[SourceImage], src_idx: np.ndarray, corners: np.ndarray,
-          labels: np.ndarray, noises: list[float], meta: dict[str, np.ndarray],
-          stamps: dict[int, np.ndarray], stamp_ids: Sequence[int], cfg: BlobConfig,
-          rng_blobs: np.random.Generator, rng_aug: np.random.Generator, noise_sigma: float,
-          size: int, progress: bool, name: str, dcfg: DistractorConfig,
-          rng_dark: np.random.Generator) -> list[str]:
+@dataclass(frozen=True)
+class SampleRecipe:
+    """How the samples of one dataset are made (everything but the per-sample draws).
+
+    Attributes
+    ----------
+    sources : tuple of SourceImage
+        Prepared non-blob difference images.
+    noises : tuple of float
+        Robust noise of each source (`SourceImage.noise`, computed once).
+    stamps : dict
+        Real stamps by id.
+    stamp_ids : tuple of int
+        Stamps allowed in this dataset.
+    blobs : BlobConfig
+    distractors : DistractorConfig
+    noise_sigma : float
+        Sigma of the N(0, sigma) noise added to every sample (seed 3.4).
+    size : int
+        Subframe side.
+    name : str
+        Dataset name (progress bar).
+    """
+
+    sources: tuple[SourceImage, ...]
+    noises: tuple[float, ...]
+    stamps: dict[int, np.ndarray]
+    stamp_ids: tuple[int, ...]
+    blobs: BlobConfig
+    distractors: DistractorConfig
+    noise_sigma: float
+    size: int
+    name: str
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where each sample comes from: source index, window corner (row, col) and label."""
+
+    source: np.ndarray
+    corners: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Streams:
+    """The independent random streams of `make_dataset` (seed sections 3.3, 3.4, distractors)."""
+
+    blobs: np.random.Generator
+    augmentation: np.random.Generator
+    distractors: np.random.Generator
+
+
+def _fill(x: np.ndarray, meta: dict[str, np.ndarray], recipe: SampleRecipe, layout: _Layout,
+          streams: _Streams, *, progress: bool) -> list[str]:
     """Generate every sample into ``x`` and ``meta`` (in place); return the provenance lines."""
     from tqdm import tqdm
 
+    size, dcfg, labels = recipe.size, recipe.distractors, layout.labels
+    rng_blobs, rng_aug, rng_dark = streams.blobs, streams.augmentation, streams.distractors
     n_samples = len(labels)
     lines: list[str] = []
     iterator: Iterable[int] = range(n_samples)
     if progress:
-        iterator = tqdm(iterator, total=n_samples, desc=f"dataset {name}", unit="sample")
+        iterator = tqdm(iterator, total=n_samples, desc=f"dataset {recipe.name}", unit="sample")
     for i in iterator:
-        src, noise = sources[int(src_idx[i])], noises[int(src_idx[i])]
-        y0, x0 = int(corners[i, 0]), int(corners[i, 1])
+        k_src = int(layout.source[i])
+        src, noise = recipe.sources[k_src], recipe.noises[k_src]
+        y0, x0 = int(layout.corners[i, 0]), int(layout.corners[i, 1])
         frame = src.data[y0 : y0 + size, x0 : x0 + size].copy()
         meta["causes"][i] = np.bitwise_or.reduce(src.causes[y0 : y0 + size, x0 : x0 + size], axis=None)
         level: dict[str, float] = {}
@@ -604,12 +659,12 @@ def _fill(x: np.ndarray, sources: Sequence[SourceImage], src_idx: np.ndarray, co
             meta["pedestal"][i] = level["pedestal_sigma"]
         blob_info: list[dict[str, Any]] = []
         if labels[i]:
-            blob_info = _draw_blobs(frame, rng_blobs, stamps, stamp_ids, cfg, noise)
+            blob_info = _draw_blobs(frame, rng_blobs, recipe.stamps, recipe.stamp_ids, recipe.blobs, noise)
         dark_info: list[dict[str, Any]] = []
         if dcfg.fraction > 0 and rng_dark.random() < dcfg.fraction:  # drawn for both classes alike
             dark_info = _add_distractors(frame, rng_dark, dcfg, noise)
             meta["n_distractors"][i] = len(dark_info)
-        frame += rng_aug.normal(0.0, noise_sigma, size=frame.shape).astype(np.float32)
+        frame += rng_aug.normal(0.0, recipe.noise_sigma, size=frame.shape).astype(np.float32)
         k = int(rng_aug.integers(4))
         fy, fx = bool(rng_aug.integers(2)), bool(rng_aug.integers(2))
         x[i] = augment_array(frame, k, fy, fx).astype(np.float16)
