@@ -300,9 +300,9 @@ def evaluate_model(
         ``model`` (path, threshold, metadata summary) and ``datasets`` (name -> metrics).
     """
     from blobwatch.baseline import matched_filter_scores
+    from blobwatch.classifier import resolve_device
     from blobwatch.dataset import SubframeDataset
     from blobwatch.modelfile import load_model
-    from blobwatch.classifier import resolve_device
     from blobwatch.train import predict_scores
 
     dev = resolve_device(device, strict=True)

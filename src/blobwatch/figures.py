@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any
+from typing import Any, Literal
 
 from blobwatch.atomic import atomic_path
 
 __all__ = ["new_figure", "png_bytes", "save_png"]
 
 
-def new_figure(width: float, height: float, *, dpi: float = 100, layout: str | None = None) -> Any:
+def new_figure(
+    width: float, height: float, *, dpi: float = 100, layout: Literal["constrained", "tight"] | None = None
+) -> Any:
     """A `matplotlib.figure.Figure` of ``width`` x ``height`` inches on an Agg canvas.
 
     ``layout="constrained"`` lays out axes, colorbars and titles without overlap.

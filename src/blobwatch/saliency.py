@@ -15,7 +15,6 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-
 #: Index of the blob class in the network's two logits (non-blob, blob).
 BLOB_CLASS = 1
 

@@ -33,8 +33,8 @@ On disk a dataset is a directory::
 from __future__ import annotations
 
 from blobwatch.dataset.augment import (
-    BlobConfig,
     DEFAULT_STAMPS,
+    BlobConfig,
     DistractorConfig,
     add_patch,
     augment_array,
@@ -46,9 +46,9 @@ from blobwatch.dataset.augment import (
 )
 from blobwatch.dataset.io import (
     GENERATOR_VERSION,
+    TRAIN_FRACTION,
     SampleRecipe,
     SubframeDataset,
-    TRAIN_FRACTION,
     make_dataset,
     manifest_sha256,
     read_manifest,
@@ -56,11 +56,11 @@ from blobwatch.dataset.io import (
     region_bounds,
 )
 from blobwatch.dataset.plan import (
-    DatasetPlan,
     HELDOUT_STAMPS,
     SOURCES_VERSION,
     TEST_SEEDS,
     TRAIN_SEEDS,
+    DatasetPlan,
     build_datasets,
     cached_simulated_sources,
     load_source,

@@ -18,9 +18,9 @@ from blobwatch.dataset.augment import (
     DistractorConfig,
     add_distractors,
     add_pedestal,
-    draw_blobs,
     augment_array,
     augment_coords,
+    draw_blobs,
 )
 from blobwatch.dataset.sources import CAUSE_EDGE, CAUSE_NAMES, SourceImage
 from blobwatch.errors import InputError

@@ -92,7 +92,7 @@ def load_config(path: str | os.PathLike | None = None, *, required: bool = False
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10: tomli is the same parser (a dependency there)
-        import tomli as tomllib
+        import tomli as tomllib  # type: ignore[no-redef]
 
     p = Path(path) if path is not None else config_path()
     if not p.exists():
@@ -242,8 +242,9 @@ def apprise_send(url: str, title: str, body: str, key: str) -> None:
     plugin = apprise.Apprise.instantiate(url)
     if plugin is None:
         raise NotifyError(f"not a valid apprise URL: {redact_notify_url(url)}")
-    if isinstance(getattr(plugin, "headers", None), dict):
-        plugin.headers[IDEMPOTENCY_HEADER] = key
+    headers = getattr(plugin, "headers", None)
+    if isinstance(headers, dict):
+        headers[IDEMPOTENCY_HEADER] = key
     sender = apprise.Apprise()
     sender.add(plugin)
     with apprise.LogCapture(level=logging.WARNING) as captured:

@@ -41,9 +41,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from blobwatch import __version__
 from blobwatch.errors import InputError
+from blobwatch.lru import LRUCache
 from blobwatch.monitor import notify as _notify
 from blobwatch.monitor.catalog import known_blob_at
-from blobwatch.lru import LRUCache
 from blobwatch.monitor.db import (
     OPEN_CANDIDATE_STATUSES,
     Blob,
