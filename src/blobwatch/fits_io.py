@@ -7,14 +7,14 @@ unusable, with its observation time and provenance); each may be gzip-compressed
     A Quicklook ``blob.fits`` image: a 2-D image in the primary HDU or the first image extension.
 ``cube``
     A Quicklook difference or median-stack file of shape (3, 1024, 1024): the first plane is used.
-
-A blob image must also pass the data-quality gates of `blobwatch.quality`.
 ``flt``
     A WFC3/IR flt-style file (SCI/ERR/DQ extensions, 1014x1014 science area): SCI is divided by
     its sigma-clipped median, pixels with DQ flags are set to NaN, and the image is padded to
     1024x1024 with a 5-pixel non-finite border like a Quicklook blob image.
 
-Every problem with a file raises `blobwatch.errors.InputError` naming the file and the problem.
+A blob image must also pass the data-quality gates of `blobwatch.quality`.  Only regular files
+of at most `MAX_FILE_BYTES` are read.  Every problem with a file raises
+`blobwatch.errors.InputError` naming the file and the problem.
 """
 
 from __future__ import annotations
