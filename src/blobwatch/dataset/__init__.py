@@ -32,94 +32,12 @@ On disk a dataset is a directory::
 
 from __future__ import annotations
 
-from blobwatch.dataset.augment import (
-    DEFAULT_STAMPS,
-    BlobConfig,
-    DistractorConfig,
-    add_patch,
-    augment_array,
-    augment_coords,
-    default_stamps_path,
-    load_stamps,
-    simulated_blob,
-    taper_stamp,
-)
-from blobwatch.dataset.io import (
-    GENERATOR_VERSION,
-    TRAIN_FRACTION,
-    SampleRecipe,
-    SubframeDataset,
-    make_dataset,
-    manifest_sha256,
-    read_manifest,
-    read_meta,
-    region_bounds,
-)
-from blobwatch.dataset.plan import (
-    HELDOUT_STAMPS,
-    SOURCES_VERSION,
-    TEST_SEEDS,
-    TRAIN_SEEDS,
-    DatasetPlan,
-    build_datasets,
-    cached_simulated_sources,
-    load_source,
-    save_source,
-    source_code_sha256,
-)
-from blobwatch.dataset.sources import (
-    CAUSE_BAD_PIXEL,
-    CAUSE_COSMIC_RAY,
-    CAUSE_DIP,
-    CAUSE_EDGE,
-    CAUSE_NAMES,
-    CAUSE_SNOWBALL,
-    SourceImage,
-    cause_map,
-    file_source,
-    simulated_sources,
-    source_from_difference,
-)
+# Every public name of the four modules, so that ``from blobwatch import dataset as D`` serves
+# ``D.make_dataset``, ``D.SourceImage``, ...: each module's ``__all__`` is the one list of them.
+from blobwatch.dataset import augment, io, plan, sources
+from blobwatch.dataset.augment import *  # noqa: F403
+from blobwatch.dataset.io import *  # noqa: F403
+from blobwatch.dataset.plan import *  # noqa: F403
+from blobwatch.dataset.sources import *  # noqa: F403
 
-__all__ = [
-    "BlobConfig",
-    "CAUSE_BAD_PIXEL",
-    "CAUSE_COSMIC_RAY",
-    "CAUSE_DIP",
-    "CAUSE_EDGE",
-    "CAUSE_NAMES",
-    "CAUSE_SNOWBALL",
-    "DEFAULT_STAMPS",
-    "DatasetPlan",
-    "DistractorConfig",
-    "GENERATOR_VERSION",
-    "HELDOUT_STAMPS",
-    "SOURCES_VERSION",
-    "SampleRecipe",
-    "SourceImage",
-    "SubframeDataset",
-    "TEST_SEEDS",
-    "TRAIN_FRACTION",
-    "TRAIN_SEEDS",
-    "add_patch",
-    "augment_array",
-    "augment_coords",
-    "build_datasets",
-    "cached_simulated_sources",
-    "cause_map",
-    "default_stamps_path",
-    "file_source",
-    "load_source",
-    "load_stamps",
-    "make_dataset",
-    "manifest_sha256",
-    "read_manifest",
-    "read_meta",
-    "region_bounds",
-    "save_source",
-    "simulated_blob",
-    "simulated_sources",
-    "source_code_sha256",
-    "source_from_difference",
-    "taper_stamp",
-]
+__all__ = [*augment.__all__, *io.__all__, *plan.__all__, *sources.__all__]
