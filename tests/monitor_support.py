@@ -19,7 +19,7 @@ class _Server(ThreadingHTTPServer):
 
 @dataclass
 class Webhook:
-    """A JSON webhook on 127.0.0.1 that records every POSTed body."""
+    """A JSON webhook on 127.0.0.1 that records every POSTed body, its path and Idempotency-Key."""
 
     port: int
     path: str = "/blobwatch"
@@ -42,10 +42,11 @@ def webhook_server(status: int = 200, port: int = 0) -> Iterator[Webhook]:
         def do_POST(self) -> None:  # noqa: N802 - http.server naming
             length = int(self.headers.get("Content-Length", 0))
             body = self.rfile.read(length)
+            seen = {"path": self.path, "idempotency_key": self.headers.get("Idempotency-Key")}
             try:
-                hook.received.append({"path": self.path, **json.loads(body)})
+                hook.received.append({**seen, **json.loads(body)})
             except ValueError:
-                hook.received.append({"path": self.path, "raw": body.decode("utf-8", "replace")})
+                hook.received.append({**seen, "raw": body.decode("utf-8", "replace")})
             self.send_response(hook.status)
             self.send_header("Content-Length", "0")
             self.end_headers()

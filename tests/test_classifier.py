@@ -122,6 +122,21 @@ def test_cuda_request_falls_back_to_cpu(model_path: Path) -> None:
     assert clf.device.type == "cpu"
 
 
+def test_training_and_evaluation_use_the_same_device_rule_and_refuse_a_missing_cuda(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from blobwatch import train
+    from blobwatch.errors import BlobwatchError
+
+    assert not hasattr(train, "resolve_device")  # one definition: blobwatch.classifier.resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(BlobwatchError, match="--device cuda:1 requested but CUDA is not available"):
+        resolve_device("cuda:1", strict=True)
+    with pytest.warns(RuntimeWarning, match="CUDA is not available"):
+        assert resolve_device("cuda:1").type == "cpu"
+    assert resolve_device("auto", strict=True).type == "cpu"
+
+
 # ---------------------------------------------------------------------------------------
 # the command line
 # ---------------------------------------------------------------------------------------

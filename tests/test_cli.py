@@ -135,6 +135,23 @@ def test_difference_command_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert not (tmp_path / "d.fits").exists()
 
 
+def test_difference_command_with_a_non_ascii_newline_file_name(tmp_path, capsys):
+    from urllib.parse import unquote
+
+    paths = _sequence(tmp_path)
+    current = paths[-1].rename(tmp_path / "día\n05.fits")
+    out = tmp_path / "diff.fits"
+    assert main(["difference", str(current), "--references", *map(str, paths[:-1]), "--out", str(out)]) == 0
+    with fits.open(out) as hdul:
+        assert unquote(hdul[0].header["CURFILE"]) == current.name
+    capsys.readouterr()
+    bad = tmp_path / "bad\x1b[2J\nname.fits"
+    bad.write_text("not fits")
+    assert main(["difference", str(bad), "--references", str(bad), "--out", str(tmp_path / "d.fits")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"blobwatch: error: {tmp_path}/bad\\x1b[2J\\nname.fits: not a FITS file"]
+
+
 def test_an_output_that_cannot_be_written_is_one_line_and_exit_2(tmp_path, capsys):
     paths = _sequence(tmp_path)
     folder = tmp_path / "folder"
@@ -171,3 +188,34 @@ def test_make_dataset_rejects_bad_nuisance_settings_before_writing(tmp_path, cap
     assert exc.value.code == 2
     assert flag in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_difference_command_refuses_garbage_with_one_line_and_exit_2(tmp_path, capsys):
+    paths = _sequence(tmp_path)
+    zero = _write(tmp_path / "zero.fits", np.zeros((256, 256)), 60010.0)
+    out = tmp_path / "d.fits"
+    assert main(["difference", str(zero), "--references", *map(str, paths), "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"blobwatch: error: {zero}: median level 0 is not that of a blob image (0.5-2)"]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["difference", "detect", "detect-npy"])
+def test_a_fifo_given_to_a_command_is_one_line_and_exit_2(tmp_path, capsys, command):
+    import os
+
+    fifo = tmp_path / ("pipe.npy" if command == "detect-npy" else "pipe.fits")
+    os.mkfifo(fifo)
+    args = {"difference": ["difference", str(fifo), "--references", str(fifo), "--out", str(tmp_path / "d.fits")],
+            "detect": ["detect", str(fifo)], "detect-npy": ["detect", str(fifo)]}[command]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"blobwatch: error: {fifo}: not a regular file (a FIFO)"]
+
+
+def test_difference_command_names_the_current_image_when_its_shape_is_wrong(tmp_path, capsys):
+    paths = _sequence(tmp_path)
+    rng = np.random.default_rng(1)
+    wide = _write(tmp_path / "wide.fits", 1 + 0.002 * rng.standard_normal((256, 300)), 60010.0)
+    assert main(["difference", str(wide), "--references", *map(str, paths), "--out", str(tmp_path / "d.fits")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"blobwatch: error: {wide}: shape 256x300 does not match the references (256x256)"]

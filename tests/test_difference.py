@@ -271,6 +271,40 @@ def test_write_difference_records_provenance(tmp_path):
     assert any("registered-median" in str(card) for card in header["HISTORY"])
 
 
+@pytest.mark.parametrize(
+    "name", ["día_040\nblob.fits", "\x00\x1b[31m_blob.fits", "50%_blob.fits", "é" * 120 + "_blob.fits"]
+)
+def test_any_file_name_is_written_to_the_header_and_read_back(tmp_path, name):
+    from urllib.parse import unquote
+
+    refs = _refs(5)
+    with pytest.warns(FewReferencesWarning):
+        result = blob_difference(_blob(_image(0.2, 0.1), 500.0, f"/data/{name}"), refs)
+    path = write_difference(tmp_path / "diff.fits", result)
+    with fits.open(path) as hdul:
+        hdul.verify("exception")  # printable ASCII only, long values on CONTINUE cards
+        assert unquote(hdul[0].header["CURFILE"]) == name
+        assert hdul[0].header["REF01"] == "ref00.fits"
+
+
+def test_every_reference_keeps_its_own_header_cards_beyond_99(tmp_path):
+    import dataclasses
+
+    refs = _refs(5)
+    with pytest.warns(FewReferencesWarning):
+        result = blob_difference(_blob(_image(0.2, 0.1), 500.0, "/data/cur.fits"), refs)
+    n = 101  # as if 101 references were used: the header is built from these arrays
+    result = dataclasses.replace(
+        result, reference_paths=[f"ref{i:03d}.fits" for i in range(n)],
+        reference_mjds=100.0 + np.arange(n, dtype=float), offsets=np.zeros((n, 2)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "keyword too long" VerifyWarning
+        write_difference(tmp_path / "diff.fits", result)
+    header = fits.getheader(tmp_path / "diff.fits")
+    assert header["REFMJD10"] == 109.0 and header["REFMJD100"] == 199.0 and header["REFMJD101"] == 200.0
+    assert header["REF100"] == "ref099.fits" and header["REFDX101"] == 0.0
+
+
 @pytest.mark.parametrize("shape", [(257, 301), (300, 260)])
 def test_odd_image_sizes(shape):
     current = _image(0.3, -0.2, noise_seed=31, shape=shape)
@@ -311,3 +345,13 @@ def test_few_blobs_and_a_strong_new_one_leave_no_artifacts():
     far = np.hypot(*(np.mgrid[0:256, 0:256] - np.array([y, x])[:, None, None])) > 20
     far &= ~sim.unstable_pixels  # they change from day to day, with or without registration
     assert np.abs(d[far]).max() < 0.06  # no hot-pixel ringing, no dips
+
+
+def test_a_current_image_of_the_wrong_shape_is_the_one_named():
+    refs = _refs(6)
+    current = _blob(np.ones((SIZE, SIZE + 256), np.float32), 500.0, "cur.fits")
+    with pytest.raises(InputError, match=r"^cur\.fits: shape 256x512 does not match the references \(256x256\)$"):
+        blob_difference(current, refs)
+    half = refs[:3] + [_blob(np.ones((SIZE, SIZE + 256), np.float32), 103.0 + i, f"wide{i}.fits") for i in range(3)]
+    with pytest.raises(InputError, match=r"^ref00\.fits: shape 256x256 does not match the current image"):
+        blob_difference(_blob(np.ones((SIZE, SIZE + 256), np.float32), 500.0, "cur.fits"), half)  # a tie: refs

@@ -157,3 +157,14 @@ def test_registration_breakdown_groups_by_source():
     assert out["registered"] == {"n_negative": 2, "n_positive": 1, "fp_rate": 0.5, "tpr": 1.0}
     assert out["unregistered"]["fp_rate"] == 1.0 and out["unregistered"]["tpr"] == 0.0
     assert out["unknown"]["n_positive"] == 0 and out["unknown"]["tpr"] is None
+
+
+def test_figure_titles_from_data_set_names_are_not_parsed_as_math(tmp_path):
+    from blobwatch.evaluate import plot_confusion, plot_curves
+
+    rates = {"tn": 0.9, "fp": 0.1, "fn": 0.2, "tp": 0.8}
+    plot_confusion(rates, tmp_path / "c.png", title=r"CNN on set_$\foo$")
+    cnn = {"roc": {"fpr": [0, 1], "tpr": [0, 1]}, "roc_auc": 0.5, "fp": 0.1, "tp": 0.8,
+           "pr": {"recall": [0, 1], "precision": [1, 0.5]}, "average_precision": 0.7}
+    plot_curves({"cnn": cnn}, tmp_path / "r.png", title=r"set_$\foo$")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "r.png"]

@@ -79,6 +79,7 @@ def test_user_table_with_extra_and_missing_columns(Session, tmp_path: Path) -> N
         ("not a table at all\n", "not a readable ECSV table"),
         (None, "missing column.*radius"),
         ("negative", "radius must be positive"),
+        ("baddate", r"mjd 1e\+09 \(row 2\) is not a date between years 1 and 9999"),
     ],
 )
 def test_bad_catalog_files_are_input_errors(Session, tmp_path: Path, content: str | None, match: str) -> None:
@@ -87,10 +88,15 @@ def test_bad_catalog_files_are_input_errors(Session, tmp_path: Path, content: st
         Table({"x": [1.0], "y": [2.0]}).write(path, format="ascii.ecsv")
     elif content == "negative":
         Table({"x": [1.0], "y": [2.0], "radius": [-1.0]}).write(path, format="ascii.ecsv")
+    elif content == "baddate":
+        Table({"x": [1.0, 50.0], "y": [2.0, 60.0], "radius": [3.0, 3.0], "mjd": [59000.0, 1e9]}).write(
+            path, format="ascii.ecsv")
     else:
         path.write_text(content)
     with Session() as s, pytest.raises(InputError, match=match):
         import_catalog(s, path)
+    with Session() as s:
+        assert s.scalar(select(func.count()).select_from(Blob)) == 0  # nothing half-imported
     with Session() as s, pytest.raises(InputError, match="file not found"):
         import_catalog(s, tmp_path / "missing.ecsv")
 
@@ -275,8 +281,10 @@ def test_rebuild_difference_uses_every_reference_the_run_used(Session, tmp_path:
     from blobwatch.monitor.catalog import rebuild_difference
 
     paths = []
+    yy, xx = np.mgrid[0:256, 0:256]
+    texture = 0.001 * ((yy + xx) % 3)  # 0 at [0, 0]: the same in every image, noise for the gates
     for day in range(41):  # days 0-19 brighter: the median of all 40 is 1.25, of the latest 30 1.0
-        data = np.full((256, 256), 1.5 if day < 20 else 1.0, dtype=np.float32)
+        data = ((1.5 if day < 20 else 1.0) + texture).astype(np.float32)
         header = fits.Header()
         header["EXPSTART"] = 60000.0 + day
         paths.append(tmp_path / f"day{day:02d}.fits")

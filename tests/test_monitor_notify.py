@@ -6,12 +6,14 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from blobwatch.errors import InputError
-from blobwatch.monitor.db import Candidate, Image, Notification, Run, open_database
+from blobwatch.monitor.db import Candidate, Image, Notification, Run, open_database, utcnow
 from blobwatch.monitor.notify import (
+    STALE_SENDING,
     NotifyError,
+    apprise_send,
     deliver_pending,
     format_alert,
     load_config,
@@ -39,6 +41,17 @@ def test_url_sources_in_order_of_precedence(tmp_path: Path) -> None:
     bad.write_text("[monitor\n")
     with pytest.raises(InputError, match="not a valid TOML"):
         load_config(bad)
+
+
+def test_the_config_is_read_without_tomllib_as_on_python_3_10(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import tomllib
+
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # as on 3.10: "import tomllib" fails
+    monkeypatch.setitem(sys.modules, "tomli", tomllib)  # tomli, the package tomllib came from
+    config_file = tmp_path / "config.toml"
+    config_file.write_text('[monitor]\nnotify = ["json://config.example/hook"]\n')
+    assert load_config(config_file) == {"monitor": {"notify": ["json://config.example/hook"]}}
 
 
 def test_urls_are_redacted_and_validated() -> None:
@@ -91,7 +104,7 @@ def test_failed_delivery_is_recorded_and_retried(tmp_path: Path) -> None:
         assert queue_notifications(s, image, urls, "t", "b") == []  # never twice per image and URL
     calls: list[str] = []
 
-    def down(url: str, title: str, body: str) -> None:
+    def down(url: str, title: str, body: str, key: str) -> None:
         calls.append(url)
         raise ConnectionError("connection refused")
 
@@ -103,7 +116,7 @@ def test_failed_delivery_is_recorded_and_retried(tmp_path: Path) -> None:
         assert "hook.example" in n.url_redacted and n.url_hash != urls[0]
     # a URL that is no longer configured leaves the row alone
     assert deliver_pending(Session, ["json://other.example/"], sender=down) == []
-    results = deliver_pending(Session, urls, sender=lambda u, t, b: calls.append(u))
+    results = deliver_pending(Session, urls, sender=lambda u, t, b, k: calls.append(u))
     assert [r.ok for r in results] == [True] and len(calls) == 2
     with Session() as s:
         n = s.scalars(select(Notification)).one()
@@ -125,5 +138,36 @@ def test_apprise_delivery_to_a_real_webhook_and_to_a_dead_port(tmp_path: Path) -
     assert hook.received[0]["title"] == "title here" and "x=1.0 y=2.0" in hook.received[0]["message"]
     assert hook.received[0]["path"] == "/blobwatch"
     with Session() as s:
+        sent = s.scalars(select(Notification).where(Notification.status == "sent")).one()
+        assert hook.received[0]["idempotency_key"] == f"blobwatch-bbbbbbbbbbbb-{sent.id}"
+        assert hook.received[0]["message"].endswith(f"\nAlert id: blobwatch-bbbbbbbbbbbb-{sent.id}")
+    with Session() as s:
         statuses = sorted(n.status for n in s.scalars(select(Notification)))
     assert statuses == ["failed", "sent"]
+
+
+def test_a_delivery_killed_midway_is_sent_again_with_the_same_idempotency_key(tmp_path: Path) -> None:
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    image_id, _ = _image_with_candidates(Session)
+    with webhook_server() as hook:
+        with Session() as s:
+            queue_notifications(s, s.get(Image, image_id), [hook.url], "title", "body")
+            s.commit()
+
+        def delivered_then_killed(url: str, title: str, body: str, key: str) -> None:
+            apprise_send(url, title, body, key)  # the service has it ...
+            raise KeyboardInterrupt  # ... and the monitor dies before recording it
+
+        with pytest.raises(KeyboardInterrupt):
+            deliver_pending(Session, [hook.url], sender=delivered_then_killed)
+        assert deliver_pending(Session, [hook.url]) == []  # a fresh claim is left alone
+        with Session() as s:  # ... until it is stale
+            s.execute(update(Notification).values(last_attempt_at=utcnow() - STALE_SENDING * 1.1))
+            s.commit()
+        assert [r.ok for r in deliver_pending(Session, [hook.url])] == [True]
+    with Session() as s:
+        n = s.scalars(select(Notification)).one()
+        assert (n.status, n.attempts) == ("sent", 2)
+    key = f"blobwatch-bbbbbbbbbbbb-{n.id}"
+    assert [r["idempotency_key"] for r in hook.received] == [key, key]  # receiver can drop the copy
+    assert hook.received[0]["message"] == hook.received[1]["message"] == f"body\nAlert id: {key}"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import html
+import os
+
 import datetime as dt
 from pathlib import Path
 
@@ -55,6 +59,26 @@ def test_image_report_page_and_figures(tmp_path: Path) -> None:
     assert html.index("#2<br>") < html.index("#0<br>")
 
 
+@pytest.mark.parametrize(
+    "name",
+    [r"csm_$\foo$_blob.fits", r"a_$x^{$_blob.fits", "é" * 125 + ".fits", "b" * 250 + ".fits"],
+)
+def test_hostile_file_names_give_a_report(tmp_path: Path, name: str) -> None:
+    report = dataclasses.replace(_report(), name=name, path=f"/inbox/{name}")
+    page = write_image_report(report, tmp_path)
+    assert page.parent == report_dir(tmp_path, 3, name) and page.is_file()
+    assert len(os.fsencode(page.parent.name)) <= 100
+    assert html.escape(name) in page.read_text(encoding="utf-8")
+
+
+def test_long_names_are_bounded_with_a_hash_that_keeps_them_apart(tmp_path: Path) -> None:
+    a, b = "x" * 300 + "_a.fits", "x" * 300 + "_b.fits"
+    folder_a, folder_b = report_dir(tmp_path, 1, a), report_dir(tmp_path, 1, b)
+    assert folder_a != folder_b and len(folder_a.name) == len(folder_b.name) == 100
+    assert folder_a.name.startswith("00001_xxx")
+    assert report_dir(tmp_path, 1, "csm_day040_blob.fits").name == "00001_csm_day040_blob"
+
+
 def test_a_failing_figure_leaves_no_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from blobwatch.monitor import report as module
 
@@ -97,3 +121,20 @@ def test_index_and_blob_map_from_the_database(tmp_path: Path) -> None:
     assert html.index("csm_day040_blob.fits") < html.index("old_blob.fits")  # newest first
     bm = blobmap.read_text()
     assert "(613.3, 202.7)" in bm and "confirmed" in bm and (reports / "blobmap.png").is_file()
+
+
+def test_provenance_is_formatted_for_display() -> None:
+    from blobwatch.monitor.report import format_provenance
+
+    table = format_provenance(
+        image_path="/in/a.fits", image_sha256="ab" * 32, image_filter=None, model_path="/m.pt",
+        model_sha256="f" * 64, model_metadata={"threshold": 0.2, "history": [1, 2]}, versions={"torch": "2"},
+        reference_paths=["/in/r1.fits", "/in/r2.fits", "/in/r3.fits"], method="registered-median",
+        offsets=np.array([[0.1, -0.25], [0.0, 0.05]]), threshold=0.20412, run_id=7, worker="h:1:x",
+        timings={"read": 0.1234},
+    )
+    assert table["filter"] == "—" and table["model"] == f"/m.pt (sha256 {'f' * 16}…)"
+    assert table["model metadata"] == {"threshold": 0.2}
+    assert table["references"] == "3 preceding images, r1.fits … r3.fits"
+    assert table["largest reference offset (px)"] == "0.250" and table["threshold"] == "0.2041"
+    assert table["timings (s)"] == {"read": "0.12"} and table["run id"] == 7

@@ -125,7 +125,8 @@ def _write_bad_files(folder: Path, good: Path) -> dict[str, str]:
     raw = good.read_bytes()
     (folder / "truncated_blob.fits").write_bytes(raw[: len(raw) - 2880 - 100])
     header = fits.getheader(good)
-    fits.PrimaryHDU(np.ones((300, 300), np.float32), header=header).writeto(folder / "shape_blob.fits")
+    noisy = 1 + 0.01 * np.random.default_rng(0).standard_normal((300, 300), dtype=np.float32)
+    fits.PrimaryHDU(noisy, header=header).writeto(folder / "shape_blob.fits")
     fits.PrimaryHDU(np.full((256, 256), np.nan, np.float32), header=header).writeto(folder / "nan_blob.fits")
     return {"corrupt_blob.fits": "not a FITS file", "truncated_blob.fits": "truncated",
             "shape_blob.fits": "shape 300x300 does not match", "nan_blob.fits": "all pixels are non-finite"}
@@ -324,12 +325,210 @@ def test_a_reference_that_went_bad_is_rejected_and_the_image_waits(inbox: Path, 
 
 
 def test_which_claims_count_as_dead() -> None:
-    from blobwatch.monitor.runner import _claim_holder_dead, worker_name
+    from blobwatch.monitor.db import claim_holder_dead, worker_name
 
     host = socket.gethostname()
-    assert _claim_holder_dead(f"{host}:999999999")  # no such process here
-    assert not _claim_holder_dead(worker_name())  # this process: maybe another call is working
-    assert not _claim_holder_dead(f"{host}:1")  # init is alive
-    assert not _claim_holder_dead("other-host:999999999:abc")  # cannot tell: wait for staleness
-    assert not _claim_holder_dead(None)
+    assert claim_holder_dead(f"{host}:999999999")  # no such process here
+    assert not claim_holder_dead(worker_name())  # this process: maybe another call is working
+    assert not claim_holder_dead(f"{host}:1")  # init is alive
+    assert not claim_holder_dead("other-host:999999999:abc")  # cannot tell: wait for staleness
+    assert not claim_holder_dead(None)
     assert worker_name() != worker_name()
+
+
+@pytest.mark.parametrize("expstart", [1e9, -1e9, 1e300])
+def test_a_file_with_an_impossible_date_is_rejected_alone(
+    inbox: Path, tmp_path: Path, classifier, expstart: float
+) -> None:
+    good = next(inbox.rglob("csm_day000_blob.fits"))
+    header = fits.getheader(good)
+    header["EXPSTART"] = expstart
+    bad = inbox / "0_bad_date_blob.fits"  # discovered before every good file
+    fits.PrimaryHDU(fits.getdata(good) * np.float32(1.001), header=header).writeto(bad)
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    summary = _run(inbox, Session, tmp_path, classifier, settings=LATE)
+    assert summary.exit_code == 1 and summary.registered == 6
+    assert [o.name for o in summary.rejected] == [bad.name]
+    assert "EXPSTART" in summary.rejected[0].reason
+    assert [o.name for o in summary.processed] == ["csm_day004_blob.fits"]
+    with Session() as s:
+        row = s.scalars(select(Image).where(Image.status == "rejected")).one()
+        assert row.path == str(bad) and row.mjd is None and "EXPSTART" in row.reason
+
+
+def test_an_unforeseen_error_reading_one_file_rejects_only_that_file(
+    inbox: Path, tmp_path: Path, classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blobwatch import fits_io
+
+    real = fits_io.read_blob_image
+
+    def fails_on_day1(path, **kwargs):
+        if Path(path).name == "csm_day001_blob.fits":
+            raise RuntimeError("a defect nobody foresaw")
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(fits_io, "read_blob_image", fails_on_day1)
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    summary = _run(inbox, Session, tmp_path, classifier, settings=SETTINGS)
+    assert summary.exit_code == 1 and summary.registered == 5
+    assert [(o.name, o.reason) for o in summary.rejected] == [
+        ("csm_day001_blob.fits", "cannot be read (RuntimeError: a defect nobody foresaw)")]
+    assert [o.name for o in summary.processed] == ["csm_day004_blob.fits"]  # 3 valid days before it
+
+
+def test_an_image_with_a_hostile_name_is_processed(inbox: Path, tmp_path: Path, classifier) -> None:
+    day4 = next(inbox.rglob("csm_day004_blob.fits"))
+    hostile = day4.rename(day4.with_name("csm_$\\foo$_" + "é" * 110 + "\n_blob.fits"))  # 237 bytes
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    lines: list[str] = []
+    summary = run_monitor(inbox, db=Session, reports=tmp_path / "reports", classifier=classifier,
+                          settings=LATE, echo=lines.append)
+    assert summary.exit_code == 0 and [o.name for o in summary.processed] == [hostile.name]
+    assert Path(summary.processed[0].report).is_file()
+    assert len(lines) == 1 and "\n" not in lines[0] and "\\n_blob.fits" in lines[0]
+
+
+def test_a_gzip_compressed_image_is_registered_and_used(inbox: Path, tmp_path: Path, classifier) -> None:
+    import gzip
+
+    day1 = next(inbox.rglob("csm_day001_blob.fits"))
+    packed = day1.with_name(day1.name + ".gz")
+    packed.write_bytes(gzip.compress(day1.read_bytes()))
+    day1.unlink()
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    summary = _run(inbox, Session, tmp_path, classifier, settings=LATE)
+    assert summary.exit_code == 0 and summary.registered == 5 and summary.rejected == []
+    assert [o.name for o in summary.processed] == ["csm_day004_blob.fits"]
+    with Session() as s:
+        run = s.scalars(select(Run)).one()
+        assert str(packed) in run.parameters["reference_paths"]
+
+
+def test_garbage_images_are_rejected_by_the_quality_gates_and_never_used(
+    inbox: Path, tmp_path: Path, classifier
+) -> None:
+    good = next(inbox.rglob("csm_day000_blob.fits"))
+    data, header = fits.getdata(good), fits.getheader(good)
+    garbage = inbox / "garbage"
+    garbage.mkdir()
+    old = header.copy()
+    old["EXPSTART"] = 47892.0  # 1990: before WFC3 existed, would be the earliest reference
+    fits.PrimaryHDU(data * np.float32(1.001), header=old).writeto(garbage / "old_blob.fits")
+    fits.PrimaryHDU(np.zeros_like(data), header=header).writeto(garbage / "zero_blob.fits")
+    fits.PrimaryHDU(np.stack([data] * 5), header=header).writeto(garbage / "cube5_blob.fits")
+    fits.PrimaryHDU(-data, header=header).writeto(garbage / "negated_blob.fits")
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    summary = _run(inbox, Session, tmp_path, classifier, settings=LATE)
+    reasons = {o.name: o.reason for o in summary.rejected}
+    assert sorted(reasons) == ["cube5_blob.fits", "negated_blob.fits", "old_blob.fits", "zero_blob.fits"]
+    assert "outside the WFC3/IR era" in reasons["old_blob.fits"]
+    assert "median level 0 " in reasons["zero_blob.fits"] and "median level -0.99" in reasons["negated_blob.fits"]
+    assert reasons["cube5_blob.fits"] == "cube has 5 planes, not 3"
+    assert summary.exit_code == 1 and [o.name for o in summary.processed] == ["csm_day004_blob.fits"]
+    with Session() as s:
+        assert {im.name: im.reason for im in s.scalars(select(Image).where(Image.status == "rejected"))} == reasons
+        run = s.scalars(select(Run)).one()
+        assert all(Path(p).parent != garbage for p in run.parameters["reference_paths"])
+
+
+def test_an_unreadable_file_is_recorded_as_rejected_once(
+    inbox: Path, tmp_path: Path, classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blobwatch import fits_io
+
+    locked = inbox / "locked_blob.fits"
+    locked.write_bytes(b"x")
+    real = fits_io.file_sha256
+
+    def denied(path):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(fits_io, "file_sha256", denied)
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    summary = _run(inbox, Session, tmp_path, classifier, settings=LATE)
+    assert summary.exit_code == 1
+    assert [(o.name, o.reason) for o in summary.rejected] == [("locked_blob.fits", "cannot read file (Permission denied)")]
+    assert [o.name for o in summary.processed] == ["csm_day004_blob.fits"]
+    again = _run(inbox, Session, tmp_path, classifier, settings=LATE)
+    assert again.exit_code == 0 and again.rejected == [] and _counts(Session)["images"] == 6
+
+
+def test_watch_goes_on_after_a_failed_run(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from blobwatch.monitor import runner
+
+    calls: list[str] = []
+
+    def flaky_run(inbox, **kwargs):
+        calls.append(str(inbox))
+        if len(calls) == 1:
+            raise OSError(5, "Input/output error")  # e.g. the inbox share went away for a moment
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C: the only way out
+
+    monkeypatch.setattr(runner, "run_monitor", flaky_run)
+    monkeypatch.setattr(runner.time, "sleep", lambda seconds: None)
+    with pytest.raises(KeyboardInterrupt):
+        runner.watch("/inbox", 60.0, classifier=object())
+    assert calls == ["/inbox"] * 3
+    assert "monitor run failed; the next run starts in 60 s" in caplog.text and "Input/output error" in caplog.text
+
+
+def test_a_database_failure_while_registering_is_not_swallowed(
+    inbox: Path, tmp_path: Path, classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.orm import Session as OrmSession
+
+    real_commit = OrmSession.commit
+
+    def commit(self) -> None:
+        if any(isinstance(o, Image) and o.path.endswith("day002_blob.fits") for o in self.new):
+            raise OperationalError("INSERT INTO images", {}, Exception("disk I/O error"))
+        real_commit(self)
+
+    monkeypatch.setattr(OrmSession, "commit", commit)
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    with pytest.raises(OperationalError, match="disk I/O error"):
+        _run(inbox, Session, tmp_path, classifier, settings=LATE)
+    with Session() as s:  # the files before it are registered, nothing of it or after it
+        assert sorted(im.name for im in s.scalars(select(Image))) == ["csm_day000_blob.fits", "csm_day001_blob.fits"]
+
+
+def test_the_same_content_registered_by_another_monitor_meanwhile_is_skipped(
+    inbox: Path, tmp_path: Path, classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blobwatch import fits_io
+
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    day2 = next(inbox.rglob("csm_day002_blob.fits"))
+    real = fits_io.read_blob_image
+
+    def race(path, **kwargs):  # another monitor commits day 2 while this one reads it
+        if Path(path) == day2:
+            with Session() as s:
+                s.add(Image(path=str(day2), sha256=fits_io.file_sha256(day2), status="registered", mjd=1.0))
+                s.commit()
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(fits_io, "read_blob_image", race)
+    summary = _run(inbox, Session, tmp_path, classifier, settings=MonitorSettings(min_references=10))
+    assert summary.registered == 4 and summary.exit_code == 0 and _counts(Session)["images"] == 5
+
+
+def test_compute_image_finds_the_new_blob_without_a_database(sequence: tuple[Path, dict], classifier) -> None:
+    from blobwatch.fits_io import read_blob_image
+    from blobwatch.monitor.runner import compute_image
+
+    root, truth = sequence
+    images = [read_blob_image(p) for p in sorted(root.glob("*.fits"))]
+    result = compute_image(images[4], images[:4], classifier, LATE)
+    found = result.detection.candidates
+    assert min(np.hypot(c.x - truth["x"], c.y - truth["y"]) for c in found) < 3.0
+    assert result.max_probability >= result.detection.threshold
+    assert result.parameters["n_references"] == 4 and len(result.parameters["offsets"]) == 4
+    assert result.parameters["reference_paths"] == [im.path for im in images[:4]]
+    assert set(result.timings) == {"difference", "detect", "saliency"}
+    assert set(result.saliency) == {s.index for s in result.detection.subframes if s.blob}

@@ -81,7 +81,7 @@ def test_gradient_saliency_rejects_bad_shape() -> None:
 def test_save_saliency_figure(tmp_path: Path) -> None:
     frames = _frames()
     out = tmp_path / "fig.png"
-    save_saliency_figure(out, frames[1], np.abs(frames[1]), title="test", origin=(256, 512))
+    save_saliency_figure(out, frames[1], np.abs(frames[1]), title=r"test $\foo$ name", origin=(256, 512))
     assert out.read_bytes()[:8] == PNG_MAGIC
     assert not list(tmp_path.glob(".*.tmp"))
     with pytest.raises(ValueError, match="same shape"):

@@ -8,6 +8,11 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from blobwatch.names import bounded_name
+
+#: Longest part of the final file name kept in a temporary file's name (bytes).
+_TMP_NAME_BYTES = 100
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -20,7 +25,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     final = Path(path)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        prefix = f".{bounded_name(final.name, _TMP_NAME_BYTES)}."  # within the 255-byte name limit
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=final.parent)
     except OSError as exc:
         raise _about(exc, final) from None
     os.close(fd)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from blobwatch.errors import InputError
+from blobwatch.errors import BlobwatchError, InputError
 from blobwatch.modelfile import load_model
 from blobwatch.saliency import BLOB_CLASS, gradient_saliency
 
@@ -29,19 +29,24 @@ DEFAULT_THRESHOLD = 0.5
 DEFAULT_CLIP_FACTOR = 0.5
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Turn a device request into a usable `torch.device`.
+def resolve_device(device: str | torch.device = "auto", *, strict: bool = False) -> torch.device:
+    """Turn a device request into a usable `torch.device` (the one definition, for inference,
+    training and evaluation).
 
     Parameters
     ----------
     device : str or torch.device
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        A CUDA request on a machine without CUDA falls back to the CPU with a warning.
+    strict : bool
+        What a CUDA request on a machine without CUDA does: False (inference) falls back to the
+        CPU with a warning; True (training, evaluation: hours on the wrong device) raises.
 
     Raises
     ------
     ValueError
         If ``device`` is not a device name torch understands.
+    blobwatch.errors.BlobwatchError
+        ``strict`` and CUDA requested but not available.
     """
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -50,6 +55,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device={device!r} is not a valid torch device ({exc})") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
+        if strict:
+            raise BlobwatchError(f"--device {device} requested but CUDA is not available (use auto or cpu)")
         warnings.warn(f"device={device!r} requested but CUDA is not available; using the CPU", RuntimeWarning, stacklevel=3)
         return torch.device("cpu")
     return dev

@@ -32,6 +32,7 @@ from scipy import ndimage
 
 from blobwatch.preprocess import prepare, tile
 from blobwatch.saliency import saliency_peak
+from blobwatch.stats import jsonable, robust_sigma
 
 if TYPE_CHECKING:  # pragma: no cover
     from blobwatch.classifier import BlobClassifier
@@ -283,7 +284,7 @@ class Detection:
                 {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(r).items()} for r in self.rejected
             ],
             "parameters": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.parameters).items()},
-            "preparation": _jsonable(self.preparation),
+            "preparation": jsonable(self.preparation),
         }
 
     def _subframe(self, index: int) -> SubframeResult:
@@ -291,27 +292,6 @@ class Detection:
             if s.index == index:
                 return s
         raise IndexError(f"no subframe with index {index} (0..{len(self.subframes) - 1})")
-
-
-def _jsonable(value: Any) -> Any:
-    """Convert numpy scalars/arrays inside dicts and lists to plain Python."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _robust_std(values: np.ndarray, step: int = 3) -> float:
-    """MAD standard deviation of a subsample (every ``step``-th pixel each way)."""
-    sample = values[::step, ::step].ravel()
-    med = np.median(sample)
-    mad = float(np.median(np.abs(sample - med)))
-    return 1.4826 * mad
 
 
 def matched_filter(image: np.ndarray, sigmas: tuple[float, ...], background_sigma: float) -> np.ndarray:
@@ -354,7 +334,7 @@ def matched_filter(image: np.ndarray, sigmas: tuple[float, ...], background_sigm
         transfer = np.exp(-two_pi2 * np.float32(sigma**2) * f2) * highpass
         smooth = sp_fft.irfft2(spectrum * transfer, s=(rows, cols), workers=1)
         smooth = smooth[pad : pad + img.shape[0], pad : pad + img.shape[1]]
-        noise = _robust_std(smooth)
+        noise = robust_sigma(smooth[::3, ::3])
         out[k] = smooth / noise if noise > 0 else 0.0
     return out
 
@@ -499,7 +479,7 @@ def _binned(window: np.ndarray, factor: int, lo: float, hi: float) -> np.ndarray
     n = window.shape[0] // factor
     binned = window[: n * factor, : n * factor].reshape(n, factor, n, factor).mean(axis=(1, 3))
     med = float(np.median(binned))
-    noise = 1.4826 * float(np.median(np.abs(binned - med)))
+    noise = robust_sigma(binned)
     scaled = (binned - med) / noise if noise > 0 else binned - med
     return np.clip(scaled, lo, hi).astype(np.float32)
 

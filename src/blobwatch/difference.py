@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import warnings
-from collections import OrderedDict
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -33,7 +33,10 @@ from scipy import fft as sp_fft
 from scipy import ndimage
 
 from blobwatch.errors import InputError
-from blobwatch.fits_io import BlobImage
+from blobwatch.fits_io import BlobImage, format_shape
+from blobwatch.lru import LRUCache
+from blobwatch.names import header_name
+from blobwatch.stats import robust_sigma
 
 __all__ = [
     "DifferenceResult",
@@ -251,11 +254,8 @@ class _Prepared:
 
 
 def _mad_sigma(values: np.ndarray) -> float:
-    """Robust standard deviation (1.4826 MAD) of a subsample of at most ~200k values."""
-    values = values[:: max(1, values.size // 200_000)]
-    if values.size == 0:
-        return 0.0
-    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+    """`blobwatch.stats.robust_sigma` of a subsample of at most ~200k values (0.0 for none)."""
+    return robust_sigma(values[:: max(1, values.size // 200_000)])
 
 
 def _sum8(values: np.ndarray) -> np.ndarray:
@@ -614,11 +614,17 @@ class PreparedCache:
     """
 
     def __init__(self, capacity: int = SEED_REFERENCES + 1) -> None:
-        self.capacity = max(1, int(capacity))
-        self._items: OrderedDict[tuple, _Prepared] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
+        self._cache: LRUCache[_Prepared] = LRUCache(capacity)
+
+    @property
+    def hits(self) -> int:
+        """Preparations reused."""
+        return self._cache.hits
+
+    @property
+    def misses(self) -> int:
+        """Preparations computed (of images with a SHA-256)."""
+        return self._cache.misses
 
     @staticmethod
     def _key(image: BlobImage, params: RegistrationParams) -> tuple | None:
@@ -628,21 +634,12 @@ class PreparedCache:
     def prepare(self, image: BlobImage, frame: "_Frame") -> _Prepared:
         """The cached preparation of ``image`` for ``frame``, computed and kept on a miss."""
         key = self._key(image, frame.params)
-        if key is not None:
-            with self._lock:
-                cached = self._items.get(key)
-                if cached is not None:
-                    self._items.move_to_end(key)
-                    self.hits += 1
-                    return cached
+        cached = self._cache.get(key) if key is not None else None
+        if cached is not None:
+            return cached
         prepared = frame.prepare(np.asarray(image.data, dtype=np.float32))
         if key is not None:
-            with self._lock:
-                self.misses += 1
-                self._items[key] = prepared
-                self._items.move_to_end(key)
-                while len(self._items) > self.capacity:
-                    self._items.popitem(last=False)
+            self._cache.put(key, prepared)
         return prepared
 
 
@@ -664,11 +661,15 @@ def _select_references(
     cur_name = current.path or "<current>"
     if current.data.ndim != 2:
         raise InputError(cur_name, f"current image is {current.data.ndim}-D, not 2-D")
+    shape = format_shape(current.data.shape)
+    shapes = Counter(ref.data.shape for ref in references)
+    if shapes and shapes[current.data.shape] < max(shapes.values()):  # the current one is at fault
+        common = format_shape(shapes.most_common(1)[0][0])
+        raise InputError(cur_name, f"shape {shape} does not match the references ({common})")
     for ref in references:
         if ref.data.shape != current.data.shape:
-            shape = "x".join(map(str, ref.data.shape))
-            want = "x".join(map(str, current.data.shape))
-            raise InputError(ref.path or "<reference>", f"shape {shape} does not match the current image ({want})")
+            raise InputError(ref.path or "<reference>",
+                             f"shape {format_shape(ref.data.shape)} does not match the current image ({shape})")
         if not ref.mjd < current.mjd:
             raise InputError(
                 ref.path or "<reference>",
@@ -803,7 +804,10 @@ def write_difference(path: str | os.PathLike, result: DifferenceResult) -> Path:
     """Write a difference image as FITS (atomically) with its provenance in the header.
 
     Keywords: ``CURFILE``, ``CURMJD``, ``CURSHA``, ``NREF``, ``REFnn``/``REFMJDnn``/``REFDYnn``/
-    ``REFDXnn`` for every reference, ``DIFFMETH`` (full text in ``HISTORY``), ``BWVERS``, ``DATE``.
+    ``REFDXnn`` for every reference (HIERARCH cards where the keyword passes 8 characters, e.g.
+    ``REFMJD100``), ``DIFFMETH`` (full text in ``HISTORY``), ``BWVERS``, ``DATE``.
+    File names are stored whole with `blobwatch.names.header_name` (percent-encoded outside
+    printable ASCII; read back with ``urllib.parse.unquote``).
     """
     from astropy.io import fits
 
@@ -813,7 +817,7 @@ def write_difference(path: str | os.PathLike, result: DifferenceResult) -> Path:
     header = fits.Header()
     header["BWVERS"] = (__version__, "blobwatch version")
     header["DATE"] = (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UTC time file written")
-    header["CURFILE"] = (_short(result.current.path), "current blob image"[: max(0, 70 - len(_short(result.current.path)))])
+    header["CURFILE"] = (_header_name(result.current.path), "current blob image")
     header["CURMJD"] = (float(result.current.mjd), "current observation start (MJD)")
     if result.current.provenance.get("sha256"):
         header["CURSHA"] = result.current.provenance["sha256"][:64]  # SHA-256 of the current file
@@ -822,17 +826,23 @@ def write_difference(path: str | os.PathLike, result: DifferenceResult) -> Path:
     for index, (ref_path, mjd, (dy, dx)) in enumerate(
         zip(result.reference_paths, result.reference_mjds, result.offsets), start=1
     ):
-        key = f"{index:02d}" if index < 100 else f"{index}"
-        header[f"REF{key}"] = (_short(ref_path), f"reference {index}"[: max(0, 70 - len(_short(ref_path)))])
-        header[f"REFMJD{key}"[:8]] = (float(mjd), f"reference {index} MJD")
-        header[f"REFDY{key}"[:8]] = (round(float(dy), 5), f"ref {index} blob offset dy (px)")
-        header[f"REFDX{key}"[:8]] = (round(float(dx), 5), f"ref {index} blob offset dx (px)")
+        key = f"{index:02d}"
+        header[_keyword(f"REF{key}")] = (_header_name(ref_path), f"reference {index}")
+        header[_keyword(f"REFMJD{key}")] = (float(mjd), f"reference {index} MJD")
+        header[_keyword(f"REFDY{key}")] = (round(float(dy), 5), f"ref {index} blob offset dy (px)")
+        header[_keyword(f"REFDX{key}")] = (round(float(dx), 5), f"ref {index} blob offset dx (px)")
     header["HISTORY"] = f"blobwatch {__version__}: D = current - median(references)"
     header["HISTORY"] = f"method: {result.method}"
     header["HISTORY"] = "offsets (dy, dx): current(y, x) ~ reference(y - dy, x - dx), pixels"
     return write_fits(path, result.data, header)
 
 
-def _short(path: str | None) -> str:
-    name = os.path.basename(path) if path else "<memory>"
-    return name if len(name) <= 68 else name[:65] + "..."
+def _keyword(name: str) -> str:
+    """``name`` as a header keyword: a HIERARCH card beyond 8 characters (e.g. ``REFMJD100``),
+    never cut (a cut ``REFMJD10`` would overwrite reference 10)."""
+    return name if len(name) <= 8 else f"HIERARCH {name}"
+
+
+def _header_name(path: str | None) -> str:
+    """The file name of ``path`` for a header card (`blobwatch.names.header_name`)."""
+    return header_name(os.path.basename(path)) if path else "<memory>"

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from blobwatch.atomic import atomic_path, write_text_atomic
+from blobwatch.atomic import write_text_atomic
 
 #: Bin edges of the miss breakdowns (strongest blob of each positive subframe).
 PEAK_BINS = (0.0, 1.5, 2.5, 3.5, 5.0, 1e9)  # peak in noise sigma
@@ -183,34 +183,28 @@ def evaluate_scores(
 
 def plot_confusion(rates: dict[str, Any], path: str | os.PathLike, *, title: str = "") -> None:
     """Confusion matrix as rates, laid out like the seed's Fig. 8 (rows: true, cols: predicted)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from blobwatch.figures import new_figure, save_png
 
     m = np.array([[rates["tn"], rates["fp"]], [rates["fn"], rates["tp"]]])
-    fig, ax = plt.subplots(figsize=(4.2, 3.8), constrained_layout=True)
+    fig = new_figure(4.2, 3.8, layout="constrained")
+    ax = fig.subplots()
     im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
     for (i, j), v in np.ndenumerate(m):
         ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="white" if v > 0.5 else "black", fontsize=13)
-    ax.set(xticks=[0, 1], yticks=[0, 1], xlabel="predicted label", ylabel="true label",
-           title=title or "CNN confusion matrix (rates)")
+    ax.set(xticks=[0, 1], yticks=[0, 1], xlabel="predicted label", ylabel="true label")
+    ax.set_title(title or "CNN confusion matrix (rates)", parse_math=False)  # names are data, not TeX
     ax.set_xticklabels(["0 (non-blob)", "1 (blob)"])
     ax.set_yticklabels(["0", "1"])
     fig.colorbar(im, ax=ax, fraction=0.046)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=120)
 
 
 def plot_curves(result: dict[str, Any], path: str | os.PathLike, *, title: str = "") -> None:
     """ROC and precision-recall curves of the CNN and the matched filter, operating points marked."""
-    import matplotlib
+    from blobwatch.figures import new_figure, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 4), constrained_layout=True)
+    fig = new_figure(9, 4, layout="constrained")
+    a, b = fig.subplots(1, 2)
     for key, label, style in (("cnn", "CNN", "-"), ("matched_filter", "matched filter", "--")):
         if key not in result:
             continue
@@ -224,10 +218,8 @@ def plot_curves(result: dict[str, Any], path: str | os.PathLike, *, title: str =
     a.legend(loc="lower right", fontsize=8)
     b.legend(loc="lower left", fontsize=8)
     if title:
-        fig.suptitle(title)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+        fig.suptitle(title, parse_math=False)
+    save_png(fig, path, dpi=120)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -308,11 +300,12 @@ def evaluate_model(
         ``model`` (path, threshold, metadata summary) and ``datasets`` (name -> metrics).
     """
     from blobwatch.baseline import matched_filter_scores
+    from blobwatch.classifier import resolve_device
     from blobwatch.dataset import SubframeDataset
     from blobwatch.modelfile import load_model
-    from blobwatch.train import predict_scores, resolve_device
+    from blobwatch.train import predict_scores
 
-    dev = resolve_device(device)
+    dev = resolve_device(device, strict=True)
     mf = load_model(model, device=dev)
     thr = float(threshold if threshold is not None else mf.metadata.get("threshold", 0.5))
     outdir = Path(outdir)

@@ -145,7 +145,7 @@ def train_fcn(cfg: FCNTrainConfig, cases: Sequence[Case], *, log: Callable[[str]
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, strict=True)
     seeds = sorted({c.seed for c in cases})
     n_val = min(cfg.val_sequences, len(seeds) - 1)  # at least one sequence trains
     val_seeds = set(seeds[len(seeds) - n_val :]) if n_val > 0 else set()

@@ -1,7 +1,7 @@
 """FITS ingest: turn a CSM-monitor file into a blob image, and write FITS outputs atomically.
 
 Three kinds of input become a `BlobImage` (a 2-D float32 array normalized to about 1, NaN where
-unusable, with its observation time and provenance):
+unusable, with its observation time and provenance); each may be gzip-compressed (``.fits.gz``):
 
 ``blob``
     A Quicklook ``blob.fits`` image: a 2-D image in the primary HDU or the first image extension.
@@ -12,17 +12,22 @@ unusable, with its observation time and provenance):
     its sigma-clipped median, pixels with DQ flags are set to NaN, and the image is padded to
     1024x1024 with a 5-pixel non-finite border like a Quicklook blob image.
 
-Every problem with a file raises `blobwatch.errors.InputError` naming the file and the problem.
+A blob image must also pass the data-quality gates of `blobwatch.quality`.  Only regular files
+of at most `MAX_FILE_BYTES` are read.  Every problem with a file raises
+`blobwatch.errors.InputError` naming the file and the problem.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import logging
 import os
+import stat
 import threading
 import warnings
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,20 +37,26 @@ import numpy as np
 from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 from astropy.time import Time
+from erfa import ErfaWarning
 
 from blobwatch.atomic import atomic_path
 from blobwatch.errors import InputError
+from blobwatch.quality import CUBE_PLANES, quality_problem
 
 __all__ = [
+    "AUXILIARY_EXTNAMES",
     "BlobImage",
     "FilterWarning",
     "EXPECTED_FILTER",
     "MIN_SIZE",
+    "MAX_FILE_BYTES",
     "FLT_BORDER",
     "read_blob_image",
     "read_blob_images",
+    "regular_file_size",
     "write_fits",
     "file_sha256",
+    "format_shape",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,10 +65,19 @@ log = logging.getLogger(__name__)
 EXPECTED_FILTER = "F153M"
 #: Smallest accepted image side: one classifier subframe.
 MIN_SIZE = 256
+#: Extensions of a WFC3 flt file that are never the image (without SCI the file is refused).
+AUXILIARY_EXTNAMES = frozenset({"ERR", "DQ", "SAMP", "TIME"})
 #: Width of the non-finite reference-pixel border added around a 1014x1014 flt science array.
 FLT_BORDER = 5
 
+#: Largest file read, and largest decompressed ``.fits.gz`` content (bytes): a 1024x1024 flt
+#: file is about 20 MiB, so this only stops a runaway read.
+MAX_FILE_BYTES = 1 << 30
+
 _FITS_MAGIC = b"SIMPLE  ="
+_GZIP_MAGIC = b"\x1f\x8b"
+_SPECIAL_FILES = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+                  (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
 _PARSE_LOCK = threading.Lock()
 _BLOCK = 2880
 
@@ -145,9 +165,12 @@ def write_fits(
 
 
 def _image_hdu_index(hdul: fits.HDUList) -> int | None:
-    """Index of the primary HDU if it holds an image of >= 2 dimensions, else the first such extension."""
+    """Index of the primary HDU if it holds an image of >= 2 dimensions, else the first such
+    extension that is not an flt auxiliary array (`AUXILIARY_EXTNAMES`: errors and flags are not data)."""
     for index, hdu in enumerate(hdul):
         if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+            continue
+        if str(hdu.header.get("EXTNAME", "")).strip().upper() in AUXILIARY_EXTNAMES:
             continue
         naxis = hdu.header.get("NAXIS", 0)
         if isinstance(hdu, fits.CompImageHDU):
@@ -165,6 +188,17 @@ def _find_ext(hdul: fits.HDUList, extname: str) -> int | None:
     return None
 
 
+def _calendar_mjd(mjd: float, source: str, path: str) -> float:
+    """``mjd`` if it is a calendar date a ``datetime`` can hold (years 1-9999), else `InputError`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ErfaWarning)  # "dubious year" before 1960 or far ahead
+            Time(mjd, format="mjd", scale="utc").to_datetime()
+    except ValueError:  # ErfaError is a ValueError
+        raise InputError(path, f"{source} (MJD {mjd:g}) is not a date between years 1 and 9999") from None
+    return mjd
+
+
 def _observation_mjd(headers: list[fits.Header], path: str) -> float:
     """MJD from EXPSTART, or from DATE-OBS (+ TIME-OBS), searching ``headers`` in order."""
     for header in headers:
@@ -176,7 +210,7 @@ def _observation_mjd(headers: list[fits.Header], path: str) -> float:
                 raise InputError(path, f"EXPSTART {value!r} is not an MJD") from None
             if not np.isfinite(mjd):
                 raise InputError(path, f"EXPSTART {value!r} is not an MJD")
-            return mjd
+            return _calendar_mjd(mjd, "EXPSTART", path)
     for header in headers:
         date = header.get("DATE-OBS")
         if not date:
@@ -184,13 +218,16 @@ def _observation_mjd(headers: list[fits.Header], path: str) -> float:
         date = str(date).strip()
         time_obs = header.get("TIME-OBS")
         stamp = date if ("T" in date or not time_obs) else f"{date}T{str(time_obs).strip()}"
-        try:
-            return float(Time(stamp, format="isot" if "T" in stamp else "iso", scale="utc").mjd)
-        except ValueError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ErfaWarning)  # "dubious year": judged below
             try:
-                return float(Time(stamp, scale="utc").mjd)
+                mjd = float(Time(stamp, format="isot" if "T" in stamp else "iso", scale="utc").mjd)
             except ValueError:
-                raise InputError(path, f"cannot parse DATE-OBS/TIME-OBS {stamp!r}") from None
+                try:
+                    mjd = float(Time(stamp, scale="utc").mjd)
+                except ValueError:
+                    raise InputError(path, f"cannot parse DATE-OBS/TIME-OBS {stamp!r}") from None
+        return _calendar_mjd(mjd, "DATE-OBS", path)
     raise InputError(path, "no observation time (EXPSTART or DATE-OBS/TIME-OBS)")
 
 
@@ -207,7 +244,7 @@ def _flt_to_blob(
     if dq_index is not None and hdul[dq_index].data is not None:
         dq = np.asarray(hdul[dq_index].data)
         if dq.shape != sci.shape:
-            raise InputError(path, f"DQ shape {_fmt(dq.shape)} does not match SCI {_fmt(sci.shape)}")
+            raise InputError(path, f"DQ shape {format_shape(dq.shape)} does not match SCI {format_shape(sci.shape)}")
         flagged = (dq.astype(np.int64) & (dq_bits if dq_bits is not None else ~0)) != 0
         n_flagged = int(flagged.sum())
         sci[flagged] = np.nan
@@ -225,6 +262,45 @@ def _flt_to_blob(
     return padded, {"sci_median": float(median), "n_dq_flagged": n_flagged}
 
 
+def regular_file_size(path: str | os.PathLike) -> int:
+    """The size of ``path`` if it is a regular file (after symlinks) of at most `MAX_FILE_BYTES`.
+
+    Only ``stat`` is used, so a FIFO cannot block and ``/dev/zero`` is never read.
+
+    Raises
+    ------
+    blobwatch.errors.InputError
+        Missing, a directory, not a regular file (FIFO, device, socket) or too large.
+    """
+    spath = os.fspath(path)
+    try:
+        info = os.stat(spath)
+    except FileNotFoundError:
+        raise InputError(spath, "file not found") from None
+    except OSError as exc:
+        raise InputError(spath, f"cannot read file ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(spath, "is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _SPECIAL_FILES if test(info.st_mode)), "special file")
+        raise InputError(spath, f"not a regular file (a {kind})")
+    if info.st_size > MAX_FILE_BYTES:
+        raise InputError(spath, f"file is {info.st_size} bytes, larger than {MAX_FILE_BYTES >> 20} MiB")
+    return info.st_size
+
+
+def _gunzip(raw: bytes, path: str) -> bytes:
+    """The content of a gzip file (``.fits.gz``), at most `MAX_FILE_BYTES`."""
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as fh:
+            content = fh.read(MAX_FILE_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(path, f"corrupt gzip file ({exc or type(exc).__name__})") from None
+    if len(content) > MAX_FILE_BYTES:
+        raise InputError(path, f"gzip content is larger than {MAX_FILE_BYTES >> 20} MiB")
+    return content
+
+
 def _problem(exc: Exception) -> str:
     """Name the problem behind an astropy/numpy read error."""
     text = str(exc).lower()
@@ -233,7 +309,8 @@ def _problem(exc: Exception) -> str:
     return "corrupt FITS file"
 
 
-def _fmt(shape: tuple[int, ...]) -> str:
+def format_shape(shape: tuple[int, ...]) -> str:
+    """``(1024, 1024)`` as ``1024x1024`` (for messages)."""
     return "x".join(str(int(s)) for s in shape)
 
 
@@ -243,6 +320,7 @@ def read_blob_image(
     expected_shape: tuple[int, int] | None = None,
     dq_bits: int | None = None,
     require_time: bool = True,
+    check_quality: bool = True,
 ) -> BlobImage:
     """Read a blob image, a Quicklook cube or an flt-style file as a `BlobImage`.
 
@@ -257,6 +335,9 @@ def read_blob_image(
     require_time : bool
         If False (for difference images), a file without a usable observation time is read
         with ``mjd = nan`` instead of being rejected.
+    check_quality : bool
+        Apply the blob-image data-quality gates of `blobwatch.quality` (finite fraction, level,
+        noise, WFC3/IR date); False for difference images.
 
     Returns
     -------
@@ -265,10 +346,12 @@ def read_blob_image(
     Raises
     ------
     blobwatch.errors.InputError
-        Not FITS, truncated, no 2-D image, smaller than 256x256, all non-finite, wrong shape,
-        no observation time.  A filter other than F153M only warns (`FilterWarning`).
+        Not FITS, truncated, no 2-D image, a cube without 3 planes, smaller than 256x256, all
+        non-finite, wrong shape, no observation time, fails a quality gate.  A filter other than
+        F153M only warns (`FilterWarning`).
     """
-    image, notes = _read(path, expected_shape=expected_shape, dq_bits=dq_bits, require_time=require_time)
+    image, notes = _read(path, expected_shape=expected_shape, dq_bits=dq_bits, require_time=require_time,
+                         check_quality=check_quality)
     for note in notes:
         warnings.warn(note, FilterWarning, stacklevel=2)
     return image
@@ -280,23 +363,46 @@ def _read(
     expected_shape: tuple[int, int] | None = None,
     dq_bits: int | None = None,
     require_time: bool = True,
+    check_quality: bool = True,
 ) -> tuple[BlobImage, list[str]]:
     """`read_blob_image` without warnings: returns the image and the warning texts (thread-safe)."""
     spath = os.fspath(path)
+    regular_file_size(spath)
     try:
-        raw = Path(spath).read_bytes()
-    except FileNotFoundError:
-        raise InputError(spath, "file not found") from None
-    except IsADirectoryError:
-        raise InputError(spath, "is a directory, not a FITS file") from None
+        with open(spath, "rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)  # bounded even if the file grew since the check
     except OSError as exc:
         raise InputError(spath, f"cannot read file ({exc.strerror or exc})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise InputError(spath, f"file is larger than {MAX_FILE_BYTES >> 20} MiB")
+    sha256 = hashlib.sha256(raw).hexdigest()  # of the file as stored (compressed or not)
+    if raw.startswith(_GZIP_MAGIC):
+        raw = _gunzip(raw, spath)
     if not raw.startswith(_FITS_MAGIC):
         raise InputError(spath, "not a FITS file")
     if len(raw) % _BLOCK:
         raise InputError(spath, f"truncated FITS file ({len(raw)} bytes, not a multiple of 2880)")
-    sha256 = hashlib.sha256(raw).hexdigest()
 
+    try:
+        return _parse(raw, spath, sha256, expected_shape=expected_shape, dq_bits=dq_bits,
+                      require_time=require_time, check_quality=check_quality)
+    except InputError:
+        raise
+    except Exception as exc:  # astropy raises TypeError, KeyError, VerifyError, ... for a corrupt header
+        raise InputError(spath, f"{_problem(exc)} ({type(exc).__name__}: {exc})") from None
+
+
+def _parse(
+    raw: bytes,
+    spath: str,
+    sha256: str,
+    *,
+    expected_shape: tuple[int, int] | None,
+    dq_bits: int | None,
+    require_time: bool,
+    check_quality: bool,
+) -> tuple[BlobImage, list[str]]:
+    """The `BlobImage` in the bytes of a FITS file (the second half of `_read`)."""
     try:
         with _PARSE_LOCK, warnings.catch_warnings():
             # astropy warns (process-wide state, hence the lock) about truncation: checked below.
@@ -304,6 +410,9 @@ def _read(
             hdul = fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False)
     except (OSError, ValueError, fits.verify.VerifyError) as exc:
         raise InputError(spath, f"{_problem(exc)} ({exc})") from None
+    if not isinstance(hdul[0], fits.PrimaryHDU):
+        hdul.close()
+        raise InputError(spath, "not a standard FITS file (SIMPLE is not T)")
     needed = max(
         (info["datLoc"] + info["datSpan"] for info in (hdu.fileinfo() for hdu in hdul) if info),
         default=0,
@@ -323,6 +432,8 @@ def _read(
                 provenance["shape"] = list(hdul[sci_index].data.shape)
             else:
                 index = _image_hdu_index(hdul)
+                if index is None and any(_find_ext(hdul, name) is not None for name in AUXILIARY_EXTNAMES):
+                    raise InputError(spath, "no SCI extension (ERR, DQ, SAMP and TIME are not image data)")
                 if index is None:
                     raise InputError(spath, "no 2-D image in any HDU")
                 image_header = hdul[index].header
@@ -333,6 +444,8 @@ def _read(
                 if array.ndim == 2:
                     provenance.update(kind="blob", hdu=index)
                 elif array.ndim == 3:
+                    if array.shape[0] != CUBE_PLANES:
+                        raise InputError(spath, f"cube has {array.shape[0]} planes, not {CUBE_PLANES}")
                     array = array[0]
                     provenance.update(kind="cube", hdu=index, plane=0)
                 else:
@@ -354,7 +467,7 @@ def _read(
             raise InputError(spath, f"image is {rows}x{cols}, smaller than {MIN_SIZE}x{MIN_SIZE}")
         if expected_shape is not None and tuple(data.shape) != tuple(expected_shape):
             raise InputError(
-                spath, f"shape {rows}x{cols} does not match the references ({_fmt(expected_shape)})"
+                spath, f"shape {rows}x{cols} does not match the references ({format_shape(expected_shape)})"
             )
         if not np.isfinite(data).any():
             raise InputError(spath, "all pixels are non-finite")
@@ -365,6 +478,9 @@ def _read(
             if require_time:
                 raise
             mjd = float("nan")
+        problem = quality_problem(data, mjd) if check_quality else None
+        if problem is not None:
+            raise InputError(spath, problem)
         filt = None
         for header in headers:
             if header.get("FILTER") is not None:

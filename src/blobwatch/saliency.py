@@ -15,8 +15,6 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from blobwatch.atomic import atomic_path
-
 #: Index of the blob class in the network's two logits (non-blob, blob).
 BLOB_CLASS = 1
 
@@ -106,10 +104,7 @@ def save_saliency_figure(
     dpi : int
         Resolution.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+    from blobwatch.figures import new_figure, save_png
 
     sub = np.asarray(subframe, dtype=np.float32)
     sal = np.asarray(saliency, dtype=np.float32)
@@ -117,7 +112,7 @@ def save_saliency_figure(
         raise ValueError(f"subframe {sub.shape} and saliency {sal.shape} must be 2-D and the same shape")
     x0, y0 = origin
     extent = (x0 - 0.5, x0 + sub.shape[1] - 0.5, y0 - 0.5, y0 + sub.shape[0] - 0.5)
-    fig = Figure(figsize=(9.0, 4.4), dpi=dpi, layout="constrained")
+    fig = new_figure(9.0, 4.4, dpi=dpi, layout="constrained")
     axes = fig.subplots(1, 2, sharex=True, sharey=True)
     lim = float(np.percentile(np.abs(sub), 99.5)) or 1.0
     im0 = axes[0].imshow(sub, origin="lower", cmap="gray", vmin=-lim, vmax=lim, extent=extent, interpolation="nearest")
@@ -131,6 +126,5 @@ def save_saliency_figure(
         ax.set_xlabel("x (column, 0-based)")
     axes[0].set_ylabel("y (row, 0-based)")
     if title:
-        fig.suptitle(title)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.suptitle(title, parse_math=False)
+    save_png(fig, path)

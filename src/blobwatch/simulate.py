@@ -30,6 +30,7 @@ from scipy.special import erfc
 
 from blobwatch import __version__
 from blobwatch.atomic import atomic_path, write_text_atomic
+from blobwatch.stats import jsonable
 
 __all__ = [
     "SimulationConfig",
@@ -801,21 +802,8 @@ def simulate_sequence(config: SimulationConfig | None = None) -> Simulation:
                       "snowballs": len(transients.snowballs), "persistence": len(transients.persistence)})
 
     return Simulation(images=images, mjd=mjd, shifts=shifts, noise=noise, blobs=blobs,
-                      params=_jsonable(p), bad_pixels=detector.bad_pixels,
+                      params=jsonable(p), bad_pixels=detector.bad_pixels,
                       unstable_pixels=detector.unstable_pixels, hot_pixels=detector.hot_pixels, daily=daily)
-
-
-def _jsonable(obj: Any) -> Any:
-    """Convert numpy scalars/arrays inside dicts and lists to plain Python."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 # ----------------------------------------------------------------------------------------

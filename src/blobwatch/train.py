@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from blobwatch.atomic import atomic_path, write_text_atomic
-from blobwatch.errors import BlobwatchError, InputError
+from blobwatch.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -80,19 +80,6 @@ class TrainResult:
     validation: dict[str, Any]
     model_path: Path
     seconds: float
-
-
-def resolve_device(device: str) -> Any:
-    """Map ``auto|cpu|cuda`` to a torch device (``auto``: CUDA when available)."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BlobwatchError("--device cuda requested but CUDA is not available (use auto or cpu)")
-    return torch.device(device)
 
 
 def hardware_description(device: Any) -> str:
@@ -181,13 +168,11 @@ def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
 
 def plot_history(history: list[dict[str, Any]], path: str | Path) -> None:
     """Write the loss and accuracy curves (train and validation) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from blobwatch.figures import new_figure, save_png
 
     ep = [h["epoch"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5), constrained_layout=True)
+    fig = new_figure(9, 3.5, layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
     ax1.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
     if any(h.get("val_loss") is not None for h in history):
         ax1.plot(ep, [h.get("val_loss", math.nan) for h in history], "s-", label="validation")
@@ -200,9 +185,7 @@ def plot_history(history: list[dict[str, Any]], path: str | Path) -> None:
         ax2.plot(ep, [h.get("val_tnr", math.nan) for h in history], "v--", label="val TNR")
     ax2.set(xlabel="epoch", ylabel="rate", ylim=(0.4, 1.01))
     ax2.legend(fontsize=8)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
 
 
 def _plain(obj: Any) -> Any:
@@ -239,6 +222,7 @@ def train(config: TrainConfig) -> TrainResult:
     import torch
     from tqdm import tqdm
 
+    from blobwatch.classifier import resolve_device
     from blobwatch.dataset import SubframeDataset, manifest_sha256
     from blobwatch.modelfile import save_model
     from blobwatch.models import build_model
@@ -246,7 +230,7 @@ def train(config: TrainConfig) -> TrainResult:
     cfg = config
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, strict=True)
     outdir = Path(cfg.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     train_ds = SubframeDataset(cfg.dataset)

@@ -37,6 +37,7 @@ from scipy import ndimage
 
 from blobwatch import simulate as sim
 from blobwatch.dataset import HELDOUT_STAMPS, load_stamps, taper_stamp
+from blobwatch.stats import jsonable
 
 __all__ = [
     "SPLIT_SEEDS",
@@ -401,7 +402,7 @@ class _Renderer:
             "max_scale": self.max_scale,
             "max_blur": self.max_blur,
             "max_gradient_change": self.gradient_change,
-            "simulator": sim._jsonable(self.p),
+            "simulator": jsonable(self.p),
         }
 
     def throughput(self, pos_y: np.ndarray, pos_x: np.ndarray) -> np.ndarray:

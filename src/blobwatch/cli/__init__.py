@@ -16,6 +16,7 @@ from typing import Sequence
 
 from blobwatch import __version__
 from blobwatch.errors import BlobwatchError
+from blobwatch.names import one_line
 
 #: Modules under ``blobwatch.cli`` that contribute subcommands, in help order.
 COMMAND_MODULES = ("simulate", "data", "train", "predict", "regress", "monitor", "web", "demo")
@@ -55,13 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except BlobwatchError as exc:
-        print(f"blobwatch: error: {exc}", file=sys.stderr)
+        print(f"blobwatch: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # a path the user gave cannot be written or read (permission, a folder...)
         logging.getLogger("blobwatch").debug("file system error", exc_info=True)
         problem = exc.strerror or str(exc)
-        print(f"blobwatch: error: {exc.filename}: {problem}" if exc.filename else f"blobwatch: error: {problem}",
-              file=sys.stderr)
+        message = f"{exc.filename}: {problem}" if exc.filename else problem
+        print(f"blobwatch: error: {one_line(message)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("blobwatch: interrupted", file=sys.stderr)

@@ -81,13 +81,14 @@ def run_difference(args: argparse.Namespace) -> int:
 
     from blobwatch.difference import blob_difference, write_difference
     from blobwatch.fits_io import read_blob_image, read_blob_images
+    from blobwatch.stats import robust_sigma
 
     log = logging.getLogger("blobwatch")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         current = read_blob_image(args.current)
         ref_paths = [p for p in expand_references(args.references) if os.path.abspath(p) != os.path.abspath(args.current)]
-        references = read_blob_images(ref_paths, expected_shape=current.data.shape)
+        references = read_blob_images(ref_paths)  # a wrong shape: blob_difference names the file at fault
         result = blob_difference(
             current, references, register=args.register, min_references=args.min_references
         )
@@ -113,7 +114,7 @@ def run_difference(args: argparse.Namespace) -> int:
     print(
         f"difference: {result.data.shape[0]}x{result.data.shape[1]}, "
         f"{int((~finite).sum())} non-finite pixels, robust sigma "
-        f"{1.4826 * float(np.median(np.abs(result.data[finite] - np.median(result.data[finite])))):.4g}"
+        f"{robust_sigma(result.data[finite]):.4g}"
     )
     print(f"wrote:      {out}")
     return 0

@@ -81,12 +81,12 @@ def read_array(path: str) -> np.ndarray:
     Raises
     ------
     InputError
-        Missing file, unknown suffix, unreadable content or no image data.
+        Missing file, not a regular file (FIFO, device), unknown suffix, unreadable content or
+        no image data.
     """
-    if not os.path.exists(path):
-        raise InputError(path, "file not found")
-    if os.path.isdir(path):
-        raise InputError(path, "is a directory, not a file")
+    from blobwatch.fits_io import regular_file_size
+
+    regular_file_size(path)
     if path.lower().endswith(".npy"):
         try:
             arr = np.load(path, allow_pickle=False)
@@ -127,7 +127,7 @@ def _difference(path: str) -> np.ndarray:
     if _is_fits(path):
         from blobwatch.fits_io import read_blob_image
 
-        return read_blob_image(path, require_time=False).data
+        return read_blob_image(path, require_time=False, check_quality=False).data
     arr = read_array(path)
     if arr.ndim == 3:  # a Quicklook difference cube: the first plane is the image
         arr = arr[0]
@@ -206,7 +206,7 @@ def _detect(args: argparse.Namespace) -> int:
         from blobwatch.fits_io import read_blob_image
 
         current = read_blob_image(args.image)
-        refs = [read_blob_image(r, expected_shape=current.shape) for r in args.references]
+        refs = [read_blob_image(r) for r in args.references]  # shapes: checked by blob_difference
         difference = blob_difference(current, refs, register=not args.no_register).data
     else:
         difference = _difference(args.image)

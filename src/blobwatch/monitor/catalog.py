@@ -124,6 +124,14 @@ def import_catalog(
         raise InputError(spath, "x, y and radius must be finite")
     if (radius <= 0).any():
         raise InputError(spath, "radius must be positive")
+    first_seen = []
+    for row, value in enumerate(mjd, start=1):
+        try:
+            first_seen.append(mjd_to_datetime(float(value)))
+        except ValueError:  # astropy cannot make a datetime of it (beyond years 1-9999)
+            raise InputError(
+                spath, f"{mjd_col} {value:g} (row {row}) is not a date between years 1 and 9999"
+            ) from None
     keep = np.ones(len(x), dtype=bool)
     if is_truth:
         day = np.asarray(table[day_col], dtype=np.int64)
@@ -147,7 +155,7 @@ def import_catalog(
             radius=float(radius[i]),
             depth=float(depth[i]) if np.isfinite(depth[i]) else None,
             first_seen_mjd=float(mjd[i]) if np.isfinite(mjd[i]) else None,
-            first_seen=mjd_to_datetime(float(mjd[i])),
+            first_seen=first_seen[i],
             source=src,
             label=label,
         )
@@ -323,7 +331,7 @@ def rebuild_difference(
     references = list(params.get("reference_paths") or [])
     if not references:
         return current, None
-    refs = [read_blob_image(locate_image(p, images_dir), expected_shape=current.shape) for p in references]
+    refs = [read_blob_image(locate_image(p, images_dir)) for p in references]  # shapes: blob_difference
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FewReferencesWarning)
         warnings.simplefilter("ignore", RegistrationWarning)

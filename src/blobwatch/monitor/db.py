@@ -29,6 +29,8 @@ import hashlib
 import logging
 import os
 import re
+import socket
+import uuid
 from pathlib import Path
 from typing import Any, Optional
 
@@ -73,6 +75,8 @@ BLOB_SOURCES = ("import", "simulator-truth", "confirmed")
 NOTIFICATION_STATUSES = ("pending", "sending", "sent", "failed")
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
+
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> _dt.datetime:
@@ -521,6 +525,42 @@ def claim_image(
     )
     session.commit()
     return result.rowcount == 1
+
+
+def worker_name() -> str:
+    """``host:pid:token`` identifying one `run_monitor` call (recorded in ``images.claimed_by``)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def claim_holder_dead(claimed_by: str | None) -> bool:
+    """True when the claim belongs to a process on this host that no longer exists."""
+    parts = (claimed_by or "").split(":")
+    if len(parts) < 2 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False  # this process: another run_monitor call may be working on it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def reclaim_dead_claims(session_factory: sessionmaker[Session]) -> None:
+    """Put images claimed by dead local processes back to ``registered``."""
+    with write_session(session_factory) as session:
+        for image in session.scalars(select(Image).where(Image.status == "processing")):
+            if claim_holder_dead(image.claimed_by):
+                log.info("%s: claim of dead process %s released", image.name, image.claimed_by)
+                session.execute(
+                    update(Image)
+                    .where(Image.id == image.id, Image.status == "processing", Image.claimed_by == image.claimed_by)
+                    .values(status="registered", claimed_by=None, claimed_at=None)
+                )
+        session.commit()
 
 
 def release_image(session: Session, image_id: int, worker: str) -> None:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from blobwatch.stats import robust_sigma
+
 __all__ = ["BlobMeasurement", "loss_map", "measure_blob"]
 
 
@@ -60,8 +62,7 @@ def _robust_std(values: np.ndarray) -> float:
     values = values[np.isfinite(values)]
     if values.size < 3:
         return 0.0
-    mad = np.median(np.abs(values - np.median(values)))
-    return float(1.4826 * mad)
+    return robust_sigma(values)
 
 
 def measure_blob(

@@ -8,7 +8,10 @@ the database keeps a SHA-256 of each URL (to find it again on a retry) and a red
 Life of an alert: the runner queues one ``pending`` row per (image, URL) in the same transaction
 as the image's results; after the commit `deliver_pending` claims each row (``sending``), sends
 it and marks it ``sent`` or ``failed`` (with the error).  Failed and pending rows are retried on
-the next run; the unique (image, URL) constraint means an image never alerts twice.
+the next run; the unique (image, URL) constraint means one alert per image and URL is queued.
+Delivery is at least once: a monitor killed between sending and recording ``sent`` leaves the row
+``sending``, and it is sent again after `STALE_SENDING`.  Every delivery of a row carries the same
+idempotency key (`notification_key`), so a receiver can drop the copy.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from blobwatch.errors import BlobwatchError
 from blobwatch.monitor.db import Candidate, Image, Notification, hash_text, utcnow
 
 __all__ = [
+    "IDEMPOTENCY_HEADER",
     "NOTIFY_ENV",
     "DeliveryResult",
     "apprise_send",
@@ -35,6 +39,7 @@ __all__ = [
     "deliver_pending",
     "format_alert",
     "load_config",
+    "notification_key",
     "queue_notifications",
     "redact_notify_url",
     "resolve_notify_urls",
@@ -49,8 +54,11 @@ CONFIG_ENV = "BLOBWATCH_CONFIG"
 #: A ``sending`` claim older than this belongs to a monitor that died; it is retried.
 STALE_SENDING = _dt.timedelta(minutes=10)
 
-#: ``send(url, title, body) -> None``; raises on failure.
-Sender = Callable[[str, str, str], None]
+#: HTTP header that carries the idempotency key on apprise's json://, xml:// and form:// webhooks.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+#: ``send(url, title, body, key) -> None`` (``key``: `notification_key`); raises on failure.
+Sender = Callable[[str, str, str, str], None]
 
 
 class NotifyError(BlobwatchError):
@@ -81,7 +89,10 @@ def load_config(path: str | os.PathLike | None = None, *, required: bool = False
         reports = "/data/blobwatch/reports"
         notify = ["json://quicklook.example.org/blobwatch", "mailtos://..."]
     """
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: tomli is the same parser (a dependency there)
+        import tomli as tomllib  # type: ignore[no-redef]
 
     p = Path(path) if path is not None else config_path()
     if not p.exists():
@@ -211,14 +222,31 @@ def queue_notifications(
 # --------------------------------------------------------------------------------------------
 
 
-def apprise_send(url: str, title: str, body: str) -> None:
-    """Send one message to one apprise URL; raise `NotifyError` with apprise's reason on failure."""
+def notification_key(notification_id: int, image_sha256: str) -> str:
+    """The idempotency key of a notification: ``blobwatch-<first 12 hex of the image's SHA-256>-<id>``.
+
+    The same for every delivery of the row; the image hash keeps keys of two databases apart.
+    """
+    return f"blobwatch-{image_sha256[:12]}-{int(notification_id)}"
+
+
+def apprise_send(url: str, title: str, body: str, key: str) -> None:
+    """Send one message to one apprise URL; raise `NotifyError` with apprise's reason on failure.
+
+    ``key`` goes in the `IDEMPOTENCY_HEADER` of services that are HTTP webhooks (apprise plugins
+    with custom headers: json://, xml://, form://); the body carries it for every service.
+    """
     import apprise
 
     logging.getLogger("apprise").setLevel(logging.WARNING)  # its INFO lines repeat ours
-    sender = apprise.Apprise()
-    if not sender.add(url):
+    plugin = apprise.Apprise.instantiate(url)
+    if plugin is None:
         raise NotifyError(f"not a valid apprise URL: {redact_notify_url(url)}")
+    headers = getattr(plugin, "headers", None)
+    if isinstance(headers, dict):
+        headers[IDEMPOTENCY_HEADER] = key
+    sender = apprise.Apprise()
+    sender.add(plugin)
     with apprise.LogCapture(level=logging.WARNING) as captured:
         ok = sender.notify(title=title, body=body)
     if not ok:
@@ -248,8 +276,9 @@ def deliver_pending(
 
     Each row is claimed atomically (``status -> sending``), sent, and committed as ``sent`` or
     ``failed`` (``attempts`` and ``last_error`` updated) one at a time, so a crash loses at most
-    the claim of one row, which is retried after `STALE_SENDING`.  Rows whose URL is no longer
-    configured stay as they are (logged).
+    the claim of one row, which is sent again after `STALE_SENDING`.  Every delivery of a row
+    passes the sender the same `notification_key` and ends the body with ``Alert id: <key>``.
+    Rows whose URL is no longer configured stay as they are (logged).
 
     Parameters
     ----------
@@ -257,7 +286,7 @@ def deliver_pending(
     urls : sequence of str
         The configured notification URLs.
     sender : callable
-        ``sender(url, title, body)``, raising on failure (default `apprise_send`).
+        ``sender(url, title, body, key)``, raising on failure (default `apprise_send`).
     image_ids : sequence of int, optional
         Only these images' notifications.
     """
@@ -292,9 +321,12 @@ def deliver_pending(
                 continue  # another monitor took it
             row = session.get(Notification, nid, populate_existing=True)
             assert row is not None
+            image = session.get(Image, row.image_id)
+            assert image is not None  # notifications are deleted with their image
+            key = notification_key(nid, image.sha256)
             error: str | None = None
             try:
-                sender(url, row.title, row.message)
+                sender(url, row.title, f"{row.message}\nAlert id: {key}", key)
             except Exception as exc:  # any failure of the service is recorded, never fatal
                 error = f"{type(exc).__name__}: {exc}"[:2000]
             if error is None:

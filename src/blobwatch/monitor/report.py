@@ -16,7 +16,6 @@ Layout under the reports folder::
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +25,15 @@ import numpy as np
 
 from blobwatch import __version__
 from blobwatch.atomic import write_bytes_atomic, write_text_atomic
+from blobwatch.figures import new_figure, png_bytes
+from blobwatch.names import bounded_name
+from blobwatch.stats import zscale_limits
 
 __all__ = [
     "CandidateView",
     "ImageReport",
     "SubframeView",
+    "format_provenance",
     "render_blobmap",
     "render_index",
     "report_dir",
@@ -40,6 +43,8 @@ __all__ = [
 ]
 
 _TEMPLATES = Path(__file__).with_name("templates")
+#: Longest report folder name in bytes (file systems allow 255; the name comes from the image's).
+REPORT_DIR_BYTES = 100
 #: Circle drawn around a candidate / known blob when its radius is unknown (px).
 DEFAULT_RADIUS = 8.0
 
@@ -118,6 +123,43 @@ class ImageReport:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
+def format_provenance(
+    *,
+    image_path: str,
+    image_sha256: str,
+    image_filter: str | None,
+    model_path: str | None,
+    model_sha256: str | None,
+    model_metadata: dict[str, Any],
+    versions: dict[str, str],
+    reference_paths: Sequence[str | None],
+    method: str,
+    offsets: np.ndarray,
+    threshold: float,
+    run_id: int,
+    worker: str,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The provenance table of an image report (display strings, in the order shown)."""
+    names = [Path(str(p)).name for p in reference_paths]
+    offsets = np.asarray(offsets, dtype=float)
+    return {
+        "image file": image_path,
+        "image sha256": image_sha256,
+        "filter": image_filter or "—",
+        "model": f"{model_path} (sha256 {model_sha256[:16] + '…' if model_sha256 else '—'})",
+        "model metadata": {k: v for k, v in model_metadata.items() if not isinstance(v, (dict, list))},
+        "versions": versions,
+        "references": f"{len(names)} preceding images, {names[0] if names else '—'} … {names[-1] if names else '—'}",
+        "difference method": method,
+        "largest reference offset (px)": f"{float(np.max(np.abs(offsets))) if offsets.size else 0.0:.3f}",
+        "threshold": f"{threshold:.4f}",
+        "run id": run_id,
+        "processed by": worker,
+        "timings (s)": {k: f"{v:.2f}" for k, v in timings.items()},
+    }
+
+
 def _environment() -> Any:
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
@@ -134,29 +176,16 @@ def _environment() -> Any:
 
 
 def report_dir(reports: str | os.PathLike, image_id: int, name: str) -> Path:
-    """The folder of one image's report: ``<reports>/images/<id>_<stem>``."""
+    """The folder of one image's report: ``<reports>/images/<id>_<stem>``, at most
+    `REPORT_DIR_BYTES` bytes (a longer stem is shortened with a hash, `blobwatch.names.bounded_name`)."""
     stem = Path(name).name.split(".")[0] or "image"
-    return Path(reports) / "images" / f"{int(image_id):05d}_{stem}"
+    prefix = f"{int(image_id):05d}_"
+    return Path(reports) / "images" / (prefix + bounded_name(stem, REPORT_DIR_BYTES - len(prefix)))
 
 
 # --------------------------------------------------------------------------------------------
 # Figures (matplotlib object interface, Agg; return PNG bytes)
 # --------------------------------------------------------------------------------------------
-
-
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig: Any) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", pil_kwargs={"compress_level": 2})
-    return buffer.getvalue()
 
 
 def _circles(ax: Any, xyr: np.ndarray, **style: Any) -> None:
@@ -170,17 +199,6 @@ def _circles(ax: Any, xyr: np.ndarray, **style: Any) -> None:
         ax.add_collection(PatchCollection(patches, **style), autolim=False)
 
 
-def _zscale_limits(image: np.ndarray) -> tuple[float, float]:
-    from astropy.visualization import ZScaleInterval
-
-    finite = image[np.isfinite(image)]
-    if finite.size == 0:
-        return -1.0, 1.0
-    sample = finite[:: max(1, finite.size // 200_000)]
-    lo, hi = ZScaleInterval().get_limits(sample)
-    return (float(lo), float(hi)) if hi > lo else (float(lo) - 1.0, float(lo) + 1.0)
-
-
 def difference_figure(
     difference: np.ndarray,
     known_blobs: np.ndarray,
@@ -192,8 +210,8 @@ def difference_figure(
     """PNG of the difference image (zscale, grey, origin lower-left like DS9) with known blobs
     circled in green and candidates in red (the seed's Fig. 2); the 256-px subframe grid dotted."""
     data = np.asarray(difference, dtype=np.float32)
-    lo, hi = _zscale_limits(data)
-    fig = _figure(size_inches, size_inches)
+    lo, hi = zscale_limits(data)
+    fig = new_figure(size_inches, size_inches)
     ax = fig.add_axes((0.08, 0.06, 0.9, 0.88))
     ax.imshow(np.nan_to_num(data, nan=float(np.nanmedian(data)) if np.isfinite(data).any() else 0.0),
               cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
@@ -215,15 +233,15 @@ def difference_figure(
     ax.set_xlabel("x (column, 0-based)")
     ax.set_ylabel("y (row, 0-based)")
     if title:
-        ax.set_title(title, fontsize=10)
-    return _png(fig)
+        ax.set_title(title, fontsize=10, parse_math=False)  # a file name may hold "$...$"
+    return png_bytes(fig)
 
 
 def probability_grid_figure(subframes: Sequence[SubframeView], threshold: float, shape: tuple[int, int]) -> bytes:
     """PNG of the subframe probabilities as a grid laid out like the image (origin lower-left)."""
     from matplotlib.patches import Rectangle
 
-    fig = _figure(4.2, 4.0)
+    fig = new_figure(4.2, 4.0)
     ax = fig.add_axes((0.16, 0.12, 0.68, 0.78))
     xs = sorted({s.x0 for s in subframes})
     ys = sorted({s.y0 for s in subframes})
@@ -245,7 +263,7 @@ def probability_grid_figure(subframes: Sequence[SubframeView], threshold: float,
     ax.set_ylabel("y")
     cax = fig.add_axes((0.87, 0.1, 0.03, 0.8))
     fig.colorbar(image, cax=cax)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def saliency_figure(
@@ -256,7 +274,7 @@ def saliency_figure(
 ) -> bytes:
     """PNG with the prepared subframe (blobs bright) and its gradient saliency map side by side,
     axes in full-image pixel coordinates, candidates marked."""
-    fig = _figure(8.0, 4.0)
+    fig = new_figure(8.0, 4.0)
     extent = (view.x0 - 0.5, view.x0 + view.size - 0.5, view.y0 - 0.5, view.y0 + view.size - 0.5)
     axes = [fig.add_axes((0.06, 0.1, 0.42, 0.8)), fig.add_axes((0.56, 0.1, 0.42, 0.8))]
     sub = np.asarray(subframe, dtype=np.float32)
@@ -272,16 +290,16 @@ def saliency_figure(
             for ax in axes:
                 _circles(ax, [(c.x, c.y, (c.radius or DEFAULT_RADIUS) + 6)], facecolor="none",
                          edgecolor="red", linewidth=1)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def blobmap_figure(known_blobs: Sequence[Any], shape: tuple[int, int] = (1024, 1024),
                    background: np.ndarray | None = None) -> bytes:
     """PNG of every known blob on the detector (like the seed's Fig. 2, left)."""
-    fig = _figure(8.0, 8.0)
+    fig = new_figure(8.0, 8.0)
     ax = fig.add_axes((0.08, 0.06, 0.9, 0.88))
     if background is not None:
-        lo, hi = _zscale_limits(np.asarray(background, dtype=np.float32))
+        lo, hi = zscale_limits(np.asarray(background, dtype=np.float32))
         ax.imshow(background, cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
     else:
         ax.set_facecolor("black")
@@ -295,7 +313,7 @@ def blobmap_figure(known_blobs: Sequence[Any], shape: tuple[int, int] = (1024, 1
     ax.set_xlabel("x (column, 0-based)")
     ax.set_ylabel("y (row, 0-based)")
     ax.set_title(f"{len(known_blobs)} known blobs (green: imported, red: confirmed by review)", fontsize=10)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,24 +23,25 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import logging
 import os
-import socket
 import sys
 import time
-import uuid
 import warnings
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from blobwatch import __version__
 from blobwatch.errors import InputError
+from blobwatch.lru import LRUCache
 from blobwatch.monitor import notify as _notify
 from blobwatch.monitor.catalog import known_blob_at
 from blobwatch.monitor.db import (
@@ -53,17 +54,32 @@ from blobwatch.monitor.db import (
     claim_image,
     mjd_to_datetime,
     open_database,
+    reclaim_dead_claims,
     release_image,
     utcnow,
+    worker_name,
     write_session,
 )
+from blobwatch.names import one_line
+from blobwatch.stats import jsonable
 
-__all__ = ["FITS_SUFFIXES", "ImageOutcome", "MonitorSettings", "MonitorSummary", "discover", "run_monitor", "watch"]
+__all__ = [
+    "FITS_SUFFIXES",
+    "ImageOutcome",
+    "ImageResult",
+    "MonitorSettings",
+    "MonitorSummary",
+    "compute_image",
+    "discover",
+    "record",
+    "run_monitor",
+    "watch",
+]
 
 log = logging.getLogger(__name__)
 
 #: File names the inbox scan picks up (case-insensitive).
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
 
 
 @dataclass(frozen=True)
@@ -124,11 +140,11 @@ class ImageOutcome:
         return any(c["status"] == "new" for c in self.candidates)
 
     def summary_line(self) -> str:
-        """One line for the console."""
+        """One line for the console (unprintable characters of names escaped, `one_line`)."""
         date = self.obs_date.strftime("%Y-%m-%d %H:%M") if self.obs_date else "----------"
-        head = f"{self.name}  {date}  {self.status:<9}"
+        head = f"{one_line(self.name)}  {date}  {self.status:<9}"
         if self.status in ("rejected", "failed", "waiting", "busy"):
-            return f"{head}  {self.reason or ''}".rstrip()
+            return one_line(f"{head}  {self.reason or ''}".rstrip())
         parts = [f"{head}  maxP={self.max_probability:.3f}"]
         new = [c for c in self.candidates if c["status"] == "new"]
         other = [c for c in self.candidates if c["status"] != "new"]
@@ -143,7 +159,7 @@ class ImageOutcome:
                                    for s in sorted({c['status'] for c in other})))
         parts.append(f"{self.seconds:.1f}s")
         if self.report:
-            parts.append(f"report {self.report}")
+            parts.append(f"report {one_line(self.report)}")
         return "  ".join(parts)
 
 
@@ -206,23 +222,20 @@ class _ImageCache:
     """
 
     def __init__(self, capacity: int) -> None:
-        self.capacity = max(1, capacity)
-        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._images: LRUCache[Any] = LRUCache(capacity)
+        self.capacity = self._images.capacity
         self.reads = 0
         self.prepared: Any = None
 
     def put(self, sha: str, image: Any) -> None:
-        self._items[sha] = image
-        self._items.move_to_end(sha)
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
+        self._images.put(sha, image)
 
     def get(self, image: Image) -> Any:
         from blobwatch.fits_io import read_blob_image
 
-        if image.sha256 in self._items:
-            self._items.move_to_end(image.sha256)
-            return self._items[image.sha256]
+        cached = self._images.get(image.sha256)
+        if cached is not None:
+            return cached
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             blob = read_blob_image(image.path)
@@ -236,7 +249,7 @@ class _ImageCache:
         """Blob images for several rows, the missing ones read in parallel threads."""
         from blobwatch.fits_io import read_blob_images
 
-        missing = [im for im in images if im.sha256 not in self._items]
+        missing = [im for im in images if im.sha256 not in self._images]
         if missing:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -252,7 +265,11 @@ class _ImageCache:
 def register_files(
     session_factory: sessionmaker[Session], paths: Sequence[Path], cache: _ImageCache
 ) -> tuple[int, list[ImageOutcome]]:
-    """Register new file contents; record unreadable ones as rejected.  Returns (new, rejected)."""
+    """Register new file contents; record unusable ones as rejected.  Returns (new, rejected).
+
+    A file that cannot be read at all is recorded once per path, as rejected, under the SHA-256
+    of ``b"unreadable\\0" + path`` (its content is unknown); once readable it is a new image.
+    """
     from blobwatch.fits_io import FilterWarning, file_sha256, read_blob_image
 
     new = 0
@@ -261,11 +278,12 @@ def register_files(
         known = {sha: (iid, path) for iid, sha, path in session.execute(select(Image.id, Image.sha256, Image.path))}
         session.rollback()  # end the read; every write below is its own short transaction
         for path in paths:
+            unreadable = None
             try:
                 sha = file_sha256(path)
-            except OSError as exc:
-                log.warning("%s: cannot read (%s); skipped this run", path, exc)
-                continue
+            except OSError as exc:  # recorded (once per path) so that a cron job notices
+                unreadable = f"cannot read file ({exc.strerror or exc})"
+                sha = hashlib.sha256(b"unreadable\0" + os.fsencode(path)).hexdigest()
             if sha in known:
                 iid, old = known[sha]
                 if old != str(path) and not Path(old).exists():  # the file moved: follow it
@@ -273,24 +291,29 @@ def register_files(
                     session.commit()
                 continue
             row = Image(path=str(path), sha256=sha, status="registered", registered_at=utcnow())
-            try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", FilterWarning)
-                    blob = read_blob_image(path)
-                for w in caught:
-                    log.warning("%s", w.message)
-                row.mjd = float(blob.mjd)
-                row.obs_date = mjd_to_datetime(blob.mjd)
-                row.filter = blob.filter
-                row.rows, row.cols = (int(n) for n in blob.data.shape)
-                if len(paths) - len(known) <= cache.capacity // 2:  # a daily run: keep it for processing
-                    cache.put(sha, blob)
-            except InputError as exc:
-                row.status, row.reason = "rejected", exc.problem
+            if unreadable is not None:
+                row.status, row.reason = "rejected", unreadable
+            else:
+                try:
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always", FilterWarning)
+                        blob = read_blob_image(path)
+                    for w in caught:
+                        log.warning("%s", w.message)
+                    obs_date = mjd_to_datetime(blob.mjd)
+                    row.mjd, row.obs_date, row.filter = float(blob.mjd), obs_date, blob.filter
+                    row.rows, row.cols = (int(n) for n in blob.data.shape)
+                    if len(paths) - len(known) <= cache.capacity // 2:  # a daily run: keep it for processing
+                        cache.put(sha, blob)
+                except InputError as exc:
+                    row.status, row.reason = "rejected", exc.problem
+                except Exception as exc:  # an unforeseen defect of one file must not stop the others
+                    log.exception("%s: cannot be registered", path)
+                    row.status, row.reason = "rejected", f"cannot be read ({type(exc).__name__}: {exc})"
             session.add(row)
             try:
                 session.commit()
-            except Exception:  # another monitor registered the same content at the same moment
+            except IntegrityError:  # another monitor registered the same content at the same moment
                 session.rollback()
                 continue
             known[sha] = (row.id, str(path))
@@ -332,42 +355,6 @@ def _reject_wrong_shapes(
 # --------------------------------------------------------------------------------------------
 
 
-def worker_name() -> str:
-    """``host:pid:token`` identifying one `run_monitor` call (recorded in ``images.claimed_by``)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _claim_holder_dead(claimed_by: str | None) -> bool:
-    """True when the claim belongs to a process on this host that no longer exists."""
-    parts = (claimed_by or "").split(":")
-    if len(parts) < 2 or parts[0] != socket.gethostname() or not parts[1].isdigit():
-        return False
-    pid = int(parts[1])
-    if pid == os.getpid():
-        return False  # this process: another run_monitor call may be working on it
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def _reclaim_dead(session_factory: sessionmaker[Session]) -> None:
-    """Put images claimed by dead local processes back to ``registered``."""
-    with write_session(session_factory) as session:
-        for image in session.scalars(select(Image).where(Image.status == "processing")):
-            if _claim_holder_dead(image.claimed_by):
-                log.info("%s: claim of dead process %s released", image.name, image.claimed_by)
-                session.execute(
-                    update(Image)
-                    .where(Image.id == image.id, Image.status == "processing", Image.claimed_by == image.claimed_by)
-                    .values(status="registered", claimed_by=None, claimed_at=None)
-                )
-        session.commit()
-
-
 @dataclass
 class _Model:
     """The classifier plus what a run records about it (loaded once per `run_monitor`)."""
@@ -392,22 +379,8 @@ def _load_model(model: str | os.PathLike | None, classifier: Any | None) -> _Mod
     sha = file_sha256(path) if path is not None and Path(path).exists() else None
     metadata = dict(getattr(classifier, "metadata", {}) or {})
     versions = {"blobwatch": __version__, "torch": torch.__version__, "numpy": np.__version__}
-    return _Model(classifier, str(Path(path).resolve()) if path is not None else None, sha, _jsonable(metadata),
+    return _Model(classifier, str(Path(path).resolve()) if path is not None else None, sha, jsonable(metadata),
                   versions)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
 
 
 def _references(session: Session, image: Image, settings: MonitorSettings) -> list[Image]:
@@ -472,6 +445,86 @@ class _ClaimLost(Exception):
     """Another monitor took the image over (our claim went stale); our results are dropped."""
 
 
+@dataclass(frozen=True)
+class ImageResult:
+    """What `compute_image` found for one image: everything a run records, before any row exists.
+
+    Attributes
+    ----------
+    difference : blobwatch.difference.DifferenceResult
+    detection : blobwatch.detect.Detection
+    saliency : dict of int to numpy.ndarray
+        Saliency map of each flagged subframe, by subframe index.
+    max_probability : float
+        Largest subframe probability.
+    parameters : dict
+        The run's parameters (JSON-ready; the database adds ``reference_image_ids``).
+    timings : dict of str to float
+        Seconds spent in ``difference``, ``detect`` and ``saliency``.
+    """
+
+    difference: Any
+    detection: Any
+    saliency: dict[int, np.ndarray]
+    max_probability: float
+    parameters: dict[str, Any]
+    timings: dict[str, float]
+
+
+def compute_image(
+    current: Any, references: Sequence[Any], classifier: Any, settings: MonitorSettings, *, prepared: Any = None
+) -> ImageResult:
+    """Difference, detection and saliency of one image: pure computation, no database, no files.
+
+    Parameters
+    ----------
+    current : blobwatch.fits_io.BlobImage
+        The image.
+    references : sequence of BlobImage
+        Its preceding valid images.
+    classifier : blobwatch.classifier.BlobClassifier
+    settings : MonitorSettings
+        ``register``, ``min_references``, ``n_references``, ``threshold``, and the candidate
+        rules recorded in the parameters.
+    prepared : blobwatch.difference.PreparedCache, optional
+        Registration preparations shared by the images of one run.
+    """
+    from blobwatch.detect import detect
+    from blobwatch.difference import blob_difference
+
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FewReferencesWarning is expected while < 30 exist
+        diff = blob_difference(current, references, register=settings.register,
+                               min_references=settings.min_references, max_references=settings.n_references,
+                               prepared=prepared)
+    timings["difference"] = time.perf_counter() - t
+    t = time.perf_counter()
+    detection = detect(diff, classifier, threshold=settings.threshold, name=current.name)
+    timings["detect"] = time.perf_counter() - t
+    t = time.perf_counter()
+    saliency = detection.saliency_maps()
+    timings["saliency"] = time.perf_counter() - t
+    parameters = {
+        "threshold": float(detection.threshold),
+        "n_references": diff.n_references,
+        "max_references": settings.n_references,
+        "min_references": settings.min_references,
+        "register": settings.register,
+        "registration_method": diff.method,
+        "offsets": np.round(np.asarray(diff.offsets, dtype=float), 4).tolist(),
+        "reference_paths": [str(p) for p in diff.reference_paths],
+        "known_margin": settings.known_margin,
+        "link_distance": settings.link_distance,
+        "detection": jsonable(dataclasses.asdict(detection.parameters)),
+        "preparation": jsonable(detection.preparation),
+        "rejected_seeds": len(detection.rejected),
+    }
+    max_p = float(max(s.probability for s in detection.subframes))
+    return ImageResult(diff, detection, saliency, max_p, parameters, timings)
+
+
 def process_image(
     session_factory: sessionmaker[Session],
     image_id: int,
@@ -486,18 +539,11 @@ def process_image(
     """Process one claimed image.
 
     Three phases: read what is needed from the database (short read transaction); compute the
-    difference, detection and saliency (no transaction open); then, in one write transaction
-    (SQLite ``BEGIN IMMEDIATE``), check the claim is still ours, sort the candidates against the
-    latest catalog and earlier candidates, write the report files atomically and commit every
-    row of the image together with its pending notifications.  Any failure rolls back the whole
-    write; the caller releases the claim so the next run redoes the image.
+    difference, detection and saliency (`compute_image`, no transaction open); then `record` it
+    in one write transaction.  Any failure rolls back the whole write; the caller releases the
+    claim so the next run redoes the image.
     """
-    from blobwatch.detect import detect
-    from blobwatch.difference import blob_difference
-    from blobwatch.monitor.report import CandidateView, ImageReport, SubframeView, report_dir, write_image_report
-
     t0 = time.perf_counter()
-    timings: dict[str, float] = {}
     # 1. read phase
     with session_factory() as session:
         image = session.get(Image, image_id)
@@ -521,42 +567,52 @@ def process_image(
         _set_status(session_factory, bad.id, "rejected", exc.problem)
         log.warning("%s: reference rejected: %s", bad.path, exc.problem)
         raise _Retry() from None
-    timings["read"] = time.perf_counter() - t0
+    read_seconds = time.perf_counter() - t0
 
     # 2. compute phase
-    t = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # FewReferencesWarning is expected while < 30 exist
-        diff = blob_difference(current, ref_images, register=settings.register,
-                               min_references=settings.min_references, max_references=settings.n_references,
-                               prepared=cache.prepared)
-    timings["difference"] = time.perf_counter() - t
-    t = time.perf_counter()
-    detection = detect(diff, model.classifier, threshold=settings.threshold, name=image.name)
-    timings["detect"] = time.perf_counter() - t
-    t = time.perf_counter()
-    saliency = detection.saliency_maps()
-    timings["saliency"] = time.perf_counter() - t
-    max_p = float(max(s.probability for s in detection.subframes))
-    used_ids = [r.id for r in refs][len(refs) - len(ref_images):]
-    parameters = {
-        "threshold": float(detection.threshold),
-        "n_references": len(ref_images),
-        "max_references": settings.n_references,
-        "min_references": settings.min_references,
-        "register": settings.register,
-        "registration_method": diff.method,
-        "offsets": np.round(np.asarray(diff.offsets, dtype=float), 4).tolist(),
-        "reference_paths": [str(p) for p in diff.reference_paths],
-        "reference_image_ids": used_ids,
-        "known_margin": settings.known_margin,
-        "link_distance": settings.link_distance,
-        "detection": _jsonable(dataclasses.asdict(detection.parameters)),
-        "preparation": _jsonable(detection.preparation),
-        "rejected_seeds": len(detection.rejected),
-    }
+    result = compute_image(current, ref_images, model.classifier, settings, prepared=cache.prepared)
+    # 3. write phase
+    return record(session_factory, image_id, result, reference_ids=[r.id for r in refs], model=model,
+                  settings=settings, reports=reports, notify_urls=notify_urls, worker=worker,
+                  timings={"read": read_seconds, **result.timings}, started=t0)
 
-    # 3. write phase: one transaction for every row of this image
+
+def record(
+    session_factory: sessionmaker[Session],
+    image_id: int,
+    result: ImageResult,
+    *,
+    reference_ids: Sequence[int],
+    model: _Model,
+    settings: MonitorSettings,
+    reports: Path,
+    notify_urls: Sequence[str],
+    worker: str,
+    timings: dict[str, float],
+    started: float,
+) -> ImageOutcome:
+    """Record an `ImageResult` in one write transaction (SQLite ``BEGIN IMMEDIATE``).
+
+    Checks the claim is still ``worker``'s, sorts the candidates against the latest catalog and
+    earlier candidates, writes the report files atomically and commits every row of the image
+    (run, subframes, candidates) together with its pending notifications.
+
+    Raises
+    ------
+    _ClaimLost
+        Another monitor took the image over; nothing is written.
+    """
+    from blobwatch.monitor.report import (
+        CandidateView,
+        ImageReport,
+        SubframeView,
+        format_provenance,
+        report_dir,
+        write_image_report,
+    )
+
+    diff, detection = result.difference, result.detection
+    timings = dict(timings)
     with write_session(session_factory) as session:
         image = session.get(Image, image_id, populate_existing=True)
         if image is None or image.status != "processing" or image.claimed_by != worker:
@@ -567,8 +623,9 @@ def process_image(
         run = Run(
             image_id=image.id, model_path=model.path, model_sha256=model.sha256, model_metadata=model.metadata,
             blobwatch_version=model.versions["blobwatch"], torch_version=model.versions["torch"],
-            numpy_version=model.versions["numpy"], parameters=_jsonable(parameters), timings={},
-            threshold=float(detection.threshold), max_probability=max_p, started_at=utcnow(),
+            numpy_version=model.versions["numpy"],
+            parameters=jsonable({**result.parameters, "reference_image_ids": list(reference_ids)}), timings={},
+            threshold=float(detection.threshold), max_probability=result.max_probability, started_at=utcnow(),
         )
         session.add(run)
         session.flush()
@@ -589,30 +646,18 @@ def process_image(
                  for r, rec in zip(cand_rows, records)]
         sub_views = [SubframeView(s.index, s.x0, s.y0, s.size, float(s.probability), bool(s.blob))
                      for s in detection.subframes]
-        first_ref = Path(str(diff.reference_paths[0])).name if diff.reference_paths else "—"
-        last_ref = Path(str(diff.reference_paths[-1])).name if diff.reference_paths else "—"
-        offsets = np.asarray(diff.offsets, dtype=float)
-        provenance = {
-            "image file": image.path,
-            "image sha256": image.sha256,
-            "filter": image.filter or "—",
-            "model": f"{model.path} (sha256 {model.sha256[:16] + '…' if model.sha256 else '—'})",
-            "model metadata": {k: v for k, v in model.metadata.items() if not isinstance(v, (dict, list))},
-            "versions": model.versions,
-            "references": f"{len(ref_images)} preceding images, {first_ref} … {last_ref}",
-            "difference method": diff.method,
-            "largest reference offset (px)": f"{float(np.max(np.abs(offsets))) if offsets.size else 0.0:.3f}",
-            "threshold": f"{detection.threshold:.4f}",
-            "run id": run.id,
-            "processed by": worker,
-            "timings (s)": {k: f"{v:.2f}" for k, v in timings.items()},
-        }
+        provenance = format_provenance(
+            image_path=image.path, image_sha256=image.sha256, image_filter=image.filter, model_path=model.path,
+            model_sha256=model.sha256, model_metadata=model.metadata, versions=model.versions,
+            reference_paths=diff.reference_paths, method=diff.method, offsets=diff.offsets,
+            threshold=float(detection.threshold), run_id=run.id, worker=worker, timings=timings,
+        )
         report = ImageReport(
             image_id=image.id, name=image.name, path=image.path, mjd=image.mjd, obs_date=image.obs_date,
             difference=diff.data, prepared=detection.prepared, threshold=float(detection.threshold),
             subframes=sub_views, candidates=views,
             known_blobs=np.array([(b.x, b.y, b.radius) for b in blobs], dtype=float).reshape(-1, 3),
-            saliency=saliency, provenance=provenance,
+            saliency=result.saliency, provenance=provenance,
         )
         page = write_image_report(report, reports)
         folder = report_dir(reports, image.id, image.name)
@@ -620,10 +665,10 @@ def process_image(
             session.add(SubframePrediction(
                 run_id=run.id, index=s.index, x0=s.x0, y0=s.y0, size=s.size, probability=float(s.probability),
                 flagged=bool(s.blob),
-                saliency_path=str(folder / f"saliency_{s.index:02d}.png") if s.index in saliency else None,
+                saliency_path=str(folder / f"saliency_{s.index:02d}.png") if s.index in result.saliency else None,
             ))
         timings["report"] = time.perf_counter() - t
-        timings["total"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - started
         run.timings = {k: round(v, 4) for k, v in timings.items()}
         run.report_path = str(page)
         run.finished_at = utcnow()
@@ -636,11 +681,11 @@ def process_image(
         image.claimed_by = image.claimed_at = None
         session.commit()
 
-    outcome.max_probability = max_p
+    outcome.max_probability = result.max_probability
     outcome.report = str(page)
     outcome.candidates = [{"id": r.id, "x": r.x, "y": r.y, "probability": r.probability, "status": r.status}
                           for r in cand_rows]
-    outcome.seconds = time.perf_counter() - t0
+    outcome.seconds = time.perf_counter() - started
     return outcome
 
 
@@ -724,7 +769,7 @@ def run_monitor(
     summary.rejected.extend(wrong)
     for outcome in summary.rejected:
         echo(outcome.summary_line())
-    _reclaim_dead(session_factory)
+    reclaim_dead_claims(session_factory)
 
     with session_factory() as session:
         todo = session.execute(
@@ -821,7 +866,11 @@ def run_monitor(
 
 
 def watch(inbox: str | os.PathLike, seconds: float, **kwargs: Any) -> None:
-    """Run `run_monitor` every ``seconds`` until interrupted (the classifier is loaded once)."""
+    """Run `run_monitor` every ``seconds`` until interrupted (the classifier is loaded once).
+
+    A run that fails (database locked, inbox share unmounted, disk full, ...) is logged with its
+    traceback and the next one starts after ``seconds`` as usual: one failure never ends the watch.
+    """
     if seconds <= 0:
         raise ValueError(f"watch interval {seconds} must be positive")
     classifier = kwargs.pop("classifier", None)
@@ -831,5 +880,8 @@ def watch(inbox: str | os.PathLike, seconds: float, **kwargs: Any) -> None:
 
         classifier = BlobClassifier(model)
     while True:
-        run_monitor(inbox, classifier=classifier, **kwargs)
+        try:
+            run_monitor(inbox, classifier=classifier, **kwargs)
+        except Exception:  # KeyboardInterrupt (Ctrl-C) is not an Exception: it still stops the watch
+            log.exception("monitor run failed; the next run starts in %g s", seconds)
         time.sleep(seconds)
