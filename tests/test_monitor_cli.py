@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from astropy.io import fits
 from astropy.table import Table
+from regions import Regions
 
 from blobwatch.cli import main
 from handmade_model import write_handmade_model
@@ -81,6 +82,12 @@ def test_monitor_and_catalog_commands(setup: dict, capsys: pytest.CaptureFixture
         assert hdul["DQ"].data.shape == (1014, 1014)
     assert main(["catalog", "list", "--blobs", *common]) == 0
     assert "confirmed" in capsys.readouterr().out
+    reg = root / "export" / "blobs.reg"
+    assert main(["catalog", "export", str(reg), "--format", "reg", *common]) == 0
+    circles = Regions.read(str(reg), format="ds9")
+    assert [(r.center.x, r.center.y, r.radius) for r in circles] == [
+        pytest.approx((row["x"], row["y"], row["radius"])) for row in table]
+    assert [r.meta["text"] for r in circles] == [f"blob {i}" for i in table["id"]]
 
 
 @pytest.fixture()

@@ -109,10 +109,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rej.add_argument("--reviewer", default=None, help="your name (default: the login name)")
     rej.set_defaults(func=run_catalog_reject)
 
-    exp = sub.add_parser("export", help="write the catalog as ECSV plus DQ mask FITS (1024 and 1014)",
-                         description="Write OUT (ECSV) and OUT_STEM_mask1024.fits / _mask1014.fits: DQ extension "
-                                     "with flag 512 on every pixel within a blob's radius.")
-    exp.add_argument("output", metavar="OUT.ecsv")
+    exp = sub.add_parser("export", help="write the catalog as ECSV plus DQ mask FITS (1024 and 1014), "
+                                        "or as a DS9 region file",
+                         description="--format ecsv (default): write OUT (ECSV) and OUT_STEM_mask1024.fits / "
+                                     "_mask1014.fits: DQ extension with flag 512 on every pixel within a "
+                                     "blob's radius. --format reg: OUT is a DS9 region file (image frame, "
+                                     "one circle per blob).")
+    exp.add_argument("output", metavar="OUT")
+    exp.add_argument("--format", choices=("ecsv", "reg"), default="ecsv",
+                     help="what to write (default: %(default)s)")
     add_location_options(exp)
     exp.set_defaults(func=run_catalog_export)
 
@@ -290,7 +295,17 @@ def run_catalog_export(args: argparse.Namespace) -> int:
     url, _, _ = locations(args)
     session_factory = _open(url)
     with session_factory() as session:
-        written = export_catalog(session, args.output)
+        if args.format == "reg":
+            from sqlalchemy import select
+
+            from blobwatch.atomic import write_text_atomic
+            from blobwatch.interchange import catalog_regions_text
+            from blobwatch.monitor.db import Blob
+
+            write_text_atomic(args.output, catalog_regions_text(list(session.scalars(select(Blob).order_by(Blob.id)))))
+            written = [Path(args.output)]
+        else:
+            written = export_catalog(session, args.output)
     for path in written:
         print(path)
     return 0

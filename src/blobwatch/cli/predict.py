@@ -54,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, metavar="T", help="probability threshold (default: the model's)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--output", metavar="FILE", help="also write the JSON result to FILE (atomically)")
+    p.add_argument("--reg", metavar="FILE", help="also write the candidates as a DS9 region file (image frame)")
     p.set_defaults(func=_detect)
 
     p = subparsers.add_parser(
@@ -220,6 +221,12 @@ def _detect(args: argparse.Namespace) -> int:
         from blobwatch.atomic import write_text_atomic
 
         write_text_atomic(args.output, json.dumps(payload, indent=2) + "\n")
+    if args.reg:
+        from blobwatch.interchange import RegionCircle, write_regions
+
+        circles = [RegionCircle(c["x"], c["y"], c["radius"], f"candidate {k} P={c['probability']:.2f}",
+                                "red", "candidate") for k, c in enumerate(payload["candidates"], start=1)]
+        write_regions(args.reg, circles, title=f"new-blob candidates in {payload['image']}")
     if args.json:
         json.dump(payload, sys.stdout, indent=2)
         print()

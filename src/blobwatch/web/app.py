@@ -62,6 +62,12 @@ def _png_response(png: bytes) -> Response:
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
 
+def _download(data: bytes, filename: str, media_type: str = "text/plain; charset=utf-8") -> Response:
+    """A file to save (``Content-Disposition: attachment``) under ``filename`` (made from ids)."""
+    return Response(data, media_type=media_type,
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
 def create_app(
     db_url: str,
     reports_dir: str | Path | None = None,
@@ -325,8 +331,7 @@ def create_app(
     def catalog_ecsv(session: Session = Depends(db)) -> Response:
         from blobwatch.web.downloads import catalog_ecsv_bytes
 
-        return Response(catalog_ecsv_bytes(session), media_type="text/plain; charset=utf-8",
-                        headers={"Content-Disposition": 'attachment; filename="blob_catalog.ecsv"'})
+        return _download(catalog_ecsv_bytes(session), "blob_catalog.ecsv")
 
     @app.get("/catalog/mask.fits", tags=["catalog"],
              summary="Download the blob mask (FITS, DQ=512 inside each known blob)",
@@ -335,8 +340,64 @@ def create_app(
         """``frame=1014``: the detector's science area; ``1024``: the full blob image."""
         from blobwatch.web.downloads import catalog_mask_bytes
 
-        return Response(catalog_mask_bytes(session, frame), media_type="application/fits",
-                        headers={"Content-Disposition": f'attachment; filename="blob_mask{frame}.fits"'})
+        return _download(catalog_mask_bytes(session, frame), f"blob_mask{frame}.fits", "application/fits")
+
+    @app.get("/catalog.reg", tags=["catalog"], summary="Download the blob catalog as a DS9 region file",
+             response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+    def catalog_reg(session: Session = Depends(db)) -> Response:
+        from blobwatch.web.downloads import catalog_regions_bytes
+
+        return _download(catalog_regions_bytes(session), "blob_catalog.reg")
+
+    @app.get("/images/{image_id}/candidates.reg", tags=["images"],
+             summary="Download an image's candidates and the catalog's blobs as a DS9 region file",
+             response_class=Response, responses={200: {"content": {"text/plain": {}}},
+                                                 404: {"description": "unknown id"}})
+    def image_reg(image_id: int, session: Session = Depends(db)) -> Response:
+        from blobwatch.web.downloads import image_regions_bytes
+
+        view = image_or_404(session, image_id)
+        return _download(image_regions_bytes(session, view), f"image{image_id}_candidates.reg")
+
+    @app.get("/images/{image_id}/{kind}.fits", tags=["images"],
+             summary="Download an image's current image, median stack or difference (FITS, "
+                     "pixel header with provenance)",
+             response_class=Response, responses={200: {"content": {"application/fits": {}}},
+                                                 404: {"description": "unknown id or not processed"}})
+    def image_fits(image_id: int, kind: ImageKind, session: Session = Depends(db)) -> Response:
+        from blobwatch.interchange import pixel_fits_bytes
+        from blobwatch.web.downloads import image_provenance
+
+        image_or_404(session, image_id)
+        arrays = pixels.arrays(session, image_id)
+        if kind not in arrays:
+            raise HTTPException(404, f"image {image_id} has not been processed: no {kind}")
+        data = pixel_fits_bytes(arrays[kind], content=_KIND_TITLES[kind],
+                                provenance=image_provenance(session, image_id))
+        return _download(data, f"image{image_id}_{kind}.fits", "application/fits")
+
+    @app.get("/candidates/{candidate_id}/{kind}.fits", tags=["candidates"],
+             summary=f"Download a {2 * CUTOUT_HALF + 1}x{2 * CUTOUT_HALF + 1} px cut-out around a "
+                     "candidate (FITS; LTV1/LTV2 place it in the blob image)",
+             response_class=Response, responses={200: {"content": {"application/fits": {}}},
+                                                 404: {"description": "unknown id or not processed"}})
+    def cutout_fits(candidate_id: int, kind: ImageKind, session: Session = Depends(db)) -> Response:
+        from blobwatch.interchange import pixel_fits_bytes
+        from blobwatch.web.downloads import image_provenance
+
+        cand = candidate_or_404(session, candidate_id)
+        arrays = pixels.arrays(session, cand.image_id)
+        if kind not in arrays:
+            raise HTTPException(404, f"candidate {candidate_id}: no {kind} for its image")
+        x0, y0 = int(round(cand.x)) - CUTOUT_HALF, int(round(cand.y)) - CUTOUT_HALF
+        provenance = {**image_provenance(session, cand.image_id),
+                      "CANDID": (cand.id, "blobwatch candidate id"),
+                      "CANDX": (cand.x, "candidate x (0-based blob-image column)"),
+                      "CANDY": (cand.y, "candidate y (0-based blob-image row)")}
+        data = pixel_fits_bytes(render.cutout(arrays[kind], cand.x, cand.y, CUTOUT_HALF),
+                                content=f"{_KIND_TITLES[kind]} cut-out", provenance=provenance,
+                                origin=(x0, y0))
+        return _download(data, f"candidate{candidate_id}_{kind}.fits", "application/fits")
 
     # ---------------------------------------------------------------- write actions
 
@@ -505,7 +566,7 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if request.url.path.startswith("/api") or request.url.path.endswith((".png", ".fits", ".ecsv")):
+        if request.url.path.startswith("/api") or request.url.path.endswith((".png", ".fits", ".ecsv", ".reg")):
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
         with session_factory() as session:
             response = page(request, "error.html", "", session, status=exc.status_code, detail=exc.detail)
