@@ -88,6 +88,11 @@ def test_monitor_and_catalog_commands(setup: dict, capsys: pytest.CaptureFixture
     assert [(r.center.x, r.center.y, r.radius) for r in circles] == [
         pytest.approx((row["x"], row["y"], row["radius"])) for row in table]
     assert [r.meta["text"] for r in circles] == [f"blob {i}" for i in table["id"]]
+    bpx = root / "export" / "blobs_bpx.fits"
+    assert main(["catalog", "export", str(bpx), "--format", "bpixtab", *common]) == 0
+    assert capsys.readouterr().out.split() == [str(reg), str(bpx)]
+    with fits.open(bpx) as hdul:
+        assert hdul[0].header["FILETYPE"] == "BAD PIXELS" and set(hdul["BPIXTAB"].data["BLOB"]) == {1, 2, 3, 4}
 
 
 @pytest.fixture()

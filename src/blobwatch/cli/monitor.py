@@ -110,13 +110,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rej.set_defaults(func=run_catalog_reject)
 
     exp = sub.add_parser("export", help="write the catalog as ECSV plus DQ mask FITS (1024 and 1014), "
-                                        "or as a DS9 region file",
+                                        "as a DS9 region file or as a bad-pixel table",
                          description="--format ecsv (default): write OUT (ECSV) and OUT_STEM_mask1024.fits / "
                                      "_mask1014.fits: DQ extension with flag 512 on every pixel within a "
                                      "blob's radius. --format reg: OUT is a DS9 region file (image frame, "
-                                     "one circle per blob).")
+                                     "one circle per blob). --format bpixtab: OUT is a FITS bad-pixel "
+                                     "table like WFC3/IR's (PIX1, PIX2, LENGTH, AXIS, VALUE; one row per "
+                                     "run of blob pixels in an image row).")
     exp.add_argument("output", metavar="OUT")
-    exp.add_argument("--format", choices=("ecsv", "reg"), default="ecsv",
+    exp.add_argument("--format", choices=("ecsv", "reg", "bpixtab"), default="ecsv",
                      help="what to write (default: %(default)s)")
     add_location_options(exp)
     exp.set_defaults(func=run_catalog_export)
@@ -290,7 +292,7 @@ def run_catalog_reject(args: argparse.Namespace) -> int:
 
 def run_catalog_export(args: argparse.Namespace) -> int:
     """Handle ``blobwatch catalog export``."""
-    from blobwatch.monitor.catalog import export_catalog
+    from blobwatch.monitor.catalog import export_bpixtab, export_catalog
 
     url, _, _ = locations(args)
     session_factory = _open(url)
@@ -304,6 +306,8 @@ def run_catalog_export(args: argparse.Namespace) -> int:
 
             write_text_atomic(args.output, catalog_regions_text(list(session.scalars(select(Blob).order_by(Blob.id)))))
             written = [Path(args.output)]
+        elif args.format == "bpixtab":
+            written = [export_bpixtab(session, args.output)]
         else:
             written = export_catalog(session, args.output)
     for path in written:
