@@ -43,12 +43,16 @@ def test_monitor_and_catalog_commands(setup: dict, capsys: pytest.CaptureFixture
 
     with webhook_server() as hook:
         code = main(["monitor", str(setup["inbox"]), *common, "--model", str(setup["model"]),
-                     "--min-references", "3", "--notify", hook.url, "--no-progress"])
+                     "--min-references", "3", "--notify", hook.url, "--no-progress",
+                     "--base-url", "http://review.example:8000/"])
         out = capsys.readouterr().out
         assert code == 1  # the broken file was rejected
         assert "broken_blob.fits" in out and "rejected" in out
         assert "csm_day003_blob.fits" in out and "1 processed" in out and "1 rejected" in out
         assert len(hook.received) == 1 and "ALERT" in out
+        message = hook.received[0]["message"]
+        assert "    review: http://review.example:8000/candidates/1\n" in message
+        assert f"catalog confirm ID --db sqlite:///{reports / 'blobwatch.db'}" in message
         # a second run: nothing new, exit 0, no second notification
         assert main(["monitor", str(setup["inbox"]), *common, "--model", str(setup["model"]),
                      "--min-references", "3", "--notify", hook.url]) == 0
@@ -113,6 +117,7 @@ def in_empty_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (["monitor", ".", "--notify", "nonsense-scheme://x"], "not a valid apprise URL"),
         (["monitor", ".", "--model", "/no/model.pt"], "model file not found"),
         (["monitor", ".", "--watch", "0"], "--watch 0 must be a positive number"),
+        (["monitor", ".", "--base-url", "review.example"], "--base-url 'review.example' must be an http"),
         (["catalog", "import", "/no/file.ecsv"], "file not found"),
         (["catalog", "reject", "99", "--reason", "x"], "candidate 99 does not exist"),
         (["catalog", "list", "--status", "maybe"], "--status 'maybe' must be one of"),

@@ -91,6 +91,25 @@ def test_message_names_file_date_coordinates_and_report(tmp_path: Path) -> None:
     assert f"candidate {cids[0]}: x=512.0 y=300.0 (DS9 513.0, 301.0) probability 0.987" in body
     assert "x=12.0 y=1000.5 (DS9 13.0, 1001.5)" in body
     assert "Report: /reports/x/report.html" in body
+    assert "No review app link (blobwatch monitor --base-url URL adds one)" in body
+    assert "Review: blobwatch catalog confirm ID  |" in body  # no database given: no --db
+
+
+def test_message_links_each_candidate_to_the_review_app_and_names_the_database(tmp_path: Path) -> None:
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    image_id, cids = _image_with_candidates(Session)
+    with Session() as s:
+        image = s.get(Image, image_id)
+        _, body = format_alert(image, list(s.scalars(select(Candidate))), "/reports/x/report.html",
+                               base_url="https://blobs.example.org/review/",
+                               db_url="postgresql://ada:secret@db.example/blob watch")
+    lines = body.splitlines()
+    first = lines.index(next(line for line in lines if f"candidate {cids[0]}:" in line))
+    assert lines[first + 1] == f"    review: https://blobs.example.org/review/candidates/{cids[0]}"
+    assert f"Image in the review app: https://blobs.example.org/review/images/{image_id}" in lines
+    assert "No review app link" not in body and "secret" not in body
+    assert ("Review: blobwatch catalog confirm ID --db 'postgresql://ada:***@db.example/blob watch'  |  "
+            "blobwatch catalog reject ID --reason TEXT --db 'postgresql://ada:***@db.example/blob watch'") in lines
 
 
 def test_failed_delivery_is_recorded_and_retried(tmp_path: Path) -> None:

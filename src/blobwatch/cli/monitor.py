@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import getpass
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -56,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mon.add_argument("--notify", metavar="URL", action="append", default=None,
                      help="apprise URL to notify, e.g. json://host:port/path, mailtos://..., slack://... "
                           "(repeatable; default: $BLOBWATCH_NOTIFY or the config file)")
+    mon.add_argument("--base-url", metavar="URL", default=None,
+                     help="address of the review app (blobwatch serve), e.g. http://host:8000: "
+                          "notifications link to each candidate's page there")
     mon.add_argument("--model", metavar="PATH", default=None, help="model file (default: the shipped model)")
     mode = mon.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="process what is there and exit (default)")
@@ -214,6 +218,8 @@ def run_monitor_command(args: argparse.Namespace) -> int:
         raise BlobwatchError(f"--threshold {args.threshold} must be between 0 and 1")
     if args.model is not None and not Path(args.model).is_file():
         raise InputError(args.model, "model file not found")
+    if args.base_url is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", args.base_url):
+        raise BlobwatchError(f"--base-url {args.base_url!r} must be an http:// or https:// address")
     url, reports, config = locations(args)
     urls = resolve_notify_urls(args.notify, config=config)
     validate_notify_urls(urls)
@@ -222,6 +228,7 @@ def run_monitor_command(args: argparse.Namespace) -> int:
         min_references=args.min_references,
         register=not args.no_register,
         threshold=args.threshold,
+        base_url=args.base_url,
     )
     session_factory = _open(url, create=True)
     kwargs = dict(db=session_factory, reports=reports, notify=urls, settings=settings,

@@ -20,6 +20,7 @@ import datetime as _dt
 import logging
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -28,7 +29,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from blobwatch.errors import BlobwatchError
-from blobwatch.monitor.db import Candidate, Image, Notification, hash_text, utcnow
+from blobwatch.monitor.db import Candidate, Image, Notification, hash_text, redact_url, utcnow
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
@@ -163,17 +164,26 @@ def validate_notify_urls(urls: Sequence[str]) -> None:
 
 
 def format_alert(
-    image: Image, candidates: Sequence[Candidate], report: str | os.PathLike | None
+    image: Image,
+    candidates: Sequence[Candidate],
+    report: str | os.PathLike | None,
+    *,
+    base_url: str | None = None,
+    db_url: str | None = None,
 ) -> tuple[str, str]:
     """Return (title, body) of the alert for an image's new candidates.
 
     Coordinates are written ``x=<col> y=<row>`` (0-based, one decimal) and DS9 1-based
-    ``(col+1, row+1)``.
+    ``(col+1, row+1)``.  With ``base_url`` (the review app, ``blobwatch serve``) each candidate
+    has a link to its page and the image one to its page; without it the body says so and
+    names the report file.  The command-line hint names the database (``--db``, password hidden)
+    when ``db_url`` is given.
     """
     n = len(candidates)
     title = f"blobwatch: {n} new blob candidate{'s' if n != 1 else ''} in {image.name}"
     when = image.obs_date.strftime("%Y-%m-%d %H:%M:%S UTC") if image.obs_date else "unknown date"
     mjd = f", MJD {image.mjd:.5f}" if image.mjd is not None else ""
+    base = base_url.rstrip("/") if base_url else None
     lines = [
         f"Image: {image.name}",
         f"Observed: {when}{mjd}",
@@ -184,8 +194,15 @@ def format_alert(
             f"  candidate {c.id}: x={c.x:.1f} y={c.y:.1f} (DS9 {c.x + 1:.1f}, {c.y + 1:.1f}) "
             f"probability {c.probability:.3f}"
         )
+        if base:
+            lines.append(f"    review: {base}/candidates/{c.id}")
+    if base:
+        lines.append(f"Image in the review app: {base}/images/{image.id}")
+    else:
+        lines.append("No review app link (blobwatch monitor --base-url URL adds one).")
     lines.append(f"Report: {report if report else 'not written'}")
-    lines.append("Review: blobwatch catalog confirm ID  |  blobwatch catalog reject ID --reason TEXT")
+    db = f" --db {shlex.quote(redact_url(db_url))}" if db_url else ""
+    lines.append(f"Review: blobwatch catalog confirm ID{db}  |  blobwatch catalog reject ID --reason TEXT{db}")
     return title, "\n".join(lines)
 
 
