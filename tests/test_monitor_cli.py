@@ -267,3 +267,55 @@ def test_a_command_on_an_existing_or_foreign_database_prints_no_alembic_lines(tm
         f"blobwatch: error: database sqlite:///{other}: not a blobwatch database (it has no blobwatch tables); "
         "give the right one with --db or $BLOBWATCH_DB, or create one with 'blobwatch monitor' or "
         "'blobwatch catalog import'"]
+
+
+LOG_LINE = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - blobwatch\.[a-z_.]+ - (DEBUG|INFO|WARNING|ERROR) - "
+
+
+def test_an_empty_inbox_says_so_and_exits_0(in_empty_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    inbox = in_empty_folder / "inbox"
+    (inbox / "notes").mkdir(parents=True)
+    (inbox / "notes" / "README.txt").write_text("not an image")
+    log_file = in_empty_folder / "logs" / "monitor.log"
+    log_file.parent.mkdir()
+    assert main(["monitor", str(inbox), "--no-progress", "--log-file", str(log_file)]) == 0
+    err = capsys.readouterr().err
+    warning = [line for line in err.splitlines() if "no FITS files" in line]
+    assert len(warning) == 1 and re.match(LOG_LINE.replace("[a-z_.]+", r"monitor\.runner"), warning[0])
+    assert f" - WARNING - {inbox}: the inbox holds no FITS files" in warning[0]
+    assert warning[0] in log_file.read_text().splitlines()  # the same line in the log file
+
+
+def test_log_options_after_the_subcommand(setup: dict, in_empty_folder: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    log_file = in_empty_folder / "import.log"
+    truth = str(setup["sim"] / "truth_blobs.ecsv")
+    assert main(["catalog", "import", truth, "--log-file", str(log_file)]) == 0
+    (line,) = [ln for ln in log_file.read_text().splitlines() if "imported 3 blobs" in ln]
+    assert re.match(LOG_LINE, line) and " - blobwatch.monitor.catalog - INFO - " in line
+    capsys.readouterr()
+    assert main(["catalog", "import", truth, "-q", "--log-file", str(log_file)]) == 0
+    assert " - INFO - " not in capsys.readouterr().err
+    assert len(log_file.read_text().splitlines()) == 1  # appended nothing: quiet
+    assert main(["catalog", "list", "-v"]) == 0 and main(["-q", "catalog", "list"]) == 0
+    with pytest.raises(SystemExit) as exc:
+        main(["catalog", "list", "-v", "-q"])
+    assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "usage", "problem"), [
+    (["catalog", "list", "--bogus"], "usage: blobwatch catalog list", "unrecognized arguments: --bogus"),
+    (["monitor", "inbox", "extra"], "usage: blobwatch monitor", "unrecognized arguments: extra"),
+    (["monitor"], "usage: blobwatch monitor", "the following arguments are required: INBOX"),
+    (["catalog", "export", "x", "--format", "csv"], "usage: blobwatch catalog export", "invalid choice: 'csv'"),
+])
+def test_an_argparse_mistake_shows_the_subcommands_usage(argv: list[str], usage: str, problem: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith(usage) and problem in err

@@ -66,5 +66,5 @@ def serve(args: argparse.Namespace) -> int:
                          allowed_hosts=hosts)
     print(f"blobwatch: serving {redact_url(url)} at http://{args.host}:{args.port}/ "
           f"({'write token required' if exposed else 'loopback only'})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", log_config=None)  # our log format
     return 0

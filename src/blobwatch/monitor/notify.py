@@ -153,9 +153,15 @@ def validate_notify_urls(urls: Sequence[str]) -> None:
     """Raise `NotifyError` naming the first URL apprise does not understand."""
     import apprise
 
-    for url in urls:
-        if apprise.Apprise.instantiate(url) is None:
-            raise NotifyError(f"notification URL {redact_notify_url(url)!r} is not a valid apprise URL")
+    apprise_log = logging.getLogger("apprise")
+    level = apprise_log.level
+    apprise_log.setLevel(logging.CRITICAL)  # its "Unsupported URL" lines would repeat ours, unredacted
+    try:
+        for url in urls:
+            if apprise.Apprise.instantiate(url) is None:
+                raise NotifyError(f"notification URL {redact_notify_url(url)!r} is not a valid apprise URL")
+    finally:
+        apprise_log.setLevel(level)
 
 
 # --------------------------------------------------------------------------------------------

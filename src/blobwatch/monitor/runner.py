@@ -768,6 +768,8 @@ def run_monitor(
     cache = _ImageCache(max(settings.cache_images, settings.n_references + 2))
 
     paths = discover(inbox)
+    if not paths:
+        log.warning("%s: the inbox holds no FITS files (%s): nothing to do", inbox, ", ".join(FITS_SUFFIXES))
     summary.registered, summary.rejected = register_files(session_factory, paths, cache)
     _, wrong = _reject_wrong_shapes(session_factory, settings.expected_shape)
     summary.rejected.extend(wrong)
