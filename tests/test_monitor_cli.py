@@ -35,7 +35,7 @@ def test_monitor_and_catalog_commands(setup: dict, capsys: pytest.CaptureFixture
     root = setup["root"]
     monkeypatch.delenv("BLOBWATCH_DB", raising=False)
     monkeypatch.delenv("BLOBWATCH_NOTIFY", raising=False)
-    monkeypatch.setenv("BLOBWATCH_CONFIG", str(root / "no-config.toml"))
+    monkeypatch.delenv("BLOBWATCH_CONFIG", raising=False)
     reports = root / "reports"
     common = ["--reports", str(reports)]
     assert main(["catalog", "import", str(setup["sim"] / "truth_blobs.ecsv"), *common]) == 0
@@ -104,7 +104,7 @@ def in_empty_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run in an empty working folder, without $BLOBWATCH_DB or a config file."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("BLOBWATCH_DB", raising=False)
-    monkeypatch.setenv("BLOBWATCH_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.delenv("BLOBWATCH_CONFIG", raising=False)
     return tmp_path
 
 
@@ -117,7 +117,7 @@ def in_empty_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (["monitor", ".", "--notify", "nonsense-scheme://x"], "not a valid apprise URL"),
         (["monitor", ".", "--model", "/no/model.pt"], "model file not found"),
         (["monitor", ".", "--watch", "0"], "--watch 0 must be a positive number"),
-        (["monitor", ".", "--base-url", "review.example"], "--base-url 'review.example' must be an http"),
+        (["monitor", ".", "--base-url", "review.example"], "--base-url 'review.example': must be an http"),
         (["catalog", "import", "/no/file.ecsv"], "file not found"),
         (["catalog", "reject", "99", "--reason", "x"], "candidate 99 does not exist"),
         (["catalog", "list", "--status", "maybe"], "--status 'maybe' must be one of"),
@@ -221,7 +221,7 @@ def test_confirm_of_a_candidate_linked_to_a_confirmed_one_is_refused_or_recorded
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     from blobwatch.monitor.db import Blob, Candidate, Image, Run, open_database
 
-    monkeypatch.setenv("BLOBWATCH_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.delenv("BLOBWATCH_CONFIG", raising=False)
     url = f"sqlite:///{tmp_path / 'bw.db'}"
     with open_database(url).begin() as s:
         s.add_all([Image(id=i, path=f"/in/{i}.fits", sha256=str(i) * 64, status="processed", mjd=60000.0 + i)
@@ -254,7 +254,7 @@ def test_a_command_on_an_existing_or_foreign_database_prints_no_alembic_lines(tm
     open_database(f"sqlite:///{good}")
     with sqlite3.connect(other) as conn:
         conn.execute("CREATE TABLE notes (text TEXT)")
-    env = {**os.environ, "BLOBWATCH_CONFIG": str(tmp_path / "none.toml")}
+    env = {k: v for k, v in os.environ.items() if k != "BLOBWATCH_CONFIG"}  # and no blobwatch.toml in tmp_path
 
     def run(db: Path) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "blobwatch.cli", "catalog", "list", "--db", f"sqlite:///{db}"],

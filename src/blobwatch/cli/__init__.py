@@ -5,8 +5,9 @@ imports (torch, matplotlib, astropy) happen inside the command handlers, so ``--
 instant.  Errors a user can act on (`blobwatch.errors.BlobwatchError`, and `OSError` from a path
 that cannot be read or written) print one line and exit 2.
 
-Log lines go to stderr in the pipeline style (`LOG_FORMAT`); ``-v``, ``-q`` and ``--log-file`` are
-accepted before or after the subcommand.  A mistake in the arguments prints the usage of the
+Log lines go to stderr in the pipeline style (`LOG_FORMAT`); ``--config``, ``-v``, ``-q`` and
+``--log-file`` are accepted before or after the subcommand.  Every command refuses a bad config
+file (`blobwatch.config`).  A mistake in the arguments prints the usage of the
 subcommand it was made in.
 """
 
@@ -24,7 +25,7 @@ from blobwatch.errors import BlobwatchError
 from blobwatch.names import one_line
 
 #: Modules under ``blobwatch.cli`` that contribute subcommands, in help order.
-COMMAND_MODULES = ("simulate", "data", "train", "predict", "regress", "monitor", "web", "demo")
+COMMAND_MODULES = ("simulate", "data", "train", "predict", "regress", "monitor", "web", "demo", "config")
 
 
 #: Log line format of the instrument team's pipelines:
@@ -32,11 +33,14 @@ COMMAND_MODULES = ("simulate", "data", "train", "predict", "regress", "monitor",
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
 
-def _add_logging_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
-    """``-v``, ``-q`` and ``--log-file``; on a subcommand they default to "not given", so the
-    same option given before the subcommand still counts."""
+def _add_common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``--config``, ``-v``, ``-q`` and ``--log-file``; on a subcommand they default to "not
+    given", so the same option given before the subcommand still counts."""
     unset: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
-    group = parser.add_argument_group("logging")
+    group = parser.add_argument_group("common options")
+    group.add_argument("--config", metavar="FILE",
+                       help="config file (default: $BLOBWATCH_CONFIG, or blobwatch.toml in the working "
+                            "folder if there is one)", **unset)
     loud = group.add_mutually_exclusive_group()
     loud.add_argument("-v", "--verbose", action="store_true", help="also show debug log lines", **unset)
     loud.add_argument("-q", "--quiet", action="store_true", help="show only warnings and errors", **unset)
@@ -69,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find new WFC3/IR blobs in CSM-monitor blob images.",
     )
     parser.add_argument("--version", action="version", version=f"blobwatch {__version__}")
-    _add_logging_options(parser, top=True)
+    _add_common_options(parser, top=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -80,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.register(subparsers)
     for sub in _every_subcommand(parser):
-        _add_logging_options(sub, top=False)
+        _add_common_options(sub, top=False)
     return parser
 
 
@@ -122,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        from blobwatch.config import config_file, load_config
+
+        load_config(config_file(args.config))  # every command refuses a bad config file
         with logging_to(verbose=args.verbose, quiet=args.quiet, log_file=args.log_file):
             return int(args.func(args) or 0)
     except BlobwatchError as exc:

@@ -140,13 +140,23 @@ def _difference(path: str) -> np.ndarray:
     return arr
 
 
-def _classifier(args: argparse.Namespace):
+def _settings(args: argparse.Namespace, **options: Any) -> dict[str, Any]:
+    """The model (``--model``, ``$BLOBWATCH_MODEL``, the config file) and other ``options``
+    resolved by `blobwatch.config.values`."""
+    from blobwatch.config import values
+
+    return values({"model": args.model, **options}, config=args.config)
+
+
+def _classifier(args: argparse.Namespace, model: str | None = None):
+    """The classifier on ``model`` (default: the configured one)."""
     from blobwatch.classifier import BlobClassifier
 
+    model = model if model is not None else _settings(args)["model"]
     try:
-        return BlobClassifier(args.model, device=args.device)
+        return BlobClassifier(model, device=args.device)
     except ValueError as exc:
-        raise InputError(args.model or "<shipped model>", str(exc)) from None
+        raise InputError(model or "<shipped model>", str(exc)) from None
 
 
 # ----------------------------------------------------------------------------------------
@@ -200,8 +210,7 @@ def format_detection(payload: dict[str, Any]) -> str:
 def _detect(args: argparse.Namespace) -> int:
     from blobwatch.detect import detect
 
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        raise InputError(args.image, f"--threshold {args.threshold} must be in [0, 1]")
+    found = _settings(args, threshold=args.threshold)
     if args.references:
         from blobwatch.difference import blob_difference
         from blobwatch.fits_io import read_blob_image
@@ -211,9 +220,9 @@ def _detect(args: argparse.Namespace) -> int:
         difference = blob_difference(current, refs, register=not args.no_register).data
     else:
         difference = _difference(args.image)
-    clf = _classifier(args)
+    clf = _classifier(args, found["model"])
     try:
-        result = detect(difference, clf, threshold=args.threshold, name=os.path.basename(args.image))
+        result = detect(difference, clf, threshold=found["threshold"], name=os.path.basename(args.image))
     except ValueError as exc:
         raise InputError(args.image, str(exc)) from None
     payload = result.to_json()

@@ -60,7 +60,7 @@ def serve(args: argparse.Namespace) -> int:
     from blobwatch.monitor.db import redact_url
     from blobwatch.web.app import create_app
 
-    url, reports, _ = locations(args)
+    url, reports = locations(args)
     with database_errors(url):
         app = create_app(url, reports, token=token, require_token=exposed, images_dir=args.images,
                          allowed_hosts=hosts)

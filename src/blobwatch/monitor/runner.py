@@ -736,7 +736,7 @@ def run_monitor(
     reports : path-like, optional
         Report folder; default ``./blobwatch-reports``.
     notify : sequence of str, optional
-        Apprise URLs to notify (already resolved, see `notify.resolve_notify_urls`).
+        Apprise URLs to notify (already resolved, see `blobwatch.config.resolve`).
     model : path-like, optional
         Model file; the shipped model by default.  Loaded only if something is to be processed.
     classifier : object, optional
