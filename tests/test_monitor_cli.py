@@ -186,7 +186,7 @@ def test_monitor_and_serve_share_the_default_database(in_empty_folder: Path,
     assert seen["url"] == locations(monitor_args)[0] == f"sqlite:///{tmp_path / 'blobwatch-reports' / 'blobwatch.db'}"
 
 
-def test_demo_folder_is_emptied_only_if_a_demo_wrote_it(tmp_path: Path) -> None:
+def test_demo_folder_is_emptied_only_if_a_demo_wrote_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from blobwatch.cli.demo import _prepare_outdir
     from blobwatch.errors import InputError
 
@@ -198,11 +198,31 @@ def test_demo_folder_is_emptied_only_if_a_demo_wrote_it(tmp_path: Path) -> None:
     assert (mine / "thesis.tex").exists()
     out = tmp_path / "demo"
     _prepare_outdir(out)
+    assert capsys.readouterr().out == ""  # a new folder replaces nothing
     (out / "inbox").mkdir()
     (out / "inbox" / "old.fits").write_bytes(b"x")
     (out / "blobwatch.db").write_bytes(b"x")
     _prepare_outdir(out)
     assert sorted(p.name for p in out.iterdir()) == [".blobwatch-demo"]
+    assert f"replacing the output of an earlier demo in {out}: its files" in capsys.readouterr().out
+
+
+def test_demo_says_which_review_decisions_it_replaces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from blobwatch.cli.demo import _prepare_outdir
+    from blobwatch.monitor.db import Candidate, Image, Run, open_database
+
+    out = tmp_path / "demo"
+    _prepare_outdir(out)
+    with open_database(f"sqlite:///{out / 'blobwatch.db'}").begin() as s:
+        s.add_all([Image(id=i, path=f"/in/{i}.fits", sha256=str(i) * 64, status="processed") for i in (1, 2)])
+        s.add(Run(id=1, image_id=2, blobwatch_version="t"))
+        s.add_all([Candidate(run_id=1, image_id=2, x=5.0, y=5.0, probability=0.9, status="confirmed", reviewed_by="Ada"),
+                   Candidate(run_id=1, image_id=2, x=50.0, y=5.0, probability=0.8, status="rejected", reviewed_by="Ada"),
+                   Candidate(run_id=1, image_id=2, x=90.0, y=5.0, probability=0.7, status="new")])
+    _prepare_outdir(out)
+    said = capsys.readouterr().out
+    assert "its database with 2 images and 2 review decision(s)" in said and "are lost" in said
+    assert not (out / "blobwatch.db").exists()
 
 
 @pytest.mark.slow
