@@ -85,7 +85,8 @@ def test_a_bad_config_file_is_one_line_naming_it_for_every_command(folder: Path,
 
 
 def test_the_earlier_monitor_table_is_read_the_same(folder: Path) -> None:
-    (folder / "blobwatch.toml").write_text('[monitor]\nnotify = ["json://config.example/hook"]\ndb = "sqlite:///x.db"\n')
+    (folder / "blobwatch.toml").write_text('[monitor]\nnotify = ["json://config.example/hook"]\n'
+                                          'db = "sqlite:///x.db"\n')
     assert load_config(folder / "blobwatch.toml") == {"notify": ["json://config.example/hook"], "db": "sqlite:///x.db"}
 
 

@@ -216,9 +216,9 @@ def test_demo_says_which_review_decisions_it_replaces(tmp_path: Path, capsys: py
     with open_database(f"sqlite:///{out / 'blobwatch.db'}").begin() as s:
         s.add_all([Image(id=i, path=f"/in/{i}.fits", sha256=str(i) * 64, status="processed") for i in (1, 2)])
         s.add(Run(id=1, image_id=2, blobwatch_version="t"))
-        s.add_all([Candidate(run_id=1, image_id=2, x=5.0, y=5.0, probability=0.9, status="confirmed", reviewed_by="Ada"),
-                   Candidate(run_id=1, image_id=2, x=50.0, y=5.0, probability=0.8, status="rejected", reviewed_by="Ada"),
-                   Candidate(run_id=1, image_id=2, x=90.0, y=5.0, probability=0.7, status="new")])
+        s.add_all([Candidate(run_id=1, image_id=2, x=x, y=5.0, probability=0.9, status=status,
+                             reviewed_by=None if status == "new" else "Ada")
+                   for x, status in ((5.0, "confirmed"), (50.0, "rejected"), (90.0, "new"))])
     _prepare_outdir(out)
     said = capsys.readouterr().out
     assert "its database with 2 images and 2 review decision(s)" in said and "are lost" in said

@@ -58,6 +58,11 @@ _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 
         "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 
 
+#: OpenAPI descriptions of the download routes' responses.
+_TEXT_FILE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/plain": {}}}}
+_FITS_FILE: dict[int | str, dict[str, Any]] = {200: {"content": {"application/fits": {}}}}
+
+
 def _png_response(png: bytes) -> Response:
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
@@ -327,7 +332,7 @@ def create_app(
     # ---------------------------------------------------------------- downloads
 
     @app.get("/catalog.ecsv", tags=["catalog"], summary="Download the blob catalog (ECSV)",
-             response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+             response_class=Response, responses=_TEXT_FILE)
     def catalog_ecsv(session: Session = Depends(db)) -> Response:
         from blobwatch.web.downloads import catalog_ecsv_bytes
 
@@ -335,7 +340,7 @@ def create_app(
 
     @app.get("/catalog/mask.fits", tags=["catalog"],
              summary="Download the blob mask (FITS, DQ=512 inside each known blob)",
-             response_class=Response, responses={200: {"content": {"application/fits": {}}}})
+             response_class=Response, responses=_FITS_FILE)
     def catalog_mask(frame: Literal["1014", "1024"] = "1014", session: Session = Depends(db)) -> Response:
         """``frame=1014``: the detector's science area; ``1024``: the full blob image."""
         from blobwatch.web.downloads import catalog_mask_bytes
@@ -343,7 +348,7 @@ def create_app(
         return _download(catalog_mask_bytes(session, frame), f"blob_mask{frame}.fits", "application/fits")
 
     @app.get("/catalog.reg", tags=["catalog"], summary="Download the blob catalog as a DS9 region file",
-             response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+             response_class=Response, responses=_TEXT_FILE)
     def catalog_reg(session: Session = Depends(db)) -> Response:
         from blobwatch.web.downloads import catalog_regions_bytes
 
@@ -351,8 +356,7 @@ def create_app(
 
     @app.get("/images/{image_id}/candidates.reg", tags=["images"],
              summary="Download an image's candidates and the catalog's blobs as a DS9 region file",
-             response_class=Response, responses={200: {"content": {"text/plain": {}}},
-                                                 404: {"description": "unknown id"}})
+             response_class=Response, responses={**_TEXT_FILE, 404: {"description": "unknown id"}})
     def image_reg(image_id: int, session: Session = Depends(db)) -> Response:
         from blobwatch.web.downloads import image_regions_bytes
 
@@ -362,8 +366,8 @@ def create_app(
     @app.get("/images/{image_id}/{kind}.fits", tags=["images"],
              summary="Download an image's current image, median stack or difference (FITS, "
                      "pixel header with provenance)",
-             response_class=Response, responses={200: {"content": {"application/fits": {}}},
-                                                 404: {"description": "unknown id or not processed"}})
+             response_class=Response,
+             responses={**_FITS_FILE, 404: {"description": "unknown id or not processed"}})
     def image_fits(image_id: int, kind: ImageKind, session: Session = Depends(db)) -> Response:
         from blobwatch.interchange import pixel_fits_bytes
         from blobwatch.web.downloads import image_provenance
@@ -379,8 +383,8 @@ def create_app(
     @app.get("/candidates/{candidate_id}/{kind}.fits", tags=["candidates"],
              summary=f"Download a {2 * CUTOUT_HALF + 1}x{2 * CUTOUT_HALF + 1} px cut-out around a "
                      "candidate (FITS; LTV1/LTV2 place it in the blob image)",
-             response_class=Response, responses={200: {"content": {"application/fits": {}}},
-                                                 404: {"description": "unknown id or not processed"}})
+             response_class=Response,
+             responses={**_FITS_FILE, 404: {"description": "unknown id or not processed"}})
     def cutout_fits(candidate_id: int, kind: ImageKind, session: Session = Depends(db)) -> Response:
         from blobwatch.interchange import pixel_fits_bytes
         from blobwatch.web.downloads import image_provenance
