@@ -713,3 +713,61 @@ def test_a_linked_candidate_of_a_confirmed_blob_is_confirmed_as_that_blob(fresh_
     assert (cand["status"], cand["known_blob_id"], cand["reviewed_by"]) == ("known", 3, "Ada")
     assert len(client.get("/api/catalog").json()) == 3
     assert client.get("/api/images/5").json()["alert"] is False
+
+
+# ------------------------------------------------------------------------------ DS9 over SAMP
+
+
+@pytest.fixture()
+def samp_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A SAMP hub (lockfile in tmp_path, $SAMP_HUB naming it) and a DS9 stand-in that records
+    the image.load.fits and ds9.set messages it gets."""
+    from blobwatch.web.samp import _astropy_samp
+
+    samp = _astropy_samp()
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.samp-1 hubs of the machine
+    monkeypatch.setenv("SAMP_HUB", f"std-lockurl:file://{tmp_path / 'samp'}")
+    hub = samp.SAMPHubServer(lockfile=str(tmp_path / "samp"), web_profile=False)
+    hub.start()
+    ds9 = samp.SAMPIntegratedClient(name="ds9")
+    ds9.connect()
+    ds9.received = []  # type: ignore[attr-defined]
+    for mtype in ("image.load.fits", "ds9.set"):
+        ds9.bind_receive_notification(mtype, lambda private_key, sender_id, mtype, params, extra:
+                                      ds9.received.append((mtype, params)))
+    try:
+        yield ds9
+    finally:
+        ds9.disconnect()
+        hub.stop()
+
+
+def test_open_in_ds9_is_offered_only_with_a_samp_hub(monitor_db: dict, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("SAMP_HUB", f"std-lockurl:file://{tmp_path / 'no-hub'}")
+    client = _client(create_app(monitor_db["url"], monitor_db["reports"]))
+    assert 'action="/images/6/ds9"' not in client.get("/").text
+    response = client.post("/images/6/ds9", data={CSRF_FIELD: _csrf(client, "/"), "kind": "difference"})
+    assert response.status_code == 409 and "no SAMP hub" in response.text
+
+
+def test_open_in_ds9_sends_the_fits_url_and_the_regions(monitor_db: dict, samp_hub: Any) -> None:
+    import time
+
+    client = _client(create_app(monitor_db["url"], monitor_db["reports"]))
+    html = client.get("/images/6").text
+    assert 'action="/images/6/ds9"' in html and 'name="kind" value="stack"' in html
+    response = client.post("/images/6/ds9", data={CSRF_FIELD: _csrf(client, "/images/6"), "kind": "difference",
+                                                  "next": "/images/6"}, follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/images/6?done=ds9&image=6"
+    deadline = time.monotonic() + 10
+    while len(samp_hub.received) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (load, params), (set_, regions) = samp_hub.received
+    assert load == "image.load.fits" and params["url"] == "http://127.0.0.1/images/6/difference.fits"
+    assert set_ == "ds9.set" and regions["cmd"].startswith("regions load ")
+    region_file = Path(regions["cmd"].removeprefix("regions load "))
+    assert _regions(region_file.read_text())["candidate"]  # the image's candidates, as downloaded
+    assert client.post("/images/6/ds9", data={CSRF_FIELD: _csrf(client, "/"), "kind": "x"}).status_code == 422
+    assert client.post("/images/6/ds9", data={"kind": "stack"}).status_code == 403  # no CSRF token

@@ -36,6 +36,7 @@ from blobwatch.errors import BlobwatchError
 from blobwatch.monitor.db import Candidate, SubframePrediction, open_database
 from blobwatch.web import queries, render
 from blobwatch.web.pixels import LRUCache, PixelStore
+from blobwatch.web.samp import SampError, SampLink
 from blobwatch.web.security import (
     AUTH_COOKIE,
     CSRF_COOKIE,
@@ -107,6 +108,7 @@ def create_app(
     session_factory = open_database(db_url, create=False)
     guard = Guard(token=token, require_token=require_token)
     pixels = PixelStore(reports_dir=reports_dir, images_dir=images_dir)
+    samp = SampLink()
     pngs: LRUCache[bytes] = LRUCache(96)  # rendered PNGs; rendering serialised by its lock
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.filters["fmt"] = _fmt
@@ -204,8 +206,10 @@ def create_app(
     def image_page(request: Request, session: Session, image_id: int | None, active: str) -> HTMLResponse:
         view = image_or_404(session, image_id) if image_id is not None else None
         older, newer = queries.neighbours(session, view.id) if view else (None, None)
+        # "open in DS9" only where DS9 runs on the server's machine: a loopback-only app
         return page(request, "image.html", active, session, image=view, older=older, newer=newer,
-                    grid=queries.subframe_grid(view.subframes) if view else [])
+                    grid=queries.subframe_grid(view.subframes) if view else [],
+                    samp=view is not None and not guard.require_token and samp.available())
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def today(request: Request, session: Session = Depends(db)) -> HTMLResponse:
@@ -511,6 +515,30 @@ def create_app(
         log.info("candidate %d rejected by %s (%s)", candidate_id, reviewer, reason)
         return back(fields, done="rejected", candidate=candidate_id)
 
+    @app.post("/images/{image_id}/ds9", include_in_schema=False)
+    async def open_in_ds9(image_id: int, request: Request) -> Response:
+        """Send the image's ``kind`` FITS download and its region file to DS9 over SAMP."""
+        from blobwatch.web.downloads import image_regions_bytes
+
+        fields = await checked_form(request)
+        if guard.require_token:  # DS9 would open on the server's screen, not the reviewer's
+            raise HTTPException(404, "open in DS9 is offered only by an app on this machine (loopback)")
+        kind = fields.get("kind", "")
+        if kind not in _KIND_TITLES:
+            raise HTTPException(422, f"kind must be one of: {', '.join(_KIND_TITLES)}")
+
+        def send() -> None:
+            with session_factory() as session:
+                regions = image_regions_bytes(session, image_or_404(session, image_id))
+            url = f"{str(request.base_url).rstrip('/')}/images/{image_id}/{kind}.fits"
+            samp.send(url, f"image{image_id}_{kind}", regions)
+
+        try:
+            await run_in_threadpool(send)
+        except SampError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return back(fields, done="ds9", image=image_id)
+
     @app.get("/unlock", response_class=HTMLResponse, include_in_schema=False)
     def unlock_page(request: Request, session: Session = Depends(db)) -> HTMLResponse:
         return page(request, "unlock.html", "", session)
@@ -595,6 +623,8 @@ def _flash(done: str | None, params: Any) -> tuple[str, str] | None:
                           f"#{int(params['blob'])} seen again: nothing added to the catalog.")
         if done == "rejected":
             return "ok", f"Candidate #{int(params['candidate'])} rejected."
+        if done == "ds9":
+            return "ok", f"Image #{int(params['image'])} and its regions sent to DS9 over SAMP."
     except (KeyError, TypeError, ValueError):
         return None
     if done == "unlocked":
