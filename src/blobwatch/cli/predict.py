@@ -59,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fcn-model", metavar="PATH", help="BlobUNet model file for --detector fcn (default: the shipped one)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--output", metavar="FILE", help="also write the JSON result to FILE (atomically)")
+    p.add_argument("--reg", metavar="FILE", help="also write the candidates as a DS9 region file (image frame)")
     p.set_defaults(func=_detect)
 
     p = subparsers.add_parser(
@@ -144,13 +145,23 @@ def _difference(path: str) -> np.ndarray:
     return arr
 
 
-def _classifier(args: argparse.Namespace):
+def _settings(args: argparse.Namespace, **options: Any) -> dict[str, Any]:
+    """The model (``--model``, ``$BLOBWATCH_MODEL``, the config file) and other ``options``
+    resolved by `blobwatch.config.values`."""
+    from blobwatch.config import values
+
+    return values({"model": args.model, **options}, config=args.config)
+
+
+def _classifier(args: argparse.Namespace, model: str | None = None):
+    """The classifier on ``model`` (default: the configured one)."""
     from blobwatch.classifier import BlobClassifier
 
+    model = model if model is not None else _settings(args)["model"]
     try:
-        return BlobClassifier(args.model, device=args.device)
+        return BlobClassifier(model, device=args.device)
     except ValueError as exc:
-        raise InputError(args.model or "<shipped model>", str(exc)) from None
+        raise InputError(model or "<shipped model>", str(exc)) from None
 
 
 # ----------------------------------------------------------------------------------------
@@ -204,7 +215,9 @@ def format_detection(payload: dict[str, Any]) -> str:
 def _detect(args: argparse.Namespace) -> int:
     from blobwatch.detect import detect
 
-    if args.detector != "mf" and args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+    if args.detector == "paper":
+        found = _settings(args, threshold=args.threshold)
+    elif args.detector == "fcn" and args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise InputError(args.image, f"--threshold {args.threshold} must be in [0, 1]")
     stack = None
     if args.references:
@@ -219,9 +232,9 @@ def _detect(args: argparse.Namespace) -> int:
         difference = _difference(args.image)
     if args.detector != "paper":
         return _detect_localizing(args, difference, stack)
-    clf = _classifier(args)
+    clf = _classifier(args, found["model"])
     try:
-        result = detect(difference, clf, threshold=args.threshold, name=os.path.basename(args.image))
+        result = detect(difference, clf, threshold=found["threshold"], name=os.path.basename(args.image))
     except ValueError as exc:
         raise InputError(args.image, str(exc)) from None
     payload = {"detector": "paper", **result.to_json()}
@@ -229,6 +242,12 @@ def _detect(args: argparse.Namespace) -> int:
         from blobwatch.atomic import write_text_atomic
 
         write_text_atomic(args.output, json.dumps(payload, indent=2) + "\n")
+    if args.reg:
+        from blobwatch.interchange import RegionCircle, write_regions
+
+        circles = [RegionCircle(c["x"], c["y"], c["radius"], f"candidate {k} P={c['probability']:.2f}",
+                                "red", "candidate") for k, c in enumerate(payload["candidates"], start=1)]
+        write_regions(args.reg, circles, title=f"new-blob candidates in {payload['image']}")
     if args.json:
         json.dump(payload, sys.stdout, indent=2)
         print()
@@ -266,6 +285,12 @@ def _detect_localizing(args: argparse.Namespace, difference: np.ndarray, stack: 
         from blobwatch.atomic import write_text_atomic
 
         write_text_atomic(args.output, json.dumps(payload, indent=2) + "\n")
+    if args.reg:
+        from blobwatch.interchange import RegionCircle, write_regions
+
+        circles = [RegionCircle(c["x"], c["y"], c.get("radius", 8.0), f"candidate {k}", "red", "candidate")
+                   for k, c in enumerate(cands, start=1)]
+        write_regions(args.reg, circles, title=f"new-blob candidates in {payload['image']} ({args.detector})")
     if args.json:
         json.dump(payload, sys.stdout, indent=2)
         print()
