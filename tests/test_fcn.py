@@ -129,3 +129,28 @@ def test_shipped_fcn_stays_quiet_on_a_translated_sequence() -> None:
         result = blob_difference(images[-1], images[:-1])
     det = FCNDetector()
     assert [c for c in det.candidates(result.data, result.stack) if c.probability >= det.threshold] == []
+
+
+def test_train_fcn_refuses_a_missing_gpu_before_any_work(tmp_path: Path, capsys) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code = main(["train-fcn", "--device", "cuda", "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
+    assert code == 2 and "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_train_fcn_writes_a_loadable_model_with_its_record(tmp_path: Path) -> None:
+    from blobwatch.fcn_train import FCNTrainConfig, train_fcn
+    from blobwatch.regression import SuiteSpec, build_suite
+    from blobwatch.variation import VariationConfig
+
+    cases = build_suite(SuiteSpec("training", 2, VariationConfig(size=256, n_references=5, cases=5, new_blobs=2)),
+                        tmp_path / "cache", progress=False)
+    cfg = FCNTrainConfig(outdir=str(tmp_path / "run"), val_sequences=1, negatives_per_case=2, epochs=2,
+                         width=4, depth=2, batch_size=4, progress=False)
+    metrics = train_fcn(cfg, cases, log=lambda _: None)
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert metrics["training_seeds"] == [930_000, 930_001] and metrics["validation_seeds"] == [930_001]
+    assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"]) for h in metrics["history"])
+    det = FCNDetector(tmp_path / "run" / "model.pt")
+    assert det.metadata["kind"] == "localizing" and det.model.multiple == 8

@@ -204,7 +204,8 @@ def train_fcn(cfg: FCNTrainConfig, cases: Sequence[Case], *, log: Callable[[str]
     metadata = {"kind": "localizing", "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
                 "training": metrics, "threshold": 0.5, "torch": str(torch.__version__)}
     save_model(out / "model.pt", model.cpu(), architecture="BlobUNet",
-               arguments={"in_channels": 2, "width": cfg.width, "depth": cfg.depth}, metadata=metadata)
+               arguments={"in_channels": 2, "width": cfg.width, "depth": cfg.depth, "stem": model.stem},
+               metadata=metadata)
     from blobwatch.atomic import write_text_atomic
 
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=1))

@@ -248,6 +248,9 @@ def _train_fcn(args: argparse.Namespace) -> int:
     from blobwatch.regression import SuiteSpec, build_suite, calibrate, run_detector
     from blobwatch.variation import VariationConfig
 
+    from blobwatch.classifier import resolve_device
+
+    resolve_device(args.device, strict=True)  # a missing GPU is one line before any work
     cache = Path(args.cache) if args.cache else default_cache()
     cfg = FCNTrainConfig(outdir=args.out, cache=str(cache), sequences=args.sequences, new_blobs=args.new_blobs,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, width=args.width,
