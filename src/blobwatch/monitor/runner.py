@@ -32,7 +32,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 from sqlalchemy import select, update
@@ -65,12 +65,14 @@ from blobwatch.stats import jsonable
 
 __all__ = [
     "FITS_SUFFIXES",
+    "ImageFile",
     "ImageOutcome",
     "ImageResult",
     "MonitorSettings",
     "MonitorSummary",
     "compute_image",
     "discover",
+    "progress_bar",
     "record",
     "run_monitor",
     "watch",
@@ -214,6 +216,13 @@ def discover(inbox: str | os.PathLike) -> list[Path]:
     return sorted(found)
 
 
+class ImageFile(NamedTuple):
+    """A registered image's file, all a process needs to read it: its path and SHA-256."""
+
+    path: str
+    sha256: str
+
+
 class _ImageCache:
     """A small LRU cache of `BlobImage` objects keyed by SHA-256 (one read per file per run).
 
@@ -230,7 +239,7 @@ class _ImageCache:
     def put(self, sha: str, image: Any) -> None:
         self._images.put(sha, image)
 
-    def get(self, image: Image) -> Any:
+    def get(self, image: Image | ImageFile) -> Any:
         from blobwatch.fits_io import read_blob_image
 
         cached = self._images.get(image.sha256)
@@ -245,7 +254,7 @@ class _ImageCache:
         self.put(image.sha256, blob)
         return blob
 
-    def get_many(self, images: Sequence[Image]) -> list[Any]:
+    def get_many(self, images: Sequence[Image | ImageFile]) -> list[Any]:
         """Blob images for several rows, the missing ones read in parallel threads."""
         from blobwatch.fits_io import read_blob_images
 
@@ -751,54 +760,21 @@ def run_monitor(
     """
     start = time.perf_counter()
     settings = settings or MonitorSettings()
-    if settings.min_references < 1 or settings.n_references < settings.min_references:
-        raise ValueError(f"need 1 <= min_references ({settings.min_references}) <= n_references ({settings.n_references})")
-    reports_path = (Path(reports) if reports is not None else Path.cwd() / "blobwatch-reports").resolve()
-    reports_path.mkdir(parents=True, exist_ok=True)
-    session_factory = db if isinstance(db, sessionmaker) else open_database(
-        db or f"sqlite:///{(reports_path / 'blobwatch.db').resolve()}")
-    urls = list(notify or [])
     echo = echo or (lambda line: print(line, flush=True))
-    summary = MonitorSummary()
-    worker = worker_name()
+    urls = list(notify or [])
     cache = _ImageCache(max(settings.cache_images, settings.n_references + 2))
-
-    paths = discover(inbox)
-    summary.registered, summary.rejected = register_files(session_factory, paths, cache)
-    _, wrong = _reject_wrong_shapes(session_factory, settings.expected_shape)
-    summary.rejected.extend(wrong)
-    for outcome in summary.rejected:
-        echo(outcome.summary_line())
-    reclaim_dead_claims(session_factory)
-
-    with session_factory() as session:
-        todo = session.execute(
-            select(Image.id, Image.mjd).where(Image.status.in_(("registered", "processing")), Image.mjd.is_not(None))
-            .order_by(Image.mjd, Image.id)
-        ).all()
-        valid_mjds = np.sort(np.array(session.scalars(
-            select(Image.mjd).where(Image.status != "rejected", Image.mjd.is_not(None))).all(), dtype=float))
-    ready = [(iid, mjd) for iid, mjd in todo
-             if np.searchsorted(valid_mjds, mjd, side="left") >= settings.min_references]
-    waiting = len(todo) - len(ready)
-    if waiting:
-        log.info("%d image(s) wait for %d earlier images", waiting, settings.min_references)
+    reports_path, session_factory, summary = _start_run(inbox, db, reports, settings, cache, echo)
+    worker = worker_name()
+    ready = _ready_images(session_factory, settings)
 
     loaded = _load_model(model, classifier) if ready else None  # before any claim: a bad model claims nothing
     if len(ready) > 1 and settings.register:  # consecutive images share references: prepare each once
         from blobwatch.difference import PreparedCache
 
         cache.prepared = PreparedCache(settings.n_references + 1)
-    bar = None
-    if progress or (progress is None and len(ready) > 1 and sys.stderr.isatty()):
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(ready), unit="image", desc="monitor", file=sys.stderr)
-        echo_line = bar.write
-    else:
-        echo_line = echo
+    bar, echo_line = progress_bar(progress, len(ready), "monitor", echo)
     try:
-        for iid, _mjd in ready:
+        for iid in ready:
             with session_factory() as session:
                 if not claim_image(session, iid, worker, stale_after=settings.stale_after):
                     log.info("image %d is being processed by another monitor; skipped", iid)
@@ -846,12 +822,90 @@ def run_monitor(
         if bar:
             bar.close()
 
+    _finish_run(summary, session_factory, reports_path, urls, sender, echo)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _start_run(
+    inbox: str | os.PathLike,
+    db: str | sessionmaker[Session] | None,
+    reports: str | os.PathLike | None,
+    settings: MonitorSettings,
+    cache: _ImageCache,
+    echo: Callable[[str], None],
+) -> tuple[Path, sessionmaker[Session], MonitorSummary]:
+    """Open the database, register the inbox's new files, reject wrong shapes, free dead claims.
+
+    Returns
+    -------
+    (Path, sessionmaker, MonitorSummary)
+        The report folder, the session factory and a summary holding the registrations.
+    """
+    if settings.min_references < 1 or settings.n_references < settings.min_references:
+        raise ValueError(f"need 1 <= min_references ({settings.min_references}) <= n_references ({settings.n_references})")
+    reports_path = (Path(reports) if reports is not None else Path.cwd() / "blobwatch-reports").resolve()
+    reports_path.mkdir(parents=True, exist_ok=True)
+    session_factory = db if isinstance(db, sessionmaker) else open_database(
+        db or f"sqlite:///{(reports_path / 'blobwatch.db').resolve()}")
+    summary = MonitorSummary()
+    paths = discover(inbox)
+    summary.registered, summary.rejected = register_files(session_factory, paths, cache)
+    _, wrong = _reject_wrong_shapes(session_factory, settings.expected_shape)
+    summary.rejected.extend(wrong)
+    for outcome in summary.rejected:
+        echo(outcome.summary_line())
+    reclaim_dead_claims(session_factory)
+    return reports_path, session_factory, summary
+
+
+def _ready_images(session_factory: sessionmaker[Session], settings: MonitorSettings) -> list[int]:
+    """Ids of the unprocessed images with at least ``min_references`` earlier valid images, in date order."""
+    with session_factory() as session:
+        todo = session.execute(
+            select(Image.id, Image.mjd).where(Image.status.in_(("registered", "processing")), Image.mjd.is_not(None))
+            .order_by(Image.mjd, Image.id)
+        ).all()
+        valid_mjds = np.sort(np.array(session.scalars(
+            select(Image.mjd).where(Image.status != "rejected", Image.mjd.is_not(None))).all(), dtype=float))
+    ready = [iid for iid, mjd in todo if np.searchsorted(valid_mjds, mjd, side="left") >= settings.min_references]
+    if len(todo) > len(ready):
+        log.info("%d image(s) wait for %d earlier images", len(todo) - len(ready), settings.min_references)
+    return ready
+
+
+def progress_bar(
+    progress: bool | None, total: int, desc: str, echo: Callable[[str], None]
+) -> tuple[Any, Callable[[str], None]]:
+    """A tqdm bar on stderr (``progress`` True, or None and stderr a terminal and > 1 image) or None.
+
+    Returns
+    -------
+    (tqdm or None, callable)
+        The bar and the function that prints a line without breaking it.
+    """
+    if progress or (progress is None and total > 1 and sys.stderr.isatty()):
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="image", desc=desc, file=sys.stderr)
+        return bar, bar.write
+    return None, echo
+
+
+def _finish_run(
+    summary: MonitorSummary,
+    session_factory: sessionmaker[Session],
+    reports_path: Path,
+    urls: Sequence[str],
+    sender: _notify.Sender,
+    echo: Callable[[str], None],
+) -> None:
+    """Send pending notifications, then rewrite the index and blob-map pages if anything changed."""
     summary.deliveries = _notify.deliver_pending(session_factory, urls, sender=sender) if urls else []
     for d in summary.deliveries:
         if not d.ok:
             echo(f"notification for image {d.image_id} failed (will retry next run): {d.error}")
 
-    # pages that summarize the database
     from blobwatch.monitor.report import write_blobmap, write_index
 
     with session_factory() as session:
@@ -861,8 +915,6 @@ def run_monitor(
             write_blobmap(session, reports_path)
         else:
             summary.index = reports_path / "index.html"
-    summary.seconds = time.perf_counter() - start
-    return summary
 
 
 def watch(inbox: str | os.PathLike, seconds: float, **kwargs: Any) -> None:

@@ -1,0 +1,142 @@
+"""``blobwatch reprocess`` on Dask: the serial monitor's database, restartable after kill -9.
+
+A ten-day 256x256 simulated archive (a new blob on day 7, three existing blobs that are found on
+the first processed day and linked afterwards) and the hand-set classifier of
+``handmade_model.py``; each test starts one small Dask cluster (about ten seconds).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+pytest.importorskip("distributed")
+
+from blobwatch.cli import main  # noqa: E402
+from blobwatch.monitor.db import Candidate, Image, Notification, Run, SubframePrediction, open_database  # noqa: E402
+from blobwatch.monitor.reprocess import reprocess  # noqa: E402
+from blobwatch.monitor.runner import MonitorSettings, run_monitor  # noqa: E402
+from handmade_model import write_handmade_model  # noqa: E402
+from monitor_support import simulate_inbox  # noqa: E402
+
+SETTINGS = MonitorSettings(n_references=4, min_references=3)  # days 3-9 are processed
+URL = "json://127.0.0.1:9/blobwatch"  # never reached: the tests' sender records the messages
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(archive folder, model file)."""
+    root = tmp_path_factory.mktemp("archive")
+    simulate_inbox(root / "images", n_days=10, size=256, new_blob_day=7, n_existing=3)
+    return root / "images", write_handmade_model(root / "handmade.pt")
+
+
+def _content(url: str) -> dict[str, list[tuple]]:
+    """Everything the runs decided, without times, timings, report paths and claim tokens."""
+    session_factory = open_database(url)
+    with session_factory() as s:
+        return {
+            "images": [tuple(r) for r in s.execute(select(
+                Image.id, Image.path, Image.sha256, Image.mjd, Image.status, Image.reason).order_by(Image.id))],
+            "runs": [(r.id, r.image_id, r.threshold, r.max_probability, r.model_sha256,
+                      r.parameters) for r in s.scalars(select(Run).order_by(Run.id))],
+            "subframes": [tuple(r) for r in s.execute(select(
+                SubframePrediction.run_id, SubframePrediction.index, SubframePrediction.probability,
+                SubframePrediction.flagged).order_by(SubframePrediction.id))],
+            "candidates": [tuple(r) for r in s.execute(select(
+                Candidate.id, Candidate.image_id, Candidate.run_id, Candidate.x, Candidate.y, Candidate.probability,
+                Candidate.radius, Candidate.status, Candidate.alerted, Candidate.linked_to,
+                Candidate.known_blob_id).order_by(Candidate.id))],
+            "notifications": [tuple(r) for r in s.execute(select(
+                Notification.image_id, Notification.status, Notification.title).order_by(Notification.id))],
+        }
+
+
+@pytest.fixture(scope="module")
+def serial(archive: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple]]:
+    """The serial monitor's database content on the archive (notifications to ``URL``)."""
+    from blobwatch.classifier import BlobClassifier
+
+    images, model = archive
+    folder = tmp_path_factory.mktemp("serial")
+    url = f"sqlite:///{folder / 'bw.db'}"
+    summary = run_monitor(images, db=url, reports=folder / "reports", notify=[URL], settings=SETTINGS,
+                          classifier=BlobClassifier(model, device="cpu"), sender=lambda *a: None,
+                          echo=lambda line: None)
+    assert len(summary.processed) == 7
+    return _content(url)
+
+
+def test_reprocess_on_two_workers_gives_the_serial_monitors_database(
+    archive: tuple[Path, Path], serial: dict[str, list[tuple]], tmp_path: Path
+) -> None:
+    images, model = archive
+    url = f"sqlite:///{tmp_path / 'bw.db'}"
+    sent: list[str] = []
+    summary = reprocess(images, db=url, reports=tmp_path / "reports", notify=[URL], model=model,
+                        settings=SETTINGS, workers=2, sender=lambda u, title, body, key: sent.append(title),
+                        progress=False, echo=lambda line: None)
+    assert summary.exit_code == 0 and len(summary.processed) == 7
+    content = _content(url)
+    assert content == serial
+    statuses = {c[7] for c in content["candidates"]}
+    assert {"new", "linked"} <= statuses  # the order-dependent part was exercised
+    assert len(sent) == len(content["notifications"]) > 0
+    assert all(Path(o.report).is_file() for o in summary.processed)
+
+
+def _processed(url: str) -> int:
+    with open_database(url)() as s:
+        return s.scalar(select(func.count()).select_from(Image).where(Image.status == "processed")) or 0
+
+
+def test_a_rerun_after_kill_9_finishes_the_rest_on_an_existing_scheduler(
+    archive: tuple[Path, Path], serial: dict[str, list[tuple]], tmp_path: Path
+) -> None:
+    from dask.distributed import LocalCluster
+
+    images, model = archive
+    db = tmp_path / "bw.db"
+    url = f"sqlite:///{db}"
+    open_database(url)  # the schema exists before the child starts, so the polling below can read it
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "blobwatch.cli", "reprocess", str(images), "--db", url, "--reports",
+         str(tmp_path / "reports"), "--model", str(model), "--workers", "1", "--references", "4",
+         "--min-references", "3", "--notify", URL, "--no-progress"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while _processed(url) < 2 and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)  # the client and its cluster's processes
+        child.wait()
+    done = _processed(url)
+    assert 2 <= done < 7, f"{done} images processed when killed"
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster:
+        summary = reprocess(images, db=url, reports=tmp_path / "reports", notify=[URL], model=model,
+                            settings=SETTINGS, scheduler=cluster.scheduler_address,
+                            sender=lambda *a: None, progress=False, echo=lambda line: None)
+    assert len(summary.processed) == 7 - done and summary.exit_code == 0
+    assert _content(url) == serial
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["reprocess", "{tmp}/missing"], "missing: inbox folder not found"),
+    (["reprocess", "{tmp}", "--workers", "0"], "--workers 0 must be at least 1"),
+])
+def test_reprocess_bad_input_is_one_line_and_exit_2(
+    argv: list[str], expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main([a.format(tmp=tmp_path) for a in argv] + ["--db", f"sqlite:///{tmp_path / 'bw.db'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
