@@ -44,7 +44,8 @@ def _content(url: str) -> dict[str, list[tuple]]:
     with session_factory() as s:
         return {
             "images": [tuple(r) for r in s.execute(select(
-                Image.id, Image.path, Image.sha256, Image.mjd, Image.status, Image.reason).order_by(Image.id))],
+                Image.id, Image.path, Image.sha256, Image.mjd, Image.status, Image.reason, Image.offset_dy,
+                Image.offset_dx, Image.offset_frame_id).order_by(Image.id))],
             "runs": [(r.id, r.image_id, r.threshold, r.max_probability, r.model_sha256,
                       r.parameters) for r in s.scalars(select(Run).order_by(Run.id))],
             "subframes": [tuple(r) for r in s.execute(select(

@@ -8,7 +8,9 @@ The work on one image splits in two (`blobwatch.monitor.runner`):
   linked, new) and commits the image's rows in one transaction, so it runs in the client, one
   image after the other in date order.
 
-The images, references and settings are those `run_monitor` would use, so the database ends up
+Each new image's offset to the fixed frame (register once, `measure_offsets`) is measured on the
+workers too, in tasks of `OFFSET_CHUNK` images.  The images, references, offsets and settings are
+those `run_monitor` would use, so the database ends up
 the same as after the serial monitor on the same inbox.  Each image is claimed before it is sent
 to a worker and committed on its own: after a kill -9 a rerun frees the dead process's claims
 (`reclaim_dead_claims`) and processes the rest.  Workers read the files themselves: with
@@ -36,16 +38,20 @@ from blobwatch.monitor.runner import (
     ImageResult,
     MonitorSettings,
     MonitorSummary,
+    Offset,
     _ClaimLost,
     _finish_run,
     _ImageCache,
     _load_model,
+    _measure_new_offsets,
     _outcome,
     _ready_images,
     _references,
     _set_status,
     _start_run,
+    _stored_offsets,
     compute_image,
+    measure_offsets,
     progress_bar,
     record,
 )
@@ -54,28 +60,58 @@ __all__ = ["reprocess"]
 
 log = logging.getLogger(__name__)
 
-#: Per worker process: (model path, classifier, image cache), loaded by the first task.
+#: Per worker process: the image cache, and the classifier with its model path (first use).
 _WORKER_STATE: dict[str, Any] = {}
+
+#: Images per offset-measuring task (each task prepares the frame once).
+OFFSET_CHUNK = 20
+
+
+def _worker_cache(settings: MonitorSettings) -> _ImageCache:
+    """This worker process's image cache (with registration preparations)."""
+    from blobwatch.difference import PreparedCache
+
+    if "cache" not in _WORKER_STATE:
+        cache = _ImageCache(max(settings.cache_images, settings.n_references + 2))
+        cache.prepared = PreparedCache(settings.n_references + 1) if settings.register else None
+        _WORKER_STATE["cache"] = cache
+    return _WORKER_STATE["cache"]
+
+
+def _measure_on_worker(images: Sequence[ImageFile], frame: ImageFile, settings: MonitorSettings) -> list[Offset | None]:
+    """`measure_offsets` in a worker process."""
+    return measure_offsets(frame, images, _worker_cache(settings))
 
 
 def _compute_on_worker(
-    current: ImageFile, references: Sequence[ImageFile], model: str | None, settings: MonitorSettings
+    current: ImageFile,
+    references: Sequence[ImageFile],
+    offsets: Sequence[Offset | None],
+    model: str | None,
+    settings: MonitorSettings,
 ) -> ImageResult:
     """Read one image and its references (cached in the worker process) and `compute_image` it."""
     from blobwatch.classifier import BlobClassifier
-    from blobwatch.difference import PreparedCache
 
     if _WORKER_STATE.get("model", ()) != model:
-        cache = _ImageCache(max(settings.cache_images, settings.n_references + 2))
-        cache.prepared = PreparedCache(settings.n_references + 1) if settings.register else None
-        _WORKER_STATE.update(model=model, classifier=BlobClassifier(model), cache=cache)
-    cache = _WORKER_STATE["cache"]
+        _WORKER_STATE.update(model=model, classifier=BlobClassifier(model))
+    cache = _worker_cache(settings)
     t = time.perf_counter()
     image = cache.get(current)
     refs = cache.get_many(references)
     read = time.perf_counter() - t
-    result = compute_image(image, refs, _WORKER_STATE["classifier"], settings, prepared=cache.prepared)
+    result = compute_image(image, refs, _WORKER_STATE["classifier"], settings, prepared=cache.prepared,
+                           offsets=offsets)
     return dataclasses.replace(result, timings={"read": read, **result.timings})
+
+
+def _measure_on_cluster(
+    client: Any, frame: ImageFile, images: list[ImageFile], settings: MonitorSettings
+) -> list[Offset | None]:
+    """`measure_offsets` split into tasks of `OFFSET_CHUNK` images on the cluster."""
+    chunks = [images[i : i + OFFSET_CHUNK] for i in range(0, len(images), OFFSET_CHUNK)]
+    futures = client.map(_measure_on_worker, chunks, frame=frame, settings=settings, pure=False)
+    return [offset for part in client.gather(futures) for offset in part]
 
 
 @contextlib.contextmanager
@@ -140,26 +176,36 @@ def reprocess(
         raise ValueError(f"workers={workers} must be >= 1")
     cache = _ImageCache(settings.n_references + 2)
     reports_path, session_factory, summary = _start_run(archive, db, reports, settings, cache, echo)
-    ready = _ready_images(session_factory, settings)
-    if ready:
-        loaded = _load_model(model, None)  # before any claim: a bad model claims nothing
-        worker = worker_name()
-        bar, echo_line = progress_bar(progress, len(ready), "reprocess", echo)
-        try:
-            with _client(workers, scheduler) as client:
-                log.info("Dask dashboard: %s", client.dashboard_link)
-                window = 2 * max(1, len(client.scheduler_info(n_workers=-1)["workers"])) + 2
-                for outcome in _process_in_order(client, session_factory, ready, loaded, settings, reports_path,
-                                                 urls, worker, window):
+    with contextlib.ExitStack() as stack:
+        started: list[Any] = []
+
+        def client() -> Any:
+            """The Dask client, started on first use (a rerun with nothing to do starts no cluster)."""
+            if not started:
+                started.append(stack.enter_context(_client(workers, scheduler)))
+                log.info("Dask dashboard: %s", started[0].dashboard_link)
+            return started[0]
+
+        if settings.register:
+            _measure_new_offsets(session_factory,
+                                 lambda frame, images: _measure_on_cluster(client(), frame, images, settings))
+        ready = _ready_images(session_factory, settings)
+        if ready:
+            loaded = _load_model(model, None)  # before any claim: a bad model claims nothing
+            window = 2 * max(1, len(client().scheduler_info(n_workers=-1)["workers"])) + 2
+            bar, echo_line = progress_bar(progress, len(ready), "reprocess", echo)
+            try:
+                for outcome in _process_in_order(client(), session_factory, ready, loaded, settings, reports_path,
+                                                 urls, worker_name(), window):
                     summary.outcomes.append(outcome)
                     if outcome.status == "rejected":
                         summary.rejected.append(outcome)
                     echo_line(outcome.summary_line())
                     if bar:
                         bar.update(1)
-        finally:
-            if bar:
-                bar.close()
+            finally:
+                if bar:
+                    bar.close()
     _finish_run(summary, session_factory, reports_path, urls, sender, echo)
     summary.seconds = time.perf_counter() - start
     return summary
@@ -192,7 +238,8 @@ def _process_in_order(
                 return _outcome(session_factory, iid, "waiting",
                                 f"only {len(refs)} valid earlier images (need {settings.min_references})")
             future = client.submit(_compute_on_worker, ImageFile(image.path, image.sha256),
-                                   [ImageFile(r.path, r.sha256) for r in refs], model.path, settings, pure=False)
+                                   [ImageFile(r.path, r.sha256) for r in refs], _stored_offsets(image, refs),
+                                   model.path, settings, pure=False)
             return iid, future, [(r.id, r.path) for r in refs]
 
     def drain() -> Iterator[ImageOutcome]:

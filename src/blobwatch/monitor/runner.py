@@ -6,15 +6,18 @@
 2. **register** each new file content (SHA-256) as an ``images`` row: the file is read with
    `blobwatch.fits_io.read_blob_image`; a file it refuses (corrupt, truncated, all-NaN, ...) or
    whose shape differs from the monitor's images is recorded as ``rejected`` with the reason;
-3. **process**, in order of observation time, every registered image that has at least
+3. **register once** (with ``register``): measure the blob-pattern offset of every new valid image
+   to a fixed frame image and store it in ``images`` (`measure_offsets`), so that a difference
+   aligns its references by the stored offsets instead of registering each one again;
+4. **process**, in order of observation time, every registered image that has at least
    ``min_references`` earlier valid images: atomically claim it, build the registered difference
    against the preceding ``n_references``, run `blobwatch.detect.detect` (16 subframes, CNN,
    candidates), compute the saliency maps of flagged subframes, sort candidates into ``known``
    (inside a catalog blob), ``linked`` (at an earlier open or confirmed candidate) and ``new``,
    write the report, then commit all rows of the image and its pending notifications in one
    transaction;
-4. **notify**: send pending and earlier failed notifications (`blobwatch.monitor.notify`);
-5. rewrite the index and blob-map pages.
+5. **notify**: send pending and earlier failed notifications (`blobwatch.monitor.notify`);
+6. rewrite the index and blob-map pages.
 
 Running it twice over the same inbox changes nothing the second time.
 """
@@ -72,6 +75,7 @@ __all__ = [
     "MonitorSummary",
     "compute_image",
     "discover",
+    "measure_offsets",
     "progress_bar",
     "record",
     "run_monitor",
@@ -359,6 +363,83 @@ def _reject_wrong_shapes(
     return tuple(expected), rejected
 
 
+#: A blob-pattern offset (dy, dx) in pixels.
+Offset = tuple[float, float]
+
+
+def measure_offsets(frame: ImageFile, images: Sequence[ImageFile], cache: _ImageCache) -> list[Offset | None]:
+    """Each image's blob-pattern offset to the frame image (`blobwatch.difference.OffsetFrame`).
+
+    Returns
+    -------
+    list of (float, float) or None
+        None where the offset cannot be measured (the image's differences register it directly).
+
+    Raises
+    ------
+    InputError
+        The frame image cannot be read.
+    """
+    from blobwatch.difference import OffsetFrame
+
+    offset_frame = OffsetFrame(cache.get(frame), prepared=cache.prepared)
+    out: list[Offset | None] = []
+    for image in images:
+        try:
+            out.append(offset_frame.offset(cache.get(image)))
+        except InputError as exc:  # rejected when it is processed or used as a reference
+            log.warning("%s: offset not measured: %s", image.path, exc.problem)
+            out.append(None)
+    return out
+
+
+def _measure_new_offsets(
+    session_factory: sessionmaker[Session],
+    measure: Callable[[ImageFile, list[ImageFile]], list[Offset | None]],
+) -> None:
+    """Register once: measure the offset of every valid image that has none yet and store them.
+
+    The frame is the image already used as one (``offset_frame_id`` its own id), else the
+    earliest valid image; ``measure`` (`measure_offsets`, or its Dask version) does the work.
+    """
+    valid = (Image.status != "rejected", Image.mjd.is_not(None))
+    columns = (Image.id, Image.path, Image.sha256)
+    with session_factory() as session:
+        frame = session.execute(select(*columns).where(Image.id == Image.offset_frame_id, *valid)
+                                .order_by(Image.id).limit(1)).first()
+        frame = frame or session.execute(select(*columns).where(*valid).order_by(Image.mjd, Image.id).limit(1)).first()
+        todo = session.execute(select(*columns)
+                               .where(Image.offset_frame_id.is_(None), *valid).order_by(Image.mjd, Image.id)).all()
+    if frame is None or not todo:
+        return
+    frame_id, frame_path, frame_sha = frame
+    others = [(iid, ImageFile(path, sha)) for iid, path, sha in todo if iid != frame_id]
+    try:
+        offsets = dict(zip([iid for iid, _ in others], measure(ImageFile(frame_path, frame_sha),
+                                                             [f for _, f in others])))
+    except InputError as exc:
+        log.warning("%s: cannot be read as the offset frame (%s); differences register their references",
+                    exc.path, exc.problem)
+        return
+    offsets[frame_id] = (0.0, 0.0)
+    with write_session(session_factory) as session:
+        for iid, offset in offsets.items():
+            dy, dx = offset if offset is not None else (None, None)
+            session.execute(update(Image).where(Image.id == iid)
+                            .values(offset_dy=dy, offset_dx=dx, offset_frame_id=frame_id))
+        session.commit()
+    log.info("offsets of %d image(s) to frame %s measured", len(offsets), Path(frame_path).name)
+
+
+def _stored_offsets(image: Image, refs: Sequence[Image]) -> list[Offset | None]:
+    """The references' offsets relative to ``image`` from the stored frame offsets (None: unknown)."""
+    if image.offset_frame_id is None or image.offset_dy is None or image.offset_dx is None:
+        return [None] * len(refs)
+    return [(r.offset_dy - image.offset_dy, r.offset_dx - image.offset_dx)
+            if r.offset_frame_id == image.offset_frame_id and r.offset_dy is not None and r.offset_dx is not None
+            else None for r in refs]
+
+
 # --------------------------------------------------------------------------------------------
 # Processing one image
 # --------------------------------------------------------------------------------------------
@@ -481,7 +562,13 @@ class ImageResult:
 
 
 def compute_image(
-    current: Any, references: Sequence[Any], classifier: Any, settings: MonitorSettings, *, prepared: Any = None
+    current: Any,
+    references: Sequence[Any],
+    classifier: Any,
+    settings: MonitorSettings,
+    *,
+    prepared: Any = None,
+    offsets: Sequence[Offset | None] | None = None,
 ) -> ImageResult:
     """Difference, detection and saliency of one image: pure computation, no database, no files.
 
@@ -497,6 +584,9 @@ def compute_image(
         rules recorded in the parameters.
     prepared : blobwatch.difference.PreparedCache, optional
         Registration preparations shared by the images of one run.
+    offsets : sequence of (float, float) or None, optional
+        The references' offsets relative to ``current`` where known (`_stored_offsets`); the
+        others are registered.
     """
     from blobwatch.detect import detect
     from blobwatch.difference import blob_difference
@@ -507,7 +597,7 @@ def compute_image(
         warnings.simplefilter("ignore")  # FewReferencesWarning is expected while < 30 exist
         diff = blob_difference(current, references, register=settings.register,
                                min_references=settings.min_references, max_references=settings.n_references,
-                               prepared=prepared)
+                               prepared=prepared, offsets=offsets)
     timings["difference"] = time.perf_counter() - t
     t = time.perf_counter()
     detection = detect(diff, classifier, threshold=settings.threshold, name=current.name)
@@ -579,7 +669,8 @@ def process_image(
     read_seconds = time.perf_counter() - t0
 
     # 2. compute phase
-    result = compute_image(current, ref_images, model.classifier, settings, prepared=cache.prepared)
+    result = compute_image(current, ref_images, model.classifier, settings, prepared=cache.prepared,
+                           offsets=_stored_offsets(image, refs))
     # 3. write phase
     return record(session_factory, image_id, result, reference_ids=[r.id for r in refs], model=model,
                   settings=settings, reports=reports, notify_urls=notify_urls, worker=worker,
@@ -764,6 +855,8 @@ def run_monitor(
     urls = list(notify or [])
     cache = _ImageCache(max(settings.cache_images, settings.n_references + 2))
     reports_path, session_factory, summary = _start_run(inbox, db, reports, settings, cache, echo)
+    if settings.register:
+        _measure_new_offsets(session_factory, lambda frame, images: measure_offsets(frame, images, cache))
     worker = worker_name()
     ready = _ready_images(session_factory, settings)
 
