@@ -39,7 +39,9 @@ from blobwatch.monitor.runner import (
     MonitorSettings,
     MonitorSummary,
     Offset,
+    _add_outcome,
     _ClaimLost,
+    _failed,
     _finish_run,
     _ImageCache,
     _load_model,
@@ -197,12 +199,7 @@ def reprocess(
             try:
                 for outcome in _process_in_order(client(), session_factory, ready, loaded, settings, reports_path,
                                                  urls, worker_name(), window):
-                    summary.outcomes.append(outcome)
-                    if outcome.status == "rejected":
-                        summary.rejected.append(outcome)
-                    echo_line(outcome.summary_line())
-                    if bar:
-                        bar.update(1)
+                    _add_outcome(summary, outcome, echo_line, bar)
             finally:
                 if bar:
                     bar.close()
@@ -276,10 +273,7 @@ def _process_in_order(
                 log.warning("%s", exc)
                 outcome = _outcome(session_factory, iid, "busy", str(exc))
             except Exception as exc:  # one bad image never stops the others
-                log.exception("image %d: processing failed", iid)
-                with session_factory() as session:
-                    release_image(session, iid, worker)
-                outcome = _outcome(session_factory, iid, "failed", f"{type(exc).__name__}: {exc}")
+                outcome = _failed(session_factory, iid, worker, exc)
             in_flight.popleft()
             yield outcome
 

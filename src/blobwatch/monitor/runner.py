@@ -798,6 +798,24 @@ def _outcome(session_factory: sessionmaker[Session], image_id: int, status: str,
         return ImageOutcome(image_id, image.name, status, image.obs_date, reason)
 
 
+def _failed(session_factory: sessionmaker[Session], image_id: int, worker: str, exc: Exception) -> ImageOutcome:
+    """Log an unexpected processing error with its traceback, release the claim: a ``failed`` outcome."""
+    log.error("image %d: processing failed", image_id, exc_info=exc)
+    with session_factory() as session:
+        release_image(session, image_id, worker)
+    return _outcome(session_factory, image_id, "failed", f"{type(exc).__name__}: {exc}")
+
+
+def _add_outcome(summary: MonitorSummary, outcome: ImageOutcome, echo_line: Callable[[str], None], bar: Any) -> None:
+    """Add an image's outcome to the summary, print its line and advance the progress bar."""
+    summary.outcomes.append(outcome)
+    if outcome.status == "rejected":
+        summary.rejected.append(outcome)
+    echo_line(outcome.summary_line())
+    if bar:
+        bar.update(1)
+
+
 class _Retry(Exception):
     """A reference turned out to be unreadable; choose the references again."""
 
@@ -896,21 +914,13 @@ def run_monitor(
                         release_image(session, iid, worker)
                     raise
                 except Exception as exc:  # one bad image never stops the others
-                    log.exception("image %d: processing failed", iid)
-                    with session_factory() as session:
-                        release_image(session, iid, worker)
-                    outcome = _outcome(session_factory, iid, "failed", f"{type(exc).__name__}: {exc}")
+                    outcome = _failed(session_factory, iid, worker, exc)
                     break
             else:  # pragma: no cover - only if every reference became unreadable
                 with session_factory() as session:
                     release_image(session, iid, worker)
                 continue
-            summary.outcomes.append(outcome)
-            if outcome.status == "rejected":
-                summary.rejected.append(outcome)
-            echo_line(outcome.summary_line())
-            if bar:
-                bar.update(1)
+            _add_outcome(summary, outcome, echo_line, bar)
     finally:
         if bar:
             bar.close()
