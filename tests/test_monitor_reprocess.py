@@ -8,6 +8,7 @@ the first processed day and linked afterwards) and the hand-set classifier of
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -141,3 +142,41 @@ def test_reprocess_bad_input_is_one_line_and_exit_2(
     code = main([a.format(tmp=tmp_path) for a in argv] + ["--db", f"sqlite:///{tmp_path / 'bw.db'}"])
     err = capsys.readouterr().err
     assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_reference_that_went_bad_is_rejected_and_its_images_sent_again(
+    archive: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """As in the serial monitor: the bad reference is rejected, each image that used it is computed
+    again with the references chosen anew (or waits when too few are left)."""
+    from dask.distributed import LocalCluster
+
+    images, model = archive
+    inbox = tmp_path / "inbox"
+    shutil.copytree(images, inbox)
+    url = f"sqlite:///{tmp_path / 'bw.db'}"
+    run_monitor(inbox, db=url, reports=tmp_path / "reports", settings=MonitorSettings(n_references=10, min_references=10),
+                echo=lambda line: None)  # register only
+    next(inbox.glob("csm_day001_blob.fits")).write_bytes(os.urandom(2880))  # damaged after registration
+    with LocalCluster(n_workers=1, processes=False, threads_per_worker=1, dashboard_address=":0") as cluster:
+        summary = reprocess(inbox, db=url, reports=tmp_path / "reports", model=model,
+                            settings=MonitorSettings(n_references=4, min_references=2),
+                            scheduler=cluster.scheduler_address, progress=False, echo=lambda line: None)
+    by_name = {o.name: o.status for o in summary.outcomes}
+    assert by_name["csm_day002_blob.fits"] == "waiting"  # day 1 gone: only day 0 before it
+    assert [o.name for o in summary.processed] == [f"csm_day{d:03d}_blob.fits" for d in range(3, 10)]
+    with open_database(url)() as s:
+        day1 = list(s.scalars(select(Image).where(Image.path.like("%day001%"))))
+        assert len(day1) == 2 and all(d.status == "rejected" and "not a FITS file" in d.reason for d in day1)
+        used = {i for r in s.scalars(select(Run)) for i in r.parameters["reference_image_ids"]}
+        assert not {d.id for d in day1} & used and s.scalar(select(func.count()).select_from(Run)) == 7
+
+
+def test_input_errors_survive_pickling() -> None:
+    """A worker's InputError reaches the client with its file and problem."""
+    import pickle
+
+    from blobwatch.errors import InputError
+
+    error = pickle.loads(pickle.dumps(InputError("a.fits", "not a FITS file")))
+    assert (error.path, error.problem, str(error)) == ("a.fits", "not a FITS file", "a.fits: not a FITS file")

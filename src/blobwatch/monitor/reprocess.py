@@ -10,8 +10,8 @@ The work on one image splits in two (`blobwatch.monitor.runner`):
 
 Each new image's offset to the fixed frame (register once, `measure_offsets`) is measured on the
 workers too, in tasks of `OFFSET_CHUNK` images.  The images, references, offsets and settings are
-those `run_monitor` would use, so the database ends up
-the same as after the serial monitor on the same inbox.  Each image is claimed before it is sent
+those `run_monitor` would use, so the database ends up the same as after the serial monitor on
+the same inbox.  Each image is claimed before it is sent
 to a worker and committed on its own: after a kill -9 a rerun frees the dead process's claims
 (`reclaim_dead_claims`) and processes the rest.  Workers read the files themselves: with
 ``scheduler`` they must see the archive and the model at the same paths.
