@@ -77,15 +77,17 @@ def serial(archive: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory)
 
 
 def test_reprocess_on_two_workers_gives_the_serial_monitors_database(
-    archive: tuple[Path, Path], serial: dict[str, list[tuple]], tmp_path: Path
+    archive: tuple[Path, Path], serial: dict[str, list[tuple]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     images, model = archive
     url = f"sqlite:///{tmp_path / 'bw.db'}"
     sent: list[str] = []
     summary = reprocess(images, db=url, reports=tmp_path / "reports", notify=[URL], model=model,
                         settings=SETTINGS, workers=2, sender=lambda u, title, body, key: sent.append(title),
-                        progress=False, echo=lambda line: None)
+                        progress=True, echo=lambda line: None)
     assert summary.exit_code == 0 and len(summary.processed) == 7
+    bar = capsys.readouterr().err  # the progress bar
+    assert "reprocess: 100%" in bar and "7/7" in bar
     content = _content(url)
     assert content == serial
     statuses = {c[7] for c in content["candidates"]}
