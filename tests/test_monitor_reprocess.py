@@ -135,7 +135,7 @@ def test_a_rerun_after_kill_9_finishes_the_rest_on_an_existing_scheduler(
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["reprocess", "{tmp}/missing"], "missing: inbox folder not found"),
+    (["reprocess", "{tmp}/missing"], "missing: archive folder not found"),
     (["reprocess", "{tmp}", "--workers", "0"], "--workers 0 must be at least 1"),
 ])
 def test_reprocess_bad_input_is_one_line_and_exit_2(

@@ -218,7 +218,7 @@ def _refresh_pages(session: Any, reports: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _pipeline_run(args: argparse.Namespace, inbox_arg: str) -> dict[str, Any]:
+def _pipeline_run(args: argparse.Namespace, inbox_arg: str, what: str = "inbox") -> dict[str, Any]:
     """Check the pipeline options of ``monitor`` or ``reprocess``; the keyword arguments of the run.
 
     Raises
@@ -231,7 +231,7 @@ def _pipeline_run(args: argparse.Namespace, inbox_arg: str) -> dict[str, Any]:
 
     inbox = Path(inbox_arg)
     if not inbox.exists():
-        raise InputError(inbox, "inbox folder not found")
+        raise InputError(inbox, f"{what} folder not found")
     if args.references < 1 or not 1 <= args.min_references <= args.references:
         raise BlobwatchError(f"--min-references {args.min_references} must be between 1 and "
                              f"--references {args.references}")
@@ -291,7 +291,7 @@ def run_reprocess_command(args: argparse.Namespace) -> int:
         raise BlobwatchError(f"reprocess needs Dask: pip install 'blobwatch[distributed]' ({exc})") from None
     if not args.verbose:  # Dask's cluster start and stop messages
         logging.getLogger("distributed").setLevel(logging.WARNING)
-    kwargs = _pipeline_run(args, args.archive)
+    kwargs = _pipeline_run(args, args.archive, "archive")
     summary = reprocess(args.archive, workers=args.workers, scheduler=args.scheduler, **kwargs)
     _print_summary(summary, kwargs["notify"])
     return summary.exit_code
