@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from regions import Regions
 
 from blobwatch.classifier import BlobClassifier
 from blobwatch.cli import main
@@ -189,9 +190,15 @@ def test_detect_cli_json_on_difference(tmp_path: Path, model_path: Path, blob_di
     path = tmp_path / "diff.fits"
     fits.PrimaryHDU(blob_diff).writeto(path)
     out_json = tmp_path / "result.json"
-    assert main(["detect", str(path), "--model", str(model_path), "--json", "--output", str(out_json)]) == 0
+    reg = tmp_path / "out" / "cands.reg"
+    assert main(["detect", str(path), "--model", str(model_path), "--json", "--output", str(out_json),
+                 "--reg", str(reg)]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload == json.loads(out_json.read_text())
+    (region,) = Regions.read(str(reg), format="ds9")  # the candidate's circle, 0-based like the JSON
+    assert (region.center.x, region.center.y, region.radius) == pytest.approx(
+        (payload["candidates"][0]["x"], payload["candidates"][0]["y"], payload["candidates"][0]["radius"]))
+    assert region.meta["text"].startswith("candidate 1 P=") and "diff.fits" in reg.read_text()
     assert payload["image"] == "diff.fits"
     assert set(payload) >= {"image", "threshold", "subframes", "candidates"}
     (cand,) = payload["candidates"]

@@ -73,3 +73,59 @@ def test_peaks_find_the_centre_and_size_of_a_probability_disc() -> None:
     assert abs(found[0].x - 120.6) < 0.2 and abs(found[0].y - 80.3) < 0.2
     assert 3 < found[0].radius < 7
     assert peaks(prob * 0.05, floor=0.1) == []
+
+
+# --------------------------------------------------------------------------------------------
+# the shipped localizing model
+# --------------------------------------------------------------------------------------------
+
+
+def _scene(new: list[tuple[float, float, float, float]], old: list[tuple[float, float, float, float]],
+           noise: float = 0.01, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """A registered difference and its reference median: discs (y, x, radius, depth)."""
+    from blobwatch.simulate import blob_profile
+
+    rng = np.random.default_rng(5)
+
+    def throughput(blobs):
+        t = np.ones((size, size), dtype=np.float32)
+        for y, x, r, d in blobs:
+            prof = blob_profile(r, kind="disc", size=41, center=(y - round(y), x - round(x)))
+            iy, ix = int(round(y)), int(round(x))
+            t[iy - 20 : iy + 21, ix - 20 : ix + 21] *= 1.0 - d * prof
+        return t
+
+    ref_t = throughput(old)
+    reference = ref_t + rng.normal(0, noise / 5, (size, size)).astype(np.float32)
+    current = throughput(old + new) + rng.normal(0, noise, (size, size)).astype(np.float32)
+    return current - reference, reference
+
+
+def test_shipped_fcn_finds_a_disc_blob_within_one_pixel() -> None:
+    det = FCNDetector()
+    diff, ref = _scene(new=[(120.3, 140.7, 7.0, 0.06)], old=[(60.0, 60.0, 8.0, 0.2), (200.0, 180.0, 6.0, 0.1)])
+    found = [c for c in det.candidates(diff, ref) if c.probability >= det.threshold]
+    assert len(found) == 1, found
+    assert np.hypot(found[0].x - 140.7, found[0].y - 120.3) <= 1.0
+
+
+def test_shipped_fcn_finds_a_new_blob_on_a_deeper_existing_one() -> None:
+    det = FCNDetector()
+    diff, ref = _scene(new=[(128.0, 130.0, 6.0, 0.06)], old=[(128.0, 127.0, 9.0, 0.25)])
+    found = [c for c in det.candidates(diff, ref) if c.probability >= det.threshold]
+    assert any(np.hypot(c.x - 130.0, c.y - 128.0) <= 3.0 for c in found), found
+
+
+def test_shipped_fcn_stays_quiet_on_a_translated_sequence() -> None:
+    from blobwatch.difference import blob_difference
+    from blobwatch.fits_io import BlobImage
+    from blobwatch.simulate import SimulationConfig, simulate_sequence
+
+    sim = simulate_sequence(SimulationConfig(n_days=8, size=256, seed=11, shift_sigma=1.0, n_existing=12,
+                                             noise_sigma=0.01, cosmic_ray_rate=0, snowball_rate=0,
+                                             persistence_rate=0))
+    images = [BlobImage(data=sim.images[d], mjd=float(sim.mjd[d]), path=f"d{d}") for d in range(8)]
+    with pytest.warns(UserWarning):
+        result = blob_difference(images[-1], images[:-1])
+    det = FCNDetector()
+    assert [c for c in det.candidates(result.data, result.stack) if c.probability >= det.threshold] == []

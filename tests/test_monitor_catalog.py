@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from sqlalchemy import func, select
 
 from blobwatch.errors import InputError
 from blobwatch.monitor.catalog import (
+    catalog_version,
+    export_bpixtab,
     BLOB_DQ_FLAG,
     CatalogError,
     blob_mask,
@@ -128,6 +131,47 @@ def test_blob_mask_and_export(Session, tmp_path: Path) -> None:
         assert dq14[195, 95] == BLOB_DQ_FLAG
         np.testing.assert_array_equal(dq14, dq[5:-5, 5:-5])
     assert not list((tmp_path / "out").glob(".*.tmp"))
+
+
+def test_masks_and_bad_pixel_table_carry_the_reference_file_keywords(Session, tmp_path: Path) -> None:
+    import datetime as dt
+
+    with Session() as s:
+        s.add_all([Image(path="/d/a.fits", sha256="a" * 64, mjd=60000.0, obs_date=dt.datetime(2023, 2, 25, 5)),
+                   Image(path="/d/b.fits", sha256="b" * 64, mjd=60040.0, obs_date=dt.datetime(2023, 4, 6, 5)),
+                   Blob(x=100.0, y=200.0, radius=4.0, source="import"),
+                   Blob(x=2.0, y=1022.0, radius=3.0, source="confirmed", first_seen=dt.datetime(2023, 3, 9))])
+        s.commit()
+        ecsv, mask1024, mask1014 = export_catalog(s, tmp_path / "catalog.ecsv")
+        table_path = export_bpixtab(s, tmp_path / "blobs_bpx.fits")
+        version = catalog_version(list(s.scalars(select(Blob))))
+    for path in (mask1024, mask1014, table_path):
+        header = fits.getheader(path)
+        assert (header["INSTRUME"], header["DETECTOR"], header["FILETYPE"]) == ("WFC3", "IR", "BAD PIXELS")
+        assert header["USEAFTER"] == "Mar 09 2023 00:00:00"  # the newest blob's first sighting
+        assert header["PEDIGREE"] == "INFLIGHT 25/02/2023 06/04/2023"
+        assert header["DESCRIP"].startswith("WFC3/IR blob") and header["CATVERS"] == version
+        assert f"blob catalog version {version}: 2 blobs" in str(header["COMMENT"])
+    with fits.open(table_path) as hdul:
+        rows = hdul["BPIXTAB"].data
+    assert rows.columns.names == ["PIX1", "PIX2", "LENGTH", "AXIS", "VALUE", "BLOB"]
+    assert set(rows["AXIS"]) == {1} and set(rows["VALUE"]) == {512}
+    # the runs cover exactly the 1024x1024 mask's pixels (1-based PIX1, PIX2)
+    covered = np.zeros((1024, 1024), dtype=bool)
+    for pix1, pix2, length in zip(rows["PIX1"], rows["PIX2"], rows["LENGTH"]):
+        covered[pix2 - 1, pix1 - 1:pix1 - 1 + length] = True
+    np.testing.assert_array_equal(covered, fits.getdata(mask1024, "DQ") == 512)
+    assert list(rows["BLOB"][rows["PIX2"] == 201]) == [1]  # blob 1's centre row (0-based y 200)
+    assert rows["PIX1"][rows["PIX2"] == 201][0] == 101 - 4 and rows["LENGTH"][rows["PIX2"] == 201][0] == 9
+    assert catalog_version([]) == "0-" + hashlib.sha256(b"").hexdigest()[:12]
+
+
+def test_an_empty_catalog_gives_an_empty_table_and_dummy_pedigree(Session, tmp_path: Path) -> None:
+    with Session() as s:
+        path = export_bpixtab(s, tmp_path / "empty_bpx.fits")
+    with fits.open(path) as hdul:
+        assert len(hdul["BPIXTAB"].data) == 0
+        assert hdul[0].header["PEDIGREE"] == "DUMMY" and hdul[0].header["USEAFTER"] == "May 14 2009 00:00:00"
 
 
 def test_known_blob_at_picks_the_nearest_containing_blob() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from astropy.io import fits
 from astropy.table import Table
+from regions import Regions
 
 from blobwatch.cli import main
 from handmade_model import write_handmade_model
@@ -34,7 +35,7 @@ def test_monitor_and_catalog_commands(setup: dict, capsys: pytest.CaptureFixture
     root = setup["root"]
     monkeypatch.delenv("BLOBWATCH_DB", raising=False)
     monkeypatch.delenv("BLOBWATCH_NOTIFY", raising=False)
-    monkeypatch.setenv("BLOBWATCH_CONFIG", str(root / "no-config.toml"))
+    monkeypatch.delenv("BLOBWATCH_CONFIG", raising=False)
     reports = root / "reports"
     common = ["--reports", str(reports)]
     assert main(["catalog", "import", str(setup["sim"] / "truth_blobs.ecsv"), *common]) == 0
@@ -42,12 +43,16 @@ def test_monitor_and_catalog_commands(setup: dict, capsys: pytest.CaptureFixture
 
     with webhook_server() as hook:
         code = main(["monitor", str(setup["inbox"]), *common, "--model", str(setup["model"]),
-                     "--min-references", "3", "--notify", hook.url, "--no-progress"])
+                     "--min-references", "3", "--notify", hook.url, "--no-progress",
+                     "--base-url", "http://review.example:8000/"])
         out = capsys.readouterr().out
         assert code == 1  # the broken file was rejected
         assert "broken_blob.fits" in out and "rejected" in out
         assert "csm_day003_blob.fits" in out and "1 processed" in out and "1 rejected" in out
         assert len(hook.received) == 1 and "ALERT" in out
+        message = hook.received[0]["message"]
+        assert "    review: http://review.example:8000/candidates/1\n" in message
+        assert f"catalog confirm ID --db sqlite:///{reports / 'blobwatch.db'}" in message
         # a second run: nothing new, exit 0, no second notification
         assert main(["monitor", str(setup["inbox"]), *common, "--model", str(setup["model"]),
                      "--min-references", "3", "--notify", hook.url]) == 0
@@ -81,6 +86,17 @@ def test_monitor_and_catalog_commands(setup: dict, capsys: pytest.CaptureFixture
         assert hdul["DQ"].data.shape == (1014, 1014)
     assert main(["catalog", "list", "--blobs", *common]) == 0
     assert "confirmed" in capsys.readouterr().out
+    reg = root / "export" / "blobs.reg"
+    assert main(["catalog", "export", str(reg), "--format", "reg", *common]) == 0
+    circles = Regions.read(str(reg), format="ds9")
+    assert [(r.center.x, r.center.y, r.radius) for r in circles] == [
+        pytest.approx((row["x"], row["y"], row["radius"])) for row in table]
+    assert [r.meta["text"] for r in circles] == [f"blob {i}" for i in table["id"]]
+    bpx = root / "export" / "blobs_bpx.fits"
+    assert main(["catalog", "export", str(bpx), "--format", "bpixtab", *common]) == 0
+    assert capsys.readouterr().out.split() == [str(reg), str(bpx)]
+    with fits.open(bpx) as hdul:
+        assert hdul[0].header["FILETYPE"] == "BAD PIXELS" and set(hdul["BPIXTAB"].data["BLOB"]) == {1, 2, 3, 4}
 
 
 @pytest.fixture()
@@ -88,7 +104,7 @@ def in_empty_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run in an empty working folder, without $BLOBWATCH_DB or a config file."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("BLOBWATCH_DB", raising=False)
-    monkeypatch.setenv("BLOBWATCH_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.delenv("BLOBWATCH_CONFIG", raising=False)
     return tmp_path
 
 
@@ -101,6 +117,7 @@ def in_empty_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (["monitor", ".", "--notify", "nonsense-scheme://x"], "not a valid apprise URL"),
         (["monitor", ".", "--model", "/no/model.pt"], "model file not found"),
         (["monitor", ".", "--watch", "0"], "--watch 0 must be a positive number"),
+        (["monitor", ".", "--base-url", "review.example"], "--base-url 'review.example': must be an http"),
         (["catalog", "import", "/no/file.ecsv"], "file not found"),
         (["catalog", "reject", "99", "--reason", "x"], "candidate 99 does not exist"),
         (["catalog", "list", "--status", "maybe"], "--status 'maybe' must be one of"),
@@ -169,7 +186,7 @@ def test_monitor_and_serve_share_the_default_database(in_empty_folder: Path,
     assert seen["url"] == locations(monitor_args)[0] == f"sqlite:///{tmp_path / 'blobwatch-reports' / 'blobwatch.db'}"
 
 
-def test_demo_folder_is_emptied_only_if_a_demo_wrote_it(tmp_path: Path) -> None:
+def test_demo_folder_is_emptied_only_if_a_demo_wrote_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from blobwatch.cli.demo import _prepare_outdir
     from blobwatch.errors import InputError
 
@@ -181,11 +198,31 @@ def test_demo_folder_is_emptied_only_if_a_demo_wrote_it(tmp_path: Path) -> None:
     assert (mine / "thesis.tex").exists()
     out = tmp_path / "demo"
     _prepare_outdir(out)
+    assert capsys.readouterr().out == ""  # a new folder replaces nothing
     (out / "inbox").mkdir()
     (out / "inbox" / "old.fits").write_bytes(b"x")
     (out / "blobwatch.db").write_bytes(b"x")
     _prepare_outdir(out)
     assert sorted(p.name for p in out.iterdir()) == [".blobwatch-demo"]
+    assert f"replacing the output of an earlier demo in {out}: its files" in capsys.readouterr().out
+
+
+def test_demo_says_which_review_decisions_it_replaces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from blobwatch.cli.demo import _prepare_outdir
+    from blobwatch.monitor.db import Candidate, Image, Run, open_database
+
+    out = tmp_path / "demo"
+    _prepare_outdir(out)
+    with open_database(f"sqlite:///{out / 'blobwatch.db'}").begin() as s:
+        s.add_all([Image(id=i, path=f"/in/{i}.fits", sha256=str(i) * 64, status="processed") for i in (1, 2)])
+        s.add(Run(id=1, image_id=2, blobwatch_version="t"))
+        s.add_all([Candidate(run_id=1, image_id=2, x=x, y=5.0, probability=0.9, status=status,
+                             reviewed_by=None if status == "new" else "Ada")
+                   for x, status in ((5.0, "confirmed"), (50.0, "rejected"), (90.0, "new"))])
+    _prepare_outdir(out)
+    said = capsys.readouterr().out
+    assert "its database with 2 images and 2 review decision(s)" in said and "are lost" in said
+    assert not (out / "blobwatch.db").exists()
 
 
 @pytest.mark.slow
@@ -204,7 +241,7 @@ def test_confirm_of_a_candidate_linked_to_a_confirmed_one_is_refused_or_recorded
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     from blobwatch.monitor.db import Blob, Candidate, Image, Run, open_database
 
-    monkeypatch.setenv("BLOBWATCH_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.delenv("BLOBWATCH_CONFIG", raising=False)
     url = f"sqlite:///{tmp_path / 'bw.db'}"
     with open_database(url).begin() as s:
         s.add_all([Image(id=i, path=f"/in/{i}.fits", sha256=str(i) * 64, status="processed", mjd=60000.0 + i)
@@ -237,7 +274,7 @@ def test_a_command_on_an_existing_or_foreign_database_prints_no_alembic_lines(tm
     open_database(f"sqlite:///{good}")
     with sqlite3.connect(other) as conn:
         conn.execute("CREATE TABLE notes (text TEXT)")
-    env = {**os.environ, "BLOBWATCH_CONFIG": str(tmp_path / "none.toml")}
+    env = {k: v for k, v in os.environ.items() if k != "BLOBWATCH_CONFIG"}  # and no blobwatch.toml in tmp_path
 
     def run(db: Path) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "blobwatch.cli", "catalog", "list", "--db", f"sqlite:///{db}"],
@@ -250,3 +287,55 @@ def test_a_command_on_an_existing_or_foreign_database_prints_no_alembic_lines(tm
         f"blobwatch: error: database sqlite:///{other}: not a blobwatch database (it has no blobwatch tables); "
         "give the right one with --db or $BLOBWATCH_DB, or create one with 'blobwatch monitor' or "
         "'blobwatch catalog import'"]
+
+
+LOG_LINE = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - blobwatch\.[a-z_.]+ - (DEBUG|INFO|WARNING|ERROR) - "
+
+
+def test_an_empty_inbox_says_so_and_exits_0(in_empty_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    inbox = in_empty_folder / "inbox"
+    (inbox / "notes").mkdir(parents=True)
+    (inbox / "notes" / "README.txt").write_text("not an image")
+    log_file = in_empty_folder / "logs" / "monitor.log"
+    log_file.parent.mkdir()
+    assert main(["monitor", str(inbox), "--no-progress", "--log-file", str(log_file)]) == 0
+    err = capsys.readouterr().err
+    warning = [line for line in err.splitlines() if "no FITS files" in line]
+    assert len(warning) == 1 and re.match(LOG_LINE.replace("[a-z_.]+", r"monitor\.runner"), warning[0])
+    assert f" - WARNING - {inbox}: the inbox holds no FITS files" in warning[0]
+    assert warning[0] in log_file.read_text().splitlines()  # the same line in the log file
+
+
+def test_log_options_after_the_subcommand(setup: dict, in_empty_folder: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    log_file = in_empty_folder / "import.log"
+    truth = str(setup["sim"] / "truth_blobs.ecsv")
+    assert main(["catalog", "import", truth, "--log-file", str(log_file)]) == 0
+    (line,) = [ln for ln in log_file.read_text().splitlines() if "imported 3 blobs" in ln]
+    assert re.match(LOG_LINE, line) and " - blobwatch.monitor.catalog - INFO - " in line
+    capsys.readouterr()
+    assert main(["catalog", "import", truth, "-q", "--log-file", str(log_file)]) == 0
+    assert " - INFO - " not in capsys.readouterr().err
+    assert len(log_file.read_text().splitlines()) == 1  # appended nothing: quiet
+    assert main(["catalog", "list", "-v"]) == 0 and main(["-q", "catalog", "list"]) == 0
+    with pytest.raises(SystemExit) as exc:
+        main(["catalog", "list", "-v", "-q"])
+    assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "usage", "problem"), [
+    (["catalog", "list", "--bogus"], "usage: blobwatch catalog list", "unrecognized arguments: --bogus"),
+    (["monitor", "inbox", "extra"], "usage: blobwatch monitor", "unrecognized arguments: extra"),
+    (["monitor"], "usage: blobwatch monitor", "the following arguments are required: INBOX"),
+    (["catalog", "export", "x", "--format", "csv"], "usage: blobwatch catalog export", "invalid choice: 'csv'"),
+])
+def test_an_argparse_mistake_shows_the_subcommands_usage(argv: list[str], usage: str, problem: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith(usage) and problem in err

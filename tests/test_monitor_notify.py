@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from blobwatch.errors import InputError
 from blobwatch.monitor.db import Candidate, Image, Notification, Run, open_database, utcnow
 from blobwatch.monitor.notify import (
     STALE_SENDING,
@@ -16,42 +15,11 @@ from blobwatch.monitor.notify import (
     apprise_send,
     deliver_pending,
     format_alert,
-    load_config,
     queue_notifications,
     redact_notify_url,
-    resolve_notify_urls,
     validate_notify_urls,
 )
 from monitor_support import free_port, webhook_server
-
-
-def test_url_sources_in_order_of_precedence(tmp_path: Path) -> None:
-    config_file = tmp_path / "config.toml"
-    config_file.write_text('[monitor]\nnotify = ["json://config.example/hook"]\ndb = "sqlite:///x.db"\n')
-    config = load_config(config_file)
-    env = {"BLOBWATCH_NOTIFY": "json://env.example/a, json://env.example/b json://env.example/a"}
-    assert resolve_notify_urls(["json://cli.example/x"], config=config, env=env) == ["json://cli.example/x"]
-    assert resolve_notify_urls(None, config=config, env=env) == ["json://env.example/a", "json://env.example/b"]
-    assert resolve_notify_urls([], config=config, env={}) == ["json://config.example/hook"]
-    assert resolve_notify_urls(None, config={}, env={}) == []
-    assert load_config(tmp_path / "absent.toml") == {}
-    with pytest.raises(InputError, match="config file not found"):
-        load_config(tmp_path / "absent.toml", required=True)
-    bad = tmp_path / "bad.toml"
-    bad.write_text("[monitor\n")
-    with pytest.raises(InputError, match="not a valid TOML"):
-        load_config(bad)
-
-
-def test_the_config_is_read_without_tomllib_as_on_python_3_10(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-    import tomllib
-
-    monkeypatch.setitem(sys.modules, "tomllib", None)  # as on 3.10: "import tomllib" fails
-    monkeypatch.setitem(sys.modules, "tomli", tomllib)  # tomli, the package tomllib came from
-    config_file = tmp_path / "config.toml"
-    config_file.write_text('[monitor]\nnotify = ["json://config.example/hook"]\n')
-    assert load_config(config_file) == {"monitor": {"notify": ["json://config.example/hook"]}}
 
 
 def test_urls_are_redacted_and_validated() -> None:
@@ -91,6 +59,25 @@ def test_message_names_file_date_coordinates_and_report(tmp_path: Path) -> None:
     assert f"candidate {cids[0]}: x=512.0 y=300.0 (DS9 513.0, 301.0) probability 0.987" in body
     assert "x=12.0 y=1000.5 (DS9 13.0, 1001.5)" in body
     assert "Report: /reports/x/report.html" in body
+    assert "No review app link (--base-url URL or base_url in blobwatch.toml adds one)" in body
+    assert "Review: blobwatch catalog confirm ID  |" in body  # no database given: no --db
+
+
+def test_message_links_each_candidate_to_the_review_app_and_names_the_database(tmp_path: Path) -> None:
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    image_id, cids = _image_with_candidates(Session)
+    with Session() as s:
+        image = s.get(Image, image_id)
+        _, body = format_alert(image, list(s.scalars(select(Candidate))), "/reports/x/report.html",
+                               base_url="https://blobs.example.org/review/",
+                               db_url="postgresql://ada:secret@db.example/blob watch")
+    lines = body.splitlines()
+    first = lines.index(next(line for line in lines if f"candidate {cids[0]}:" in line))
+    assert lines[first + 1] == f"    review: https://blobs.example.org/review/candidates/{cids[0]}"
+    assert f"Image in the review app: https://blobs.example.org/review/images/{image_id}" in lines
+    assert "No review app link" not in body and "secret" not in body
+    assert ("Review: blobwatch catalog confirm ID --db 'postgresql://ada:***@db.example/blob watch'  |  "
+            "blobwatch catalog reject ID --reason TEXT --db 'postgresql://ada:***@db.example/blob watch'") in lines
 
 
 def test_failed_delivery_is_recorded_and_retried(tmp_path: Path) -> None:

@@ -137,6 +137,9 @@ def test_a_rerun_after_kill_9_finishes_the_rest_on_an_existing_scheduler(
 @pytest.mark.parametrize("argv, expected", [
     (["reprocess", "{tmp}/missing"], "missing: archive folder not found"),
     (["reprocess", "{tmp}", "--workers", "0"], "--workers 0 must be at least 1"),
+    (["reprocess", "{tmp}", "--min-references", "40"], "--min-references 40 must be between 1 and --references 30"),
+    (["reprocess", "{tmp}", "--base-url", "review.example"], "--base-url 'review.example': must be an http"),
+    (["reprocess", "{tmp}", "--threshold", "2"], "--threshold 2.0: must be a number between 0 and 1"),
 ])
 def test_reprocess_bad_input_is_one_line_and_exit_2(
     argv: list[str], expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -144,6 +147,36 @@ def test_reprocess_bad_input_is_one_line_and_exit_2(
     code = main([a.format(tmp=tmp_path) for a in argv] + ["--db", f"sqlite:///{tmp_path / 'bw.db'}"])
     err = capsys.readouterr().err
     assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_reprocess_has_the_monitors_options_and_takes_them_from_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same pipeline options as ``monitor``, resolved the same way (`blobwatch.config`)."""
+    from blobwatch.cli import build_parser
+    from blobwatch.cli import _subparsers as subparsers
+
+    commands = subparsers(build_parser()).choices
+    options = {name: {o for a in commands[name]._actions for o in a.option_strings} for name in ("monitor", "reprocess")}
+    assert options["monitor"] - {"--once", "--watch"} == options["reprocess"] - {"--workers", "--scheduler"}
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("BLOBWATCH_CONFIG", "BLOBWATCH_DB", "BLOBWATCH_REPORTS", "BLOBWATCH_NOTIFY", "BLOBWATCH_BASE_URL",
+                 "BLOBWATCH_THRESHOLD", "BLOBWATCH_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "blobwatch.toml").write_text('reports = "team-reports"\nmodel = "/no/such/model.pt"\n')
+    assert main(["reprocess", "archive"]) == 2
+    assert "/no/such/model.pt: model file not found" in capsys.readouterr().err
+    (tmp_path / "blobwatch.toml").write_text('reports = "team-reports"\nreferences = 3\nmin_references = 2\n')
+    monkeypatch.setenv("BLOBWATCH_BASE_URL", "quicklook:8000")
+    assert main(["reprocess", "archive"]) == 2
+    assert "$BLOBWATCH_BASE_URL='quicklook:8000': must be an http" in capsys.readouterr().err
+    monkeypatch.delenv("BLOBWATCH_BASE_URL")
+    assert main(["reprocess", "archive", "--min-references", "4"]) == 2
+    assert "--min-references 4 must be between 1 and --references 3" in capsys.readouterr().err
+    assert main(["reprocess", "archive", "--no-progress"]) == 0  # nothing to do: no cluster is started
+    assert (tmp_path / "team-reports" / "blobwatch.db").is_file()
 
 
 def test_a_reference_that_went_bad_is_rejected_and_its_images_sent_again(

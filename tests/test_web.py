@@ -206,6 +206,59 @@ def test_blob_map_table_and_downloads(client: TestClient) -> None:
     assert client.get("/catalog/mask.fits", params={"frame": "999"}).status_code == 422
 
 
+def _regions(text: str) -> dict[str, list[Any]]:
+    from regions import Regions
+
+    shapes = Regions.parse(text, format="ds9")
+    return {tag: [r for r in shapes if r.meta["tag"] == [tag]] for tag in ("candidate", "blob")}
+
+
+def test_region_files_put_circles_on_the_candidates_and_blobs(client: TestClient) -> None:
+    response = client.get("/images/6/candidates.reg")
+    assert response.status_code == 200
+    assert 'filename="image6_candidates.reg"' in response.headers["content-disposition"]
+    shapes = _regions(response.text)
+    candidates = client.get("/api/images/6").json()["candidates"]
+    assert [(r.center.x, r.center.y, r.radius) for r in shapes["candidate"]] == [
+        pytest.approx((c["x"], c["y"], c["radius"])) for c in candidates]
+    assert "circle(101.40000000,150.70000000,6.00000000)" in response.text  # DS9 is 1-based
+    assert shapes["candidate"][0].visual["edgecolor"] == "red"  # open
+    assert shapes["candidate"][2].visual["edgecolor"] == "green"  # on a known blob
+    catalog = _regions(client.get("/catalog.reg").text)
+    assert [(r.center.x, r.center.y, r.meta["text"]) for r in catalog["blob"]] == [
+        (40.0, 40.0, "blob 1"), (200.0, 210.0, "blob 2")]
+    assert catalog["candidate"] == [] and len(shapes["blob"]) == 2
+    assert 'href="/catalog.reg"' in client.get("/blobs").text
+    assert 'href="/images/6/candidates.reg"' in client.get("/").text
+
+
+def test_fits_downloads_hold_the_pixels_and_their_provenance(client: TestClient, monitor_db: dict) -> None:
+    current = fits.getdata(monitor_db["paths"][5])
+    response = client.get("/images/6/image.fits")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/fits"
+    with fits.open(io.BytesIO(response.content)) as hdul:
+        np.testing.assert_array_equal(hdul[0].data, current)
+        header = hdul[0].header
+    assert header["SRCNAME"] == "csm_day005_blob.fits" and header["SRCSHA"] == f"{5:064x}"
+    assert header["RUNID"] == 1 and header["NREFS"] == 5 and header["REGISTER"] is False
+    assert header["REFFIRST"] == "csm_day000_blob.fits" and header["REFLAST"] == "csm_day004_blob.fits"
+    assert header["CONTENT"] == "current image" and "CTYPE1" not in header  # pixels only, no WCS
+    for kind in ("difference", "stack"):
+        with fits.open(io.BytesIO(client.get(f"/images/6/{kind}.fits").content)) as hdul:
+            assert hdul[0].data.shape == (SIZE, SIZE) and hdul[0].header["SRCMJD"] == 60005.0
+    cand = client.get("/api/candidates/1").json()
+    with fits.open(io.BytesIO(client.get("/candidates/1/image.fits").content)) as hdul:
+        cut, header = hdul[0].data, hdul[0].header
+    x0, y0 = round(cand["x"]) - 24, round(cand["y"]) - 24
+    assert cut.shape == (49, 49) and (header["XORIGIN"], header["YORIGIN"]) == (x0, y0)
+    assert (header["LTV1"], header["LTV2"]) == (-x0, -y0) and header["CANDID"] == 1
+    np.testing.assert_array_equal(cut, current[y0:y0 + 49, x0:x0 + 49])
+    with fits.open(io.BytesIO(client.get("/candidates/2/difference.fits").content)) as hdul:
+        assert np.isnan(hdul[0].data[0, -1])  # candidate 2 at x=230, y=20: the box leaves the image
+    assert client.get("/images/1/difference.fits").status_code == 404  # never processed
+    assert 'href="/candidates/1/stack.fits"' in client.get("/candidates/1").text
+
+
 @pytest.mark.parametrize("path", [
     "/images/6/difference.png", "/images/6/stack.png", "/images/6/image.png", "/images/1/image.png",
     "/candidates/1/image.png", "/candidates/1/stack.png", "/candidates/1/difference.png",
@@ -262,6 +315,7 @@ def test_api_docs_work_offline(client: TestClient) -> None:
 @pytest.mark.parametrize("path", [
     "/images/99", "/candidates/99", "/api/images/99", "/api/candidates/99", "/api/catalog/99",
     "/images/99/difference.png", "/candidates/99/image.png", "/subframes/99/saliency.png",
+    "/images/99/candidates.reg", "/images/99/stack.fits", "/candidates/99/image.fits",
     "/subframes/1/saliency.png",  # exists, but has no saliency map
     "/images/1/difference.png",  # exists, but was never processed
     "/nonexistent",
@@ -269,7 +323,7 @@ def test_api_docs_work_offline(client: TestClient) -> None:
 def test_unknown_ids_are_404(client: TestClient, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 404
-    if path.startswith("/api") or path.endswith(".png"):
+    if path.startswith("/api") or path.endswith((".png", ".fits", ".reg")):
         assert "detail" in response.json()
     else:
         assert "not found" in response.text
@@ -659,3 +713,61 @@ def test_a_linked_candidate_of_a_confirmed_blob_is_confirmed_as_that_blob(fresh_
     assert (cand["status"], cand["known_blob_id"], cand["reviewed_by"]) == ("known", 3, "Ada")
     assert len(client.get("/api/catalog").json()) == 3
     assert client.get("/api/images/5").json()["alert"] is False
+
+
+# ------------------------------------------------------------------------------ DS9 over SAMP
+
+
+@pytest.fixture()
+def samp_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A SAMP hub (lockfile in tmp_path, $SAMP_HUB naming it) and a DS9 stand-in that records
+    the image.load.fits and ds9.set messages it gets."""
+    from blobwatch.web.samp import _astropy_samp
+
+    samp = _astropy_samp()
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.samp-1 hubs of the machine
+    monkeypatch.setenv("SAMP_HUB", f"std-lockurl:file://{tmp_path / 'samp'}")
+    hub = samp.SAMPHubServer(lockfile=str(tmp_path / "samp"), web_profile=False)
+    hub.start()
+    ds9 = samp.SAMPIntegratedClient(name="ds9")
+    ds9.connect()
+    ds9.received = []  # type: ignore[attr-defined]
+    for mtype in ("image.load.fits", "ds9.set"):
+        ds9.bind_receive_notification(mtype, lambda private_key, sender_id, mtype, params, extra:
+                                      ds9.received.append((mtype, params)))
+    try:
+        yield ds9
+    finally:
+        ds9.disconnect()
+        hub.stop()
+
+
+def test_open_in_ds9_is_offered_only_with_a_samp_hub(monitor_db: dict, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("SAMP_HUB", f"std-lockurl:file://{tmp_path / 'no-hub'}")
+    client = _client(create_app(monitor_db["url"], monitor_db["reports"]))
+    assert 'action="/images/6/ds9"' not in client.get("/").text
+    response = client.post("/images/6/ds9", data={CSRF_FIELD: _csrf(client, "/"), "kind": "difference"})
+    assert response.status_code == 409 and "no SAMP hub" in response.text
+
+
+def test_open_in_ds9_sends_the_fits_url_and_the_regions(monitor_db: dict, samp_hub: Any) -> None:
+    import time
+
+    client = _client(create_app(monitor_db["url"], monitor_db["reports"]))
+    html = client.get("/images/6").text
+    assert 'action="/images/6/ds9"' in html and 'name="kind" value="stack"' in html
+    response = client.post("/images/6/ds9", data={CSRF_FIELD: _csrf(client, "/images/6"), "kind": "difference",
+                                                  "next": "/images/6"}, follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/images/6?done=ds9&image=6"
+    deadline = time.monotonic() + 10
+    while len(samp_hub.received) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (load, params), (set_, regions) = samp_hub.received
+    assert load == "image.load.fits" and params["url"] == "http://127.0.0.1/images/6/difference.fits"
+    assert set_ == "ds9.set" and regions["cmd"].startswith("regions load ")
+    region_file = Path(regions["cmd"].removeprefix("regions load "))
+    assert _regions(region_file.read_text())["candidate"]  # the image's candidates, as downloaded
+    assert client.post("/images/6/ds9", data={CSRF_FIELD: _csrf(client, "/"), "kind": "x"}).status_code == 422
+    assert client.post("/images/6/ds9", data={"kind": "stack"}).status_code == 403  # no CSRF token

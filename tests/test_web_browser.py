@@ -166,3 +166,25 @@ def test_review_forms_of_linked_candidates_in_the_browser(reviewed_db: str) -> N
         day2 = page.locator("tr", has=page.locator("a[href='/images/2']"))
         day1 = page.locator("tr", has=page.locator("a[href='/images/1']"))
         assert day2.locator(".badge.alert").count() == 0 and day1.locator(".badge.alert").count() == 1
+
+
+def test_a_downloaded_region_file_puts_circles_on_the_candidates(reviewed_db: str) -> None:
+    """The image page's "candidates (DS9 .reg)" link, clicked in the browser, saves a file that
+    `regions` parses, with a circle on each candidate of the image and on the catalog blob."""
+    from regions import Regions
+
+    from blobwatch.web.app import create_app
+    from blobwatch.web.testing import browser_page, serve_in_thread
+
+    app = create_app(reviewed_db)
+    with serve_in_thread(app) as base, browser_page() as page:
+        page.goto(f"{base}/images/2")
+        with page.expect_download() as info:
+            page.locator("a", has_text="candidates (DS9 .reg)").click()
+        download = info.value
+        assert download.suggested_filename == "image2_candidates.reg"
+        shapes = Regions.read(download.path(), format="ds9")
+    circles = {r.meta["text"].split(" P=")[0]: (r.center.x, r.center.y, r.radius) for r in shapes}
+    assert circles == {"candidate 2 linked": pytest.approx((300.6, 200.0, 6.0)),
+                       "candidate 3 linked": pytest.approx((299.5, 200.4, 6.0)),
+                       "blob 1": pytest.approx((300.2, 199.9, 6.0))}

@@ -59,13 +59,13 @@ class FCNTrainConfig:
 
     outdir: str = "runs/fcn"
     cache: str = ""
-    sequences: int = 36
+    sequences: int = 48
     val_sequences: int = 3
     cases: int = 6
     new_blobs: int = 12
     patch: int = 128
-    negatives_per_case: int = 8
-    epochs: int = 6
+    negatives_per_case: int = 12
+    epochs: int = 20
     batch_size: int = 16
     lr: float = 2e-3
     width: int = 12

@@ -471,7 +471,12 @@ def _new_blob_profile(rng: np.random.Generator, r: _Renderer) -> tuple[np.ndarra
         zoom = float(rng.uniform(0.8, 1.3))
         profile = _stamp_profile(r.stamps[stamp_id], zoom)
         radius = 0.35 * min(profile.shape)
-        return profile, {"profile": "stamp", "stamp": int(stamp_id), "radius": float(radius)}
+        # a real blob need not sit in the middle of its cut-out: its centre is its loss centroid
+        yy, xx = np.mgrid[: profile.shape[0], : profile.shape[1]]
+        total = float(profile.sum())
+        offset = (float((profile * yy).sum() / total - (profile.shape[0] - 1) / 2),
+                  float((profile * xx).sum() / total - (profile.shape[1] - 1) / 2))
+        return profile, {"profile": "stamp", "stamp": int(stamp_id), "radius": float(radius), "centroid_offset": offset}
     radius = float(rng.uniform(4.0, 11.0))
     profile = sim.blob_profile(radius, kind=kind, rng=rng)
     return profile, {"profile": kind, "stamp": None, "radius": radius}
@@ -565,7 +570,10 @@ def _inject(rng: np.random.Generator, r: _Renderer, transform: dict[str, float],
     profile, info = _new_blob_profile(rng, r)
     y, x, placement = _place(rng, r, placement, info["radius"], ex_y, ex_x,
                              None if forced_artifact is None else forced_artifact[:3])
+    dy, dx = info.pop("centroid_offset", (0.0, 0.0))
+    y, x = y - dy, x - dx  # the profile's centroid lands on the drawn centre
     unit, (rows, cols) = _place_patch((size, size), profile, y, x)
+    y, x = y + dy, x + dx
     unit = unit * throughput[rows, cols]  # extra loss per unit depth (on top of old blobs)
     if transform["blur"] > 0:
         pad = int(math.ceil(3 * transform["blur"])) + 1

@@ -10,7 +10,8 @@
    and no other day alerted.
 
 Re-running over an existing OUTDIR starts fresh: the demo deletes what an earlier demo wrote
-there (it refuses to touch a non-empty folder that no demo wrote).
+there, saying so first with the number of images and review decisions replaced (it refuses to
+touch a non-empty folder that no demo wrote).
 """
 
 from __future__ import annotations
@@ -82,7 +83,30 @@ def _webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         server.server_close()
 
 
+def _earlier_demo(outdir: Path) -> str:
+    """What replacing an earlier demo's output loses: its images and review decisions."""
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from blobwatch.errors import BlobwatchError
+    from blobwatch.monitor.db import Candidate, Image, open_database
+
+    try:
+        session_factory = open_database(f"sqlite:///{outdir / 'blobwatch.db'}", create=False)
+    except (BlobwatchError, SQLAlchemyError):  # no database (or not one): only files
+        return "its files"
+    try:
+        with session_factory() as session:
+            images = session.scalar(select(func.count()).select_from(Image))
+            decided = session.scalar(select(func.count()).select_from(Candidate)
+                                     .where(Candidate.reviewed_by.is_not(None)))
+    finally:
+        session_factory.kw["bind"].dispose()  # the file is deleted next
+    return f"its database with {images} images and {decided} review decision(s)"
+
+
 def _prepare_outdir(outdir: Path) -> None:
+    """Create ``outdir``, or empty it if an earlier demo wrote it, saying what is replaced."""
     from blobwatch.errors import InputError
 
     if outdir.exists() and not outdir.is_dir():
@@ -90,6 +114,8 @@ def _prepare_outdir(outdir: Path) -> None:
     if outdir.is_dir() and any(outdir.iterdir()):
         if not (outdir / _MARKER).exists():
             raise InputError(outdir, "directory is not empty and was not written by 'blobwatch demo'")
+        print(f"0. replacing the output of an earlier demo in {outdir}: {_earlier_demo(outdir)} "
+              "(review decisions made there are lost; give another OUTDIR to keep them)", flush=True)
         for child in outdir.iterdir():
             if child.name == _MARKER:
                 continue

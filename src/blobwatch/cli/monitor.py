@@ -1,17 +1,11 @@
-"""``blobwatch monitor INBOX`` and ``blobwatch catalog {import,confirm,reject,export,list}``.
+"""``blobwatch monitor INBOX``, ``blobwatch reprocess ARCHIVE`` and
+``blobwatch catalog {import,confirm,reject,export,list}``.
 
-Where things are, for every command here (first match wins):
-
-* database: ``--db URL``, ``$BLOBWATCH_DB``, ``db`` in the config file,
-  ``sqlite:///<reports>/blobwatch.db``;
-* reports folder: ``--reports DIR``, ``reports`` in the config file, ``./blobwatch-reports``;
-* notification URLs: ``--notify URL`` (repeatable), ``$BLOBWATCH_NOTIFY``, ``notify`` in the
-  config file;
-* config file: ``--config FILE``, ``$BLOBWATCH_CONFIG``, ``~/.config/blobwatch/config.toml``
-  (TOML, section ``[monitor]``).
-
-``blobwatch serve`` finds them the same way.  Only ``monitor`` and ``catalog import`` create a
-database that does not exist; the others name the database they looked for and exit 2.
+Where things are (database, reports folder, notification URLs, base URL, thresholds, model):
+the command-line option, else its environment variable, else the config file
+(``blobwatch.toml``), else the default; see `blobwatch.config` and ``blobwatch config show``.
+``blobwatch serve`` finds them the same way.  Only ``monitor``, ``reprocess`` and ``catalog import``
+create a database that does not exist; the others name the database they looked for and exit 2.
 """
 
 from __future__ import annotations
@@ -20,7 +14,6 @@ import argparse
 import contextlib
 import getpass
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,13 +22,13 @@ from blobwatch.errors import BlobwatchError, InputError
 
 
 def add_location_options(parser: argparse.ArgumentParser) -> None:
+    """``--db`` and ``--reports`` (``--config`` is an option of every command)."""
     parser.add_argument("--db", metavar="URL", default=None,
                         help="SQLAlchemy database URL (default: $BLOBWATCH_DB, the config file, "
                              "or sqlite:///REPORTS/blobwatch.db)")
     parser.add_argument("--reports", metavar="DIR", default=None,
-                        help="report folder (default: the config file's, or ./blobwatch-reports)")
-    parser.add_argument("--config", metavar="FILE", default=None,
-                        help="TOML config file (default: $BLOBWATCH_CONFIG or ~/.config/blobwatch/config.toml)")
+                        help="report folder (default: $BLOBWATCH_REPORTS, the config file, or "
+                             "./blobwatch-reports)")
 
 
 def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
@@ -44,12 +37,18 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--notify", metavar="URL", action="append", default=None,
                         help="apprise URL to notify, e.g. json://host:port/path, mailtos://..., slack://... "
                              "(repeatable; default: $BLOBWATCH_NOTIFY or the config file)")
-    parser.add_argument("--model", metavar="PATH", default=None, help="model file (default: the shipped model)")
-    parser.add_argument("--references", type=int, default=30, metavar="N",
-                        help="preceding images in the median stack (default 30)")
-    parser.add_argument("--min-references", type=int, default=5, metavar="N",
-                        help="process an image once N earlier images exist (default 5)")
-    parser.add_argument("--threshold", type=float, default=None, help="probability threshold (default: the model's)")
+    parser.add_argument("--base-url", metavar="URL", default=None,
+                        help="address of the review app (blobwatch serve), e.g. http://host:8000: "
+                             "notifications link to each candidate's page there (default: "
+                             "$BLOBWATCH_BASE_URL or the config file's base_url)")
+    parser.add_argument("--model", metavar="PATH", default=None,
+                        help="model file (default: $BLOBWATCH_MODEL, the config file, or the shipped model)")
+    parser.add_argument("--references", type=int, default=None, metavar="N",
+                        help="preceding images in the median stack (default: the config file's, or 30)")
+    parser.add_argument("--min-references", type=int, default=None, metavar="N",
+                        help="process an image once N earlier images exist (default: the config file's, or 5)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="probability threshold (default: $BLOBWATCH_THRESHOLD, the config file, or the model's)")
     parser.add_argument("--no-register", action="store_true", help="plain median stack, no sub-pixel registration")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -137,10 +136,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rej.add_argument("--reviewer", default=None, help="your name (default: the login name)")
     rej.set_defaults(func=run_catalog_reject)
 
-    exp = sub.add_parser("export", help="write the catalog as ECSV plus DQ mask FITS (1024 and 1014)",
-                         description="Write OUT (ECSV) and OUT_STEM_mask1024.fits / _mask1014.fits: DQ extension "
-                                     "with flag 512 on every pixel within a blob's radius.")
-    exp.add_argument("output", metavar="OUT.ecsv")
+    exp = sub.add_parser("export", help="write the catalog as ECSV plus DQ mask FITS (1024 and 1014), "
+                                        "as a DS9 region file or as a bad-pixel table",
+                         description="--format ecsv (default): write OUT (ECSV) and OUT_STEM_mask1024.fits / "
+                                     "_mask1014.fits: DQ extension with flag 512 on every pixel within a "
+                                     "blob's radius. --format reg: OUT is a DS9 region file (image frame, "
+                                     "one circle per blob). --format bpixtab: OUT is a FITS bad-pixel "
+                                     "table like WFC3/IR's (PIX1, PIX2, LENGTH, AXIS, VALUE; one row per "
+                                     "run of blob pixels in an image row).")
+    exp.add_argument("output", metavar="OUT")
+    exp.add_argument("--format", choices=("ecsv", "reg", "bpixtab"), default="ecsv",
+                     help="what to write (default: %(default)s)")
     add_location_options(exp)
     exp.set_defaults(func=run_catalog_export)
 
@@ -158,16 +164,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def locations(args: argparse.Namespace) -> tuple[str, Path, dict[str, Any]]:
-    """Resolve (database URL, reports folder, config) for a command."""
-    from blobwatch.monitor.db import DB_URL_ENV, DEFAULT_REPORTS, default_db_url
-    from blobwatch.monitor.notify import load_config
+def settings(args: argparse.Namespace, **options: Any) -> dict[str, Any]:
+    """A command's settings (`blobwatch.config.values`) from its ``--db`` and ``--reports`` and
+    the other ``options`` given on its command line."""
+    from blobwatch.config import values
 
-    config = load_config(args.config, required=args.config is not None)
-    section = config.get("monitor") or {}
-    reports = Path(args.reports or section.get("reports") or Path.cwd() / DEFAULT_REPORTS).expanduser()
-    url = args.db or os.environ.get(DB_URL_ENV) or section.get("db") or default_db_url(reports)
-    return str(url), reports, config
+    return values({"db": args.db, "reports": args.reports, **options}, config=args.config)
+
+
+def locations(args: argparse.Namespace) -> tuple[str, Path]:
+    """The (database URL, reports folder) of a command."""
+    found = settings(args)
+    return str(found["db"]), Path(found["reports"]).expanduser()
 
 
 @contextlib.contextmanager
@@ -219,36 +227,39 @@ def _refresh_pages(session: Any, reports: Path) -> None:
 
 
 def _pipeline_run(args: argparse.Namespace, inbox_arg: str, what: str = "inbox") -> dict[str, Any]:
-    """Check the pipeline options of ``monitor`` or ``reprocess``; the keyword arguments of the run.
+    """Check the pipeline options of ``monitor`` or ``reprocess`` and resolve them through the
+    config (`settings`); the keyword arguments of the run.
 
     Raises
     ------
     BlobwatchError
         A bad option, inbox, model, notification URL or database (one line, exit 2).
     """
-    from blobwatch.monitor.notify import resolve_notify_urls, validate_notify_urls
+    from blobwatch.monitor.notify import validate_notify_urls
     from blobwatch.monitor.runner import MonitorSettings
 
     inbox = Path(inbox_arg)
     if not inbox.exists():
         raise InputError(inbox, f"{what} folder not found")
-    if args.references < 1 or not 1 <= args.min_references <= args.references:
-        raise BlobwatchError(f"--min-references {args.min_references} must be between 1 and "
-                             f"--references {args.references}")
-    if args.threshold is not None and not 0 <= args.threshold <= 1:
-        raise BlobwatchError(f"--threshold {args.threshold} must be between 0 and 1")
-    if args.model is not None and not Path(args.model).is_file():
-        raise InputError(args.model, "model file not found")
-    url, reports, config = locations(args)
-    urls = resolve_notify_urls(args.notify, config=config)
+    found = settings(args, notify=args.notify, base_url=args.base_url, threshold=args.threshold,
+                     references=args.references, min_references=args.min_references, model=args.model)
+    url, reports = str(found["db"]), Path(found["reports"]).expanduser()
+    if not found["min_references"] <= found["references"]:
+        raise BlobwatchError(f"--min-references {found['min_references']} must be between 1 and "
+                             f"--references {found['references']}")
+    model = found["model"]
+    if model is not None and not Path(model).is_file():
+        raise InputError(model, "model file not found")
+    urls = found["notify"]
     validate_notify_urls(urls)
-    settings = MonitorSettings(
-        n_references=args.references,
-        min_references=args.min_references,
+    monitor_settings = MonitorSettings(
+        n_references=found["references"],
+        min_references=found["min_references"],
         register=not args.no_register,
-        threshold=args.threshold,
+        threshold=found["threshold"],
+        base_url=found["base_url"],
     )
-    return dict(db=_open(url, create=True), reports=reports, notify=urls, settings=settings, model=args.model,
+    return dict(db=_open(url, create=True), reports=reports, notify=urls, settings=monitor_settings, model=model,
                 progress=False if args.no_progress else None)
 
 
@@ -260,7 +271,7 @@ def _print_summary(summary: Any, urls: list[str]) -> None:
           f"{sum(d.ok for d in summary.deliveries)}/{len(summary.deliveries)} notifications sent "
           f"in {summary.seconds:.1f}s; index: {summary.index}")
     if not urls and alerts:
-        print("no notification URL configured (--notify, $BLOBWATCH_NOTIFY or the config file): alerts "
+        print("no notification URL configured (--notify, $BLOBWATCH_NOTIFY or notify in blobwatch.toml): alerts "
               "are only in the database and the reports", file=sys.stderr)
 
 
@@ -304,7 +315,7 @@ def run_catalog_import(args: argparse.Namespace) -> int:
     from blobwatch.monitor.catalog import import_catalog
     from blobwatch.monitor.db import Blob
 
-    url, _, _ = locations(args)
+    url, _ = locations(args)
     session_factory = _open(url, create=True)
     with session_factory() as session:
         result = import_catalog(session, args.file, include_from_day=args.include_from_day)
@@ -318,7 +329,7 @@ def run_catalog_confirm(args: argparse.Namespace) -> int:
     """Handle ``blobwatch catalog confirm``."""
     from blobwatch.monitor.catalog import confirm_candidate
 
-    url, reports, _ = locations(args)
+    url, reports = locations(args)
     session_factory = _open(url)
     with session_factory() as session:
         blob = confirm_candidate(session, args.candidate, reviewer=_reviewer(args), images_dir=args.images_dir,
@@ -336,7 +347,7 @@ def run_catalog_reject(args: argparse.Namespace) -> int:
     """Handle ``blobwatch catalog reject``."""
     from blobwatch.monitor.catalog import reject_candidate
 
-    url, reports, _ = locations(args)
+    url, reports = locations(args)
     session_factory = _open(url)
     with session_factory() as session:
         candidate = reject_candidate(session, args.candidate, reason=args.reason, reviewer=_reviewer(args))
@@ -347,12 +358,24 @@ def run_catalog_reject(args: argparse.Namespace) -> int:
 
 def run_catalog_export(args: argparse.Namespace) -> int:
     """Handle ``blobwatch catalog export``."""
-    from blobwatch.monitor.catalog import export_catalog
+    from blobwatch.monitor.catalog import export_bpixtab, export_catalog
 
-    url, _, _ = locations(args)
+    url, _ = locations(args)
     session_factory = _open(url)
     with session_factory() as session:
-        written = export_catalog(session, args.output)
+        if args.format == "reg":
+            from sqlalchemy import select
+
+            from blobwatch.atomic import write_text_atomic
+            from blobwatch.interchange import catalog_regions_text
+            from blobwatch.monitor.db import Blob
+
+            write_text_atomic(args.output, catalog_regions_text(list(session.scalars(select(Blob).order_by(Blob.id)))))
+            written = [Path(args.output)]
+        elif args.format == "bpixtab":
+            written = [export_bpixtab(session, args.output)]
+        else:
+            written = export_catalog(session, args.output)
     for path in written:
         print(path)
     return 0
@@ -364,7 +387,7 @@ def run_catalog_list(args: argparse.Namespace) -> int:
 
     from blobwatch.monitor.db import CANDIDATE_STATUSES, Blob, Candidate, Image
 
-    url, _, _ = locations(args)
+    url, _ = locations(args)
     session_factory = _open(url)
     with session_factory() as session:
         if args.blobs:

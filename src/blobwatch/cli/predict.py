@@ -52,8 +52,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--references", nargs="+", metavar="REF", help="earlier blob images (FITS) to build the difference from")
     p.add_argument("--no-register", action="store_true", help="with --references: do not register the references")
     p.add_argument("--threshold", type=float, metavar="T", help="probability threshold (default: the model's)")
+    p.add_argument("--detector", choices=("paper", "fcn", "mf"), default="paper",
+                   help="paper: PaperCNN subframes + matched-filter seeds with dip tests (default); fcn: the "
+                   "localizing network (BlobUNet) on the whole difference and reference median; mf: the matched "
+                   "filter alone at --threshold sigma (default 5)")
+    p.add_argument("--fcn-model", metavar="PATH", help="BlobUNet model file for --detector fcn (default: the shipped one)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--output", metavar="FILE", help="also write the JSON result to FILE (atomically)")
+    p.add_argument("--reg", metavar="FILE", help="also write the candidates as a DS9 region file (image frame)")
     p.set_defaults(func=_detect)
 
     p = subparsers.add_parser(
@@ -139,13 +145,23 @@ def _difference(path: str) -> np.ndarray:
     return arr
 
 
-def _classifier(args: argparse.Namespace):
+def _settings(args: argparse.Namespace, **options: Any) -> dict[str, Any]:
+    """The model (``--model``, ``$BLOBWATCH_MODEL``, the config file) and other ``options``
+    resolved by `blobwatch.config.values`."""
+    from blobwatch.config import values
+
+    return values({"model": args.model, **options}, config=args.config)
+
+
+def _classifier(args: argparse.Namespace, model: str | None = None):
+    """The classifier on ``model`` (default: the configured one)."""
     from blobwatch.classifier import BlobClassifier
 
+    model = model if model is not None else _settings(args)["model"]
     try:
-        return BlobClassifier(args.model, device=args.device)
+        return BlobClassifier(model, device=args.device)
     except ValueError as exc:
-        raise InputError(args.model or "<shipped model>", str(exc)) from None
+        raise InputError(model or "<shipped model>", str(exc)) from None
 
 
 # ----------------------------------------------------------------------------------------
@@ -199,32 +215,92 @@ def format_detection(payload: dict[str, Any]) -> str:
 def _detect(args: argparse.Namespace) -> int:
     from blobwatch.detect import detect
 
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+    if args.detector == "paper":
+        found = _settings(args, threshold=args.threshold)
+    elif args.detector == "fcn" and args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise InputError(args.image, f"--threshold {args.threshold} must be in [0, 1]")
+    stack = None
     if args.references:
         from blobwatch.difference import blob_difference
         from blobwatch.fits_io import read_blob_image
 
         current = read_blob_image(args.image)
         refs = [read_blob_image(r) for r in args.references]  # shapes: checked by blob_difference
-        difference = blob_difference(current, refs, register=not args.no_register).data
+        result = blob_difference(current, refs, register=not args.no_register)
+        difference, stack = result.data, result.stack
     else:
         difference = _difference(args.image)
-    clf = _classifier(args)
+    if args.detector != "paper":
+        return _detect_localizing(args, difference, stack)
+    clf = _classifier(args, found["model"])
     try:
-        result = detect(difference, clf, threshold=args.threshold, name=os.path.basename(args.image))
+        result = detect(difference, clf, threshold=found["threshold"], name=os.path.basename(args.image))
     except ValueError as exc:
         raise InputError(args.image, str(exc)) from None
-    payload = result.to_json()
+    payload = {"detector": "paper", **result.to_json()}
     if args.output:
         from blobwatch.atomic import write_text_atomic
 
         write_text_atomic(args.output, json.dumps(payload, indent=2) + "\n")
+    if args.reg:
+        from blobwatch.interchange import RegionCircle, write_regions
+
+        circles = [RegionCircle(c["x"], c["y"], c["radius"], f"candidate {k} P={c['probability']:.2f}",
+                                "red", "candidate") for k, c in enumerate(payload["candidates"], start=1)]
+        write_regions(args.reg, circles, title=f"new-blob candidates in {payload['image']}")
     if args.json:
         json.dump(payload, sys.stdout, indent=2)
         print()
     else:
         print(format_detection(payload))
+    return 0
+
+
+def _detect_localizing(args: argparse.Namespace, difference: np.ndarray, stack: np.ndarray | None) -> int:
+    """``detect --detector fcn|mf``: candidates of the localizing network or the matched filter."""
+    if args.detector == "fcn":
+        from blobwatch.fcn import FCNDetector
+
+        fcn = FCNDetector(args.fcn_model, device=args.device)
+        threshold = fcn.threshold if args.threshold is None else float(args.threshold)
+        if stack is None:
+            print("blobwatch: warning: no --references, so the network sees no reference median "
+                  "(it tells new blobs from old ones' residuals less well)", file=sys.stderr)
+        found = [c for c in fcn.candidates(difference, stack) if c.probability >= threshold]
+        cands = [{"x": round(c.x, 3), "y": round(c.y, 3), "probability": round(c.probability, 6),
+                  "radius": round(c.radius, 2)} for c in found]
+        model = fcn.path
+    else:
+        from blobwatch.detectors import matched_filter_peaks
+        from blobwatch.preprocess import prepare
+
+        threshold = 5.0 if args.threshold is None else float(args.threshold)
+        peaks = matched_filter_peaks(prepare(difference).data, floor=threshold)
+        cands = [{"x": float(x), "y": float(y), "significance": round(float(v), 3)}
+                 for x, y, v in zip(peaks.x, peaks.y, peaks.score)]
+        model = None
+    payload = {"image": os.path.basename(args.image), "detector": args.detector, "threshold": threshold,
+               "model": model, "candidates": cands}
+    if args.output:
+        from blobwatch.atomic import write_text_atomic
+
+        write_text_atomic(args.output, json.dumps(payload, indent=2) + "\n")
+    if args.reg:
+        from blobwatch.interchange import RegionCircle, write_regions
+
+        circles = [RegionCircle(c["x"], c["y"], c.get("radius", 8.0), f"candidate {k}", "red", "candidate")
+                   for k, c in enumerate(cands, start=1)]
+        write_regions(args.reg, circles, title=f"new-blob candidates in {payload['image']} ({args.detector})")
+    if args.json:
+        json.dump(payload, sys.stdout, indent=2)
+        print()
+    else:
+        print(f"image: {payload['image']}   detector: {args.detector}   threshold: {threshold:.4g}")
+        if not cands:
+            print("no new-blob candidates")
+        for k, c in enumerate(cands, start=1):
+            value = c.get("probability", c.get("significance"))
+            print(f"{k:>2} x {c['x']:8.2f} y {c['y']:8.2f} (DS9 {c['x'] + 1:.2f}, {c['y'] + 1:.2f})  {value:.4g}")
     return 0
 
 

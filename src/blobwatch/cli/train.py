@@ -117,9 +117,9 @@ def register(subparsers: Any) -> None:
                     "the regression suite's calibration split (a target false-alarm rate per quiet image).",
     )
     f.add_argument("--out", default="runs/fcn", help="run folder (default runs/fcn)")
-    f.add_argument("--sequences", type=_count(2), default=36, help="training sequences (default 36)")
+    f.add_argument("--sequences", type=_count(2), default=48, help="training sequences (default 48)")
     f.add_argument("--new-blobs", type=_count(1), default=12, help="new blobs per training image (default 12)")
-    f.add_argument("--epochs", type=_count(1), default=6, help="epochs (default 6)")
+    f.add_argument("--epochs", type=_count(1), default=20, help="epochs (default 20)")
     f.add_argument("--batch-size", type=_count(1), default=16, help="patches per step (default 16)")
     f.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
     f.add_argument("--width", type=_count(2), default=12, help="channels of the first U-Net level (default 12)")

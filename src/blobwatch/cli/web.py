@@ -60,11 +60,11 @@ def serve(args: argparse.Namespace) -> int:
     from blobwatch.monitor.db import redact_url
     from blobwatch.web.app import create_app
 
-    url, reports, _ = locations(args)
+    url, reports = locations(args)
     with database_errors(url):
         app = create_app(url, reports, token=token, require_token=exposed, images_dir=args.images,
                          allowed_hosts=hosts)
     print(f"blobwatch: serving {redact_url(url)} at http://{args.host}:{args.port}/ "
           f"({'write token required' if exposed else 'loopback only'})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", log_config=None)  # our log format
     return 0

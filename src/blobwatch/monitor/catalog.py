@@ -10,6 +10,8 @@ mask is the same detector without the 5-pixel reference border.
 
 from __future__ import annotations
 
+import datetime as _dt
+import hashlib
 import logging
 import os
 import warnings
@@ -31,16 +33,20 @@ __all__ = [
     "CatalogError",
     "ImportResult",
     "blob_mask",
+    "catalog_version",
     "confirm_candidate",
+    "export_bpixtab",
     "export_catalog",
     "import_catalog",
     "known_blob_at",
     "locate_image",
     "measure_candidate",
     "measure_in_stack",
+    "reference_keywords",
     "rebuild_difference",
     "reject_candidate",
     "same_blob",
+    "bpixtab_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,9 @@ BORDER = 5
 #: Two catalog entries closer than this (px) are the same blob (import is idempotent, and a
 #: candidate this close to a catalog blob's edge is not confirmed as another one).
 DUPLICATE_DISTANCE = 1.5
+#: USEAFTER of a product from a catalog whose blobs have no first-seen date: WFC3's installation
+#: on HST (Servicing Mission 4).
+WFC3_INSTALLED = _dt.datetime(2009, 5, 14)
 
 
 class CatalogError(BlobwatchError):
@@ -267,11 +276,8 @@ def export_catalog(session: Session, path: str | os.PathLike) -> list[Path]:
     for size, offset in ((1024, 0.0), (1014, float(BORDER))):
         dq = np.where(blob_mask(xyr, (size, size), offset=offset), BLOB_DQ_FLAG, 0).astype(np.int16)
         primary = fits.PrimaryHDU()
-        primary.header["ORIGIN"] = ("blobwatch", "software that wrote this file")
-        primary.header["BWVERS"] = (__version__, "blobwatch version")
-        primary.header["DATE"] = (utcnow().strftime("%Y-%m-%dT%H:%M:%S"), "UTC time written")
-        primary.header["NBLOBS"] = (len(blobs), "blobs in the catalog")
-        primary.header["BLOBFLAG"] = (BLOB_DQ_FLAG, "DQ value of blob pixels")
+        primary.header.update(reference_keywords(
+            session, blobs, f"WFC3/IR blob mask {size}x{size}: DQ={BLOB_DQ_FLAG} in each blob"))
         primary.header["FRAMEOFF"] = (offset, "blob image x,y minus this = this frame's x,y")
         ext = fits.ImageHDU(dq, name="DQ")
         ext.header["BUNIT"] = "UNITLESS"
@@ -280,6 +286,103 @@ def export_catalog(session: Session, path: str | os.PathLike) -> list[Path]:
             fits.HDUList([primary, ext]).writeto(tmp, overwrite=True)
         written.append(mask_path)
     return written
+
+
+def catalog_version(blobs: Sequence[Blob]) -> str:
+    """A short version of the catalog's content: ``<N>-<12 hex digits>``.
+
+    The digits are the SHA-256 of every blob's id, centre and radius (to 0.001 px), so two
+    exports of an unchanged catalog carry the same version and any change gives a new one.
+    """
+    rows = "".join(f"{b.id} {b.x:.3f} {b.y:.3f} {b.radius:.3f}\n" for b in sorted(blobs, key=lambda b: b.id))
+    return f"{len(blobs)}-{hashlib.sha256(rows.encode()).hexdigest()[:12]}"
+
+
+def reference_keywords(session: Session, blobs: Sequence[Blob], descrip: str) -> list[tuple[str, Any, str]]:
+    """Primary-header cards of a WFC3 reference file for a product made from ``blobs``.
+
+    ``INSTRUME``/``DETECTOR`` (WFC3, IR), ``FILETYPE`` (``BAD PIXELS``, as the IR bad-pixel
+    table), ``USEAFTER`` (the newest blob's first-seen date: the catalog is complete from then
+    on; WFC3's installation if no blob has one), ``PEDIGREE`` (``INFLIGHT`` and the first and
+    last observation dates of the monitored images, ``DUMMY`` without any), ``DESCRIP``, and a
+    ``COMMENT`` with the catalog version (`catalog_version`, also ``CATVERS``).
+    """
+    from sqlalchemy import func
+
+    first, last = session.execute(select(func.min(Image.obs_date), func.max(Image.obs_date))).one()
+    pedigree = (f"INFLIGHT {first:%d/%m/%Y} {last:%d/%m/%Y}" if first is not None and last is not None
+                else "DUMMY")
+    useafter = max((b.first_seen for b in blobs if b.first_seen is not None), default=WFC3_INSTALLED)
+    version = catalog_version(blobs)
+    written = utcnow().strftime("%Y-%m-%dT%H:%M:%S")
+    return [
+        ("INSTRUME", "WFC3", "instrument"),
+        ("DETECTOR", "IR", "detector"),
+        ("FILETYPE", "BAD PIXELS", "type of reference data"),
+        ("USEAFTER", useafter.strftime("%b %d %Y %H:%M:%S"), "use for data taken after this date"),
+        ("PEDIGREE", pedigree, "source of the data"),
+        ("DESCRIP", descrip[:67], ""),  # a full-length description leaves no room for a comment
+        ("ORIGIN", "blobwatch", "software that wrote this file"),
+        ("BWVERS", __version__, "blobwatch version"),
+        ("DATE", written, "UTC time written"),
+        ("NBLOBS", len(blobs), "blobs in the catalog"),
+        ("BLOBFLAG", BLOB_DQ_FLAG, "DQ value of blob pixels"),
+        ("CATVERS", version, "blob catalog version (count-digest)"),
+        ("COMMENT", f"blob catalog version {version}: {len(blobs)} blobs, exported {written} UTC "
+                    f"by blobwatch {__version__}", ""),
+    ]
+
+
+def bpixtab_rows(xyr: np.ndarray, shape: tuple[int, int] = (1024, 1024)) -> np.ndarray:
+    """Bad-pixel-table rows of blob pixels: one run of flagged pixels along x per image row per blob.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, 4)`` int: ``PIX1`` (1-based x of the run's first pixel), ``PIX2`` (1-based y),
+        ``LENGTH`` (pixels in the run) and the 0-based index of the blob in ``xyr``.
+    """
+    rows = []
+    for k, blob in enumerate(np.asarray(xyr, dtype=np.float64).reshape(-1, 3)):
+        mask = blob_mask(blob[None, :], shape)
+        for y in np.nonzero(mask.any(axis=1))[0]:
+            xs = np.nonzero(mask[y])[0]  # one disc: the flagged pixels of a row are contiguous
+            rows.append((int(xs[0]) + 1, int(y) + 1, int(xs.size), k))
+    return np.array(rows, dtype=np.int64).reshape(-1, 4)
+
+
+def export_bpixtab(session: Session, path: str | os.PathLike) -> Path:
+    """Write the catalog's blob pixels as a WFC3-style bad-pixel table (FITS, atomically).
+
+    A binary table extension ``BPIXTAB`` with the columns of the IR bad-pixel table, ``PIX1``,
+    ``PIX2`` (1-based x, y in the 1024x1024 blob image), ``LENGTH``, ``AXIS`` (1: the run goes
+    along x) and ``VALUE`` (`BLOB_DQ_FLAG`), plus ``BLOB`` (the catalog id): one row per run of
+    blob pixels in an image row (`bpixtab_rows`).  The primary header carries the reference-file
+    keywords (`reference_keywords`).
+    """
+    from astropy.io import fits
+
+    from blobwatch.atomic import atomic_path
+
+    blobs = list(session.scalars(select(Blob).order_by(Blob.id)))
+    rows = bpixtab_rows(np.array([(b.x, b.y, b.radius) for b in blobs], dtype=np.float64))
+    ids = np.array([b.id for b in blobs], dtype=np.int32)
+    columns = [
+        fits.Column("PIX1", "J", array=rows[:, 0]),
+        fits.Column("PIX2", "J", array=rows[:, 1]),
+        fits.Column("LENGTH", "J", array=rows[:, 2]),
+        fits.Column("AXIS", "J", array=np.ones(len(rows), dtype=np.int32)),
+        fits.Column("VALUE", "J", array=np.full(len(rows), BLOB_DQ_FLAG, dtype=np.int32)),
+        fits.Column("BLOB", "J", array=ids[rows[:, 3]]),
+    ]
+    primary = fits.PrimaryHDU()
+    primary.header.update(reference_keywords(session, blobs, "WFC3/IR blob pixels as a bad-pixel table "
+                                                             f"(DQ={BLOB_DQ_FLAG})"))
+    table = fits.BinTableHDU.from_columns(columns, name="BPIXTAB")
+    out = Path(path)
+    with atomic_path(out) as tmp:
+        fits.HDUList([primary, table]).writeto(tmp, overwrite=True)
+    return out
 
 
 # --------------------------------------------------------------------------------------------

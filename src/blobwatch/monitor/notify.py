@@ -2,7 +2,7 @@
 
 URLs are apprise URLs (``mailtos://``, ``slack://``, ``msteams://``, ``json://host:port/path``
 for a JSON webhook, ...).  They come from the command line, the ``BLOBWATCH_NOTIFY``
-environment variable or a TOML config file, never from the repository, and are never stored:
+environment variable or the config file (`blobwatch.config`), never from the repository, and are never stored:
 the database keeps a SHA-256 of each URL (to find it again on a retry) and a redacted form.
 
 Life of an alert: the runner queues one ``pending`` row per (image, URL) in the same transaction
@@ -19,38 +19,29 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
-import re
+import shlex
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Sequence
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from blobwatch.errors import BlobwatchError
-from blobwatch.monitor.db import Candidate, Image, Notification, hash_text, utcnow
+from blobwatch.monitor.db import Candidate, Image, Notification, hash_text, redact_url, utcnow
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
-    "NOTIFY_ENV",
     "DeliveryResult",
     "apprise_send",
-    "config_path",
     "deliver_pending",
     "format_alert",
-    "load_config",
     "notification_key",
     "queue_notifications",
     "redact_notify_url",
-    "resolve_notify_urls",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Environment variable with notification URLs (separated by spaces or commas).
-NOTIFY_ENV = "BLOBWATCH_NOTIFY"
-#: Environment variable naming the config file.
-CONFIG_ENV = "BLOBWATCH_CONFIG"
 #: A ``sending`` claim older than this belongs to a monitor that died; it is retried.
 STALE_SENDING = _dt.timedelta(minutes=10)
 
@@ -66,72 +57,8 @@ class NotifyError(BlobwatchError):
 
 
 # --------------------------------------------------------------------------------------------
-# Configuration
+# URLs
 # --------------------------------------------------------------------------------------------
-
-
-def config_path(env: Mapping[str, str] | None = None) -> Path:
-    """The config file: ``$BLOBWATCH_CONFIG`` or ``~/.config/blobwatch/config.toml``."""
-    env = os.environ if env is None else env
-    if env.get(CONFIG_ENV):
-        return Path(env[CONFIG_ENV]).expanduser()
-    base = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "blobwatch" / "config.toml"
-
-
-def load_config(path: str | os.PathLike | None = None, *, required: bool = False) -> dict:
-    """Read the TOML config file (``{}`` if absent and not ``required``).
-
-    Recognised keys::
-
-        [monitor]
-        db = "sqlite:////data/blobwatch/blobwatch.db"
-        reports = "/data/blobwatch/reports"
-        notify = ["json://quicklook.example.org/blobwatch", "mailtos://..."]
-    """
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10: tomli is the same parser (a dependency there)
-        import tomli as tomllib  # type: ignore[no-redef]
-
-    p = Path(path) if path is not None else config_path()
-    if not p.exists():
-        if required:
-            from blobwatch.errors import InputError
-
-            raise InputError(p, "config file not found")
-        return {}
-    try:
-        with open(p, "rb") as fh:
-            return tomllib.load(fh)
-    except (tomllib.TOMLDecodeError, OSError) as exc:
-        from blobwatch.errors import InputError
-
-        raise InputError(p, f"not a valid TOML config file ({exc})") from None
-
-
-def resolve_notify_urls(
-    cli_urls: Sequence[str] | None = None,
-    *,
-    config: Mapping | None = None,
-    env: Mapping[str, str] | None = None,
-) -> list[str]:
-    """Return the notification URLs to use: command line, else environment, else config file.
-
-    The first source that names any URL wins (so a command-line ``--notify`` overrides the
-    team's defaults).  Duplicates are removed, order kept.
-    """
-    env = os.environ if env is None else env
-    sources: list[Iterable[str]] = [
-        cli_urls or [],
-        [u for u in re.split(r"[\s,]+", env.get(NOTIFY_ENV, "")) if u],
-        list(((config or {}).get("monitor") or {}).get("notify") or []),
-    ]
-    for urls in sources:
-        cleaned = [str(u).strip() for u in urls if str(u).strip()]
-        if cleaned:
-            return list(dict.fromkeys(cleaned))
-    return []
 
 
 def redact_notify_url(url: str) -> str:
@@ -152,9 +79,15 @@ def validate_notify_urls(urls: Sequence[str]) -> None:
     """Raise `NotifyError` naming the first URL apprise does not understand."""
     import apprise
 
-    for url in urls:
-        if apprise.Apprise.instantiate(url) is None:
-            raise NotifyError(f"notification URL {redact_notify_url(url)!r} is not a valid apprise URL")
+    apprise_log = logging.getLogger("apprise")
+    level = apprise_log.level
+    apprise_log.setLevel(logging.CRITICAL)  # its "Unsupported URL" lines would repeat ours, unredacted
+    try:
+        for url in urls:
+            if apprise.Apprise.instantiate(url) is None:
+                raise NotifyError(f"notification URL {redact_notify_url(url)!r} is not a valid apprise URL")
+    finally:
+        apprise_log.setLevel(level)
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,17 +96,26 @@ def validate_notify_urls(urls: Sequence[str]) -> None:
 
 
 def format_alert(
-    image: Image, candidates: Sequence[Candidate], report: str | os.PathLike | None
+    image: Image,
+    candidates: Sequence[Candidate],
+    report: str | os.PathLike | None,
+    *,
+    base_url: str | None = None,
+    db_url: str | None = None,
 ) -> tuple[str, str]:
     """Return (title, body) of the alert for an image's new candidates.
 
     Coordinates are written ``x=<col> y=<row>`` (0-based, one decimal) and DS9 1-based
-    ``(col+1, row+1)``.
+    ``(col+1, row+1)``.  With ``base_url`` (the review app, ``blobwatch serve``) each candidate
+    has a link to its page and the image one to its page; without it the body says so and
+    names the report file.  The command-line hint names the database (``--db``, password hidden)
+    when ``db_url`` is given.
     """
     n = len(candidates)
     title = f"blobwatch: {n} new blob candidate{'s' if n != 1 else ''} in {image.name}"
     when = image.obs_date.strftime("%Y-%m-%d %H:%M:%S UTC") if image.obs_date else "unknown date"
     mjd = f", MJD {image.mjd:.5f}" if image.mjd is not None else ""
+    base = base_url.rstrip("/") if base_url else None
     lines = [
         f"Image: {image.name}",
         f"Observed: {when}{mjd}",
@@ -184,8 +126,15 @@ def format_alert(
             f"  candidate {c.id}: x={c.x:.1f} y={c.y:.1f} (DS9 {c.x + 1:.1f}, {c.y + 1:.1f}) "
             f"probability {c.probability:.3f}"
         )
+        if base:
+            lines.append(f"    review: {base}/candidates/{c.id}")
+    if base:
+        lines.append(f"Image in the review app: {base}/images/{image.id}")
+    else:
+        lines.append("No review app link (--base-url URL or base_url in blobwatch.toml adds one).")
     lines.append(f"Report: {report if report else 'not written'}")
-    lines.append("Review: blobwatch catalog confirm ID  |  blobwatch catalog reject ID --reason TEXT")
+    db = f" --db {shlex.quote(redact_url(db_url))}" if db_url else ""
+    lines.append(f"Review: blobwatch catalog confirm ID{db}  |  blobwatch catalog reject ID --reason TEXT{db}")
     return title, "\n".join(lines)
 
 

@@ -113,6 +113,8 @@ class MonitorSettings:
         A claim older than this (a monitor that died on another host) may be taken over.
     cache_images : int
         Blob images kept in memory between images of one run (each 4 MiB at 1024x1024).
+    base_url : str or None
+        Address of the review app (``blobwatch serve``) that notifications link to.
     """
 
     n_references: int = 30
@@ -124,6 +126,7 @@ class MonitorSettings:
     expected_shape: tuple[int, int] | None = None
     stale_after: _dt.timedelta = _dt.timedelta(minutes=30)
     cache_images: int = 40
+    base_url: str | None = None
 
 
 @dataclass
@@ -775,7 +778,8 @@ def record(
 
         new_rows = [r for r in cand_rows if r.status == "new"]
         if new_rows and notify_urls:
-            title, body = _notify.format_alert(image, new_rows, page)
+            title, body = _notify.format_alert(image, new_rows, page, base_url=settings.base_url,
+                                               db_url=str(session.get_bind().url))
             _notify.queue_notifications(session, image, notify_urls, title, body)
         image.status, image.reason, image.processed_at = "processed", None, utcnow()
         image.claimed_by = image.claimed_at = None
@@ -850,7 +854,7 @@ def run_monitor(
     reports : path-like, optional
         Report folder; default ``./blobwatch-reports``.
     notify : sequence of str, optional
-        Apprise URLs to notify (already resolved, see `notify.resolve_notify_urls`).
+        Apprise URLs to notify (already resolved, see `blobwatch.config.resolve`).
     model : path-like, optional
         Model file; the shipped model by default.  Loaded only if something is to be processed.
     classifier : object, optional
@@ -953,6 +957,8 @@ def _start_run(
         db or f"sqlite:///{(reports_path / 'blobwatch.db').resolve()}")
     summary = MonitorSummary()
     paths = discover(inbox)
+    if not paths:
+        log.warning("%s: the inbox holds no FITS files (%s): nothing to do", inbox, ", ".join(FITS_SUFFIXES))
     summary.registered, summary.rejected = register_files(session_factory, paths, cache)
     _, wrong = _reject_wrong_shapes(session_factory, settings.expected_shape)
     summary.rejected.extend(wrong)

@@ -36,6 +36,7 @@ from blobwatch.errors import BlobwatchError
 from blobwatch.monitor.db import Candidate, SubframePrediction, open_database
 from blobwatch.web import queries, render
 from blobwatch.web.pixels import LRUCache, PixelStore
+from blobwatch.web.samp import SampError, SampLink
 from blobwatch.web.security import (
     AUTH_COOKIE,
     CSRF_COOKIE,
@@ -58,8 +59,19 @@ _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 
         "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 
 
+#: OpenAPI descriptions of the download routes' responses.
+_TEXT_FILE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/plain": {}}}}
+_FITS_FILE: dict[int | str, dict[str, Any]] = {200: {"content": {"application/fits": {}}}}
+
+
 def _png_response(png: bytes) -> Response:
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+
+def _download(data: bytes, filename: str, media_type: str = "text/plain; charset=utf-8") -> Response:
+    """A file to save (``Content-Disposition: attachment``) under ``filename`` (made from ids)."""
+    return Response(data, media_type=media_type,
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 def create_app(
@@ -96,6 +108,7 @@ def create_app(
     session_factory = open_database(db_url, create=False)
     guard = Guard(token=token, require_token=require_token)
     pixels = PixelStore(reports_dir=reports_dir, images_dir=images_dir)
+    samp = SampLink()
     pngs: LRUCache[bytes] = LRUCache(96)  # rendered PNGs; rendering serialised by its lock
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.filters["fmt"] = _fmt
@@ -193,8 +206,10 @@ def create_app(
     def image_page(request: Request, session: Session, image_id: int | None, active: str) -> HTMLResponse:
         view = image_or_404(session, image_id) if image_id is not None else None
         older, newer = queries.neighbours(session, view.id) if view else (None, None)
+        # "open in DS9" only where DS9 runs on the server's machine: a loopback-only app
         return page(request, "image.html", active, session, image=view, older=older, newer=newer,
-                    grid=queries.subframe_grid(view.subframes) if view else [])
+                    grid=queries.subframe_grid(view.subframes) if view else [],
+                    samp=view is not None and not guard.require_token and samp.available())
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def today(request: Request, session: Session = Depends(db)) -> HTMLResponse:
@@ -321,22 +336,76 @@ def create_app(
     # ---------------------------------------------------------------- downloads
 
     @app.get("/catalog.ecsv", tags=["catalog"], summary="Download the blob catalog (ECSV)",
-             response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+             response_class=Response, responses=_TEXT_FILE)
     def catalog_ecsv(session: Session = Depends(db)) -> Response:
         from blobwatch.web.downloads import catalog_ecsv_bytes
 
-        return Response(catalog_ecsv_bytes(session), media_type="text/plain; charset=utf-8",
-                        headers={"Content-Disposition": 'attachment; filename="blob_catalog.ecsv"'})
+        return _download(catalog_ecsv_bytes(session), "blob_catalog.ecsv")
 
     @app.get("/catalog/mask.fits", tags=["catalog"],
              summary="Download the blob mask (FITS, DQ=512 inside each known blob)",
-             response_class=Response, responses={200: {"content": {"application/fits": {}}}})
+             response_class=Response, responses=_FITS_FILE)
     def catalog_mask(frame: Literal["1014", "1024"] = "1014", session: Session = Depends(db)) -> Response:
         """``frame=1014``: the detector's science area; ``1024``: the full blob image."""
         from blobwatch.web.downloads import catalog_mask_bytes
 
-        return Response(catalog_mask_bytes(session, frame), media_type="application/fits",
-                        headers={"Content-Disposition": f'attachment; filename="blob_mask{frame}.fits"'})
+        return _download(catalog_mask_bytes(session, frame), f"blob_mask{frame}.fits", "application/fits")
+
+    @app.get("/catalog.reg", tags=["catalog"], summary="Download the blob catalog as a DS9 region file",
+             response_class=Response, responses=_TEXT_FILE)
+    def catalog_reg(session: Session = Depends(db)) -> Response:
+        from blobwatch.web.downloads import catalog_regions_bytes
+
+        return _download(catalog_regions_bytes(session), "blob_catalog.reg")
+
+    @app.get("/images/{image_id}/candidates.reg", tags=["images"],
+             summary="Download an image's candidates and the catalog's blobs as a DS9 region file",
+             response_class=Response, responses={**_TEXT_FILE, 404: {"description": "unknown id"}})
+    def image_reg(image_id: int, session: Session = Depends(db)) -> Response:
+        from blobwatch.web.downloads import image_regions_bytes
+
+        view = image_or_404(session, image_id)
+        return _download(image_regions_bytes(session, view), f"image{image_id}_candidates.reg")
+
+    @app.get("/images/{image_id}/{kind}.fits", tags=["images"],
+             summary="Download an image's current image, median stack or difference (FITS, "
+                     "pixel header with provenance)",
+             response_class=Response,
+             responses={**_FITS_FILE, 404: {"description": "unknown id or not processed"}})
+    def image_fits(image_id: int, kind: ImageKind, session: Session = Depends(db)) -> Response:
+        from blobwatch.interchange import pixel_fits_bytes
+        from blobwatch.web.downloads import image_provenance
+
+        image_or_404(session, image_id)
+        arrays = pixels.arrays(session, image_id)
+        if kind not in arrays:
+            raise HTTPException(404, f"image {image_id} has not been processed: no {kind}")
+        data = pixel_fits_bytes(arrays[kind], content=_KIND_TITLES[kind],
+                                provenance=image_provenance(session, image_id))
+        return _download(data, f"image{image_id}_{kind}.fits", "application/fits")
+
+    @app.get("/candidates/{candidate_id}/{kind}.fits", tags=["candidates"],
+             summary=f"Download a {2 * CUTOUT_HALF + 1}x{2 * CUTOUT_HALF + 1} px cut-out around a "
+                     "candidate (FITS; LTV1/LTV2 place it in the blob image)",
+             response_class=Response,
+             responses={**_FITS_FILE, 404: {"description": "unknown id or not processed"}})
+    def cutout_fits(candidate_id: int, kind: ImageKind, session: Session = Depends(db)) -> Response:
+        from blobwatch.interchange import pixel_fits_bytes
+        from blobwatch.web.downloads import image_provenance
+
+        cand = candidate_or_404(session, candidate_id)
+        arrays = pixels.arrays(session, cand.image_id)
+        if kind not in arrays:
+            raise HTTPException(404, f"candidate {candidate_id}: no {kind} for its image")
+        x0, y0 = int(round(cand.x)) - CUTOUT_HALF, int(round(cand.y)) - CUTOUT_HALF
+        provenance = {**image_provenance(session, cand.image_id),
+                      "CANDID": (cand.id, "blobwatch candidate id"),
+                      "CANDX": (cand.x, "candidate x (0-based blob-image column)"),
+                      "CANDY": (cand.y, "candidate y (0-based blob-image row)")}
+        data = pixel_fits_bytes(render.cutout(arrays[kind], cand.x, cand.y, CUTOUT_HALF),
+                                content=f"{_KIND_TITLES[kind]} cut-out", provenance=provenance,
+                                origin=(x0, y0))
+        return _download(data, f"candidate{candidate_id}_{kind}.fits", "application/fits")
 
     # ---------------------------------------------------------------- write actions
 
@@ -446,6 +515,30 @@ def create_app(
         log.info("candidate %d rejected by %s (%s)", candidate_id, reviewer, reason)
         return back(fields, done="rejected", candidate=candidate_id)
 
+    @app.post("/images/{image_id}/ds9", include_in_schema=False)
+    async def open_in_ds9(image_id: int, request: Request) -> Response:
+        """Send the image's ``kind`` FITS download and its region file to DS9 over SAMP."""
+        from blobwatch.web.downloads import image_regions_bytes
+
+        fields = await checked_form(request)
+        if guard.require_token:  # DS9 would open on the server's screen, not the reviewer's
+            raise HTTPException(404, "open in DS9 is offered only by an app on this machine (loopback)")
+        kind = fields.get("kind", "")
+        if kind not in _KIND_TITLES:
+            raise HTTPException(422, f"kind must be one of: {', '.join(_KIND_TITLES)}")
+
+        def send() -> None:
+            with session_factory() as session:
+                regions = image_regions_bytes(session, image_or_404(session, image_id))
+            url = f"{str(request.base_url).rstrip('/')}/images/{image_id}/{kind}.fits"
+            samp.send(url, f"image{image_id}_{kind}", regions)
+
+        try:
+            await run_in_threadpool(send)
+        except SampError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return back(fields, done="ds9", image=image_id)
+
     @app.get("/unlock", response_class=HTMLResponse, include_in_schema=False)
     def unlock_page(request: Request, session: Session = Depends(db)) -> HTMLResponse:
         return page(request, "unlock.html", "", session)
@@ -505,7 +598,7 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if request.url.path.startswith("/api") or request.url.path.endswith((".png", ".fits", ".ecsv")):
+        if request.url.path.startswith("/api") or request.url.path.endswith((".png", ".fits", ".ecsv", ".reg")):
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
         with session_factory() as session:
             response = page(request, "error.html", "", session, status=exc.status_code, detail=exc.detail)
@@ -530,6 +623,8 @@ def _flash(done: str | None, params: Any) -> tuple[str, str] | None:
                           f"#{int(params['blob'])} seen again: nothing added to the catalog.")
         if done == "rejected":
             return "ok", f"Candidate #{int(params['candidate'])} rejected."
+        if done == "ds9":
+            return "ok", f"Image #{int(params['image'])} and its regions sent to DS9 over SAMP."
     except (KeyError, TypeError, ValueError):
         return None
     if done == "unlocked":
