@@ -11,7 +11,9 @@ database transaction and a notification to a local JSON webhook.
 
 Baseline, measured in the same run: the bare data path on the same files, without the monitor
 (`read_blob_image` x 31, `blob_difference`, `detect` with the same classifier, saliency of the
-flagged subframes).  The ratio monitor / baseline is the cost of the monitor layer (database,
+flagged subframes).  The pass that registers days 0-29 also stores their offsets to the fixed
+frame (register once), so the monitor's daily run registers only day 30, while the baseline
+registers all 30 references.  The ratio monitor / baseline is the cost of the monitor layer (database,
 report, notification, bookkeeping).  Also timed once: the whole ``blobwatch monitor`` command in a
 fresh process (Python start-up, imports, model loading included), as a cron job would run it.
 """

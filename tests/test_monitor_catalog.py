@@ -350,3 +350,10 @@ def test_rebuild_difference_uses_every_reference_the_run_used(Session, tmp_path:
     with Session() as s:  # a never-processed image: the image only
         current, result = rebuild_difference(Image(path=str(paths[0]), sha256="1" * 64), None)
     assert result is None and float(current.data[0, 0]) == 1.5
+    # a registered run is rebuilt with the offsets it recorded (these flat images register to none)
+    recorded = [[0.25 * (i % 3), -0.5] for i in range(40)]
+    run.parameters = {**run.parameters, "register": True, "offsets": recorded}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, result = rebuild_difference(image, run)
+    np.testing.assert_array_equal(result.offsets, recorded)

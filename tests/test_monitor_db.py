@@ -64,7 +64,7 @@ def test_old_schema_is_upgraded_and_keeps_its_rows(tmp_path: Path) -> None:
     assert schema_version(engine_of(Session)) == SCHEMA_VERSION
     with Session() as s:
         image = s.scalars(select(Image)).one()
-        assert image.path == "/data/a.fits" and image.rows is None
+        assert image.path == "/data/a.fits" and image.rows is None and image.offset_frame_id is None
     # opening again is a no-op
     open_database(url)
     assert schema_version(engine_of(Session)) == SCHEMA_VERSION

@@ -532,3 +532,26 @@ def test_compute_image_finds_the_new_blob_without_a_database(sequence: tuple[Pat
     assert result.parameters["reference_paths"] == [im.path for im in images[:4]]
     assert set(result.timings) == {"difference", "detect", "saliency"}
     assert set(result.saliency) == {s.index for s in result.detection.subframes if s.blob}
+
+
+def test_each_image_is_registered_once_to_a_fixed_frame_and_differences_use_the_stored_offsets(
+    inbox: Path, tmp_path: Path, classifier
+) -> None:
+    Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
+    _run(inbox, Session, tmp_path, classifier)
+    with Session() as s:
+        images = list(s.scalars(select(Image).order_by(Image.mjd)))
+        frame = images[0]
+        assert {im.offset_frame_id for im in images} == {frame.id}
+        assert (frame.offset_dy, frame.offset_dx) == (0.0, 0.0)
+        assert all(im.offset_dy is not None and abs(im.offset_dx) < 1.0 for im in images)
+        run = s.scalars(select(Run).where(Run.image_id == images[4].id)).one()
+        stored = [[im.offset_dy - images[4].offset_dy, im.offset_dx - images[4].offset_dx] for im in images[:4]]
+        np.testing.assert_allclose(run.parameters["offsets"], stored, atol=1e-4)
+        assert "4 of 4 offsets from the images' stored offsets" in run.parameters["registration_method"]
+        # measured once: a later run does not measure again
+        s.execute(Image.__table__.update().where(Image.id == images[4].id).values(offset_dy=99.0))
+        s.commit()
+    _run(inbox, Session, tmp_path, classifier)
+    with Session() as s:
+        assert s.get(Image, images[4].id).offset_dy == 99.0

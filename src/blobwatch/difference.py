@@ -41,6 +41,7 @@ from blobwatch.stats import robust_sigma
 __all__ = [
     "DifferenceResult",
     "FewReferencesWarning",
+    "OffsetFrame",
     "PreparedCache",
     "RegistrationWarning",
     "RegistrationParams",
@@ -643,6 +644,50 @@ class PreparedCache:
         return prepared
 
 
+def _prepare_with(cache: PreparedCache | None, image: BlobImage, frame: _Frame) -> _Prepared:
+    """``image`` prepared for ``frame``, through ``cache`` when there is one."""
+    if cache is None:
+        return frame.prepare(np.asarray(image.data, dtype=np.float32))
+    return cache.prepare(image, frame)
+
+
+class OffsetFrame:
+    """A fixed image against which each image's blob-pattern offset is measured once.
+
+    ``offset(image)`` is ``t`` with ``shift_image(image, *t)`` matching the frame.  The offset of
+    a reference relative to a current image (the convention of `blob_difference`) is then
+    ``offset(reference) - offset(current)``, so a job that stores every image's offset when it
+    first sees it needs no registration at all when it differences later images.
+
+    Parameters
+    ----------
+    frame : BlobImage
+        The fixed image (e.g. the first image of a sequence).
+    params : RegistrationParams, optional
+    prepared : PreparedCache, optional
+        Reuse the images' registration preparations.
+    """
+
+    def __init__(
+        self, frame: BlobImage, *, params: RegistrationParams | None = None, prepared: PreparedCache | None = None
+    ) -> None:
+        self._prepared = prepared
+        self._template = _Template(np.asarray(frame.data, dtype=np.float32), params or RegistrationParams(),
+                                   lambda f: _prepare_with(prepared, frame, f))
+
+    def offset(self, image: BlobImage) -> tuple[float, float] | None:
+        """``(dy, dx)`` moving ``image``'s blob pattern onto the frame's; None when it cannot be measured."""
+        shape = self._template.frame.shape
+        if image.data.shape != shape:
+            raise InputError(image.path or "<image>", f"shape {format_shape(image.data.shape)} does not match "
+                                                      f"the offset frame ({format_shape(shape)})")
+        try:
+            return self._template.register(_prepare_with(self._prepared, image, self._template.frame))
+        except _RegistrationFailed as exc:
+            log.info("%s: no offset to the frame (%s)", image.path or "<image>", exc)
+            return None
+
+
 # --------------------------------------------------------------------------------------------
 # The difference image
 # --------------------------------------------------------------------------------------------
@@ -703,6 +748,7 @@ def blob_difference(
     params: RegistrationParams | None = None,
     workers: int | None = None,
     prepared: PreparedCache | None = None,
+    offsets: Sequence[tuple[float, float] | None] | None = None,
 ) -> DifferenceResult:
     """Blob difference image: ``current - median(references)``, optionally registered.
 
@@ -725,44 +771,55 @@ def blob_difference(
     prepared : PreparedCache, optional
         Reuse the registration preparation of images seen in earlier calls (same result, less
         work when a sequence is differenced image by image).
+    offsets : sequence of (float, float) or None, optional
+        Known offsets of the references relative to ``current`` (in the order of ``references``;
+        e.g. from `OffsetFrame`): these references are aligned without being registered.  Those
+        given as None are registered.
 
     Returns
     -------
     DifferenceResult
     """
     params = params or RegistrationParams()
+    if offsets is not None and len(offsets) != len(references):
+        raise ValueError(f"{len(offsets)} offsets given for {len(references)} references")
     refs = _select_references(current, references, min_references, max_references)
     workers = workers or min(os.cpu_count() or 1, 8)
     cur = np.asarray(current.data, dtype=np.float32)
     n = len(refs)
     stack = np.empty((n,) + cur.shape, dtype=np.float32)
-    offsets = np.zeros((n, 2), dtype=np.float64)
+    shifts = np.zeros((n, 2), dtype=np.float64)
     failures: dict[int, str] = {}
 
     if register:
-
-        def prepare(image: BlobImage, frame: _Frame) -> _Prepared:
-            if prepared is None:
-                return frame.prepare(np.asarray(image.data, dtype=np.float32))
-            return prepared.prepare(image, frame)
-
-        template = _Template(cur, params, lambda frame: prepare(current, frame))
+        known = {id(ref): off for ref, off in zip(references, offsets or ()) if off is not None}
+        # the current image is prepared as a template only if some reference must be registered
+        template = (_Template(cur, params, lambda frame: _prepare_with(prepared, current, frame))
+                    if any(id(ref) not in known for ref in refs) else None)
+        frame = template.frame if template is not None else _Frame(cur.shape, params)
 
         def work(index: int) -> None:
             image = np.asarray(refs[index].data, dtype=np.float32)
-            prep = prepare(refs[index], template.frame)
-            try:
-                dy, dx = template.register(prep)
-            except _RegistrationFailed as exc:
-                failures[index] = str(exc)
-                dy = dx = 0.0
-            offsets[index] = (dy, dx)
-            stack[index] = template.frame.align(image, prep, dy, dx)
+            prep = _prepare_with(prepared, refs[index], frame)
+            if id(refs[index]) in known:
+                dy, dx = known[id(refs[index])]
+            else:
+                assert template is not None
+                try:
+                    dy, dx = template.register(prep)
+                except _RegistrationFailed as exc:
+                    failures[index] = str(exc)
+                    dy = dx = 0.0
+            shifts[index] = (dy, dx)
+            stack[index] = frame.align(image, prep, dy, dx)
 
         method = (
             "registered-median (Gauss-Newton blob-pattern offsets on the high-passed images; "
             "blob-scale structure Fourier-shifted, detector features fixed; NaN-aware median)"
         )
+        stored = sum(id(ref) in known for ref in refs)
+        if stored:
+            method += f"; {stored} of {n} offsets from the images' stored offsets to a fixed frame"
     else:
 
         def work(index: int) -> None:
@@ -792,7 +849,7 @@ def blob_difference(
     return DifferenceResult(
         data=data,
         stack=median,
-        offsets=offsets,
+        offsets=shifts,
         method=method,
         reference_paths=[ref.path for ref in refs],
         current=current,

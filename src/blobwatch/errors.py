@@ -24,3 +24,7 @@ class InputError(BlobwatchError):
         self.path = os.fspath(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        """Pickle with both arguments (Dask sends a worker's errors back to the client)."""
+        return type(self), (self.path, self.problem)

@@ -1,10 +1,11 @@
-"""``blobwatch monitor INBOX`` and ``blobwatch catalog {import,confirm,reject,export,list}``.
+"""``blobwatch monitor INBOX``, ``blobwatch reprocess ARCHIVE`` and
+``blobwatch catalog {import,confirm,reject,export,list}``.
 
 Where things are (database, reports folder, notification URLs, base URL, thresholds, model):
 the command-line option, else its environment variable, else the config file
 (``blobwatch.toml``), else the default; see `blobwatch.config` and ``blobwatch config show``.
-``blobwatch serve`` finds them the same way.  Only ``monitor`` and ``catalog import`` create a
-database that does not exist; the others name the database they looked for and exit 2.
+``blobwatch serve`` finds them the same way.  Only ``monitor``, ``reprocess`` and ``catalog import``
+create a database that does not exist; the others name the database they looked for and exit 2.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,8 +31,30 @@ def add_location_options(parser: argparse.ArgumentParser) -> None:
                              "./blobwatch-reports)")
 
 
+def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    """Options of ``monitor`` and ``reprocess``: locations, notifications, model, pipeline settings."""
+    add_location_options(parser)
+    parser.add_argument("--notify", metavar="URL", action="append", default=None,
+                        help="apprise URL to notify, e.g. json://host:port/path, mailtos://..., slack://... "
+                             "(repeatable; default: $BLOBWATCH_NOTIFY or the config file)")
+    parser.add_argument("--base-url", metavar="URL", default=None,
+                        help="address of the review app (blobwatch serve), e.g. http://host:8000: "
+                             "notifications link to each candidate's page there (default: "
+                             "$BLOBWATCH_BASE_URL or the config file's base_url)")
+    parser.add_argument("--model", metavar="PATH", default=None,
+                        help="model file (default: $BLOBWATCH_MODEL, the config file, or the shipped model)")
+    parser.add_argument("--references", type=int, default=None, metavar="N",
+                        help="preceding images in the median stack (default: the config file's, or 30)")
+    parser.add_argument("--min-references", type=int, default=None, metavar="N",
+                        help="process an image once N earlier images exist (default: the config file's, or 5)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="probability threshold (default: $BLOBWATCH_THRESHOLD, the config file, or the model's)")
+    parser.add_argument("--no-register", action="store_true", help="plain median stack, no sub-pixel registration")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``monitor`` and ``catalog`` commands."""
+    """Add the ``monitor``, ``reprocess`` and ``catalog`` commands."""
     mon = subparsers.add_parser(
         "monitor",
         help="the daily job: find new blob images, classify them, alert on new blobs",
@@ -44,29 +68,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     mon.add_argument("inbox", metavar="INBOX", help="folder with blob images (FITS), searched recursively")
-    add_location_options(mon)
-    mon.add_argument("--notify", metavar="URL", action="append", default=None,
-                     help="apprise URL to notify, e.g. json://host:port/path, mailtos://..., slack://... "
-                          "(repeatable; default: $BLOBWATCH_NOTIFY or the config file)")
-    mon.add_argument("--base-url", metavar="URL", default=None,
-                     help="address of the review app (blobwatch serve), e.g. http://host:8000: "
-                          "notifications link to each candidate's page there (default: "
-                          "$BLOBWATCH_BASE_URL or the config file's base_url)")
-    mon.add_argument("--model", metavar="PATH", default=None,
-                     help="model file (default: $BLOBWATCH_MODEL, the config file, or the shipped model)")
+    add_pipeline_options(mon)
     mode = mon.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="process what is there and exit (default)")
     mode.add_argument("--watch", metavar="SECONDS", type=float, default=None,
                       help="poll INBOX every SECONDS until interrupted")
-    mon.add_argument("--references", type=int, default=None, metavar="N",
-                     help="preceding images in the median stack (default: the config file's, or 30)")
-    mon.add_argument("--min-references", type=int, default=None, metavar="N",
-                     help="process an image once N earlier images exist (default: the config file's, or 5)")
-    mon.add_argument("--threshold", type=float, default=None,
-                     help="probability threshold (default: $BLOBWATCH_THRESHOLD, the config file, or the model's)")
-    mon.add_argument("--no-register", action="store_true", help="plain median stack, no sub-pixel registration")
-    mon.add_argument("--no-progress", action="store_true", help="no progress bar")
     mon.set_defaults(func=run_monitor_command)
+
+    rep = subparsers.add_parser(
+        "reprocess",
+        help="the monitor's pipeline over a whole archive, in parallel on Dask",
+        description=(
+            "Register the blob images of ARCHIVE (searched recursively) and process every image that has "
+            "enough earlier images, as `blobwatch monitor` would, with the same results: differences, "
+            "detection and saliency run on Dask workers in parallel, while candidates are sorted against "
+            "earlier ones and recorded one image after the other in date order. Each image is committed "
+            "on its own, so a rerun after an interruption finishes the rest. Needs the 'distributed' "
+            "extra (pip install 'blobwatch[distributed]'). Exit status as for `blobwatch monitor`."
+        ),
+    )
+    rep.add_argument("archive", metavar="ARCHIVE", help="folder with blob images (FITS), searched recursively")
+    add_pipeline_options(rep)
+    where = rep.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="worker processes of the local Dask cluster (default: one per core)")
+    where.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                       help="use a running Dask scheduler, e.g. tcp://HOST:8786 (its workers must see "
+                            "ARCHIVE and the model at the same paths)")
+    rep.set_defaults(func=run_reprocess_command)
 
     cat = subparsers.add_parser(
         "catalog",
@@ -197,16 +226,21 @@ def _refresh_pages(session: Any, reports: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def run_monitor_command(args: argparse.Namespace) -> int:
-    """Handle ``blobwatch monitor``."""
-    from blobwatch.monitor.notify import validate_notify_urls
-    from blobwatch.monitor.runner import MonitorSettings, run_monitor, watch
+def _pipeline_run(args: argparse.Namespace, inbox_arg: str, what: str = "inbox") -> dict[str, Any]:
+    """Check the pipeline options of ``monitor`` or ``reprocess`` and resolve them through the
+    config (`settings`); the keyword arguments of the run.
 
-    inbox = Path(args.inbox)
+    Raises
+    ------
+    BlobwatchError
+        A bad option, inbox, model, notification URL or database (one line, exit 2).
+    """
+    from blobwatch.monitor.notify import validate_notify_urls
+    from blobwatch.monitor.runner import MonitorSettings
+
+    inbox = Path(inbox_arg)
     if not inbox.exists():
-        raise InputError(inbox, "inbox folder not found")
-    if args.watch is not None and not args.watch > 0:
-        raise BlobwatchError(f"--watch {args.watch:g} must be a positive number of seconds")
+        raise InputError(inbox, f"{what} folder not found")
     found = settings(args, notify=args.notify, base_url=args.base_url, threshold=args.threshold,
                      references=args.references, min_references=args.min_references, model=args.model)
     url, reports = str(found["db"]), Path(found["reports"]).expanduser()
@@ -225,14 +259,12 @@ def run_monitor_command(args: argparse.Namespace) -> int:
         threshold=found["threshold"],
         base_url=found["base_url"],
     )
-    session_factory = _open(url, create=True)
-    kwargs = dict(db=session_factory, reports=reports, notify=urls, settings=monitor_settings,
-                  progress=False if args.no_progress else None)
-    if args.watch is not None:
-        print(f"watching {inbox} every {args.watch:g} s (Ctrl-C to stop); reports in {reports}", flush=True)
-        watch(inbox, args.watch, model=model, **kwargs)
-        return 0  # pragma: no cover - watch returns only by KeyboardInterrupt
-    summary = run_monitor(inbox, model=model, **kwargs)
+    return dict(db=_open(url, create=True), reports=reports, notify=urls, settings=monitor_settings, model=model,
+                progress=False if args.no_progress else None)
+
+
+def _print_summary(summary: Any, urls: list[str]) -> None:
+    """The closing lines of ``monitor`` and ``reprocess``."""
     alerts = [o for o in summary.processed if o.alert]
     print(f"{len(summary.processed)} processed, {len(alerts)} with new blobs, "
           f"{len(summary.rejected)} rejected, {len(summary.failed)} failed, "
@@ -241,6 +273,38 @@ def run_monitor_command(args: argparse.Namespace) -> int:
     if not urls and alerts:
         print("no notification URL configured (--notify, $BLOBWATCH_NOTIFY or notify in blobwatch.toml): alerts "
               "are only in the database and the reports", file=sys.stderr)
+
+
+def run_monitor_command(args: argparse.Namespace) -> int:
+    """Handle ``blobwatch monitor``."""
+    from blobwatch.monitor.runner import run_monitor, watch
+
+    if args.watch is not None and not args.watch > 0:
+        raise BlobwatchError(f"--watch {args.watch:g} must be a positive number of seconds")
+    kwargs = _pipeline_run(args, args.inbox)
+    if args.watch is not None:
+        print(f"watching {args.inbox} every {args.watch:g} s (Ctrl-C to stop); reports in {kwargs['reports']}",
+              flush=True)
+        watch(args.inbox, args.watch, **kwargs)
+        return 0  # pragma: no cover - watch returns only by KeyboardInterrupt
+    summary = run_monitor(args.inbox, **kwargs)
+    _print_summary(summary, kwargs["notify"])
+    return summary.exit_code
+
+
+def run_reprocess_command(args: argparse.Namespace) -> int:
+    """Handle ``blobwatch reprocess``."""
+    if args.workers is not None and args.workers < 1:
+        raise BlobwatchError(f"--workers {args.workers} must be at least 1")
+    try:
+        from blobwatch.monitor.reprocess import reprocess
+    except ImportError as exc:
+        raise BlobwatchError(f"reprocess needs Dask: pip install 'blobwatch[distributed]' ({exc})") from None
+    if not args.verbose:  # Dask's cluster start and stop messages
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+    kwargs = _pipeline_run(args, args.archive, "archive")
+    summary = reprocess(args.archive, workers=args.workers, scheduler=args.scheduler, **kwargs)
+    _print_summary(summary, kwargs["notify"])
     return summary.exit_code
 
 

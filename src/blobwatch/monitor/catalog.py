@@ -411,9 +411,10 @@ def rebuild_difference(
 ) -> tuple[Any, Any]:
     """Re-read an image and rebuild the difference its run made (one code path for review).
 
-    Uses the references and the registration switch recorded in ``run.parameters`` (looked up in
-    ``images_dir`` by file name if they moved) with `blobwatch.difference.blob_difference`.  The
-    warnings about few or unregistered references are not repeated: the run reported them.
+    Uses the references, the registration switch and the references' offsets recorded in
+    ``run.parameters`` (looked up in ``images_dir`` by file name if they moved) with
+    `blobwatch.difference.blob_difference`; a run that recorded no offsets is registered again.
+    The warnings about few or unregistered references are not repeated: the run reported them.
 
     Returns
     -------
@@ -435,6 +436,7 @@ def rebuild_difference(
     if not references:
         return current, None
     refs = [read_blob_image(locate_image(p, images_dir)) for p in references]  # shapes: blob_difference
+    offsets = list(params.get("offsets") or [])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FewReferencesWarning)
         warnings.simplefilter("ignore", RegistrationWarning)
@@ -444,6 +446,7 @@ def rebuild_difference(
             register=bool(params.get("register", True)),
             min_references=min(len(refs), int(params.get("min_references", 5))),
             max_references=len(refs),  # exactly the run's references, also beyond the seed's 30
+            offsets=[(float(dy), float(dx)) for dy, dx in offsets] if len(offsets) == len(refs) else None,
         )
     return current, result
 

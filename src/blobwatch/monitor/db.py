@@ -59,7 +59,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 from blobwatch.errors import BlobwatchError
 
 #: Alembic revision of the newest schema this code writes.
-SCHEMA_VERSION = "0003"
+SCHEMA_VERSION = "0004"
 
 #: Environment variable that overrides the default database URL.
 DB_URL_ENV = "BLOBWATCH_DB"
@@ -139,6 +139,11 @@ class Image(Base):
     #: image shape (added in schema 0002)
     rows: Mapped[Optional[int]] = mapped_column(Integer)
     cols: Mapped[Optional[int]] = mapped_column(Integer)
+    #: offset (px) moving the image's blob pattern onto the frame image's (added in schema 0004)
+    offset_dy: Mapped[Optional[float]] = mapped_column(Float)
+    offset_dx: Mapped[Optional[float]] = mapped_column(Float)
+    #: the frame image the offset was measured against; NULL: not measured yet
+    offset_frame_id: Mapped[Optional[int]] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), index=True, default="registered")
     reason: Mapped[Optional[str]] = mapped_column(Text)
     claimed_by: Mapped[Optional[str]] = mapped_column(String(128))

@@ -6,15 +6,18 @@
 2. **register** each new file content (SHA-256) as an ``images`` row: the file is read with
    `blobwatch.fits_io.read_blob_image`; a file it refuses (corrupt, truncated, all-NaN, ...) or
    whose shape differs from the monitor's images is recorded as ``rejected`` with the reason;
-3. **process**, in order of observation time, every registered image that has at least
+3. **register once** (with ``register``): measure the blob-pattern offset of every new valid image
+   to a fixed frame image and store it in ``images`` (`measure_offsets`), so that a difference
+   aligns its references by the stored offsets instead of registering each one again;
+4. **process**, in order of observation time, every registered image that has at least
    ``min_references`` earlier valid images: atomically claim it, build the registered difference
    against the preceding ``n_references``, run `blobwatch.detect.detect` (16 subframes, CNN,
    candidates), compute the saliency maps of flagged subframes, sort candidates into ``known``
    (inside a catalog blob), ``linked`` (at an earlier open or confirmed candidate) and ``new``,
    write the report, then commit all rows of the image and its pending notifications in one
    transaction;
-4. **notify**: send pending and earlier failed notifications (`blobwatch.monitor.notify`);
-5. rewrite the index and blob-map pages.
+5. **notify**: send pending and earlier failed notifications (`blobwatch.monitor.notify`);
+6. rewrite the index and blob-map pages.
 
 Running it twice over the same inbox changes nothing the second time.
 """
@@ -32,7 +35,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 from sqlalchemy import select, update
@@ -65,12 +68,15 @@ from blobwatch.stats import jsonable
 
 __all__ = [
     "FITS_SUFFIXES",
+    "ImageFile",
     "ImageOutcome",
     "ImageResult",
     "MonitorSettings",
     "MonitorSummary",
     "compute_image",
     "discover",
+    "measure_offsets",
+    "progress_bar",
     "record",
     "run_monitor",
     "watch",
@@ -217,6 +223,13 @@ def discover(inbox: str | os.PathLike) -> list[Path]:
     return sorted(found)
 
 
+class ImageFile(NamedTuple):
+    """A registered image's file, all a process needs to read it: its path and SHA-256."""
+
+    path: str
+    sha256: str
+
+
 class _ImageCache:
     """A small LRU cache of `BlobImage` objects keyed by SHA-256 (one read per file per run).
 
@@ -233,7 +246,7 @@ class _ImageCache:
     def put(self, sha: str, image: Any) -> None:
         self._images.put(sha, image)
 
-    def get(self, image: Image) -> Any:
+    def get(self, image: Image | ImageFile) -> Any:
         from blobwatch.fits_io import read_blob_image
 
         cached = self._images.get(image.sha256)
@@ -248,7 +261,7 @@ class _ImageCache:
         self.put(image.sha256, blob)
         return blob
 
-    def get_many(self, images: Sequence[Image]) -> list[Any]:
+    def get_many(self, images: Sequence[Image | ImageFile]) -> list[Any]:
         """Blob images for several rows, the missing ones read in parallel threads."""
         from blobwatch.fits_io import read_blob_images
 
@@ -351,6 +364,83 @@ def _reject_wrong_shapes(
                 log.warning("%s: rejected: %s", image.path, image.reason)
         session.commit()
     return tuple(expected), rejected
+
+
+#: A blob-pattern offset (dy, dx) in pixels.
+Offset = tuple[float, float]
+
+
+def measure_offsets(frame: ImageFile, images: Sequence[ImageFile], cache: _ImageCache) -> list[Offset | None]:
+    """Each image's blob-pattern offset to the frame image (`blobwatch.difference.OffsetFrame`).
+
+    Returns
+    -------
+    list of (float, float) or None
+        None where the offset cannot be measured (the image's differences register it directly).
+
+    Raises
+    ------
+    InputError
+        The frame image cannot be read.
+    """
+    from blobwatch.difference import OffsetFrame
+
+    offset_frame = OffsetFrame(cache.get(frame), prepared=cache.prepared)
+    out: list[Offset | None] = []
+    for image in images:
+        try:
+            out.append(offset_frame.offset(cache.get(image)))
+        except InputError as exc:  # rejected when it is processed or used as a reference
+            log.warning("%s: offset not measured: %s", image.path, exc.problem)
+            out.append(None)
+    return out
+
+
+def _measure_new_offsets(
+    session_factory: sessionmaker[Session],
+    measure: Callable[[ImageFile, list[ImageFile]], list[Offset | None]],
+) -> None:
+    """Register once: measure the offset of every valid image that has none yet and store them.
+
+    The frame is the image already used as one (``offset_frame_id`` its own id), else the
+    earliest valid image; ``measure`` (`measure_offsets`, or its Dask version) does the work.
+    """
+    valid = (Image.status != "rejected", Image.mjd.is_not(None))
+    columns = (Image.id, Image.path, Image.sha256)
+    with session_factory() as session:
+        frame = session.execute(select(*columns).where(Image.id == Image.offset_frame_id, *valid)
+                                .order_by(Image.id).limit(1)).first()
+        frame = frame or session.execute(select(*columns).where(*valid).order_by(Image.mjd, Image.id).limit(1)).first()
+        todo = session.execute(select(*columns)
+                               .where(Image.offset_frame_id.is_(None), *valid).order_by(Image.mjd, Image.id)).all()
+    if frame is None or not todo:
+        return
+    frame_id, frame_path, frame_sha = frame
+    others = [(iid, ImageFile(path, sha)) for iid, path, sha in todo if iid != frame_id]
+    try:
+        offsets = dict(zip([iid for iid, _ in others], measure(ImageFile(frame_path, frame_sha),
+                                                             [f for _, f in others])))
+    except InputError as exc:
+        log.warning("%s: cannot be read as the offset frame (%s); differences register their references",
+                    exc.path, exc.problem)
+        return
+    offsets[frame_id] = (0.0, 0.0)
+    with write_session(session_factory) as session:
+        for iid, offset in offsets.items():
+            dy, dx = offset if offset is not None else (None, None)
+            session.execute(update(Image).where(Image.id == iid)
+                            .values(offset_dy=dy, offset_dx=dx, offset_frame_id=frame_id))
+        session.commit()
+    log.info("offsets of %d image(s) to frame %s measured", len(offsets), Path(frame_path).name)
+
+
+def _stored_offsets(image: Image, refs: Sequence[Image]) -> list[Offset | None]:
+    """The references' offsets relative to ``image`` from the stored frame offsets (None: unknown)."""
+    if image.offset_frame_id is None or image.offset_dy is None or image.offset_dx is None:
+        return [None] * len(refs)
+    return [(r.offset_dy - image.offset_dy, r.offset_dx - image.offset_dx)
+            if r.offset_frame_id == image.offset_frame_id and r.offset_dy is not None and r.offset_dx is not None
+            else None for r in refs]
 
 
 # --------------------------------------------------------------------------------------------
@@ -475,7 +565,13 @@ class ImageResult:
 
 
 def compute_image(
-    current: Any, references: Sequence[Any], classifier: Any, settings: MonitorSettings, *, prepared: Any = None
+    current: Any,
+    references: Sequence[Any],
+    classifier: Any,
+    settings: MonitorSettings,
+    *,
+    prepared: Any = None,
+    offsets: Sequence[Offset | None] | None = None,
 ) -> ImageResult:
     """Difference, detection and saliency of one image: pure computation, no database, no files.
 
@@ -491,6 +587,9 @@ def compute_image(
         rules recorded in the parameters.
     prepared : blobwatch.difference.PreparedCache, optional
         Registration preparations shared by the images of one run.
+    offsets : sequence of (float, float) or None, optional
+        The references' offsets relative to ``current`` where known (`_stored_offsets`); the
+        others are registered.
     """
     from blobwatch.detect import detect
     from blobwatch.difference import blob_difference
@@ -501,7 +600,7 @@ def compute_image(
         warnings.simplefilter("ignore")  # FewReferencesWarning is expected while < 30 exist
         diff = blob_difference(current, references, register=settings.register,
                                min_references=settings.min_references, max_references=settings.n_references,
-                               prepared=prepared)
+                               prepared=prepared, offsets=offsets)
     timings["difference"] = time.perf_counter() - t
     t = time.perf_counter()
     detection = detect(diff, classifier, threshold=settings.threshold, name=current.name)
@@ -573,7 +672,8 @@ def process_image(
     read_seconds = time.perf_counter() - t0
 
     # 2. compute phase
-    result = compute_image(current, ref_images, model.classifier, settings, prepared=cache.prepared)
+    result = compute_image(current, ref_images, model.classifier, settings, prepared=cache.prepared,
+                           offsets=_stored_offsets(image, refs))
     # 3. write phase
     return record(session_factory, image_id, result, reference_ids=[r.id for r in refs], model=model,
                   settings=settings, reports=reports, notify_urls=notify_urls, worker=worker,
@@ -702,6 +802,24 @@ def _outcome(session_factory: sessionmaker[Session], image_id: int, status: str,
         return ImageOutcome(image_id, image.name, status, image.obs_date, reason)
 
 
+def _failed(session_factory: sessionmaker[Session], image_id: int, worker: str, exc: Exception) -> ImageOutcome:
+    """Log an unexpected processing error with its traceback, release the claim: a ``failed`` outcome."""
+    log.error("image %d: processing failed", image_id, exc_info=exc)
+    with session_factory() as session:
+        release_image(session, image_id, worker)
+    return _outcome(session_factory, image_id, "failed", f"{type(exc).__name__}: {exc}")
+
+
+def _add_outcome(summary: MonitorSummary, outcome: ImageOutcome, echo_line: Callable[[str], None], bar: Any) -> None:
+    """Add an image's outcome to the summary, print its line and advance the progress bar."""
+    summary.outcomes.append(outcome)
+    if outcome.status == "rejected":
+        summary.rejected.append(outcome)
+    echo_line(outcome.summary_line())
+    if bar:
+        bar.update(1)
+
+
 class _Retry(Exception):
     """A reference turned out to be unreadable; choose the references again."""
 
@@ -755,56 +873,23 @@ def run_monitor(
     """
     start = time.perf_counter()
     settings = settings or MonitorSettings()
-    if settings.min_references < 1 or settings.n_references < settings.min_references:
-        raise ValueError(f"need 1 <= min_references ({settings.min_references}) <= n_references ({settings.n_references})")
-    reports_path = (Path(reports) if reports is not None else Path.cwd() / "blobwatch-reports").resolve()
-    reports_path.mkdir(parents=True, exist_ok=True)
-    session_factory = db if isinstance(db, sessionmaker) else open_database(
-        db or f"sqlite:///{(reports_path / 'blobwatch.db').resolve()}")
-    urls = list(notify or [])
     echo = echo or (lambda line: print(line, flush=True))
-    summary = MonitorSummary()
-    worker = worker_name()
+    urls = list(notify or [])
     cache = _ImageCache(max(settings.cache_images, settings.n_references + 2))
-
-    paths = discover(inbox)
-    if not paths:
-        log.warning("%s: the inbox holds no FITS files (%s): nothing to do", inbox, ", ".join(FITS_SUFFIXES))
-    summary.registered, summary.rejected = register_files(session_factory, paths, cache)
-    _, wrong = _reject_wrong_shapes(session_factory, settings.expected_shape)
-    summary.rejected.extend(wrong)
-    for outcome in summary.rejected:
-        echo(outcome.summary_line())
-    reclaim_dead_claims(session_factory)
-
-    with session_factory() as session:
-        todo = session.execute(
-            select(Image.id, Image.mjd).where(Image.status.in_(("registered", "processing")), Image.mjd.is_not(None))
-            .order_by(Image.mjd, Image.id)
-        ).all()
-        valid_mjds = np.sort(np.array(session.scalars(
-            select(Image.mjd).where(Image.status != "rejected", Image.mjd.is_not(None))).all(), dtype=float))
-    ready = [(iid, mjd) for iid, mjd in todo
-             if np.searchsorted(valid_mjds, mjd, side="left") >= settings.min_references]
-    waiting = len(todo) - len(ready)
-    if waiting:
-        log.info("%d image(s) wait for %d earlier images", waiting, settings.min_references)
+    reports_path, session_factory, summary = _start_run(inbox, db, reports, settings, cache, echo)
+    if settings.register:
+        _measure_new_offsets(session_factory, lambda frame, images: measure_offsets(frame, images, cache))
+    worker = worker_name()
+    ready = _ready_images(session_factory, settings)
 
     loaded = _load_model(model, classifier) if ready else None  # before any claim: a bad model claims nothing
     if len(ready) > 1 and settings.register:  # consecutive images share references: prepare each once
         from blobwatch.difference import PreparedCache
 
         cache.prepared = PreparedCache(settings.n_references + 1)
-    bar = None
-    if progress or (progress is None and len(ready) > 1 and sys.stderr.isatty()):
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(ready), unit="image", desc="monitor", file=sys.stderr)
-        echo_line = bar.write
-    else:
-        echo_line = echo
+    bar, echo_line = progress_bar(progress, len(ready), "monitor", echo)
     try:
-        for iid, _mjd in ready:
+        for iid in ready:
             with session_factory() as session:
                 if not claim_image(session, iid, worker, stale_after=settings.stale_after):
                     log.info("image %d is being processed by another monitor; skipped", iid)
@@ -833,31 +918,103 @@ def run_monitor(
                         release_image(session, iid, worker)
                     raise
                 except Exception as exc:  # one bad image never stops the others
-                    log.exception("image %d: processing failed", iid)
-                    with session_factory() as session:
-                        release_image(session, iid, worker)
-                    outcome = _outcome(session_factory, iid, "failed", f"{type(exc).__name__}: {exc}")
+                    outcome = _failed(session_factory, iid, worker, exc)
                     break
             else:  # pragma: no cover - only if every reference became unreadable
                 with session_factory() as session:
                     release_image(session, iid, worker)
                 continue
-            summary.outcomes.append(outcome)
-            if outcome.status == "rejected":
-                summary.rejected.append(outcome)
-            echo_line(outcome.summary_line())
-            if bar:
-                bar.update(1)
+            _add_outcome(summary, outcome, echo_line, bar)
     finally:
         if bar:
             bar.close()
 
+    _finish_run(summary, session_factory, reports_path, urls, sender, echo)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _start_run(
+    inbox: str | os.PathLike,
+    db: str | sessionmaker[Session] | None,
+    reports: str | os.PathLike | None,
+    settings: MonitorSettings,
+    cache: _ImageCache,
+    echo: Callable[[str], None],
+) -> tuple[Path, sessionmaker[Session], MonitorSummary]:
+    """Open the database, register the inbox's new files, reject wrong shapes, free dead claims.
+
+    Returns
+    -------
+    (Path, sessionmaker, MonitorSummary)
+        The report folder, the session factory and a summary holding the registrations.
+    """
+    if settings.min_references < 1 or settings.n_references < settings.min_references:
+        raise ValueError(f"need 1 <= min_references ({settings.min_references}) <= n_references ({settings.n_references})")
+    reports_path = (Path(reports) if reports is not None else Path.cwd() / "blobwatch-reports").resolve()
+    reports_path.mkdir(parents=True, exist_ok=True)
+    session_factory = db if isinstance(db, sessionmaker) else open_database(
+        db or f"sqlite:///{(reports_path / 'blobwatch.db').resolve()}")
+    summary = MonitorSummary()
+    paths = discover(inbox)
+    if not paths:
+        log.warning("%s: the inbox holds no FITS files (%s): nothing to do", inbox, ", ".join(FITS_SUFFIXES))
+    summary.registered, summary.rejected = register_files(session_factory, paths, cache)
+    _, wrong = _reject_wrong_shapes(session_factory, settings.expected_shape)
+    summary.rejected.extend(wrong)
+    for outcome in summary.rejected:
+        echo(outcome.summary_line())
+    reclaim_dead_claims(session_factory)
+    return reports_path, session_factory, summary
+
+
+def _ready_images(session_factory: sessionmaker[Session], settings: MonitorSettings) -> list[int]:
+    """Ids of the unprocessed images with at least ``min_references`` earlier valid images, in date order."""
+    with session_factory() as session:
+        todo = session.execute(
+            select(Image.id, Image.mjd).where(Image.status.in_(("registered", "processing")), Image.mjd.is_not(None))
+            .order_by(Image.mjd, Image.id)
+        ).all()
+        valid_mjds = np.sort(np.array(session.scalars(
+            select(Image.mjd).where(Image.status != "rejected", Image.mjd.is_not(None))).all(), dtype=float))
+    ready = [iid for iid, mjd in todo if np.searchsorted(valid_mjds, mjd, side="left") >= settings.min_references]
+    if len(todo) > len(ready):
+        log.info("%d image(s) wait for %d earlier images", len(todo) - len(ready), settings.min_references)
+    return ready
+
+
+def progress_bar(
+    progress: bool | None, total: int, desc: str, echo: Callable[[str], None]
+) -> tuple[Any, Callable[[str], None]]:
+    """A tqdm bar on stderr (``progress`` True, or None and stderr a terminal and > 1 image) or None.
+
+    Returns
+    -------
+    (tqdm or None, callable)
+        The bar and the function that prints a line without breaking it.
+    """
+    if progress or (progress is None and total > 1 and sys.stderr.isatty()):
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="image", desc=desc, file=sys.stderr)
+        return bar, bar.write
+    return None, echo
+
+
+def _finish_run(
+    summary: MonitorSummary,
+    session_factory: sessionmaker[Session],
+    reports_path: Path,
+    urls: Sequence[str],
+    sender: _notify.Sender,
+    echo: Callable[[str], None],
+) -> None:
+    """Send pending notifications, then rewrite the index and blob-map pages if anything changed."""
     summary.deliveries = _notify.deliver_pending(session_factory, urls, sender=sender) if urls else []
     for d in summary.deliveries:
         if not d.ok:
             echo(f"notification for image {d.image_id} failed (will retry next run): {d.error}")
 
-    # pages that summarize the database
     from blobwatch.monitor.report import write_blobmap, write_index
 
     with session_factory() as session:
@@ -867,8 +1024,6 @@ def run_monitor(
             write_blobmap(session, reports_path)
         else:
             summary.index = reports_path / "index.html"
-    summary.seconds = time.perf_counter() - start
-    return summary
 
 
 def watch(inbox: str | os.PathLike, seconds: float, **kwargs: Any) -> None:
