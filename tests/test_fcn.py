@@ -144,7 +144,7 @@ def test_train_fcn_writes_a_loadable_model_with_its_record(tmp_path: Path) -> No
     from blobwatch.regression import SuiteSpec, build_suite
     from blobwatch.variation import VariationConfig
 
-    cases = build_suite(SuiteSpec("training", 2, VariationConfig(size=256, n_references=5, cases=5, new_blobs=2)),
+    cases = build_suite(SuiteSpec("training", 2, VariationConfig(size=256, n_references=3, cases=5, new_blobs=2)),
                         tmp_path / "cache", progress=False)
     cfg = FCNTrainConfig(outdir=str(tmp_path / "run"), val_sequences=1, negatives_per_case=2, epochs=2,
                          width=4, depth=2, batch_size=4, progress=False)

@@ -275,3 +275,10 @@ def test_matched_filter_gain_predicts_the_filtered_noise(model) -> None:
     assert math.isclose(measured, gain, rel_tol=0.15), (measured, gain)
     if model["kind"] != "white":
         assert gain > 1.3
+
+
+def test_training_stamps_never_include_the_suites_held_out_ones() -> None:
+    from blobwatch.variation import training_stamps
+
+    assert len(training_stamps()) == 15 and not set(training_stamps()) & set(HELDOUT_STAMPS)
+    assert VariationConfig().stamps == tuple(HELDOUT_STAMPS)

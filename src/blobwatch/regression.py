@@ -258,7 +258,8 @@ def _build_sequence(spec: SuiteSpec, seed: int, folder: Path) -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RegistrationWarning)
             warnings.simplefilter("ignore", FewReferencesWarning)
-            result = blob_difference(current, refs, prepared=prepared, max_references=len(refs))
+            result = blob_difference(current, refs, prepared=prepared, max_references=len(refs),
+                                     min_references=min(5, len(refs)))
         unregistered = sum(issubclass(w.category, RegistrationWarning) for w in caught)
         sigma = _robust_sigma(result.data)
         with atomic_path(folder / f"case{case.index:02d}.npz") as tmp, open(tmp, "wb") as f:

@@ -195,7 +195,7 @@ def markdown(runs: Sequence[DetectorRun], comp: dict[str, Any], calib: dict[str,
         "  'overlap' = centre within 0.6 radius of an existing blob, 'touching' = rims touching,",
         "  'artifact' = beside a snowball;",
         "- profiles " + ", ".join(f"{k} ({w:.0%})" for k, w in PROFILES.items()) +
-        f"; 'stamp' uses only the real stamps held out of training ({', '.join(map(str, v.heldout_stamps))});",
+        f"; 'stamp' uses only the real stamps held out of training ({', '.join(map(str, v.stamps))});",
         f"- depth set for a target matched-filter S/N of {v.snr_range[0]:g}-{v.snr_range[1]:g} (log-uniform,",
         f"  central loss at most {v.max_depth:.0%}); the S/N used below is measured: depth x the root",
         "  sum of squares of the unit-depth signal / the robust noise of the case's difference.",

@@ -48,6 +48,7 @@ __all__ = [
     "VariedSequence",
     "split_seeds",
     "simulate_varied_sequence",
+    "training_stamps",
     "transform_points",
 ]
 
@@ -74,6 +75,11 @@ PROFILES: dict[str, float] = {"ring": 0.35, "disc": 0.35, "stamp": 0.30}
 
 #: Noise models of a sequence, equally likely.
 NOISE_MODELS = ("white", "correlated", "1/f")
+
+
+def training_stamps() -> tuple[int, ...]:
+    """The real stamps a detector may be trained on: all but the 5 held out for the suite."""
+    return tuple(k for k in sorted(load_stamps()) if k not in HELDOUT_STAMPS)
 
 
 def split_seeds(split: str, n: int) -> list[int]:
@@ -109,8 +115,9 @@ class VariationConfig:
         Target matched-filter S/N of new blobs (log-uniform).
     max_depth : float
         Central throughput loss is capped here (blobs lose at most ~30 %).
-    heldout_stamps : tuple of int
-        Real stamps used for stamp-shaped blobs (never used in training).
+    stamps : tuple of int
+        Real stamps used for stamp-shaped blobs: the 5 held out of training for the suite and its
+        calibration split; training images must use the other 15 (`training_stamps`).
     """
 
     size: int = 1024
@@ -124,7 +131,7 @@ class VariationConfig:
     max_blur: float = 1.0
     snr_range: tuple[float, float] = (3.0, 50.0)
     max_depth: float = 0.30
-    heldout_stamps: tuple[int, ...] = tuple(HELDOUT_STAMPS)
+    stamps: tuple[int, ...] = tuple(HELDOUT_STAMPS)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
@@ -143,7 +150,7 @@ class VariationConfig:
         """JSON-ready fields."""
         d = asdict(self)
         d["snr_range"] = list(self.snr_range)
-        d["heldout_stamps"] = list(self.heldout_stamps)
+        d["stamps"] = list(self.stamps)
         return d
 
 
@@ -389,9 +396,9 @@ class _Renderer:
         self.max_scale = _maximum(rng, config.max_scale)
         self.max_blur = float(rng.uniform(0.0, config.max_blur))
         self.gradient_change = float(rng.uniform(0.0, 1.0))
-        self.stamps = {k: v for k, v in load_stamps().items() if k in config.heldout_stamps}
+        self.stamps = {k: v for k, v in load_stamps().items() if k in config.stamps}
         if not self.stamps:
-            raise ValueError(f"none of the held-out stamps {config.heldout_stamps} is in the stamp file")
+            raise ValueError(f"none of the stamps {config.stamps} is in the stamp file")
 
     def params(self) -> dict[str, Any]:
         return {

@@ -246,7 +246,7 @@ def _train_fcn(args: argparse.Namespace) -> int:
     from blobwatch.fcn_train import FCNTrainConfig, train_fcn
     from blobwatch.modelfile import load_model, save_model
     from blobwatch.regression import SuiteSpec, build_suite, calibrate, run_detector
-    from blobwatch.variation import VariationConfig
+    from blobwatch.variation import VariationConfig, training_stamps
 
     from blobwatch.classifier import resolve_device
 
@@ -257,7 +257,8 @@ def _train_fcn(args: argparse.Namespace) -> int:
                          seed=args.seed, device=args.device, threads=args.threads)
     progress = sys.stderr.isatty()
     t0 = time.perf_counter()
-    variation = VariationConfig(cases=cfg.cases, new_blobs=cfg.new_blobs)
+    # stamp-shaped training blobs come from the 15 training stamps, never the suite's 5
+    variation = VariationConfig(cases=cfg.cases, new_blobs=cfg.new_blobs, stamps=training_stamps())
     cases = build_suite(SuiteSpec("training", cfg.sequences, variation), cache, progress=progress)
     print(f"training cases: {len(cases)} ({time.perf_counter() - t0:.0f} s to build or read)")
     metrics = train_fcn(cfg, cases)
