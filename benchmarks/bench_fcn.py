@@ -13,21 +13,10 @@ Run:  .venv/bin/python benchmarks/bench_fcn.py [--repeats 5] [--threads 2]
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 import warnings
-from typing import Callable
 
-
-def _median_time(func: Callable[[], object], repeats: int) -> float:
-    func()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from bench_detect import _median_time  # the same timing rule as the detect benchmark
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     def seed_protocol() -> None:
         clf.predict_proba(tile(prepare(result.data, clip_factor=clf.clip_factor).data)[0])
 
+    for warm_up in (seed_protocol, lambda: detect(result, clf), lambda: fcn.candidates(result.data, result.stack)):
+        warm_up()
     base = _median_time(seed_protocol, args.repeats)
     rows = [("seed protocol (baseline)", base),
             ("detect (PaperCNN + matched filter)", _median_time(lambda: detect(result, clf), args.repeats)),
