@@ -232,6 +232,10 @@ def markdown(runs: Sequence[DetectorRun], comp: dict[str, Any], calib: dict[str,
         "",
         f"![detection vs S/N]({figure})",
         "",
+        *[f"`{r.name}`'s threshold of {r.calibrated.threshold:g}, above any probability, means that no "
+          "threshold met the target on the calibration split: it is shown never alarming, and finding nothing."
+          for r in runs if r.native.threshold <= 1.0 < r.calibrated.threshold],
+        "",
         "On the calibration split these thresholds gave: " + "; ".join(
             f"`{r.name}` {r.calibration.summary()['false_alarm_rate']:.2f} false alarms per quiet image, "
             f"{r.calibration.summary()['detection_overall']['rate']:.2f} of blobs found" for r in runs) + ".",
