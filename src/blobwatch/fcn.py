@@ -41,9 +41,8 @@ def fcn_inputs(difference: np.ndarray, reference: np.ndarray | None) -> np.ndarr
     high-passed (minus its 16-px Gaussian smoothing), divided by its robust noise and by 10,
     sign-flipped so existing blobs are positive, clipped to [-1, 3]; zeros without a reference.
     """
-    from astropy.stats import mad_std
-
     from blobwatch.preprocess import prepare
+    from blobwatch.stats import robust_sigma
 
     diff = prepare(difference, clip_sigma=DIFFERENCE_CLIP_SIGMA).data
     ref_plane = np.zeros_like(diff)
@@ -53,7 +52,7 @@ def fcn_inputs(difference: np.ndarray, reference: np.ndarray | None) -> np.ndarr
         if finite.any():
             filled = np.where(finite, ref, np.float32(np.median(ref[finite])))
             high = filled - ndimage.gaussian_filter(filled, REFERENCE_BACKGROUND_SIGMA, mode="nearest")
-            noise = float(mad_std(high[finite])) or 1.0
+            noise = robust_sigma(high[finite]) or 1.0
             ref_plane = np.clip(-high / (10.0 * noise), -1.0, 3.0).astype(np.float32)
             ref_plane[~finite] = 0.0
     return np.stack([diff, ref_plane]).astype(np.float32)

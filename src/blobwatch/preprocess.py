@@ -82,9 +82,9 @@ def prepare(difference: np.ndarray, *, clip_factor: float = 0.5, clip_sigma: flo
     if clip_sigma is not None:
         if not clip_sigma > 0:
             raise ValueError(f"clip_sigma must be positive, got {clip_sigma}")
-        from astropy.stats import mad_std
+        from blobwatch.stats import robust_sigma
 
-        centre, spread = float(np.median(values)), float(mad_std(values))
+        centre, spread = float(np.median(values)), robust_sigma(values)
         zmin, zmax = centre - clip_sigma * spread, centre + clip_sigma * spread
         lo, hi = np.float32(zmin), np.float32(zmax)
     else:
