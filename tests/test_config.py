@@ -11,7 +11,7 @@ from blobwatch.config import config_file, load_config, resolve
 from blobwatch.errors import BlobwatchError, InputError
 
 ENV = ("BLOBWATCH_CONFIG", "BLOBWATCH_DB", "BLOBWATCH_REPORTS", "BLOBWATCH_NOTIFY", "BLOBWATCH_BASE_URL",
-       "BLOBWATCH_THRESHOLD", "BLOBWATCH_MODEL")
+       "BLOBWATCH_THRESHOLD", "BLOBWATCH_MODEL", "BLOBWATCH_DETECTOR", "BLOBWATCH_FCN_MODEL")
 TOML = """db = "sqlite:////data/file.db"
 reports = "/data/reports"
 base_url = "http://quicklook.example.org:8000/"
@@ -105,6 +105,18 @@ def test_a_bad_environment_or_command_line_value_names_its_source(folder: Path) 
         resolve({}, env={"BLOBWATCH_THRESHOLD": "high"})
     with pytest.raises(BlobwatchError, match="--references 0: must be a positive whole number"):
         resolve({"references": 0}, env={})
+    with pytest.raises(BlobwatchError, match=r"\$BLOBWATCH_DETECTOR='cnn': must be one of fcn, paper"):
+        resolve({}, env={"BLOBWATCH_DETECTOR": "cnn"})
+
+
+def test_the_detector_defaults_to_the_suite_winner_and_follows_the_config(folder: Path) -> None:
+    assert resolve({}, env={})["detector"].value == "fcn"
+    (folder / "blobwatch.toml").write_text('detector = "paper"\n')
+    assert resolve({}, env={})["detector"].value == "paper"
+    assert resolve({"detector": "fcn"}, env={})["detector"].source == "--detector"
+    (folder / "blobwatch.toml").write_text('detector = "unet"\n')
+    with pytest.raises(InputError, match="detector"):
+        resolve({}, env={})
 
 
 def test_config_show_prints_each_setting_and_its_source_without_secrets(
@@ -120,7 +132,9 @@ def test_config_show_prints_each_setting_and_its_source_without_secrets(
     assert rows["notify"].endswith("($BLOBWATCH_NOTIFY)") and "s3cret" not in out
     assert rows["db"].split()[1] == "postgresql://ada:***@db.example/bw" and "hunter2" not in out
     assert rows["references"].endswith(f"({folder / 'blobwatch.toml'})")
-    assert list(rows) == ["db", "reports", "base_url", "notify", "threshold", "references", "min_references", "model"]
+    assert list(rows) == ["db", "reports", "base_url", "notify", "threshold", "references", "min_references",
+                          "detector", "model", "fcn_model"]
+    assert rows["detector"].split() == ["detector", "fcn", "(default)"]
 
 
 def test_commands_take_their_settings_from_the_config_file(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from blobwatch.cli import main
 from blobwatch.classifier import BlobClassifier
@@ -154,3 +155,43 @@ def test_train_fcn_writes_a_loadable_model_with_its_record(tmp_path: Path) -> No
     assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"]) for h in metrics["history"])
     det = FCNDetector(tmp_path / "run" / "model.pt")
     assert det.metadata["kind"] == "localizing" and det.model.multiple == 8
+
+
+# --------------------------------------------------------------------------------------------
+# the localizing detector as `detect` and the monitor run it
+# --------------------------------------------------------------------------------------------
+
+
+def test_detect_fcn_reports_candidates_beside_the_seed_subframes_with_saliency() -> None:
+    from blobwatch.fcn import detect_fcn
+
+    clf = BlobClassifier(device="cpu")
+    diff, ref = _scene(new=[(120.3, 140.7, 7.0, 0.06)], old=[(60.0, 60.0, 8.0, 0.2)])
+    det = detect_fcn(diff, FCNDetector(), clf, reference=ref, name="scene")
+    assert det.detector == "fcn" and det.subframe_threshold == clf.threshold and len(det.subframes) == 1
+    assert [c.source for c in det.candidates] == ["fcn"]
+    c = det.candidates[0]
+    assert np.hypot(c.x - 140.7, c.y - 120.3) <= 1.0 and c.significance > 5 and c.subframe == 0
+    maps = det.localizer_saliency()
+    assert list(maps) == [0] and maps[0].shape == (256, 256) and maps[0].dtype == np.float32
+    peak_y, peak_x = np.unravel_index(np.argmax(ndimage.gaussian_filter(maps[0], 2.0)), maps[0].shape)
+    assert np.hypot(peak_x - 140.7, peak_y - 120.3) <= 8.0  # the network looked at the blob
+    payload = det.to_json()
+    assert payload["detector"] == "fcn" and payload["candidates"][0]["source"] == "fcn"
+    with pytest.raises(ValueError, match="threshold"):
+        detect_fcn(diff, FCNDetector(), clf, reference=ref, threshold=1.5)
+
+
+def test_detect_cli_runs_the_localizing_network_by_default(tmp_path: Path, capsys) -> None:
+    import json
+
+    diff, _ = _scene(new=[(120.3, 140.7, 7.0, 0.06)], old=[])
+    np.save(tmp_path / "diff.npy", diff)
+    assert main(["detect", str(tmp_path / "diff.npy"), "--json", "--reg", str(tmp_path / "c.reg")]) == 0
+    out = capsys.readouterr()
+    payload = json.loads(out.out)
+    assert payload["detector"] == "fcn" and "no --references" in out.err
+    assert [(round(c["x"]), round(c["y"])) for c in payload["candidates"]] == [(141, 120)]
+    assert (tmp_path / "c.reg").read_text().count("circle") == 1
+    assert main(["detect", str(tmp_path / "diff.npy"), "--json", "--detector", "paper"]) == 0
+    assert json.loads(capsys.readouterr().out)["detector"] == "paper"

@@ -7,6 +7,8 @@ shipped model.  Images are 256x256 (one subframe) and few, to stay fast.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import shutil
 import socket
@@ -115,6 +117,10 @@ def test_a_run_processes_in_time_order_and_a_second_run_adds_nothing(
         assert run.parameters["n_references"] == 4 and len(run.parameters["offsets"]) == 4
         assert run.model_sha256 and run.torch_version and set(run.timings) >= {"read", "difference", "total"}
         assert Path(run.report_path).is_file()
+        # the deciding model is the localizing network's; the seed classifier's is recorded beside it
+        assert run.parameters["detector"] == "fcn" and run.model_path.endswith("blob_unet.pt")
+        assert run.model_metadata["subframe_model"]["sha256"]
+        assert "localizing network" in Path(run.report_path).read_text()
     assert (tmp_path / "reports" / "index.html").is_file() and (tmp_path / "reports" / "blobmap.html").is_file()
 
 
@@ -531,7 +537,16 @@ def test_compute_image_finds_the_new_blob_without_a_database(sequence: tuple[Pat
     assert result.parameters["n_references"] == 4 and len(result.parameters["offsets"]) == 4
     assert result.parameters["reference_paths"] == [im.path for im in images[:4]]
     assert set(result.timings) == {"difference", "detect", "saliency"}
-    assert set(result.saliency) == {s.index for s in result.detection.subframes if s.blob}
+    held = {c.subframe for c in found}
+    assert set(result.saliency) == {s.index for s in result.detection.subframes if s.blob} | held
+    # the default detector is the localizing network: recorded, with its saliency beside the seed's
+    assert result.parameters["detector"] == "fcn" and {c.source for c in found} == {"fcn"}
+    assert set(result.localizer_saliency) == held
+    paper = compute_image(images[4], images[:4], classifier, dataclasses.replace(LATE, detector="paper"))
+    assert paper.parameters["detector"] == "paper" and paper.localizer_saliency == {}
+    assert min(np.hypot(c.x - truth["x"], c.y - truth["y"]) for c in paper.detection.candidates) < 3.0
+    with pytest.raises(ValueError, match="detector 'cnn' is not one of fcn, paper"):
+        MonitorSettings(detector="cnn")
 
 
 def test_each_image_is_registered_once_to_a_fixed_frame_and_differences_use_the_stored_offsets(

@@ -70,6 +70,14 @@ def _probability(value: Any) -> float:
     return number
 
 
+def _detector(value: Any) -> str:
+    from blobwatch.monitor.runner import DETECTORS
+
+    if value not in DETECTORS:
+        raise ValueError(f"must be one of {', '.join(DETECTORS)}")
+    return str(value)
+
+
 def _count(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
         raise ValueError("must be a positive whole number")
@@ -108,7 +116,11 @@ OPTIONS = (
            "probability threshold (default: the model's)"),
     Option("references", "--references", None, _count, "earlier images in the median stack"),
     Option("min_references", "--min-references", None, _count, "earlier images needed to process one"),
-    Option("model", "--model", "BLOBWATCH_MODEL", _text, "detector: the model file (default: the shipped one)"),
+    Option("detector", "--detector", "BLOBWATCH_DETECTOR", _detector,
+           "fcn (localizing network, default) or paper (seed CNN + matched-filter chain)"),
+    Option("model", "--model", "BLOBWATCH_MODEL", _text, "the seed classifier's model file (default: the shipped one)"),
+    Option("fcn_model", "--fcn-model", "BLOBWATCH_FCN_MODEL", _text,
+           "the localizing network's model file (default: the shipped one)"),
 )
 _BY_KEY = {o.key: o for o in OPTIONS}
 
@@ -197,8 +209,8 @@ def resolve(
         The environment (default ``os.environ``).
 
     The defaults: ``reports`` ``./blobwatch-reports``, ``db`` ``sqlite:///<reports>/blobwatch.db``,
-    ``references`` 30, ``min_references`` 5, no URLs, and None for the rest (the model's
-    threshold, the shipped model, no link).
+    ``references`` 30, ``min_references`` 5, ``detector`` fcn, no URLs, and None for the rest
+    (the model's threshold, the shipped models, no link).
 
     Raises
     ------
@@ -216,7 +228,7 @@ def resolve(
     defaults = MonitorSettings()
     fallback: dict[str, Any] = {"reports": str(Path.cwd() / DEFAULT_REPORTS), "notify": [],
                                 "references": defaults.n_references,
-                                "min_references": defaults.min_references}
+                                "min_references": defaults.min_references, "detector": defaults.detector}
     out: dict[str, Setting] = {}
     for option in OPTIONS:
         given = cli.get(option.key)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from scipy import fft as sp_fft
@@ -43,8 +43,12 @@ __all__ = [
     "DetectionParameters",
     "Rejection",
     "SubframeResult",
+    "checked_input",
     "detect",
     "matched_filter",
+    "reference_stack",
+    "seed_subframes",
+    "subframe_index",
 ]
 
 #: Blob radius per unit of best-matching Gaussian sigma.  An ideal uniform disc of radius R is
@@ -202,9 +206,16 @@ class Detection:
     preparation : dict
         Statistics from `blobwatch.preprocess.prepare`.
     model : str or None
-        The model file used.
+        The model file used (the localizing network's for ``detector='fcn'``).
     parameters : DetectionParameters
-        Settings used.
+        Settings used (for ``detector='fcn'``: only the matched filter's, which gives the
+        candidates' significance).
+    detector : str
+        ``'paper'`` (this module's chain: matched-filter seeds, dip tests, CNN window veto) or
+        ``'fcn'`` (the localizing network, `blobwatch.fcn.detect_fcn`).
+    subframe_threshold : float or None
+        Threshold of the seed's subframe protocol when it differs from ``threshold`` (``'fcn'``:
+        the subframes keep the classifier's own threshold).
     """
 
     threshold: float
@@ -216,8 +227,12 @@ class Detection:
     preparation: dict[str, Any] = field(default_factory=dict)
     model: str | None = None
     parameters: DetectionParameters = field(default_factory=DetectionParameters)
+    detector: str = "paper"
+    subframe_threshold: float | None = None
     _classifier: BlobClassifier | None = field(default=None, repr=False, compare=False)
     _saliency: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    _localizer_saliency: Callable[[list[SubframeResult]], dict[int, np.ndarray]] | None = field(
+        default=None, repr=False, compare=False)
 
     @property
     def flagged(self) -> list[SubframeResult]:
@@ -251,11 +266,25 @@ class Detection:
             self._saliency.update(zip(missing, maps))
         return {i: self._saliency[i] for i in wanted}
 
+    def candidate_subframes(self) -> list[SubframeResult]:
+        """Subframes holding at least one candidate."""
+        held = {c.subframe for c in self.candidates}
+        return [s for s in self.subframes if s.index in held]
+
+    def localizer_saliency(self) -> dict[int, np.ndarray]:
+        """The localizing network's gradient saliency ``{index: (size, size) float32}`` of each
+        subframe holding a candidate (empty for ``detector='paper'``)."""
+        if self._localizer_saliency is None:
+            return {}
+        return self._localizer_saliency(self.candidate_subframes())
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dictionary (0-based x = column, y = row in the input image)."""
         return {
             "image": self.name,
+            "detector": self.detector,
             "threshold": float(self.threshold),
+            "subframe_threshold": float(self.threshold if self.subframe_threshold is None else self.subframe_threshold),
             "model": self.model,
             "subframes": [
                 {
@@ -398,7 +427,7 @@ def _elongation(plane: np.ndarray, row: int, col: int, sigma: float) -> float:
     return l1 / l2
 
 
-def _reference_stack(difference: Any, reference: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+def reference_stack(difference: Any, reference: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
     """The reference median stack, if given or carried by a DifferenceResult."""
     stack = reference if reference is not None else getattr(difference, "stack", None)
     if stack is None:
@@ -499,8 +528,8 @@ def _window_origins(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], 
     return y0, x0
 
 
-def _subframe_index(x: float, y: float, subframes: list[SubframeResult]) -> int:
-    """Index of the seed subframe containing (x, y); the nearest one if none contains it."""
+def subframe_index(x: float, y: float, subframes: list[SubframeResult]) -> int:
+    """Index of the seed subframe containing the 0-based (x, y); the nearest one if none contains it."""
     best, best_d = -1, math.inf
     for s in subframes:
         cx = min(max(x, s.x0), s.x0 + s.size - 1)
@@ -509,6 +538,44 @@ def _subframe_index(x: float, y: float, subframes: list[SubframeResult]) -> int:
         if d < best_d:
             best, best_d = s.index, d
     return best
+
+
+def checked_input(difference: Any, threshold: float, size: int) -> np.ndarray:
+    """The 2-D difference array of ``difference`` (an array or a `DifferenceResult`).
+
+    Raises
+    ------
+    ValueError
+        If ``threshold`` is not in [0, 1], or the image is not 2-D or smaller than one ``size``
+        x ``size`` subframe.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold={threshold} must be in [0, 1]")
+    data = np.asarray(difference if isinstance(difference, np.ndarray) else getattr(difference, "data", difference))
+    if data.ndim != 2:
+        raise ValueError(f"difference must be a 2-D image, got shape {data.shape}")
+    if data.shape[0] < size or data.shape[1] < size:
+        raise ValueError(f"difference {data.shape} is smaller than one {size}x{size} subframe")
+    return data
+
+
+def seed_subframes(data: np.ndarray, classifier: BlobClassifier,
+                   threshold: float) -> tuple[np.ndarray, dict[str, Any], list[SubframeResult]]:
+    """The seed's protocol on a 2-D difference: prepare it, cut the fixed subframes, classify each.
+
+    Returns the prepared image (float32, blobs positive), the preparation statistics and the
+    subframes (``blob`` where the probability reaches ``threshold``).
+    """
+    size = classifier.size
+    prepared_image = prepare(data, clip_factor=classifier.clip_factor)
+    image = np.asarray(prepared_image.data, dtype=np.float32)
+    tiles, offsets = tile(image, size=size)
+    probabilities = classifier.predict_proba(tiles)
+    subframes = [
+        SubframeResult(index=i, x0=int(x0), y0=int(y0), size=size, probability=float(prob), blob=bool(prob >= threshold))
+        for i, ((x0, y0), prob) in enumerate(zip(np.asarray(offsets), probabilities))
+    ]
+    return image, dict(getattr(prepared_image, "stats", {}) or {}), subframes
 
 
 def detect(
@@ -553,32 +620,18 @@ def detect(
     """
     p = parameters or DetectionParameters()
     t = classifier.threshold if threshold is None else float(threshold)
-    if not 0.0 <= t <= 1.0:
-        raise ValueError(f"threshold={t} must be in [0, 1]")
-    data = np.asarray(difference if isinstance(difference, np.ndarray) else getattr(difference, "data", difference))
-    if data.ndim != 2:
-        raise ValueError(f"difference must be a 2-D image, got shape {data.shape}")
+    data = checked_input(difference, t, classifier.size)
     size = classifier.size
-    if data.shape[0] < size or data.shape[1] < size:
-        raise ValueError(f"difference {data.shape} is smaller than one {size}x{size} subframe")
-
-    prepared_image = prepare(data, clip_factor=classifier.clip_factor)
-    image = np.asarray(prepared_image.data, dtype=np.float32)
 
     # 1. the seed's protocol: fixed subframes
-    tiles, offsets = tile(image, size=size)
-    probabilities = classifier.predict_proba(tiles)
-    subframes = [
-        SubframeResult(index=i, x0=int(x0), y0=int(y0), size=size, probability=float(prob), blob=bool(prob >= t))
-        for i, ((x0, y0), prob) in enumerate(zip(np.asarray(offsets), probabilities))
-    ]
+    image, preparation, subframes = seed_subframes(data, classifier, t)
     detection = Detection(
         threshold=t,
         subframes=subframes,
         candidates=[],
         prepared=image,
         name=name,
-        preparation=dict(getattr(prepared_image, "stats", {}) or {}),
+        preparation=preparation,
         model=str(classifier.model_path) if classifier.model_path is not None else None,
         parameters=p,
         _classifier=classifier,
@@ -614,7 +667,7 @@ def detect(
                 seeds.append((int(weak_rows[k]), int(weak_cols[k]), "saliency"))
 
     # 3. refine, then reject point-like, elongated, dip and existing-blob seeds
-    stack = _reference_stack(difference, reference, data.shape)
+    stack = reference_stack(difference, reference, data.shape)
     kept: list[tuple[float, float, float, float, str]] = []  # row, col, sigma, significance, source
     rejected: list[Rejection] = []
     for r, c, source in seeds:
@@ -677,7 +730,7 @@ def detect(
                         probability=float(prob),
                         significance=significance,
                         radius=float(DISC_RADIUS_PER_SIGMA * sigma),
-                        subframe=_subframe_index(col, row, subframes),
+                        subframe=subframe_index(col, row, subframes),
                         source=source,
                     )
                 )

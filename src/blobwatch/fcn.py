@@ -13,12 +13,17 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["FCN_MODEL", "FCNCandidate", "FCNDetector", "fcn_inputs", "peaks", "refine", "shipped_fcn_path"]
+__all__ = ["FCN_MODEL", "FCNCandidate", "FCNDetector", "detect_fcn", "fcn_inputs", "peaks", "refine",
+           "shipped_fcn_path"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from blobwatch.classifier import BlobClassifier
+    from blobwatch.detect import Detection, SubframeResult
 
 #: File name of the shipped localizing model (``blobwatch/data``).
 FCN_MODEL = "blob_unet.pt"
@@ -175,4 +180,117 @@ class FCNDetector:
         """Peaks of the probability map (every peak above ``floor``; compare with `threshold`),
         each placed at the matched-filter peak of the difference next to it (`refine`)."""
         x = fcn_inputs(difference, reference)
+        return self._candidates(x, floor)
+
+    def _candidates(self, x: np.ndarray, floor: float) -> list[FCNCandidate]:
         return [refine(x[0], c) for c in peaks(self._probability(x), floor=floor)]
+
+    def saliency(self, planes: np.ndarray, box: tuple[int, int, int], targets: list[FCNCandidate], *,
+                 context: int = 32) -> np.ndarray:
+        """Gradient saliency of the network's output at ``targets`` over one square ``box``.
+
+        The map is ``|d S / d difference pixel|`` over the box ``(y0, x0, size)``, where ``S`` is
+        the sum of the output logits within each target's radius (at least 3 px): which pixels of
+        the difference made the network call these places blobs.  The network sees the box with
+        ``context`` px of the image around it (its receptive field), as it does on the whole image.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(size, size)`` float32.
+        """
+        torch = self._torch
+        y0, x0, size = box
+        h, w = planes.shape[1:]
+        r0, c0 = max(y0 - context, 0), max(x0 - context, 0)
+        r1, c1 = min(y0 + size + context, h), min(x0 + size + context, w)
+        crop = planes[:, r0:r1, c0:c1]
+        m = self.model.multiple
+        ph, pw = (-crop.shape[1]) % m, (-crop.shape[2]) % m
+        if ph or pw:
+            crop = np.pad(crop, ((0, 0), (0, ph), (0, pw)), mode="reflect")
+        yy, xx = np.mgrid[: crop.shape[1], : crop.shape[2]]
+        weight = np.zeros(crop.shape[1:], dtype=np.float32)
+        for t in targets:
+            weight[np.hypot(yy - (t.y - r0), xx - (t.x - c0)) <= max(t.radius, 3.0)] = 1.0
+        inp = torch.from_numpy(np.ascontiguousarray(crop[None])).to(self.device).requires_grad_(True)
+        with torch.enable_grad():
+            logits = self.model(inp)[0, 0]
+            (logits * torch.from_numpy(weight).to(self.device)).sum().backward()
+        grad = inp.grad[0, 0].abs().cpu().numpy()  # type: ignore[union-attr]
+        return grad[y0 - r0 : y0 - r0 + size, x0 - c0 : x0 - c0 + size].astype(np.float32)
+
+
+def detect_fcn(
+    difference: Any,
+    fcn: FCNDetector,
+    classifier: BlobClassifier,
+    *,
+    threshold: float | None = None,
+    name: str | None = None,
+    reference: np.ndarray | None = None,
+) -> Detection:
+    """Find new blobs with the localizing network; the seed's subframe protocol runs beside it.
+
+    The candidates are the peaks of the network's probability map at or above ``threshold``
+    (the model's calibrated threshold by default), each with the matched-filter significance of
+    the prepared difference at its place (`blobwatch.detect.matched_filter`).  The 16 subframes
+    keep the seed's PaperCNN probabilities and its own threshold, so reports show both.
+
+    Parameters
+    ----------
+    difference : numpy.ndarray or DifferenceResult
+        The blob difference (new blobs negative); a `DifferenceResult` brings its reference
+        median (``stack``) with it.
+    fcn : FCNDetector
+    classifier : BlobClassifier
+        The seed's classifier (subframe probabilities and their saliency).
+    threshold : float, optional
+        Candidate probability threshold; ``fcn.threshold`` by default.
+    name : str, optional
+        Name of the input, carried into the result.
+    reference : numpy.ndarray, optional
+        The reference median, when ``difference`` is a plain array.
+
+    Returns
+    -------
+    blobwatch.detect.Detection
+        With ``detector='fcn'``; `Detection.localizer_saliency` gives the network's saliency.
+    """
+    from blobwatch.detect import (
+        Candidate,
+        Detection,
+        DetectionParameters,
+        checked_input,
+        matched_filter,
+        reference_stack,
+        seed_subframes,
+        subframe_index,
+    )
+
+    t = fcn.threshold if threshold is None else float(threshold)
+    data = checked_input(difference, t, classifier.size)
+    image, preparation, subframes = seed_subframes(data, classifier, classifier.threshold)
+    planes = fcn_inputs(data, reference_stack(difference, reference, data.shape))
+    found = [c for c in fcn._candidates(planes, floor=min(t, 0.05)) if c.probability >= t]
+    params = DetectionParameters()
+    candidates = []
+    if found:
+        snr = matched_filter(image, params.sigmas, params.background_sigma).max(axis=0)
+        for c in found:
+            r = int(np.clip(round(c.y), 0, data.shape[0] - 1))
+            col = int(np.clip(round(c.x), 0, data.shape[1] - 1))
+            candidates.append(Candidate(x=c.x, y=c.y, probability=c.probability, significance=float(snr[r, col]),
+                                        radius=c.radius, subframe=subframe_index(c.x, c.y, subframes), source="fcn"))
+    candidates.sort(key=lambda c: -c.probability)
+
+    def localizer_saliency(boxes: list[SubframeResult]) -> dict[int, np.ndarray]:
+        by_box = {s.index: [c for c in found if subframe_index(c.x, c.y, subframes) == s.index] for s in boxes}
+        return {s.index: fcn.saliency(planes, (s.y0, s.x0, s.size), by_box[s.index]) for s in boxes}
+
+    return Detection(
+        threshold=t, subframes=subframes, candidates=candidates, prepared=image, name=name,
+        preparation=preparation, model=fcn.path, parameters=params, detector="fcn",
+        subframe_threshold=float(classifier.threshold), _classifier=classifier,
+        _localizer_saliency=localizer_saliency,
+    )

@@ -48,7 +48,15 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-references", type=int, default=None, metavar="N",
                         help="process an image once N earlier images exist (default: the config file's, or 5)")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="probability threshold (default: $BLOBWATCH_THRESHOLD, the config file, or the model's)")
+                        help="candidate probability threshold of the detector (default: $BLOBWATCH_THRESHOLD, the "
+                             "config file, or the model's calibrated one)")
+    parser.add_argument("--detector", choices=("fcn", "paper"), default=None,
+                        help="fcn: the localizing network finds the candidates (the regression suite's winner, "
+                             "docs/regression.md); paper: the seed's CNN with matched-filter seeds and dip tests. "
+                             "Default: $BLOBWATCH_DETECTOR, the config file, or fcn")
+    parser.add_argument("--fcn-model", metavar="PATH", default=None,
+                        help="localizing network model file (default: $BLOBWATCH_FCN_MODEL, the config file, "
+                             "or the shipped one)")
     parser.add_argument("--no-register", action="store_true", help="plain median stack, no sub-pixel registration")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -242,14 +250,16 @@ def _pipeline_run(args: argparse.Namespace, inbox_arg: str, what: str = "inbox")
     if not inbox.exists():
         raise InputError(inbox, f"{what} folder not found")
     found = settings(args, notify=args.notify, base_url=args.base_url, threshold=args.threshold,
-                     references=args.references, min_references=args.min_references, model=args.model)
+                     references=args.references, min_references=args.min_references, model=args.model,
+                     detector=args.detector, fcn_model=args.fcn_model)
     url, reports = str(found["db"]), Path(found["reports"]).expanduser()
     if not found["min_references"] <= found["references"]:
         raise BlobwatchError(f"--min-references {found['min_references']} must be between 1 and "
                              f"--references {found['references']}")
     model = found["model"]
-    if model is not None and not Path(model).is_file():
-        raise InputError(model, "model file not found")
+    for path in (model, found["fcn_model"]):
+        if path is not None and not Path(path).is_file():
+            raise InputError(path, "model file not found")
     urls = found["notify"]
     validate_notify_urls(urls)
     monitor_settings = MonitorSettings(
@@ -257,6 +267,8 @@ def _pipeline_run(args: argparse.Namespace, inbox_arg: str, what: str = "inbox")
         min_references=found["min_references"],
         register=not args.no_register,
         threshold=found["threshold"],
+        detector=found["detector"],
+        fcn_model=found["fcn_model"],
         base_url=found["base_url"],
     )
     return dict(db=_open(url, create=True), reports=reports, notify=urls, settings=monitor_settings, model=model,

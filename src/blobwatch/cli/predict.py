@@ -52,10 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--references", nargs="+", metavar="REF", help="earlier blob images (FITS) to build the difference from")
     p.add_argument("--no-register", action="store_true", help="with --references: do not register the references")
     p.add_argument("--threshold", type=float, metavar="T", help="probability threshold (default: the model's)")
-    p.add_argument("--detector", choices=("paper", "fcn", "mf"), default="paper",
-                   help="paper: PaperCNN subframes + matched-filter seeds with dip tests (default); fcn: the "
-                   "localizing network (BlobUNet) on the whole difference and reference median; mf: the matched "
-                   "filter alone at --threshold sigma (default 5)")
+    p.add_argument("--detector", choices=("fcn", "paper", "mf"), default=None,
+                   help="fcn: the localizing network (BlobUNet) on the whole difference and reference median, "
+                   "the seed's subframes classified beside it (default: the regression suite's winner, or "
+                   "$BLOBWATCH_DETECTOR / the config file's detector); paper: PaperCNN subframes + matched-filter "
+                   "seeds with dip tests; mf: the matched filter alone at --threshold sigma (default 5)")
     p.add_argument("--fcn-model", metavar="PATH", help="BlobUNet model file for --detector fcn (default: the shipped one)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--output", metavar="FILE", help="also write the JSON result to FILE (atomically)")
@@ -184,9 +185,10 @@ def _classify(args: argparse.Namespace) -> int:
 def format_detection(payload: dict[str, Any]) -> str:
     """Human-readable table of a `Detection.to_json` payload (adds DS9 1-based coordinates)."""
     lines = [
-        f"image: {payload['image']}",
+        f"image: {payload['image']}   detector: {payload.get('detector', 'paper')}",
         f"model: {payload.get('model')}   threshold: {payload['threshold']:.4f}",
         "",
+        f"seed subframes (threshold {payload.get('subframe_threshold', payload['threshold']):.4f}):",
         f"{'sub':>3} {'x0':>5} {'y0':>5} {'size':>4} {'probability':>11}  flagged",
     ]
     for s in payload["subframes"]:
@@ -214,11 +216,13 @@ def format_detection(payload: dict[str, Any]) -> str:
 
 def _detect(args: argparse.Namespace) -> int:
     from blobwatch.detect import detect
+    from blobwatch.fcn import detect_fcn
 
-    if args.detector == "paper":
-        found = _settings(args, threshold=args.threshold)
-    elif args.detector == "fcn" and args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        raise InputError(args.image, f"--threshold {args.threshold} must be in [0, 1]")
+    if args.detector == "mf":
+        found = {"threshold": args.threshold, "model": None, "fcn_model": None}
+    else:
+        found = _settings(args, threshold=args.threshold, detector=args.detector, fcn_model=args.fcn_model)
+        args.detector = found["detector"]
     stack = None
     if args.references:
         from blobwatch.difference import blob_difference
@@ -230,14 +234,25 @@ def _detect(args: argparse.Namespace) -> int:
         difference, stack = result.data, result.stack
     else:
         difference = _difference(args.image)
-    if args.detector != "paper":
-        return _detect_localizing(args, difference, stack)
+    if args.detector == "mf":
+        return _detect_mf(args, difference)
     clf = _classifier(args, found["model"])
     try:
-        result = detect(difference, clf, threshold=found["threshold"], name=os.path.basename(args.image))
+        if args.detector == "fcn":
+            from blobwatch.fcn import FCNDetector
+
+            fcn = FCNDetector(found["fcn_model"], device=args.device)
+            result = detect_fcn(difference, fcn, clf, threshold=found["threshold"], reference=stack,
+                                name=os.path.basename(args.image))
+            if stack is None:
+                print("blobwatch: warning: no --references, so the network sees no reference median "
+                      "(it tells new blobs from old ones' residuals less well)", file=sys.stderr)
+        else:
+            result = detect(difference, clf, threshold=found["threshold"], name=os.path.basename(args.image),
+                            reference=stack)
     except ValueError as exc:
         raise InputError(args.image, str(exc)) from None
-    payload = {"detector": "paper", **result.to_json()}
+    payload = result.to_json()
     if args.output:
         from blobwatch.atomic import write_text_atomic
 
@@ -256,31 +271,17 @@ def _detect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _detect_localizing(args: argparse.Namespace, difference: np.ndarray, stack: np.ndarray | None) -> int:
-    """``detect --detector fcn|mf``: candidates of the localizing network or the matched filter."""
-    if args.detector == "fcn":
-        from blobwatch.fcn import FCNDetector
+def _detect_mf(args: argparse.Namespace, difference: np.ndarray) -> int:
+    """``detect --detector mf``: the matched filter's peaks at ``--threshold`` sigma."""
+    from blobwatch.detectors import matched_filter_peaks
+    from blobwatch.preprocess import prepare
 
-        fcn = FCNDetector(args.fcn_model, device=args.device)
-        threshold = fcn.threshold if args.threshold is None else float(args.threshold)
-        if stack is None:
-            print("blobwatch: warning: no --references, so the network sees no reference median "
-                  "(it tells new blobs from old ones' residuals less well)", file=sys.stderr)
-        found = [c for c in fcn.candidates(difference, stack) if c.probability >= threshold]
-        cands = [{"x": round(c.x, 3), "y": round(c.y, 3), "probability": round(c.probability, 6),
-                  "radius": round(c.radius, 2)} for c in found]
-        model = fcn.path
-    else:
-        from blobwatch.detectors import matched_filter_peaks
-        from blobwatch.preprocess import prepare
-
-        threshold = 5.0 if args.threshold is None else float(args.threshold)
-        peaks = matched_filter_peaks(prepare(difference).data, floor=threshold)
-        cands = [{"x": float(x), "y": float(y), "significance": round(float(v), 3)}
-                 for x, y, v in zip(peaks.x, peaks.y, peaks.score)]
-        model = None
-    payload = {"image": os.path.basename(args.image), "detector": args.detector, "threshold": threshold,
-               "model": model, "candidates": cands}
+    threshold = 5.0 if args.threshold is None else float(args.threshold)
+    peaks = matched_filter_peaks(prepare(difference).data, floor=threshold)
+    cands = [{"x": float(x), "y": float(y), "significance": round(float(v), 3)}
+             for x, y, v in zip(peaks.x, peaks.y, peaks.score)]
+    payload = {"image": os.path.basename(args.image), "detector": "mf", "threshold": threshold,
+               "model": None, "candidates": cands}
     if args.output:
         from blobwatch.atomic import write_text_atomic
 
@@ -288,19 +289,19 @@ def _detect_localizing(args: argparse.Namespace, difference: np.ndarray, stack: 
     if args.reg:
         from blobwatch.interchange import RegionCircle, write_regions
 
-        circles = [RegionCircle(c["x"], c["y"], c.get("radius", 8.0), f"candidate {k}", "red", "candidate")
+        circles = [RegionCircle(c["x"], c["y"], 8.0, f"candidate {k}", "red", "candidate")
                    for k, c in enumerate(cands, start=1)]
-        write_regions(args.reg, circles, title=f"new-blob candidates in {payload['image']} ({args.detector})")
+        write_regions(args.reg, circles, title=f"new-blob candidates in {payload['image']} (mf)")
     if args.json:
         json.dump(payload, sys.stdout, indent=2)
         print()
     else:
-        print(f"image: {payload['image']}   detector: {args.detector}   threshold: {threshold:.4g}")
+        print(f"image: {payload['image']}   detector: mf   threshold: {threshold:.4g} sigma")
         if not cands:
             print("no new-blob candidates")
         for k, c in enumerate(cands, start=1):
-            value = c.get("probability", c.get("significance"))
-            print(f"{k:>2} x {c['x']:8.2f} y {c['y']:8.2f} (DS9 {c['x'] + 1:.2f}, {c['y'] + 1:.2f})  {value:.4g}")
+            print(f"{k:>2} x {c['x']:8.2f} y {c['y']:8.2f} (DS9 {c['x'] + 1:.2f}, {c['y'] + 1:.2f})  "
+                  f"S/N {c['significance']:.4g}")
     return 0
 
 

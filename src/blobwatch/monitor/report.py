@@ -103,7 +103,14 @@ class ImageReport:
     known_blobs : numpy.ndarray
         ``(N, 3)`` x, y, radius of the catalog blobs.
     saliency : dict
-        ``{subframe index: (size, size) map}`` for the flagged subframes.
+        ``{subframe index: (size, size) map}``: the seed classifier's saliency of the flagged
+        subframes and of those holding a candidate.
+    localizer_saliency : dict
+        The same for the localizing network (``detector='fcn'``), subframes holding a candidate.
+    detector : str
+        ``'fcn'`` or ``'paper'`` (which found the candidates; ``threshold`` is its threshold).
+    subframe_threshold : float or None
+        The seed classifier's threshold for the subframe grid when it differs from ``threshold``.
     provenance : dict
         Name -> value rows of the provenance table (model, versions, references, timings...).
     """
@@ -120,7 +127,15 @@ class ImageReport:
     known_blobs: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     prepared: np.ndarray | None = None
     saliency: dict[int, np.ndarray] = field(default_factory=dict)
+    localizer_saliency: dict[int, np.ndarray] = field(default_factory=dict)
+    detector: str = "paper"
+    subframe_threshold: float | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def grid_threshold(self) -> float:
+        """Threshold of the seed's subframe grid."""
+        return self.threshold if self.subframe_threshold is None else self.subframe_threshold
 
 
 def format_provenance(
@@ -139,14 +154,18 @@ def format_provenance(
     run_id: int,
     worker: str,
     timings: dict[str, float],
+    detector: str = "paper",
 ) -> dict[str, Any]:
     """The provenance table of an image report (display strings, in the order shown)."""
     names = [Path(str(p)).name for p in reference_paths]
     offsets = np.asarray(offsets, dtype=float)
-    return {
+    subframe_model = model_metadata.get("subframe_model")
+    rows: dict[str, Any] = {
         "image file": image_path,
         "image sha256": image_sha256,
         "filter": image_filter or "—",
+        "detector": {"fcn": "fcn (localizing network; the seed's subframe CNN beside it)",
+                     "paper": "paper (seed CNN + matched-filter seeds and dip tests)"}.get(detector, detector),
         "model": f"{model_path} (sha256 {model_sha256[:16] + '…' if model_sha256 else '—'})",
         "model metadata": {k: v for k, v in model_metadata.items() if not isinstance(v, (dict, list))},
         "versions": versions,
@@ -158,6 +177,12 @@ def format_provenance(
         "processed by": worker,
         "timings (s)": {k: f"{v:.2f}" for k, v in timings.items()},
     }
+    if isinstance(subframe_model, dict):
+        sha = subframe_model.get("sha256")
+        rows = {**{k: v for k, v in rows.items() if k != "model metadata"},
+                "subframe model": f"{subframe_model.get('path')} (sha256 {sha[:16] + '…' if sha else '—'})",
+                "model metadata": rows["model metadata"]}
+    return rows
 
 
 def _environment() -> Any:
@@ -271,20 +296,27 @@ def saliency_figure(
     saliency: np.ndarray,
     view: SubframeView,
     candidates: Sequence[CandidateView],
+    localizer: np.ndarray | None = None,
 ) -> bytes:
-    """PNG with the prepared subframe (blobs bright) and its gradient saliency map side by side,
-    axes in full-image pixel coordinates, candidates marked."""
-    fig = new_figure(8.0, 4.0)
+    """PNG with the prepared subframe (blobs bright) and the seed classifier's gradient saliency
+    map side by side (and the localizing network's, when given, as a third panel), axes in
+    full-image pixel coordinates, candidates marked."""
+    panels = 2 if localizer is None else 3
+    fig = new_figure(4.0 * panels, 4.0)
     extent = (view.x0 - 0.5, view.x0 + view.size - 0.5, view.y0 - 0.5, view.y0 + view.size - 0.5)
-    axes = [fig.add_axes((0.06, 0.1, 0.42, 0.8)), fig.add_axes((0.56, 0.1, 0.42, 0.8))]
+    width = 0.84 / panels
+    axes = [fig.add_axes((0.06 + k / panels, 0.1, width, 0.8)) for k in range(panels)]
     sub = np.asarray(subframe, dtype=np.float32)
     lo, hi = np.percentile(sub, [0.5, 99.5]) if sub.size else (0.0, 1.0)
     axes[0].imshow(sub, cmap="gray", vmin=lo, vmax=hi, origin="lower", extent=extent)
     axes[0].set_title(f"subframe {view.index} (prepared, blobs bright)", fontsize=9)
-    sal = np.asarray(saliency, dtype=np.float32)
-    axes[1].imshow(sal, cmap="inferno", vmin=0, vmax=float(np.percentile(sal, 99.9)) or 1.0,
-                   origin="lower", extent=extent)
-    axes[1].set_title(f"saliency |d logit / d pixel|, P={view.probability:.3f}", fontsize=9)
+    maps = [(np.asarray(saliency, dtype=np.float32), f"seed CNN |d logit / d pixel|, P={view.probability:.3f}")]
+    if localizer is not None:
+        maps.append((np.asarray(localizer, dtype=np.float32), "localizing network |d logit(candidates) / d pixel|"))
+    for ax, (sal, title) in zip(axes[1:], maps):
+        ax.imshow(sal, cmap="inferno", vmin=0, vmax=float(np.percentile(sal, 99.9)) or 1.0,
+                  origin="lower", extent=extent)
+        ax.set_title(title, fontsize=9)
     for c in candidates:
         if view.x0 <= c.x < view.x0 + view.size and view.y0 <= c.y < view.y0 + view.size:
             for ax in axes:
@@ -336,7 +368,7 @@ def write_image_report(report: ImageReport, reports: str | os.PathLike) -> Path:
     )
     write_bytes_atomic(
         folder / "probabilities.png",
-        probability_grid_figure(report.subframes, report.threshold, report.difference.shape),
+        probability_grid_figure(report.subframes, report.grid_threshold, report.difference.shape),
     )
     subframes = []
     for s in report.subframes:
@@ -344,7 +376,8 @@ def write_image_report(report: ImageReport, reports: str | os.PathLike) -> Path:
         if s.index in report.saliency and report.prepared is not None:
             png = f"saliency_{s.index:02d}.png"
             sub = report.prepared[s.y0 : s.y0 + s.size, s.x0 : s.x0 + s.size]
-            write_bytes_atomic(folder / png, saliency_figure(sub, report.saliency[s.index], s, report.candidates))
+            write_bytes_atomic(folder / png, saliency_figure(sub, report.saliency[s.index], s, report.candidates,
+                                                             report.localizer_saliency.get(s.index)))
         subframes.append(SubframeView(**{**s.__dict__, "saliency_png": png}))
     n = int(round(np.sqrt(len(subframes)))) or 1
     grid_rows = []  # top row first, as displayed (origin lower-left)

@@ -97,13 +97,17 @@ def _compute_on_worker(
 
     if _WORKER_STATE.get("model", ()) != model:
         _WORKER_STATE.update(model=model, classifier=BlobClassifier(model))
+    if settings.detector == "fcn" and _WORKER_STATE.get("fcn_model", ()) != settings.fcn_model:
+        from blobwatch.fcn import FCNDetector
+
+        _WORKER_STATE.update(fcn_model=settings.fcn_model, localizer=FCNDetector(settings.fcn_model))
     cache = _worker_cache(settings)
     t = time.perf_counter()
     image = cache.get(current)
     refs = cache.get_many(references)
     read = time.perf_counter() - t
     result = compute_image(image, refs, _WORKER_STATE["classifier"], settings, prepared=cache.prepared,
-                           offsets=offsets)
+                           offsets=offsets, localizer=_WORKER_STATE.get("localizer") if settings.detector == "fcn" else None)
     return dataclasses.replace(result, timings={"read": read, **result.timings})
 
 
@@ -193,7 +197,7 @@ def reprocess(
                                  lambda frame, images: _measure_on_cluster(client(), frame, images, settings))
         ready = _ready_images(session_factory, settings)
         if ready:
-            loaded = _load_model(model, None)  # before any claim: a bad model claims nothing
+            loaded = _load_model(model, None, settings)  # before any claim: a bad model claims nothing
             window = 2 * max(1, len(client().scheduler_info(n_workers=-1)["workers"])) + 2
             bar, echo_line = progress_bar(progress, len(ready), "reprocess", echo)
             try:
@@ -236,7 +240,7 @@ def _process_in_order(
                                 f"only {len(refs)} valid earlier images (need {settings.min_references})")
             future = client.submit(_compute_on_worker, ImageFile(image.path, image.sha256),
                                    [ImageFile(r.path, r.sha256) for r in refs], _stored_offsets(image, refs),
-                                   model.path, settings, pure=False)
+                                   model.classifier_path, settings, pure=False)
             return iid, future, [(r.id, r.path) for r in refs]
 
     def drain() -> Iterator[ImageOutcome]:

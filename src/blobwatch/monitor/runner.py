@@ -67,6 +67,7 @@ from blobwatch.names import one_line
 from blobwatch.stats import jsonable
 
 __all__ = [
+    "DETECTORS",
     "FITS_SUFFIXES",
     "ImageFile",
     "ImageOutcome",
@@ -83,6 +84,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: The detectors a monitor run can use; the first is the default (the suite's winner,
+#: docs/regression.md): the localizing network, and the seed's chain (`blobwatch.detect.detect`).
+DETECTORS = ("fcn", "paper")
 
 #: File names the inbox scan picks up (case-insensitive).
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
@@ -101,7 +106,12 @@ class MonitorSettings:
     register : bool
         Register the references' blob patterns before the median (`blobwatch.difference`).
     threshold : float or None
-        Probability threshold; the model's own when None.
+        Candidate probability threshold of the chosen detector; the model's own when None.
+    detector : str
+        ``'fcn'``: candidates from the localizing network (`blobwatch.fcn.detect_fcn`), the seed's
+        16 subframes classified beside it; ``'paper'``: the seed's chain (`blobwatch.detect.detect`).
+    fcn_model : str or None
+        The localizing network's model file; the shipped one when None.
     known_margin : float
         A candidate within a catalog blob's radius plus this margin (px) is ``known``.
     link_distance : float
@@ -121,12 +131,18 @@ class MonitorSettings:
     min_references: int = 5
     register: bool = True
     threshold: float | None = None
+    detector: str = DETECTORS[0]
+    fcn_model: str | None = None
     known_margin: float = 2.0
     link_distance: float = 4.0
     expected_shape: tuple[int, int] | None = None
     stale_after: _dt.timedelta = _dt.timedelta(minutes=30)
     cache_images: int = 40
     base_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.detector not in DETECTORS:
+            raise ValueError(f"detector {self.detector!r} is not one of {', '.join(DETECTORS)}")
 
 
 @dataclass
@@ -457,23 +473,42 @@ class _Model:
     sha256: str | None
     metadata: dict[str, Any]
     versions: dict[str, str]
+    localizer: Any = None
+    """The `blobwatch.fcn.FCNDetector` for ``detector='fcn'``; ``path``, ``sha256`` and
+    ``metadata`` are then its model's, and the classifier's are under ``metadata['subframe_model']``."""
+    classifier_path: str | None = None
+    """The seed classifier's model file (what worker processes load)."""
 
 
-def _load_model(model: str | os.PathLike | None, classifier: Any | None) -> _Model:
-    import torch
-
+def _model_record(obj: Any) -> tuple[str | None, str | None, dict[str, Any]]:
+    """(resolved path, SHA-256, metadata) of a loaded classifier or localizer."""
     from blobwatch.fits_io import file_sha256
 
+    path = getattr(obj, "model_path", None) or getattr(obj, "path", None)
+    sha = file_sha256(path) if path is not None and Path(path).exists() else None
+    return (str(Path(path).resolve()) if path is not None else None, sha,
+            jsonable(dict(getattr(obj, "metadata", {}) or {})))
+
+
+def _load_model(model: str | os.PathLike | None, classifier: Any | None,
+                settings: MonitorSettings | None = None) -> _Model:
+    import torch
+
+    settings = settings or MonitorSettings()
     if classifier is None:
         from blobwatch.classifier import BlobClassifier
 
         classifier = BlobClassifier(model)
-    path = getattr(classifier, "model_path", None)
-    sha = file_sha256(path) if path is not None and Path(path).exists() else None
-    metadata = dict(getattr(classifier, "metadata", {}) or {})
     versions = {"blobwatch": __version__, "torch": torch.__version__, "numpy": np.__version__}
-    return _Model(classifier, str(Path(path).resolve()) if path is not None else None, sha, jsonable(metadata),
-                  versions)
+    path, sha, metadata = _model_record(classifier)
+    if settings.detector != "fcn":
+        return _Model(classifier, path, sha, metadata, versions, classifier_path=path)
+    from blobwatch.fcn import FCNDetector
+
+    localizer = FCNDetector(settings.fcn_model)
+    fcn_path, fcn_sha, fcn_meta = _model_record(localizer)
+    fcn_meta["subframe_model"] = {"path": path, "sha256": sha, "threshold": getattr(classifier, "threshold", None)}
+    return _Model(classifier, fcn_path, fcn_sha, fcn_meta, versions, localizer=localizer, classifier_path=path)
 
 
 def _references(session: Session, image: Image, settings: MonitorSettings) -> list[Image]:
@@ -547,7 +582,10 @@ class ImageResult:
     difference : blobwatch.difference.DifferenceResult
     detection : blobwatch.detect.Detection
     saliency : dict of int to numpy.ndarray
-        Saliency map of each flagged subframe, by subframe index.
+        The seed classifier's saliency map of each flagged subframe and of each subframe
+        holding a candidate, by subframe index.
+    localizer_saliency : dict of int to numpy.ndarray
+        The localizing network's saliency of each subframe holding a candidate (``'fcn'``).
     max_probability : float
         Largest subframe probability.
     parameters : dict
@@ -562,6 +600,7 @@ class ImageResult:
     max_probability: float
     parameters: dict[str, Any]
     timings: dict[str, float]
+    localizer_saliency: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 def compute_image(
@@ -572,6 +611,7 @@ def compute_image(
     *,
     prepared: Any = None,
     offsets: Sequence[Offset | None] | None = None,
+    localizer: Any = None,
 ) -> ImageResult:
     """Difference, detection and saliency of one image: pure computation, no database, no files.
 
@@ -583,16 +623,20 @@ def compute_image(
         Its preceding valid images.
     classifier : blobwatch.classifier.BlobClassifier
     settings : MonitorSettings
-        ``register``, ``min_references``, ``n_references``, ``threshold``, and the candidate
-        rules recorded in the parameters.
+        ``register``, ``min_references``, ``n_references``, ``detector``, ``threshold``, and the
+        candidate rules recorded in the parameters.
     prepared : blobwatch.difference.PreparedCache, optional
         Registration preparations shared by the images of one run.
     offsets : sequence of (float, float) or None, optional
         The references' offsets relative to ``current`` where known (`_stored_offsets`); the
         others are registered.
+    localizer : blobwatch.fcn.FCNDetector, optional
+        The localizing network for ``settings.detector == 'fcn'`` (loaded from
+        ``settings.fcn_model`` when not given).
     """
     from blobwatch.detect import detect
     from blobwatch.difference import blob_difference
+    from blobwatch.fcn import detect_fcn
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -603,13 +647,25 @@ def compute_image(
                                prepared=prepared, offsets=offsets)
     timings["difference"] = time.perf_counter() - t
     t = time.perf_counter()
-    detection = detect(diff, classifier, threshold=settings.threshold, name=current.name)
+    if settings.detector == "fcn":
+        if localizer is None:
+            from blobwatch.fcn import FCNDetector
+
+            localizer = FCNDetector(settings.fcn_model)
+        detection = detect_fcn(diff, localizer, classifier, threshold=settings.threshold, name=current.name)
+    else:
+        detection = detect(diff, classifier, threshold=settings.threshold, name=current.name)
     timings["detect"] = time.perf_counter() - t
     t = time.perf_counter()
-    saliency = detection.saliency_maps()
+    mapped = sorted({s.index for s in detection.flagged} | {c.subframe for c in detection.candidates})
+    saliency = detection.saliency_maps(mapped)
+    localizer_saliency = detection.localizer_saliency()
     timings["saliency"] = time.perf_counter() - t
     parameters = {
+        "detector": detection.detector,
         "threshold": float(detection.threshold),
+        "subframe_threshold": float(detection.threshold if detection.subframe_threshold is None
+                                    else detection.subframe_threshold),
         "n_references": diff.n_references,
         "max_references": settings.n_references,
         "min_references": settings.min_references,
@@ -624,7 +680,7 @@ def compute_image(
         "rejected_seeds": len(detection.rejected),
     }
     max_p = float(max(s.probability for s in detection.subframes))
-    return ImageResult(diff, detection, saliency, max_p, parameters, timings)
+    return ImageResult(diff, detection, saliency, max_p, parameters, timings, localizer_saliency)
 
 
 def process_image(
@@ -673,7 +729,7 @@ def process_image(
 
     # 2. compute phase
     result = compute_image(current, ref_images, model.classifier, settings, prepared=cache.prepared,
-                           offsets=_stored_offsets(image, refs))
+                           offsets=_stored_offsets(image, refs), localizer=model.localizer)
     # 3. write phase
     return record(session_factory, image_id, result, reference_ids=[r.id for r in refs], model=model,
                   settings=settings, reports=reports, notify_urls=notify_urls, worker=worker,
@@ -754,13 +810,15 @@ def record(
             model_sha256=model.sha256, model_metadata=model.metadata, versions=model.versions,
             reference_paths=diff.reference_paths, method=diff.method, offsets=diff.offsets,
             threshold=float(detection.threshold), run_id=run.id, worker=worker, timings=timings,
+            detector=detection.detector,
         )
         report = ImageReport(
             image_id=image.id, name=image.name, path=image.path, mjd=image.mjd, obs_date=image.obs_date,
             difference=diff.data, prepared=detection.prepared, threshold=float(detection.threshold),
             subframes=sub_views, candidates=views,
             known_blobs=np.array([(b.x, b.y, b.radius) for b in blobs], dtype=float).reshape(-1, 3),
-            saliency=result.saliency, provenance=provenance,
+            saliency=result.saliency, localizer_saliency=result.localizer_saliency, detector=detection.detector,
+            subframe_threshold=detection.subframe_threshold, provenance=provenance,
         )
         page = write_image_report(report, reports)
         folder = report_dir(reports, image.id, image.name)
@@ -882,7 +940,7 @@ def run_monitor(
     worker = worker_name()
     ready = _ready_images(session_factory, settings)
 
-    loaded = _load_model(model, classifier) if ready else None  # before any claim: a bad model claims nothing
+    loaded = _load_model(model, classifier, settings) if ready else None  # before any claim: a bad model claims nothing
     if len(ready) > 1 and settings.register:  # consecutive images share references: prepare each once
         from blobwatch.difference import PreparedCache
 
