@@ -140,6 +140,13 @@ def test_train_fcn_refuses_a_missing_gpu_before_any_work(tmp_path: Path, capsys)
     assert not (tmp_path / "c").exists()
 
 
+def test_recalibrating_a_missing_model_is_one_line_before_any_work(tmp_path: Path, capsys) -> None:
+    code = main(["train-fcn", "--recalibrate", str(tmp_path / "none.pt"), "--cache", str(tmp_path / "c")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "none.pt" in err
+    assert not (tmp_path / "c").exists()
+
+
 def test_train_fcn_writes_a_loadable_model_with_its_record(tmp_path: Path) -> None:
     from blobwatch.fcn_train import FCNTrainConfig, train_fcn
     from blobwatch.regression import SuiteSpec, build_suite

@@ -31,6 +31,10 @@ FCN_MODEL = "blob_unet.pt"
 DIFFERENCE_CLIP_SIGMA = 5.0
 #: Width (px) of the Gaussian background removed from the reference median.
 REFERENCE_BACKGROUND_SIGMA = 16.0
+#: Smoothing (px) of the probability map before its peaks are found and scored: chosen on the
+#: calibration split (`scripts/fcn_peak_study.py`, docs/detect.md): 0.5 px found the most blobs
+#: at 2 % false alarms per quiet image, 1 px loses small blobs' peaks.
+PEAK_SMOOTH_SIGMA = 0.5
 
 
 def shipped_fcn_path() -> Path:
@@ -73,11 +77,13 @@ class FCNCandidate:
     radius: float
 
 
-def peaks(prob: np.ndarray, *, floor: float = 0.05, separation: int = 6, border: int = 5) -> list[FCNCandidate]:
-    """Candidates from a probability map: local maxima of its 1-px Gaussian smoothing above
-    ``floor``, each with the probability-weighted centroid of its 9x9 neighbourhood and the radius
-    of the disc holding its pixels above half the peak."""
-    smooth = ndimage.gaussian_filter(prob.astype(np.float32), 1.0)
+def peaks(prob: np.ndarray, *, floor: float = 0.05, separation: int = 6, border: int = 5,
+          smooth_sigma: float = PEAK_SMOOTH_SIGMA) -> list[FCNCandidate]:
+    """Candidates from a probability map: local maxima of its Gaussian smoothing (``smooth_sigma``
+    px) above ``floor``, each scored by that smoothed peak, placed at the probability-weighted
+    centroid of its 9x9 neighbourhood, with the radius of the disc holding its pixels above half
+    the peak."""
+    smooth = ndimage.gaussian_filter(prob.astype(np.float32), smooth_sigma)
     local = smooth == ndimage.maximum_filter(smooth, size=2 * separation + 1, mode="nearest")
     local &= smooth >= floor
     local[:border, :] = local[-border:, :] = False

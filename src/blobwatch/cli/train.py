@@ -130,6 +130,9 @@ def register(subparsers: Any) -> None:
     f.add_argument("--cache", metavar="DIR", default=None, help="case cache (default: the regression cache)")
     f.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="default cpu")
     f.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    f.add_argument("--recalibrate", metavar="MODEL", default=None,
+                   help="train nothing: choose MODEL's threshold again on the calibration split (after a change "
+                        "to how candidates are scored) and write it into MODEL")
     f.set_defaults(func=_train_fcn)
 
     e = subparsers.add_parser(
@@ -242,36 +245,53 @@ def _train_fcn(args: argparse.Namespace) -> int:
     import time
 
     from blobwatch.cli.regress import default_cache
-    from blobwatch.detectors import LocalizingDetector
     from blobwatch.fcn_train import FCNTrainConfig, train_fcn
-    from blobwatch.modelfile import load_model, save_model
-    from blobwatch.regression import SuiteSpec, build_suite, calibrate, run_detector
+    from blobwatch.modelfile import load_model
+    from blobwatch.regression import SuiteSpec, build_suite
     from blobwatch.variation import VariationConfig, training_stamps
 
     from blobwatch.classifier import resolve_device
 
     resolve_device(args.device, strict=True)  # a missing GPU is one line before any work
     cache = Path(args.cache) if args.cache else default_cache()
+    progress = sys.stderr.isatty()
+    if args.recalibrate:
+        load_model(args.recalibrate)  # a missing or foreign file is one line before any work
+        threshold = _calibrate_fcn(Path(args.recalibrate), args, cache, progress)
+        print(f"model: {args.recalibrate} (threshold {threshold:.4f} on the calibration split)")
+        return 0
     cfg = FCNTrainConfig(outdir=args.out, cache=str(cache), sequences=args.sequences, new_blobs=args.new_blobs,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, width=args.width,
-                         seed=args.seed, device=args.device, threads=args.threads)
-    progress = sys.stderr.isatty()
+                         seed=args.seed, device=args.device, threads=args.threads,
+                         extra={"stamps": list(training_stamps())})
     t0 = time.perf_counter()
     # stamp-shaped training blobs come from the 15 training stamps, never the suite's 5
-    variation = VariationConfig(cases=cfg.cases, new_blobs=cfg.new_blobs, stamps=training_stamps())
+    variation = VariationConfig(cases=cfg.cases, new_blobs=cfg.new_blobs, stamps=tuple(cfg.extra["stamps"]))
     cases = build_suite(SuiteSpec("training", cfg.sequences, variation), cache, progress=progress)
     print(f"training cases: {len(cases)} ({time.perf_counter() - t0:.0f} s to build or read)")
     metrics = train_fcn(cfg, cases)
     model_path = Path(args.out) / "model.pt"
+    threshold = _calibrate_fcn(model_path, args, cache, progress)
+    print(f"model: {model_path} (threshold {threshold:.3f} on the calibration split; "
+          f"training {metrics['train_seconds']:.0f} s)")
+    return 0
+
+
+def _calibrate_fcn(model_path: Path, args: argparse.Namespace, cache: Path, progress: bool) -> float:
+    """Choose the localizing model's threshold on the calibration split and write it (with how
+    it was chosen) into the model file's metadata."""
+    from blobwatch.detectors import LocalizingDetector
+    from blobwatch.modelfile import load_model, save_model
+    from blobwatch.regression import SuiteSpec, build_suite, calibrate, run_detector
+
     calib = build_suite(SuiteSpec("calibration", args.calibration_sequences), cache, progress=progress)
     det = LocalizingDetector(model=str(model_path), device=args.device)
     threshold = max(calibrate(calib, run_detector(det, calib, progress=progress), args.target_false_alarm), det.floor)
     loaded = load_model(model_path)
+    command = "blobwatch " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     meta = dict(loaded.metadata, threshold=threshold,
                 calibration={"split": "calibration", "sequences": args.calibration_sequences,
-                             "target_false_alarm": args.target_false_alarm},
-                command="blobwatch " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                             "target_false_alarm": args.target_false_alarm})
+    meta["recalibrated_by" if args.recalibrate else "command"] = command
     save_model(model_path, loaded.model, architecture=loaded.architecture, arguments=loaded.arguments, metadata=meta)
-    print(f"model: {model_path} (threshold {threshold:.3f} on the calibration split; "
-          f"training {metrics['train_seconds']:.0f} s)")
-    return 0
+    return threshold
