@@ -192,7 +192,7 @@ def run_demo(args: argparse.Namespace) -> int:
             alert_days.append(day)
         if day == NEW_BLOB_DAY and truth:
             found_ok = any(np.hypot(c.x - x, c.y - y) <= TOLERANCE for c in new_c for x, y, _, _ in truth)
-        text = "; ".join(f"x={c.x:.1f} y={c.y:.1f} ({c.x + 1:.1f}, {c.y + 1:.1f}) P={c.probability:.2f}"
+        text = "; ".join(f"x={c.x:.1f} y={c.y:.1f} ({c.x + 1:.1f}, {c.y + 1:.1f}) P={c.probability:.3f}"
                          for c in new_c)
         if other:
             text += ("  " if text else "") + f"[{len(other)} known/linked, not alerted]"

@@ -260,7 +260,7 @@ def _detect(args: argparse.Namespace) -> int:
     if args.reg:
         from blobwatch.interchange import RegionCircle, write_regions
 
-        circles = [RegionCircle(c["x"], c["y"], c["radius"], f"candidate {k} P={c['probability']:.2f}",
+        circles = [RegionCircle(c["x"], c["y"], c["radius"], f"candidate {k} P={c['probability']:.3f}",
                                 "red", "candidate") for k, c in enumerate(payload["candidates"], start=1)]
         write_regions(args.reg, circles, title=f"new-blob candidates in {payload['image']}")
     if args.json:

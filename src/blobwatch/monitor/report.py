@@ -312,7 +312,7 @@ def saliency_figure(
     axes[0].set_title(f"subframe {view.index} (prepared, blobs bright)", fontsize=9)
     maps = [(np.asarray(saliency, dtype=np.float32), f"seed CNN |d logit / d pixel|, P={view.probability:.3f}")]
     if localizer is not None:
-        maps.append((np.asarray(localizer, dtype=np.float32), "localizing network |d logit(candidates) / d pixel|"))
+        maps.append((np.asarray(localizer, dtype=np.float32), "localizing network |d logit / d pixel|"))
     for ax, (sal, title) in zip(axes[1:], maps):
         ax.imshow(sal, cmap="inferno", vmin=0, vmax=float(np.percentile(sal, 99.9)) or 1.0,
                   origin="lower", extent=extent)

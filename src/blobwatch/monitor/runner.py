@@ -170,12 +170,12 @@ class ImageOutcome:
         head = f"{one_line(self.name)}  {date}  {self.status:<9}"
         if self.status in ("rejected", "failed", "waiting", "busy"):
             return one_line(f"{head}  {self.reason or ''}".rstrip())
-        parts = [f"{head}  maxP={self.max_probability:.3f}"]
+        parts = [f"{head}  subframe maxP={self.max_probability:.3f}"]
         new = [c for c in self.candidates if c["status"] == "new"]
         other = [c for c in self.candidates if c["status"] != "new"]
         if new:
             parts.append(f"ALERT {len(new)} new: " + "; ".join(
-                f"#{c['id']} x={c['x']:.1f} y={c['y']:.1f} (DS9 {c['x'] + 1:.1f}, {c['y'] + 1:.1f}) P={c['probability']:.2f}"
+                f"#{c['id']} x={c['x']:.1f} y={c['y']:.1f} (DS9 {c['x'] + 1:.1f}, {c['y'] + 1:.1f}) P={c['probability']:.3f}"
                 for c in new))
         else:
             parts.append("no new blob")
