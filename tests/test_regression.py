@@ -71,6 +71,36 @@ def test_suite_is_deterministic_same_files_same_hashes(small_suite, tmp_path: Pa
     assert [c.name for c in cases] == [c.name for c in again]
 
 
+#: What `SUITE_VERSION` produces for `SMALL`, five sequences: per case the sums of |registered
+#: difference|, of the reference median and of |plain difference|, and the new blob's x, y and S/N
+#: (-1 for a quiet image).
+FINGERPRINT = [
+    [1108.592529, 59514.210938, 1146.286743, 219.574369, 219.939272, 7.248611],
+    [1572.264404, 60585.359375, 1575.114502, -1.0, -1.0, -1.0],
+    [939.714966, 61243.429688, 939.714966, 207.703465, 163.089462, 5.464305],
+    [878.482849, 61243.429688, 878.482849, -1.0, -1.0, -1.0],
+    [892.348022, 60857.84375, 882.624207, 216.565382, 211.056676, 31.609284],
+    [791.09729, 60856.242188, 770.896851, -1.0, -1.0, -1.0],
+    [2420.312988, 60602.96875, 2420.312988, 10.755705, 239.344458, 16.155645],
+    [2243.755127, 60602.96875, 2243.755127, -1.0, -1.0, -1.0],
+    [357.647095, 60735.699219, 340.845215, 232.849371, 113.453995, 12.733312],
+    [386.772034, 60735.890625, 373.314758, -1.0, -1.0, -1.0],
+]
+
+
+def test_the_suite_version_pins_what_the_generator_produces(small_suite) -> None:
+    """The cache key hashes no code: a change to what the generator produces must bump
+    `regression.SUITE_VERSION` (and this fingerprint), or every cache would keep stale cases."""
+    _, cases = small_suite
+    found = [[float(np.nansum(np.abs(c.difference))), float(np.nansum(c.reference)),
+              float(np.nansum(np.abs(c.plain_difference))),
+              *((c.blob["x"], c.blob["y"], c.blob["snr"]) if c.blob else (-1.0, -1.0, -1.0))] for c in cases]
+    assert R.SUITE_VERSION == "blobwatch-suite/2"
+    np.testing.assert_allclose(found, FINGERPRINT, rtol=1e-4, err_msg=(
+        "the suite generator's output changed: bump SUITE_VERSION in blobwatch/regression.py and update "
+        "FINGERPRINT here"))
+
+
 def test_cached_sequence_is_reused_and_rebuilt_when_stale(small_suite) -> None:
     cache, _ = small_suite
     truth = cache / "suite" / "seq910000" / "truth.json"
