@@ -17,10 +17,10 @@ SMALL = VariationConfig(size=256, n_references=5, cases=2)
 SMALL_ARGS = ["--size", "256", "--references", "5", "--cases-per-sequence", "2"]
 
 
-def _background(rng: np.random.Generator, n: int, size: int = 64) -> np.ndarray:
+def _background(rng: np.random.Generator, n: int, size: int = 64, gradient: float = 0.0) -> np.ndarray:
     """Prepared-like blob-free subframes: unit noise plus a random gradient."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    grad = rng.normal(0, 1.0, (n, 1, 1)) * yy + rng.normal(0, 1.0, (n, 1, 1)) * xx
+    grad = rng.normal(0, gradient, (n, 1, 1)) * yy + rng.normal(0, gradient, (n, 1, 1)) * xx
     return (rng.normal(0, 1, (n, size, size)) + grad).astype(np.float32)
 
 
@@ -35,7 +35,7 @@ def tiny_autoencoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from blobwatch.anomaly import AutoencoderConfig, train_autoencoder
 
     rng = np.random.default_rng(0)
-    x = _background(rng, 48)
+    x = _background(rng, 48, gradient=0.5)
     out = tmp_path_factory.mktemp("ae")
     cfg = AutoencoderConfig(outdir=str(out), channels=(4, 8), latent=2, epochs=3, batch_size=8, lr=1e-2,
                             val_fraction=0.34, threads=1)
@@ -51,7 +51,7 @@ def test_autoencoder_scores_a_blob_above_the_same_subframe_without_it(tiny_autoe
     scorer = AutoencoderScorer(tiny_autoencoder)
     assert scorer.size == 64 and scorer.registered and scorer.mode == "signed"
     rng = np.random.default_rng(1)
-    clean = _background(rng, 4)
+    clean = _background(rng, 4, gradient=0.5)
     blob = clean + _disc(64, 30, 34, 5, 2.0)
     s_clean, s_blob = scorer.subframe_scores(clean), scorer.subframe_scores(blob)
     assert np.all(s_blob > s_clean + 2.0)
@@ -200,6 +200,7 @@ def test_compare_writes_every_requested_row(small_cache: Path, tiny_autoencoder:
     assert (tmp_path / "out" / "cases.csv").read_text().count("\n") == 1 + 6 * 2 * 10
 
 
+@pytest.mark.slow
 def test_compare_without_a_tuned_model_says_so(small_cache: Path, tiny_autoencoder: Path, tmp_path: Path) -> None:
     docs = tmp_path / "c.md"
     code = main(["compare", "--cache", str(small_cache), "--sequences", "5", "--calibration-sequences", "5",

@@ -20,13 +20,11 @@ def plot_embedding(embeddings: Sequence[Embedding], sets: dict[str, FeatureSet],
                    *, show: str = "suite") -> None:
     """One figure of one method: a row per feature kind, coloured by class (left) and by cause
     (right), of the ``show`` set's subframes (training subframes in light grey behind)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from blobwatch.figures import new_figure, save_png
 
     names = list(sets)
-    fig, axes = plt.subplots(len(embeddings), 2, figsize=(10, 4.2 * len(embeddings)), dpi=90, squeeze=False)
+    fig = new_figure(10, 4.2 * len(embeddings), dpi=90, layout="constrained")
+    axes = fig.subplots(len(embeddings), 2, squeeze=False)
     for row, emb in zip(axes, embeddings):
         coords = emb.others[names.index(show)] if show in names else emb.train
         fs = sets[show]
@@ -46,9 +44,7 @@ def plot_embedding(embeddings: Sequence[Embedding], sets: dict[str, FeatureSet],
             ax.legend(fontsize=7, markerscale=2, loc="best")
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def _fmt(v: Any) -> str:
