@@ -280,7 +280,8 @@ class EmbeddingClassifier:
 
         header = {"format": FORMAT, "feature": self.feature, "kind": self.kind, "metadata": self.metadata}
         buf = io.BytesIO()
-        np.savez(buf, header=np.array(json.dumps(header)), **self.arrays)
+        arrays: dict[str, Any] = {"header": np.array(json.dumps(header)), **self.arrays}
+        np.savez(buf, **arrays)
         write_bytes_atomic(path, buf.getvalue())
 
     @classmethod

@@ -260,7 +260,7 @@ def _compare(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty()
     methods = default_methods(tuned_model=args.tuned_model, ae_model=args.ae_model, embed_model=args.embed_model,
                               fcn_model=args.fcn_model, paper_model=args.model)
-    detectors = []
+    detectors: list[Any] = []
     for m in methods:  # every model file is read before any work
         if m.note:
             detectors.append(None)
