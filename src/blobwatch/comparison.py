@@ -166,6 +166,10 @@ def markdown(results: Sequence[MethodResult], *, command: str, target: float, co
     ]
     if figure:
         lines += [f"![detection vs S/N]({figure})", ""]
+    for r in ran:
+        if r.run.native.threshold <= 1.0 < r.run.calibrated.threshold:
+            lines += [(f"`{r.run.name}`'s threshold of {r.run.calibrated.threshold:g}, above any probability, means "
+                      "that no threshold met the target on the calibration split: it never alarms, and finds nothing."), ""]
     lines += [
         f"## Cost (inference on {threads} CPU threads, this machine)",
         "",
