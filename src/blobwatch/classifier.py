@@ -131,8 +131,8 @@ class BlobClassifier:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
         self.device = resolve_device(device)
         loaded = load_model(model, device=self.device)
-        if loaded.architecture == "BlobUNet":
-            raise InputError(loaded.path or "<model>", "is a BlobUNet (localizing) model, not a subframe classifier")
+        if loaded.architecture in ("BlobUNet", "ConvAutoencoder"):
+            raise InputError(loaded.path or "<model>", f"is a {loaded.architecture} model, not a subframe classifier")
         self.network = loaded.model
         self.network.eval()
         self.architecture = loaded.architecture

@@ -9,6 +9,10 @@
 ``detect``    today's `blobwatch.detect.detect` on the registered difference with the reference
               stack (matched-filter seeds, dip and existing-blob tests, CNN on a centred window);
               score = window probability.
+``autoencoder`` local maxima of the autoencoder's smoothed reconstruction error
+              (`blobwatch.anomaly`); score = error in robust sigmas.
+``embed``     the stored embedding classifier (`blobwatch.embed`) on the seed's 16 subframes;
+              score = blob probability.
 
 Each has a native threshold (what the daily job uses today); `blobwatch.regression.calibrate`
 chooses another on the calibration split.
@@ -24,7 +28,8 @@ from scipy import ndimage
 
 from blobwatch.regression import Candidates, Case, register_detector
 
-__all__ = ["MatchedFilterDetector", "PaperDetector", "DetectDetector", "LocalizingDetector", "matched_filter_peaks"]
+__all__ = ["MatchedFilterDetector", "PaperDetector", "DetectDetector", "LocalizingDetector", "local_peaks",
+           "matched_filter_peaks"]
 
 
 def matched_filter_peaks(prepared: np.ndarray, *, floor: float = 3.0, border: int = 5,
@@ -37,6 +42,13 @@ def matched_filter_peaks(prepared: np.ndarray, *, floor: float = 3.0, border: in
 
     p = DetectionParameters()
     best = matched_filter(prepared, p.sigmas, p.background_sigma).max(axis=0)
+    return local_peaks(best, floor=floor, border=border, separation=separation, max_peaks=max_peaks)
+
+
+def local_peaks(best: np.ndarray, *, floor: float, border: int = 5, separation: int = 6,
+                max_peaks: int = 200) -> Candidates:
+    """Local maxima (within ``separation`` px) of a score map that reach ``floor``, outside a
+    ``border``, strongest first."""
     peaks = best == ndimage.maximum_filter(best, size=2 * separation + 1, mode="nearest")
     peaks[:border, :] = peaks[-border:, :] = False
     peaks[:, :border] = peaks[:, -border:] = False
@@ -161,3 +173,17 @@ register_detector("mf-clip3", lambda **_: MatchedFilterDetector(
 register_detector("paper", lambda model=None, device="auto", **_: PaperDetector(model=model, device=device))
 register_detector("detect", lambda model=None, device="auto", **_: DetectDetector(model=model, device=device))
 register_detector("fcn", lambda fcn_model=None, device="cpu", **_: LocalizingDetector(model=fcn_model, device=device))
+register_detector("autoencoder", lambda ae_model=None, device="cpu", **_: _autoencoder(ae_model, device))
+register_detector("embed", lambda embed_model=None, device="cpu", **_: _embedding(embed_model, None, device))
+
+
+def _autoencoder(model: str | None, device: str) -> Any:
+    from blobwatch.anomaly import AutoencoderDetector
+
+    return AutoencoderDetector(model=model, device=device)
+
+
+def _embedding(model: str | None, cnn_model: str | None, device: str) -> Any:
+    from blobwatch.embed import EmbeddingDetector
+
+    return EmbeddingDetector(model=model, cnn_model=cnn_model, device=device)

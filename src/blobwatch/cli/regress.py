@@ -86,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--detector", action="append", metavar="NAME",
                    help=f"detector to score (repeat; default: {' '.join(DEFAULT_DETECTORS)}; "
-                   "choose from mf, mf-clip3, paper, detect, fcn)")
+                   "choose from mf, mf-clip3, paper, detect, fcn, autoencoder, embed)")
     add_suite_options(p)
     p.add_argument("--target-false-alarm", type=float, default=0.02, metavar="F",
                    help="false alarms per quiet image the thresholds are calibrated to (default 0.02)")
@@ -97,8 +97,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="print the calibrated scores as JSON (one object for one detector, else a list)")
     p.add_argument("--model", metavar="PATH", help="model file for paper/detect (default: the shipped model)")
     p.add_argument("--fcn-model", metavar="PATH", help="BlobUNet model file for fcn (default: the shipped one)")
+    p.add_argument("--ae-model", metavar="PATH", help="autoencoder model file (default: the shipped one)")
+    p.add_argument("--embed-model", metavar="PATH", help="embedding classifier file for embed (default: the shipped one)")
     p.add_argument("--device", default="cpu", help="device for the networks (default cpu)")
     p.set_defaults(func=run)
+
+
+def evaluate_detector(det: Any, suite: Any, calib: Any, target: float, *, name: str | None = None,
+                      progress: bool = False) -> tuple[Any, dict[str, float]]:
+    """Calibrate ``det`` on ``calib`` at ``target`` false alarms per quiet image and score it on
+    ``suite``: its `DetectorRun` (named ``name``, default the detector's) and the timings."""
+    import time
+
+    from blobwatch.regression import calibrate, run_detector, score
+    from blobwatch.regression_report import DetectorRun
+
+    name = name or det.name
+    t0 = time.perf_counter()
+    cal_cands = run_detector(det, calib, progress=progress)
+    # below a detector's own floor every candidate it reports counts: say so with the floor
+    threshold = max(calibrate(calib, cal_cands, target), getattr(det, "floor", -float("inf")))
+    t1 = time.perf_counter()
+    cands = run_detector(det, suite, progress=progress)
+    seconds = time.perf_counter() - t1
+    timing = {f"`{name}` on the calibration split": t1 - t0,
+              f"`{name}` on the suite ({seconds / len(suite):.2f} s per case)": seconds}
+    flags = {"localizes": det.localizes, "registered": getattr(det, "registered", True)}
+    return DetectorRun(
+        name=name, description=det.description,
+        calibrated=score(name, suite, cands, threshold, "calibrated", **flags),
+        native=score(name, suite, cands, det.native_threshold, "native", **flags),
+        calibration=score(name, calib, cal_cands, threshold, "calibrated", **flags),
+        seconds_per_case=seconds / len(suite),
+    ), timing
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,14 +138,15 @@ def run(args: argparse.Namespace) -> int:
     import shutil
     import time
 
-    from blobwatch.regression import SuiteError, build_suite, calibrate, make_detector, run_detector, score
-    from blobwatch.regression_report import DetectorRun, composition, markdown, write_outputs
+    from blobwatch.regression import SuiteError, build_suite, make_detector
+    from blobwatch.regression_report import composition, markdown, write_outputs
 
     names = list(dict.fromkeys(args.detector or DEFAULT_DETECTORS))
     if not 0.0 <= args.target_false_alarm < 1.0:
         raise SuiteError(f"--target-false-alarm must be in [0, 1), got {args.target_false_alarm}")
     suite_spec, calib_spec, cache = suite_specs(args)
-    options = {"model": args.model, "fcn_model": args.fcn_model, "device": args.device}
+    options = {"model": args.model, "fcn_model": args.fcn_model, "ae_model": args.ae_model,
+               "embed_model": args.embed_model, "device": args.device}
     detectors = [make_detector(name, **options) for name in names]  # unknown names fail before any work
     progress = sys.stderr.isatty()
 
@@ -126,23 +158,9 @@ def run(args: argparse.Namespace) -> int:
 
     runs = []
     for det in detectors:
-        t0 = time.perf_counter()
-        cal_cands = run_detector(det, calib, progress=progress)
-        # below a detector's own floor every candidate it reports counts: say so with the floor
-        threshold = max(calibrate(calib, cal_cands, args.target_false_alarm), getattr(det, "floor", -float("inf")))
-        t1 = time.perf_counter()
-        cands = run_detector(det, suite, progress=progress)
-        seconds = time.perf_counter() - t1
-        timing[f"`{det.name}` on the calibration split"] = t1 - t0
-        timing[f"`{det.name}` on the suite ({seconds / len(suite):.2f} s per case)"] = seconds
-        flags = {"localizes": det.localizes, "registered": getattr(det, "registered", True)}
-        runs.append(DetectorRun(
-            name=det.name, description=det.description,
-            calibrated=score(det.name, suite, cands, threshold, "calibrated", **flags),
-            native=score(det.name, suite, cands, det.native_threshold, "native", **flags),
-            calibration=score(det.name, calib, cal_cands, threshold, "calibrated", **flags),
-            seconds_per_case=seconds / len(suite),
-        ))
+        run_, times = evaluate_detector(det, suite, calib, args.target_false_alarm, progress=progress)
+        runs.append(run_)
+        timing.update(times)
 
     summaries = [r.calibrated.summary() for r in runs]
     comp, calib_comp = composition(suite), composition(calib)

@@ -6,11 +6,13 @@ from typing import Any
 
 from torch import nn
 
+from blobwatch.models.autoencoder import ConvAutoencoder
 from blobwatch.models.blob_unet import BlobUNet
 from blobwatch.models.paper_cnn import PaperCNN
 
 #: Architecture name -> class.  A model file stores the name and the keyword arguments.
-ARCHITECTURES: dict[str, type[nn.Module]] = {"PaperCNN": PaperCNN, "BlobUNet": BlobUNet}
+ARCHITECTURES: dict[str, type[nn.Module]] = {"PaperCNN": PaperCNN, "BlobUNet": BlobUNet,
+                                             "ConvAutoencoder": ConvAutoencoder}
 
 
 def build_model(architecture: str, arguments: dict[str, Any] | None = None) -> nn.Module:
