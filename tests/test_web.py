@@ -105,7 +105,7 @@ def monitor_db(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"url": url, "reports": reports, "paths": paths}
 
 
-@pytest.fixture()
+@pytest.fixture
 def fresh_db(monitor_db: dict, tmp_path: Path) -> str:
     """A private copy of the monitor database for tests that write."""
     src = Path(monitor_db["url"].removeprefix("sqlite:///"))
@@ -276,7 +276,7 @@ def test_figures_are_png(client: TestClient, path: str) -> None:
 
 def test_api_images(client: TestClient) -> None:
     images = client.get("/api/images").json()
-    assert [im["name"] for im in images][0] == "csm_day005_blob.fits"
+    assert next(im["name"] for im in images) == "csm_day005_blob.fits"
     assert len(images) == 6
     newest = client.get("/api/images/6").json()
     assert newest["max_probability"] == pytest.approx(0.97)
@@ -718,7 +718,7 @@ def test_a_linked_candidate_of_a_confirmed_blob_is_confirmed_as_that_blob(fresh_
 # ------------------------------------------------------------------------------ DS9 over SAMP
 
 
-@pytest.fixture()
+@pytest.fixture
 def samp_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A SAMP hub (lockfile in tmp_path, $SAMP_HUB naming it) and a DS9 stand-in that records
     the image.load.fits and ds9.set messages it gets."""

@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from blobwatch.regression import Candidates, Case, register_detector
 
-__all__ = ["MatchedFilterDetector", "PaperDetector", "DetectDetector", "LocalizingDetector", "matched_filter_peaks"]
+__all__ = ["DetectDetector", "LocalizingDetector", "MatchedFilterDetector", "PaperDetector", "matched_filter_peaks"]
 
 
 def matched_filter_peaks(prepared: np.ndarray, *, floor: float = 3.0, border: int = 5,

@@ -81,7 +81,7 @@ def peaks(prob: np.ndarray, *, floor: float = 0.05, separation: int = 6, border:
     order = np.argsort(-smooth[rows, cols])
     out = []
     h, w = prob.shape
-    for r, c in zip(rows[order], cols[order]):
+    for r, c in zip(rows[order], cols[order], strict=True):
         r0, r1, c0, c1 = max(r - 4, 0), min(r + 5, h), max(c - 4, 0), min(c + 5, w)
         win = prob[r0:r1, c0:c1].astype(np.float64)
         peak = float(smooth[r, c])

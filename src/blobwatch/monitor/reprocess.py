@@ -25,7 +25,8 @@ import logging
 import os
 import time
 from collections import deque
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 

@@ -18,8 +18,9 @@ import contextlib
 import logging
 import re
 import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator, Literal, Sequence
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 import numpy as np
@@ -33,9 +34,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from blobwatch import __version__
 from blobwatch.errors import BlobwatchError
+from blobwatch.lru import LRUCache
 from blobwatch.monitor.db import Candidate, SubframePrediction, open_database
 from blobwatch.web import queries, render
-from blobwatch.web.pixels import LRUCache, PixelStore
+from blobwatch.web.pixels import PixelStore
 from blobwatch.web.samp import SampError, SampLink
 from blobwatch.web.security import (
     AUTH_COOKIE,
@@ -109,7 +111,7 @@ def create_app(
     guard = Guard(token=token, require_token=require_token)
     pixels = PixelStore(reports_dir=reports_dir, images_dir=images_dir)
     samp = SampLink()
-    pngs: LRUCache[bytes] = LRUCache(96)  # rendered PNGs; rendering serialised by its lock
+    pngs: LRUCache[bytes] = LRUCache(96)  # rendered PNGs; rendering serialised by get_or_make
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.filters["fmt"] = _fmt
     templates.env.filters["utc"] = _utc
@@ -276,7 +278,7 @@ def create_app(
             return render.image_png(arrays[kind], title=f"{_KIND_TITLES[kind]}: {view.name}",
                                     limits=limits)
 
-        return _png_response(pngs.get(key, make))
+        return _png_response(pngs.get_or_make(key, make))
 
     @app.get("/candidates/{candidate_id}/{kind}.png", include_in_schema=False)
     def cutout_png(candidate_id: int, kind: ImageKind, session: Session = Depends(db)) -> Response:
@@ -296,7 +298,7 @@ def create_app(
                                      title=f"#{cand.id} {_KIND_TITLES[kind]}", circles=ring,
                                      limits=limits)
 
-        return _png_response(pngs.get(("cutout", candidate_id, kind), make))
+        return _png_response(pngs.get_or_make(("cutout", candidate_id, kind), make))
 
     @app.get("/subframes/{subframe_id}/saliency.png", include_in_schema=False)
     def saliency_png(subframe_id: int, session: Session = Depends(db)) -> Response:
@@ -316,7 +318,7 @@ def create_app(
                                        science_box=queries.science_box(session), highlight=confirmed,
                                        labels=[f"#{blobs[i].id}" for i in confirmed])
 
-        return _png_response(pngs.get(("map", queries.review_state(session)), make))
+        return _png_response(pngs.get_or_make(("map", queries.review_state(session)), make))
 
     @app.get("/history.png", include_in_schema=False)
     def history_png(session: Session = Depends(db)) -> Response:
@@ -331,7 +333,7 @@ def create_app(
                 threshold=thresholds[-1] if thresholds else None)
 
         key = ("history", queries.images_state(session), queries.review_state(session))
-        return _png_response(pngs.get(key, make))
+        return _png_response(pngs.get_or_make(key, make))
 
     # ---------------------------------------------------------------- downloads
 
@@ -481,7 +483,7 @@ def create_app(
             cand = session.get(Candidate, candidate_id)
             arrays = pixels.cached(cand.image_id, cand.run_id) if cand is not None else None
             measurement = None
-            if arrays is not None and "stack" in arrays:
+            if cand is not None and arrays is not None and "stack" in arrays:
                 try:
                     measurement = measure_in_stack(cand, arrays["image"], arrays["stack"])
                 except BlobwatchError:  # confirm_candidate measures again and says why

@@ -7,8 +7,8 @@ and axes in 0-based pixel coordinates (x = column, y = row).
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -181,7 +181,7 @@ def blob_map_png(
     depth = np.asarray(depth, dtype=np.float32)
     if len(x):
         patches = [MplCircle((float(cx), float(cy)), magnify * max(float(r), 1.0))
-                   for cx, cy, r in zip(x, y, radius)]
+                   for cx, cy, r in zip(x, y, radius, strict=True)]
         coll = PatchCollection(patches, cmap=matplotlib.colormaps["plasma"], edgecolor="white",
                                linewidths=0.4)
         coll.set_array(np.where(np.isfinite(depth), depth, 0.0) * 100.0)

@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-from typing import Collection
+from collections.abc import Collection
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
