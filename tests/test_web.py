@@ -440,6 +440,19 @@ def test_write_actions_on_unknown_ids_are_404(client: TestClient) -> None:
         CSRF_FIELD: token, "reviewer": "A", "reason": "dip"}).status_code == 404
 
 
+@pytest.mark.parametrize("big", [2**63, -(2**63) - 1, 10**30])
+def test_ids_beyond_64_bits_are_404_not_500(client: TestClient, big: int) -> None:
+    """SQLite cannot bind such an id (OverflowError): it names nothing, on every id route (issue 11, item 9)."""
+    for path in (f"/images/{big}", f"/candidates/{big}", f"/api/images/{big}", f"/api/candidates/{big}",
+                 f"/api/catalog/{big}", f"/images/{big}/difference.png", f"/candidates/{big}/image.fits"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+    assert "detail" in client.get(f"/api/candidates/{big}").json()
+    assert "not found" in client.get(f"/images/{big}").text
+    token = _csrf(client)
+    assert client.post(f"/candidates/{big}/confirm", data={CSRF_FIELD: token, "reviewer": "A"}).status_code == 404
+
+
 # ------------------------------------------------------------------------------ security
 
 

@@ -607,6 +607,12 @@ def create_app(
         response.status_code = exc.status_code
         return response
 
+    @app.exception_handler(OverflowError)
+    async def id_out_of_range(request: Request, exc: OverflowError) -> Response:
+        # SQLite integers are 64-bit: a larger id (in the path, query or a form) names no row, and
+        # binding it raises OverflowError ("Python int too large to convert to SQLite INTEGER")
+        return await http_error(request, StarletteHTTPException(404, "no such id (beyond the 64-bit range)"))
+
     return app
 
 
