@@ -24,7 +24,14 @@ with warnings.catch_warnings():  # starlette's notice about httpx, not ours
 
 from blobwatch.monitor.db import Blob, Candidate, Image, Run, SubframePrediction, open_database
 from blobwatch.web import create_app
-from blobwatch.web.security import CSRF_COOKIE, CSRF_FIELD, TOKEN_HEADER, is_loopback
+from blobwatch.web.security import (
+    AUTH_COOKIE,
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    TOKEN_HEADER,
+    FailureThrottle,
+    is_loopback,
+)
 
 SIZE = 256
 BLOB_X, BLOB_Y, BLOB_R, BLOB_DEPTH = 100.0, 150.0, 6.0, 0.15
@@ -503,6 +510,68 @@ def test_write_token_required_when_exposed(fresh_db: str, monitor_db: dict) -> N
     assert 'data-action="confirm"' in client.get("/queue").text
     again = client.post("/candidates/1/reject", data=form, follow_redirects=False)
     assert again.status_code == 303
+
+
+def _unlock(client: TestClient, token: str) -> Any:
+    return client.post("/unlock", data={CSRF_FIELD: _csrf(client, "/unlock"), "token": token},
+                       follow_redirects=False)
+
+
+def test_each_browser_gets_its_own_write_session_that_can_be_revoked(monitor_db: dict) -> None:
+    """Issue 11, item 9: the write cookie is random per browser, not one value for all."""
+    app = create_app(monitor_db["url"], monitor_db["reports"], token="s3cret", require_token=True)
+    ada, bo = _client(app), _client(app)
+    assert _unlock(ada, "s3cret").status_code == 303 and _unlock(bo, "s3cret").status_code == 303
+    ada_cookie, bo_cookie = ada.cookies.get(AUTH_COOKIE), bo.cookies.get(AUTH_COOKIE)
+    assert ada_cookie and bo_cookie and ada_cookie != bo_cookie
+    locked = "unlock with the write token"
+    assert locked not in ada.get("/queue").text and locked not in bo.get("/queue").text
+    app.state.guard.revoke(ada_cookie)  # one browser's session ends, the other's goes on
+    assert locked in ada.get("/queue").text and locked not in bo.get("/queue").text
+    forged = _client(app)  # a cookie value the app never gave out is no session
+    forged.cookies.set(AUTH_COOKIE, "x" * 43)
+    assert locked in forged.get("/queue").text
+
+
+def test_wrong_write_tokens_are_throttled_per_client(monitor_db: dict) -> None:
+    """Issue 11, item 9: /unlock (and the token header) allow 5 wrong guesses a minute, then 429."""
+    app = create_app(monitor_db["url"], monitor_db["reports"], token="s3cret", require_token=True)
+    client = _client(app)
+    token = _csrf(client, "/unlock")
+    for _ in range(4):
+        assert client.post("/unlock", data={CSRF_FIELD: token, "token": "guess"}).status_code == 403
+    header_guess = client.post("/candidates/2/reject", headers={TOKEN_HEADER: "guess"},
+                               data={CSRF_FIELD: token, "reviewer": "Eve", "reason": "dip"})
+    assert header_guess.status_code == 403  # the fifth wrong token
+    blocked = client.post("/unlock", data={CSRF_FIELD: token, "token": "s3cret"})  # even the right one
+    assert blocked.status_code == 429 and 0 < int(blocked.headers["retry-after"]) <= 60
+    assert "too many wrong write tokens" in blocked.text
+    assert client.post("/candidates/2/reject", headers={TOKEN_HEADER: "s3cret"},
+                       data={CSRF_FIELD: token, "reviewer": "Eve", "reason": "dip"}).status_code == 429
+    assert 2 in _ids(client, "new")
+
+
+def test_failure_throttle_forgets_failures_after_its_window() -> None:
+    now = [1000.0]
+    throttle = FailureThrottle(limit=2, window=60.0, clock=lambda: now[0])
+    throttle.failed("a")
+    throttle.failed("a")
+    assert throttle.retry_after("a") == 60.0 and throttle.retry_after("b") == 0.0
+    now[0] += 59.0
+    assert throttle.retry_after("a") == pytest.approx(1.0)
+    now[0] += 1.0
+    assert throttle.retry_after("a") == 0.0
+
+
+@pytest.mark.parametrize(("scheme", "secure"), [("https", True), ("http", False)])
+def test_cookies_are_secure_when_served_over_https(monitor_db: dict, scheme: str, secure: bool) -> None:
+    app = create_app(monitor_db["url"], monitor_db["reports"], token="s3cret", require_token=True)
+    client = TestClient(app, base_url=f"{scheme}://127.0.0.1")
+    first = client.get("/unlock")
+    assert ("secure" in first.headers["set-cookie"].lower()) is secure
+    unlocked = _unlock(client, "s3cret")
+    assert unlocked.status_code == 303
+    assert ("secure" in unlocked.headers["set-cookie"].lower()) is secure
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost:8000", "LOCALHOST.", "127.0.0.2:80", "[::1]:8000"])

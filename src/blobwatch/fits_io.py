@@ -533,5 +533,6 @@ def read_blob_images(
             warnings.warn(note, FilterWarning, stacklevel=2)
         if error is not None:
             raise error
-        images.append(image)  # type: ignore[arg-type]
+        assert image is not None  # one() returns an image or an error
+        images.append(image)
     return images

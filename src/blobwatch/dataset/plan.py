@@ -107,9 +107,9 @@ def cached_simulated_sources(seed: int, cache: Path, plan: DatasetPlan) -> list[
     key = f"{SOURCES_VERSION}|{seed}|{plan.n_days}|{list(plan.diff_days)}|{plan.clip_factor}|{code}"
     tag = hashlib.sha256(key.encode()).hexdigest()[:12]
     sub = cache / tag
-    loaded = [load_source(sub, n) for n in names]
-    if all(s is not None for s in loaded):
-        return loaded  # type: ignore[return-value]
+    loaded = [s for s in (load_source(sub, n) for n in names) if s is not None]
+    if len(loaded) == len(names):
+        return loaded
     sources = simulated_sources(seed, n_days=plan.n_days, diff_days=plan.diff_days,
                                 clip_factor=plan.clip_factor)
     sub.mkdir(parents=True, exist_ok=True)

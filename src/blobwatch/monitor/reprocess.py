@@ -253,7 +253,8 @@ def _process_in_order(
                 break
             item = in_flight[0]  # left in the queue until recorded: an interruption releases its claim
             if isinstance(item, ImageOutcome):
-                yield in_flight.popleft()  # type: ignore[misc]
+                in_flight.popleft()
+                yield item
                 continue
             iid, future, refs = item
             started = time.perf_counter()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -43,9 +44,12 @@ from blobwatch.web.security import (
     AUTH_COOKIE,
     CSRF_COOKIE,
     CSRF_FIELD,
+    TOKEN_HEADER,
     Guard,
     allowed_host_name,
+    client_key,
     host_allowed,
+    served_over_https,
 )
 
 log = logging.getLogger(__name__)
@@ -151,11 +155,12 @@ def create_app(
     @app.middleware("http")
     async def csrf_cookie_and_headers(request: Request, call_next: Any) -> Response:
         cookie = request.cookies.get(CSRF_COOKIE)
-        fresh = None if cookie else guard.new_cookie_value()
-        request.state.csrf_token = guard.form_token(cookie or fresh)  # type: ignore[arg-type]
+        value = cookie or guard.new_cookie_value()
+        request.state.csrf_token = guard.form_token(value)
         response = await call_next(request)
-        if fresh is not None:
-            response.set_cookie(CSRF_COOKIE, fresh, httponly=True, samesite="strict")
+        if not cookie:
+            response.set_cookie(CSRF_COOKIE, value, httponly=True, samesite="strict",
+                                secure=served_over_https(request))
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("Content-Security-Policy", _CSP)
@@ -418,7 +423,15 @@ def create_app(
             raise HTTPException(403, "cross-site request refused: reload the page and try again")
         return fields
 
+    def refuse_if_throttled(request: Request) -> None:
+        wait = guard.throttle.retry_after(client_key(request))
+        if wait > 0:
+            raise HTTPException(429, f"too many wrong write tokens: try again in {math.ceil(wait)} s",
+                                headers={"Retry-After": str(math.ceil(wait))})
+
     def require_write(request: Request) -> None:
+        if guard.require_token and TOKEN_HEADER in request.headers:
+            refuse_if_throttled(request)
         if not guard.write_allowed(request):
             raise HTTPException(403, "write token required: unlock the app first (/unlock)")
 
@@ -550,10 +563,13 @@ def create_app(
         fields = await checked_form(request)
         if not guard.require_token:
             return RedirectResponse("/queue", status_code=303)
+        refuse_if_throttled(request)
         if not guard.token_matches(fields.get("token")):
+            guard.throttle.failed(client_key(request))
             raise HTTPException(403, "wrong write token")
         response = RedirectResponse("/queue?done=unlocked", status_code=303)
-        response.set_cookie(AUTH_COOKIE, guard.auth_cookie_value(), httponly=True, samesite="strict")
+        response.set_cookie(AUTH_COOKIE, guard.new_write_session(), httponly=True, samesite="strict",
+                            secure=served_over_https(request))
         return response
 
     # ---------------------------------------------------------------- JSON API
@@ -601,10 +617,11 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if request.url.path.startswith("/api") or request.url.path.endswith((".png", ".fits", ".ecsv", ".reg")):
-            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
         with session_factory() as session:
             response = page(request, "error.html", "", session, status=exc.status_code, detail=exc.detail)
         response.status_code = exc.status_code
+        response.headers.update(exc.headers or {})
         return response
 
     @app.exception_handler(OverflowError)
