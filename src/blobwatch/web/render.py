@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from blobwatch.stats import zscale_limits  # the one definition (also used by the app for shared limits)
+
 #: Colour of the ring around a candidate in its cut-outs (red, as on the seed's monitor page).
 CANDIDATE_COLOR = "#ef4444"
 
@@ -37,20 +39,6 @@ def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
-
-
-def zscale_limits(data: np.ndarray) -> tuple[float, float]:
-    """Display limits of ``data`` by IRAF's zscale (finite pixels only)."""
-    from astropy.visualization import ZScaleInterval
-
-    finite = np.asarray(data, dtype=np.float32)
-    finite = finite[np.isfinite(finite)]
-    if finite.size == 0:
-        return 0.0, 1.0
-    lo, hi = ZScaleInterval().get_limits(finite)
-    if not hi > lo:
-        hi = lo + 1.0
-    return float(lo), float(hi)
 
 
 def image_png(
