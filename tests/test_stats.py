@@ -38,10 +38,7 @@ def test_jsonable_makes_numpy_values_plain() -> None:
 def test_the_web_app_and_the_reports_use_the_one_definition() -> None:
     """Issue 11, item 16: no private copies of the display limits or the JSON sanitizing."""
     import blobwatch.monitor.report as report
-    import blobwatch.train as train
     import blobwatch.web.render as render
     from blobwatch import stats
 
     assert render.zscale_limits is stats.zscale_limits and report.zscale_limits is stats.zscale_limits
-    # model metadata goes through jsonable: numpy values and odd objects become plain Python
-    assert train._plain({"a": np.float32(1.5), 2: (np.arange(2), None)}) == {"a": 1.5, "2": [[0, 1], None]}

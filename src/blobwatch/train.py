@@ -189,11 +189,17 @@ def plot_history(history: list[dict[str, Any]], path: str | Path) -> None:
 
 
 def _plain(obj: Any) -> Any:
-    """Plain Python (`blobwatch.stats.jsonable`), so the metadata holds only types ``weights_only``
-    loading accepts."""
-    from blobwatch.stats import jsonable
+    """Round-trip through JSON so the metadata holds only types ``weights_only`` loading accepts."""
+    import json
 
-    return jsonable(obj)
+    def conv(o: Any) -> Any:
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        return str(o)
+
+    return json.loads(json.dumps(obj, default=conv))
 
 
 def _versions() -> dict[str, str]:
