@@ -5,7 +5,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo-output
 
-.PHONY: setup test test-slow demo bench clean
+.PHONY: setup lint test test-slow demo bench clean
 
 setup: $(STAMP)
 
@@ -17,7 +17,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e ".[test,distributed,research]"
 	touch $(STAMP)
 
-test: setup
+# Static checks (configured in pyproject.toml): ruff's lint rules, then mypy on src/blobwatch
+# (incremental: a few seconds once its cache exists).  `ruff format --check` joins here once the
+# code base has been formatted in one commit.
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/mypy
+
+test: lint
 	$(PY) -m pytest -q
 
 test-slow: setup
@@ -30,4 +37,4 @@ bench: setup
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache
+	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache

@@ -16,7 +16,6 @@ import sys
 import tempfile
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
@@ -75,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         t_base, _ = _best(baseline, args.repeat)
         cpu["base"] = _best.last_cpu
         stack = np.stack([fits.getdata(p).astype(np.float32) for p in ref_paths])
-        t_npmed, _ = _best(lambda: np.nanmedian(stack, axis=0), args.repeat)
+        t_npmed, _ = _best(lambda s=stack: np.nanmedian(s, axis=0), args.repeat)
         cpu["t_npmed"] = _best.last_cpu
-        t_ourmed, _ = _best(lambda: nan_median_stack(stack, workers=args.threads), args.repeat)
+        t_ourmed, _ = _best(lambda s=stack: nan_median_stack(s, workers=args.threads), args.repeat)
         cpu["t_ourmed"] = _best.last_cpu
         del stack
         t_read, (cur, refs) = _best(read_all, args.repeat)

@@ -29,7 +29,7 @@ import json
 import statistics
 import time
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 
 def _median_time(func: Callable[[], object], repeats: int) -> float:
@@ -59,7 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.radius:
         return radius_check(args)
 
-    import numpy as np
     import torch
 
     from blobwatch.classifier import BlobClassifier
@@ -116,7 +115,6 @@ def sequence_check(args: argparse.Namespace) -> int:
     """Detect on every day of a 45-day sequence with a new blob on day 40; print hits and false alarms."""
     import math
 
-    import numpy as np
     import torch
 
     from blobwatch.classifier import BlobClassifier

@@ -45,14 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
+    from sqlalchemy import update
 
     from blobwatch.classifier import BlobClassifier
     from blobwatch.detect import detect
     from blobwatch.difference import blob_difference
     from blobwatch.fits_io import read_blob_image
     from blobwatch.modelfile import shipped_model_path
-    from sqlalchemy import update
-
     from blobwatch.monitor.db import Image, Run, open_database
     from blobwatch.monitor.runner import MonitorSettings, run_monitor
     from blobwatch.simulate import SimulationConfig, simulate_sequence, write_simulation
@@ -149,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'baseline: read 31 + difference + detect + saliency':62} {bt:7.2f} {1:6.2f} {bc:7.2f} {1:6.2f}")
     print(f"{'monitor daily run, one new image (in process, loads model)':62} {min(times):7.2f} "
           f"{min(times) / bt:6.2f} {min(cpu):7.2f} {min(cpu) / bc:6.2f}")
-    print(f"{'blobwatch monitor command, fresh process (exit %d)' % proc.returncode:62} {command_time:7.2f} "
+    print(f"{f'blobwatch monitor command, fresh process (exit {proc.returncode})':62} {command_time:7.2f} "
           f"{command_time / bt:6.2f} {command_cpu:7.2f} {command_cpu / bc:6.2f}")
     print("steps of the best in-process run (wall s): " + ", ".join(f"{k} {v:.2f}" for k, v in runs[best].items()))
     return 0 if proc.returncode == 0 else 1

@@ -49,9 +49,9 @@ def main() -> None:
             cands.append(Candidates(np.array([c.x for c in found]), np.array([c.y for c in found]),
                                     np.array([c.probability for c in found])))
         threshold = calibrate(cases, cands, args.target)
-        outs = [outcome(c, k, threshold) for c, k in zip(cases, cands)]
+        outs = [outcome(c, k, threshold) for c, k in zip(cases, cands, strict=True)]
         found = np.array([o.detected for o in outs if o.detected is not None], dtype=bool)
-        alarms = np.mean([o.false_candidates > 0 for c, o in zip(cases, outs) if c.blob is None])
+        alarms = np.mean([o.false_candidates > 0 for c, o in zip(cases, outs, strict=True) if c.blob is None])
         print(f"| {sigma:g} | {threshold:.4f} | {found.mean():.3f} | {found[snr >= 8].mean():.3f} "
               f"| {found[snr >= 15].mean():.3f} | {alarms:.3f} |")
 

@@ -6,10 +6,10 @@ import contextlib
 import json
 import socket
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 
 class _Server(ThreadingHTTPServer):
@@ -39,7 +39,7 @@ def webhook_server(status: int = 200, port: int = 0) -> Iterator[Webhook]:
     hook = Webhook(port=port, status=status)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server naming
+        def do_POST(self) -> None:  # http.server naming
             length = int(self.headers.get("Content-Length", 0))
             body = self.rfile.read(length)
             seen = {"path": self.path, "idempotency_key": self.headers.get("Idempotency-Key")}

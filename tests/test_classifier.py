@@ -238,7 +238,7 @@ def test_shipped_model_ignores_large_scale_levels_and_dark_patches() -> None:
     trail = np.maximum(blank - 3.0 * np.exp(-0.5 * ((u / 60) ** 2 + (v / 8) ** 2)), blank.min())
     cases = {f"raised by {d:+.1f} sigma": blank + d for d in (-0.3, -0.15, 0.15, 0.3)}
     cases["dark trail"] = trail
-    prob = clf.predict_proba(np.stack(list(cases.values()) + [blob + 0.3, blob - 0.3]))
-    for (name, _), p in zip(cases.items(), prob):
+    prob = clf.predict_proba(np.stack([*cases.values(), blob + 0.3, blob - 0.3]))
+    for (name, _), p in zip(cases.items(), prob[: len(cases)], strict=True):
         assert p < clf.threshold, f"blank subframe {name} flagged: P={p:.3f} >= {clf.threshold:.3f}"
     assert (prob[-2:] >= clf.threshold).all(), f"obvious blob on a raised/lowered level missed: {prob[-2:]}"

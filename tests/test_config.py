@@ -23,7 +23,7 @@ model = "/data/model.pt"
 """
 
 
-@pytest.fixture()
+@pytest.fixture
 def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty working folder and no blobwatch variable in the environment."""
     monkeypatch.chdir(tmp_path)
@@ -60,7 +60,7 @@ def test_the_config_file_is_given_named_or_in_the_working_folder(folder: Path) -
     assert config_file(env={"BLOBWATCH_CONFIG": "team.toml"}) == Path("team.toml")
     assert config_file("team.toml", env={"BLOBWATCH_CONFIG": "x.toml"}) == Path("team.toml")  # --config first
     for given, env in (("missing.toml", {}), (None, {"BLOBWATCH_CONFIG": "missing.toml"})):
-        with pytest.raises(InputError, match="missing.toml: config file not found"):
+        with pytest.raises(InputError, match=r"missing\.toml: config file not found"):
             config_file(given, env=env)
 
 
@@ -76,7 +76,7 @@ def test_a_bad_config_file_is_one_line_naming_it_for_every_command(folder: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     bad = folder / "bad.toml"
     bad.write_text(content)
-    with pytest.raises(InputError, match="bad.toml: "):
+    with pytest.raises(InputError, match=r"bad\.toml: "):
         load_config(bad)
     for argv in (["catalog", "list"], ["detect", "diff.npy"], ["config", "show"]):
         assert main([*argv, "--config", str(bad)]) == 2
@@ -92,6 +92,7 @@ def test_the_earlier_monitor_table_is_read_the_same(folder: Path) -> None:
 
 def test_the_config_is_read_without_tomllib_as_on_python_3_10(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
+
     import tomllib
 
     monkeypatch.setitem(sys.modules, "tomllib", None)  # as on 3.10: "import tomllib" fails

@@ -87,7 +87,7 @@ def test_make_dataset_writes_streaming_dataset_with_manifest(tmp_path):
     assert isinstance(ds.x, np.memmap) and ds.x.dtype == np.float16 and ds.x.shape == (40, SIZE, SIZE)
     x, y = ds[3]
     assert tuple(x.shape) == (1, SIZE, SIZE) and y in (0, 1)
-    xb, yb = ds.batch(np.array([7, 2, 5]))
+    xb, _yb = ds.batch(np.array([7, 2, 5]))
     assert tuple(xb.shape) == (3, 1, SIZE, SIZE)
     np.testing.assert_array_equal(xb[1, 0].numpy(), ds.x[2].astype(np.float32))
     m = D.read_manifest(path)
@@ -147,14 +147,14 @@ def test_nuisance_draws_do_not_depend_on_the_blobs(tmp_path):
     runs = [_make(tmp_path / str(f), n=40, distractors=dcfg, blobs=D.BlobConfig(simulated_fraction=f))
             for f in (0.0, 1.0)]
     lines = [[json.loads(t) for t in (r / "samples.jsonl").read_text().splitlines()] for r in runs]
-    for a, b in zip(*lines):
+    for a, b in zip(*lines, strict=True):
         assert a["blobs"] != b["blobs"] or not a["blobs"]
         assert a.get("level") == b.get("level") and a.get("distractors") == b.get("distractors")
 
 
 def test_distractor_config_rejects_bad_values():
     for bad in ({"pedestal_sigma": -0.1}, {"gradient_sigma": float("inf")}, {"fraction": 2.0}, {"n_max": 0}):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=rf"DistractorConfig\.{next(iter(bad))}="):
             D.DistractorConfig(**bad)
 
 
@@ -173,7 +173,7 @@ def test_pedestals_raise_or_lower_whole_subframes_of_both_classes(tmp_path):
 def test_bad_inputs(tmp_path):
     with pytest.raises(InputError, match="blob stamp file not found"):
         D.load_stamps(tmp_path / "missing.fits")
-    with pytest.raises(InputError, match="no manifest.json"):
+    with pytest.raises(InputError, match=r"no manifest\.json"):
         D.SubframeDataset(tmp_path)
     _make(tmp_path / "ds", n=4)
     with pytest.raises(InputError, match="already exists"):

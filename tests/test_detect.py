@@ -191,7 +191,7 @@ def test_detect_cli_json_on_difference(tmp_path: Path, model_path: Path, blob_di
     fits.PrimaryHDU(blob_diff).writeto(path)
     out_json = tmp_path / "result.json"
     reg = tmp_path / "out" / "cands.reg"
-    assert main(["detect", str(path), "--model", str(model_path), "--json", "--output", str(out_json),
+    assert main(["detect", str(path), "--detector", "paper", "--model", str(model_path), "--json", "--output", str(out_json),
                  "--reg", str(reg)]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload == json.loads(out_json.read_text())
@@ -208,7 +208,7 @@ def test_detect_cli_json_on_difference(tmp_path: Path, model_path: Path, blob_di
 def test_detect_cli_table_shows_ds9_coordinates(tmp_path: Path, model_path: Path, blob_diff: np.ndarray, capsys) -> None:
     path = tmp_path / "diff.npy"
     np.save(path, blob_diff[256:768, 256:768])
-    assert main(["detect", str(path), "--model", str(model_path), "--threshold", "0.5"]) == 0
+    assert main(["detect", str(path), "--model", str(model_path), "--threshold", "0.5", "--detector", "paper"]) == 0
     out = capsys.readouterr().out
     assert "1 new-blob candidate(s)" in out and "DS9" in out
     line = [ln for ln in out.splitlines() if ln.strip().startswith("1 ")][-1].split()

@@ -29,7 +29,7 @@ BORDER = 5
 
 
 @functools.lru_cache(maxsize=64)
-def _blob_field(shape, dy=0.0, dx=0.0, *, seed=0, n=25):  # noqa: D103
+def _blob_field(shape, dy=0.0, dx=0.0, *, seed=0, n=25):
     """Throughput map of ``n`` Gaussian dips (fixed positions from ``seed``), moved by (dy, dx)."""
     rng = np.random.default_rng(seed)
     rows, cols = shape
@@ -212,6 +212,7 @@ def test_registration_reduces_residuals_of_existing_blobs():
     refs = [_blob(_image(*shifts[i], noise_seed=60 + i), 200.0 + i) for i in range(11)]
     with pytest.warns(FewReferencesWarning):
         plain = blob_difference(current, refs, register=False)
+    with pytest.warns(FewReferencesWarning):
         registered = blob_difference(current, refs, register=True)
     true = shifts[-1] - shifts[:-1]
     np.testing.assert_allclose(registered.offsets, true, atol=0.03)
@@ -378,7 +379,7 @@ def test_offsets_stored_against_a_fixed_frame_give_todays_registration():
             np.testing.assert_allclose(fast.data, direct.data, atol=0.01)
             assert f"{k} of {k} offsets from the images' stored offsets" in fast.method
             # a reference without a stored offset is registered as before
-            partial = blob_difference(days[k], days[:k], workers=2, offsets=[None] + given[1:])
+            partial = blob_difference(days[k], days[:k], workers=2, offsets=[None, *given[1:]])
             np.testing.assert_array_equal(partial.offsets[0], direct.offsets[0])
             np.testing.assert_array_equal(partial.offsets[1:], fast.offsets[1:])
     with pytest.raises(InputError, match="does not match the offset frame"):

@@ -14,8 +14,8 @@ from blobwatch.evaluate import (
     confusion_rates,
     evaluate_model,
     evaluate_scores,
-    fp_breakdown,
     format_table,
+    fp_breakdown,
     level_sensitivity,
     registration_breakdown,
 )
@@ -89,8 +89,8 @@ def test_evaluate_scores_compares_baseline_at_the_same_fpr():
 def test_evaluate_model_writes_report_and_figures(tmp_path):
     import torch
 
-    from blobwatch.models import build_model
     from blobwatch.modelfile import save_model
+    from blobwatch.models import build_model
 
     rng = np.random.default_rng(0)
     src = [D.SourceImage("s", rng.normal(0, 1, (256, 256)).astype(np.float32), np.zeros((256, 256), np.uint8))]

@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from blobwatch.cli import main
 from blobwatch.classifier import BlobClassifier
+from blobwatch.cli import main
 from blobwatch.errors import InputError
 from blobwatch.fcn import FCNDetector, fcn_inputs, peaks
 from blobwatch.modelfile import save_model, shipped_model_path
@@ -118,7 +118,7 @@ def test_shipped_fcn_finds_a_new_blob_on_a_deeper_existing_one() -> None:
 
 
 def test_shipped_fcn_stays_quiet_on_a_translated_sequence() -> None:
-    from blobwatch.difference import blob_difference
+    from blobwatch.difference import FewReferencesWarning, blob_difference
     from blobwatch.fits_io import BlobImage
     from blobwatch.simulate import SimulationConfig, simulate_sequence
 
@@ -126,7 +126,7 @@ def test_shipped_fcn_stays_quiet_on_a_translated_sequence() -> None:
                                              noise_sigma=0.01, cosmic_ray_rate=0, snowball_rate=0,
                                              persistence_rate=0))
     images = [BlobImage(data=sim.images[d], mjd=float(sim.mjd[d]), path=f"d{d}") for d in range(8)]
-    with pytest.warns(UserWarning):
+    with pytest.warns(FewReferencesWarning):
         result = blob_difference(images[-1], images[:-1])
     det = FCNDetector()
     assert [c for c in det.candidates(result.data, result.stack) if c.probability >= det.threshold] == []

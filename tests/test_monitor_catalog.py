@@ -13,12 +13,12 @@ from sqlalchemy import func, select
 
 from blobwatch.errors import InputError
 from blobwatch.monitor.catalog import (
-    catalog_version,
-    export_bpixtab,
     BLOB_DQ_FLAG,
     CatalogError,
     blob_mask,
+    catalog_version,
     confirm_candidate,
+    export_bpixtab,
     export_catalog,
     import_catalog,
     known_blob_at,
@@ -28,8 +28,8 @@ from blobwatch.monitor.db import Blob, Candidate, Image, Run, open_database
 from blobwatch.monitor.measure import BlobMeasurement, loss_map, measure_blob
 
 
-@pytest.fixture()
-def Session(tmp_path: Path):  # noqa: N802 - a session factory
+@pytest.fixture
+def Session(tmp_path: Path):  # a session factory
     return open_database(f"sqlite:///{tmp_path / 'bw.db'}")
 
 
@@ -142,7 +142,7 @@ def test_masks_and_bad_pixel_table_carry_the_reference_file_keywords(Session, tm
                    Blob(x=100.0, y=200.0, radius=4.0, source="import"),
                    Blob(x=2.0, y=1022.0, radius=3.0, source="confirmed", first_seen=dt.datetime(2023, 3, 9))])
         s.commit()
-        ecsv, mask1024, mask1014 = export_catalog(s, tmp_path / "catalog.ecsv")
+        _ecsv, mask1024, mask1014 = export_catalog(s, tmp_path / "catalog.ecsv")
         table_path = export_bpixtab(s, tmp_path / "blobs_bpx.fits")
         version = catalog_version(list(s.scalars(select(Blob))))
     for path in (mask1024, mask1014, table_path):
@@ -158,7 +158,7 @@ def test_masks_and_bad_pixel_table_carry_the_reference_file_keywords(Session, tm
     assert set(rows["AXIS"]) == {1} and set(rows["VALUE"]) == {512}
     # the runs cover exactly the 1024x1024 mask's pixels (1-based PIX1, PIX2)
     covered = np.zeros((1024, 1024), dtype=bool)
-    for pix1, pix2, length in zip(rows["PIX1"], rows["PIX2"], rows["LENGTH"]):
+    for pix1, pix2, length in zip(rows["PIX1"], rows["PIX2"], rows["LENGTH"], strict=True):
         covered[pix2 - 1, pix1 - 1:pix1 - 1 + length] = True
     np.testing.assert_array_equal(covered, fits.getdata(mask1024, "DQ") == 512)
     assert list(rows["BLOB"][rows["PIX2"] == 201]) == [1]  # blob 1's centre row (0-based y 200)
@@ -207,7 +207,7 @@ def test_measure_blob_recovers_centre_radius_and_depth() -> None:
         loss_map(current, stack[:10])
 
 
-def _candidate(Session, *, x: float = 50.0, status: str = "new", linked_to: int | None = None,  # noqa: N803
+def _candidate(Session, *, x: float = 50.0, status: str = "new", linked_to: int | None = None,
                day: int = 0) -> int:
     """A candidate in a processed image of its own (observed ``day`` days after MJD 60000.25)."""
     with Session() as s:

@@ -99,7 +99,7 @@ def test_monitor_and_catalog_commands(setup: dict, capsys: pytest.CaptureFixture
         assert hdul[0].header["FILETYPE"] == "BAD PIXELS" and set(hdul["BPIXTAB"].data["BLOB"]) == {1, 2, 3, 4}
 
 
-@pytest.fixture()
+@pytest.fixture
 def in_empty_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run in an empty working folder, without $BLOBWATCH_DB or a config file."""
     monkeypatch.chdir(tmp_path)

@@ -117,9 +117,8 @@ def test_file_content_is_registered_once(tmp_path: Path) -> None:
     Session = open_database(_url(tmp_path))
     with Session.begin() as s:
         s.add(Image(path="a.fits", sha256="2" * 64, status="registered"))
-    with pytest.raises(IntegrityError, match="UNIQUE"):
-        with Session.begin() as s:
-            s.add(Image(path="copy-of-a.fits", sha256="2" * 64, status="registered"))
+    with pytest.raises(IntegrityError, match="UNIQUE"), Session.begin() as s:
+        s.add(Image(path="copy-of-a.fits", sha256="2" * 64, status="registered"))
 
 
 def test_claim_is_atomic_across_threads(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def test_urls_are_redacted_and_validated() -> None:
     validate_notify_urls(["json://127.0.0.1:1/x"])
 
 
-def _image_with_candidates(Session) -> tuple[int, list[int]]:  # noqa: N803
+def _image_with_candidates(Session) -> tuple[int, list[int]]:
     with Session() as s:
         image = Image(path="/inbox/csm_day040_blob.fits", sha256="b" * 64, status="processed", mjd=60500.125,
                       obs_date=dt.datetime(2024, 7, 1, 3, 0, tzinfo=dt.timezone.utc))

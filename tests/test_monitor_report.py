@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import html
 import os
-
-import datetime as dt
 from pathlib import Path
 
 import numpy as np

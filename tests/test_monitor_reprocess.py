@@ -20,12 +20,12 @@ from sqlalchemy import func, select
 
 pytest.importorskip("distributed")
 
-from blobwatch.cli import main  # noqa: E402
-from blobwatch.monitor.db import Candidate, Image, Notification, Run, SubframePrediction, open_database  # noqa: E402
-from blobwatch.monitor.reprocess import reprocess  # noqa: E402
-from blobwatch.monitor.runner import MonitorSettings, run_monitor  # noqa: E402
-from handmade_model import write_handmade_model  # noqa: E402
-from monitor_support import simulate_inbox  # noqa: E402
+from blobwatch.cli import main
+from blobwatch.monitor.db import Candidate, Image, Notification, Run, SubframePrediction, open_database
+from blobwatch.monitor.reprocess import reprocess
+from blobwatch.monitor.runner import MonitorSettings, run_monitor
+from handmade_model import write_handmade_model
+from monitor_support import simulate_inbox
 
 SETTINGS = MonitorSettings(n_references=4, min_references=3)  # days 3-9 are processed
 URL = "json://127.0.0.1:9/blobwatch"  # never reached: the tests' sender records the messages
@@ -153,8 +153,8 @@ def test_reprocess_has_the_monitors_options_and_takes_them_from_the_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The same pipeline options as ``monitor``, resolved the same way (`blobwatch.config`)."""
-    from blobwatch.cli import build_parser
     from blobwatch.cli import _subparsers as subparsers
+    from blobwatch.cli import build_parser
 
     commands = subparsers(build_parser()).choices
     options = {name: {o for a in commands[name]._actions for o in a.option_strings} for name in ("monitor", "reprocess")}

@@ -8,7 +8,6 @@ shipped model.  Images are 256x256 (one subframe) and few, to stay fast.
 from __future__ import annotations
 
 import dataclasses
-
 import os
 import shutil
 import socket
@@ -55,7 +54,7 @@ def sequence(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return root, truth
 
 
-@pytest.fixture()
+@pytest.fixture
 def inbox(sequence: tuple[Path, dict], tmp_path: Path) -> Path:
     """A private copy of the images (without the truth files) in a nested inbox."""
     root, _ = sequence
@@ -66,12 +65,12 @@ def inbox(sequence: tuple[Path, dict], tmp_path: Path) -> Path:
     return tmp_path / "inbox"
 
 
-def _counts(Session) -> dict[str, int]:  # noqa: N803
+def _counts(Session) -> dict[str, int]:
     with Session() as s:
         return {t.__tablename__: s.scalar(select(func.count()).select_from(t)) for t in TABLES}
 
 
-def _run(inbox: Path, Session, tmp_path: Path, classifier, **kwargs):  # noqa: N803
+def _run(inbox: Path, Session, tmp_path: Path, classifier, **kwargs):
     kwargs.setdefault("settings", SETTINGS)
     return run_monitor(inbox, db=Session, reports=tmp_path / "reports", classifier=classifier,
                        echo=lambda line: None, **kwargs)

@@ -119,7 +119,7 @@ def test_offsets_tile_the_image_exactly(shape, size):
     subframes, offsets = tile(image, size=size)
     coverage = np.zeros(shape, dtype=int)
     rebuilt = np.full(shape, np.nan, dtype=np.float32)
-    for sub, (x0, y0) in zip(subframes, offsets):
+    for sub, (x0, y0) in zip(subframes, offsets, strict=True):
         coverage[y0 : y0 + size, x0 : x0 + size] += 1
         rebuilt[y0 : y0 + size, x0 : x0 + size] = sub
     assert np.all(coverage == 1)  # every pixel exactly once

@@ -13,7 +13,13 @@ import pytest
 from blobwatch import regression as R
 from blobwatch.cli import main
 from blobwatch.dataset import HELDOUT_STAMPS, TEST_SEEDS, TRAIN_SEEDS
-from blobwatch.variation import SPLIT_SEEDS, VariationConfig, simulate_varied_sequence, split_seeds, transform_points
+from blobwatch.variation import (
+    SPLIT_SEEDS,
+    VariationConfig,
+    simulate_varied_sequence,
+    split_seeds,
+    transform_points,
+)
 
 #: A small suite: 256x256 images, 5 references, 2 cases per sequence.
 SMALL = VariationConfig(size=256, n_references=5, cases=2)

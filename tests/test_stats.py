@@ -33,3 +33,12 @@ def test_jsonable_makes_numpy_values_plain() -> None:
     plain = jsonable(value)
     assert plain == {"1": 0.5, "a": [3, [[1, 2]]], "p": True, "x": str(object)}
     json.dumps(plain)
+
+
+def test_the_web_app_and_the_reports_use_the_one_definition() -> None:
+    """Issue 11, item 16: no private copies of the display limits or the JSON sanitizing."""
+    import blobwatch.monitor.report as report
+    import blobwatch.web.render as render
+    from blobwatch import stats
+
+    assert render.zscale_limits is stats.zscale_limits and report.zscale_limits is stats.zscale_limits

@@ -10,8 +10,8 @@ import torch
 
 from blobwatch import dataset as D
 from blobwatch.errors import InputError
-from blobwatch.models import PaperCNN, build_model
 from blobwatch.modelfile import load_model, save_model
+from blobwatch.models import PaperCNN, build_model
 from blobwatch.train import TrainConfig, choose_threshold, epoch_order, rates, train
 
 SIZE = 64

@@ -24,7 +24,14 @@ with warnings.catch_warnings():  # starlette's notice about httpx, not ours
 
 from blobwatch.monitor.db import Blob, Candidate, Image, Run, SubframePrediction, open_database
 from blobwatch.web import create_app
-from blobwatch.web.security import CSRF_COOKIE, CSRF_FIELD, TOKEN_HEADER, is_loopback
+from blobwatch.web.security import (
+    AUTH_COOKIE,
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    TOKEN_HEADER,
+    FailureThrottle,
+    is_loopback,
+)
 
 SIZE = 256
 BLOB_X, BLOB_Y, BLOB_R, BLOB_DEPTH = 100.0, 150.0, 6.0, 0.15
@@ -105,7 +112,7 @@ def monitor_db(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"url": url, "reports": reports, "paths": paths}
 
 
-@pytest.fixture()
+@pytest.fixture
 def fresh_db(monitor_db: dict, tmp_path: Path) -> str:
     """A private copy of the monitor database for tests that write."""
     src = Path(monitor_db["url"].removeprefix("sqlite:///"))
@@ -276,7 +283,7 @@ def test_figures_are_png(client: TestClient, path: str) -> None:
 
 def test_api_images(client: TestClient) -> None:
     images = client.get("/api/images").json()
-    assert [im["name"] for im in images][0] == "csm_day005_blob.fits"
+    assert next(im["name"] for im in images) == "csm_day005_blob.fits"
     assert len(images) == 6
     newest = client.get("/api/images/6").json()
     assert newest["max_probability"] == pytest.approx(0.97)
@@ -440,6 +447,19 @@ def test_write_actions_on_unknown_ids_are_404(client: TestClient) -> None:
         CSRF_FIELD: token, "reviewer": "A", "reason": "dip"}).status_code == 404
 
 
+@pytest.mark.parametrize("big", [2**63, -(2**63) - 1, 10**30])
+def test_ids_beyond_64_bits_are_404_not_500(client: TestClient, big: int) -> None:
+    """SQLite cannot bind such an id (OverflowError): it names nothing, on every id route (issue 11, item 9)."""
+    for path in (f"/images/{big}", f"/candidates/{big}", f"/api/images/{big}", f"/api/candidates/{big}",
+                 f"/api/catalog/{big}", f"/images/{big}/difference.png", f"/candidates/{big}/image.fits"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+    assert "detail" in client.get(f"/api/candidates/{big}").json()
+    assert "not found" in client.get(f"/images/{big}").text
+    token = _csrf(client)
+    assert client.post(f"/candidates/{big}/confirm", data={CSRF_FIELD: token, "reviewer": "A"}).status_code == 404
+
+
 # ------------------------------------------------------------------------------ security
 
 
@@ -490,6 +510,68 @@ def test_write_token_required_when_exposed(fresh_db: str, monitor_db: dict) -> N
     assert 'data-action="confirm"' in client.get("/queue").text
     again = client.post("/candidates/1/reject", data=form, follow_redirects=False)
     assert again.status_code == 303
+
+
+def _unlock(client: TestClient, token: str) -> Any:
+    return client.post("/unlock", data={CSRF_FIELD: _csrf(client, "/unlock"), "token": token},
+                       follow_redirects=False)
+
+
+def test_each_browser_gets_its_own_write_session_that_can_be_revoked(monitor_db: dict) -> None:
+    """Issue 11, item 9: the write cookie is random per browser, not one value for all."""
+    app = create_app(monitor_db["url"], monitor_db["reports"], token="s3cret", require_token=True)
+    ada, bo = _client(app), _client(app)
+    assert _unlock(ada, "s3cret").status_code == 303 and _unlock(bo, "s3cret").status_code == 303
+    ada_cookie, bo_cookie = ada.cookies.get(AUTH_COOKIE), bo.cookies.get(AUTH_COOKIE)
+    assert ada_cookie and bo_cookie and ada_cookie != bo_cookie
+    locked = "unlock with the write token"
+    assert locked not in ada.get("/queue").text and locked not in bo.get("/queue").text
+    app.state.guard.revoke(ada_cookie)  # one browser's session ends, the other's goes on
+    assert locked in ada.get("/queue").text and locked not in bo.get("/queue").text
+    forged = _client(app)  # a cookie value the app never gave out is no session
+    forged.cookies.set(AUTH_COOKIE, "x" * 43)
+    assert locked in forged.get("/queue").text
+
+
+def test_wrong_write_tokens_are_throttled_per_client(monitor_db: dict) -> None:
+    """Issue 11, item 9: /unlock (and the token header) allow 5 wrong guesses a minute, then 429."""
+    app = create_app(monitor_db["url"], monitor_db["reports"], token="s3cret", require_token=True)
+    client = _client(app)
+    token = _csrf(client, "/unlock")
+    for _ in range(4):
+        assert client.post("/unlock", data={CSRF_FIELD: token, "token": "guess"}).status_code == 403
+    header_guess = client.post("/candidates/2/reject", headers={TOKEN_HEADER: "guess"},
+                               data={CSRF_FIELD: token, "reviewer": "Eve", "reason": "dip"})
+    assert header_guess.status_code == 403  # the fifth wrong token
+    blocked = client.post("/unlock", data={CSRF_FIELD: token, "token": "s3cret"})  # even the right one
+    assert blocked.status_code == 429 and 0 < int(blocked.headers["retry-after"]) <= 60
+    assert "too many wrong write tokens" in blocked.text
+    assert client.post("/candidates/2/reject", headers={TOKEN_HEADER: "s3cret"},
+                       data={CSRF_FIELD: token, "reviewer": "Eve", "reason": "dip"}).status_code == 429
+    assert 2 in _ids(client, "new")
+
+
+def test_failure_throttle_forgets_failures_after_its_window() -> None:
+    now = [1000.0]
+    throttle = FailureThrottle(limit=2, window=60.0, clock=lambda: now[0])
+    throttle.failed("a")
+    throttle.failed("a")
+    assert throttle.retry_after("a") == 60.0 and throttle.retry_after("b") == 0.0
+    now[0] += 59.0
+    assert throttle.retry_after("a") == pytest.approx(1.0)
+    now[0] += 1.0
+    assert throttle.retry_after("a") == 0.0
+
+
+@pytest.mark.parametrize(("scheme", "secure"), [("https", True), ("http", False)])
+def test_cookies_are_secure_when_served_over_https(monitor_db: dict, scheme: str, secure: bool) -> None:
+    app = create_app(monitor_db["url"], monitor_db["reports"], token="s3cret", require_token=True)
+    client = TestClient(app, base_url=f"{scheme}://127.0.0.1")
+    first = client.get("/unlock")
+    assert ("secure" in first.headers["set-cookie"].lower()) is secure
+    unlocked = _unlock(client, "s3cret")
+    assert unlocked.status_code == 303
+    assert ("secure" in unlocked.headers["set-cookie"].lower()) is secure
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost:8000", "LOCALHOST.", "127.0.0.2:80", "[::1]:8000"])
@@ -718,7 +800,7 @@ def test_a_linked_candidate_of_a_confirmed_blob_is_confirmed_as_that_blob(fresh_
 # ------------------------------------------------------------------------------ DS9 over SAMP
 
 
-@pytest.fixture()
+@pytest.fixture
 def samp_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A SAMP hub (lockfile in tmp_path, $SAMP_HUB naming it) and a DS9 stand-in that records
     the image.load.fits and ds9.set messages it gets."""

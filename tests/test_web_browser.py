@@ -103,7 +103,7 @@ def test_confirm_in_the_queue_puts_the_blob_on_the_map(monitored) -> None:
     assert not errors, errors
 
 
-@pytest.fixture()
+@pytest.fixture
 def reviewed_db(tmp_path: Path) -> str:
     """Day 1 alerted candidate #1, confirmed as blob #1; day 2 quiet: candidates #2 and #3 linked to it
     (image files are not needed: nothing here is measured)."""

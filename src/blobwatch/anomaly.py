@@ -197,7 +197,7 @@ def untile(tiles: np.ndarray, offsets: np.ndarray, shape: tuple[int, int]) -> np
     """Put ``(n, s, s)`` subframes back at their ``(x0, y0)`` offsets into an image of ``shape``."""
     out = np.zeros(shape, dtype=np.float32)
     size = tiles.shape[-1]
-    for t, (x0, y0) in zip(tiles, offsets):
+    for t, (x0, y0) in zip(tiles, offsets, strict=True):
         out[y0 : y0 + size, x0 : x0 + size] = t
     return out
 

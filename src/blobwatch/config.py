@@ -22,9 +22,10 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from blobwatch.errors import BlobwatchError, InputError
 
@@ -165,7 +166,8 @@ def load_config(path: str | os.PathLike | None) -> dict[str, Any]:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10: tomli is the same parser (a dependency there)
-        import tomli as tomllib  # type: ignore[no-redef]
+        # no-redef when mypy checks for Python >= 3.11 (where tomllib exists); unused for 3.10
+        import tomli as tomllib  # type: ignore[no-redef, unused-ignore]
 
     try:
         with open(path, "rb") as fh:

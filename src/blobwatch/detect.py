@@ -23,8 +23,9 @@ See ``docs/detect.md`` for the algorithm, its parameters and measured speed.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import fft as sp_fft
@@ -36,6 +37,7 @@ from blobwatch.stats import jsonable, robust_sigma
 
 if TYPE_CHECKING:  # pragma: no cover
     from blobwatch.classifier import BlobClassifier
+    from blobwatch.difference import DifferenceResult
 
 __all__ = [
     "Candidate",
@@ -263,7 +265,7 @@ class Detection:
             if self._classifier is None:
                 raise RuntimeError("this Detection has no classifier attached to compute saliency with")
             maps = self._classifier.saliency(np.stack([self.subframe_array(i) for i in missing]))
-            self._saliency.update(zip(missing, maps))
+            self._saliency.update(zip(missing, maps, strict=True))
         return {i: self._saliency[i] for i in wanted}
 
     def candidate_subframes(self) -> list[SubframeResult]:
@@ -358,7 +360,7 @@ def matched_filter(image: np.ndarray, sigmas: tuple[float, ...], background_sigm
     f2 = fy * fy + fx * fx
     two_pi2 = np.float32(2.0 * math.pi**2)
     highpass = 1.0 - np.exp(-two_pi2 * np.float32(background_sigma**2) * f2)
-    out = np.empty((len(sigmas),) + img.shape, dtype=np.float32)
+    out = np.empty((len(sigmas), *img.shape), dtype=np.float32)
     for k, sigma in enumerate(sigmas):
         transfer = np.exp(-two_pi2 * np.float32(sigma**2) * f2) * highpass
         smooth = sp_fft.irfft2(spectrum * transfer, s=(rows, cols), workers=1)
@@ -573,13 +575,13 @@ def seed_subframes(data: np.ndarray, classifier: BlobClassifier,
     probabilities = classifier.predict_proba(tiles)
     subframes = [
         SubframeResult(index=i, x0=int(x0), y0=int(y0), size=size, probability=float(prob), blob=bool(prob >= threshold))
-        for i, ((x0, y0), prob) in enumerate(zip(np.asarray(offsets), probabilities))
+        for i, ((x0, y0), prob) in enumerate(zip(np.asarray(offsets), probabilities, strict=True))
     ]
     return image, dict(getattr(prepared_image, "stats", {}) or {}), subframes
 
 
 def detect(
-    difference: np.ndarray,
+    difference: np.ndarray | DifferenceResult,
     classifier: BlobClassifier,
     *,
     threshold: float | None = None,
@@ -653,7 +655,7 @@ def detect(
     rows, cols = rows[order], cols[order]
     strong = best[rows, cols] >= p.min_significance
 
-    seeds: list[tuple[int, int, str]] = [(int(r), int(c), "matched-filter") for r, c in zip(rows[strong], cols[strong])]
+    seeds: list[tuple[int, int, str]] = [(int(r), int(c), "matched-filter") for r, c in zip(rows[strong], cols[strong], strict=True)]
     # saliency peaks of flagged subframes select weaker local maxima
     weak_rows, weak_cols = rows[~strong], cols[~strong]
     if detection.flagged and weak_rows.size:
@@ -717,11 +719,11 @@ def detect(
             windows = np.stack(
                 [
                     _binned(_masked_window(image, int(a), int(b_), span, (row, col), features, p.separation, seed=i), factor, lo, hi)
-                    for i, (a, b_, (row, col, *_)) in enumerate(zip(y0, x0, kept))
+                    for i, (a, b_, (row, col, *_)) in enumerate(zip(y0, x0, kept, strict=True))
                 ]
             )
             window_prob = np.maximum(window_prob, _dihedral_proba(classifier, windows) if p.dihedral else classifier.predict_proba(windows))
-        for (row, col, sigma, significance, source), prob in zip(kept, window_prob):
+        for (row, col, sigma, significance, source), prob in zip(kept, window_prob, strict=True):
             if prob >= t:
                 detection.candidates.append(
                     Candidate(

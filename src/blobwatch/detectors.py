@@ -28,7 +28,7 @@ from scipy import ndimage
 
 from blobwatch.regression import Candidates, Case, register_detector
 
-__all__ = ["MatchedFilterDetector", "PaperDetector", "DetectDetector", "LocalizingDetector", "local_peaks",
+__all__ = ["DetectDetector", "LocalizingDetector", "MatchedFilterDetector", "PaperDetector", "local_peaks",
            "matched_filter_peaks"]
 
 

@@ -22,11 +22,11 @@ import os
 import threading
 import warnings
 from collections import Counter
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from scipy import fft as sp_fft
@@ -43,13 +43,13 @@ __all__ = [
     "FewReferencesWarning",
     "OffsetFrame",
     "PreparedCache",
-    "RegistrationWarning",
     "RegistrationParams",
+    "RegistrationWarning",
+    "align_blob_pattern",
     "blob_difference",
     "estimate_offset",
-    "shift_image",
-    "align_blob_pattern",
     "nan_median_stack",
+    "shift_image",
     "write_difference",
 ]
 
@@ -312,7 +312,7 @@ def _coarse_background(filled: np.ndarray, valid: np.ndarray, block: int = 32) -
     return np.repeat(np.repeat(means, block, axis=0), block, axis=1)[:rows, :cols]
 
 
-def _prepare(image: np.ndarray, frame: "_Frame") -> _Prepared:
+def _prepare(image: np.ndarray, frame: _Frame) -> _Prepared:
     """Neutralize isolated defects, fill gaps, and return the high-passed spectrum.
 
     Isolated defects (hot/cold pixels, cosmic-ray residuals) deviate from the mean of their
@@ -386,7 +386,7 @@ class _Frame:
     """Fourier-domain filters for one image shape."""
 
     def __init__(self, shape: tuple[int, int], params: RegistrationParams) -> None:
-        self.shape = tuple(shape)
+        self.shape = (int(shape[0]), int(shape[1]))
         self.params = params
         self.ky, self.kx = _frequencies(self.shape)
         self.lowpass = _gauss_transfer(self.ky, self.kx, params.background_sigma)
@@ -632,7 +632,7 @@ class PreparedCache:
         sha = (image.provenance or {}).get("sha256")
         return (sha, tuple(image.data.shape), params) if sha else None
 
-    def prepare(self, image: BlobImage, frame: "_Frame") -> _Prepared:
+    def prepare(self, image: BlobImage, frame: _Frame) -> _Prepared:
         """The cached preparation of ``image`` for ``frame``, computed and kept on a miss."""
         key = self._key(image, frame.params)
         cached = self._cache.get(key) if key is not None else None
@@ -787,12 +787,13 @@ def blob_difference(
     workers = workers or min(os.cpu_count() or 1, 8)
     cur = np.asarray(current.data, dtype=np.float32)
     n = len(refs)
-    stack = np.empty((n,) + cur.shape, dtype=np.float32)
+    stack = np.empty((n, *cur.shape), dtype=np.float32)
     shifts = np.zeros((n, 2), dtype=np.float64)
     failures: dict[int, str] = {}
 
     if register:
-        known = {id(ref): off for ref, off in zip(references, offsets or ()) if off is not None}
+        # no offsets given: none known (zip of an empty tuple)
+        known = {id(ref): off for ref, off in zip(references, offsets or (), strict=False) if off is not None}
         # the current image is prepared as a template only if some reference must be registered
         template = (_Template(cur, params, lambda frame: _prepare_with(prepared, current, frame))
                     if any(id(ref) not in known for ref in refs) else None)
@@ -881,7 +882,7 @@ def write_difference(path: str | os.PathLike, result: DifferenceResult) -> Path:
     header["DIFFMETH"] = (result.method.split(" ")[0], "median or registered-median")
     header["NREF"] = (result.n_references, "number of references in the median")
     for index, (ref_path, mjd, (dy, dx)) in enumerate(
-        zip(result.reference_paths, result.reference_mjds, result.offsets), start=1
+        zip(result.reference_paths, result.reference_mjds, result.offsets, strict=True), start=1
     ):
         key = f"{index:02d}"
         header[_keyword(f"REF{key}")] = (_header_name(ref_path), f"reference {index}")

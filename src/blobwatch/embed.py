@@ -336,7 +336,7 @@ def study(train: FeatureSet, others: dict[str, FeatureSet], *, methods: Sequence
                 fit = time.perf_counter() - t0
                 row: dict[str, Any] = {"method": method, "feature": feature, "classifier": kind,
                                        "seconds": emb.seconds + fit, "storable": method == "pca"}
-                for name, coords in zip(names, emb.others):
+                for name, coords in zip(names, emb.others, strict=True):
                     proba = clf.predict_proba(coords)[:, list(clf.classes_).index(1)] if 1 in clf.classes_ \
                         else np.zeros(len(coords))
                     row[name] = score_ranking(others[name].label, proba)

@@ -25,7 +25,7 @@ def plot_embedding(embeddings: Sequence[Embedding], sets: dict[str, FeatureSet],
     names = list(sets)
     fig = new_figure(10, 4.2 * len(embeddings), dpi=90, layout="constrained")
     axes = fig.subplots(len(embeddings), 2, squeeze=False)
-    for row, emb in zip(axes, embeddings):
+    for row, emb in zip(axes, embeddings, strict=True):
         coords = emb.others[names.index(show)] if show in names else emb.train
         fs = sets[show]
         for ax in row:

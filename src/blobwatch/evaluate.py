@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +60,7 @@ def curves(labels: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
 
 def _binned(values: np.ndarray, hit: np.ndarray, edges: Sequence[float], name: str) -> list[dict[str, Any]]:
     rows = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in itertools.pairwise(edges):
         sel = (values >= lo) & (values < hi)
         n = int(sel.sum())
         rows.append({
@@ -252,7 +254,7 @@ class _Samples:
 
 
 def level_sensitivity(model: Any, ds: Any, n: int, threshold: float, *, device: Any,
-                      per_class: int = 500, levels: Sequence[float] = LEVELS) -> list[dict[str, float]]:
+                      per_class: int = 500, levels: Sequence[float] = LEVELS) -> list[dict[str, float | None]]:
     """FP and TP rates when the whole subframe is raised or lowered by a constant.
 
     A blob is local contrast.  Large-scale residuals of a real difference image (earthlight,
@@ -343,8 +345,10 @@ def evaluate_model(
         _write_csv(outdir / f"{name}_false_positives.csv",
                    [{"detector": k, **r} for k in ("cnn", "matched_filter") if k in res
                     for r in res[k]["false_positives"]])
-        np.savez(outdir / f"{name}_scores.npz", labels=labels, cnn=probs,
-                 **({"matched_filter": bscores} if bscores is not None else {}))
+        scores = {"labels": labels, "cnn": probs}
+        if bscores is not None:
+            scores["matched_filter"] = bscores
+        np.savez(outdir / f"{name}_scores.npz", allow_pickle=False, **scores)
     slim = json.loads(json.dumps(report, default=float))
     for res in slim["datasets"].values():  # curves are in the figures and the .npz scores
         for k in ("cnn", "matched_filter"):

@@ -92,7 +92,7 @@ def peaks(prob: np.ndarray, *, floor: float = 0.05, separation: int = 6, border:
     order = np.argsort(-smooth[rows, cols])
     out = []
     h, w = prob.shape
-    for r, c in zip(rows[order], cols[order]):
+    for r, c in zip(rows[order], cols[order], strict=True):
         r0, r1, c0, c1 = max(r - 4, 0), min(r + 5, h), max(c - 4, 0), min(c + 5, w)
         win = prob[r0:r1, c0:c1].astype(np.float64)
         peak = float(smooth[r, c])
@@ -223,7 +223,7 @@ class FCNDetector:
         with torch.enable_grad():
             logits = self.model(inp)[0, 0]
             (logits * torch.from_numpy(weight).to(self.device)).sum().backward()
-        grad = inp.grad[0, 0].abs().cpu().numpy()  # type: ignore[union-attr]
+        grad = inp.grad[0, 0].abs().cpu().numpy()
         return grad[y0 - r0 : y0 - r0 + size, x0 - c0 : x0 - c0 + size].astype(np.float32)
 
 

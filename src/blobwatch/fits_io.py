@@ -28,6 +28,7 @@ import stat
 import threading
 import warnings
 import zlib
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,18 +46,18 @@ from blobwatch.quality import CUBE_PLANES, quality_problem
 
 __all__ = [
     "AUXILIARY_EXTNAMES",
+    "EXPECTED_FILTER",
+    "FLT_BORDER",
+    "MAX_FILE_BYTES",
+    "MIN_SIZE",
     "BlobImage",
     "FilterWarning",
-    "EXPECTED_FILTER",
-    "MIN_SIZE",
-    "MAX_FILE_BYTES",
-    "FLT_BORDER",
+    "file_sha256",
+    "format_shape",
     "read_blob_image",
     "read_blob_images",
     "regular_file_size",
     "write_fits",
-    "file_sha256",
-    "format_shape",
 ]
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class BlobImage:
     @property
     def shape(self) -> tuple[int, int]:
         """Image shape (rows, cols)."""
-        return tuple(self.data.shape)  # type: ignore[return-value]
+        return tuple(self.data.shape)
 
     @property
     def name(self) -> str:
@@ -493,7 +494,7 @@ def _parse(
 
 
 def read_blob_images(
-    paths: list[str | os.PathLike],
+    paths: Sequence[str | os.PathLike],
     *,
     expected_shape: tuple[int, int] | None = None,
     workers: int | None = None,
@@ -505,7 +506,7 @@ def read_blob_images(
 
     Parameters
     ----------
-    paths : list of path-like
+    paths : sequence of path-like
         Files to read.
     expected_shape : (int, int), optional
         Shape every image must have.
@@ -532,5 +533,6 @@ def read_blob_images(
             warnings.warn(note, FilterWarning, stacklevel=2)
         if error is not None:
             raise error
-        images.append(image)  # type: ignore[arg-type]
+        assert image is not None  # one() returns an image or an error
+        images.append(image)
     return images

@@ -1,10 +1,12 @@
-"""A small thread-safe least-recently-used cache (the monitor's images, registration preparations)."""
+"""A small thread-safe least-recently-used cache: the one LRU cache of blobwatch (the monitor's
+images, registration preparations, the web app's pixel arrays and rendered PNGs)."""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Generic, Hashable, TypeVar
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
 __all__ = ["LRUCache"]
 
@@ -16,6 +18,8 @@ class LRUCache(Generic[V]):
 
     Values are made by the caller outside the lock (two threads may make the same one; the
     later `put` wins), so a slow computation never blocks the other threads' lookups.
+    `get_or_make` instead makes one value at a time (for work that must not run concurrently,
+    such as matplotlib rendering), still without blocking lookups.
 
     Parameters
     ----------
@@ -27,6 +31,7 @@ class LRUCache(Generic[V]):
         self.capacity = max(1, int(capacity))
         self._items: OrderedDict[Hashable, V] = OrderedDict()
         self._lock = threading.Lock()
+        self._make_lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
@@ -55,3 +60,32 @@ class LRUCache(Generic[V]):
             self._items.move_to_end(key)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
+
+    def peek(self, key: Hashable) -> V | None:
+        """The value for ``key`` (now the most recently used) or None, without counting a hit or miss."""
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def get_or_make(self, key: Hashable, make: Callable[[], V]) -> V:
+        """The value for ``key``; on a miss made by ``make()`` and kept.
+
+        Makes are serialised (one at a time, across threads); a thread that waited finds the
+        value another one made for the same key instead of making it again.
+        """
+        value = self.get(key)
+        if value is not None:
+            return value
+        with self._make_lock:
+            value = self.peek(key)
+            if value is None:
+                value = make()
+                self.put(key, value)
+            return value
+
+    def keys(self) -> list[Hashable]:
+        """The cached keys, least recently used first."""
+        with self._lock:
+            return list(self._items)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["PreparedImage", "prepare", "tile", "SUBFRAME_SIZE"]
+__all__ = ["SUBFRAME_SIZE", "PreparedImage", "prepare", "tile"]
 
 #: The seed's subframe size.
 SUBFRAME_SIZE = 256
@@ -38,7 +38,7 @@ class PreparedImage:
     """
 
     data: np.ndarray
-    stats: dict[str, float | int] = field(default_factory=dict)
+    stats: dict[str, float | int | None] = field(default_factory=dict)
 
 
 def prepare(difference: np.ndarray, *, clip_factor: float = 0.5, clip_sigma: float | None = None) -> PreparedImage:
@@ -105,7 +105,7 @@ def prepare(difference: np.ndarray, *, clip_factor: float = 0.5, clip_sigma: flo
         out[~finite] = np.float32(median)
     else:
         out[...] = normalized.reshape(negated.shape)
-    stats: dict[str, float | int] = {
+    stats: dict[str, float | int | None] = {
         "clip_factor": float(clip_factor),
         "clip_sigma": None if clip_sigma is None else float(clip_sigma),
         "zmin": float(zmin),

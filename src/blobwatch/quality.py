@@ -7,7 +7,7 @@ about 1 with a few per cent of per-pixel noise, taken by WFC3/IR (installed on H
 * at least `MIN_FINITE_FRACTION` of the pixels are finite (not mostly NaN, not one pixel);
 * the median of the finite pixels (the level) lies in `LEVEL_RANGE` (not all zero, negated,
   BSCALE=0 or scaled by 1e38);
-* the robust noise, `astropy.stats.mad_std` of the finite pixels, lies in `NOISE_RANGE` (not
+* the robust noise, `blobwatch.stats.robust_sigma` (1.4826 x MAD) of the finite pixels, lies in `NOISE_RANGE` (not
   constant, not random numbers);
 * the observation date is from `WFC3_IR_FIRST_MJD` to `FUTURE_DAYS` after now (not 1990, not
   year 1007).

@@ -19,10 +19,11 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -238,7 +239,7 @@ def _build_sequence(spec: SuiteSpec, seed: int, folder: Path) -> None:
     seq = simulate_varied_sequence(seed, spec.variation)
     refs = [
         BlobImage(data=img, mjd=float(mjd), path=f"seq{seed}_ref{i:02d}", provenance={"sha256": f"{seed}-ref{i}"})
-        for i, (img, mjd) in enumerate(zip(seq.references, seq.reference_mjd))
+        for i, (img, mjd) in enumerate(zip(seq.references, seq.reference_mjd, strict=True))
     ]
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.iterdir():  # a stale build (other settings, older code): nothing of it stays
@@ -262,7 +263,7 @@ def _build_sequence(spec: SuiteSpec, seed: int, folder: Path) -> None:
         with atomic_path(folder / f"case{case.index:02d}.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, current=case.image, difference=result.data)
         blobs = [{**b, "snr": _matched_filter_snr(result.data, template, where, b["depth"])}
-                 for b, (template, where) in zip(case.blobs, case.templates)]
+                 for b, (template, where) in zip(case.blobs, case.templates, strict=True)]
         shifts = np.asarray(seq.params["reference_shifts"])
         truth_offsets = np.array([case.transform["dy"], case.transform["dx"]]) - shifts[-len(refs):]
         records.append({
@@ -358,7 +359,7 @@ class Candidates:
     boxes: np.ndarray | None = None
 
     @classmethod
-    def empty(cls) -> "Candidates":
+    def empty(cls) -> Candidates:
         z = np.zeros(0)
         return cls(z, z.copy(), z.copy())
 
@@ -455,7 +456,7 @@ def outcome(case: Case, cands: Candidates, threshold: float) -> CaseOutcome:
         detected=None if blob is None else bool(matched.any()),
         false_candidates=int(false.sum()),
         localization_px=loc,
-        false_positions=list(zip(x[false].tolist(), y[false].tolist())),
+        false_positions=list(zip(x[false].tolist(), y[false].tolist(), strict=True)),
     )
 
 
@@ -562,7 +563,7 @@ def score(detector: str, cases: Sequence[Case], candidates: Sequence[Candidates]
           operating_point: str, *, localizes: bool = True, registered: bool = True) -> DetectorScores:
     """Outcomes of every case at ``threshold`` (``registered``: the detector reads the registered
     difference; it only changes how causes are named)."""
-    outcomes = [outcome(c, k, threshold) for c, k in zip(cases, candidates)]
+    outcomes = [outcome(c, k, threshold) for c, k in zip(cases, candidates, strict=True)]
     return DetectorScores(detector, float(threshold), operating_point, list(cases), outcomes, localizes, registered)
 
 
@@ -573,7 +574,7 @@ def calibrate(cases: Sequence[Case], candidates: Sequence[Candidates], target: f
     """
     from blobwatch.baseline import threshold_at_fpr
 
-    worst = [float(k.score.max()) if k.score.size else -1e30 for c, k in zip(cases, candidates) if c.blob is None]
+    worst = [float(k.score.max()) if k.score.size else -1e30 for c, k in zip(cases, candidates, strict=True) if c.blob is None]
     if not worst:
         raise SuiteError("the calibration split has no quiet image")
     return threshold_at_fpr(np.asarray(worst), target)
@@ -642,7 +643,7 @@ def false_alarm_cause(case: Case, x: float, y: float, registered: bool = True) -
 def case_rows(scores: DetectorScores) -> list[dict[str, Any]]:
     """One row per case for the per-case CSV (misses and false alarms carry causes)."""
     rows = []
-    for case, o in zip(scores.cases, scores.outcomes):
+    for case, o in zip(scores.cases, scores.outcomes, strict=True):
         blob = case.blob or {}
         t = case.truth["transform"]
         if scores.localizes:

@@ -9,16 +9,17 @@ import json
 import math
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from blobwatch.atomic import atomic_path, write_text_atomic
 from blobwatch.regression import SNR_BINS, Case, DetectorScores, case_rows, iter_breakdowns, mcnemar
 
-__all__ = ["DetectorRun", "composition", "comparisons", "write_outputs", "plot_detection", "markdown"]
+__all__ = ["DetectorRun", "comparisons", "composition", "markdown", "plot_detection", "write_outputs"]
 
 
 @dataclass
@@ -214,7 +215,7 @@ def markdown(runs: Sequence[DetectorRun], comp: dict[str, Any], calib: dict[str,
         "  chosen there only; the seed ranges of suite, calibration and training never overlap (tested,",
         "  `blobwatch.variation.SPLIT_SEEDS`). Nothing is tuned on the suite.",
         "- New blobs by S/N bin: " + ", ".join(
-            f"{_bin_label(lo, hi)}: {n}" for (lo, hi), n in zip(SNR_BINS, comp["snr_bins"])) +
+            f"{_bin_label(lo, hi)}: {n}" for (lo, hi), n in zip(SNR_BINS, comp["snr_bins"], strict=True)) +
         (f" (range {comp['snr_range'][0]:.1f}-{comp['snr_range'][1]:.1f})." if comp["snr_range"] else "."),
         "- Placements: " + ", ".join(f"{k} {n}" for k, n in sorted(comp["placements"].items())) +
         "; profiles: " + ", ".join(f"{k} {n}" for k, n in sorted(comp["profiles"].items())) + ".",

@@ -21,9 +21,10 @@ import functools
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.special import erfc
@@ -33,22 +34,22 @@ from blobwatch.atomic import atomic_path, write_text_atomic
 from blobwatch.stats import jsonable
 
 __all__ = [
-    "SimulationConfig",
-    "Simulation",
-    "simulate_sequence",
-    "write_simulation",
-    "blob_profile",
-    "draw_blob_shape",
     "BLOB_KINDS",
     "DQ_BAD",
+    "DQ_BLOB",
     "DQ_HOT",
     "DQ_UNSTABLE",
-    "DQ_BLOB",
     "DetectorFeatures",
+    "Simulation",
+    "SimulationConfig",
     "Transients",
     "add_transients",
+    "blob_profile",
+    "draw_blob_shape",
     "draw_detector",
     "mask_border",
+    "simulate_sequence",
+    "write_simulation",
 ]
 
 #: Blob profile kinds.
@@ -394,10 +395,10 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float, n: int | Non
 def _range(value: float | tuple[float, float] | None, default: tuple[float, float]) -> tuple[float, float]:
     if value is None:
         return default
-    if np.isscalar(value):
-        return float(value), float(value)
-    low, high = value
-    return float(low), float(high)
+    if isinstance(value, (tuple, list, np.ndarray)):
+        low, high = value
+        return float(low), float(high)
+    return float(value), float(value)
 
 
 def _draw_params(config: SimulationConfig, rng: np.random.Generator) -> dict[str, Any]:
@@ -711,7 +712,8 @@ def add_transients(img: np.ndarray, rng: np.random.Generator, p: dict[str, Any],
         snowballs.append((float(y), float(x), sb.radius))
     persistence = []
     for _ in range(int(rng.poisson(p["persistence_rate"]))):
-        sig = rng.uniform(*p["persistence_sigma"], 2)
+        sig_low, sig_high = p["persistence_sigma"]
+        sig = rng.uniform(sig_low, sig_high, 2)
         pp = _Persistence(float(sig[0]), float(sig[1]), float(rng.uniform(0, math.pi)))
         y, x = rng.uniform(valid[0], valid[1], 2)
         _add_round(img, y, x, float(_log_uniform(rng, *p["persistence_amplitude"])), pp)
@@ -742,8 +744,12 @@ def simulate_sequence(config: SimulationConfig | None = None) -> Simulation:
     """
     config = dataclasses.replace(config) if config is not None else SimulationConfig()
     config.validate()
-    seed = int(config.seed) if config.seed is not None else int(
-        np.random.SeedSequence().entropy % (2**63))
+    if config.seed is not None:
+        seed = int(config.seed)
+    else:
+        entropy = np.random.SeedSequence().entropy  # drawn from the OS: a (128-bit) int
+        assert isinstance(entropy, int)
+        seed = entropy % (2**63)
     n_days, size, border = int(config.n_days), int(config.size), int(config.border)
     # independent streams, so e.g. the blob population does not change with n_days
     s_par, s_blob, s_det, s_day = np.random.SeedSequence(seed).spawn(4)

@@ -152,4 +152,4 @@ def subframe_set(cases: Sequence[Case], *, registered: bool = False, clip_factor
         z = np.zeros(0)
         return SubframeSet(np.zeros((0, size, size), np.float32), z.astype(np.int8), z.astype(str),
                            z.astype(int), np.zeros((0, 2), int))
-    return SubframeSet(*(np.concatenate(p) for p in zip(*parts)))
+    return SubframeSet(*(np.concatenate(p) for p in zip(*parts, strict=True)))

@@ -242,7 +242,7 @@ def train(config: TrainConfig) -> TrainResult:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.architecture, arguments).to(device)
     if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub omits memory_format
     history: list[dict[str, Any]] = []
     start_epoch = 0
     optimizer, opt_name, lr = _make_optimizer(model, cfg, 0)
@@ -329,7 +329,7 @@ def train(config: TrainConfig) -> TrainResult:
     # operating point and validation metrics on the validation set (seed protocol)
     threshold = 0.5
     validation: dict[str, Any] = {}
-    if val_ds is not None:
+    if val_ds is not None and cfg.val_dataset is not None:
         probs, vloss = predict_scores(model, val_ds, device=device, channels_last=cfg.channels_last)
         threshold = choose_threshold(val_ds.labels, probs)
         from sklearn.metrics import roc_auc_score
@@ -372,7 +372,7 @@ def train(config: TrainConfig) -> TrainResult:
         },
     }
     metadata = _plain(metadata)
-    save_model(model_path, model.to("cpu").to(memory_format=torch.contiguous_format),
+    save_model(model_path, model.to("cpu").to(memory_format=torch.contiguous_format),  # type: ignore[call-overload]
                architecture=cfg.architecture, arguments=arguments, metadata=metadata)
     # a human-readable copy of the metadata beside the weights
     import json

@@ -40,14 +40,14 @@ from blobwatch.dataset import HELDOUT_STAMPS, load_stamps, taper_stamp
 from blobwatch.stats import jsonable
 
 __all__ = [
-    "SPLIT_SEEDS",
     "PLACEMENTS",
     "PROFILES",
+    "SPLIT_SEEDS",
     "VariationConfig",
     "VariedCase",
     "VariedSequence",
-    "split_seeds",
     "simulate_varied_sequence",
+    "split_seeds",
     "training_stamps",
     "transform_points",
 ]

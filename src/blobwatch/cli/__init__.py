@@ -18,7 +18,8 @@ import contextlib
 import importlib
 import logging
 import sys
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from blobwatch import __version__
 from blobwatch.errors import BlobwatchError
@@ -62,8 +63,10 @@ def _every_subcommand(parser: argparse.ArgumentParser) -> Iterator[argparse.Argu
 def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
     """The (nested) subcommand parser that ``args`` came from, or ``parser`` itself."""
     action = _subparsers(parser)
-    name = getattr(args, action.dest, None) if action else None
-    return _chosen(action.choices[name], args) if name in (action.choices if action else {}) else parser
+    if action is None:
+        return parser
+    name = getattr(args, action.dest, None)
+    return _chosen(action.choices[name], args) if name in action.choices else parser
 
 
 def build_parser() -> argparse.ArgumentParser:

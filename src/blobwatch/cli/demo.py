@@ -21,8 +21,9 @@ import contextlib
 import json
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 DEMO_DAYS = 45
 NEW_BLOB_DAY = 40
@@ -60,7 +61,7 @@ def _webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     received: list[dict[str, Any]] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server naming
+        def do_POST(self) -> None:  # http.server naming
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             try:
                 received.append(json.loads(body))

@@ -15,8 +15,9 @@ import contextlib
 import getpass
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from blobwatch.errors import BlobwatchError, InputError
 
@@ -351,7 +352,8 @@ def run_catalog_confirm(args: argparse.Namespace) -> int:
         print(f"candidate {args.candidate} recorded as catalog blob {blob.id} seen again; nothing added")
         return 0
     print(f"candidate {args.candidate} confirmed as blob {blob.id}: x={blob.x:.2f} y={blob.y:.2f} "
-          f"(DS9 {blob.x + 1:.2f}, {blob.y + 1:.2f}) radius {blob.radius:.1f} px depth {100 * blob.depth:.1f}%")
+          f"(DS9 {blob.x + 1:.2f}, {blob.y + 1:.2f}) radius {blob.radius:.1f} px depth "
+          + (f"{100 * blob.depth:.1f}%" if blob.depth is not None else "not measured"))
     return 0
 
 

@@ -207,7 +207,7 @@ def format_detection(payload: dict[str, Any]) -> str:
             )
     rejected = payload.get("rejected") or []
     if rejected:
-        reasons = {}
+        reasons: dict[str, int] = {}
         for r in rejected:
             reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
         lines.append("rejected seeds: " + ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())))
@@ -242,17 +242,17 @@ def _detect(args: argparse.Namespace) -> int:
             from blobwatch.fcn import FCNDetector
 
             fcn = FCNDetector(found["fcn_model"], device=args.device)
-            result = detect_fcn(difference, fcn, clf, threshold=found["threshold"], reference=stack,
-                                name=os.path.basename(args.image))
+            detection = detect_fcn(difference, fcn, clf, threshold=found["threshold"], reference=stack,
+                                   name=os.path.basename(args.image))
             if stack is None:
                 print("blobwatch: warning: no --references, so the network sees no reference median "
                       "(it tells new blobs from old ones' residuals less well)", file=sys.stderr)
         else:
-            result = detect(difference, clf, threshold=found["threshold"], name=os.path.basename(args.image),
-                            reference=stack)
+            detection = detect(difference, clf, threshold=found["threshold"], name=os.path.basename(args.image),
+                               reference=stack)
     except ValueError as exc:
         raise InputError(args.image, str(exc)) from None
-    payload = result.to_json()
+    payload = detection.to_json()
     if args.output:
         from blobwatch.atomic import write_text_atomic
 
@@ -279,7 +279,7 @@ def _detect_mf(args: argparse.Namespace, difference: np.ndarray) -> int:
     threshold = 5.0 if args.threshold is None else float(args.threshold)
     peaks = matched_filter_peaks(prepare(difference).data, floor=threshold)
     cands = [{"x": float(x), "y": float(y), "significance": round(float(v), 3)}
-             for x, y, v in zip(peaks.x, peaks.y, peaks.score)]
+             for x, y, v in zip(peaks.x, peaks.y, peaks.score, strict=True)]
     payload = {"image": os.path.basename(args.image), "detector": "mf", "threshold": threshold,
                "model": None, "candidates": cands}
     if args.output:
@@ -319,7 +319,7 @@ def _saliency(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "saliency.npy") as tmp, open(tmp, "wb") as fh:
         np.save(fh, maps)
-    for i, (sub, sal, p) in enumerate(zip(batch, maps, prob)):
+    for i, (sub, sal, p) in enumerate(zip(batch, maps, prob, strict=True)):
         flag = "blob" if p >= clf.threshold else "no blob"
         save_saliency_figure(out / f"saliency_{i:03d}.png", sub, sal, title=f"subframe {i}: P(blob) = {p:.3f} ({flag})")
     print(f"wrote {len(maps)} figure(s) and saliency.npy to {out}")

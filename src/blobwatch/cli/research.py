@@ -270,7 +270,7 @@ def _compare(args: argparse.Namespace) -> int:
     calib = build_suite(calib_spec, cache, progress=progress)
     results, runs, timing = [], [], {}
     names: set[str] = set()
-    for m, det in zip(methods, detectors):
+    for m, det in zip(methods, detectors, strict=True):
         if det is None:
             results.append(MethodResult(m, skipped=m.note))
             continue

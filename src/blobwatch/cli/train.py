@@ -244,13 +244,12 @@ def _evaluate_suite(args: argparse.Namespace) -> int:
 def _train_fcn(args: argparse.Namespace) -> int:
     import time
 
+    from blobwatch.classifier import resolve_device
     from blobwatch.cli.regress import default_cache
     from blobwatch.fcn_train import FCNTrainConfig, train_fcn
     from blobwatch.modelfile import load_model
     from blobwatch.regression import SuiteSpec, build_suite
     from blobwatch.variation import VariationConfig, training_stamps
-
-    from blobwatch.classifier import resolve_device
 
     resolve_device(args.device, strict=True)  # a missing GPU is one line before any work
     cache = Path(args.cache) if args.cache else default_cache()

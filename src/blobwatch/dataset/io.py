@@ -6,9 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -181,14 +182,14 @@ def make_dataset(
     rng_win = np.random.default_rng(s_windows)
     src_idx = np.concatenate([np.full(k, i) for i, k in enumerate(per_source)])
     corners = np.concatenate(
-        [_window_positions(s, rng_win, int(k), size, region, hard_fraction) for s, k in zip(sources, per_source)]
+        [_window_positions(s, rng_win, int(k), size, region, hard_fraction) for s, k in zip(sources, per_source, strict=True)]
     )
     order = rng_win.permutation(n_samples)
     src_idx, corners = src_idx[order], corners[order]
     labels = (rng_labels.random(n_samples) < positive_fraction).astype(np.int8)
     noises = [s.noise for s in sources]
 
-    meta = {
+    meta: dict[str, np.ndarray] = {
         "label": labels,
         "source": src_idx.astype(np.int16),
         "x0": corners[:, 1].astype(np.int16),
@@ -221,10 +222,8 @@ def make_dataset(
     except BaseException:
         tmp_x.unlink(missing_ok=True)
         raise
-    with atomic_path(outdir / "meta.npz") as tmp:
-
-        with open(tmp, "wb") as f:
-            np.savez(f, **meta)
+    with atomic_path(outdir / "meta.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, allow_pickle=False, **meta)
     write_text_atomic(outdir / "samples.jsonl", "\n".join(lines) + "\n")
 
     manifest = {
@@ -352,7 +351,7 @@ def _fill(x: np.ndarray, meta: dict[str, np.ndarray], recipe: SampleRecipe, layo
         meta["rot"][i], meta["flip_y"][i], meta["flip_x"][i] = k, fy, fx
         if blob_info:
             rc = augment_coords(np.array([[b["row"], b["col"]] for b in blob_info]), size, k, fy, fx)
-            for b, (r, c) in zip(blob_info, rc):
+            for b, (r, c) in zip(blob_info, rc, strict=True):
                 b["y"], b["x"] = round(float(r), 2), round(float(c), 2)  # position after augmentation
                 b["edge_distance"] = round(float(min(r, c, size - 1 - r, size - 1 - c)), 2)
                 del b["row"], b["col"]
@@ -434,6 +433,6 @@ class SubframeDataset:
 
         idx = np.asarray(indices)
         srt = np.argsort(idx)
-        arr = np.empty((len(idx), 1) + self.x.shape[1:], np.float32)
+        arr = np.empty((len(idx), 1, *self.x.shape[1:]), np.float32)
         arr[srt, 0] = self.x[idx[srt]]
         return torch.from_numpy(arr), torch.from_numpy(self.labels[idx])

@@ -4,11 +4,13 @@ cache of simulated sources."""
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -69,9 +71,8 @@ def save_source(source: SourceImage, cache: Path) -> None:
     arrays = {"data": source.data, "causes": source.causes}
     if source.exclude is not None:
         arrays["exclude"] = source.exclude
-    with atomic_path(cache / f"{source.name}.npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+    with atomic_path(cache / f"{source.name}.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, allow_pickle=False, **arrays)
     write_text_atomic(cache / f"{source.name}.json", json.dumps(source.provenance, indent=1))
 
 
@@ -94,7 +95,8 @@ def source_code_sha256() -> dict[str, str]:
     """
     from blobwatch import difference, preprocess, simulate
 
-    return {Path(m.__file__).name: file_sha256(Path(m.__file__)) for m in (simulate, difference, preprocess)}
+    files = [Path(inspect.getfile(m)) for m in (simulate, difference, preprocess)]
+    return {f.name: file_sha256(f) for f in files}
 
 
 def cached_simulated_sources(seed: int, cache: Path, plan: DatasetPlan) -> list[SourceImage]:
@@ -105,9 +107,9 @@ def cached_simulated_sources(seed: int, cache: Path, plan: DatasetPlan) -> list[
     key = f"{SOURCES_VERSION}|{seed}|{plan.n_days}|{list(plan.diff_days)}|{plan.clip_factor}|{code}"
     tag = hashlib.sha256(key.encode()).hexdigest()[:12]
     sub = cache / tag
-    loaded = [load_source(sub, n) for n in names]
-    if all(s is not None for s in loaded):
-        return loaded  # type: ignore[return-value]
+    loaded = [s for s in (load_source(sub, n) for n in names) if s is not None]
+    if len(loaded) == len(names):
+        return loaded
     sources = simulated_sources(seed, n_days=plan.n_days, diff_days=plan.diff_days,
                                 clip_factor=plan.clip_factor)
     sub.mkdir(parents=True, exist_ok=True)
@@ -150,7 +152,6 @@ def build_datasets(outdir: str | os.PathLike, plan: DatasetPlan, *, progress: bo
     for seed in plan.test_seeds:
         say(f"test images: sequence seed {seed} (simulated, or read from the cache)")
         test_src += cached_simulated_sources(int(seed), cache, plan)
-    common = {"stamps": stamps, "progress": progress}
     prep = {"preparation": {"clip_factor": plan.clip_factor, "subframe": 256},
             "heldout_stamps": held, "training_stamps": train_ids, "code_sha256": source_code_sha256(),
             "plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.__dict__.items()}}
@@ -171,5 +172,5 @@ def build_datasets(outdir: str | os.PathLike, plan: DatasetPlan, *, progress: bo
         say(f"writing {name}: {n} samples")
         out[name] = make_dataset(outdir / name, src, n_samples=n, region=region, seed=seed,
                                  stamp_ids=ids, blobs=cfg, distractors=dcfg, name=name, extra=prep,
-                                 **common)
+                                 stamps=stamps, progress=progress)
     return out

@@ -15,9 +15,10 @@ import hashlib
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
@@ -33,6 +34,7 @@ __all__ = [
     "CatalogError",
     "ImportResult",
     "blob_mask",
+    "bpixtab_rows",
     "catalog_version",
     "confirm_candidate",
     "export_bpixtab",
@@ -42,11 +44,10 @@ __all__ = [
     "locate_image",
     "measure_candidate",
     "measure_in_stack",
-    "reference_keywords",
     "rebuild_difference",
+    "reference_keywords",
     "reject_candidate",
     "same_blob",
-    "bpixtab_rows",
 ]
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ import re
 import socket
 import uuid
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
     JSON,
@@ -53,8 +53,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+from sqlalchemy.sql.expression import Executable
 
 from blobwatch.errors import BlobwatchError
 
@@ -119,7 +120,7 @@ class UTCDateTime(TypeDecorator[_dt.datetime]):
 class Base(DeclarativeBase):
     """Declarative base of every blobwatch table."""
 
-    type_annotation_map = {
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
         dict[str, Any]: JSON,
         _dt.datetime: UTCDateTime(),
     }
@@ -133,29 +134,29 @@ class Image(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     path: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
-    mjd: Mapped[Optional[float]] = mapped_column(Float, index=True)
-    obs_date: Mapped[Optional[_dt.datetime]]
-    filter: Mapped[Optional[str]] = mapped_column(String(32))
+    mjd: Mapped[float | None] = mapped_column(Float, index=True)
+    obs_date: Mapped[_dt.datetime | None]
+    filter: Mapped[str | None] = mapped_column(String(32))
     #: image shape (added in schema 0002)
-    rows: Mapped[Optional[int]] = mapped_column(Integer)
-    cols: Mapped[Optional[int]] = mapped_column(Integer)
+    rows: Mapped[int | None] = mapped_column(Integer)
+    cols: Mapped[int | None] = mapped_column(Integer)
     #: offset (px) moving the image's blob pattern onto the frame image's (added in schema 0004)
-    offset_dy: Mapped[Optional[float]] = mapped_column(Float)
-    offset_dx: Mapped[Optional[float]] = mapped_column(Float)
+    offset_dy: Mapped[float | None] = mapped_column(Float)
+    offset_dx: Mapped[float | None] = mapped_column(Float)
     #: the frame image the offset was measured against; NULL: not measured yet
-    offset_frame_id: Mapped[Optional[int]] = mapped_column(Integer)
+    offset_frame_id: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), index=True, default="registered")
-    reason: Mapped[Optional[str]] = mapped_column(Text)
-    claimed_by: Mapped[Optional[str]] = mapped_column(String(128))
-    claimed_at: Mapped[Optional[_dt.datetime]]
+    reason: Mapped[str | None] = mapped_column(Text)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_at: Mapped[_dt.datetime | None]
     registered_at: Mapped[_dt.datetime] = mapped_column(default=utcnow)
-    processed_at: Mapped[Optional[_dt.datetime]]
+    processed_at: Mapped[_dt.datetime | None]
 
-    runs: Mapped[list["Run"]] = relationship(back_populates="image", order_by="Run.id")
-    candidates: Mapped[list["Candidate"]] = relationship(
+    runs: Mapped[list[Run]] = relationship(back_populates="image", order_by="Run.id")
+    candidates: Mapped[list[Candidate]] = relationship(
         back_populates="image", order_by="Candidate.id"
     )
-    notifications: Mapped[list["Notification"]] = relationship(
+    notifications: Mapped[list[Notification]] = relationship(
         back_populates="image", order_by="Notification.id"
     )
 
@@ -172,27 +173,27 @@ class Run(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
-    model_path: Mapped[Optional[str]] = mapped_column(Text)
-    model_sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    model_path: Mapped[str | None] = mapped_column(Text)
+    model_sha256: Mapped[str | None] = mapped_column(String(64))
     model_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
     blobwatch_version: Mapped[str] = mapped_column(String(32))
-    torch_version: Mapped[Optional[str]] = mapped_column(String(32))
-    numpy_version: Mapped[Optional[str]] = mapped_column(String(32))
+    torch_version: Mapped[str | None] = mapped_column(String(32))
+    numpy_version: Mapped[str | None] = mapped_column(String(32))
     #: threshold, n_references, min_references, registration method, offsets, reference paths
     parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
     #: seconds per step (read, difference, classify, saliency, report, total)
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    threshold: Mapped[Optional[float]] = mapped_column(Float)
-    max_probability: Mapped[Optional[float]] = mapped_column(Float)
-    report_path: Mapped[Optional[str]] = mapped_column(Text)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    max_probability: Mapped[float | None] = mapped_column(Float)
+    report_path: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[_dt.datetime] = mapped_column(default=utcnow)
-    finished_at: Mapped[Optional[_dt.datetime]]
+    finished_at: Mapped[_dt.datetime | None]
 
     image: Mapped[Image] = relationship(back_populates="runs")
-    subframes: Mapped[list["SubframePrediction"]] = relationship(
+    subframes: Mapped[list[SubframePrediction]] = relationship(
         back_populates="run", order_by="SubframePrediction.index"
     )
-    candidates: Mapped[list["Candidate"]] = relationship(
+    candidates: Mapped[list[Candidate]] = relationship(
         back_populates="run", order_by="Candidate.id"
     )
 
@@ -211,7 +212,7 @@ class SubframePrediction(Base):
     size: Mapped[int] = mapped_column(Integer)
     probability: Mapped[float] = mapped_column(Float)
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)
-    saliency_path: Mapped[Optional[str]] = mapped_column(Text)
+    saliency_path: Mapped[str | None] = mapped_column(Text)
 
     run: Mapped[Run] = relationship(back_populates="subframes")
 
@@ -226,14 +227,14 @@ class Blob(Base):
     y: Mapped[float] = mapped_column(Float)
     radius: Mapped[float] = mapped_column(Float)
     #: fractional throughput loss at the centre (0.1 = 10 % darker)
-    depth: Mapped[Optional[float]] = mapped_column(Float)
-    first_seen_mjd: Mapped[Optional[float]] = mapped_column(Float)
-    first_seen: Mapped[Optional[_dt.datetime]]
+    depth: Mapped[float | None] = mapped_column(Float)
+    first_seen_mjd: Mapped[float | None] = mapped_column(Float)
+    first_seen: Mapped[_dt.datetime | None]
     source: Mapped[str] = mapped_column(String(32))
-    label: Mapped[Optional[str]] = mapped_column(String(64))
+    label: Mapped[str | None] = mapped_column(String(64))
     #: the confirmed candidate this blob came from (a plain id: blobs and candidates refer to
     #: each other, and a foreign-key cycle would complicate migrations on SQLite)
-    candidate_id: Mapped[Optional[int]] = mapped_column(Integer, index=True)
+    candidate_id: Mapped[int | None] = mapped_column(Integer, index=True)
     created_at: Mapped[_dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -259,24 +260,24 @@ class Candidate(Base):
     x: Mapped[float] = mapped_column(Float)
     y: Mapped[float] = mapped_column(Float)
     probability: Mapped[float] = mapped_column(Float)
-    significance: Mapped[Optional[float]] = mapped_column(Float)
-    radius: Mapped[Optional[float]] = mapped_column(Float)
-    subframe: Mapped[Optional[int]] = mapped_column(Integer)
+    significance: Mapped[float | None] = mapped_column(Float)
+    radius: Mapped[float | None] = mapped_column(Float)
+    subframe: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), index=True, default="new")
     #: the monitor alerted on it when it was found (status ``new`` then); reviews never change it
     alerted: Mapped[bool] = mapped_column(Boolean, default=_found_as_new, server_default=false())
-    linked_to: Mapped[Optional[int]] = mapped_column(
+    linked_to: Mapped[int | None] = mapped_column(
         ForeignKey("candidates.id", ondelete="SET NULL")
     )
-    known_blob_id: Mapped[Optional[int]] = mapped_column(ForeignKey("blobs.id", ondelete="SET NULL"))
-    reason: Mapped[Optional[str]] = mapped_column(Text)
-    reviewed_by: Mapped[Optional[str]] = mapped_column(String(128))
-    reviewed_at: Mapped[Optional[_dt.datetime]]
+    known_blob_id: Mapped[int | None] = mapped_column(ForeignKey("blobs.id", ondelete="SET NULL"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    reviewed_by: Mapped[str | None] = mapped_column(String(128))
+    reviewed_at: Mapped[_dt.datetime | None]
     created_at: Mapped[_dt.datetime] = mapped_column(default=utcnow)
 
     run: Mapped[Run] = relationship(back_populates="candidates")
     image: Mapped[Image] = relationship(back_populates="candidates")
-    known_blob: Mapped[Optional[Blob]] = relationship(foreign_keys=[known_blob_id])
+    known_blob: Mapped[Blob | None] = relationship(foreign_keys=[known_blob_id])
 
 
 class Notification(Base):
@@ -295,12 +296,12 @@ class Notification(Base):
     url_redacted: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), index=True, default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[Optional[str]] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(Text)
     title: Mapped[str] = mapped_column(Text)
     message: Mapped[str] = mapped_column(Text)
     created_at: Mapped[_dt.datetime] = mapped_column(default=utcnow)
-    last_attempt_at: Mapped[Optional[_dt.datetime]]
-    sent_at: Mapped[Optional[_dt.datetime]]
+    last_attempt_at: Mapped[_dt.datetime | None]
+    sent_at: Mapped[_dt.datetime | None]
 
     image: Mapped[Image] = relationship(back_populates="notifications")
 
@@ -516,7 +517,7 @@ def claim_image(
     """
     now = utcnow()
     stale = now - stale_after
-    result = session.execute(
+    changed = rows_changed(session, (
         update(Image)
         .where(Image.id == image_id)
         .where(
@@ -527,9 +528,18 @@ def claim_image(
         )
         .values(status="processing", claimed_by=worker, claimed_at=now)
         .execution_options(synchronize_session=False)
-    )
+    ))
     session.commit()
-    return result.rowcount == 1
+    return changed == 1
+
+
+def rows_changed(session: Session, statement: Executable) -> int:
+    """Execute an ``UPDATE``/``DELETE`` in ``session`` and return how many rows it changed.
+
+    A DML statement's result is a `CursorResult` (``Session.execute`` is typed as the general
+    `Result`, which has no ``rowcount``).
+    """
+    return cast("CursorResult[Any]", session.execute(statement)).rowcount
 
 
 def worker_name() -> str:

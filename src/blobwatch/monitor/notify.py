@@ -20,14 +20,14 @@ import datetime as _dt
 import logging
 import os
 import shlex
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from blobwatch.errors import BlobwatchError
-from blobwatch.monitor.db import Candidate, Image, Notification, hash_text, redact_url, utcnow
+from blobwatch.monitor.db import Candidate, Image, Notification, hash_text, redact_url, rows_changed, utcnow
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
@@ -259,12 +259,13 @@ def deliver_pending(
                 log.warning("notification %d: its URL is no longer configured; left %s", nid, status)
                 continue
             now = utcnow()
-            claimed = session.execute(
+            claimed = rows_changed(
+                session,
                 update(Notification)
                 .where(Notification.id == nid, Notification.status == status)
                 .values(status="sending", last_attempt_at=now, attempts=Notification.attempts + 1)
-                .execution_options(synchronize_session=False)
-            ).rowcount
+                .execution_options(synchronize_session=False),
+            )
             session.commit()
             if claimed != 1:
                 continue  # another monitor took it

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from blobwatch import __version__
 from blobwatch.atomic import write_bytes_atomic, write_text_atomic
@@ -213,14 +215,14 @@ def report_dir(reports: str | os.PathLike, image_id: int, name: str) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def _circles(ax: Any, xyr: np.ndarray, **style: Any) -> None:
-    """Draw many circles as one collection (no per-patch data-limit updates: fast)."""
+def _circles(ax: Any, xyr: ArrayLike, **style: Any) -> None:
+    """Draw many circles (x, y, radius rows) as one collection (no per-patch data-limit updates: fast)."""
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Circle
 
-    xyr = np.asarray(xyr, dtype=float).reshape(-1, 3)
-    if len(xyr):
-        patches = [Circle((x, y), r) for x, y, r in xyr]
+    circles = np.asarray(xyr, dtype=float).reshape(-1, 3)
+    if len(circles):
+        patches = [Circle((x, y), r) for x, y, r in circles]
         ax.add_collection(PatchCollection(patches, **style), autolim=False)
 
 
@@ -313,7 +315,7 @@ def saliency_figure(
     maps = [(np.asarray(saliency, dtype=np.float32), f"seed CNN |d logit / d pixel|, P={view.probability:.3f}")]
     if localizer is not None:
         maps.append((np.asarray(localizer, dtype=np.float32), "localizing network |d logit / d pixel|"))
-    for ax, (sal, title) in zip(axes[1:], maps):
+    for ax, (sal, title) in zip(axes[1:], maps, strict=True):
         ax.imshow(sal, cmap="inferno", vmin=0, vmax=float(np.percentile(sal, 99.9)) or 1.0,
                   origin="lower", extent=extent)
         ax.set_title(title, fontsize=9)

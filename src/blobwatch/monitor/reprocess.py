@@ -25,7 +25,8 @@ import logging
 import os
 import time
 from collections import deque
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -256,7 +257,8 @@ def _process_in_order(
                 break
             item = in_flight[0]  # left in the queue until recorded: an interruption releases its claim
             if isinstance(item, ImageOutcome):
-                yield in_flight.popleft()  # type: ignore[misc]
+                in_flight.popleft()
+                yield item
                 continue
             iid, future, refs = item
             started = time.perf_counter()

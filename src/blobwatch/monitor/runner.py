@@ -33,9 +33,10 @@ import sys
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import select, update
@@ -287,7 +288,7 @@ class _ImageCache:
                 warnings.simplefilter("ignore")
                 blobs = read_blob_images([im.path for im in missing])
             self.reads += len(missing)
-            for im, blob in zip(missing, blobs):
+            for im, blob in zip(missing, blobs, strict=True):
                 if blob.provenance.get("sha256") not in (None, im.sha256):
                     raise InputError(im.path, "file changed since it was registered")
                 self.put(im.sha256, blob)
@@ -361,25 +362,28 @@ def _reject_wrong_shapes(
 ) -> tuple[tuple[int, int] | None, list[ImageOutcome]]:
     """Reject registered images whose shape is not the expected (or most common) one."""
     rejected: list[ImageOutcome] = []
+    if expected is not None:
+        expected = (int(expected[0]), int(expected[1]))  # also when given as a list
     with write_session(session_factory) as session:
         rows = session.execute(
             select(Image.id, Image.rows, Image.cols).where(Image.status != "rejected", Image.rows.is_not(None))
         ).all()
         if expected is None:
-            if not rows:
+            shapes = [(r, c) for _, r, c in rows if r is not None and c is not None]
+            if not shapes:
                 return None, rejected
-            expected = Counter((r, c) for _, r, c in rows).most_common(1)[0][0]
+            expected = Counter(shapes).most_common(1)[0][0]
         for image in session.scalars(
             select(Image).where(Image.status == "registered", Image.rows.is_not(None))
         ):
-            if (image.rows, image.cols) != tuple(expected):
+            if (image.rows, image.cols) != expected:
                 image.status = "rejected"
                 image.reason = (f"shape {image.rows}x{image.cols} does not match the monitor's images "
                                 f"({expected[0]}x{expected[1]})")
                 rejected.append(ImageOutcome(image.id, image.name, "rejected", image.obs_date, image.reason))
                 log.warning("%s: rejected: %s", image.path, image.reason)
         session.commit()
-    return tuple(expected), rejected
+    return expected, rejected
 
 
 #: A blob-pattern offset (dy, dx) in pixels.
@@ -435,7 +439,7 @@ def _measure_new_offsets(
     others = [(iid, ImageFile(path, sha)) for iid, path, sha in todo if iid != frame_id]
     try:
         offsets = dict(zip([iid for iid, _ in others], measure(ImageFile(frame_path, frame_sha),
-                                                             [f for _, f in others])))
+                                                             [f for _, f in others]), strict=True))
     except InputError as exc:
         log.warning("%s: cannot be read as the offset frame (%s); differences register their references",
                     exc.path, exc.problem)
@@ -529,7 +533,7 @@ def _classify_candidates(
     earlier = session.execute(
         select(Candidate.id, Candidate.x, Candidate.y, Candidate.radius, Candidate.linked_to)
         .join(Image, Candidate.image_id == Image.id)
-        .where(Candidate.status.in_(OPEN_CANDIDATE_STATUSES + ("linked",)), Image.mjd < image.mjd)
+        .where(Candidate.status.in_((*OPEN_CANDIDATE_STATUSES, "linked")), Image.mjd < image.mjd)
         .order_by(Image.mjd.desc(), Candidate.id)
     ).all()
     # a linked candidate counts only through its root, which must still be open or confirmed
@@ -802,7 +806,7 @@ def record(
 
         t = time.perf_counter()
         views = [CandidateView(r.id, r.x, r.y, r.probability, r.significance, r.radius, r.status, rec["note"])
-                 for r, rec in zip(cand_rows, records)]
+                 for r, rec in zip(cand_rows, records, strict=True)]
         sub_views = [SubframeView(s.index, s.x0, s.y0, s.size, float(s.probability), bool(s.blob))
                      for s in detection.subframes]
         provenance = format_provenance(
@@ -837,7 +841,7 @@ def record(
         new_rows = [r for r in cand_rows if r.status == "new"]
         if new_rows and notify_urls:
             title, body = _notify.format_alert(image, new_rows, page, base_url=settings.base_url,
-                                               db_url=str(session.get_bind().url))
+                                               db_url=str(session.get_bind().engine.url))
             _notify.queue_notifications(session, image, notify_urls, title, body)
         image.status, image.reason, image.processed_at = "processed", None, utcnow()
         image.claimed_by = image.claimed_at = None
@@ -1035,7 +1039,8 @@ def _ready_images(session_factory: sessionmaker[Session], settings: MonitorSetti
         ).all()
         valid_mjds = np.sort(np.array(session.scalars(
             select(Image.mjd).where(Image.status != "rejected", Image.mjd.is_not(None))).all(), dtype=float))
-    ready = [iid for iid, mjd in todo if np.searchsorted(valid_mjds, mjd, side="left") >= settings.min_references]
+    ready = [iid for iid, mjd in todo
+             if mjd is not None and np.searchsorted(valid_mjds, mjd, side="left") >= settings.min_references]
     if len(todo) > len(ready):
         log.info("%d image(s) wait for %d earlier images", len(todo) - len(ready), settings.min_references)
     return ready

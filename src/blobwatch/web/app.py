@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator, Literal, Sequence
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 import numpy as np
@@ -33,17 +35,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from blobwatch import __version__
 from blobwatch.errors import BlobwatchError
+from blobwatch.lru import LRUCache
 from blobwatch.monitor.db import Candidate, SubframePrediction, open_database
 from blobwatch.web import queries, render
-from blobwatch.web.pixels import LRUCache, PixelStore
+from blobwatch.web.pixels import PixelStore
 from blobwatch.web.samp import SampError, SampLink
 from blobwatch.web.security import (
     AUTH_COOKIE,
     CSRF_COOKIE,
     CSRF_FIELD,
+    TOKEN_HEADER,
     Guard,
     allowed_host_name,
+    client_key,
     host_allowed,
+    served_over_https,
 )
 
 log = logging.getLogger(__name__)
@@ -109,7 +115,7 @@ def create_app(
     guard = Guard(token=token, require_token=require_token)
     pixels = PixelStore(reports_dir=reports_dir, images_dir=images_dir)
     samp = SampLink()
-    pngs: LRUCache[bytes] = LRUCache(96)  # rendered PNGs; rendering serialised by its lock
+    pngs: LRUCache[bytes] = LRUCache(96)  # rendered PNGs; rendering serialised by get_or_make
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.filters["fmt"] = _fmt
     templates.env.filters["utc"] = _utc
@@ -149,11 +155,12 @@ def create_app(
     @app.middleware("http")
     async def csrf_cookie_and_headers(request: Request, call_next: Any) -> Response:
         cookie = request.cookies.get(CSRF_COOKIE)
-        fresh = None if cookie else guard.new_cookie_value()
-        request.state.csrf_token = guard.form_token(cookie or fresh)  # type: ignore[arg-type]
+        value = cookie or guard.new_cookie_value()
+        request.state.csrf_token = guard.form_token(value)
         response = await call_next(request)
-        if fresh is not None:
-            response.set_cookie(CSRF_COOKIE, fresh, httponly=True, samesite="strict")
+        if not cookie:
+            response.set_cookie(CSRF_COOKIE, value, httponly=True, samesite="strict",
+                                secure=served_over_https(request))
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("Content-Security-Policy", _CSP)
@@ -276,7 +283,7 @@ def create_app(
             return render.image_png(arrays[kind], title=f"{_KIND_TITLES[kind]}: {view.name}",
                                     limits=limits)
 
-        return _png_response(pngs.get(key, make))
+        return _png_response(pngs.get_or_make(key, make))
 
     @app.get("/candidates/{candidate_id}/{kind}.png", include_in_schema=False)
     def cutout_png(candidate_id: int, kind: ImageKind, session: Session = Depends(db)) -> Response:
@@ -296,7 +303,7 @@ def create_app(
                                      title=f"#{cand.id} {_KIND_TITLES[kind]}", circles=ring,
                                      limits=limits)
 
-        return _png_response(pngs.get(("cutout", candidate_id, kind), make))
+        return _png_response(pngs.get_or_make(("cutout", candidate_id, kind), make))
 
     @app.get("/subframes/{subframe_id}/saliency.png", include_in_schema=False)
     def saliency_png(subframe_id: int, session: Session = Depends(db)) -> Response:
@@ -316,7 +323,7 @@ def create_app(
                                        science_box=queries.science_box(session), highlight=confirmed,
                                        labels=[f"#{blobs[i].id}" for i in confirmed])
 
-        return _png_response(pngs.get(("map", queries.review_state(session)), make))
+        return _png_response(pngs.get_or_make(("map", queries.review_state(session)), make))
 
     @app.get("/history.png", include_in_schema=False)
     def history_png(session: Session = Depends(db)) -> Response:
@@ -331,7 +338,7 @@ def create_app(
                 threshold=thresholds[-1] if thresholds else None)
 
         key = ("history", queries.images_state(session), queries.review_state(session))
-        return _png_response(pngs.get(key, make))
+        return _png_response(pngs.get_or_make(key, make))
 
     # ---------------------------------------------------------------- downloads
 
@@ -416,7 +423,15 @@ def create_app(
             raise HTTPException(403, "cross-site request refused: reload the page and try again")
         return fields
 
+    def refuse_if_throttled(request: Request) -> None:
+        wait = guard.throttle.retry_after(client_key(request))
+        if wait > 0:
+            raise HTTPException(429, f"too many wrong write tokens: try again in {math.ceil(wait)} s",
+                                headers={"Retry-After": str(math.ceil(wait))})
+
     def require_write(request: Request) -> None:
+        if guard.require_token and TOKEN_HEADER in request.headers:
+            refuse_if_throttled(request)
         if not guard.write_allowed(request):
             raise HTTPException(403, "write token required: unlock the app first (/unlock)")
 
@@ -481,7 +496,7 @@ def create_app(
             cand = session.get(Candidate, candidate_id)
             arrays = pixels.cached(cand.image_id, cand.run_id) if cand is not None else None
             measurement = None
-            if arrays is not None and "stack" in arrays:
+            if cand is not None and arrays is not None and "stack" in arrays:
                 try:
                     measurement = measure_in_stack(cand, arrays["image"], arrays["stack"])
                 except BlobwatchError:  # confirm_candidate measures again and says why
@@ -548,10 +563,13 @@ def create_app(
         fields = await checked_form(request)
         if not guard.require_token:
             return RedirectResponse("/queue", status_code=303)
+        refuse_if_throttled(request)
         if not guard.token_matches(fields.get("token")):
+            guard.throttle.failed(client_key(request))
             raise HTTPException(403, "wrong write token")
         response = RedirectResponse("/queue?done=unlocked", status_code=303)
-        response.set_cookie(AUTH_COOKIE, guard.auth_cookie_value(), httponly=True, samesite="strict")
+        response.set_cookie(AUTH_COOKIE, guard.new_write_session(), httponly=True, samesite="strict",
+                            secure=served_over_https(request))
         return response
 
     # ---------------------------------------------------------------- JSON API
@@ -599,11 +617,18 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if request.url.path.startswith("/api") or request.url.path.endswith((".png", ".fits", ".ecsv", ".reg")):
-            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
         with session_factory() as session:
             response = page(request, "error.html", "", session, status=exc.status_code, detail=exc.detail)
         response.status_code = exc.status_code
+        response.headers.update(exc.headers or {})
         return response
+
+    @app.exception_handler(OverflowError)
+    async def id_out_of_range(request: Request, exc: OverflowError) -> Response:
+        # SQLite integers are 64-bit: a larger id (in the path, query or a form) names no row, and
+        # binding it raises OverflowError ("Python int too large to convert to SQLite INTEGER")
+        return await http_error(request, StarletteHTTPException(404, "no such id (beyond the 64-bit range)"))
 
     return app
 

@@ -3,7 +3,7 @@
 For an image id the store re-reads the image file recorded in the database and, when the image
 was processed, rebuilds its median stack and difference exactly as the run did, with
 `blobwatch.monitor.catalog.rebuild_difference` (the code path that measures a candidate).
-Results are kept in a small LRU cache.
+Results are kept in a small LRU cache (`blobwatch.lru`), made one at a time.
 Report files (saliency PNGs) are read from the paths recorded in the database; relative paths
 are resolved against the reports folder. No path from a request ever reaches the file system.
 """
@@ -11,60 +11,15 @@ are resolved against the reports folder. No path from a request ever reaches the
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, Generic, Hashable, TypeVar
 
 import numpy as np
 from fastapi import HTTPException
 from sqlalchemy.orm import Session
 
 from blobwatch.errors import BlobwatchError
+from blobwatch.lru import LRUCache
 from blobwatch.monitor.db import Image, latest_run
-
-
-V = TypeVar("V")
-
-
-class LRUCache(Generic[V]):
-    """A small thread-safe LRU cache; values are made under its lock, so one at a time.
-
-    Parameters
-    ----------
-    size : int
-        Number of values kept.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._items: OrderedDict[Hashable, V] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable, make: Callable[[], V]) -> V:
-        """The value for ``key``, made by ``make()`` when not cached."""
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-            value = make()
-            self._items[key] = value
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-            return value
-
-    def peek(self, key: Hashable) -> V | None:
-        """The value for ``key`` if cached (counts as a use), else None; never makes one."""
-        with self._lock:
-            if key not in self._items:
-                return None
-            self._items.move_to_end(key)
-            return self._items[key]
-
-    def keys(self) -> list[Hashable]:
-        """The cached keys, least recently used first."""
-        with self._lock:
-            return list(self._items)
 
 
 class PixelStore:
@@ -88,7 +43,8 @@ class PixelStore:
 
     def cached_ids(self) -> list[int]:
         """Ids of the images whose arrays are in memory, least recently used first."""
-        return [image_id for image_id, _ in self._cache.keys()]
+        # keys are (image_id, run_id); an LRUCache is not a dict (no __iter__: keys() is a snapshot)
+        return [key[0] for key in self._cache.keys() if isinstance(key, tuple)]  # noqa: SIM118
 
     def cached(self, image_id: int, run_id: int | None) -> dict[str, np.ndarray] | None:
         """The arrays of an image as rebuilt for run ``run_id`` if they are in memory, else None."""
@@ -115,7 +71,7 @@ class PixelStore:
             except (BlobwatchError, OSError) as exc:
                 raise HTTPException(410, f"image {image_id}: files no longer readable ({exc})") from None
 
-        return self._cache.get((image_id, run.id if run else None), load)
+        return self._cache.get_or_make((image_id, run.id if run else None), load)
 
     def _load(self, image: Image, run) -> dict[str, np.ndarray]:
         from blobwatch.monitor.catalog import rebuild_difference

@@ -7,8 +7,9 @@ never touch ORM rows, and the queries can be tested on a database built in a fix
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select
@@ -141,7 +142,7 @@ def _blob_ids_by_candidate(session: Session, candidate_ids: Sequence[int]) -> di
         return {}
     rows = session.execute(select(Blob.candidate_id, Blob.id).where(
         Blob.candidate_id.in_(list(candidate_ids))))
-    return {cid: bid for cid, bid in rows}
+    return {cid: bid for cid, bid in rows if cid is not None}  # never None: selected by id
 
 
 def _saliency_ids(session: Session, candidates: Sequence[Candidate]) -> dict[tuple[int, int], int]:
@@ -179,7 +180,7 @@ def candidate_views(session: Session, candidates: Sequence[Candidate]) -> list[C
             subframe=c.subframe, status=c.status, reason=c.reason, reviewed_by=c.reviewed_by,
             reviewed_at=_iso(c.reviewed_at), linked_to=c.linked_to, known_blob_id=c.known_blob_id,
             blob_id=blob_of.get(c.id), same_blob_id=same.get(c.id), alerted=c.alerted,
-            saliency_id=saliency.get((c.run_id, c.subframe)),
+            saliency_id=saliency.get((c.run_id, c.subframe)) if c.subframe is not None else None,
         )
         for c in candidates
     ]
@@ -267,7 +268,7 @@ def list_images(session: Session) -> list[ImageView]:
     known = known_blob_counts(session, [im.mjd for im in images])
     return [_image_view(im, runs.get(im.id), counts.get(im.id, {}), notes.get(im.id, 0), int(k),
                         alerted=im.id in alerted)
-            for im, k in zip(images, known)]
+            for im, k in zip(images, known, strict=True)]
 
 
 def _image_view(image: Image, run: Run | None, counts: dict[str, int], notifications: int,
@@ -364,5 +365,6 @@ def science_box(session: Session) -> tuple[int, int, int, int]:
     """
     shape = session.execute(select(Image.rows, Image.cols).where(Image.rows.is_not(None))
                             .order_by(Image.mjd.desc().nulls_last(), Image.id.desc()).limit(1)).first()
-    rows, cols = (shape if shape is not None else IMAGE_SHAPE)
+    found_rows, found_cols = shape if shape is not None else (None, None)
+    rows, cols = (found_rows, found_cols) if found_rows is not None and found_cols is not None else IMAGE_SHAPE
     return BORDER, BORDER, int(cols) - BORDER, int(rows) - BORDER

@@ -7,10 +7,12 @@ and axes in 0-based pixel coordinates (x = column, y = row).
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
+
+from blobwatch.stats import zscale_limits  # the one definition (also used by the app for shared limits)
 
 #: Colour of the ring around a candidate in its cut-outs (red, as on the seed's monitor page).
 CANDIDATE_COLOR = "#ef4444"
@@ -37,20 +39,6 @@ def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
-
-
-def zscale_limits(data: np.ndarray) -> tuple[float, float]:
-    """Display limits of ``data`` by IRAF's zscale (finite pixels only)."""
-    from astropy.visualization import ZScaleInterval
-
-    finite = np.asarray(data, dtype=np.float32)
-    finite = finite[np.isfinite(finite)]
-    if finite.size == 0:
-        return 0.0, 1.0
-    lo, hi = ZScaleInterval().get_limits(finite)
-    if not hi > lo:
-        hi = lo + 1.0
-    return float(lo), float(hi)
 
 
 def image_png(
@@ -181,7 +169,7 @@ def blob_map_png(
     depth = np.asarray(depth, dtype=np.float32)
     if len(x):
         patches = [MplCircle((float(cx), float(cy)), magnify * max(float(r), 1.0))
-                   for cx, cy, r in zip(x, y, radius)]
+                   for cx, cy, r in zip(x, y, radius, strict=True)]
         coll = PatchCollection(patches, cmap=matplotlib.colormaps["plasma"], edgecolor="white",
                                linewidths=0.4)
         coll.set_array(np.where(np.isfinite(depth), depth, 0.0) * 100.0)

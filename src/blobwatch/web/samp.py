@@ -34,7 +34,7 @@ def _astropy_samp() -> ModuleType:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyDeprecationWarning)
         import astropy.samp
-        import astropy.samp.lockfile_helpers  # noqa: F401 - get_running_hubs
+        import astropy.samp.lockfile_helpers  # imported for get_running_hubs
     return astropy.samp
 
 

@@ -12,7 +12,10 @@ server. The secret is generated when the app starts, so forms from an earlier ru
 
 When a write token is required (the app is bound to a non-loopback address) a write action
 must also present the token: in an ``X-Blobwatch-Token`` header, or once through the unlock
-form, which stores ``HMAC(secret, "write")`` in an HttpOnly cookie.
+form, which gives that browser its own random write session in an HttpOnly cookie (each one can
+be revoked alone: `Guard.revoke`).  Wrong tokens are throttled per client address
+(`FailureThrottle`: 5 per minute, then 429 until the minute has passed).  Cookies are marked
+``Secure`` when the app is served over https.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-from typing import Collection
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Collection
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -83,8 +89,54 @@ def _is_ip(value: str) -> bool:
     return True
 
 
+class FailureThrottle:
+    """At most ``limit`` failures per client within ``window`` seconds (thread-safe).
+
+    Parameters
+    ----------
+    limit : int
+        Failures allowed in any ``window``; the next attempt waits until the oldest one expires.
+    window : float
+        Seconds a failure counts.
+    clock : callable
+        Monotonic time in seconds (a fake one in tests).
+    max_clients : int
+        Clients remembered (the least recently failing ones are forgotten first).
+    """
+
+    def __init__(self, limit: int = 5, window: float = 60.0, *, clock: Callable[[], float] = time.monotonic,
+                 max_clients: int = 4096) -> None:
+        self.limit, self.window, self._clock, self._max = int(limit), float(window), clock, int(max_clients)
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> deque[float]:
+        times = self._failures.get(client, deque())
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        return times
+
+    def retry_after(self, client: str) -> float:
+        """Seconds until ``client`` may try again; 0 when it may now."""
+        with self._lock:
+            now = self._clock()
+            times = self._recent(client, now)
+            return 0.0 if len(times) < self.limit else max(times[0] + self.window - now, 0.0)
+
+    def failed(self, client: str) -> None:
+        """Record one failure of ``client``."""
+        with self._lock:
+            now = self._clock()
+            times = self._recent(client, now)
+            times.append(now)
+            self._failures[client] = times
+            self._failures.move_to_end(client)
+            while len(self._failures) > self._max:
+                self._failures.popitem(last=False)
+
+
 class Guard:
-    """CSRF tokens and write-token checks for one running app.
+    """CSRF tokens, write sessions and write-token checks for one running app.
 
     Parameters
     ----------
@@ -94,15 +146,20 @@ class Guard:
         Whether write actions must present ``token``.
     secret : bytes, optional
         HMAC key; a fresh random one by default.
+    throttle : FailureThrottle, optional
+        Limit on wrong write tokens per client (default: 5 per minute).
     """
 
     def __init__(self, *, token: str | None = None, require_token: bool = False,
-                 secret: bytes | None = None) -> None:
+                 secret: bytes | None = None, throttle: FailureThrottle | None = None) -> None:
         if require_token and not token:
             raise ValueError("require_token=True needs a non-empty token")
         self.token = token
         self.require_token = require_token
         self._secret = secret or secrets.token_bytes(32)
+        self.throttle = throttle or FailureThrottle()
+        self._sessions: set[str] = set()  # digests of the write-session cookies given out
+        self._sessions_lock = threading.Lock()
 
     def _sign(self, value: str) -> str:
         return hmac.new(self._secret, value.encode(), hashlib.sha256).hexdigest()
@@ -125,23 +182,55 @@ class Guard:
             return False
         return same_origin(request)
 
-    def auth_cookie_value(self) -> str:
-        """Value of the cookie that the unlock form sets."""
-        return self._sign("write:" + (self.token or ""))
+    def new_write_session(self) -> str:
+        """A fresh random write-session value for one browser's cookie (set by the unlock form)."""
+        value = secrets.token_urlsafe(32)
+        with self._sessions_lock:
+            self._sessions.add(self._sign("write:" + value))
+        return value
+
+    def revoke(self, cookie_value: str | None = None) -> None:
+        """End one browser's write session (its cookie value), or every session when None."""
+        with self._sessions_lock:
+            if cookie_value is None:
+                self._sessions.clear()
+            else:
+                self._sessions.discard(self._sign("write:" + cookie_value))
+
+    def _session_ok(self, cookie_value: str | None) -> bool:
+        if not cookie_value:
+            return False
+        with self._sessions_lock:
+            return self._sign("write:" + cookie_value) in self._sessions
 
     def token_matches(self, given: str | None) -> bool:
         """True when ``given`` is the write token (constant-time comparison)."""
-        return bool(self.token) and given is not None and hmac.compare_digest(
-            given.encode(), self.token.encode())  # type: ignore[union-attr]
+        return self.token is not None and given is not None and hmac.compare_digest(
+            given.encode(), self.token.encode())
 
     def write_allowed(self, request: Request) -> bool:
-        """True when a write action may proceed as far as the write token is concerned."""
+        """True when a write action may proceed as far as the write token is concerned.
+
+        A wrong ``X-Blobwatch-Token`` header counts as a failure of the client (`throttle`).
+        """
         if not self.require_token:
             return True
-        if self.token_matches(request.headers.get(TOKEN_HEADER)):
-            return True
-        cookie = request.cookies.get(AUTH_COOKIE)
-        return cookie is not None and hmac.compare_digest(cookie, self.auth_cookie_value())
+        given = request.headers.get(TOKEN_HEADER)
+        if given is not None:
+            if self.token_matches(given):
+                return True
+            self.throttle.failed(client_key(request))
+        return self._session_ok(request.cookies.get(AUTH_COOKIE))
+
+
+def client_key(request: Request) -> str:
+    """The address a request came from (what `FailureThrottle` counts by)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def served_over_https(request: Request) -> bool:
+    """True when the request came over https: cookies are then marked ``Secure``."""
+    return request.url.scheme == "https"
 
 
 def same_origin(request: Request) -> bool:

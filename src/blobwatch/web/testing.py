@@ -14,9 +14,10 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 #: Chromium flags for a quiet, offline, sandbox-free headless run (containers, CI).
 CHROMIUM_ARGS = (
