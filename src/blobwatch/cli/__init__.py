@@ -25,7 +25,7 @@ from blobwatch.errors import BlobwatchError
 from blobwatch.names import one_line
 
 #: Modules under ``blobwatch.cli`` that contribute subcommands, in help order.
-COMMAND_MODULES = ("simulate", "data", "train", "predict", "regress", "monitor", "web", "demo", "config")
+COMMAND_MODULES = ("simulate", "data", "train", "tune", "predict", "regress", "monitor", "web", "demo", "config")
 
 
 #: Log line format of the instrument team's pipelines:

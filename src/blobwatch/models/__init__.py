@@ -7,10 +7,13 @@ from typing import Any
 from torch import nn
 
 from blobwatch.models.blob_unet import BlobUNet
+from blobwatch.models.configurable_cnn import ConfigurableCNN
 from blobwatch.models.paper_cnn import PaperCNN
 
 #: Architecture name -> class.  A model file stores the name and the keyword arguments.
-ARCHITECTURES: dict[str, type[nn.Module]] = {"PaperCNN": PaperCNN, "BlobUNet": BlobUNet}
+#: ConfigurableCNN is the PaperCNN family that `blobwatch tune` searches (its default is PaperCNN).
+ARCHITECTURES: dict[str, type[nn.Module]] = {"PaperCNN": PaperCNN, "BlobUNet": BlobUNet,
+                                             "ConfigurableCNN": ConfigurableCNN}
 
 
 def build_model(architecture: str, arguments: dict[str, Any] | None = None) -> nn.Module:
