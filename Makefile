@@ -14,7 +14,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[test,distributed]"
+	$(PIP) install -q -c constraints.txt -e ".[test,distributed,research]"
 	touch $(STAMP)
 
 test: setup
