@@ -25,9 +25,10 @@ import shlex
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -327,7 +328,7 @@ def open_study(cfg: TuneConfig) -> optuna.Study:
                                  grace_period=2 * cfg.heartbeat,
                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
             break
-        except Exception as exc:  # SQLAlchemy raises many types for a bad URL or an unreachable server
+        except Exception as exc:  # noqa: BLE001  (SQLAlchemy raises many types for a bad URL or server)
             if attempt < 3 and "already exists" in str(exc):
                 time.sleep(1.0 + attempt)
                 continue
@@ -459,7 +460,7 @@ def _run_worker(cfg: TuneConfig, log_line: Callable[[str], None]) -> optuna.Stud
         objective = make_objective(cfg, subframes, size)
         bar = tqdm(total=cfg.trials, initial=done, desc=f"study {cfg.study}", unit="trial", disable=not cfg.progress)
 
-        def progress(study: optuna.Study, trial: Any) -> None:
+        def progress(study: Any, trial: Any) -> None:
             bar.n = min(finished_trials(study), cfg.trials)
             try:
                 bar.set_postfix(best=f"{study.best_value:.4f}", last=trial.state.name.lower())

@@ -8,7 +8,7 @@ filters of each, the kernel size, the pooling, the neurons of the hidden layer a
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
