@@ -41,8 +41,8 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
         retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
         if retried is not None:
             note = (note + "; " if note else "") + f"retry of trial {retried} (its worker died)"
-        value = t.value if t.value is not None else (
-            max(t.intermediate_values.values()) if t.intermediate_values else None)
+        steps = t.intermediate_values
+        value = t.value if t.value is not None else (steps[max(steps)] if steps else None)  # pruned: last epoch
         rows.append({"number": t.number, "state": t.state.name.lower(), "value": value,
                      "auc": ua.get("auc"), "tpr_at_tnr": ua.get("tpr_at_tnr"), "epoch": ua.get("epoch"),
                      "weights": ua.get("weights"), "seconds": ua.get("seconds"), "note": note,
