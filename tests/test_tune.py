@@ -145,6 +145,28 @@ def test_missing_optuna_is_one_line_naming_the_extra(monkeypatch: pytest.MonkeyP
     assert err.count("\n") == 0 and "blobwatch[research]" in err and "Traceback" not in err
 
 
+def _tiny_train(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    srcs = [D.SourceImage(f"s{i}", rng.normal(0, 1, (256, 256)).astype(np.float32),
+                          np.zeros((256, 256), np.uint8)) for i in range(2)]
+    yy, xx = np.mgrid[:13, :13] - 6
+    stamps = {1: np.where(np.hypot(yy, xx) < 5, 4.0, 0.0).astype(np.float32)}
+    return Path(D.make_dataset(root / "train", srcs, n_samples=40, region="train", seed=1, stamps=stamps,
+                               stamp_ids=[1], size=SIZE, blobs=D.BlobConfig(simulated_fraction=0.0)))
+
+
+def test_bad_dataset_or_database_is_one_line(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("optuna")
+    assert main(["tune", str(tmp_path / "missing"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "missing" in err
+    train = _tiny_train(tmp_path)
+    assert main(["tune", str(train), "--out", str(tmp_path / "run"),
+                 "--storage", "postgresql+nosuchdriver://u:secret@localhost/db"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot open the study database" in err and "secret" not in err
+
+
 # --------------------------------------------------------------------------------------------
 # whole studies (real training on tiny data, several processes)
 # --------------------------------------------------------------------------------------------
@@ -158,13 +180,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from blobwatch.variation import VariationConfig
 
     root = tmp_path_factory.mktemp("tune")
-    rng = np.random.default_rng(0)
-    srcs = [D.SourceImage(f"s{i}", rng.normal(0, 1, (256, 256)).astype(np.float32),
-                          np.zeros((256, 256), np.uint8)) for i in range(2)]
-    yy, xx = np.mgrid[:13, :13] - 6
-    stamps = {1: np.where(np.hypot(yy, xx) < 5, 4.0, 0.0).astype(np.float32)}
-    train = D.make_dataset(root / "train", srcs, n_samples=40, region="train", seed=1, stamps=stamps,
-                           stamp_ids=[1], size=SIZE, blobs=D.BlobConfig(simulated_fraction=0.0))
+    train = _tiny_train(root)
     cache = root / "cache"
     build_suite(SuiteSpec("calibration", 5, VariationConfig(size=256, n_references=3, cases=2)), cache, progress=False)
     return Path(train), cache
