@@ -390,7 +390,7 @@ def make_objective(cfg: TuneConfig, subframes: CalibrationSubframes, size: int) 
                      trial.number, epoch, settings["epochs"], metrics["pauc"], metrics["auc"],
                      metrics["tpr_at_tnr"], REPORT_TNR)
             if trial.should_prune():
-                trial.set_user_attr("pruned_because", f"median/hyperband rule after epoch {epoch}")
+                trial.set_user_attr("pruned_because", f"{cfg.pruner} pruner after epoch {epoch}")
                 _record(trial, last, time.perf_counter() - t0)
                 raise optuna.TrialPruned()
 
