@@ -394,6 +394,43 @@ def format_table(report: dict[str, Any]) -> str:
 SUITE_PROTOCOLS = ("plain", "registered")
 
 
+def case_subframes(case: Any, protocol: str, *, size: int, clip_factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The prepared subframes of one regression case and their labels.
+
+    Parameters
+    ----------
+    case : blobwatch.regression.Case
+        A whole-image case (blob injected into the raw image).
+    protocol : {'plain', 'registered'}
+        Cut from the plain median difference (the seed's) or the registered one (the daily job's).
+    size, clip_factor : int, float
+        Subframe side and preparation clip factor of the model.
+
+    Returns
+    -------
+    tiles : numpy.ndarray
+        ``(N, size, size)`` float32 prepared subframes, row-major.
+    label : numpy.ndarray
+        ``(N,)`` bool: the subframe holds the new blob's centre.
+    partial : numpy.ndarray
+        ``(N,)`` bool: it holds part of the blob but not its centre (counts neither way).
+    """
+    from blobwatch.preprocess import prepare, tile
+
+    diff = case.plain_difference if protocol == "plain" else case.difference
+    tiles, offsets = tile(prepare(diff, clip_factor=clip_factor).data, size=size)
+    label = np.zeros(len(tiles), dtype=bool)
+    partial = np.zeros(len(tiles), dtype=bool)
+    if case.blob is not None:
+        x0, y0 = offsets[:, 0], offsets[:, 1]
+        bx, by = case.blob["x"], case.blob["y"]
+        label = (bx >= x0) & (bx < x0 + size) & (by >= y0) & (by < y0 + size)
+        gap = np.hypot(np.maximum(np.maximum(x0 - bx, bx - (x0 + size - 1)), 0.0),
+                       np.maximum(np.maximum(y0 - by, by - (y0 + size - 1)), 0.0))
+        partial = ~label & (gap < case.blob["radius"])
+    return tiles, label, partial
+
+
 def suite_subframe_scores(cases: Sequence[Any], classifier: Any, *, progress: bool = False) -> dict[str, dict[str, np.ndarray]]:
     """CNN probabilities and matched-filter scores of the 16 subframes of every case.
 
@@ -410,23 +447,13 @@ def suite_subframe_scores(cases: Sequence[Any], classifier: Any, *, progress: bo
     from tqdm import tqdm
 
     from blobwatch.baseline import matched_filter_scores
-    from blobwatch.preprocess import prepare, tile
 
     out: dict[str, dict[str, list[np.ndarray]]] = {
         p: {"seq": [], "label": [], "partial": [], "cnn": [], "mf": []} for p in SUITE_PROTOCOLS}
     for case in tqdm(cases, desc="subframes", unit="case", disable=not progress):
         for protocol in SUITE_PROTOCOLS:
-            diff = case.plain_difference if protocol == "plain" else case.difference
-            tiles, offsets = tile(prepare(diff, clip_factor=classifier.clip_factor).data, size=classifier.size)
-            label = np.zeros(len(tiles), dtype=bool)
-            partial = np.zeros(len(tiles), dtype=bool)
-            if case.blob is not None:
-                x0, y0, s = offsets[:, 0], offsets[:, 1], classifier.size
-                bx, by = case.blob["x"], case.blob["y"]
-                label = (bx >= x0) & (bx < x0 + s) & (by >= y0) & (by < y0 + s)
-                gap = np.hypot(np.maximum(np.maximum(x0 - bx, bx - (x0 + s - 1)), 0.0),
-                               np.maximum(np.maximum(y0 - by, by - (y0 + s - 1)), 0.0))
-                partial = ~label & (gap < case.blob["radius"])
+            tiles, label, partial = case_subframes(case, protocol, size=classifier.size,
+                                                   clip_factor=classifier.clip_factor)
             d = out[protocol]
             d["seq"].append(np.full(len(tiles), case.seed))
             d["label"].append(label)

@@ -16,6 +16,7 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,8 +212,11 @@ def _versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def train(config: TrainConfig) -> TrainResult:
+def train(config: TrainConfig, *, on_epoch: Callable[[int, Any], None] | None = None) -> TrainResult:
     """Train a model as described by ``config`` and save it with `blobwatch.modelfile.save_model`.
+
+    ``on_epoch(epoch, model)``, when given, is called after each epoch (1-based) has been
+    checkpointed; an exception it raises (`blobwatch tune` prunes a weak trial so) ends training.
 
     Raises
     ------
@@ -325,6 +329,8 @@ def train(config: TrainConfig) -> TrainResult:
             torch.save(ckpt, tmp)
         _write_metrics(outdir / METRICS_CSV, history)
         plot_history(history, outdir / HISTORY_PNG)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, model)
 
     # operating point and validation metrics on the validation set (seed protocol)
     threshold = 0.5

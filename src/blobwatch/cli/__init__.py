@@ -26,7 +26,8 @@ from blobwatch.errors import BlobwatchError
 from blobwatch.names import one_line
 
 #: Modules under ``blobwatch.cli`` that contribute subcommands, in help order.
-COMMAND_MODULES = ("simulate", "data", "train", "predict", "regress", "research", "monitor", "web", "demo", "config")
+COMMAND_MODULES = ("simulate", "data", "train", "tune", "predict", "regress", "research", "monitor", "web", "demo",
+                   "config")
 
 
 #: Log line format of the instrument team's pipelines:

@@ -102,6 +102,9 @@ def register(subparsers: Any) -> None:
                    help="samples per epoch: the first N of each epoch's permutation of the whole set "
                         "(default 8000; 0: all, as in the seed)")
     t.add_argument("--seed", type=int, default=None, help="random seed (default 33)")
+    t.add_argument("--params", metavar="JSON", default=None,
+                   help="architecture and training settings from `blobwatch tune`'s best.json (options given "
+                        "here override its training settings)")
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -183,8 +186,16 @@ def _train(args: argparse.Namespace) -> int:
     if val is None:
         guess = Path(args.dataset).parent / "val"
         val = str(guess) if (guess / "manifest.json").is_file() else None
-    kw = {k: getattr(args, k) for k in ("epochs", "adam_epochs", "batch_size", "adam_lr", "sgd_lr", "seed",
-                                        "max_samples") if getattr(args, k) is not None}
+    keys = ("epochs", "adam_epochs", "batch_size", "adam_lr", "sgd_lr", "seed", "max_samples")
+    kw: dict[str, Any] = {}
+    if args.params:
+        from blobwatch.tune import read_params
+
+        params = read_params(args.params)
+        kw.update(architecture=params["architecture"],
+                  arguments={k: v for k, v in params["arguments"].items() if k != "size"})
+        kw.update({k: params["training"][k] for k in keys if k in params["training"]})
+    kw.update({k: getattr(args, k) for k in keys if getattr(args, k) is not None})
 
     cfg = TrainConfig(
         dataset=args.dataset, outdir=args.out, val_dataset=val, device=args.device,
