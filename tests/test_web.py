@@ -771,3 +771,98 @@ def test_open_in_ds9_sends_the_fits_url_and_the_regions(monitor_db: dict, samp_h
     assert _regions(region_file.read_text())["candidate"]  # the image's candidates, as downloaded
     assert client.post("/images/6/ds9", data={CSRF_FIELD: _csrf(client, "/"), "kind": "x"}).status_code == 422
     assert client.post("/images/6/ds9", data={"kind": "stack"}).status_code == 403  # no CSRF token
+
+
+# ------------------------------------------------------------------------------ large tables
+
+
+@pytest.fixture(scope="module")
+def many_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """120 images (every 7th alerted, the first 10 only registered) and 75 blobs (25 confirmed);
+    no files: the tables need none."""
+    root = tmp_path_factory.mktemp("many")
+    url = f"sqlite:///{root / 'bw.db'}"
+    with open_database(url).begin() as s:
+        s.add_all([Image(id=i, path=f"/gone/csm_day{i:03d}_blob.fits", sha256=f"{i:064x}",
+                         mjd=60000.0 + i, status="registered" if i <= 10 else "processed")
+                   for i in range(1, 121)])
+        s.add_all([Run(id=i, image_id=i, blobwatch_version="t", threshold=0.5,
+                       max_probability=0.9 if i % 7 == 0 else 0.1) for i in range(11, 121)])
+        s.add_all([Candidate(run_id=i, image_id=i, x=10.0 + i, y=20.0, probability=0.9, status="new",
+                             alerted=True) for i in range(11, 121) if i % 7 == 0])
+        s.add_all([Blob(id=b, x=5.0 + b, y=30.0, radius=3.0 + b % 5, depth=0.01 * (b % 20),
+                        source="confirmed" if b % 3 == 0 else "import", label=f"old-{b}",
+                        first_seen_mjd=60000.0 + b) for b in range(1, 76)])
+    return url
+
+
+def _history_rows(html: str) -> list[str]:
+    return re.findall(r'<a href="/images/\d+">(csm_day\d+_blob\.fits)</a>', html.split("<tbody>")[1]) \
+        if "<tbody>" in html else []
+
+
+def test_history_is_paginated_on_the_server(many_db: str) -> None:
+    client = _client(create_app(many_db))
+    html = client.get("/history").text
+    assert "(120 images)" in html and "120 rows · page 1 of 3" in html
+    rows = _history_rows(html)
+    assert len(rows) == 50 and rows[0] == "csm_day120_blob.fits"  # newest first
+    page3 = client.get("/history", params={"page": 3}).text
+    assert _history_rows(page3) == [f"csm_day{i:03d}_blob.fits" for i in range(20, 0, -1)]
+    assert 'rel="prev"' in page3 and 'rel="next"' not in page3
+    # a page past the end shows the last one; per is clipped to 10..500
+    assert _history_rows(client.get("/history", params={"page": 99}).text) == _history_rows(page3)
+    assert len(_history_rows(client.get("/history", params={"per": 1}).text)) == 10
+
+
+def test_history_filters_on_the_server_and_pages_keep_them(many_db: str) -> None:
+    client = _client(create_app(many_db))
+    alerts = client.get("/history", params={"alert": "yes", "per": 10}).text
+    want = [f"csm_day{i:03d}_blob.fits" for i in range(119, 10, -7)]  # 119, 112, ..., 14
+    assert len(want) == 16 and "16 rows · page 1 of 2" in alerts
+    assert _history_rows(alerts) == want[:10]
+    # the next-page link keeps the filter and the page size
+    link = re.search(r'href="(/history\?[^"]*)" rel="next"', alerts).group(1).replace("&amp;", "&")
+    assert _history_rows(client.get(link).text) == want[10:]
+    assert _history_rows(client.get("/history", params={"status": "registered"}).text) == \
+        [f"csm_day{i:03d}_blob.fits" for i in range(10, 0, -1)]
+    ranged = client.get("/history", params={"mjd_min": 60050, "mjd_max": 60052.5, "q": "DAY05"}).text
+    assert _history_rows(ranged) == ["csm_day052_blob.fits", "csm_day051_blob.fits", "csm_day050_blob.fits"]
+    assert "No images match the filter." in client.get("/history", params={"q": "nothing"}).text
+
+
+@pytest.mark.parametrize("params", [{"status": "bogus"}, {"alert": "maybe"}, {"mjd_min": "x"},
+                                    {"page": "two"}])
+def test_history_refuses_bad_filters_with_a_page(many_db: str, params: dict) -> None:
+    response = _client(create_app(many_db)).get("/history", params=params)
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("text/html")
+    assert "bad query" in response.text or "must be one of" in response.text
+
+
+def _blob_rows(html: str) -> list[int]:
+    return [int(b) for b in re.findall(r'<tr id="blob-(\d+)">', html)]
+
+
+def test_blob_table_is_filtered_and_paginated_on_the_server(many_db: str) -> None:
+    client = _client(create_app(many_db))
+    html = client.get("/blobs").text
+    assert "(75 known blobs)" in html and "75 rows · page 1 of 2" in html
+    assert _blob_rows(html) == list(range(1, 51))
+    assert _blob_rows(client.get("/blobs", params={"page": 2}).text) == list(range(51, 76))
+    confirmed = client.get("/blobs", params={"source": "confirmed"}).text
+    assert _blob_rows(confirmed) == list(range(3, 76, 3))
+    assert _blob_rows(client.get("/blobs", params={"q": "#42"}).text) == [42]
+    assert _blob_rows(client.get("/blobs", params={"q": "old-7"}).text) == [7, *range(70, 76)]
+    deep = client.get("/blobs", params={"min_depth": 18, "min_radius": 7}).text  # depth in %
+    assert _blob_rows(deep) == [b for b in range(1, 76) if b % 20 >= 18 and 3 + b % 5 >= 7]
+    assert client.get("/blobs", params={"source": "elsewhere"}).status_code == 422
+
+
+def test_history_known_blobs_axis_starts_at_zero() -> None:
+    from blobwatch.web.render import history_figure
+
+    fig = history_figure(np.array([60000.0, 60001.0, 60002.0]), np.array([180, 181, 181]),
+                         np.array([0.1, 0.9, 0.2]), np.array([False, True, False]), threshold=0.5)
+    low, high = fig.axes[0].get_ylim()
+    assert low == 0 and high >= 181

@@ -23,7 +23,9 @@ from typing import Any, AsyncIterator, Callable, Iterator, Literal, Sequence
 from urllib.parse import urlencode
 
 import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -33,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from blobwatch import __version__
 from blobwatch.errors import BlobwatchError
-from blobwatch.monitor.db import Candidate, SubframePrediction, open_database
+from blobwatch.monitor.db import BLOB_SOURCES, IMAGE_STATUSES, Candidate, SubframePrediction, open_database
 from blobwatch.web import queries, render
 from blobwatch.web.pixels import LRUCache, PixelStore
 from blobwatch.web.samp import SampError, SampLink
@@ -231,12 +233,37 @@ def create_app(
                     candidate=candidate_or_404(session, candidate_id))
 
     @app.get("/blobs", response_class=HTMLResponse, include_in_schema=False)
-    def blob_map(request: Request, session: Session = Depends(db)) -> HTMLResponse:
-        return page(request, "blobs.html", "blobs", session, blobs=queries.list_blobs(session))
+    def blob_map(request: Request, q: str = "", source: str = "",
+                 min_radius: float | None = None, min_depth: float | None = None,
+                 page_no: int = Query(1, alias="page"), per: int = queries.PAGE_SIZE,
+                 session: Session = Depends(db)) -> HTMLResponse:
+        """The catalog table, filtered (label or id ``q``, ``source``, ``min_radius`` px,
+        ``min_depth`` in %) and paginated (``page``, ``per``) on the server."""
+        _one_of("source", source, BLOB_SOURCES)
+        blobs = queries.list_blobs(session)
+        shown = queries.filter_blobs(blobs, q=q, source=source, min_radius=min_radius,
+                                     min_depth=min_depth / 100.0 if min_depth is not None else None)
+        filters = {"q": q, "source": source, "min_radius": min_radius, "min_depth": min_depth}
+        return page(request, "blobs.html", "blobs", session, n_blobs=len(blobs),
+                    table=queries.paginate(shown, page_no, per), filters=filters,
+                    sources=BLOB_SOURCES, query=_query_string(filters, per))
 
     @app.get("/history", response_class=HTMLResponse, include_in_schema=False)
-    def history(request: Request, session: Session = Depends(db)) -> HTMLResponse:
-        return page(request, "history.html", "history", session, images=queries.list_images(session))
+    def history(request: Request, q: str = "", status: str = "",
+                alert: Literal["", "yes", "no"] = "", mjd_min: float | None = None,
+                mjd_max: float | None = None, page_no: int = Query(1, alias="page"),
+                per: int = queries.PAGE_SIZE, session: Session = Depends(db)) -> HTMLResponse:
+        """The image table, filtered (name ``q``, ``status``, ``alert``, MJD range) and
+        paginated (``page``, ``per``) on the server; the figure shows every image."""
+        _one_of("status", status, IMAGE_STATUSES)
+        images = queries.list_images(session)
+        shown = queries.filter_images(images, q=q, status=status,
+                                      alert={"yes": True, "no": False}.get(alert),
+                                      mjd_min=mjd_min, mjd_max=mjd_max)
+        filters = {"q": q, "status": status, "alert": alert, "mjd_min": mjd_min, "mjd_max": mjd_max}
+        return page(request, "history.html", "history", session, n_images=len(images),
+                    table=queries.paginate(shown, page_no, per), filters=filters,
+                    statuses=IMAGE_STATUSES, query=_query_string(filters, per))
 
     @app.get("/api", response_class=HTMLResponse, include_in_schema=False)
     def api_page(request: Request, session: Session = Depends(db)) -> HTMLResponse:
@@ -596,6 +623,14 @@ def create_app(
 
     # ---------------------------------------------------------------- errors
 
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        if request.url.path.startswith("/api") or request.method != "GET":
+            return JSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg', '')}"
+                             for e in exc.errors())
+        return await http_error(request, StarletteHTTPException(422, f"bad query: {problems}"))
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if request.url.path.startswith("/api") or request.url.path.endswith((".png", ".fits", ".ecsv", ".reg")):
@@ -630,6 +665,20 @@ def _flash(done: str | None, params: Any) -> tuple[str, str] | None:
     if done == "unlocked":
         return "ok", "Write actions unlocked for this browser."
     return None
+
+
+def _one_of(name: str, value: str, allowed: Sequence[str]) -> None:
+    """422 unless ``value`` is empty (no filter) or one of ``allowed``."""
+    if value and value not in allowed:
+        raise HTTPException(422, f"{name} must be one of: {', '.join(allowed)}")
+
+
+def _query_string(filters: dict[str, Any], per: int) -> str:
+    """The filters (and a page size other than the default) as a query string for page links."""
+    params = {k: v for k, v in filters.items() if v not in (None, "")}
+    if per != queries.PAGE_SIZE:
+        params["per"] = per
+    return urlencode(params)
 
 
 def _fmt(value: Any, spec: str = ".3f") -> str:
