@@ -366,7 +366,7 @@ def test_confirm_after_viewing_measures_in_the_stack_in_memory(fresh_db: str, mo
     with open_database(fresh_db)() as session:  # what the command line would measure
         expected = catalog.measure_candidate(session, session.get(Candidate, 1))
     client = _client(create_app(fresh_db, monitor_db["reports"]))
-    assert client.get("/candidates/1/stack.png").status_code == 200  # the candidate page's cut-out
+    assert client.get("/images/6/stack.f32").status_code == 200  # the candidate page's viewer
 
     def reread(*args: object, **kwargs: object) -> None:
         raise AssertionError("re-read the images although their stack is in memory")
@@ -622,14 +622,15 @@ def test_missing_files_are_reported_not_crashed(fresh_db: str, monitor_db: dict)
         s.execute(update(SubframePrediction).where(SubframePrediction.id == 6)
                   .values(saliency_path="images/6/gone.png"))
     client = _client(create_app(fresh_db, monitor_db["reports"]))
-    response = client.get("/images/6/difference.png")
+    # (a figure made earlier is served from the cache, keyed by the file's checksum: the pixels are not)
+    response = client.get("/images/6/difference.f32")
     assert response.status_code == 410 and "no longer readable" in response.json()["detail"]
     assert client.get("/subframes/6/saliency.png").status_code == 404
     assert client.get("/").status_code == 200  # the page itself still renders
     # --images finds files that moved, by file name
     moved = _client(create_app(fresh_db, monitor_db["reports"],
                                   images_dir=monitor_db["paths"][5].parent))
-    assert moved.get("/images/6/difference.png").status_code == 200
+    assert moved.get("/images/6/difference.f32").status_code == 200
 
 
 def test_a_decision_can_be_changed_on_the_candidate_page(fresh_db: str, monitor_db: dict) -> None:
@@ -866,3 +867,101 @@ def test_history_known_blobs_axis_starts_at_zero() -> None:
                          np.array([0.1, 0.9, 0.2]), np.array([False, True, False]), threshold=0.5)
     low, high = fig.axes[0].get_ylim()
     assert low == 0 and high >= 181
+
+
+# ------------------------------------------------------------------------------ pixel viewer
+
+
+def test_viewer_pixels_are_the_float32_arrays_with_zscale_limits(client: TestClient, monitor_db: dict) -> None:
+    response = client.get("/images/6/image.f32")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/octet-stream"
+    assert response.headers["x-shape"] == f"{SIZE},{SIZE}"
+    lo, hi = map(float, response.headers["x-zscale"].split(","))
+    pixels = np.frombuffer(response.content, dtype="<f4").reshape(SIZE, SIZE)
+    expected = fits.getdata(monitor_db["paths"][5]).astype(np.float32)
+    np.testing.assert_array_equal(pixels, expected)
+    assert lo < np.median(expected) < hi
+    diff = np.frombuffer(client.get("/images/6/difference.f32").content, dtype="<f4").reshape(SIZE, SIZE)
+    assert diff[int(BLOB_Y), int(BLOB_X)] < -0.1  # the new blob, dark at (row y, column x)
+    assert client.get("/images/1/difference.f32").status_code == 404  # not processed
+    assert client.get("/images/99/image.f32").status_code == 404
+
+
+def test_viewer_figure_has_clickable_circles_and_no_code(client: TestClient) -> None:
+    spec = client.get("/images/6/viewer.json").json()
+    assert spec["shape"] == [SIZE, SIZE] and spec["kinds"] == ["image", "stack", "difference"]
+    assert set(spec["palettes"]) == {"greys", "viridis", "inferno", "cividis"}
+    text = str(spec["item"])
+    assert "CustomJS" not in text  # the page's CSP allows only its own scripts
+    assert "OpenURL" in text and "/candidates/1" in text and "/blobs?q=%231#blob-1" in text
+    zoomed = client.get("/images/6/viewer.json", params={"candidate": 1}).json()
+    assert "Range1d" in str(zoomed["item"])
+    assert client.get("/images/6/viewer.json", params={"candidate": 99}).status_code == 404
+    page = client.get("/")
+    assert 'class="viewer" data-image="6"' in page.text and "/bokeh/js/bokeh.min.js" in page.text
+    assert "script-src 'self';" in page.headers["content-security-policy"]
+    assert 'data-candidate="1"' in client.get("/candidates/1").text
+
+
+def test_bokehjs_is_served_from_the_package(client: TestClient) -> None:
+    from blobwatch.web.viewer import bokehjs_dir
+
+    response = client.get("/bokeh/js/bokeh.min.js")
+    assert response.status_code == 200
+    assert response.content == (bokehjs_dir() / "js" / "bokeh.min.js").read_bytes()
+
+
+def test_display_arrays_saved_by_the_monitor_are_read_back(tmp_path: Path) -> None:
+    from blobwatch.monitor.display import display_path, load_display_arrays, save_display_arrays
+
+    stack, diff = np.ones((8, 9), np.float32), np.arange(72, dtype=np.float32).reshape(8, 9)
+    save_display_arrays(tmp_path, 3, stack, diff)
+    got = load_display_arrays(tmp_path, 3, shape=(8, 9))
+    np.testing.assert_array_equal(got["difference"], diff)
+    assert load_display_arrays(tmp_path, 4) is None and load_display_arrays(tmp_path, 3, shape=(9, 8)) is None
+    save_display_arrays(tmp_path, 4, stack, diff)  # a reprocessed image: the old run's arrays go
+    assert not display_path(tmp_path, 3, "stack").exists() and display_path(tmp_path, 4, "stack").exists()
+
+
+def test_rebuilt_pixels_are_cached_on_disk_by_content(fresh_db: str, monitor_db: dict, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from blobwatch.monitor import catalog
+
+    app = create_app(fresh_db, tmp_path)  # its own cache folder; no arrays saved by a monitor
+    first = _client(app).get("/images/6/difference.f32").content
+    assert app.state.pixels.rebuilt == 1
+    assert list((tmp_path / ".web-cache" / "pixels").glob("*/difference_run1.npy"))
+
+    def rebuild(*args: object, **kwargs: object) -> None:
+        raise AssertionError("rebuilt although the arrays were cached on disk")
+
+    monkeypatch.setattr(catalog, "rebuild_difference", rebuild)
+    again = create_app(fresh_db, tmp_path)  # a restarted app
+    assert _client(again).get("/images/6/difference.f32").content == first
+
+
+def test_figures_are_made_once_and_slow_ones_hold_up_nothing() -> None:
+    import threading
+    import time
+
+    from blobwatch.web.cache import Memo
+
+    memo: Memo[bytes] = Memo(8)
+    started = threading.Event()
+
+    def slow() -> bytes:
+        started.set()
+        time.sleep(0.5)
+        return b"slow"
+
+    results: list[bytes] = []
+    threads = [threading.Thread(target=lambda: results.append(memo.get("a", slow))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    started.wait()
+    t0 = time.perf_counter()
+    assert memo.get("b", lambda: b"fast") == b"fast"  # another key: no wait
+    assert time.perf_counter() - t0 < 0.2
+    for t in threads:
+        t.join()
+    assert results == [b"slow"] * 3 and memo.made == 2

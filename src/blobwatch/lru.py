@@ -38,6 +38,11 @@ class LRUCache(Generic[V]):
         with self._lock:
             return len(self._items)
 
+    def keys(self) -> list[Hashable]:
+        """The keys, least recently used first."""
+        with self._lock:
+            return list(self._items)
+
     def get(self, key: Hashable) -> V | None:
         """The value for ``key`` (now the most recently used), or None."""
         with self._lock:

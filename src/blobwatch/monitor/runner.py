@@ -714,6 +714,8 @@ def record(
         write_image_report,
     )
 
+    from blobwatch.monitor.display import save_display_arrays
+
     diff, detection = result.difference, result.detection
     timings = dict(timings)
     with write_session(session_factory) as session:
@@ -764,6 +766,8 @@ def record(
         )
         page = write_image_report(report, reports)
         folder = report_dir(reports, image.id, image.name)
+        # the review app's pixels: saved once here, never rebuilt per request
+        save_display_arrays(folder, run.id, diff.stack, diff.data)
         for s in detection.subframes:
             session.add(SubframePrediction(
                 run_id=run.id, index=s.index, x0=s.x0, y0=s.y0, size=s.size, probability=float(s.probability),

@@ -29,15 +29,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from blobwatch import __version__
 from blobwatch.errors import BlobwatchError
-from blobwatch.monitor.db import BLOB_SOURCES, IMAGE_STATUSES, Candidate, SubframePrediction, open_database
-from blobwatch.web import queries, render
-from blobwatch.web.pixels import LRUCache, PixelStore
+from blobwatch.monitor.db import BLOB_SOURCES, IMAGE_STATUSES, Candidate, Image, SubframePrediction, open_database
+from blobwatch.web import queries, render, viewer
+from blobwatch.web.cache import Memo
+from blobwatch.web.pixels import PixelStore
 from blobwatch.web.samp import SampError, SampLink
 from blobwatch.web.security import (
     AUTH_COOKIE,
@@ -56,9 +58,13 @@ CUTOUT_HALF = 24
 #: Where a form may send the browser back to: a plain path on this server.
 _LOCAL_PATH = re.compile(r"/(?:[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*)?")
 ImageKind = Literal["image", "stack", "difference"]
+#: The app's cache folder inside the reports folder (figures, rebuilt pixels).
+WEB_CACHE = ".web-cache"
 _KIND_TITLES = {"image": "current image", "stack": "median stack", "difference": "difference"}
 _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
         "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+#: Pages with the pixel viewer: BokehJS styles its widgets inline (scripts stay 'self').
+_CSP_VIEWER = _CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
 
 
 #: OpenAPI descriptions of the download routes' responses.
@@ -109,9 +115,15 @@ def create_app(
     hosts = frozenset(allowed_host_name(h) for h in allowed_hosts)
     session_factory = open_database(db_url, create=False)
     guard = Guard(token=token, require_token=require_token)
-    pixels = PixelStore(reports_dir=reports_dir, images_dir=images_dir)
+    # figures and rebuilt pixels are made once, kept in memory and in the reports folder's
+    # cache (keyed by content), and never made under a lock that other requests wait on
+    cache_dir = Path(reports_dir) / WEB_CACHE if reports_dir is not None else None
+    pixels = PixelStore(reports_dir=reports_dir, images_dir=images_dir, cache_dir=cache_dir)
     samp = SampLink()
-    pngs: LRUCache[bytes] = LRUCache(96)  # rendered PNGs; rendering serialised by its lock
+    # per-image figures on disk under the image's checksum; catalog-wide ones in memory only
+    pngs: Memo[bytes] = Memo(256, cache_dir / "figures" if cache_dir is not None else None, ".png")
+    summary_pngs: Memo[bytes] = Memo(8)
+    limits: Memo[tuple[float, float]] = Memo(256)  # zscale limits of the viewer's pixels
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.filters["fmt"] = _fmt
     templates.env.filters["utc"] = _utc
@@ -147,6 +159,8 @@ def create_app(
     app.state.guard = guard
     app.state.pixels = pixels
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
+    # BokehJS from the installed bokeh package (offline; its version is in the page's URL)
+    app.mount("/bokeh", StaticFiles(directory=str(viewer.bokehjs_dir())), name="bokeh")
 
     @app.middleware("http")
     async def csrf_cookie_and_headers(request: Request, call_next: Any) -> Response:
@@ -209,9 +223,15 @@ def create_app(
         view = image_or_404(session, image_id) if image_id is not None else None
         older, newer = queries.neighbours(session, view.id) if view else (None, None)
         # "open in DS9" only where DS9 runs on the server's machine: a loopback-only app
-        return page(request, "image.html", active, session, image=view, older=older, newer=newer,
-                    grid=queries.subframe_grid(view.subframes) if view else [],
-                    samp=view is not None and not guard.require_token and samp.available())
+        response = page(request, "image.html", active, session, image=view, older=older, newer=newer,
+                        grid=queries.subframe_grid(view.subframes) if view else [],
+                        samp=view is not None and not guard.require_token and samp.available(),
+                        **viewer_context())
+        response.headers["Content-Security-Policy"] = _CSP_VIEWER
+        return response
+
+    def viewer_context() -> dict[str, Any]:
+        return {"bokeh_version": viewer.bokeh_version(), "colormaps": list(viewer.palettes())}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def today(request: Request, session: Session = Depends(db)) -> HTMLResponse:
@@ -229,8 +249,10 @@ def create_app(
 
     @app.get("/candidates/{candidate_id}", response_class=HTMLResponse, include_in_schema=False)
     def candidate_detail(candidate_id: int, request: Request, session: Session = Depends(db)) -> HTMLResponse:
-        return page(request, "candidate.html", "queue", session,
-                    candidate=candidate_or_404(session, candidate_id))
+        response = page(request, "candidate.html", "queue", session,
+                        candidate=candidate_or_404(session, candidate_id), **viewer_context())
+        response.headers["Content-Security-Policy"] = _CSP_VIEWER
+        return response
 
     @app.get("/blobs", response_class=HTMLResponse, include_in_schema=False)
     def blob_map(request: Request, q: str = "", source: str = "",
@@ -283,7 +305,7 @@ def create_app(
         view = image_or_404(session, image_id)
         if view.run_id is None and kind != "image":
             raise HTTPException(404, f"image {image_id} has not been processed")
-        key = ("image", image_id, view.run_id, kind, queries.review_state(session))
+        key = ("image", queries.image_sha256(session, image_id), view.run_id, kind, queries.review_state(session))
 
         def make() -> bytes:
             arrays = pixels.arrays(session, image_id)
@@ -305,6 +327,42 @@ def create_app(
 
         return _png_response(pngs.get(key, make))
 
+    @app.get("/images/{image_id}/viewer.json", include_in_schema=False)
+    def viewer_json(image_id: int, candidate: int | None = None, session: Session = Depends(db)) -> Response:
+        """The pixel viewer's Bokeh figure (no pixels); zoomed on ``candidate`` if given."""
+        view = image_or_404(session, image_id)
+        shape = session.execute(select(Image.rows, Image.cols).where(Image.id == image_id)).one()
+        if shape[0] and shape[1]:
+            rows, cols = int(shape[0]), int(shape[1])
+        else:  # not recorded (an older database): the pixels say
+            rows, cols = pixels.arrays(session, image_id)["image"].shape
+        center = half = None
+        if candidate is not None:
+            cand = next((c for c in view.candidates if c.id == candidate), None)
+            if cand is None:
+                raise HTTPException(404, f"image {image_id} has no candidate {candidate}")
+            center, half = (cand.x, cand.y), 4.0 * CUTOUT_HALF
+        markers = viewer.blob_markers(queries.list_blobs(session)) + viewer.candidate_markers(view.candidates)
+        item = viewer.viewer_item((rows, cols), markers, center=center, half=half)
+        return JSONResponse({"item": item, "palettes": viewer.palettes(), "shape": [rows, cols],
+                             "kinds": [k for k in _KIND_TITLES if k == "image" or view.run_id is not None]},
+                            headers={"Cache-Control": "no-cache"})
+
+    @app.get("/images/{image_id}/{kind}.f32", include_in_schema=False)
+    def image_f32(image_id: int, kind: ImageKind, session: Session = Depends(db)) -> Response:
+        """An image's pixels as little-endian float32, row 0 first (``X-Shape: rows,cols``),
+        with zscale limits (``X-Zscale: lo,hi``) for the viewer's default scale."""
+        view = image_or_404(session, image_id)
+        arrays = pixels.arrays(session, image_id)
+        if kind not in arrays:
+            raise HTTPException(404, f"image {image_id} has not been processed: no {kind}")
+
+        data = np.ascontiguousarray(arrays[kind], dtype="<f4")
+        lo, hi = limits.get((image_id, view.run_id, kind), lambda: render.zscale_limits(data))
+        return Response(data.tobytes(), media_type="application/octet-stream",
+                        headers={"X-Shape": f"{data.shape[0]},{data.shape[1]}", "X-Zscale": f"{lo!r},{hi!r}",
+                                 "Cache-Control": "no-cache"})
+
     @app.get("/candidates/{candidate_id}/{kind}.png", include_in_schema=False)
     def cutout_png(candidate_id: int, kind: ImageKind, session: Session = Depends(db)) -> Response:
         cand = candidate_or_404(session, candidate_id)
@@ -323,7 +381,9 @@ def create_app(
                                      title=f"#{cand.id} {_KIND_TITLES[kind]}", circles=ring,
                                      limits=limits)
 
-        return _png_response(pngs.get(("cutout", candidate_id, kind), make))
+        key = ("cutout", queries.image_sha256(session, cand.image_id), candidate_id, cand.x, cand.y,
+               cand.radius, kind)
+        return _png_response(pngs.get(key, make))
 
     @app.get("/subframes/{subframe_id}/saliency.png", include_in_schema=False)
     def saliency_png(subframe_id: int, session: Session = Depends(db)) -> Response:
@@ -343,7 +403,7 @@ def create_app(
                                        science_box=queries.science_box(session), highlight=confirmed,
                                        labels=[f"#{blobs[i].id}" for i in confirmed])
 
-        return _png_response(pngs.get(("map", queries.review_state(session)), make))
+        return _png_response(summary_pngs.get(("map", queries.review_state(session)), make))
 
     @app.get("/history.png", include_in_schema=False)
     def history_png(session: Session = Depends(db)) -> Response:
@@ -358,7 +418,7 @@ def create_app(
                 threshold=thresholds[-1] if thresholds else None)
 
         key = ("history", queries.images_state(session), queries.review_state(session))
-        return _png_response(pngs.get(key, make))
+        return _png_response(summary_pngs.get(key, make))
 
     # ---------------------------------------------------------------- downloads
 
@@ -633,7 +693,7 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if request.url.path.startswith("/api") or request.url.path.endswith((".png", ".fits", ".ecsv", ".reg")):
+        if request.url.path.startswith("/api") or request.url.path.endswith((".png", ".fits", ".ecsv", ".reg", ".f32", ".json")):
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
         with session_factory() as session:
             response = page(request, "error.html", "", session, status=exc.status_code, detail=exc.detail)

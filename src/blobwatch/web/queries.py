@@ -329,6 +329,11 @@ def neighbours(session: Session, image_id: int) -> tuple[int | None, int | None]
             order[where + 1] if where + 1 < len(order) else None)
 
 
+def image_sha256(session: Session, image_id: int) -> str | None:
+    """The recorded SHA-256 of an image's file (part of cache keys: names its content)."""
+    return session.scalar(select(Image.sha256).where(Image.id == image_id))
+
+
 def newest_image_id(session: Session) -> int | None:
     """The newest processed image (by observation date), else the newest image at all."""
     for query in (select(Image.id).join(Run, Run.image_id == Image.id),
