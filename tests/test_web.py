@@ -22,7 +22,14 @@ with warnings.catch_warnings():  # starlette's notice about httpx, not ours
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from blobwatch.monitor.db import Blob, Candidate, Image, Run, SubframePrediction, open_database
+from blobwatch.monitor.db import (
+    Blob,
+    Candidate,
+    Image,
+    Run,
+    SubframePrediction,
+    open_database,
+)
 from blobwatch.web import create_app
 from blobwatch.web.security import CSRF_COOKIE, CSRF_FIELD, TOKEN_HEADER, is_loopback
 
@@ -912,7 +919,11 @@ def test_bokehjs_is_served_from_the_package(client: TestClient) -> None:
 
 
 def test_display_arrays_saved_by_the_monitor_are_read_back(tmp_path: Path) -> None:
-    from blobwatch.monitor.display import display_path, load_display_arrays, save_display_arrays
+    from blobwatch.monitor.display import (
+        display_path,
+        load_display_arrays,
+        save_display_arrays,
+    )
 
     stack, diff = np.ones((8, 9), np.float32), np.arange(72, dtype=np.float32).reshape(8, 9)
     save_display_arrays(tmp_path, 3, stack, diff)

@@ -96,7 +96,14 @@ def viewer_item(shape: tuple[int, int], markers: Sequence[Marker], *,
         Width and height of the plot in screen pixels.
     """
     from bokeh.embed import json_item
-    from bokeh.models import ColumnDataSource, HoverTool, LinearColorMapper, OpenURL, Range1d, TapTool
+    from bokeh.models import (
+        ColumnDataSource,
+        HoverTool,
+        LinearColorMapper,
+        OpenURL,
+        Range1d,
+        TapTool,
+    )
     from bokeh.plotting import figure
 
     rows, cols = shape
