@@ -861,6 +861,7 @@ def test_blob_table_is_filtered_and_paginated_on_the_server(many_db: str) -> Non
     confirmed = client.get("/blobs", params={"source": "confirmed"}).text
     assert _blob_rows(confirmed) == list(range(3, 76, 3))
     assert _blob_rows(client.get("/blobs", params={"q": "#42"}).text) == [42]
+    assert _blob_rows(client.get("/blobs", params={"blob": 7}).text) == [7]  # a viewer circle's link
     assert _blob_rows(client.get("/blobs", params={"q": "old-7"}).text) == [7, *range(70, 76)]
     deep = client.get("/blobs", params={"min_depth": 18, "min_radius": 7}).text  # depth in %
     assert _blob_rows(deep) == [b for b in range(1, 76) if b % 20 >= 18 and 3 + b % 5 >= 7]
@@ -900,7 +901,7 @@ def test_viewer_figure_has_clickable_circles_and_no_code(client: TestClient) -> 
     assert set(spec["palettes"]) == {"greys", "viridis", "inferno", "cividis"}
     text = str(spec["item"])
     assert "CustomJS" not in text  # the page's CSP allows only its own scripts
-    assert "OpenURL" in text and "/candidates/1" in text and "/blobs?q=%231#blob-1" in text
+    assert "OpenURL" in text and "/candidates/1" in text and "/blobs?blob=1#blob-1" in text
     zoomed = client.get("/images/6/viewer.json", params={"candidate": 1}).json()
     assert "Range1d" in str(zoomed["item"])
     assert client.get("/images/6/viewer.json", params={"candidate": 99}).status_code == 404

@@ -332,5 +332,5 @@ def test_clicking_a_circle_opens_the_candidate(pixel_db: str) -> None:
         assert x0 <= 100.0 <= x1 and y0 <= 25.0 <= y1
         with page.expect_navigation(timeout=120_000):
             page.mouse.click(*_screen_xy(page, 60.0, 100.0))
-        assert page.url == f"{base}/blobs?q=%231#blob-1"
+        assert page.url == f"{base}/blobs?blob=1#blob-1"
         assert page.locator("#catalog tbody tr").count() == 1

@@ -255,17 +255,17 @@ def create_app(
         return response
 
     @app.get("/blobs", response_class=HTMLResponse, include_in_schema=False)
-    def blob_map(request: Request, q: str = "", source: str = "",
+    def blob_map(request: Request, q: str = "", blob: int | None = None, source: str = "",
                  min_radius: float | None = None, min_depth: float | None = None,
                  page_no: int = Query(1, alias="page"), per: int = queries.PAGE_SIZE,
                  session: Session = Depends(db)) -> HTMLResponse:
-        """The catalog table, filtered (label or id ``q``, ``source``, ``min_radius`` px,
+        """The catalog table, filtered (label or id ``q``, one ``blob`` id, ``source``, ``min_radius`` px,
         ``min_depth`` in %) and paginated (``page``, ``per``) on the server."""
         _one_of("source", source, BLOB_SOURCES)
         blobs = queries.list_blobs(session)
-        shown = queries.filter_blobs(blobs, q=q, source=source, min_radius=min_radius,
+        shown = queries.filter_blobs(blobs, q=q, blob_id=blob, source=source, min_radius=min_radius,
                                      min_depth=min_depth / 100.0 if min_depth is not None else None)
-        filters = {"q": q, "source": source, "min_radius": min_radius, "min_depth": min_depth}
+        filters = {"q": q, "blob": blob, "source": source, "min_radius": min_radius, "min_depth": min_depth}
         return page(request, "blobs.html", "blobs", session, n_blobs=len(blobs),
                     table=queries.paginate(shown, page_no, per), filters=filters,
                     sources=BLOB_SOURCES, query=_query_string(filters, per))

@@ -416,14 +416,15 @@ def filter_images(images: Sequence[ImageView], *, q: str = "", status: str = "",
             and (mjd_max is None or (im.mjd is not None and im.mjd <= mjd_max))]
 
 
-def filter_blobs(blobs: Sequence[BlobView], *, q: str = "", source: str = "",
+def filter_blobs(blobs: Sequence[BlobView], *, q: str = "", blob_id: int | None = None, source: str = "",
                  min_radius: float | None = None, min_depth: float | None = None) -> list[BlobView]:
-    """Blobs whose label contains ``q`` (any case; ``#N`` or ``N`` matches id N), from
-    ``source``, at least ``min_radius`` px and ``min_depth`` (fraction) deep."""
+    """Blobs whose label contains ``q`` (any case; ``#N`` or ``N`` matches id N), with id
+    ``blob_id``, from ``source``, at least ``min_radius`` px and ``min_depth`` (fraction) deep."""
     q = q.strip().lower()
     number = q.lstrip("#")
     return [b for b in blobs
             if (not q or (number.isdigit() and b.id == int(number)) or q in (b.label or "").lower())
+            and (blob_id is None or b.id == blob_id)
             and (not source or b.source == source)
             and (min_radius is None or b.radius >= min_radius)
             and (min_depth is None or (b.depth is not None and b.depth >= min_depth))]

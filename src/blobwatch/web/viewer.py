@@ -76,7 +76,7 @@ def candidate_markers(candidates: Sequence[Any]) -> list[Marker]:
 def blob_markers(blobs: Sequence[Any]) -> list[Marker]:
     """Circles on catalog blobs (objects with ``id, x, y, radius``), linking to their table row."""
     return [Marker(float(b.x), float(b.y), float(max(b.radius, 2.0)), BLOB_COLOR, f"blob #{b.id}",
-                   f"/blobs?q=%23{b.id}#blob-{b.id}") for b in blobs]
+                   f"/blobs?blob={b.id}#blob-{b.id}") for b in blobs]
 
 
 def viewer_item(shape: tuple[int, int], markers: Sequence[Marker], *,
