@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--model", help="model file for the monitor run (default: shipped)")
     parser.add_argument("--db-dir", type=Path, help="build the database here once and reuse it")
+    parser.add_argument("--walks", type=int, default=2, help="walks under load (the first is cold)")
     args, _ = parser.parse_known_args(argv)
 
     warnings.simplefilter("ignore")
@@ -159,9 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(reports / WEB_CACHE, ignore_errors=True)  # the cold phase starts empty
         port = free_port()
         base = f"http://127.0.0.1:{port}"
+        # `blobwatch serve` in its own process (SIGUSR1 dumps its threads' stacks to stderr)
+        launch = ("import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
+                  "from blobwatch.cli import main; sys.exit(main(sys.argv[1:]))")
         server = subprocess.Popen(
-            [sys.executable, "-m", "blobwatch", "-q", "serve", "--db", f"sqlite:///{db_file}", "--reports",
-             str(reports), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            [sys.executable, "-c", launch, "-q", "serve", "--db", f"sqlite:///{db_file}", "--reports",
+             str(reports), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=open(folder / "serve.log", "w"))
         try:
             deadline = time.monotonic() + 120
             while True:
@@ -170,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                     break
                 except httpx.HTTPError:
                     if server.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"the server did not start: {server.stderr.read().decode()[-2000:]}")
+                        raise RuntimeError(f"the server did not start: see {folder / 'serve.log'}")
                     time.sleep(0.5)
             with httpx.Client(base_url=base, timeout=60.0) as http:
                 pages = page_urls(http)
