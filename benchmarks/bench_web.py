@@ -6,7 +6,8 @@ Builds a monitored simulation with `blobwatch.web.testing.monitored_simulation` 
 images of ``--size`` pixels, new blobs on three days, the shipped model; not timed; with
 ``--db-dir`` it is built once there and reused), then starts ``blobwatch serve`` in its own
 process, as a team runs it, with an empty figure cache. Each client walks every page in its
-own random order and fetches what the browser fetches for it: the HTML, the pixel viewer's
+share of one random order of the pages (``--each``: every client walks every page) and fetches
+what the browser fetches for it: the HTML, the pixel viewer's
 figure (``viewer.json``) and pixels (``.f32``), cut-outs, saliency maps and the summary figures.
 
 Phases, all in the same run against the same server:
@@ -73,17 +74,22 @@ def page_urls(client) -> list[list[str]]:
     return pages
 
 
-def walk(base: str, pages: list[list[str]], n_clients: int, seed: int) -> tuple[list[tuple[str, float]], list[str], float]:
-    """``n_clients`` threads each request every page's URLs in their own random page order."""
+def walk(base: str, pages: list[list[str]], n_clients: int, seed: int,
+         share: bool = True) -> tuple[list[tuple[str, float]], list[str], float]:
+    """``n_clients`` threads request every page's URLs: with ``share`` the clients split one
+    random order of the pages (each page once), else each walks every page in its own order."""
     import httpx
 
     latencies: list[tuple[str, float]] = []
     errors: list[str] = []
     lock = threading.Lock()
 
+    order_all = list(pages)
+    random.Random(seed).shuffle(order_all)
+
     def client(k: int) -> None:
-        order = list(pages)
-        random.Random(seed + k).shuffle(order)
+        # every page once per walk: client k takes every n-th page of one random order
+        order = order_all[k::n_clients] if share else random.Random(seed + k).sample(pages, len(pages))
         with httpx.Client(base_url=base, timeout=300.0) as http:
             for urls in order:
                 for url in urls:
@@ -133,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--model", help="model file for the monitor run (default: shipped)")
     parser.add_argument("--db-dir", type=Path, help="build the database here once and reuse it")
-    parser.add_argument("--walks", type=int, default=2, help="walks under load (the first is cold)")
+    parser.add_argument("--each", action="store_true",
+                        help="every client walks every page (default: the clients share one walk)")
     args, _ = parser.parse_known_args(argv)
 
     warnings.simplefilter("ignore")
@@ -183,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(pages)} pages, {n_req} requests per walk; {args.clients} clients")
             print(f"{'phase':8s} {'reqs':>6s} {'wall s':>7s} {'p50 ms':>8s} {'p95 ms':>8s} {'max ms':>8s} "
                   f"{'errors':>6s} {'p95 / single':>6s}")
-            cold = walk(base, pages, args.clients, seed=1)
-            warm = walk(base, pages, args.clients, seed=2)
+            cold = walk(base, pages, args.clients, seed=1, share=not args.each)
+            warm = walk(base, pages, args.clients, seed=2, share=not args.each)
             single = walk(base, pages, 1, seed=3)
             base_p95 = float(np.percentile([dt for _, dt in single[0]], 95))
             report("cold", *cold, base_p95)

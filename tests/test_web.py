@@ -899,6 +899,8 @@ def test_viewer_figure_has_clickable_circles_and_no_code(client: TestClient) -> 
     spec = client.get("/images/6/viewer.json").json()
     assert spec["shape"] == [SIZE, SIZE] and spec["kinds"] == ["image", "stack", "difference"]
     assert set(spec["palettes"]) == {"greys", "viridis", "inferno", "cividis"}
+    # low values dark, as in DS9 and the PNG figures: a new (dark) blob stays dark
+    assert spec["palettes"]["greys"][0] == "#000000" and spec["palettes"]["greys"][-1] == "#ffffff"
     text = str(spec["item"])
     assert "CustomJS" not in text  # the page's CSP allows only its own scripts
     assert "OpenURL" in text and "/candidates/1" in text and "/blobs?blob=1#blob-1" in text

@@ -58,12 +58,7 @@ def palettes() -> dict[str, list[str]]:
     """The offered colour maps, low to high (`COLORMAPS`)."""
     import bokeh.palettes as bp
 
-    out = {}
-    for name in COLORMAPS:
-        colors = list(getattr(bp, name))
-        # Bokeh's Greys256 runs black to white except it is stored white-first
-        out[name.removesuffix("256").lower()] = colors[::-1] if name == "Greys256" else colors
-    return out
+    return {name.removesuffix("256").lower(): list(getattr(bp, name)) for name in COLORMAPS}
 
 
 def candidate_markers(candidates: Sequence[Any]) -> list[Marker]:
