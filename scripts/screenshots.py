@@ -18,41 +18,69 @@ import sys
 import tempfile
 from pathlib import Path
 
-#: (file name, path, what to wait for) of each page.
+#: (file name, path, what to wait for, whole page?) of each page; ``{candidate}`` is the newest
+#: image's first candidate.
 PAGES = (
-    ("today.png", "/", "img[alt='difference image']"),
-    ("queue.png", "/queue", "h1"),
-    ("blobs.png", "/blobs", "img[alt='map of the known blobs on the detector']"),
-    ("history.png", "/history", "img[alt^='known blobs']"),
-    ("api.png", "/api", "table"),
+    ("today.png", "/", "div.viewer[data-state=ready]", False),
+    ("candidate.png", "/candidates/{candidate}", "div.viewer[data-state=ready]", True),
+    ("queue.png", "/queue", "h1", False),
+    ("blobs.png", "/blobs", "img[alt='map of the known blobs on the detector']", False),
+    ("history.png", "/history", "img[alt^='known blobs']", False),
+    ("api.png", "/api", "table", False),
 )
+#: Largest PNG kept in the repository (bytes).
+MAX_BYTES = 300_000
 
 
 def _wait_for_images(page) -> None:
     """Wait until every <img> on the page has loaded (figures are rendered on demand)."""
     page.wait_for_function(
         "Array.from(document.images).every(img => img.complete && img.naturalWidth > 0)",
-        timeout=120_000)
+        timeout=300_000)
+
+
+def shrink_png(path: Path, max_bytes: int = MAX_BYTES) -> int:
+    """Re-save ``path`` with an adaptive palette (fewer colours until under ``max_bytes``)."""
+    from PIL import Image
+
+    with Image.open(path) as shot:
+        rgb = shot.convert("RGB")
+    for colors in (256, 128, 64, 32):
+        rgb.quantize(colors=colors, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+        if path.stat().st_size <= max_bytes:
+            break
+    return path.stat().st_size
 
 
 def shoot(base_url: str, out: Path, *, width: int = 1400) -> list[Path]:
     """Photograph each page of the app at ``base_url`` into ``out``; return the files."""
+    import json
+    from urllib.request import urlopen
+
     from blobwatch.web.testing import browser_page
 
+    with urlopen(f"{base_url}/api/candidates") as response:
+        candidates = json.load(response)
+    open_ones = [c for c in candidates if c["status"] == "new"] or candidates
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    with browser_page(width=width, height=900) as page:
-        for name, path, selector in PAGES:
+    with browser_page(width=width, height=1000) as page:
+        for name, path, selector, full in PAGES:
+            if "{candidate}" in path:
+                if not open_ones:
+                    continue
+                path = path.format(candidate=open_ones[0]["id"])
             page.goto(base_url + path)
-            page.wait_for_selector(selector)
+            page.wait_for_selector(selector, timeout=300_000)
             for img in page.locator("img[loading='lazy']").all():
                 img.scroll_into_view_if_needed()
             _wait_for_images(page)
             page.evaluate("window.scrollTo(0, 0)")
             target = out / name
-            page.screenshot(path=str(target), full_page=True)
+            page.screenshot(path=str(target), full_page=full)
+            size = shrink_png(target)
             written.append(target)
-            print(f"wrote {target}")
+            print(f"wrote {target} ({size / 1e3:.0f} kB)")
     return written
 
 

@@ -35,33 +35,6 @@ def test_threads_share_one_cache_without_losing_entries() -> None:
     assert len(cache) == 800 and cache.hits == 800 and cache.misses == 0
 
 
-def test_get_or_make_makes_each_value_once_and_one_at_a_time() -> None:
-    cache: LRUCache[str] = LRUCache(4)
-    running, most, made = 0, 0, []
-    guard = threading.Lock()
-
-    def make(key: str) -> str:
-        nonlocal running, most
-        with guard:
-            running += 1
-            most = max(most, running)
-        made.append(key)
-        threading.Event().wait(0.01)
-        with guard:
-            running -= 1
-        return key.upper()
-
-    threads = [threading.Thread(target=lambda k=k: cache.get_or_make(k, lambda: make(k)))
-               for k in ("a", "b", "a", "b", "a")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert most == 1  # makes are serialised
-    assert sorted(made) == ["a", "b"]  # a waiting thread finds the value made meanwhile
-    assert cache.get_or_make("a", lambda: "never") == "A"
-
-
 def test_peek_and_keys_do_not_count_and_follow_use_order() -> None:
     cache: LRUCache[int] = LRUCache(3)
     for i, key in enumerate(("x", "y", "z")):

@@ -22,7 +22,14 @@ with warnings.catch_warnings():  # starlette's notice about httpx, not ours
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from blobwatch.monitor.db import Blob, Candidate, Image, Run, SubframePrediction, open_database
+from blobwatch.monitor.db import (
+    Blob,
+    Candidate,
+    Image,
+    Run,
+    SubframePrediction,
+    open_database,
+)
 from blobwatch.web import create_app
 from blobwatch.web.security import (
     AUTH_COOKIE,
@@ -373,7 +380,7 @@ def test_confirm_after_viewing_measures_in_the_stack_in_memory(fresh_db: str, mo
     with open_database(fresh_db)() as session:  # what the command line would measure
         expected = catalog.measure_candidate(session, session.get(Candidate, 1))
     client = _client(create_app(fresh_db, monitor_db["reports"]))
-    assert client.get("/candidates/1/stack.png").status_code == 200  # the candidate page's cut-out
+    assert client.get("/images/6/stack.f32").status_code == 200  # the candidate page's viewer
 
     def reread(*args: object, **kwargs: object) -> None:
         raise AssertionError("re-read the images although their stack is in memory")
@@ -704,14 +711,15 @@ def test_missing_files_are_reported_not_crashed(fresh_db: str, monitor_db: dict)
         s.execute(update(SubframePrediction).where(SubframePrediction.id == 6)
                   .values(saliency_path="images/6/gone.png"))
     client = _client(create_app(fresh_db, monitor_db["reports"]))
-    response = client.get("/images/6/difference.png")
+    # (a figure made earlier is served from the cache, keyed by the file's checksum: the pixels are not)
+    response = client.get("/images/6/difference.f32")
     assert response.status_code == 410 and "no longer readable" in response.json()["detail"]
     assert client.get("/subframes/6/saliency.png").status_code == 404
     assert client.get("/").status_code == 200  # the page itself still renders
     # --images finds files that moved, by file name
     moved = _client(create_app(fresh_db, monitor_db["reports"],
                                   images_dir=monitor_db["paths"][5].parent))
-    assert moved.get("/images/6/difference.png").status_code == 200
+    assert moved.get("/images/6/difference.f32").status_code == 200
 
 
 def test_a_decision_can_be_changed_on_the_candidate_page(fresh_db: str, monitor_db: dict) -> None:
@@ -853,3 +861,203 @@ def test_open_in_ds9_sends_the_fits_url_and_the_regions(monitor_db: dict, samp_h
     assert _regions(region_file.read_text())["candidate"]  # the image's candidates, as downloaded
     assert client.post("/images/6/ds9", data={CSRF_FIELD: _csrf(client, "/"), "kind": "x"}).status_code == 422
     assert client.post("/images/6/ds9", data={"kind": "stack"}).status_code == 403  # no CSRF token
+
+
+# ------------------------------------------------------------------------------ large tables
+
+
+@pytest.fixture(scope="module")
+def many_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """120 images (every 7th alerted, the first 10 only registered) and 75 blobs (25 confirmed);
+    no files: the tables need none."""
+    root = tmp_path_factory.mktemp("many")
+    url = f"sqlite:///{root / 'bw.db'}"
+    with open_database(url).begin() as s:
+        s.add_all([Image(id=i, path=f"/gone/csm_day{i:03d}_blob.fits", sha256=f"{i:064x}",
+                         mjd=60000.0 + i, status="registered" if i <= 10 else "processed")
+                   for i in range(1, 121)])
+        s.add_all([Run(id=i, image_id=i, blobwatch_version="t", threshold=0.5,
+                       max_probability=0.9 if i % 7 == 0 else 0.1) for i in range(11, 121)])
+        s.add_all([Candidate(run_id=i, image_id=i, x=10.0 + i, y=20.0, probability=0.9, status="new",
+                             alerted=True) for i in range(11, 121) if i % 7 == 0])
+        s.add_all([Blob(id=b, x=5.0 + b, y=30.0, radius=3.0 + b % 5, depth=0.01 * (b % 20),
+                        source="confirmed" if b % 3 == 0 else "import", label=f"old-{b}",
+                        first_seen_mjd=60000.0 + b) for b in range(1, 76)])
+    return url
+
+
+def _history_rows(html: str) -> list[str]:
+    return re.findall(r'<a href="/images/\d+">(csm_day\d+_blob\.fits)</a>', html.split("<tbody>")[1]) \
+        if "<tbody>" in html else []
+
+
+def test_history_is_paginated_on_the_server(many_db: str) -> None:
+    client = _client(create_app(many_db))
+    html = client.get("/history").text
+    assert "(120 images)" in html and "120 rows · page 1 of 3" in html
+    rows = _history_rows(html)
+    assert len(rows) == 50 and rows[0] == "csm_day120_blob.fits"  # newest first
+    page3 = client.get("/history", params={"page": 3}).text
+    assert _history_rows(page3) == [f"csm_day{i:03d}_blob.fits" for i in range(20, 0, -1)]
+    assert 'rel="prev"' in page3 and 'rel="next"' not in page3
+    # a page past the end shows the last one; per is clipped to 10..500
+    assert _history_rows(client.get("/history", params={"page": 99}).text) == _history_rows(page3)
+    assert len(_history_rows(client.get("/history", params={"per": 1}).text)) == 10
+
+
+def test_history_filters_on_the_server_and_pages_keep_them(many_db: str) -> None:
+    client = _client(create_app(many_db))
+    alerts = client.get("/history", params={"alert": "yes", "per": 10}).text
+    want = [f"csm_day{i:03d}_blob.fits" for i in range(119, 10, -7)]  # 119, 112, ..., 14
+    assert len(want) == 16 and "16 rows · page 1 of 2" in alerts
+    assert _history_rows(alerts) == want[:10]
+    # the next-page link keeps the filter and the page size
+    link = re.search(r'href="(/history\?[^"]*)" rel="next"', alerts).group(1).replace("&amp;", "&")
+    assert _history_rows(client.get(link).text) == want[10:]
+    assert _history_rows(client.get("/history", params={"status": "registered"}).text) == \
+        [f"csm_day{i:03d}_blob.fits" for i in range(10, 0, -1)]
+    ranged = client.get("/history", params={"mjd_min": 60050, "mjd_max": 60052.5, "q": "DAY05"}).text
+    assert _history_rows(ranged) == ["csm_day052_blob.fits", "csm_day051_blob.fits", "csm_day050_blob.fits"]
+    assert "No images match the filter." in client.get("/history", params={"q": "nothing"}).text
+
+
+@pytest.mark.parametrize("params", [{"status": "bogus"}, {"alert": "maybe"}, {"mjd_min": "x"},
+                                    {"page": "two"}])
+def test_history_refuses_bad_filters_with_a_page(many_db: str, params: dict) -> None:
+    response = _client(create_app(many_db)).get("/history", params=params)
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("text/html")
+    assert "bad query" in response.text or "must be one of" in response.text
+
+
+def _blob_rows(html: str) -> list[int]:
+    return [int(b) for b in re.findall(r'<tr id="blob-(\d+)">', html)]
+
+
+def test_blob_table_is_filtered_and_paginated_on_the_server(many_db: str) -> None:
+    client = _client(create_app(many_db))
+    html = client.get("/blobs").text
+    assert "(75 known blobs)" in html and "75 rows · page 1 of 2" in html
+    assert _blob_rows(html) == list(range(1, 51))
+    assert _blob_rows(client.get("/blobs", params={"page": 2}).text) == list(range(51, 76))
+    confirmed = client.get("/blobs", params={"source": "confirmed"}).text
+    assert _blob_rows(confirmed) == list(range(3, 76, 3))
+    assert _blob_rows(client.get("/blobs", params={"q": "#42"}).text) == [42]
+    assert _blob_rows(client.get("/blobs", params={"blob": 7}).text) == [7]  # a viewer circle's link
+    assert _blob_rows(client.get("/blobs", params={"q": "old-7"}).text) == [7, *range(70, 76)]
+    deep = client.get("/blobs", params={"min_depth": 18, "min_radius": 7}).text  # depth in %
+    assert _blob_rows(deep) == [b for b in range(1, 76) if b % 20 >= 18 and 3 + b % 5 >= 7]
+    assert client.get("/blobs", params={"source": "elsewhere"}).status_code == 422
+
+
+def test_history_known_blobs_axis_starts_at_zero() -> None:
+    from blobwatch.web.render import history_figure
+
+    fig = history_figure(np.array([60000.0, 60001.0, 60002.0]), np.array([180, 181, 181]),
+                         np.array([0.1, 0.9, 0.2]), np.array([False, True, False]), threshold=0.5)
+    low, high = fig.axes[0].get_ylim()
+    assert low == 0 and high >= 181
+
+
+# ------------------------------------------------------------------------------ pixel viewer
+
+
+def test_viewer_pixels_are_the_float32_arrays_with_zscale_limits(client: TestClient, monitor_db: dict) -> None:
+    response = client.get("/images/6/image.f32")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/octet-stream"
+    assert response.headers["x-shape"] == f"{SIZE},{SIZE}"
+    lo, hi = map(float, response.headers["x-zscale"].split(","))
+    pixels = np.frombuffer(response.content, dtype="<f4").reshape(SIZE, SIZE)
+    expected = fits.getdata(monitor_db["paths"][5]).astype(np.float32)
+    np.testing.assert_array_equal(pixels, expected)
+    assert lo < np.median(expected) < hi
+    diff = np.frombuffer(client.get("/images/6/difference.f32").content, dtype="<f4").reshape(SIZE, SIZE)
+    assert diff[int(BLOB_Y), int(BLOB_X)] < -0.1  # the new blob, dark at (row y, column x)
+    assert client.get("/images/1/difference.f32").status_code == 404  # not processed
+    assert client.get("/images/99/image.f32").status_code == 404
+
+
+def test_viewer_figure_has_clickable_circles_and_no_code(client: TestClient) -> None:
+    spec = client.get("/images/6/viewer.json").json()
+    assert spec["shape"] == [SIZE, SIZE] and spec["kinds"] == ["image", "stack", "difference"]
+    assert set(spec["palettes"]) == {"greys", "viridis", "inferno", "cividis"}
+    # low values dark, as in DS9 and the PNG figures: a new (dark) blob stays dark
+    assert spec["palettes"]["greys"][0] == "#000000" and spec["palettes"]["greys"][-1] == "#ffffff"
+    text = str(spec["item"])
+    assert "CustomJS" not in text  # the page's CSP allows only its own scripts
+    assert "OpenURL" in text and "/candidates/1" in text and "/blobs?blob=1#blob-1" in text
+    zoomed = client.get("/images/6/viewer.json", params={"candidate": 1}).json()
+    assert "Range1d" in str(zoomed["item"])
+    assert client.get("/images/6/viewer.json", params={"candidate": 99}).status_code == 404
+    page = client.get("/")
+    assert 'class="viewer" data-image="6"' in page.text and "/bokeh/js/bokeh.min.js" in page.text
+    assert "script-src 'self';" in page.headers["content-security-policy"]
+    assert 'data-candidate="1"' in client.get("/candidates/1").text
+
+
+def test_bokehjs_is_served_from_the_package(client: TestClient) -> None:
+    from blobwatch.web.viewer import bokehjs_dir
+
+    response = client.get("/bokeh/js/bokeh.min.js")
+    assert response.status_code == 200
+    assert response.content == (bokehjs_dir() / "js" / "bokeh.min.js").read_bytes()
+
+
+def test_display_arrays_saved_by_the_monitor_are_read_back(tmp_path: Path) -> None:
+    from blobwatch.monitor.display import (
+        display_path,
+        load_display_arrays,
+        save_display_arrays,
+    )
+
+    stack, diff = np.ones((8, 9), np.float32), np.arange(72, dtype=np.float32).reshape(8, 9)
+    save_display_arrays(tmp_path, 3, stack, diff)
+    got = load_display_arrays(tmp_path, 3, shape=(8, 9))
+    np.testing.assert_array_equal(got["difference"], diff)
+    assert load_display_arrays(tmp_path, 4) is None and load_display_arrays(tmp_path, 3, shape=(9, 8)) is None
+    save_display_arrays(tmp_path, 4, stack, diff)  # a reprocessed image: the old run's arrays go
+    assert not display_path(tmp_path, 3, "stack").exists() and display_path(tmp_path, 4, "stack").exists()
+
+
+def test_rebuilt_pixels_are_cached_on_disk_by_content(fresh_db: str, monitor_db: dict, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from blobwatch.monitor import catalog
+
+    app = create_app(fresh_db, tmp_path)  # its own cache folder; no arrays saved by a monitor
+    first = _client(app).get("/images/6/difference.f32").content
+    assert app.state.pixels.rebuilt == 1
+    assert list((tmp_path / ".web-cache" / "pixels").glob("*/difference_run1.npy"))
+
+    def rebuild(*args: object, **kwargs: object) -> None:
+        raise AssertionError("rebuilt although the arrays were cached on disk")
+
+    monkeypatch.setattr(catalog, "rebuild_difference", rebuild)
+    again = create_app(fresh_db, tmp_path)  # a restarted app
+    assert _client(again).get("/images/6/difference.f32").content == first
+
+
+def test_figures_are_made_once_and_slow_ones_hold_up_nothing() -> None:
+    import threading
+    import time
+
+    from blobwatch.web.cache import Memo
+
+    memo: Memo[bytes] = Memo(8)
+    started = threading.Event()
+
+    def slow() -> bytes:
+        started.set()
+        time.sleep(0.5)
+        return b"slow"
+
+    results: list[bytes] = []
+    threads = [threading.Thread(target=lambda: results.append(memo.get("a", slow))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    started.wait()
+    t0 = time.perf_counter()
+    assert memo.get("b", lambda: b"fast") == b"fast"  # another key: no wait
+    assert time.perf_counter() - t0 < 0.2
+    for t in threads:
+        t.join()
+    assert results == [b"slow"] * 3 and memo.made == 2

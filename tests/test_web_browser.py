@@ -188,3 +188,149 @@ def test_a_downloaded_region_file_puts_circles_on_the_candidates(reviewed_db: st
     assert circles == {"candidate 2 linked": pytest.approx((300.6, 200.0, 6.0)),
                        "candidate 3 linked": pytest.approx((299.5, 200.4, 6.0)),
                        "blob 1": pytest.approx((300.2, 199.9, 6.0))}
+
+
+# ------------------------------------------------------------------------------ pixel viewer
+
+#: A pixel of the current image with a value no other pixel has, (x = column, y = row).
+MARK_X, MARK_Y, MARK_VALUE = 70, 40, 5.0
+
+
+@pytest.fixture(scope="module")
+def pixel_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Six 256x256 images on disk; the newest processed (against the other five) with two
+    candidates, one catalog blob; the current image holds ``MARK_VALUE`` at (MARK_X, MARK_Y)."""
+    from astropy.io import fits
+
+    from blobwatch.monitor.db import Blob, Candidate, Image, Run, open_database
+
+    root = tmp_path_factory.mktemp("viewer")
+    paths = []
+    for day in range(6):
+        data = 1.0 + np.random.default_rng(day).normal(0.0, 0.003, (256, 256)).astype(np.float32)
+        if day == 5:
+            data[MARK_Y, MARK_X] = MARK_VALUE
+        header = fits.Header()
+        header["EXPSTART"] = 60000.0 + day
+        path = root / f"csm_day{day:03d}_blob.fits"
+        fits.PrimaryHDU(data, header=header).writeto(path)
+        paths.append(path)
+    url = f"sqlite:///{root / 'bw.db'}"
+    with open_database(url).begin() as s:
+        s.add_all([Image(id=i + 1, path=str(p), sha256=f"{i:064x}", mjd=60000.0 + i, rows=256, cols=256,
+                         status="processed" if i == 5 else "registered") for i, p in enumerate(paths)])
+        s.add(Run(id=1, image_id=6, blobwatch_version="t", threshold=0.5, max_probability=0.9,
+                  parameters={"reference_paths": [str(p) for p in paths[:5]], "register": False,
+                              "min_references": 5}))
+        s.add_all([Candidate(id=1, run_id=1, image_id=6, x=30.0, y=90.0, probability=0.9, radius=6.0,
+                             status="new", alerted=True),
+                   Candidate(id=2, run_id=1, image_id=6, x=100.0, y=25.0, probability=0.7, radius=6.0,
+                             status="new", alerted=True)])
+        s.add(Blob(id=1, x=60.0, y=100.0, radius=5.0, depth=0.1, source="import", label="old-1"))
+    return url
+
+
+def _viewer_ready(page, timeout: float = 180_000) -> None:
+    """Wait for the viewer's pixels, then scroll it into view (mouse positions are on screen)."""
+    page.wait_for_selector("div.viewer[data-state=ready]", timeout=timeout)
+    page.locator("div.viewer").scroll_into_view_if_needed()
+
+
+def _screen_xy(page, x: float, y: float) -> tuple[float, float]:
+    """Page coordinates of the 0-based pixel (x, y) in the first viewer."""
+    sx, sy = page.evaluate("""([x, y]) => {
+        const v = window.blobwatchViewers[0], view = Bokeh.index.get_one(v.fig);
+        const rect = view.canvas_view.el.getBoundingClientRect();
+        return [rect.left + view.frame.x_scale.compute(x), rect.top + view.frame.y_scale.compute(y)];
+    }""", [x, y])
+    return float(sx), float(sy)
+
+
+def _ranges(page) -> tuple[float, float, float, float]:
+    return tuple(page.evaluate("""() => { const f = window.blobwatchViewers[0].fig;
+        return [f.x_range.start, f.x_range.end, f.y_range.start, f.y_range.end]; }"""))
+
+
+def test_viewer_zooms_pans_and_reads_out_the_pixel_under_the_cursor(pixel_db: str) -> None:
+    """With the app's CSP in force: the viewer loads, the wheel zooms in about the cursor, a drag
+    pans, and the readout gives x, y (0-based and DS9) and the value of the pixel under it;
+    the scale and colour-map controls change the colour mapper."""
+    from blobwatch.web.app import create_app
+    from blobwatch.web.testing import browser_page, serve_in_thread
+
+    errors: list[str] = []
+    with serve_in_thread(create_app(pixel_db)) as base, browser_page(bypass_csp=False) as page:
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{base}/images/6")
+        _viewer_ready(page)
+        assert page.locator("div.viewer").get_attribute("data-kind") == "difference"
+        page.locator("select[name=kind]").select_option("image")
+        page.wait_for_selector("div.viewer[data-kind=image][data-state=ready]", timeout=180_000)
+
+        full = _ranges(page)
+        assert full == pytest.approx((-0.5, 255.5, -0.5, 255.5))
+        page.mouse.move(*_screen_xy(page, MARK_X, MARK_Y))
+        for _ in range(4):
+            page.mouse.wheel(0, -300)
+        page.wait_for_function("() => { const f = window.blobwatchViewers[0].fig;"
+                               " return f.x_range.end - f.x_range.start < 150; }", timeout=60_000)
+        page.wait_for_timeout(500)  # the last wheel events
+        zoomed = _ranges(page)
+        assert zoomed[1] - zoomed[0] < 0.6 * (full[1] - full[0])  # zoomed in ...
+        assert zoomed[0] < MARK_X < zoomed[1] and zoomed[2] < MARK_Y < zoomed[3]  # ... about the cursor
+        # pan: drag 100 screen pixels to the left shows pixels further right
+        sx, sy = _screen_xy(page, MARK_X, MARK_Y)
+        page.mouse.move(sx, sy)
+        page.mouse.down()
+        page.mouse.move(sx - 50, sy, steps=5)
+        page.mouse.move(sx - 100, sy, steps=5)
+        page.mouse.up()
+        page.wait_for_function(f"() => window.blobwatchViewers[0].fig.x_range.start > {zoomed[0] + 1}",
+                               timeout=60_000)
+        panned = _ranges(page)
+        assert panned[0] > zoomed[0] + 1 and panned[1] - panned[0] == pytest.approx(zoomed[1] - zoomed[0])
+
+        page.mouse.move(*_screen_xy(page, MARK_X + 0.2, MARK_Y - 0.2))  # inside the pixel
+        readout = page.locator(".viewer-readout")
+        page.wait_for_function(f"() => document.querySelector('.viewer-readout').dataset.x === '{MARK_X}'",
+                               timeout=60_000)
+        assert readout.inner_text().split() == ["x", str(MARK_X), "y", str(MARK_Y), "(DS9",
+                                                f"{MARK_X + 1},", f"{MARK_Y + 1})", "image", "5.00000"]
+        page.mouse.move(*_screen_xy(page, MARK_X + 1, MARK_Y))
+        page.wait_for_function(f"() => document.querySelector('.viewer-readout').dataset.x === '{MARK_X + 1}'",
+                               timeout=60_000)
+        x, y, value = (readout.get_attribute(f"data-{k}") for k in ("x", "y", "value"))
+        assert (int(x), int(y)) == (MARK_X + 1, MARK_Y) and abs(float(value) - 1.0) < 0.02
+
+        viewer = page.locator("div.viewer")
+        zscale = float(viewer.get_attribute("data-high"))
+        page.locator("select[name=scale]").select_option("minmax")
+        assert float(viewer.get_attribute("data-high")) == pytest.approx(MARK_VALUE)
+        page.locator("select[name=scale]").select_option("99")
+        assert float(viewer.get_attribute("data-high")) < 1.1 and zscale < 1.1
+        page.locator("select[name=cmap]").select_option("viridis")
+        first = page.evaluate("() => window.blobwatchViewers[0].mapper.palette[0]")
+        assert first.lower() == "#440154"  # viridis starts dark purple
+    assert not errors, errors
+
+
+def test_clicking_a_circle_opens_the_candidate(pixel_db: str) -> None:
+    from blobwatch.web.app import create_app
+    from blobwatch.web.testing import browser_page, serve_in_thread
+
+    with serve_in_thread(create_app(pixel_db)) as base, browser_page() as page:
+        page.goto(f"{base}/")
+        _viewer_ready(page)
+        with page.expect_navigation(timeout=120_000):
+            page.mouse.click(*_screen_xy(page, 100.0, 25.0))
+        assert page.url == f"{base}/candidates/2"
+        assert page.locator("h1").inner_text() == "Candidate #2"
+        # the candidate page's viewer starts zoomed on it, and its catalog blob circle opens the table
+        _viewer_ready(page)
+        x0, x1, y0, y1 = _ranges(page)
+        assert x0 <= 100.0 <= x1 and y0 <= 25.0 <= y1
+        with page.expect_navigation(timeout=120_000):
+            page.mouse.click(*_screen_xy(page, 60.0, 100.0))
+        assert page.url == f"{base}/blobs?blob=1#blob-1"
+        assert page.locator("#catalog tbody tr").count() == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 __all__ = ["LRUCache"]
@@ -17,9 +17,8 @@ class LRUCache(Generic[V]):
     """Keeps the ``capacity`` most recently used values; counts ``hits`` and ``misses`` of `get`.
 
     Values are made by the caller outside the lock (two threads may make the same one; the
-    later `put` wins), so a slow computation never blocks the other threads' lookups.
-    `get_or_make` instead makes one value at a time (for work that must not run concurrently,
-    such as matplotlib rendering), still without blocking lookups.
+    later `put` wins), so a slow computation never blocks the other threads' lookups
+    (`blobwatch.web.cache.Memo` adds one maker per key on top of it).
 
     Parameters
     ----------
@@ -31,7 +30,6 @@ class LRUCache(Generic[V]):
         self.capacity = max(1, int(capacity))
         self._items: OrderedDict[Hashable, V] = OrderedDict()
         self._lock = threading.Lock()
-        self._make_lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
@@ -42,6 +40,11 @@ class LRUCache(Generic[V]):
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
+
+    def keys(self) -> list[Hashable]:
+        """The keys, least recently used first."""
+        with self._lock:
+            return list(self._items)
 
     def get(self, key: Hashable) -> V | None:
         """The value for ``key`` (now the most recently used), or None."""
@@ -68,24 +71,3 @@ class LRUCache(Generic[V]):
                 return None
             self._items.move_to_end(key)
             return self._items[key]
-
-    def get_or_make(self, key: Hashable, make: Callable[[], V]) -> V:
-        """The value for ``key``; on a miss made by ``make()`` and kept.
-
-        Makes are serialised (one at a time, across threads); a thread that waited finds the
-        value another one made for the same key instead of making it again.
-        """
-        value = self.get(key)
-        if value is not None:
-            return value
-        with self._make_lock:
-            value = self.peek(key)
-            if value is None:
-                value = make()
-                self.put(key, value)
-            return value
-
-    def keys(self) -> list[Hashable]:
-        """The cached keys, least recently used first."""
-        with self._lock:
-            return list(self._items)

@@ -765,6 +765,7 @@ def record(
     _ClaimLost
         Another monitor took the image over; nothing is written.
     """
+    from blobwatch.monitor.display import save_display_arrays
     from blobwatch.monitor.report import (
         CandidateView,
         ImageReport,
@@ -826,6 +827,8 @@ def record(
         )
         page = write_image_report(report, reports)
         folder = report_dir(reports, image.id, image.name)
+        # the review app's pixels: saved once here, never rebuilt per request
+        save_display_arrays(folder, run.id, diff.stack, diff.data)
         for s in detection.subframes:
             session.add(SubframePrediction(
                 run_id=run.id, index=s.index, x0=s.x0, y0=s.y0, size=s.size, probability=float(s.probability),

@@ -25,19 +25,29 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 
 import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from blobwatch import __version__
 from blobwatch.errors import BlobwatchError
-from blobwatch.lru import LRUCache
-from blobwatch.monitor.db import Candidate, SubframePrediction, open_database
-from blobwatch.web import queries, render
+from blobwatch.monitor.db import (
+    BLOB_SOURCES,
+    IMAGE_STATUSES,
+    Candidate,
+    Image,
+    SubframePrediction,
+    open_database,
+)
+from blobwatch.web import queries, render, viewer
+from blobwatch.web.cache import Memo
 from blobwatch.web.pixels import PixelStore
 from blobwatch.web.samp import SampError, SampLink
 from blobwatch.web.security import (
@@ -60,9 +70,13 @@ CUTOUT_HALF = 24
 #: Where a form may send the browser back to: a plain path on this server.
 _LOCAL_PATH = re.compile(r"/(?:[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*)?")
 ImageKind = Literal["image", "stack", "difference"]
+#: The app's cache folder inside the reports folder (figures, rebuilt pixels).
+WEB_CACHE = ".web-cache"
 _KIND_TITLES = {"image": "current image", "stack": "median stack", "difference": "difference"}
 _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
         "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+#: Pages with the pixel viewer: BokehJS styles its widgets inline (scripts stay 'self').
+_CSP_VIEWER = _CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
 
 
 #: OpenAPI descriptions of the download routes' responses.
@@ -113,9 +127,15 @@ def create_app(
     hosts = frozenset(allowed_host_name(h) for h in allowed_hosts)
     session_factory = open_database(db_url, create=False)
     guard = Guard(token=token, require_token=require_token)
-    pixels = PixelStore(reports_dir=reports_dir, images_dir=images_dir)
+    # figures and rebuilt pixels are made once, kept in memory and in the reports folder's
+    # cache (keyed by content), and never made under a lock that other requests wait on
+    cache_dir = Path(reports_dir) / WEB_CACHE if reports_dir is not None else None
+    pixels = PixelStore(reports_dir=reports_dir, images_dir=images_dir, cache_dir=cache_dir)
     samp = SampLink()
-    pngs: LRUCache[bytes] = LRUCache(96)  # rendered PNGs; rendering serialised by get_or_make
+    # per-image figures on disk under the image's checksum; catalog-wide ones in memory only
+    pngs: Memo[bytes] = Memo(256, cache_dir / "figures" if cache_dir is not None else None, ".png")
+    summary_pngs: Memo[bytes] = Memo(8)
+    limits: Memo[tuple[float, float]] = Memo(256)  # zscale limits of the viewer's pixels
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.filters["fmt"] = _fmt
     templates.env.filters["utc"] = _utc
@@ -151,6 +171,8 @@ def create_app(
     app.state.guard = guard
     app.state.pixels = pixels
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
+    # BokehJS from the installed bokeh package (offline; its version is in the page's URL)
+    app.mount("/bokeh", StaticFiles(directory=str(viewer.bokehjs_dir())), name="bokeh")
 
     @app.middleware("http")
     async def csrf_cookie_and_headers(request: Request, call_next: Any) -> Response:
@@ -214,9 +236,15 @@ def create_app(
         view = image_or_404(session, image_id) if image_id is not None else None
         older, newer = queries.neighbours(session, view.id) if view else (None, None)
         # "open in DS9" only where DS9 runs on the server's machine: a loopback-only app
-        return page(request, "image.html", active, session, image=view, older=older, newer=newer,
-                    grid=queries.subframe_grid(view.subframes) if view else [],
-                    samp=view is not None and not guard.require_token and samp.available())
+        response = page(request, "image.html", active, session, image=view, older=older, newer=newer,
+                        grid=queries.subframe_grid(view.subframes) if view else [],
+                        samp=view is not None and not guard.require_token and samp.available(),
+                        **viewer_context())
+        response.headers["Content-Security-Policy"] = _CSP_VIEWER
+        return response
+
+    def viewer_context() -> dict[str, Any]:
+        return {"bokeh_version": viewer.bokeh_version(), "colormaps": list(viewer.palettes())}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def today(request: Request, session: Session = Depends(db)) -> HTMLResponse:
@@ -234,16 +262,43 @@ def create_app(
 
     @app.get("/candidates/{candidate_id}", response_class=HTMLResponse, include_in_schema=False)
     def candidate_detail(candidate_id: int, request: Request, session: Session = Depends(db)) -> HTMLResponse:
-        return page(request, "candidate.html", "queue", session,
-                    candidate=candidate_or_404(session, candidate_id))
+        response = page(request, "candidate.html", "queue", session,
+                        candidate=candidate_or_404(session, candidate_id), **viewer_context())
+        response.headers["Content-Security-Policy"] = _CSP_VIEWER
+        return response
 
     @app.get("/blobs", response_class=HTMLResponse, include_in_schema=False)
-    def blob_map(request: Request, session: Session = Depends(db)) -> HTMLResponse:
-        return page(request, "blobs.html", "blobs", session, blobs=queries.list_blobs(session))
+    def blob_map(request: Request, q: str = "", blob: int | None = None, source: str = "",
+                 min_radius: float | None = None, min_depth: float | None = None,
+                 page_no: int = Query(1, alias="page"), per: int = queries.PAGE_SIZE,
+                 session: Session = Depends(db)) -> HTMLResponse:
+        """The catalog table, filtered (label or id ``q``, one ``blob`` id, ``source``, ``min_radius`` px,
+        ``min_depth`` in %) and paginated (``page``, ``per``) on the server."""
+        _one_of("source", source, BLOB_SOURCES)
+        blobs = queries.list_blobs(session)
+        shown = queries.filter_blobs(blobs, q=q, blob_id=blob, source=source, min_radius=min_radius,
+                                     min_depth=min_depth / 100.0 if min_depth is not None else None)
+        filters = {"q": q, "blob": blob, "source": source, "min_radius": min_radius, "min_depth": min_depth}
+        return page(request, "blobs.html", "blobs", session, n_blobs=len(blobs),
+                    table=queries.paginate(shown, page_no, per), filters=filters,
+                    sources=BLOB_SOURCES, query=_query_string(filters, per))
 
     @app.get("/history", response_class=HTMLResponse, include_in_schema=False)
-    def history(request: Request, session: Session = Depends(db)) -> HTMLResponse:
-        return page(request, "history.html", "history", session, images=queries.list_images(session))
+    def history(request: Request, q: str = "", status: str = "",
+                alert: Literal["", "yes", "no"] = "", mjd_min: float | None = None,
+                mjd_max: float | None = None, page_no: int = Query(1, alias="page"),
+                per: int = queries.PAGE_SIZE, session: Session = Depends(db)) -> HTMLResponse:
+        """The image table, filtered (name ``q``, ``status``, ``alert``, MJD range) and
+        paginated (``page``, ``per``) on the server; the figure shows every image."""
+        _one_of("status", status, IMAGE_STATUSES)
+        images = queries.list_images(session)
+        shown = queries.filter_images(images, q=q, status=status,
+                                      alert={"yes": True, "no": False}.get(alert),
+                                      mjd_min=mjd_min, mjd_max=mjd_max)
+        filters = {"q": q, "status": status, "alert": alert, "mjd_min": mjd_min, "mjd_max": mjd_max}
+        return page(request, "history.html", "history", session, n_images=len(images),
+                    table=queries.paginate(shown, page_no, per), filters=filters,
+                    statuses=IMAGE_STATUSES, query=_query_string(filters, per))
 
     @app.get("/api", response_class=HTMLResponse, include_in_schema=False)
     def api_page(request: Request, session: Session = Depends(db)) -> HTMLResponse:
@@ -263,7 +318,7 @@ def create_app(
         view = image_or_404(session, image_id)
         if view.run_id is None and kind != "image":
             raise HTTPException(404, f"image {image_id} has not been processed")
-        key = ("image", image_id, view.run_id, kind, queries.review_state(session))
+        key = ("image", queries.image_sha256(session, image_id), view.run_id, kind, queries.review_state(session))
 
         def make() -> bytes:
             arrays = pixels.arrays(session, image_id)
@@ -283,7 +338,43 @@ def create_app(
             return render.image_png(arrays[kind], title=f"{_KIND_TITLES[kind]}: {view.name}",
                                     limits=limits)
 
-        return _png_response(pngs.get_or_make(key, make))
+        return _png_response(pngs.get(key, make))
+
+    @app.get("/images/{image_id}/viewer.json", include_in_schema=False)
+    def viewer_json(image_id: int, candidate: int | None = None, session: Session = Depends(db)) -> Response:
+        """The pixel viewer's Bokeh figure (no pixels); zoomed on ``candidate`` if given."""
+        view = image_or_404(session, image_id)
+        shape = session.execute(select(Image.rows, Image.cols).where(Image.id == image_id)).one()
+        if shape[0] and shape[1]:
+            rows, cols = int(shape[0]), int(shape[1])
+        else:  # not recorded (an older database): the pixels say
+            rows, cols = pixels.arrays(session, image_id)["image"].shape
+        center = half = None
+        if candidate is not None:
+            cand = next((c for c in view.candidates if c.id == candidate), None)
+            if cand is None:
+                raise HTTPException(404, f"image {image_id} has no candidate {candidate}")
+            center, half = (cand.x, cand.y), 4.0 * CUTOUT_HALF
+        markers = viewer.blob_markers(queries.list_blobs(session)) + viewer.candidate_markers(view.candidates)
+        item = viewer.viewer_item((rows, cols), markers, center=center, half=half)
+        return JSONResponse({"item": item, "palettes": viewer.palettes(), "shape": [rows, cols],
+                             "kinds": [k for k in _KIND_TITLES if k == "image" or view.run_id is not None]},
+                            headers={"Cache-Control": "no-cache"})
+
+    @app.get("/images/{image_id}/{kind}.f32", include_in_schema=False)
+    def image_f32(image_id: int, kind: ImageKind, session: Session = Depends(db)) -> Response:
+        """An image's pixels as little-endian float32, row 0 first (``X-Shape: rows,cols``),
+        with zscale limits (``X-Zscale: lo,hi``) for the viewer's default scale."""
+        view = image_or_404(session, image_id)
+        arrays = pixels.arrays(session, image_id)
+        if kind not in arrays:
+            raise HTTPException(404, f"image {image_id} has not been processed: no {kind}")
+
+        data = np.ascontiguousarray(arrays[kind], dtype="<f4")
+        lo, hi = limits.get((image_id, view.run_id, kind), lambda: render.zscale_limits(data))
+        return Response(data.tobytes(), media_type="application/octet-stream",
+                        headers={"X-Shape": f"{data.shape[0]},{data.shape[1]}", "X-Zscale": f"{lo!r},{hi!r}",
+                                 "Cache-Control": "no-cache"})
 
     @app.get("/candidates/{candidate_id}/{kind}.png", include_in_schema=False)
     def cutout_png(candidate_id: int, kind: ImageKind, session: Session = Depends(db)) -> Response:
@@ -303,7 +394,9 @@ def create_app(
                                      title=f"#{cand.id} {_KIND_TITLES[kind]}", circles=ring,
                                      limits=limits)
 
-        return _png_response(pngs.get_or_make(("cutout", candidate_id, kind), make))
+        key = ("cutout", queries.image_sha256(session, cand.image_id), candidate_id, cand.x, cand.y,
+               cand.radius, kind)
+        return _png_response(pngs.get(key, make))
 
     @app.get("/subframes/{subframe_id}/saliency.png", include_in_schema=False)
     def saliency_png(subframe_id: int, session: Session = Depends(db)) -> Response:
@@ -323,7 +416,7 @@ def create_app(
                                        science_box=queries.science_box(session), highlight=confirmed,
                                        labels=[f"#{blobs[i].id}" for i in confirmed])
 
-        return _png_response(pngs.get_or_make(("map", queries.review_state(session)), make))
+        return _png_response(summary_pngs.get(("map", queries.review_state(session)), make))
 
     @app.get("/history.png", include_in_schema=False)
     def history_png(session: Session = Depends(db)) -> Response:
@@ -338,7 +431,7 @@ def create_app(
                 threshold=thresholds[-1] if thresholds else None)
 
         key = ("history", queries.images_state(session), queries.review_state(session))
-        return _png_response(pngs.get_or_make(key, make))
+        return _png_response(summary_pngs.get(key, make))
 
     # ---------------------------------------------------------------- downloads
 
@@ -614,9 +707,17 @@ def create_app(
 
     # ---------------------------------------------------------------- errors
 
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        if request.url.path.startswith("/api") or request.method != "GET":
+            return JSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg', '')}"
+                             for e in exc.errors())
+        return await http_error(request, StarletteHTTPException(422, f"bad query: {problems}"))
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if request.url.path.startswith("/api") or request.url.path.endswith((".png", ".fits", ".ecsv", ".reg")):
+        if request.url.path.startswith("/api") or request.url.path.endswith((".png", ".fits", ".ecsv", ".reg", ".f32", ".json")):
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
         with session_factory() as session:
             response = page(request, "error.html", "", session, status=exc.status_code, detail=exc.detail)
@@ -655,6 +756,20 @@ def _flash(done: str | None, params: Any) -> tuple[str, str] | None:
     if done == "unlocked":
         return "ok", "Write actions unlocked for this browser."
     return None
+
+
+def _one_of(name: str, value: str, allowed: Sequence[str]) -> None:
+    """422 unless ``value`` is empty (no filter) or one of ``allowed``."""
+    if value and value not in allowed:
+        raise HTTPException(422, f"{name} must be one of: {', '.join(allowed)}")
+
+
+def _query_string(filters: dict[str, Any], per: int) -> str:
+    """The filters (and a page size other than the default) as a query string for page links."""
+    params = {k: v for k, v in filters.items() if v not in (None, "")}
+    if per != queries.PAGE_SIZE:
+        params["per"] = per
+    return urlencode(params)
 
 
 def _fmt(value: Any, spec: str = ".3f") -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from sqlalchemy import func, select
@@ -25,6 +25,7 @@ CONFIRMABLE_STATUSES = ("new", "linked", "rejected")
 BORDER = 5
 #: Shape of a WFC3/IR blob image.
 IMAGE_SHAPE = (1024, 1024)
+T = TypeVar("T")
 
 
 def _iso(value: _dt.datetime | None) -> str | None:
@@ -329,6 +330,11 @@ def neighbours(session: Session, image_id: int) -> tuple[int | None, int | None]
             order[where + 1] if where + 1 < len(order) else None)
 
 
+def image_sha256(session: Session, image_id: int) -> str | None:
+    """The recorded SHA-256 of an image's file (part of cache keys: names its content)."""
+    return session.scalar(select(Image.sha256).where(Image.id == image_id))
+
+
 def newest_image_id(session: Session) -> int | None:
     """The newest processed image (by observation date), else the newest image at all."""
     for query in (select(Image.id).join(Run, Run.image_id == Image.id),
@@ -368,3 +374,59 @@ def science_box(session: Session) -> tuple[int, int, int, int]:
     found_rows, found_cols = shape if shape is not None else (None, None)
     rows, cols = (found_rows, found_cols) if found_rows is not None and found_cols is not None else IMAGE_SHAPE
     return BORDER, BORDER, int(cols) - BORDER, int(rows) - BORDER
+
+
+#: Rows per page of the History and Blob map tables (``per`` may ask for 10 to 500).
+PAGE_SIZE = 50
+PAGE_SIZES = (10, 500)
+
+
+@dataclass
+class Page(Generic[T]):
+    """One page of a filtered table."""
+
+    items: list[T]
+    #: rows that pass the filters (on every page)
+    total: int
+    page: int
+    per: int
+
+    @property
+    def pages(self) -> int:
+        """Number of pages (at least 1)."""
+        return max(1, -(-self.total // self.per))
+
+
+def paginate(rows: Sequence[T], page: int, per: int) -> Page[T]:
+    """Page ``page`` (1-based, clipped to the last) of ``rows``, ``per`` rows each."""
+    per = min(max(int(per), PAGE_SIZES[0]), PAGE_SIZES[1])
+    last = max(1, -(-len(rows) // per))
+    page = min(max(int(page), 1), last)
+    return Page(items=list(rows[(page - 1) * per:page * per]), total=len(rows), page=page, per=per)
+
+
+def filter_images(images: Sequence[ImageView], *, q: str = "", status: str = "",
+                  alert: bool | None = None, mjd_min: float | None = None,
+                  mjd_max: float | None = None) -> list[ImageView]:
+    """Images whose name contains ``q`` (any case), with ``status``, alert state and MJD range."""
+    q = q.strip().lower()
+    return [im for im in images
+            if (not q or q in im.name.lower())
+            and (not status or im.status == status)
+            and (alert is None or im.alert == alert)
+            and (mjd_min is None or (im.mjd is not None and im.mjd >= mjd_min))
+            and (mjd_max is None or (im.mjd is not None and im.mjd <= mjd_max))]
+
+
+def filter_blobs(blobs: Sequence[BlobView], *, q: str = "", blob_id: int | None = None, source: str = "",
+                 min_radius: float | None = None, min_depth: float | None = None) -> list[BlobView]:
+    """Blobs whose label contains ``q`` (any case; ``#N`` or ``N`` matches id N), with id
+    ``blob_id``, from ``source``, at least ``min_radius`` px and ``min_depth`` (fraction) deep."""
+    q = q.strip().lower()
+    number = q.lstrip("#")
+    return [b for b in blobs
+            if (not q or (number.isdigit() and b.id == int(number)) or q in (b.label or "").lower())
+            and (blob_id is None or b.id == blob_id)
+            and (not source or b.source == source)
+            and (min_radius is None or b.radius >= min_radius)
+            and (min_depth is None or (b.depth is not None and b.depth >= min_depth))]

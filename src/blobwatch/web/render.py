@@ -199,7 +199,19 @@ def history_png(
     *,
     threshold: float | None = None,
 ) -> bytes:
-    """Known blobs and the maximum subframe probability against date (MJD).
+    """`history_figure` as PNG bytes."""
+    return _png(history_figure(mjd, blob_count, max_probability, alert, threshold=threshold))
+
+
+def history_figure(
+    mjd: np.ndarray,
+    blob_count: np.ndarray,
+    max_probability: np.ndarray,
+    alert: np.ndarray,
+    *,
+    threshold: float | None = None,
+):
+    """Known blobs (axis from 0) and the maximum subframe probability against date (MJD).
 
     Parameters
     ----------
@@ -228,8 +240,8 @@ def history_png(
         if alert.any():
             ax_prob.plot(when[alert], np.asarray(max_probability)[alert], "o", color=CANDIDATE_COLOR,
                          ms=7, label="alert")
-        # a margin of 1.5 blobs: a step of one new blob stays visible at any catalog size
-        ax_count.set_ylim(int(blob_count.min()) - 1.5, int(blob_count.max()) + 1.5)
+        # from 0, so the count reads as a quantity; a margin of 1.5 blobs above the top
+        ax_count.set_ylim(0, int(blob_count.max()) + 1.5)
     if threshold is not None:
         ax_prob.axhline(threshold, color="#b45309", ls="--", lw=1, label=f"threshold {threshold:.2f}")
     ax_count.set_ylabel("known blobs")
@@ -244,7 +256,7 @@ def history_png(
     ax_count.yaxis.get_major_locator().set_params(integer=True)
     if mjd.size:
         fig.autofmt_xdate()
-    return _png(fig)
+    return fig
 
 
 def mjd_to_datetime64(mjd: np.ndarray) -> np.ndarray:

@@ -124,11 +124,12 @@ def serve_in_thread(app: Any, *, host: str = "127.0.0.1", timeout: float = 20.0)
 
 
 @contextlib.contextmanager
-def browser_page(*, width: int = 1400, height: int = 1000) -> Iterator[Any]:
+def browser_page(*, width: int = 1400, height: int = 1000, bypass_csp: bool = True) -> Iterator[Any]:
     """A Playwright page in the system Chromium with a fresh profile (closed on exit).
 
     ``bypass_csp`` lets Playwright evaluate its own scripts (waits); the pages themselves run
-    only the app's static script.
+    only the app's static scripts. ``bypass_csp=False`` keeps the app's Content-Security-Policy
+    in force (what a reviewer's browser does).
     """
     from playwright.sync_api import sync_playwright
 
@@ -138,7 +139,7 @@ def browser_page(*, width: int = 1400, height: int = 1000) -> Iterator[Any]:
     with tempfile.TemporaryDirectory(prefix="blobwatch-chromium-") as profile, sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             profile, executable_path=executable, headless=True, args=list(CHROMIUM_ARGS),
-            viewport={"width": width, "height": height}, bypass_csp=True)
+            viewport={"width": width, "height": height}, bypass_csp=bypass_csp)
         try:
             yield context.pages[0] if context.pages else context.new_page()
         finally:
