@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 # code base has been formatted in one commit.
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 	$(VENV)/bin/mypy
 
 test: lint

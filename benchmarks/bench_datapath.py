@@ -48,15 +48,19 @@ def main(argv: list[str] | None = None) -> int:
     from blobwatch.simulate import SimulationConfig, simulate_sequence, write_simulation
 
     warnings.simplefilter("ignore")
-    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} CPUs, "
-          f"threads={args.threads or 'all'}, best of {args.repeat}")
+    print(
+        f"python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} CPUs, "
+        f"threads={args.threads or 'all'}, best of {args.repeat}"
+    )
     with tempfile.TemporaryDirectory(prefix="bw_bench_") as tmp:
         start = time.perf_counter()
         sim = simulate_sequence(SimulationConfig(n_days=31, seed=args.seed, new_blob_days=[30]))
         files = [p for p in write_simulation(sim, tmp) if p.name.endswith("_blob.fits")]
         files = sorted(files)
-        print(f"simulated and wrote {len(files)} images of {sim.images.shape[1]}x{sim.images.shape[2]} "
-              f"in {time.perf_counter() - start:.1f} s (not timed)")
+        print(
+            f"simulated and wrote {len(files)} images of {sim.images.shape[1]}x{sim.images.shape[2]} "
+            f"in {time.perf_counter() - start:.1f} s (not timed)"
+        )
         current_path, ref_paths = files[-1], files[:-1]
 
         def baseline():
@@ -81,11 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         del stack
         t_read, (cur, refs) = _best(read_all, args.repeat)
         cpu["t_read"] = _best.last_cpu
-        t_diff, plain = _best(lambda: blob_difference(cur, refs, register=False, workers=args.threads), args.repeat)
+        t_diff, plain = _best(
+            lambda: blob_difference(cur, refs, register=False, workers=args.threads), args.repeat
+        )
         cpu["t_diff"] = _best.last_cpu
         t_prep, _ = _best(lambda: tile(prepare(plain.data).data), args.repeat)
         cpu["t_prep"] = _best.last_cpu
-        t_reg, registered = _best(lambda: blob_difference(cur, refs, register=True, workers=args.threads), args.repeat)
+        t_reg, registered = _best(
+            lambda: blob_difference(cur, refs, register=True, workers=args.threads), args.repeat
+        )
         cpu["t_reg"] = _best.last_cpu
 
         def full_plain():
@@ -112,15 +120,21 @@ def main(argv: list[str] | None = None) -> int:
         ("full path without registration", t_full, cpu["t_full"]),
         ("full path with registration", t_full_reg, cpu["t_full_reg"]),
     ]
-    print(f"load average before: {os.getloadavg()[0]:.1f} (wall times grow with other jobs; CPU seconds much less)")
+    print(
+        f"load average before: {os.getloadavg()[0]:.1f} (wall times grow with other jobs; CPU seconds much less)"
+    )
     print(f"{'stage':56s} {'wall s':>7s} {'/ base':>7s} {'CPU s':>7s} {'/ base':>7s}")
     for name, seconds, cpu_s in rows:
         print(f"{name:56s} {seconds:7.3f} {seconds / t_base:7.2f} {cpu_s:7.3f} {cpu_s / cpu['base']:7.2f}")
-    print(f"registration costs {t_reg - t_diff:.2f} s extra ({(t_reg - t_diff) / len(ref_paths) * 1e3:.0f} ms per reference)")
+    print(
+        f"registration costs {t_reg - t_diff:.2f} s extra ({(t_reg - t_diff) / len(ref_paths) * 1e3:.0f} ms per reference)"
+    )
     true = sim.shifts[-1] - sim.shifts[:-1]
     err = registered.offsets - true
-    print(f"registration rms offset error {np.sqrt(np.mean(err ** 2)):.4f} px "
-          f"(true offsets rms {np.sqrt(np.mean(true ** 2)):.3f} px)")
+    print(
+        f"registration rms offset error {np.sqrt(np.mean(err**2)):.4f} px "
+        f"(true offsets rms {np.sqrt(np.mean(true**2)):.3f} px)"
+    )
     return 0
 
 

@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--sequence", action="store_true", help="run the 45-day acceptance check instead")
-    parser.add_argument("--no-stack", action="store_true", help="--sequence: pass plain arrays (no existing-blob test)")
+    parser.add_argument(
+        "--no-stack", action="store_true", help="--sequence: pass plain arrays (no existing-blob test)"
+    )
     parser.add_argument("--radius", action="store_true", help="run the radius/position calibration instead")
     args = parser.parse_args(argv)
     if args.sequence:
@@ -86,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     detection = detect(difference, clf)  # warm-up, and the result to report
     results = {
         "seed protocol (prepare + 16 subframes)": _median_time(seed_protocol, args.repeats),
-        "matched filter (8 scales)": _median_time(lambda: matched_filter(prepared, params.sigmas, params.background_sigma), args.repeats),
+        "matched filter (8 scales)": _median_time(
+            lambda: matched_filter(prepared, params.sigmas, params.background_sigma), args.repeats
+        ),
         "detect (full)": _median_time(lambda: detect(difference, clf), args.repeats),
     }
     base = results["seed protocol (prepare + 16 subframes)"]
@@ -126,8 +130,10 @@ def sequence_check(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     sim = simulate_sequence(SimulationConfig(n_days=45, seed=args.seed, new_blob_days=(40,)))
     truth = sim.new_blobs()[0]
-    print(f"seed {args.seed}: noise {sim.params['noise_sigma']:.4f}, new blob x={float(truth['x']):.1f} "
-          f"y={float(truth['y']):.1f} radius {float(truth['radius']):.1f} depth {float(truth['depth']):.3f} {truth['profile']}")
+    print(
+        f"seed {args.seed}: noise {sim.params['noise_sigma']:.4f}, new blob x={float(truth['x']):.1f} "
+        f"y={float(truth['y']):.1f} radius {float(truth['radius']):.1f} depth {float(truth['depth']):.3f} {truth['profile']}"
+    )
     clf = BlobClassifier(args.model, device=args.device)
     images = [BlobImage(data=sim.images[d], mjd=float(sim.mjd[d]), path=f"day{d:03d}") for d in range(45)]
     false_alarms, found = 0, []
@@ -146,9 +152,17 @@ def sequence_check(args: argparse.Namespace) -> int:
         if hits:
             found.append(day)
         status = "found" if hits else ("MISSED" if day >= 40 else "")
-        detail = ", ".join(f"off {math.hypot(c.x - tx, c.y - ty):.2f} px P={c.probability:.3f} S/N={c.significance:.1f}" for c in hits)
-        extra = ", ".join(f"({c.x:.1f}, {c.y:.1f}) P={c.probability:.3f} S/N={c.significance:.1f}" for c in others)
-        print(f"day {day:2d} {seconds:5.2f}s {status:6s} {detail} {'FALSE: ' + extra if others else ''}", flush=True)
+        detail = ", ".join(
+            f"off {math.hypot(c.x - tx, c.y - ty):.2f} px P={c.probability:.3f} S/N={c.significance:.1f}"
+            for c in hits
+        )
+        extra = ", ".join(
+            f"({c.x:.1f}, {c.y:.1f}) P={c.probability:.3f} S/N={c.significance:.1f}" for c in others
+        )
+        print(
+            f"day {day:2d} {seconds:5.2f}s {status:6s} {detail} {'FALSE: ' + extra if others else ''}",
+            flush=True,
+        )
     print(f"new blob found on days {found}; false alarms on days 5-44: {false_alarms}")
     return 0 if (40 in found and false_alarms == 0) else 1
 
@@ -173,14 +187,18 @@ def radius_check(args: argparse.Namespace) -> int:
                 diff = base.copy()
                 half = int(math.ceil(radius * 1.8)) + 2
                 prof = blob_profile(radius, kind=kind, size=2 * half + 1, center=(y - round(y), x - round(x)))
-                diff[round(y) - half : round(y) + half + 1, round(x) - half : round(x) + half + 1] -= depth * prof
+                diff[round(y) - half : round(y) + half + 1, round(x) - half : round(x) + half + 1] -= (
+                    depth * prof
+                )
                 det = detect(diff, clf)
                 best = min(det.candidates, key=lambda c: math.hypot(c.x - x, c.y - y), default=None)
                 if best is None:
                     print(f"{kind} r={radius:4.1f} depth={depth:.2f}: not found")
                 else:
-                    print(f"{kind} r={radius:4.1f} depth={depth:.2f}: radius {best.radius:5.2f}, "
-                          f"offset {math.hypot(best.x - x, best.y - y):.2f} px, S/N {best.significance:.1f}")
+                    print(
+                        f"{kind} r={radius:4.1f} depth={depth:.2f}: radius {best.radius:5.2f}, "
+                        f"offset {math.hypot(best.x - x, best.y - y):.2f} px, S/N {best.significance:.1f}"
+                    )
     return 0
 
 

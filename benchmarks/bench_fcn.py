@@ -49,20 +49,31 @@ def main(argv: list[str] | None = None) -> int:
     def seed_protocol() -> None:
         clf.predict_proba(tile(prepare(result.data, clip_factor=clf.clip_factor).data)[0])
 
-    for warm_up in (seed_protocol, lambda: detect(result, clf), lambda: fcn.candidates(result.data, result.stack)):
+    for warm_up in (
+        seed_protocol,
+        lambda: detect(result, clf),
+        lambda: fcn.candidates(result.data, result.stack),
+    ):
         warm_up()
     base = _median_time(seed_protocol, args.repeats)
-    rows = [("seed protocol (baseline)", base),
-            ("detect (PaperCNN + matched filter)", _median_time(lambda: detect(result, clf), args.repeats)),
-            ("fcn candidates (inputs + network + peaks)",
-             _median_time(lambda: fcn.candidates(result.data, result.stack), args.repeats))]
+    rows = [
+        ("seed protocol (baseline)", base),
+        ("detect (PaperCNN + matched filter)", _median_time(lambda: detect(result, clf), args.repeats)),
+        (
+            "fcn candidates (inputs + network + peaks)",
+            _median_time(lambda: fcn.candidates(result.data, result.stack), args.repeats),
+        ),
+    ]
     print(f"torch threads {torch.get_num_threads()}, {args.repeats} repeats, medians:")
     for name, seconds in rows:
         print(f"{name:>44}: {seconds:6.3f} s  ({seconds / base:5.2f}x the baseline)")
     found = [c for c in fcn.candidates(result.data, result.stack) if c.probability >= fcn.threshold]
     truth = sim.new_blobs()[0]
-    print(f"fcn found {len(found)} candidate(s); the new blob is at x={truth['x'] + sim.shifts[30, 1]:.1f}, "
-          f"y={truth['y'] + sim.shifts[30, 0]:.1f}: " + ", ".join(f"({c.x:.1f}, {c.y:.1f}) P={c.probability:.3f}" for c in found))
+    print(
+        f"fcn found {len(found)} candidate(s); the new blob is at x={truth['x'] + sim.shifts[30, 1]:.1f}, "
+        f"y={truth['y'] + sim.shifts[30, 0]:.1f}: "
+        + ", ".join(f"({c.x:.1f}, {c.y:.1f}) P={c.probability:.3f}" for c in found)
+    )
     return 0
 
 

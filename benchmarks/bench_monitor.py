@@ -62,15 +62,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model {model} not found; pass --model", file=sys.stderr)
         return 2
     warnings.simplefilter("ignore")
-    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), {os.cpu_count()} CPUs, best of {args.repeat}; model {model}")
+    print(
+        f"python {sys.version.split()[0]}, numpy {np.__version__}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), {os.cpu_count()} CPUs, best of {args.repeat}; model {model}"
+    )
     with tempfile.TemporaryDirectory(prefix="bw_bench_monitor_") as tmp:
         root = Path(tmp)
         start = time.perf_counter()
         sim = simulate_sequence(SimulationConfig(n_days=31, seed=args.seed, new_blob_days=[30]))
         files = sorted(p for p in write_simulation(sim, root / "sim") if p.name.endswith("_blob.fits"))
-        print(f"simulated 31 images of {sim.images.shape[1]}x{sim.images.shape[2]} in "
-              f"{time.perf_counter() - start:.1f} s (not timed)", flush=True)
+        print(
+            f"simulated 31 images of {sim.images.shape[1]}x{sim.images.shape[2]} in "
+            f"{time.perf_counter() - start:.1f} s (not timed)",
+            flush=True,
+        )
         inbox = root / "inbox"
         inbox.mkdir()
         for path in files[:-1]:
@@ -79,8 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         Session = open_database(f"sqlite:///{db_file}")
         settings = MonitorSettings()
         # register days 0-29 (none has 30 earlier images, so none is processed)
-        run_monitor(inbox, db=Session, reports=root / "reports", model=model,
-                    settings=MonitorSettings(min_references=30), echo=lambda line: None)
+        run_monitor(
+            inbox,
+            db=Session,
+            reports=root / "reports",
+            model=model,
+            settings=MonitorSettings(min_references=30),
+            echo=lambda line: None,
+        )
         with Session() as s:  # the history was processed on earlier days
             s.execute(update(Image).values(status="processed"))
             s.commit()
@@ -114,8 +125,15 @@ def main(argv: list[str] | None = None) -> int:
                     a.backup(b)
                 shutil.rmtree(root / "reports", ignore_errors=True)
                 t, c = time.perf_counter(), time.process_time()
-                summary = run_monitor(inbox, db=Session, reports=root / "reports", model=model,
-                                      notify=[hook.url], settings=settings, echo=lambda line: None)
+                summary = run_monitor(
+                    inbox,
+                    db=Session,
+                    reports=root / "reports",
+                    model=model,
+                    notify=[hook.url],
+                    settings=settings,
+                    echo=lambda line: None,
+                )
                 times.append(time.perf_counter() - t)
                 cpu.append(time.process_time() - c)
                 assert [o.name for o in summary.processed] == [files[-1].name], summary.outcomes
@@ -132,9 +150,23 @@ def main(argv: list[str] | None = None) -> int:
         load = os.getloadavg()[0]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
-        proc = subprocess.run([str(exe), "monitor", str(inbox), "--db", f"sqlite:///{db_file}",
-                               "--reports", str(root / "reports"), "--model", str(model), "--no-progress"],
-                              capture_output=True, text=True, env={**os.environ, "BLOBWATCH_NOTIFY": ""})
+        proc = subprocess.run(
+            [
+                str(exe),
+                "monitor",
+                str(inbox),
+                "--db",
+                f"sqlite:///{db_file}",
+                "--reports",
+                str(root / "reports"),
+                "--model",
+                str(model),
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "BLOBWATCH_NOTIFY": ""},
+        )
         command_time = time.perf_counter() - t
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         command_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -146,11 +178,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average (1 min) during the run: {load:.1f} on {os.cpu_count()} CPUs")
     print(f"{'':62} {'wall s':>7} {'/ base':>6} {'CPU s':>7} {'/ base':>6}")
     print(f"{'baseline: read 31 + difference + detect + saliency':62} {bt:7.2f} {1:6.2f} {bc:7.2f} {1:6.2f}")
-    print(f"{'monitor daily run, one new image (in process, loads model)':62} {min(times):7.2f} "
-          f"{min(times) / bt:6.2f} {min(cpu):7.2f} {min(cpu) / bc:6.2f}")
-    print(f"{f'blobwatch monitor command, fresh process (exit {proc.returncode})':62} {command_time:7.2f} "
-          f"{command_time / bt:6.2f} {command_cpu:7.2f} {command_cpu / bc:6.2f}")
-    print("steps of the best in-process run (wall s): " + ", ".join(f"{k} {v:.2f}" for k, v in runs[best].items()))
+    print(
+        f"{'monitor daily run, one new image (in process, loads model)':62} {min(times):7.2f} "
+        f"{min(times) / bt:6.2f} {min(cpu):7.2f} {min(cpu) / bc:6.2f}"
+    )
+    print(
+        f"{f'blobwatch monitor command, fresh process (exit {proc.returncode})':62} {command_time:7.2f} "
+        f"{command_time / bt:6.2f} {command_cpu:7.2f} {command_cpu / bc:6.2f}"
+    )
+    print(
+        "steps of the best in-process run (wall s): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in runs[best].items())
+    )
     return 0 if proc.returncode == 0 else 1
 
 

@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     real_cache = difference.PreparedCache
     with tempfile.TemporaryDirectory(prefix="bw_bench_sequence_") as tmp:
         root = Path(tmp)
-        sim = simulate_sequence(SimulationConfig(n_days=args.days, seed=args.seed, new_blob_days=[args.days - 2]))
+        sim = simulate_sequence(
+            SimulationConfig(n_days=args.days, seed=args.seed, new_blob_days=[args.days - 2])
+        )
         inbox = root / "inbox"
         for path in write_simulation(sim, root / "sim"):
             if path.name.endswith("_blob.fits"):
@@ -54,15 +56,25 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 session = open_database(f"sqlite:///{root / f'{tag}.db'}")
                 t, c = time.perf_counter(), time.process_time()
-                summary = run_monitor(inbox, db=session, reports=root / f"reports_{tag}", classifier=classifier,
-                                      settings=MonitorSettings(), echo=lambda line: None)
+                summary = run_monitor(
+                    inbox,
+                    db=session,
+                    reports=root / f"reports_{tag}",
+                    classifier=classifier,
+                    settings=MonitorSettings(),
+                    echo=lambda line: None,
+                )
                 wall, cpu = time.perf_counter() - t, time.process_time() - c
             finally:
                 difference.PreparedCache = real_cache
             with session() as s:
-                result = [(r.image_id, round(r.max_probability, 6)) for r in s.query(Run).order_by(Run.image_id)]
-                result += [(c.image_id, round(c.x, 3), round(c.y, 3), c.status)
-                           for c in s.query(Candidate).order_by(Candidate.id)]
+                result = [
+                    (r.image_id, round(r.max_probability, 6)) for r in s.query(Run).order_by(Run.image_id)
+                ]
+                result += [
+                    (c.image_id, round(c.x, 3), round(c.y, 3), c.status)
+                    for c in s.query(Candidate).order_by(Candidate.id)
+                ]
             session.kw["bind"].dispose()
             assert len(summary.processed) == args.days - 5, summary.outcomes
             return wall, cpu, result
@@ -74,12 +86,16 @@ def main(argv: list[str] | None = None) -> int:
                 wall, cpu, result = one_pass(cached, f"{'cached' if cached else 'plain'}{k}")
                 rows[cached].append((wall, cpu))
                 results.setdefault(cached, result)
-                print(f"{'cached' if cached else 'plain '} pass {k + 1}: {wall:6.1f} s wall, {cpu:6.1f} s CPU",
-                      flush=True)
+                print(
+                    f"{'cached' if cached else 'plain '} pass {k + 1}: {wall:6.1f} s wall, {cpu:6.1f} s CPU",
+                    flush=True,
+                )
     identical = results[False] == results[True]
     (bw, bc), (cw, cc) = (min(rows[False]), min(rows[True]))
-    print(f"\n{args.days} days ({args.days - 5} images processed), {os.cpu_count()} CPUs, "
-          f"load {os.getloadavg()[0]:.1f}; numpy {np.__version__}")
+    print(
+        f"\n{args.days} days ({args.days - 5} images processed), {os.cpu_count()} CPUs, "
+        f"load {os.getloadavg()[0]:.1f}; numpy {np.__version__}"
+    )
     print(f"baseline (no PreparedCache): {bw:6.1f} s wall {bc:6.1f} s CPU")
     print(f"with PreparedCache:          {cw:6.1f} s wall {cc:6.1f} s CPU")
     print(f"speed-up: {bw / cw:.2f}x wall, {bc / cc:.2f}x CPU; identical results: {identical}")

@@ -20,7 +20,9 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print one line per detector."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", help="suite cache (default: a fresh temporary folder, so the build is timed)")
+    parser.add_argument(
+        "--cache", help="suite cache (default: a fresh temporary folder, so the build is timed)"
+    )
     parser.add_argument("--detector", action="append", help="detectors besides mf (default: detect)")
     args, _ = parser.parse_known_args(argv)
     from blobwatch.cli import main as blobwatch
@@ -30,8 +32,17 @@ def main(argv: list[str] | None = None) -> int:
         cache = args.cache or str(Path(tmp) / "cache")
         out = Path(tmp) / "out"
         start = time.perf_counter()
-        code = blobwatch(["regress", "--quick", "--cache", cache, "--out", str(out),
-                          *[a for n in names for a in ("--detector", n)]])
+        code = blobwatch(
+            [
+                "regress",
+                "--quick",
+                "--cache",
+                cache,
+                "--out",
+                str(out),
+                *[a for n in names for a in ("--detector", n)],
+            ]
+        )
         total = time.perf_counter() - start
         if code:
             return code

@@ -30,11 +30,26 @@ def _content(url: str) -> list[tuple]:
     from blobwatch.monitor.db import Candidate, Image, Run, open_database
 
     with open_database(url)() as s:
-        return ([tuple(r) for r in s.execute(select(Image.id, Image.status, Image.offset_dy, Image.offset_dx)
-                                             .order_by(Image.id))]
-                + [(r.image_id, r.max_probability, r.parameters["offsets"]) for r in s.scalars(select(Run).order_by(Run.id))]
-                + [tuple(r) for r in s.execute(select(Candidate.image_id, Candidate.x, Candidate.y, Candidate.status,
-                                                      Candidate.linked_to).order_by(Candidate.id))])
+        return (
+            [
+                tuple(r)
+                for r in s.execute(
+                    select(Image.id, Image.status, Image.offset_dy, Image.offset_dx).order_by(Image.id)
+                )
+            ]
+            + [
+                (r.image_id, r.max_probability, r.parameters["offsets"])
+                for r in s.scalars(select(Run).order_by(Run.id))
+            ]
+            + [
+                tuple(r)
+                for r in s.execute(
+                    select(
+                        Candidate.image_id, Candidate.x, Candidate.y, Candidate.status, Candidate.linked_to
+                    ).order_by(Candidate.id)
+                )
+            ]
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,16 +69,20 @@ def main(argv: list[str] | None = None) -> int:
     settings = MonitorSettings()
     with tempfile.TemporaryDirectory(prefix="bw_bench_reprocess_") as tmp:
         root = Path(tmp)
-        sim = simulate_sequence(SimulationConfig(n_days=args.days, size=args.size, seed=args.seed,
-                                                 new_blob_days=[args.days - 2]))
+        sim = simulate_sequence(
+            SimulationConfig(n_days=args.days, size=args.size, seed=args.seed, new_blob_days=[args.days - 2])
+        )
         archive = root / "archive"
         archive.mkdir()
         for path in write_simulation(sim, root / "sim"):
             if path.name.endswith("_blob.fits"):
                 shutil.copy(path, archive / path.name)
         processed = args.days - settings.min_references
-        print(f"{args.days} simulated {args.size}x{args.size} images, {processed} to process; "
-              f"{os.cpu_count()} CPUs", flush=True)
+        print(
+            f"{args.days} simulated {args.size}x{args.size} images, {processed} to process; "
+            f"{os.cpu_count()} CPUs",
+            flush=True,
+        )
 
         results: dict[str, float] = {}
         contents = {}
@@ -73,17 +92,32 @@ def main(argv: list[str] | None = None) -> int:
             load = os.getloadavg()[0]
             t = time.perf_counter()
             if tag == "serial":
-                summary = run_monitor(archive, db=url, reports=root / "reports_serial", settings=settings,
-                                      classifier=BlobClassifier(), **quiet)
+                summary = run_monitor(
+                    archive,
+                    db=url,
+                    reports=root / "reports_serial",
+                    settings=settings,
+                    classifier=BlobClassifier(),
+                    **quiet,
+                )
             else:
-                summary = reprocess(archive, db=url, reports=root / f"reports_{tag.split()[0]}", settings=settings,
-                                    workers=int(tag.split()[0]), progress=False, **quiet)
+                summary = reprocess(
+                    archive,
+                    db=url,
+                    reports=root / f"reports_{tag.split()[0]}",
+                    settings=settings,
+                    workers=int(tag.split()[0]),
+                    progress=False,
+                    **quiet,
+                )
             wall = time.perf_counter() - t
             assert len(summary.processed) == processed, f"{tag}: {len(summary.processed)} processed"
             contents[tag] = _content(url)
             results[tag] = wall
-            print(f"{tag:>12}: {wall:7.1f} s  {processed / wall:6.2f} images/s  (load average before: {load:.2f})",
-                  flush=True)
+            print(
+                f"{tag:>12}: {wall:7.1f} s  {processed / wall:6.2f} images/s  (load average before: {load:.2f})",
+                flush=True,
+            )
         same = all(c == contents["serial"] for c in contents.values())
         print(f"identical database content in every pass: {same}")
         for tag, wall in results.items():

@@ -58,8 +58,18 @@ def _blobwatch(path: Path, out: Path, seed: int, channels_last: bool) -> float:
     from blobwatch.dataset import SubframeDataset
     from blobwatch.train import TrainConfig, train
 
-    res = train(TrainConfig(dataset=str(path), outdir=str(out), epochs=1, adam_epochs=1, seed=seed,
-                            device="cpu", progress=False, channels_last=channels_last))
+    res = train(
+        TrainConfig(
+            dataset=str(path),
+            outdir=str(out),
+            epochs=1,
+            adam_epochs=1,
+            seed=seed,
+            device="cpu",
+            progress=False,
+            channels_last=channels_last,
+        )
+    )
     return len(SubframeDataset(path)) / res.seconds
 
 
@@ -80,27 +90,54 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
-    src = [D.SourceImage("noise", rng.normal(0, 1, (1024, 1024)).astype(np.float32),
-                         np.zeros((1024, 1024), np.uint8))]
-    results: dict[str, list[float]] = {"plain PyTorch loop (baseline)": [],
-                                       "blobwatch.train (channels-last)": [],
-                                       "blobwatch.train (contiguous)": []}
+    src = [
+        D.SourceImage(
+            "noise", rng.normal(0, 1, (1024, 1024)).astype(np.float32), np.zeros((1024, 1024), np.uint8)
+        )
+    ]
+    results: dict[str, list[float]] = {
+        "plain PyTorch loop (baseline)": [],
+        "blobwatch.train (channels-last)": [],
+        "blobwatch.train (contiguous)": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        path = D.make_dataset(tmp_path / "ds", src, n_samples=args.samples, region="train", seed=args.seed,
-                              stamps=D.load_stamps(), stamp_ids=[1, 2, 3])
+        path = D.make_dataset(
+            tmp_path / "ds",
+            src,
+            n_samples=args.samples,
+            region="train",
+            seed=args.seed,
+            stamps=D.load_stamps(),
+            stamp_ids=[1, 2, 3],
+        )
         for r in range(args.repeats):
             results["plain PyTorch loop (baseline)"].append(_plain_loop(path, args.seed))
-            results["blobwatch.train (channels-last)"].append(_blobwatch(path, tmp_path / f"a{r}", args.seed, True))
-            results["blobwatch.train (contiguous)"].append(_blobwatch(path, tmp_path / f"b{r}", args.seed, False))
+            results["blobwatch.train (channels-last)"].append(
+                _blobwatch(path, tmp_path / f"a{r}", args.seed, True)
+            )
+            results["blobwatch.train (contiguous)"].append(
+                _blobwatch(path, tmp_path / f"b{r}", args.seed, False)
+            )
     med = {k: statistics.median(v) for k, v in results.items()}
     base = med["plain PyTorch loop (baseline)"]
     if args.json:
-        print(json.dumps({"samples": args.samples, "threads": args.threads, "samples_per_s": med,
-                          "ratio_to_baseline": {k: v / base for k, v in med.items()}}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "samples": args.samples,
+                    "threads": args.threads,
+                    "samples_per_s": med,
+                    "ratio_to_baseline": {k: v / base for k, v in med.items()},
+                },
+                indent=1,
+            )
+        )
         return 0
-    print(f"PaperCNN training, batch 100, {args.samples} samples of 256x256, {args.threads} torch threads, "
-          f"median of {args.repeats}")
+    print(
+        f"PaperCNN training, batch 100, {args.samples} samples of 256x256, {args.threads} torch threads, "
+        f"median of {args.repeats}"
+    )
     print(f"{'loop':<34} {'samples/s':>10} {'vs baseline':>12}")
     for k, v in med.items():
         print(f"{k:<34} {v:10.1f} {v / base:11.2f}x")

@@ -54,28 +54,44 @@ def _kind(url: str) -> str:
 def page_urls(client) -> list[list[str]]:
     """Every page with the requests a browser makes for it (HTML first)."""
     images = client.get("/api/images").json()
-    pages = [["/", "/queue"], ["/blobs", "/blobs/map.png"], ["/history", "/history.png"], ["/api"],
-             ["/api/images"], ["/api/catalog"]]
+    pages = [
+        ["/", "/queue"],
+        ["/blobs", "/blobs/map.png"],
+        ["/history", "/history.png"],
+        ["/api"],
+        ["/api/images"],
+        ["/api/catalog"],
+    ]
     newest = images[0]["id"] if images else None
     for im in images:
         detail = client.get(f"/api/images/{im['id']}").json()
         kind = "difference" if detail["run_id"] is not None else "image"
         urls = [f"/images/{im['id']}", f"/images/{im['id']}/viewer.json", f"/images/{im['id']}/{kind}.f32"]
         urls += [f"/subframes/{s['id']}/saliency.png" for s in detail["subframes"] if s["has_saliency"]]
-        urls += [f"/candidates/{c['id']}/{k}.png" for c in detail["candidates"] if c["alerted"]
-                 for k in ("image", "stack", "difference")]
+        urls += [
+            f"/candidates/{c['id']}/{k}.png"
+            for c in detail["candidates"]
+            if c["alerted"]
+            for k in ("image", "stack", "difference")
+        ]
         pages.append(urls)
         if im["id"] == newest:  # Today shows the newest image
             pages[0] += urls[1:]
     for c in client.get("/api/candidates").json():
-        pages.append([f"/candidates/{c['id']}", f"/images/{c['image_id']}/viewer.json?candidate={c['id']}",
-                      f"/images/{c['image_id']}/difference.f32"]
-                     + [f"/candidates/{c['id']}/{k}.png" for k in ("image", "stack", "difference")])
+        pages.append(
+            [
+                f"/candidates/{c['id']}",
+                f"/images/{c['image_id']}/viewer.json?candidate={c['id']}",
+                f"/images/{c['image_id']}/difference.f32",
+            ]
+            + [f"/candidates/{c['id']}/{k}.png" for k in ("image", "stack", "difference")]
+        )
     return pages
 
 
-def walk(base: str, pages: list[list[str]], n_clients: int, seed: int,
-         share: bool = True) -> tuple[list[tuple[str, float]], list[str], float]:
+def walk(
+    base: str, pages: list[list[str]], n_clients: int, seed: int, share: bool = True
+) -> tuple[list[tuple[str, float]], list[str], float]:
     """``n_clients`` threads request every page's URLs: with ``share`` the clients split one
     random order of the pages (each page once), else each walks every page in its own order."""
     import httpx
@@ -115,13 +131,16 @@ def walk(base: str, pages: list[list[str]], n_clients: int, seed: int,
     return latencies, errors, time.perf_counter() - start
 
 
-def report(name: str, latencies: list[tuple[str, float]], errors: list[str], wall: float,
-           baseline_p95: float | None) -> float:
+def report(
+    name: str, latencies: list[tuple[str, float]], errors: list[str], wall: float, baseline_p95: float | None
+) -> float:
     times = np.array([dt for _, dt in latencies])
     p50, p95 = np.percentile(times, [50, 95])
     ratio = f"{p95 / baseline_p95:6.2f}" if baseline_p95 else "  1.00"
-    print(f"{name:8s} {len(times):6d} {wall:7.1f} {p50 * 1e3:8.0f} {p95 * 1e3:8.0f} {times.max() * 1e3:8.0f} "
-          f"{len(errors):6d} {ratio}")
+    print(
+        f"{name:8s} {len(times):6d} {wall:7.1f} {p50 * 1e3:8.0f} {p95 * 1e3:8.0f} {times.max() * 1e3:8.0f} "
+        f"{len(errors):6d} {ratio}"
+    )
     kinds = sorted({_kind(u) for u, _ in latencies})
     for kind in kinds:
         sub = np.array([dt for u, dt in latencies if _kind(u) == kind])
@@ -139,8 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--model", help="model file for the monitor run (default: shipped)")
     parser.add_argument("--db-dir", type=Path, help="build the database here once and reuse it")
-    parser.add_argument("--each", action="store_true",
-                        help="every client walks every page (default: the clients share one walk)")
+    parser.add_argument(
+        "--each",
+        action="store_true",
+        help="every client walks every page (default: the clients share one walk)",
+    )
     args, _ = parser.parse_known_args(argv)
 
     warnings.simplefilter("ignore")
@@ -159,21 +181,44 @@ def main(argv: list[str] | None = None) -> int:
         if not db_file.exists():
             start = time.perf_counter()
             days = args.days
-            monitored_simulation(folder, n_days=days, size=args.size, model=args.model,
-                                 new_blob_days=(days // 3, 2 * days // 3, days - 1))
-            print(f"simulated {days} days of {args.size}x{args.size} images and ran the monitor in "
-                  f"{time.perf_counter() - start:.0f} s (not timed)")
+            monitored_simulation(
+                folder,
+                n_days=days,
+                size=args.size,
+                model=args.model,
+                new_blob_days=(days // 3, 2 * days // 3, days - 1),
+            )
+            print(
+                f"simulated {days} days of {args.size}x{args.size} images and ran the monitor in "
+                f"{time.perf_counter() - start:.0f} s (not timed)"
+            )
         reports = folder / "reports"
         shutil.rmtree(reports / WEB_CACHE, ignore_errors=True)  # the cold phase starts empty
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         # `blobwatch serve` in its own process (SIGUSR1 dumps its threads' stacks to stderr)
-        launch = ("import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
-                  "from blobwatch.cli import main; sys.exit(main(sys.argv[1:]))")
+        launch = (
+            "import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
+            "from blobwatch.cli import main; sys.exit(main(sys.argv[1:]))"
+        )
         log_file = open(folder / "serve.log", "w")  # noqa: SIM115  (the server writes it until the end; closed below)
         server = subprocess.Popen(
-            [sys.executable, "-c", launch, "-q", "serve", "--db", f"sqlite:///{db_file}", "--reports",
-             str(reports), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=log_file)
+            [
+                sys.executable,
+                "-c",
+                launch,
+                "-q",
+                "serve",
+                "--db",
+                f"sqlite:///{db_file}",
+                "--reports",
+                str(reports),
+                "--port",
+                str(port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
         try:
             deadline = time.monotonic() + 120
             while True:
@@ -187,10 +232,14 @@ def main(argv: list[str] | None = None) -> int:
             with httpx.Client(base_url=base, timeout=60.0) as http:
                 pages = page_urls(http)
             n_req = sum(len(p) for p in pages)
-            print(f"{os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f} at the start); "
-                  f"{len(pages)} pages, {n_req} requests per walk; {args.clients} clients")
-            print(f"{'phase':8s} {'reqs':>6s} {'wall s':>7s} {'p50 ms':>8s} {'p95 ms':>8s} {'max ms':>8s} "
-                  f"{'errors':>6s} {'p95 / single':>6s}")
+            print(
+                f"{os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f} at the start); "
+                f"{len(pages)} pages, {n_req} requests per walk; {args.clients} clients"
+            )
+            print(
+                f"{'phase':8s} {'reqs':>6s} {'wall s':>7s} {'p50 ms':>8s} {'p95 ms':>8s} {'max ms':>8s} "
+                f"{'errors':>6s} {'p95 / single':>6s}"
+            )
             cold = walk(base, pages, args.clients, seed=1, share=not args.each)
             warm = walk(base, pages, args.clients, seed=2, share=not args.each)
             single = walk(base, pages, 1, seed=3)

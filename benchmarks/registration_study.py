@@ -82,7 +82,11 @@ def study_one(shift_sigma: float, seed: int) -> dict:
         sig = _robust_sigma(d)
         resid = d[around_strong & np.isfinite(d)] / sig
         peaks = detect_peaks(prepare(d).data)
-        dist_new = np.array([min(np.hypot(p[0] - y, p[1] - x) for y, x in new_yx) for p in peaks]) if len(peaks) else np.zeros(0)
+        dist_new = (
+            np.array([min(np.hypot(p[0] - y, p[1] - x) for y, x in new_yx) for p in peaks])
+            if len(peaks)
+            else np.zeros(0)
+        )
         false = peaks[dist_new > 20] if len(peaks) else peaks
         near_blob = int(sum(around_existing[r, c] for r, c in false))
         key = "reg" if register else "plain"
@@ -112,9 +116,11 @@ def main(argv: list[str] | None = None) -> int:
             res = study_one(scale, args.first_seed + k)
             results.append(res)
             print(f"# done shift_sigma={scale} seed={res['seed']}", file=sys.stderr, flush=True)
-    print("| shift sigma (px) | seed | true offsets rms (px) | offset error rms (px) | "
-          "residual RMS / sigma: median -> registered | peak abs residual / sigma | "
-          "false detections (near existing blobs) | new blob found |")
+    print(
+        "| shift sigma (px) | seed | true offsets rms (px) | offset error rms (px) | "
+        "residual RMS / sigma: median -> registered | peak abs residual / sigma | "
+        "false detections (near existing blobs) | new blob found |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
@@ -126,8 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     plain_fp = sum(r["plain_fp"] for r in results)
     reg_fp = sum(r["reg_fp"] for r in results)
     print(f"\nTotal false detections: median {plain_fp}, registered {reg_fp} over {len(results)} sequences.")
-    print("Mean time per difference (30 references): median {:.2f} s, registered {:.2f} s.".format(
-        np.mean([r["plain_seconds"] for r in results]), np.mean([r["reg_seconds"] for r in results])))
+    print(
+        "Mean time per difference (30 references): median {:.2f} s, registered {:.2f} s.".format(
+            np.mean([r["plain_seconds"] for r in results]), np.mean([r["reg_seconds"] for r in results])
+        )
+    )
     return 0
 
 

@@ -20,7 +20,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"=== {script.name} ===", flush=True)
         start = time.perf_counter()
         result = subprocess.run([sys.executable, str(script), *extra], cwd=here.parent)
-        print(f"=== {script.name}: exit {result.returncode} in {time.perf_counter() - start:.1f} s ===\n", flush=True)
+        print(
+            f"=== {script.name}: exit {result.returncode} in {time.perf_counter() - start:.1f} s ===\n",
+            flush=True,
+        )
         if result.returncode:
             failed.append(script.name)
     if failed:

@@ -38,22 +38,31 @@ def main() -> None:
         maps.append(fcn._probability(fcn_inputs(case.difference, case.reference)))
         case.release()
     snr = np.array([c.blob["snr"] for c in cases if c.blob is not None])
-    print(f"model {fcn.path}; {len(cases)} calibration cases ({snr.size} with a new blob); "
-          f"target {args.target:g} false alarms per quiet image")
+    print(
+        f"model {fcn.path}; {len(cases)} calibration cases ({snr.size} with a new blob); "
+        f"target {args.target:g} false alarms per quiet image"
+    )
     print("| smoothing (px) | threshold | found | S/N >= 8 | S/N >= 15 | false alarms / quiet image |")
     print("|---|---|---|---|---|---|")
     for sigma in SMOOTHINGS:
         cands = []
         for prob in maps:
             found = peaks(prob, smooth_sigma=sigma)
-            cands.append(Candidates(np.array([c.x for c in found]), np.array([c.y for c in found]),
-                                    np.array([c.probability for c in found])))
+            cands.append(
+                Candidates(
+                    np.array([c.x for c in found]),
+                    np.array([c.y for c in found]),
+                    np.array([c.probability for c in found]),
+                )
+            )
         threshold = calibrate(cases, cands, args.target)
         outs = [outcome(c, k, threshold) for c, k in zip(cases, cands, strict=True)]
         found = np.array([o.detected for o in outs if o.detected is not None], dtype=bool)
         alarms = np.mean([o.false_candidates > 0 for c, o in zip(cases, outs, strict=True) if c.blob is None])
-        print(f"| {sigma:g} | {threshold:.4f} | {found.mean():.3f} | {found[snr >= 8].mean():.3f} "
-              f"| {found[snr >= 15].mean():.3f} | {alarms:.3f} |")
+        print(
+            f"| {sigma:g} | {threshold:.4f} | {found.mean():.3f} | {found[snr >= 8].mean():.3f} "
+            f"| {found[snr >= 15].mean():.3f} | {alarms:.3f} |"
+        )
 
 
 if __name__ == "__main__":

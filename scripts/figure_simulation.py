@@ -90,7 +90,7 @@ def cut_stamps(normalized: np.ndarray, blobs, rng: np.random.Generator, n: int =
         side = int(np.clip(2 * round(old["radius"][i]) + 5, 9, 21))
         y0 = int(round(old["y"][i])) - side // 2
         x0 = int(round(old["x"][i])) - side // 2
-        stamps.append(normalized[y0:y0 + side, x0:x0 + side])
+        stamps.append(normalized[y0 : y0 + side, x0 : x0 + side])
     return stamps
 
 
@@ -99,12 +99,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--days", type=int, default=31)
-    parser.add_argument("--noise", type=float, default=0.016,
-                        help="per-image noise sigma (default 0.016, the geometric middle of the "
-                             "randomized range 0.005-0.05)")
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=0.016,
+        help="per-image noise sigma (default 0.016, the geometric middle of the randomized range 0.005-0.05)",
+    )
     parser.add_argument("--stamps", type=Path, default=DEFAULT_STAMPS)
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).resolve().parents[1] / "docs" / "simulated_vs_real.png")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "simulated_vs_real.png"
+    )
     args = parser.parse_args(argv)
 
     import matplotlib
@@ -118,15 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     from blobwatch.simulate import SimulationConfig, simulate_sequence
 
     last = args.days - 1
-    sim = simulate_sequence(SimulationConfig(n_days=args.days, seed=args.seed, new_blob_days=(last,),
-                                            noise_sigma=args.noise))
+    sim = simulate_sequence(
+        SimulationConfig(n_days=args.days, seed=args.seed, new_blob_days=(last,), noise_sigma=args.noise)
+    )
     image = sim.images[last]
     with np.errstate(all="ignore"):
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN border
-            stack = np.nanmedian(sim.images[max(0, last - 30):last], axis=0)
+            stack = np.nanmedian(sim.images[max(0, last - 30) : last], axis=0)
     diff = image - stack
     new = sim.new_blobs()[0]
     nx, ny = new["x"] + sim.shifts[last, 1], new["y"] + sim.shifts[last, 0]
@@ -135,8 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     simulated = cut_stamps(normalize_like_stamps(stack), sim.blobs, np.random.default_rng(args.seed))
 
     # the strongest existing blob (depth x area) shows the mis-registration dip best
-    old = sim.blobs[(sim.blobs["day"] < 0) & (sim.blobs["x"] > 80) & (sim.blobs["x"] < image.shape[1] - 80)
-                    & (sim.blobs["y"] > 80) & (sim.blobs["y"] < image.shape[0] - 80)]
+    old = sim.blobs[
+        (sim.blobs["day"] < 0)
+        & (sim.blobs["x"] > 80)
+        & (sim.blobs["x"] < image.shape[1] - 80)
+        & (sim.blobs["y"] > 80)
+        & (sim.blobs["y"] < image.shape[0] - 80)
+    ]
     strong = old[int(np.argmax(old["depth"] * old["radius"] ** 2))]
     sx, sy = strong["x"] + sim.shifts[last, 1], strong["y"] + sim.shifts[last, 0]
 
@@ -153,8 +163,15 @@ def main(argv: list[str] | None = None) -> int:
         return y0, x0
 
     def show_zoom(ax, data, y0, x0, lo, hi):
-        ax.imshow(data[y0:y0 + box, x0:x0 + box], origin="lower", cmap="gray", vmin=lo, vmax=hi,
-                  interpolation="nearest", extent=(x0 - 0.5, x0 + box - 0.5, y0 - 0.5, y0 + box - 0.5))
+        ax.imshow(
+            data[y0 : y0 + box, x0 : x0 + box],
+            origin="lower",
+            cmap="gray",
+            vmin=lo,
+            vmax=hi,
+            interpolation="nearest",
+            extent=(x0 - 0.5, x0 + box - 0.5, y0 - 0.5, y0 + box - 0.5),
+        )
 
     wins = {"new": window(nx, ny), "old": window(sx, sy)}
     shift_txt = f"(dx, dy) = ({sim.shifts[last, 1]:+.2f}, {sim.shifts[last, 0]:+.2f}) px"
@@ -166,12 +183,18 @@ def main(argv: list[str] | None = None) -> int:
         for (y0, x0), colour in ((wins["new"], "lime"), (wins["old"], "orange")):
             ax.add_patch(plt.Rectangle((x0, y0), box, box, fill=False, color=colour, lw=1))
         if row == 0:
-            ax.set_title(f"simulated blob image, day {last} (zscale)\n{len(sim.blobs) - 1} existing "
-                         f"blobs; noise {100 * sim.noise[last]:.2f}%, flat residual "
-                         f"{100 * p['flat_residual_sigma']:.2f}%", fontsize=10)
+            ax.set_title(
+                f"simulated blob image, day {last} (zscale)\n{len(sim.blobs) - 1} existing "
+                f"blobs; noise {100 * sim.noise[last]:.2f}%, flat residual "
+                f"{100 * p['flat_residual_sigma']:.2f}%",
+                fontsize=10,
+            )
         else:
-            ax.set_title(f"difference: day {last} - median(days {max(0, last - 30)}..{last - 1})\n"
-                         f"(zscale); CSM shift sigma {p['shift_sigma']:.2f} px", fontsize=10)
+            ax.set_title(
+                f"difference: day {last} - median(days {max(0, last - 30)}..{last - 1})\n"
+                f"(zscale); CSM shift sigma {p['shift_sigma']:.2f} px",
+                fontsize=10,
+            )
         # zooms share one linear scale per row so that depths compare
         if row == 0:
             lo, hi = np.nanpercentile(data, [0.5, 99.5])
@@ -181,16 +204,22 @@ def main(argv: list[str] | None = None) -> int:
         ax = fig.add_subplot(top[row, 1])
         show_zoom(ax, data, *wins["new"], lo, hi)
         ax.add_patch(Circle((nx, ny), new["radius"] + 6, fill=False, color="lime", lw=0.8))
-        ax.set_title(f"{name}, green box: NEW blob on day {last}\nr = {new['radius']:.1f} px, depth "
-                     f"{100 * new['depth']:.1f}%, {new['profile']} (circle)", fontsize=10)
+        ax.set_title(
+            f"{name}, green box: NEW blob on day {last}\nr = {new['radius']:.1f} px, depth "
+            f"{100 * new['depth']:.1f}%, {new['profile']} (circle)",
+            fontsize=10,
+        )
         ax = fig.add_subplot(top[row, 2])
         show_zoom(ax, data, *wins["old"], lo, hi)
-        ax.set_title(f"{name}, orange box: strongest old blob\nr = {strong['radius']:.1f} px, depth "
-                     f"{100 * strong['depth']:.1f}%" + (f"; dip from {shift_txt}" if row else ""),
-                     fontsize=10)
+        ax.set_title(
+            f"{name}, orange box: strongest old blob\nr = {strong['radius']:.1f} px, depth "
+            f"{100 * strong['depth']:.1f}%" + (f"; dip from {shift_txt}" if row else ""),
+            fontsize=10,
+        )
 
-    for row, (stamps, label) in enumerate(((real, "real stamps (deepwfc3)"),
-                                           (simulated, "simulated (random picks)"))):
+    for row, (stamps, label) in enumerate(
+        ((real, "real stamps (deepwfc3)"), (simulated, "simulated (random picks)"))
+    ):
         strip = grid[1 + row].subgridspec(1, 20, wspace=0.08)
         for k in range(20):
             ax = fig.add_subplot(strip[k])
@@ -201,9 +230,13 @@ def main(argv: list[str] | None = None) -> int:
             if k == 0:
                 ax.set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
             if row == 0 and k == 10:
-                ax.set_title("blob stamps normalized as the classifier sees them (blobs positive, clipped "
-                             "to about +-3 sigma, grey scale -3..3); simulated ones cut from the "
-                             "median of the 30 images above", fontsize=10, x=0.0)
+                ax.set_title(
+                    "blob stamps normalized as the classifier sees them (blobs positive, clipped "
+                    "to about +-3 sigma, grey scale -3..3); simulated ones cut from the "
+                    "median of the 30 images above",
+                    fontsize=10,
+                    x=0.0,
+                )
     fig.suptitle(f"blobwatch simulator (seed {args.seed}) vs real WFC3/IR blob stamps", fontsize=12)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)

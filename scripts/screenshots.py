@@ -35,8 +35,8 @@ MAX_BYTES = 300_000
 def _wait_for_images(page) -> None:
     """Wait until every <img> on the page has loaded (figures are rendered on demand)."""
     page.wait_for_function(
-        "Array.from(document.images).every(img => img.complete && img.naturalWidth > 0)",
-        timeout=300_000)
+        "Array.from(document.images).every(img => img.complete && img.naturalWidth > 0)", timeout=300_000
+    )
 
 
 def shrink_png(path: Path, max_bytes: int = MAX_BYTES) -> int:
@@ -92,8 +92,9 @@ def _confirm_oldest(db_url: str) -> None:
     from blobwatch.monitor.db import Candidate, open_database
 
     with open_database(db_url)() as session:
-        oldest = session.scalars(select(Candidate.id).where(Candidate.status == "new")
-                                 .order_by(Candidate.id).limit(1)).first()
+        oldest = session.scalars(
+            select(Candidate.id).where(Candidate.status == "new").order_by(Candidate.id).limit(1)
+        ).first()
         if oldest is not None:
             blob = confirm_candidate(session, oldest, reviewer="A. Astronomer")
             print(f"confirmed candidate {oldest} as blob {blob.id}")
@@ -118,8 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="blobwatch-shots-") as tmp:
         db, reports = args.db, args.reports
         if db is None:
-            sim = monitored_simulation(tmp, n_days=args.days, size=args.size,
-                                       new_blob_days=(args.days - 3, args.days - 1), model=args.model)
+            sim = monitored_simulation(
+                tmp,
+                n_days=args.days,
+                size=args.size,
+                new_blob_days=(args.days - 3, args.days - 1),
+                model=args.model,
+            )
             db, reports = sim.db_url, sim.reports
             _confirm_oldest(db)
         with serve_in_thread(create_app(db, reports)) as base_url:

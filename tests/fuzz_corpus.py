@@ -51,7 +51,7 @@ def _edit_card(raw: bytes, keyword: str, value: str) -> bytes:
     """``raw`` with the value of the first header card ``keyword`` replaced (80-byte cards)."""
     at = raw.index(keyword.ljust(8).encode("ascii") + b"=")
     card = f"{keyword:<8}= {value:>20}".ljust(80)[:80].encode("ascii")
-    return raw[:at] + card + raw[at + 80:]
+    return raw[:at] + card + raw[at + 80 :]
 
 
 def build_corpus(folder: Path) -> dict[str, Path]:
@@ -74,21 +74,64 @@ def build_corpus(folder: Path) -> dict[str, Path]:
     add("simple_then_noise", b"SIMPLE  =" + np.random.default_rng(7).bytes(2871))
     add("zeros_2880", b"\0" * 2880 + b"\1")
     # truncations of a good file, inside and at block boundaries
-    for cut in (1, 9, 80, 160, 2879, 2880, 2881, 5760, 100_000, len(good) // 2, len(good) - 2880, len(good) - 1):
+    for cut in (
+        1,
+        9,
+        80,
+        160,
+        2879,
+        2880,
+        2881,
+        5760,
+        100_000,
+        len(good) // 2,
+        len(good) - 2880,
+        len(good) - 1,
+    ):
         add(f"truncated_{cut}", good[:cut])
     add("no_end_card", good.replace(b"END" + b" " * 77, b" " * 80, 1))
     # broken header values
-    for n, (keyword, value) in enumerate([
-        ("BITPIX", "7"), ("BITPIX", "0"), ("BITPIX", "99"), ("BITPIX", "'x'"), ("NAXIS", "0"),
-        ("NAXIS", "1"), ("NAXIS", "5"), ("NAXIS", "-3"), ("NAXIS1", "0"), ("NAXIS1", "-1"),
-        ("NAXIS1", "1000000000"), ("NAXIS1", "'abc'"), ("NAXIS2", "300"), ("NAXIS2", "128"),
-        ("NAXIS2", "0"), ("BITPIX", "-64"), ("BITPIX", "16"), ("SIMPLE", "F"), ("EXPSTART", "'tomorrow'"), ("EXPSTART", "1e9"), ("EXPSTART", "-1e9"),
-        ("EXPSTART", "1e300"), ("EXPSTART", "47892.0"), ("EXPSTART", "NaN"),
-    ]):
+    for n, (keyword, value) in enumerate(
+        [
+            ("BITPIX", "7"),
+            ("BITPIX", "0"),
+            ("BITPIX", "99"),
+            ("BITPIX", "'x'"),
+            ("NAXIS", "0"),
+            ("NAXIS", "1"),
+            ("NAXIS", "5"),
+            ("NAXIS", "-3"),
+            ("NAXIS1", "0"),
+            ("NAXIS1", "-1"),
+            ("NAXIS1", "1000000000"),
+            ("NAXIS1", "'abc'"),
+            ("NAXIS2", "300"),
+            ("NAXIS2", "128"),
+            ("NAXIS2", "0"),
+            ("BITPIX", "-64"),
+            ("BITPIX", "16"),
+            ("SIMPLE", "F"),
+            ("EXPSTART", "'tomorrow'"),
+            ("EXPSTART", "1e9"),
+            ("EXPSTART", "-1e9"),
+            ("EXPSTART", "1e300"),
+            ("EXPSTART", "47892.0"),
+            ("EXPSTART", "NaN"),
+        ]
+    ):
         add(f"card_{n:02d}_{keyword}", _edit_card(good, keyword, value))
     # wrong structure
-    add("table_only", _bytes(fits.HDUList([fits.PrimaryHDU(header=good_header()), fits.BinTableHDU.from_columns(
-        [fits.Column("a", "E", array=np.arange(3.0))])])))
+    add(
+        "table_only",
+        _bytes(
+            fits.HDUList(
+                [
+                    fits.PrimaryHDU(header=good_header()),
+                    fits.BinTableHDU.from_columns([fits.Column("a", "E", array=np.arange(3.0))]),
+                ]
+            )
+        ),
+    )
     add("one_d", _image_file(np.ones(1000, np.float32)))
     add("four_d", _image_file(np.ones((2, 2, SIZE, SIZE), np.float32)))
     add("small", _image_file(good_image()[:128, :300]))
@@ -96,19 +139,59 @@ def build_corpus(folder: Path) -> dict[str, Path]:
     add("header_only", _bytes(fits.HDUList([fits.PrimaryHDU(header=good_header())])))
     for planes in (1, 2, 5):
         add(f"cube_{planes}", _image_file(np.stack([good_image(p) for p in range(planes)])))
-    add("err_dq_no_sci", _bytes(fits.HDUList([fits.PrimaryHDU(header=good_header()),
-                                              fits.ImageHDU(good_image(1), name="ERR"),
-                                              fits.ImageHDU(np.zeros((SIZE, SIZE), np.int16), name="DQ")])))
-    add("sci_3d", _bytes(fits.HDUList([fits.PrimaryHDU(header=good_header()),
-                                       fits.ImageHDU(np.ones((2, SIZE, SIZE), np.float32), name="SCI")])))
-    add("sci_dq_mismatch", _bytes(fits.HDUList([fits.PrimaryHDU(header=good_header()),
-                                                fits.ImageHDU(good_image(2) * 40, name="SCI"),
-                                                fits.ImageHDU(np.zeros((10, 10), np.int16), name="DQ")])))
-    add("sci_all_flagged", _bytes(fits.HDUList([fits.PrimaryHDU(header=good_header()),
-                                                fits.ImageHDU(good_image(3) * 40, name="SCI"),
-                                                fits.ImageHDU(np.ones((SIZE, SIZE), np.int16), name="DQ")])))
-    add("sci_negative", _bytes(fits.HDUList([fits.PrimaryHDU(header=good_header()),
-                                             fits.ImageHDU(-good_image(4), name="SCI")])))
+    add(
+        "err_dq_no_sci",
+        _bytes(
+            fits.HDUList(
+                [
+                    fits.PrimaryHDU(header=good_header()),
+                    fits.ImageHDU(good_image(1), name="ERR"),
+                    fits.ImageHDU(np.zeros((SIZE, SIZE), np.int16), name="DQ"),
+                ]
+            )
+        ),
+    )
+    add(
+        "sci_3d",
+        _bytes(
+            fits.HDUList(
+                [
+                    fits.PrimaryHDU(header=good_header()),
+                    fits.ImageHDU(np.ones((2, SIZE, SIZE), np.float32), name="SCI"),
+                ]
+            )
+        ),
+    )
+    add(
+        "sci_dq_mismatch",
+        _bytes(
+            fits.HDUList(
+                [
+                    fits.PrimaryHDU(header=good_header()),
+                    fits.ImageHDU(good_image(2) * 40, name="SCI"),
+                    fits.ImageHDU(np.zeros((10, 10), np.int16), name="DQ"),
+                ]
+            )
+        ),
+    )
+    add(
+        "sci_all_flagged",
+        _bytes(
+            fits.HDUList(
+                [
+                    fits.PrimaryHDU(header=good_header()),
+                    fits.ImageHDU(good_image(3) * 40, name="SCI"),
+                    fits.ImageHDU(np.ones((SIZE, SIZE), np.int16), name="DQ"),
+                ]
+            )
+        ),
+    )
+    add(
+        "sci_negative",
+        _bytes(
+            fits.HDUList([fits.PrimaryHDU(header=good_header()), fits.ImageHDU(-good_image(4), name="SCI")])
+        ),
+    )
     # garbage pixels
     rng = np.random.default_rng(5)
     image = good_image(5)
@@ -127,7 +210,7 @@ def build_corpus(folder: Path) -> dict[str, Path]:
         "noise_around_1": lambda: 1 + rng.standard_normal((SIZE, SIZE), dtype=np.float32),
         "level_1000": lambda: image * np.float32(1000),
         "half_inf": lambda: np.where(rng.random((SIZE, SIZE)) < 0.6, np.inf, image),
-        "checkerboard": lambda: ((np.indices((SIZE, SIZE)).sum(axis=0) % 2) * 2.0),
+        "checkerboard": lambda: (np.indices((SIZE, SIZE)).sum(axis=0) % 2) * 2.0,
     }
     for case, make in garbage.items():
         add(case, _image_file(np.asarray(make(), dtype=np.float32)))
@@ -150,13 +233,24 @@ def build_corpus(folder: Path) -> dict[str, Path]:
     add("gz_truncated_fits", gzip.compress(good[:10_000]), "gz_truncated_fits.fits.gz")
     add("gz_header_only", b"\x1f\x8b\x08\x00", "gz_header_only.fits.gz")
     add("gz_twice", gzip.compress(gzip.compress(good)), "gz_twice.fits.gz")
-    add("gz_garbage_pixels", gzip.compress(_image_file(np.zeros((SIZE, SIZE), np.float32))), "gz_zero.fits.gz")
+    add(
+        "gz_garbage_pixels", gzip.compress(_image_file(np.zeros((SIZE, SIZE), np.float32))), "gz_zero.fits.gz"
+    )
     # hostile names (each with its own garbage content)
-    for n, name in enumerate([
-        "csm_$\\foo$_blob.fits", "new\nline_blob.fits", "día_ümlaut_blob.fits", "esc\x1b[2J_blob.fits",
-        "x" * 200 + "_blob.fits", "quote'\"_blob.fits", "tab\tname_blob.fits", "%41percent_blob.fits",
-        "-leading-dash_blob.fits", "semi;colon & amp_blob.fits",
-    ]):
+    for n, name in enumerate(
+        [
+            "csm_$\\foo$_blob.fits",
+            "new\nline_blob.fits",
+            "día_ümlaut_blob.fits",
+            "esc\x1b[2J_blob.fits",
+            "x" * 200 + "_blob.fits",
+            "quote'\"_blob.fits",
+            "tab\tname_blob.fits",
+            "%41percent_blob.fits",
+            "-leading-dash_blob.fits",
+            "semi;colon & amp_blob.fits",
+        ]
+    ):
         add(f"name_{n}", _image_file(np.full((SIZE, SIZE), float(n + 10), np.float32)), name)
 
     written = {}

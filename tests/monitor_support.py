@@ -73,16 +73,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def simulate_inbox(outdir: Path, *, n_days: int, size: int, new_blob_day: int | None, seed: int = 11,
-                   n_existing: int = 12) -> tuple[list[Path], dict]:
+def simulate_inbox(
+    outdir: Path, *, n_days: int, size: int, new_blob_day: int | None, seed: int = 11, n_existing: int = 12
+) -> tuple[list[Path], dict]:
     """Write a small simulated sequence; return (image paths, the new blob's truth row or {})."""
     from blobwatch.simulate import SimulationConfig, simulate_sequence, write_simulation
 
     config = SimulationConfig(
-        n_days=n_days, size=size, seed=seed, n_existing=n_existing,
+        n_days=n_days,
+        size=size,
+        seed=seed,
+        n_existing=n_existing,
         new_blob_days=() if new_blob_day is None else (new_blob_day,),
-        new_blob_depth=0.12, new_blob_radius=8.0, noise_sigma=0.004, shift_sigma=0.05,
-        cosmic_ray_rate=0.0, snowball_rate=0.0, persistence_rate=0.0,
+        new_blob_depth=0.12,
+        new_blob_radius=8.0,
+        noise_sigma=0.004,
+        shift_sigma=0.05,
+        cosmic_ray_rate=0.0,
+        snowball_rate=0.0,
+        persistence_rate=0.0,
     )
     sim = simulate_sequence(config)
     files = write_simulation(sim, outdir)

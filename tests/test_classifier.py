@@ -184,7 +184,9 @@ def test_classify_cli_bad_model_exits_2_with_one_line(tmp_path: Path, frames: np
         ("missing.npy", None, "file not found"),
     ],
 )
-def test_classify_cli_bad_subframes(tmp_path: Path, model_path: Path, name: str, content, match: str, capsys) -> None:
+def test_classify_cli_bad_subframes(
+    tmp_path: Path, model_path: Path, name: str, content, match: str, capsys
+) -> None:
     path = tmp_path / name
     if content is not None:
         np.save(path, content)

@@ -39,7 +39,9 @@ def test_parser_building_imports_no_heavy_library():
         "build_parser().format_help()\n"
         f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
@@ -128,7 +130,15 @@ def test_difference_command_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     paths = _sequence(tmp_path)
     bad = tmp_path / "bad.fits"
     bad.write_text("not fits")
-    args = ["difference", str(paths[-1]), "--references", *map(str, paths[:-2]), str(bad), "--out", str(tmp_path / "d.fits")]
+    args = [
+        "difference",
+        str(paths[-1]),
+        "--references",
+        *map(str, paths[:-2]),
+        str(bad),
+        "--out",
+        str(tmp_path / "d.fits"),
+    ]
     assert main(args) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [f"blobwatch: error: {bad}: not a FITS file"]
@@ -159,14 +169,23 @@ def test_an_output_that_cannot_be_written_is_one_line_and_exit_2(tmp_path, capsy
     args = ["difference", str(paths[-1]), "--references", *map(str, paths[:-1]), "--out", str(folder)]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert err.strip().splitlines()[-1] == f"blobwatch: error: {folder}: cannot write the file (Is a directory)"
+    assert (
+        err.strip().splitlines()[-1] == f"blobwatch: error: {folder}: cannot write the file (Is a directory)"
+    )
     assert "Traceback" not in err
     assert list(folder.iterdir()) == [] and not list(tmp_path.glob(".*.tmp"))  # no temporary file left
 
 
 def test_difference_command_too_few_references(tmp_path, capsys):
     paths = _sequence(tmp_path, n=4)
-    args = ["difference", str(paths[-1]), "--references", *map(str, paths[:-1]), "--out", str(tmp_path / "d.fits")]
+    args = [
+        "difference",
+        str(paths[-1]),
+        "--references",
+        *map(str, paths[:-1]),
+        "--out",
+        str(tmp_path / "d.fits"),
+    ]
     assert main(args) == 2
     assert "3 references given; at least 5 are required" in capsys.readouterr().err
 
@@ -179,8 +198,15 @@ def test_console_script_exit_code_on_bad_input(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == f"blobwatch: error: {bad}: not a FITS file"
 
 
-@pytest.mark.parametrize("flag, value", [("--pedestal-sigma", "inf"), ("--pedestal-sigma", "-0.1"),
-                                         ("--distractor-fraction", "1.5"), ("--distractor-fraction", "nan")])
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--pedestal-sigma", "inf"),
+        ("--pedestal-sigma", "-0.1"),
+        ("--distractor-fraction", "1.5"),
+        ("--distractor-fraction", "nan"),
+    ],
+)
 def test_make_dataset_rejects_bad_nuisance_settings_before_writing(tmp_path, capsys, flag, value):
     out = tmp_path / "ds"
     with pytest.raises(SystemExit) as exc:
@@ -206,16 +232,24 @@ def test_a_fifo_given_to_a_command_is_one_line_and_exit_2(tmp_path, capsys, comm
 
     fifo = tmp_path / ("pipe.npy" if command == "detect-npy" else "pipe.fits")
     os.mkfifo(fifo)
-    args = {"difference": ["difference", str(fifo), "--references", str(fifo), "--out", str(tmp_path / "d.fits")],
-            "detect": ["detect", str(fifo)], "detect-npy": ["detect", str(fifo)]}[command]
+    args = {
+        "difference": ["difference", str(fifo), "--references", str(fifo), "--out", str(tmp_path / "d.fits")],
+        "detect": ["detect", str(fifo)],
+        "detect-npy": ["detect", str(fifo)],
+    }[command]
     assert main(args) == 2
-    assert capsys.readouterr().err.strip().splitlines() == [f"blobwatch: error: {fifo}: not a regular file (a FIFO)"]
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"blobwatch: error: {fifo}: not a regular file (a FIFO)"
+    ]
 
 
 def test_difference_command_names_the_current_image_when_its_shape_is_wrong(tmp_path, capsys):
     paths = _sequence(tmp_path)
     rng = np.random.default_rng(1)
     wide = _write(tmp_path / "wide.fits", 1 + 0.002 * rng.standard_normal((256, 300)), 60010.0)
-    assert main(["difference", str(wide), "--references", *map(str, paths), "--out", str(tmp_path / "d.fits")]) == 2
+    assert (
+        main(["difference", str(wide), "--references", *map(str, paths), "--out", str(tmp_path / "d.fits")])
+        == 2
+    )
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [f"blobwatch: error: {wide}: shape 256x300 does not match the references (256x256)"]

@@ -10,8 +10,17 @@ from blobwatch.cli import main
 from blobwatch.config import config_file, load_config, resolve
 from blobwatch.errors import BlobwatchError, InputError
 
-ENV = ("BLOBWATCH_CONFIG", "BLOBWATCH_DB", "BLOBWATCH_REPORTS", "BLOBWATCH_NOTIFY", "BLOBWATCH_BASE_URL",
-       "BLOBWATCH_THRESHOLD", "BLOBWATCH_MODEL", "BLOBWATCH_DETECTOR", "BLOBWATCH_FCN_MODEL")
+ENV = (
+    "BLOBWATCH_CONFIG",
+    "BLOBWATCH_DB",
+    "BLOBWATCH_REPORTS",
+    "BLOBWATCH_NOTIFY",
+    "BLOBWATCH_BASE_URL",
+    "BLOBWATCH_THRESHOLD",
+    "BLOBWATCH_MODEL",
+    "BLOBWATCH_DETECTOR",
+    "BLOBWATCH_FCN_MODEL",
+)
 TOML = """db = "sqlite:////data/file.db"
 reports = "/data/reports"
 base_url = "http://quicklook.example.org:8000/"
@@ -34,8 +43,10 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_command_line_beats_environment_beats_file_beats_default(folder: Path) -> None:
     (folder / "blobwatch.toml").write_text(TOML)
-    env = {"BLOBWATCH_NOTIFY": "json://env.example/a, json://env.example/b json://env.example/a",
-           "BLOBWATCH_THRESHOLD": "0.6"}
+    env = {
+        "BLOBWATCH_NOTIFY": "json://env.example/a, json://env.example/b json://env.example/a",
+        "BLOBWATCH_THRESHOLD": "0.6",
+    }
     found = resolve({"threshold": 0.7, "references": None, "notify": []}, env=env)
     assert (found["threshold"].value, found["threshold"].source) == (0.7, "--threshold")
     assert found["notify"].value == ["json://env.example/a", "json://env.example/b"]
@@ -47,7 +58,11 @@ def test_command_line_beats_environment_beats_file_beats_default(folder: Path) -
     default = resolve({}, env={})
     assert {k: s.source for k, s in default.items()} == dict.fromkeys(default, "default")
     assert default["db"].value == f"sqlite:///{folder / 'blobwatch-reports' / 'blobwatch.db'}"
-    assert (default["references"].value, default["min_references"].value, default["notify"].value) == (30, 5, [])
+    assert (default["references"].value, default["min_references"].value, default["notify"].value) == (
+        30,
+        5,
+        [],
+    )
     # the default database follows the reports folder wherever that comes from
     assert resolve({}, env={"BLOBWATCH_REPORTS": "/srv/r"})["db"].value == "sqlite:////srv/r/blobwatch.db"
 
@@ -64,16 +79,23 @@ def test_the_config_file_is_given_named_or_in_the_working_folder(folder: Path) -
             config_file(given, env=env)
 
 
-@pytest.mark.parametrize(("content", "problem"), [
-    ("db = \n", "not a valid TOML config file"),
-    ('colour = "red"\n', "unknown key 'colour'"),
-    ("threshold = 1.5\n", "threshold = 1.5: must be a number between 0 and 1"),
-    ('references = "many"\n', "references = 'many': must be a positive whole number"),
-    ('notify = "json://x"\nbase_url = "quicklook:8000"\n', "base_url = 'quicklook:8000': must be an http"),
-    ("monitor = 3\n", "'monitor' must be a table"),
-])
-def test_a_bad_config_file_is_one_line_naming_it_for_every_command(folder: Path, content: str, problem: str,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("db = \n", "not a valid TOML config file"),
+        ('colour = "red"\n', "unknown key 'colour'"),
+        ("threshold = 1.5\n", "threshold = 1.5: must be a number between 0 and 1"),
+        ('references = "many"\n', "references = 'many': must be a positive whole number"),
+        (
+            'notify = "json://x"\nbase_url = "quicklook:8000"\n',
+            "base_url = 'quicklook:8000': must be an http",
+        ),
+        ("monitor = 3\n", "'monitor' must be a table"),
+    ],
+)
+def test_a_bad_config_file_is_one_line_naming_it_for_every_command(
+    folder: Path, content: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = folder / "bad.toml"
     bad.write_text(content)
     with pytest.raises(InputError, match=r"bad\.toml: "):
@@ -85,12 +107,18 @@ def test_a_bad_config_file_is_one_line_naming_it_for_every_command(folder: Path,
 
 
 def test_the_earlier_monitor_table_is_read_the_same(folder: Path) -> None:
-    (folder / "blobwatch.toml").write_text('[monitor]\nnotify = ["json://config.example/hook"]\n'
-                                          'db = "sqlite:///x.db"\n')
-    assert load_config(folder / "blobwatch.toml") == {"notify": ["json://config.example/hook"], "db": "sqlite:///x.db"}
+    (folder / "blobwatch.toml").write_text(
+        '[monitor]\nnotify = ["json://config.example/hook"]\ndb = "sqlite:///x.db"\n'
+    )
+    assert load_config(folder / "blobwatch.toml") == {
+        "notify": ["json://config.example/hook"],
+        "db": "sqlite:///x.db",
+    }
 
 
-def test_the_config_is_read_without_tomllib_as_on_python_3_10(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_config_is_read_without_tomllib_as_on_python_3_10(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sys
 
     import tomllib
@@ -121,9 +149,11 @@ def test_the_detector_defaults_to_the_suite_winner_and_follows_the_config(folder
 
 
 def test_config_show_prints_each_setting_and_its_source_without_secrets(
-        folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    (folder / "blobwatch.toml").write_text(TOML.replace('"sqlite:////data/file.db"',
-                                                        '"postgresql://ada:hunter2@db.example/bw"'))
+    folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (folder / "blobwatch.toml").write_text(
+        TOML.replace('"sqlite:////data/file.db"', '"postgresql://ada:hunter2@db.example/bw"')
+    )
     monkeypatch.setenv("BLOBWATCH_NOTIFY", "mailtos://alice:s3cret@mail.example.org")
     assert main(["config", "show", "--threshold", "0.55"]) == 0
     out = capsys.readouterr().out
@@ -133,12 +163,24 @@ def test_config_show_prints_each_setting_and_its_source_without_secrets(
     assert rows["notify"].endswith("($BLOBWATCH_NOTIFY)") and "s3cret" not in out
     assert rows["db"].split()[1] == "postgresql://ada:***@db.example/bw" and "hunter2" not in out
     assert rows["references"].endswith(f"({folder / 'blobwatch.toml'})")
-    assert list(rows) == ["db", "reports", "base_url", "notify", "threshold", "references", "min_references",
-                          "detector", "model", "fcn_model"]
+    assert list(rows) == [
+        "db",
+        "reports",
+        "base_url",
+        "notify",
+        "threshold",
+        "references",
+        "min_references",
+        "detector",
+        "model",
+        "fcn_model",
+    ]
     assert rows["detector"].split() == ["detector", "fcn", "(default)"]
 
 
-def test_commands_take_their_settings_from_the_config_file(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_commands_take_their_settings_from_the_config_file(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (folder / "inbox").mkdir()
     (folder / "blobwatch.toml").write_text('reports = "team-reports"\nmodel = "/no/such/model.pt"\n')
     assert main(["monitor", "inbox"]) == 2

@@ -69,8 +69,15 @@ def test_region_bounds_split_at_three_quarters():
 def test_split_keeps_training_and_validation_pixels_apart(tmp_path):
     """Pixel values encode the column: training samples only see columns < 75% of the width."""
     src = [_source("col", value="column")]
-    common = dict(stamps=_stamps(), stamp_ids=[1], size=SIZE, positive_fraction=0.0, noise_sigma=0.0,
-                  n_samples=60, seed=1)
+    common = dict(
+        stamps=_stamps(),
+        stamp_ids=[1],
+        size=SIZE,
+        positive_fraction=0.0,
+        noise_sigma=0.0,
+        n_samples=60,
+        seed=1,
+    )
     tr = D.SubframeDataset(D.make_dataset(tmp_path / "tr", src, region="train", **common))
     va = D.SubframeDataset(D.make_dataset(tmp_path / "va", src, region="validation", **common))
     split = 0.75
@@ -144,8 +151,10 @@ def test_nuisance_draws_do_not_depend_on_the_blobs(tmp_path):
     """Pedestals and dark patches come from their own random stream: other blobs (simulated
     only, stamps only) leave every sample's nuisance features unchanged."""
     dcfg = D.DistractorConfig(pedestal_sigma=0.3, gradient_sigma=0.3, fraction=0.5)
-    runs = [_make(tmp_path / str(f), n=40, distractors=dcfg, blobs=D.BlobConfig(simulated_fraction=f))
-            for f in (0.0, 1.0)]
+    runs = [
+        _make(tmp_path / str(f), n=40, distractors=dcfg, blobs=D.BlobConfig(simulated_fraction=f))
+        for f in (0.0, 1.0)
+    ]
     lines = [[json.loads(t) for t in (r / "samples.jsonl").read_text().splitlines()] for r in runs]
     for a, b in zip(*lines, strict=True):
         assert a["blobs"] != b["blobs"] or not a["blobs"]
@@ -216,8 +225,9 @@ def test_cause_map_flags_each_hard_case():
 def test_build_datasets_keeps_distractors_and_held_out_stamps_where_they_belong(tmp_path):
     """The four standard sets from a tiny plan: distractors are a training augmentation only,
     and the held-out stamps appear in test_stamps and nowhere else."""
-    plan = D.DatasetPlan(n_train=12, n_val=6, n_test=6, train_seeds=(1,), test_seeds=(2,),
-                         n_days=6, diff_days=(5,))
+    plan = D.DatasetPlan(
+        n_train=12, n_val=6, n_test=6, train_seeds=(1,), test_seeds=(2,), n_days=6, diff_days=(5,)
+    )
     out = D.build_datasets(tmp_path, plan, progress=False)
     assert sorted(out) == ["test_images", "test_stamps", "train", "val"]
     train = D.read_meta(out["train"])
@@ -227,7 +237,11 @@ def test_build_datasets_keeps_distractors_and_held_out_stamps_where_they_belong(
         assert (meta["n_distractors"] == 0).all() and (meta["pedestal"] == 0).all()
     held = set(plan.heldout_stamps)
     for name, path in out.items():
-        ids = {b["stamp_id"] for t in (path / "samples.jsonl").read_text().splitlines()
-               for b in json.loads(t)["blobs"] if b["kind"] == "stamp"}
+        ids = {
+            b["stamp_id"]
+            for t in (path / "samples.jsonl").read_text().splitlines()
+            for b in json.loads(t)["blobs"]
+            if b["kind"] == "stamp"
+        }
         assert (ids <= held) if name == "test_stamps" else not (ids & held), name
     assert D.read_manifest(out["train"])["generator_version"] == D.GENERATOR_VERSION

@@ -22,7 +22,9 @@ N = 1024
 NOISE = 0.004  # per-pixel noise of the difference (fraction of the background)
 
 
-def _add_blob(image: np.ndarray, x: float, y: float, *, radius: float = 8.0, depth: float = 0.1, kind: str = "disc") -> None:
+def _add_blob(
+    image: np.ndarray, x: float, y: float, *, radius: float = 8.0, depth: float = 0.1, kind: str = "disc"
+) -> None:
     """Subtract ``depth * profile`` of a blob centred at 0-based (x=column, y=row), in place."""
     half = int(math.ceil(radius * 1.8)) + 2
     ix, iy = int(round(x)), int(round(y))
@@ -151,7 +153,8 @@ def test_matched_filter_alone_is_not_enough(blob_diff: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize(
-    ("shape", "match"), [((N,), "2-D image"), ((100, 300), "smaller than one 256x256"), ((300, 300), "not a multiple")]
+    ("shape", "match"),
+    [((N,), "2-D image"), ((100, 300), "smaller than one 256x256"), ((300, 300), "not a multiple")],
 )
 def test_bad_difference_shapes(clf: BlobClassifier, shape: tuple[int, ...], match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -186,18 +189,37 @@ def test_parameters_are_recorded(blob_detection: Detection) -> None:
 # ---------------------------------------------------------------------------------------
 # the command line
 # ---------------------------------------------------------------------------------------
-def test_detect_cli_json_on_difference(tmp_path: Path, model_path: Path, blob_diff: np.ndarray, capsys) -> None:
+def test_detect_cli_json_on_difference(
+    tmp_path: Path, model_path: Path, blob_diff: np.ndarray, capsys
+) -> None:
     path = tmp_path / "diff.fits"
     fits.PrimaryHDU(blob_diff).writeto(path)
     out_json = tmp_path / "result.json"
     reg = tmp_path / "out" / "cands.reg"
-    assert main(["detect", str(path), "--detector", "paper", "--model", str(model_path), "--json", "--output", str(out_json),
-                 "--reg", str(reg)]) == 0
+    assert (
+        main(
+            [
+                "detect",
+                str(path),
+                "--detector",
+                "paper",
+                "--model",
+                str(model_path),
+                "--json",
+                "--output",
+                str(out_json),
+                "--reg",
+                str(reg),
+            ]
+        )
+        == 0
+    )
     payload = json.loads(capsys.readouterr().out)
     assert payload == json.loads(out_json.read_text())
     (region,) = Regions.read(str(reg), format="ds9")  # the candidate's circle, 0-based like the JSON
     assert (region.center.x, region.center.y, region.radius) == pytest.approx(
-        (payload["candidates"][0]["x"], payload["candidates"][0]["y"], payload["candidates"][0]["radius"]))
+        (payload["candidates"][0]["x"], payload["candidates"][0]["y"], payload["candidates"][0]["radius"])
+    )
     assert region.meta["text"].startswith("candidate 1 P=") and "diff.fits" in reg.read_text()
     assert payload["image"] == "diff.fits"
     assert set(payload) >= {"image", "threshold", "subframes", "candidates"}
@@ -205,10 +227,15 @@ def test_detect_cli_json_on_difference(tmp_path: Path, model_path: Path, blob_di
     assert abs(cand["x"] - 700.3) < 2 and abs(cand["y"] - 300.6) < 2
 
 
-def test_detect_cli_table_shows_ds9_coordinates(tmp_path: Path, model_path: Path, blob_diff: np.ndarray, capsys) -> None:
+def test_detect_cli_table_shows_ds9_coordinates(
+    tmp_path: Path, model_path: Path, blob_diff: np.ndarray, capsys
+) -> None:
     path = tmp_path / "diff.npy"
     np.save(path, blob_diff[256:768, 256:768])
-    assert main(["detect", str(path), "--model", str(model_path), "--threshold", "0.5", "--detector", "paper"]) == 0
+    assert (
+        main(["detect", str(path), "--model", str(model_path), "--threshold", "0.5", "--detector", "paper"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "1 new-blob candidate(s)" in out and "DS9" in out
     line = [ln for ln in out.splitlines() if ln.strip().startswith("1 ")][-1].split()
@@ -220,14 +247,30 @@ def test_detect_cli_with_references(tmp_path: Path, model_path: Path, capsys) ->
     from blobwatch.simulate import SimulationConfig, simulate_sequence, write_simulation
 
     config = SimulationConfig(
-        n_days=6, size=512, seed=11, n_existing=20, new_blob_days=(5,), new_blob_depth=0.12, new_blob_radius=8.0
+        n_days=6,
+        size=512,
+        seed=11,
+        n_existing=20,
+        new_blob_days=(5,),
+        new_blob_depth=0.12,
+        new_blob_radius=8.0,
     )
     sim = simulate_sequence(config)
     files = sorted(p for p in write_simulation(sim, tmp_path / "sim") if p.name.endswith("_blob.fits"))
     assert len(files) == 6
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fewer than 30 references
-        code = main(["detect", str(files[5]), "--references", *map(str, files[:5]), "--model", str(model_path), "--json"])
+        code = main(
+            [
+                "detect",
+                str(files[5]),
+                "--references",
+                *map(str, files[:5]),
+                "--model",
+                str(model_path),
+                "--json",
+            ]
+        )
     assert code == 0
     payload = json.loads(capsys.readouterr().out)
     assert len(payload["subframes"]) == 4
@@ -252,8 +295,9 @@ def test_detect_cli_bad_image(tmp_path: Path, model_path: Path, capsys) -> None:
     assert len(err.splitlines()) == 1 and "small.npy" in err and "smaller than" in err
 
 
-
-def test_detect_cli_truncated_difference(tmp_path: Path, model_path: Path, blob_diff: np.ndarray, capsys) -> None:
+def test_detect_cli_truncated_difference(
+    tmp_path: Path, model_path: Path, blob_diff: np.ndarray, capsys
+) -> None:
     """A difference FITS gets the ingest's checks: a truncated file is named as truncated."""
     full = tmp_path / "full.fits"
     fits.PrimaryHDU(blob_diff).writeto(full)
@@ -262,6 +306,7 @@ def test_detect_cli_truncated_difference(tmp_path: Path, model_path: Path, blob_
     assert main(["detect", str(cut), "--model", str(model_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cut.fits: truncated FITS file" in err
+
 
 # ---------------------------------------------------------------------------------------
 # the shipped model end to end (must exist in the final state: no silent skip)

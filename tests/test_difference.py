@@ -139,14 +139,19 @@ def test_fewer_than_30_warns():
 def test_reference_not_earlier_than_current():
     refs = _refs(6)
     refs[2] = _blob(refs[2].data, 600.0, "late.fits")
-    with pytest.raises(InputError, match=r"late\.fits: reference \(MJD 600\.00000\) is not earlier than the current image cur\.fits"):
+    with pytest.raises(
+        InputError,
+        match=r"late\.fits: reference \(MJD 600\.00000\) is not earlier than the current image cur\.fits",
+    ):
         blob_difference(_blob(_image(), 500.0, "cur.fits"), refs)
 
 
 def test_reference_shape_mismatch():
     refs = _refs(6)
     refs[3] = _blob(np.ones((SIZE, SIZE + 256), np.float32), 103.5, "wide.fits")
-    with pytest.raises(InputError, match=r"wide\.fits: shape 256x512 does not match the current image \(256x256\)"):
+    with pytest.raises(
+        InputError, match=r"wide\.fits: shape 256x512 does not match the current image \(256x256\)"
+    ):
         blob_difference(_blob(_image(), 500.0, "cur.fits"), refs)
 
 
@@ -297,8 +302,11 @@ def test_every_reference_keeps_its_own_header_cards_beyond_99(tmp_path):
         result = blob_difference(_blob(_image(0.2, 0.1), 500.0, "/data/cur.fits"), refs)
     n = 101  # as if 101 references were used: the header is built from these arrays
     result = dataclasses.replace(
-        result, reference_paths=[f"ref{i:03d}.fits" for i in range(n)],
-        reference_mjds=100.0 + np.arange(n, dtype=float), offsets=np.zeros((n, 2)))
+        result,
+        reference_paths=[f"ref{i:03d}.fits" for i in range(n)],
+        reference_mjds=100.0 + np.arange(n, dtype=float),
+        offsets=np.zeros((n, 2)),
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "keyword too long" VerifyWarning
         write_difference(tmp_path / "diff.fits", result)
@@ -326,11 +334,22 @@ def test_few_blobs_and_a_strong_new_one_leave_no_artifacts():
     """
     from blobwatch.simulate import SimulationConfig, simulate_sequence
 
-    sim = simulate_sequence(SimulationConfig(
-        n_days=5, size=256, seed=11, n_existing=3, new_blob_days=(4,), new_blob_depth=0.12,
-        new_blob_radius=8.0, noise_sigma=0.004, shift_sigma=0.05, cosmic_ray_rate=0.0,
-        snowball_rate=0.0, persistence_rate=0.0,
-    ))
+    sim = simulate_sequence(
+        SimulationConfig(
+            n_days=5,
+            size=256,
+            seed=11,
+            n_existing=3,
+            new_blob_days=(4,),
+            new_blob_depth=0.12,
+            new_blob_radius=8.0,
+            noise_sigma=0.004,
+            shift_sigma=0.05,
+            cosmic_ray_rate=0.0,
+            snowball_rate=0.0,
+            persistence_rate=0.0,
+        )
+    )
     images = [_blob(sim.images[d], float(sim.mjd[d]), f"d{d}.fits") for d in range(5)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FewReferencesWarning)
@@ -352,11 +371,17 @@ def test_few_blobs_and_a_strong_new_one_leave_no_artifacts():
 def test_a_current_image_of_the_wrong_shape_is_the_one_named():
     refs = _refs(6)
     current = _blob(np.ones((SIZE, SIZE + 256), np.float32), 500.0, "cur.fits")
-    with pytest.raises(InputError, match=r"^cur\.fits: shape 256x512 does not match the references \(256x256\)$"):
+    with pytest.raises(
+        InputError, match=r"^cur\.fits: shape 256x512 does not match the references \(256x256\)$"
+    ):
         blob_difference(current, refs)
-    half = refs[:3] + [_blob(np.ones((SIZE, SIZE + 256), np.float32), 103.0 + i, f"wide{i}.fits") for i in range(3)]
+    half = refs[:3] + [
+        _blob(np.ones((SIZE, SIZE + 256), np.float32), 103.0 + i, f"wide{i}.fits") for i in range(3)
+    ]
     with pytest.raises(InputError, match=r"^ref00\.fits: shape 256x256 does not match the current image"):
-        blob_difference(_blob(np.ones((SIZE, SIZE + 256), np.float32), 500.0, "cur.fits"), half)  # a tie: refs
+        blob_difference(
+            _blob(np.ones((SIZE, SIZE + 256), np.float32), 500.0, "cur.fits"), half
+        )  # a tie: refs
 
 
 def test_offsets_stored_against_a_fixed_frame_give_todays_registration():

@@ -76,9 +76,13 @@ def test_evaluate_scores_compares_baseline_at_the_same_fpr():
     labels = np.repeat([0, 1], 200)
     probs = np.clip(rng.normal(0.3 + 0.4 * labels, 0.15), 0, 1)
     base = rng.normal(3 + 1.5 * labels, 1)
-    meta = {"peak": rng.uniform(1, 6, 400).astype(np.float32), "radius": rng.uniform(4, 11, 400),
-            "edge_distance": rng.uniform(0, 128, 400), "n_blobs": np.ones(400, np.int8),
-            "causes": np.zeros(400, np.uint8)}
+    meta = {
+        "peak": rng.uniform(1, 6, 400).astype(np.float32),
+        "radius": rng.uniform(4, 11, 400),
+        "edge_distance": rng.uniform(0, 128, 400),
+        "n_blobs": np.ones(400, np.int8),
+        "causes": np.zeros(400, np.uint8),
+    }
     res = evaluate_scores(labels, probs, meta, 0.5, base)
     assert res["matched_filter"]["fp"] <= res["cnn"]["fp"] + 1e-12
     assert res["matched_filter"]["fp"] == pytest.approx(res["cnn"]["fp"], abs=1 / 200)
@@ -93,20 +97,41 @@ def test_evaluate_model_writes_report_and_figures(tmp_path):
     from blobwatch.models import build_model
 
     rng = np.random.default_rng(0)
-    src = [D.SourceImage("s", rng.normal(0, 1, (256, 256)).astype(np.float32), np.zeros((256, 256), np.uint8))]
+    src = [
+        D.SourceImage("s", rng.normal(0, 1, (256, 256)).astype(np.float32), np.zeros((256, 256), np.uint8))
+    ]
     yy, xx = np.mgrid[:13, :13] - 6
     stamps = {1: np.where(np.hypot(yy, xx) < 5, 3.0, 0.0).astype(np.float32)}
-    ds = D.make_dataset(tmp_path / "val", src, n_samples=30, region="validation", seed=3, stamps=stamps,
-                        stamp_ids=[1], size=64)
+    ds = D.make_dataset(
+        tmp_path / "val",
+        src,
+        n_samples=30,
+        region="validation",
+        seed=3,
+        stamps=stamps,
+        stamp_ids=[1],
+        size=64,
+    )
     torch.manual_seed(0)
-    save_model(tmp_path / "m.pt", build_model("PaperCNN", {"size": 64}), architecture="PaperCNN",
-               arguments={"size": 64}, metadata={"threshold": 0.5})
+    save_model(
+        tmp_path / "m.pt",
+        build_model("PaperCNN", {"size": 64}),
+        architecture="PaperCNN",
+        arguments={"size": 64},
+        metadata={"threshold": 0.5},
+    )
     report = evaluate_model([ds], model=tmp_path / "m.pt", outdir=tmp_path / "ev", device="cpu")
     res = report["datasets"]["val"]
     assert res["n"] == 30 and "matched_filter" in res
     on_disk = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert on_disk["datasets"]["val"]["cnn"]["counts"] == res["cnn"]["counts"]
-    for f in ("val_confusion.png", "val_roc_pr.png", "val_misses.csv", "val_false_positives.csv", "val_scores.npz"):
+    for f in (
+        "val_confusion.png",
+        "val_roc_pr.png",
+        "val_misses.csv",
+        "val_false_positives.csv",
+        "val_scores.npz",
+    ):
         assert (tmp_path / "ev" / f).stat().st_size > 0
     assert "matched filter" in format_table(report)
     rows = on_disk["datasets"]["val"]["cnn"]["level_sensitivity"]
@@ -125,10 +150,15 @@ def test_level_sensitivity_raises_whole_subframes(tmp_path):
             return torch.stack([-50 * m, 50 * m], dim=1)
 
     rng = np.random.default_rng(1)
-    src = [D.SourceImage("s", rng.normal(0, 1, (256, 256)).astype(np.float32), np.zeros((256, 256), np.uint8))]
+    src = [
+        D.SourceImage("s", rng.normal(0, 1, (256, 256)).astype(np.float32), np.zeros((256, 256), np.uint8))
+    ]
     stamps = {1: np.full((5, 5), 0.1, np.float32)}
-    ds = D.SubframeDataset(D.make_dataset(tmp_path / "ds", src, n_samples=40, region="all", seed=2,
-                                          stamps=stamps, stamp_ids=[1], size=64))
+    ds = D.SubframeDataset(
+        D.make_dataset(
+            tmp_path / "ds", src, n_samples=40, region="all", seed=2, stamps=stamps, stamp_ids=[1], size=64
+        )
+    )
     rows = level_sensitivity(MeanLevel(), ds, len(ds), 0.5, device="cpu", per_class=10)
     by = {r["level_sigma"]: r for r in rows}
     assert by[-0.5]["fp_rate"] == 0.0 and by[-0.5]["tp_rate"] == 0.0
@@ -148,8 +178,13 @@ def test_evaluate_cli_bad_model_exits_2(tmp_path, capsys):
 
 
 def test_registration_breakdown_groups_by_source():
-    manifest = {"sources": [{"provenance": {"registered": True}}, {"provenance": {"registered": False}},
-                            {"provenance": {}}]}
+    manifest = {
+        "sources": [
+            {"provenance": {"registered": True}},
+            {"provenance": {"registered": False}},
+            {"provenance": {}},
+        ]
+    }
     meta = {"source": np.array([0, 0, 1, 1, 2, 0])}
     labels = np.array([0, 1, 0, 1, 0, 0])
     pred = np.array([0, 1, 1, 0, 1, 1])
@@ -164,7 +199,13 @@ def test_figure_titles_from_data_set_names_are_not_parsed_as_math(tmp_path):
 
     rates = {"tn": 0.9, "fp": 0.1, "fn": 0.2, "tp": 0.8}
     plot_confusion(rates, tmp_path / "c.png", title=r"CNN on set_$\foo$")
-    cnn = {"roc": {"fpr": [0, 1], "tpr": [0, 1]}, "roc_auc": 0.5, "fp": 0.1, "tp": 0.8,
-           "pr": {"recall": [0, 1], "precision": [1, 0.5]}, "average_precision": 0.7}
+    cnn = {
+        "roc": {"fpr": [0, 1], "tpr": [0, 1]},
+        "roc_auc": 0.5,
+        "fp": 0.1,
+        "tp": 0.8,
+        "pr": {"recall": [0, 1], "precision": [1, 0.5]},
+        "average_precision": 0.7,
+    }
     plot_curves({"cnn": cnn}, tmp_path / "r.png", title=r"set_$\foo$")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "r.png"]

@@ -21,8 +21,13 @@ from blobwatch.models.blob_unet import BlobUNet
 def unet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("fcn") / "unet.pt"
-    save_model(path, BlobUNet(width=4, depth=2), architecture="BlobUNet",
-               arguments={"in_channels": 2, "width": 4, "depth": 2}, metadata={"threshold": 0.5})
+    save_model(
+        path,
+        BlobUNet(width=4, depth=2),
+        architecture="BlobUNet",
+        arguments={"in_channels": 2, "width": 4, "depth": 2},
+        metadata={"threshold": 0.5},
+    )
     return path
 
 
@@ -47,8 +52,19 @@ def test_model_of_the_wrong_kind_or_shape_is_one_clear_error(unet_file: Path, tm
 
 
 def test_cli_names_the_wrong_model_file_and_exits_2(capsys, tmp_path: Path) -> None:
-    code = main(["regress", "--detector", "fcn", "--fcn-model", str(shipped_model_path()),
-                 "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "regress",
+            "--detector",
+            "fcn",
+            "--fcn-model",
+            str(shipped_model_path()),
+            "--cache",
+            str(tmp_path / "c"),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "papercnn.pt" in err and "not a BlobUNet" in err
@@ -81,8 +97,12 @@ def test_peaks_find_the_centre_and_size_of_a_probability_disc() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _scene(new: list[tuple[float, float, float, float]], old: list[tuple[float, float, float, float]],
-           noise: float = 0.01, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def _scene(
+    new: list[tuple[float, float, float, float]],
+    old: list[tuple[float, float, float, float]],
+    noise: float = 0.01,
+    size: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
     """A registered difference and its reference median: discs (y, x, radius, depth)."""
     from blobwatch.simulate import blob_profile
 
@@ -104,7 +124,9 @@ def _scene(new: list[tuple[float, float, float, float]], old: list[tuple[float, 
 
 def test_shipped_fcn_finds_a_disc_blob_within_one_pixel() -> None:
     det = FCNDetector()
-    diff, ref = _scene(new=[(120.3, 140.7, 7.0, 0.06)], old=[(60.0, 60.0, 8.0, 0.2), (200.0, 180.0, 6.0, 0.1)])
+    diff, ref = _scene(
+        new=[(120.3, 140.7, 7.0, 0.06)], old=[(60.0, 60.0, 8.0, 0.2), (200.0, 180.0, 6.0, 0.1)]
+    )
     found = [c for c in det.candidates(diff, ref) if c.probability >= det.threshold]
     assert len(found) == 1, found
     assert np.hypot(found[0].x - 140.7, found[0].y - 120.3) <= 1.0
@@ -122,9 +144,19 @@ def test_shipped_fcn_stays_quiet_on_a_translated_sequence() -> None:
     from blobwatch.fits_io import BlobImage
     from blobwatch.simulate import SimulationConfig, simulate_sequence
 
-    sim = simulate_sequence(SimulationConfig(n_days=8, size=256, seed=11, shift_sigma=1.0, n_existing=12,
-                                             noise_sigma=0.01, cosmic_ray_rate=0, snowball_rate=0,
-                                             persistence_rate=0))
+    sim = simulate_sequence(
+        SimulationConfig(
+            n_days=8,
+            size=256,
+            seed=11,
+            shift_sigma=1.0,
+            n_existing=12,
+            noise_sigma=0.01,
+            cosmic_ray_rate=0,
+            snowball_rate=0,
+            persistence_rate=0,
+        )
+    )
     images = [BlobImage(data=sim.images[d], mjd=float(sim.mjd[d]), path=f"d{d}") for d in range(8)]
     with pytest.warns(FewReferencesWarning):
         result = blob_difference(images[-1], images[:-1])
@@ -135,7 +167,9 @@ def test_shipped_fcn_stays_quiet_on_a_translated_sequence() -> None:
 def test_train_fcn_refuses_a_missing_gpu_before_any_work(tmp_path: Path, capsys) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    code = main(["train-fcn", "--device", "cuda", "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
+    code = main(
+        ["train-fcn", "--device", "cuda", "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o")]
+    )
     assert code == 2 and "CUDA is not available" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
 
@@ -152,10 +186,21 @@ def test_train_fcn_writes_a_loadable_model_with_its_record(tmp_path: Path) -> No
     from blobwatch.regression import SuiteSpec, build_suite
     from blobwatch.variation import VariationConfig
 
-    cases = build_suite(SuiteSpec("training", 2, VariationConfig(size=256, n_references=3, cases=5, new_blobs=2)),
-                        tmp_path / "cache", progress=False)
-    cfg = FCNTrainConfig(outdir=str(tmp_path / "run"), val_sequences=1, negatives_per_case=2, epochs=2,
-                         width=4, depth=2, batch_size=4, progress=False)
+    cases = build_suite(
+        SuiteSpec("training", 2, VariationConfig(size=256, n_references=3, cases=5, new_blobs=2)),
+        tmp_path / "cache",
+        progress=False,
+    )
+    cfg = FCNTrainConfig(
+        outdir=str(tmp_path / "run"),
+        val_sequences=1,
+        negatives_per_case=2,
+        epochs=2,
+        width=4,
+        depth=2,
+        batch_size=4,
+        progress=False,
+    )
     metrics = train_fcn(cfg, cases, log=lambda _: None)
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     assert metrics["training_seeds"] == [930_000, 930_001] and metrics["validation_seeds"] == [930_001]

@@ -26,4 +26,6 @@ def test_figures_are_drawn_in_threads_without_pyplot(tmp_path: Path) -> None:
     assert sorted(results) == [0, 1, 2, 3] and all(png.startswith(PNG_MAGIC) for png in results.values())
     fig = new_figure(2.0, 1.5)
     save_png(fig, tmp_path / "a.png", dpi=40)
-    assert (tmp_path / "a.png").read_bytes().startswith(PNG_MAGIC) and [p.name for p in tmp_path.iterdir()] == ["a.png"]
+    assert (tmp_path / "a.png").read_bytes().startswith(PNG_MAGIC) and [
+        p.name for p in tmp_path.iterdir()
+    ] == ["a.png"]

@@ -132,7 +132,9 @@ def test_an_flt_file_without_sci_is_refused_not_read_from_err(tmp_path):
     err = fits.ImageHDU(_image(1), name="ERR")
     dq = fits.ImageHDU(np.zeros((SIZE, SIZE), np.int16), name="DQ")
     fits.HDUList([fits.PrimaryHDU(header=_header(EXPSTART=60000.0)), err, dq]).writeto(path)
-    with pytest.raises(InputError, match=r"nosci\.fits: no SCI extension \(ERR, DQ, SAMP and TIME are not image data\)"):
+    with pytest.raises(
+        InputError, match=r"nosci\.fits: no SCI extension \(ERR, DQ, SAMP and TIME are not image data\)"
+    ):
         read_blob_image(path)
 
 
@@ -168,14 +170,19 @@ def _bad_files(tmp_path):
     files["truncated_block"].write_bytes(raw[: 2880 * 5])
     files["table"] = tmp_path / "table.fits"
     fits.HDUList(
-        [fits.PrimaryHDU(header=_header(EXPSTART=60000.0)), fits.BinTableHDU.from_columns([fits.Column("a", "E", array=np.arange(3.0))])]
+        [
+            fits.PrimaryHDU(header=_header(EXPSTART=60000.0)),
+            fits.BinTableHDU.from_columns([fits.Column("a", "E", array=np.arange(3.0))]),
+        ]
     ).writeto(files["table"])
     files["one_d"] = tmp_path / "spectrum.fits"
     fits.PrimaryHDU(np.ones(1000, dtype=np.float32), _header(EXPSTART=60000.0)).writeto(files["one_d"])
     files["small"] = tmp_path / "small.fits"
     fits.PrimaryHDU(_image(shape=(128, 300)), _header(EXPSTART=60000.0)).writeto(files["small"])
     files["nan"] = tmp_path / "nan.fits"
-    fits.PrimaryHDU(np.full((SIZE, SIZE), np.nan, np.float32), _header(EXPSTART=60000.0)).writeto(files["nan"])
+    fits.PrimaryHDU(np.full((SIZE, SIZE), np.nan, np.float32), _header(EXPSTART=60000.0)).writeto(
+        files["nan"]
+    )
     files["notime"] = tmp_path / "notime.fits"
     fits.PrimaryHDU(_image(), _header(FILTER="F153M")).writeto(files["notime"])
     files["baddate"] = tmp_path / "baddate.fits"
@@ -200,7 +207,10 @@ def _bad_files(tmp_path):
         ("nan", r"nan\.fits: all pixels are non-finite"),
         ("notime", r"notime\.fits: no observation time \(EXPSTART or DATE-OBS/TIME-OBS\)"),
         ("baddate", r"baddate\.fits: EXPSTART \(MJD 1e\+09\) is not a date between years 1 and 9999"),
-        ("baddateobs", r"baddateobs\.fits: DATE-OBS \(MJD 2.97348e\+06\) is not a date between years 1 and 9999"),
+        (
+            "baddateobs",
+            r"baddateobs\.fits: DATE-OBS \(MJD 2.97348e\+06\) is not a date between years 1 and 9999",
+        ),
     ],
 )
 def test_bad_input_names_file_and_problem(tmp_path, kind, message):
@@ -279,7 +289,9 @@ def test_read_blob_images_in_order_and_first_error(tmp_path):
     paths = []
     for i in range(5):
         path = tmp_path / f"day{i}.fits"
-        fits.PrimaryHDU(_image(i), _header(EXPSTART=60100.0 + i, FILTER="F153M" if i != 3 else "F110W")).writeto(path)
+        fits.PrimaryHDU(
+            _image(i), _header(EXPSTART=60100.0 + i, FILTER="F153M" if i != 3 else "F110W")
+        ).writeto(path)
         paths.append(path)
     with pytest.warns(FilterWarning, match=r"day3\.fits: filter F110W"):
         images = read_blob_images(paths, workers=3)
@@ -288,7 +300,9 @@ def test_read_blob_images_in_order_and_first_error(tmp_path):
     bad.write_text("nope")
     with pytest.raises(InputError, match=r"bad\.fits: not a FITS file"):
         read_blob_images([paths[0], bad, tmp_path / "missing.fits"], workers=2)
-    with pytest.raises(InputError, match=r"day1\.fits: shape 256x256 does not match the references \(512x512\)"):
+    with pytest.raises(
+        InputError, match=r"day1\.fits: shape 256x256 does not match the references \(512x512\)"
+    ):
         read_blob_images(paths[1:3], expected_shape=(512, 512))
 
 
@@ -410,5 +424,7 @@ def test_a_file_larger_than_any_blob_image_is_refused_before_reading(tmp_path, m
     fits.PrimaryHDU(_image(), _header(EXPSTART=60000.0)).writeto(path)
     monkeypatch.setattr(fits_io, "MAX_FILE_BYTES", 10_000)
     monkeypatch.setattr(fits_io, "open", lambda *a, **k: pytest.fail("opened"), raising=False)
-    with pytest.raises(InputError, match=rf"huge\.fits: file is {path.stat().st_size} bytes, larger than 0 MiB"):
+    with pytest.raises(
+        InputError, match=rf"huge\.fits: file is {path.stat().st_size} bytes, larger than 0 MiB"
+    ):
         read_blob_image(path)

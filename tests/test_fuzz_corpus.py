@@ -43,7 +43,10 @@ def test_the_corpus_has_over_100_distinct_files(corpus: dict[str, Path]) -> None
 
 @pytest.mark.parametrize("command", ["difference", "detect"])
 def test_every_malformed_file_is_one_line_and_exit_2(
-    corpus: dict[str, Path], references: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    corpus: dict[str, Path],
+    references: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     command: str,
 ) -> None:
     out = tmp_path / "out"
@@ -56,8 +59,13 @@ def test_every_malformed_file_is_one_line_and_exit_2(
         code = main(args)
         captured = capsys.readouterr()
         lines = captured.err.strip().splitlines()
-        if (code != 2 or len(lines) != 1 or not lines[0].startswith(f"blobwatch: error: {one_line(str(path))}: ")
-                or "Traceback" in captured.err or captured.out):
+        if (
+            code != 2
+            or len(lines) != 1
+            or not lines[0].startswith(f"blobwatch: error: {one_line(str(path))}: ")
+            or "Traceback" in captured.err
+            or captured.out
+        ):
             wrong.append((case, code, captured.err[-300:]))
     assert wrong == []
     assert list(out.iterdir()) == []  # nothing written, no temporary file
@@ -69,10 +77,14 @@ def test_the_monitor_records_every_malformed_file_as_rejected(
     Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
     lines: list[str] = []
     with caplog.at_level(logging.WARNING):
-        summary = run_monitor(corpus["empty"].parent, db=Session, reports=tmp_path / "reports", echo=lines.append)
+        summary = run_monitor(
+            corpus["empty"].parent, db=Session, reports=tmp_path / "reports", echo=lines.append
+        )
     assert summary.exit_code == 1 and summary.processed == []
     assert sorted(o.name for o in summary.rejected) == sorted(p.name for p in corpus.values())
-    assert all(o.reason and not o.reason.startswith("cannot be read (") for o in summary.rejected)  # all foreseen
+    assert all(
+        o.reason and not o.reason.startswith("cannot be read (") for o in summary.rejected
+    )  # all foreseen
     assert not [r for r in caplog.records if r.exc_info]  # no traceback logged
     assert len(lines) == len(corpus) and all("\n" not in line for line in lines)
     with Session() as s:

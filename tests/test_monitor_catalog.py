@@ -34,15 +34,17 @@ def Session(tmp_path: Path):  # a session factory
 
 
 def _truth(path: Path) -> Path:
-    table = Table({
-        "id": [1, 2, 3, 4],
-        "x": [100.0, 300.5, 700.25, 512.0],
-        "y": [200.0, 400.5, 50.0, 512.0],
-        "radius": [6.0, 8.0, 5.0, 7.0],
-        "depth": [0.1, 0.2, 0.05, 0.12],
-        "profile": ["disc", "ring", "disc", "disc"],
-        "day": [-100, -3, 2, 40],
-    })
+    table = Table(
+        {
+            "id": [1, 2, 3, 4],
+            "x": [100.0, 300.5, 700.25, 512.0],
+            "y": [200.0, 400.5, 50.0, 512.0],
+            "radius": [6.0, 8.0, 5.0, 7.0],
+            "depth": [0.1, 0.2, 0.05, 0.12],
+            "profile": ["disc", "ring", "disc", "disc"],
+            "day": [-100, -3, 2, 40],
+        }
+    )
     table.write(path, format="ascii.ecsv")
     return path
 
@@ -66,8 +68,15 @@ def test_simulator_truth_imports_only_existing_blobs_once(Session, tmp_path: Pat
 
 def test_user_table_with_extra_and_missing_columns(Session, tmp_path: Path) -> None:
     path = tmp_path / "mine.ecsv"
-    Table({"X": [10.0, 20.0], "y": [30.0, 40.0], "radius": [5.0, 6.0], "first_seen_mjd": [59000.5, 59001.0],
-           "name": ["a", "b"]}).write(path, format="ascii.ecsv")
+    Table(
+        {
+            "X": [10.0, 20.0],
+            "y": [30.0, 40.0],
+            "radius": [5.0, 6.0],
+            "first_seen_mjd": [59000.5, 59001.0],
+            "name": ["a", "b"],
+        }
+    ).write(path, format="ascii.ecsv")
     with Session() as s:
         result = import_catalog(s, path)
         assert result.source == "import"
@@ -93,7 +102,8 @@ def test_bad_catalog_files_are_input_errors(Session, tmp_path: Path, content: st
         Table({"x": [1.0], "y": [2.0], "radius": [-1.0]}).write(path, format="ascii.ecsv")
     elif content == "baddate":
         Table({"x": [1.0, 50.0], "y": [2.0, 60.0], "radius": [3.0, 3.0], "mjd": [59000.0, 1e9]}).write(
-            path, format="ascii.ecsv")
+            path, format="ascii.ecsv"
+        )
     else:
         path.write_text(content)
     with Session() as s, pytest.raises(InputError, match=match):
@@ -112,8 +122,12 @@ def test_blob_mask_and_export(Session, tmp_path: Path) -> None:
     assert shifted[15, 5] and shifted.sum() == 29
 
     with Session() as s:
-        s.add_all([Blob(x=100.0, y=200.0, radius=4.0, depth=0.1, source="import"),
-                   Blob(x=3.0, y=1020.0, radius=6.0, depth=None, source="confirmed", candidate_id=7)])
+        s.add_all(
+            [
+                Blob(x=100.0, y=200.0, radius=4.0, depth=0.1, source="import"),
+                Blob(x=3.0, y=1020.0, radius=6.0, depth=None, source="confirmed", candidate_id=7),
+            ]
+        )
         s.commit()
         files = export_catalog(s, tmp_path / "out" / "catalog.ecsv")
     assert [f.name for f in files] == ["catalog.ecsv", "catalog_mask1024.fits", "catalog_mask1014.fits"]
@@ -137,10 +151,14 @@ def test_masks_and_bad_pixel_table_carry_the_reference_file_keywords(Session, tm
     import datetime as dt
 
     with Session() as s:
-        s.add_all([Image(path="/d/a.fits", sha256="a" * 64, mjd=60000.0, obs_date=dt.datetime(2023, 2, 25, 5)),
-                   Image(path="/d/b.fits", sha256="b" * 64, mjd=60040.0, obs_date=dt.datetime(2023, 4, 6, 5)),
-                   Blob(x=100.0, y=200.0, radius=4.0, source="import"),
-                   Blob(x=2.0, y=1022.0, radius=3.0, source="confirmed", first_seen=dt.datetime(2023, 3, 9))])
+        s.add_all(
+            [
+                Image(path="/d/a.fits", sha256="a" * 64, mjd=60000.0, obs_date=dt.datetime(2023, 2, 25, 5)),
+                Image(path="/d/b.fits", sha256="b" * 64, mjd=60040.0, obs_date=dt.datetime(2023, 4, 6, 5)),
+                Blob(x=100.0, y=200.0, radius=4.0, source="import"),
+                Blob(x=2.0, y=1022.0, radius=3.0, source="confirmed", first_seen=dt.datetime(2023, 3, 9)),
+            ]
+        )
         s.commit()
         _ecsv, mask1024, mask1014 = export_catalog(s, tmp_path / "catalog.ecsv")
         table_path = export_bpixtab(s, tmp_path / "blobs_bpx.fits")
@@ -159,7 +177,7 @@ def test_masks_and_bad_pixel_table_carry_the_reference_file_keywords(Session, tm
     # the runs cover exactly the 1024x1024 mask's pixels (1-based PIX1, PIX2)
     covered = np.zeros((1024, 1024), dtype=bool)
     for pix1, pix2, length in zip(rows["PIX1"], rows["PIX2"], rows["LENGTH"], strict=True):
-        covered[pix2 - 1, pix1 - 1:pix1 - 1 + length] = True
+        covered[pix2 - 1, pix1 - 1 : pix1 - 1 + length] = True
     np.testing.assert_array_equal(covered, fits.getdata(mask1024, "DQ") == 512)
     assert list(rows["BLOB"][rows["PIX2"] == 201]) == [1]  # blob 1's centre row (0-based y 200)
     assert rows["PIX1"][rows["PIX2"] == 201][0] == 101 - 4 and rows["LENGTH"][rows["PIX2"] == 201][0] == 9
@@ -175,8 +193,10 @@ def test_an_empty_catalog_gives_an_empty_table_and_dummy_pedigree(Session, tmp_p
 
 
 def test_known_blob_at_picks_the_nearest_containing_blob() -> None:
-    blobs = [Blob(id=1, x=10.0, y=10.0, radius=5.0, source="import"),
-             Blob(id=2, x=14.0, y=10.0, radius=5.0, source="import")]
+    blobs = [
+        Blob(id=1, x=10.0, y=10.0, radius=5.0, source="import"),
+        Blob(id=2, x=14.0, y=10.0, radius=5.0, source="import"),
+    ]
     assert known_blob_at(blobs, 13.0, 10.0).id == 2
     assert known_blob_at(blobs, 30.0, 10.0) is None
     assert known_blob_at(blobs, 21.0, 10.0, margin=2.0).id == 2
@@ -207,18 +227,22 @@ def test_measure_blob_recovers_centre_radius_and_depth() -> None:
         loss_map(current, stack[:10])
 
 
-def _candidate(Session, *, x: float = 50.0, status: str = "new", linked_to: int | None = None,
-               day: int = 0) -> int:
+def _candidate(
+    Session, *, x: float = 50.0, status: str = "new", linked_to: int | None = None, day: int = 0
+) -> int:
     """A candidate in a processed image of its own (observed ``day`` days after MJD 60000.25)."""
     with Session() as s:
-        image = Image(path=f"/nowhere/{day}.fits", sha256=f"{day:064d}", status="processed", mjd=60000.25 + day)
+        image = Image(
+            path=f"/nowhere/{day}.fits", sha256=f"{day:064d}", status="processed", mjd=60000.25 + day
+        )
         s.add(image)
         s.flush()
         run = Run(image_id=image.id, blobwatch_version="test", parameters={}, timings={})
         s.add(run)
         s.flush()
-        c = Candidate(run_id=run.id, image_id=image.id, x=x, y=60.0, probability=0.9, status=status,
-                      linked_to=linked_to)
+        c = Candidate(
+            run_id=run.id, image_id=image.id, x=x, y=60.0, probability=0.9, status=status, linked_to=linked_to
+        )
         s.add(c)
         s.commit()
         return c.id
@@ -271,18 +295,28 @@ def test_confirming_a_linked_candidate_never_duplicates_its_blob(Session) -> Non
     m = BlobMeasurement(x=50.4, y=59.8, radius=7.5, depth=0.11, background=0.0, noise=0.01)
     with Session() as s:
         blob = confirm_candidate(s, first, reviewer="Ada", measurement=m)
-        with pytest.raises(CatalogError, match=rf"candidate {second} is catalog blob {blob.id} again "
-                                               rf"\(0.3 px .*linked to candidate {first}\).*--same-as {blob.id}"):
+        with pytest.raises(
+            CatalogError,
+            match=rf"candidate {second} is catalog blob {blob.id} again "
+            rf"\(0.3 px .*linked to candidate {first}\).*--same-as {blob.id}",
+        ):
             confirm_candidate(s, second, reviewer="Ada", measurement=m)
         s.rollback()
         assert _count(s) == 1 and s.get(Candidate, second).status == "linked"
-        with pytest.raises(CatalogError, match=f"not at catalog blob {blob.id + 1} \\(it is at blob {blob.id}\\)"):
+        with pytest.raises(
+            CatalogError, match=f"not at catalog blob {blob.id + 1} \\(it is at blob {blob.id}\\)"
+        ):
             confirm_candidate(s, second, reviewer="Ada", same_as=blob.id + 1)
         s.rollback()
         assert confirm_candidate(s, second, reviewer="Bo", same_as=blob.id).id == blob.id
     with Session() as s:
         c = s.get(Candidate, second)
-        assert (c.status, c.known_blob_id, c.reason, c.reviewed_by) == ("known", blob.id, f"same as blob {blob.id}", "Bo")
+        assert (c.status, c.known_blob_id, c.reason, c.reviewed_by) == (
+            "known",
+            blob.id,
+            f"same as blob {blob.id}",
+            "Bo",
+        )
         assert _count(s) == 1
 
 
@@ -290,8 +324,12 @@ def test_confirm_refuses_a_measured_centre_on_a_catalog_blob(Session) -> None:
     """Not linked, but measured 0.5 px from a catalog blob: the same blob, not a new one."""
     cid = _candidate(Session)  # at x=50, y=60
     with Session() as s:
-        s.add_all([Blob(id=1, x=62.0, y=60.0, radius=5.0, depth=0.1, source="import"),
-                   Blob(id=2, x=300.0, y=300.0, radius=5.0, depth=0.1, source="import")])
+        s.add_all(
+            [
+                Blob(id=1, x=62.0, y=60.0, radius=5.0, depth=0.1, source="import"),
+                Blob(id=2, x=300.0, y=300.0, radius=5.0, depth=0.1, source="import"),
+            ]
+        )
         s.commit()
         m = BlobMeasurement(x=61.5, y=60.0, radius=5.0, depth=0.1, background=0.0, noise=0.01)
         with pytest.raises(CatalogError, match=f"candidate {cid} is catalog blob 1 again.*--same-as 1"):
@@ -337,9 +375,17 @@ def test_rebuild_difference_uses_every_reference_the_run_used(Session, tmp_path:
         image = Image(path=str(paths[-1]), sha256="0" * 64, mjd=60040.0, status="processed")
         s.add(image)
         s.flush()
-        run = Run(image_id=image.id, blobwatch_version="test", threshold=0.5, max_probability=0.1,
-                  parameters={"reference_paths": [str(p) for p in paths[:-1]], "register": False,
-                              "min_references": 5})
+        run = Run(
+            image_id=image.id,
+            blobwatch_version="test",
+            threshold=0.5,
+            max_probability=0.1,
+            parameters={
+                "reference_paths": [str(p) for p in paths[:-1]],
+                "register": False,
+                "min_references": 5,
+            },
+        )
         s.add(run)
         s.flush()
         with warnings.catch_warnings():

@@ -30,8 +30,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"root": root, "sim": sim, "inbox": inbox, "model": model, "truth": truth}
 
 
-def test_monitor_and_catalog_commands(setup: dict, capsys: pytest.CaptureFixture[str],
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_monitor_and_catalog_commands(
+    setup: dict, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = setup["root"]
     monkeypatch.delenv("BLOBWATCH_DB", raising=False)
     monkeypatch.delenv("BLOBWATCH_NOTIFY", raising=False)
@@ -42,9 +43,22 @@ def test_monitor_and_catalog_commands(setup: dict, capsys: pytest.CaptureFixture
     assert "imported 3 blobs (simulator-truth)" in capsys.readouterr().out
 
     with webhook_server() as hook:
-        code = main(["monitor", str(setup["inbox"]), *common, "--model", str(setup["model"]),
-                     "--min-references", "3", "--notify", hook.url, "--no-progress",
-                     "--base-url", "http://review.example:8000/"])
+        code = main(
+            [
+                "monitor",
+                str(setup["inbox"]),
+                *common,
+                "--model",
+                str(setup["model"]),
+                "--min-references",
+                "3",
+                "--notify",
+                hook.url,
+                "--no-progress",
+                "--base-url",
+                "http://review.example:8000/",
+            ]
+        )
         out = capsys.readouterr().out
         assert code == 1  # the broken file was rejected
         assert "broken_blob.fits" in out and "rejected" in out
@@ -54,8 +68,22 @@ def test_monitor_and_catalog_commands(setup: dict, capsys: pytest.CaptureFixture
         assert "    review: http://review.example:8000/candidates/1\n" in message
         assert f"catalog confirm ID --db sqlite:///{reports / 'blobwatch.db'}" in message
         # a second run: nothing new, exit 0, no second notification
-        assert main(["monitor", str(setup["inbox"]), *common, "--model", str(setup["model"]),
-                     "--min-references", "3", "--notify", hook.url]) == 0
+        assert (
+            main(
+                [
+                    "monitor",
+                    str(setup["inbox"]),
+                    *common,
+                    "--model",
+                    str(setup["model"]),
+                    "--min-references",
+                    "3",
+                    "--notify",
+                    hook.url,
+                ]
+            )
+            == 0
+        )
         assert "0 processed" in capsys.readouterr().out and len(hook.received) == 1
     assert (reports / "blobwatch.db").is_file() and (reports / "index.html").is_file()
 
@@ -64,7 +92,10 @@ def test_monitor_and_catalog_commands(setup: dict, capsys: pytest.CaptureFixture
     ids = [int(line.split()[0]) for line in listing]
     assert ids and all("new" in line for line in listing)
     truth = setup["truth"]
-    best = min(listing, key=lambda line: abs(float(line.split()[2]) - truth["x"]) + abs(float(line.split()[3]) - truth["y"]))
+    best = min(
+        listing,
+        key=lambda line: abs(float(line.split()[2]) - truth["x"]) + abs(float(line.split()[3]) - truth["y"]),
+    )
     best_id = int(best.split()[0])
 
     assert main(["catalog", "confirm", str(best_id), "--reviewer", "Ada", *common]) == 0
@@ -90,13 +121,19 @@ def test_monitor_and_catalog_commands(setup: dict, capsys: pytest.CaptureFixture
     assert main(["catalog", "export", str(reg), "--format", "reg", *common]) == 0
     circles = Regions.read(str(reg), format="ds9")
     assert [(r.center.x, r.center.y, r.radius) for r in circles] == [
-        pytest.approx((row["x"], row["y"], row["radius"])) for row in table]
+        pytest.approx((row["x"], row["y"], row["radius"])) for row in table
+    ]
     assert [r.meta["text"] for r in circles] == [f"blob {i}" for i in table["id"]]
     bpx = root / "export" / "blobs_bpx.fits"
     assert main(["catalog", "export", str(bpx), "--format", "bpixtab", *common]) == 0
     assert capsys.readouterr().out.split() == [str(reg), str(bpx)]
     with fits.open(bpx) as hdul:
-        assert hdul[0].header["FILETYPE"] == "BAD PIXELS" and set(hdul["BPIXTAB"].data["BLOB"]) == {1, 2, 3, 4}
+        assert hdul[0].header["FILETYPE"] == "BAD PIXELS" and set(hdul["BPIXTAB"].data["BLOB"]) == {
+            1,
+            2,
+            3,
+            4,
+        }
 
 
 @pytest.fixture
@@ -126,8 +163,9 @@ def in_empty_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (["catalog", "export", "/proc/blobs.ecsv"], "/proc/blobs.ecsv: cannot write the file"),
     ],
 )
-def test_bad_usage_is_one_line_and_exit_2(argv: list[str], message: str, in_empty_folder: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_usage_is_one_line_and_exit_2(
+    argv: list[str], message: str, in_empty_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from blobwatch.monitor.db import open_database
 
     tmp_path = in_empty_folder
@@ -137,14 +175,24 @@ def test_bad_usage_is_one_line_and_exit_2(argv: list[str], message: str, in_empt
     assert message in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("argv", [
-    ["catalog", "export", "out.ecsv"], ["catalog", "list"], ["catalog", "confirm", "1"],
-    ["catalog", "reject", "1", "--reason", "dip"], ["serve", "--port", "8123"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["catalog", "export", "out.ecsv"],
+        ["catalog", "list"],
+        ["catalog", "confirm", "1"],
+        ["catalog", "reject", "1", "--reason", "dip"],
+        ["serve", "--port", "8123"],
+    ],
+)
 @pytest.mark.parametrize("where", ["default", "--db", "$BLOBWATCH_DB", "not a blobwatch database"])
-def test_only_monitor_and_import_create_a_database(argv: list[str], where: str, in_empty_folder: Path,
-                                                   capsys: pytest.CaptureFixture[str],
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_monitor_and_import_create_a_database(
+    argv: list[str],
+    where: str,
+    in_empty_folder: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Anything but monitor and catalog import names the database it looked for and exits 2."""
     import sqlite3
 
@@ -170,8 +218,9 @@ def test_only_monitor_and_import_create_a_database(argv: list[str], where: str, 
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing created
 
 
-def test_monitor_and_serve_share_the_default_database(in_empty_folder: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_monitor_and_serve_share_the_default_database(
+    in_empty_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``serve`` without --db opens the database ``monitor`` made without --db."""
     import argparse
 
@@ -183,10 +232,16 @@ def test_monitor_and_serve_share_the_default_database(in_empty_folder: Path,
     monkeypatch.setattr("uvicorn.run", lambda app, **kw: None)
     assert main(["serve"]) == 0
     monitor_args = argparse.Namespace(db=None, reports=None, config=None)
-    assert seen["url"] == locations(monitor_args)[0] == f"sqlite:///{tmp_path / 'blobwatch-reports' / 'blobwatch.db'}"
+    assert (
+        seen["url"]
+        == locations(monitor_args)[0]
+        == f"sqlite:///{tmp_path / 'blobwatch-reports' / 'blobwatch.db'}"
+    )
 
 
-def test_demo_folder_is_emptied_only_if_a_demo_wrote_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_folder_is_emptied_only_if_a_demo_wrote_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from blobwatch.cli.demo import _prepare_outdir
     from blobwatch.errors import InputError
 
@@ -207,7 +262,9 @@ def test_demo_folder_is_emptied_only_if_a_demo_wrote_it(tmp_path: Path, capsys: 
     assert f"replacing the output of an earlier demo in {out}: its files" in capsys.readouterr().out
 
 
-def test_demo_says_which_review_decisions_it_replaces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_says_which_review_decisions_it_replaces(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from blobwatch.cli.demo import _prepare_outdir
     from blobwatch.monitor.db import Candidate, Image, Run, open_database
 
@@ -216,9 +273,20 @@ def test_demo_says_which_review_decisions_it_replaces(tmp_path: Path, capsys: py
     with open_database(f"sqlite:///{out / 'blobwatch.db'}").begin() as s:
         s.add_all([Image(id=i, path=f"/in/{i}.fits", sha256=str(i) * 64, status="processed") for i in (1, 2)])
         s.add(Run(id=1, image_id=2, blobwatch_version="t"))
-        s.add_all([Candidate(run_id=1, image_id=2, x=x, y=5.0, probability=0.9, status=status,
-                             reviewed_by=None if status == "new" else "Ada")
-                   for x, status in ((5.0, "confirmed"), (50.0, "rejected"), (90.0, "new"))])
+        s.add_all(
+            [
+                Candidate(
+                    run_id=1,
+                    image_id=2,
+                    x=x,
+                    y=5.0,
+                    probability=0.9,
+                    status=status,
+                    reviewed_by=None if status == "new" else "Ada",
+                )
+                for x, status in ((5.0, "confirmed"), (50.0, "rejected"), (90.0, "new"))
+            ]
+        )
     _prepare_outdir(out)
     said = capsys.readouterr().out
     assert "its database with 2 images and 2 review decision(s)" in said and "are lost" in said
@@ -238,23 +306,35 @@ def test_demo_alerts_on_day_40_only(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_confirm_of_a_candidate_linked_to_a_confirmed_one_is_refused_or_recorded_as_its_blob(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from blobwatch.monitor.db import Blob, Candidate, Image, Run, open_database
 
     monkeypatch.delenv("BLOBWATCH_CONFIG", raising=False)
     url = f"sqlite:///{tmp_path / 'bw.db'}"
     with open_database(url).begin() as s:
-        s.add_all([Image(id=i, path=f"/in/{i}.fits", sha256=str(i) * 64, status="processed", mjd=60000.0 + i)
-                   for i in (1, 2)])
+        s.add_all(
+            [
+                Image(id=i, path=f"/in/{i}.fits", sha256=str(i) * 64, status="processed", mjd=60000.0 + i)
+                for i in (1, 2)
+            ]
+        )
         s.add_all([Run(id=i, image_id=i, blobwatch_version="t") for i in (1, 2)])
-        s.add_all([Candidate(id=1, run_id=1, image_id=1, x=50.0, y=60.0, probability=0.9, status="confirmed"),
-                   Candidate(id=2, run_id=2, image_id=2, x=50.6, y=60.0, probability=0.2, status="linked",
-                             linked_to=1)])
+        s.add_all(
+            [
+                Candidate(id=1, run_id=1, image_id=1, x=50.0, y=60.0, probability=0.9, status="confirmed"),
+                Candidate(
+                    id=2, run_id=2, image_id=2, x=50.6, y=60.0, probability=0.2, status="linked", linked_to=1
+                ),
+            ]
+        )
         s.add(Blob(id=7, x=50.0, y=60.0, radius=6.0, depth=0.1, source="confirmed", candidate_id=1))
     common = ["--db", url, "--reports", str(tmp_path / "r"), "--reviewer", "Ada"]
     assert main(["catalog", "confirm", "2", *common]) == 2
     err = capsys.readouterr().err
-    assert "candidate 2 is catalog blob 7 again" in err and "--same-as 7" in err and len(err.splitlines()) == 1
+    assert (
+        "candidate 2 is catalog blob 7 again" in err and "--same-as 7" in err and len(err.splitlines()) == 1
+    )
     assert main(["catalog", "confirm", "2", "--same-as", "7", *common]) == 0
     assert "candidate 2 recorded as catalog blob 7 seen again; nothing added" in capsys.readouterr().out
     with open_database(url)() as s:
@@ -274,11 +354,19 @@ def test_a_command_on_an_existing_or_foreign_database_prints_no_alembic_lines(tm
     open_database(f"sqlite:///{good}")
     with sqlite3.connect(other) as conn:
         conn.execute("CREATE TABLE notes (text TEXT)")
-    env = {k: v for k, v in os.environ.items() if k != "BLOBWATCH_CONFIG"}  # and no blobwatch.toml in tmp_path
+    env = {
+        k: v for k, v in os.environ.items() if k != "BLOBWATCH_CONFIG"
+    }  # and no blobwatch.toml in tmp_path
 
     def run(db: Path) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "blobwatch.cli", "catalog", "list", "--db", f"sqlite:///{db}"],
-                              capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+        return subprocess.run(
+            [sys.executable, "-m", "blobwatch.cli", "catalog", "list", "--db", f"sqlite:///{db}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            cwd=tmp_path,
+        )
 
     ok = run(good)
     assert ok.returncode == 0 and ok.stderr == ""
@@ -286,13 +374,16 @@ def test_a_command_on_an_existing_or_foreign_database_prints_no_alembic_lines(tm
     assert refused.returncode == 2 and refused.stderr.splitlines() == [
         f"blobwatch: error: database sqlite:///{other}: not a blobwatch database (it has no blobwatch tables); "
         "give the right one with --db or $BLOBWATCH_DB, or create one with 'blobwatch monitor' or "
-        "'blobwatch catalog import'"]
+        "'blobwatch catalog import'"
+    ]
 
 
 LOG_LINE = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - blobwatch\.[a-z_.]+ - (DEBUG|INFO|WARNING|ERROR) - "
 
 
-def test_an_empty_inbox_says_so_and_exits_0(in_empty_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_empty_inbox_says_so_and_exits_0(
+    in_empty_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import re
 
     inbox = in_empty_folder / "inbox"
@@ -308,8 +399,9 @@ def test_an_empty_inbox_says_so_and_exits_0(in_empty_folder: Path, capsys: pytes
     assert warning[0] in log_file.read_text().splitlines()  # the same line in the log file
 
 
-def test_log_options_after_the_subcommand(setup: dict, in_empty_folder: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_log_options_after_the_subcommand(
+    setup: dict, in_empty_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import re
 
     log_file = in_empty_folder / "import.log"
@@ -327,14 +419,22 @@ def test_log_options_after_the_subcommand(setup: dict, in_empty_folder: Path,
     assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("argv", "usage", "problem"), [
-    (["catalog", "list", "--bogus"], "usage: blobwatch catalog list", "unrecognized arguments: --bogus"),
-    (["monitor", "inbox", "extra"], "usage: blobwatch monitor", "unrecognized arguments: extra"),
-    (["monitor"], "usage: blobwatch monitor", "the following arguments are required: INBOX"),
-    (["catalog", "export", "x", "--format", "csv"], "usage: blobwatch catalog export", "invalid choice: 'csv'"),
-])
-def test_an_argparse_mistake_shows_the_subcommands_usage(argv: list[str], usage: str, problem: str,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "usage", "problem"),
+    [
+        (["catalog", "list", "--bogus"], "usage: blobwatch catalog list", "unrecognized arguments: --bogus"),
+        (["monitor", "inbox", "extra"], "usage: blobwatch monitor", "unrecognized arguments: extra"),
+        (["monitor"], "usage: blobwatch monitor", "the following arguments are required: INBOX"),
+        (
+            ["catalog", "export", "x", "--format", "csv"],
+            "usage: blobwatch catalog export",
+            "invalid choice: 'csv'",
+        ),
+    ],
+)
+def test_an_argparse_mistake_shows_the_subcommands_usage(
+    argv: list[str], usage: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exc:
         main(argv)
     err = capsys.readouterr().err

@@ -39,8 +39,15 @@ def test_open_database_creates_every_table_at_the_current_version(tmp_path: Path
     Session = open_database(_url(tmp_path))
     engine = engine_of(Session)
     tables = set(inspect(engine).get_table_names())
-    assert {"images", "runs", "subframe_predictions", "candidates", "blobs", "notifications",
-            "alembic_version"} <= tables
+    assert {
+        "images",
+        "runs",
+        "subframe_predictions",
+        "candidates",
+        "blobs",
+        "notifications",
+        "alembic_version",
+    } <= tables
     assert schema_version(engine) == SCHEMA_VERSION
     # the shipped migrations produce exactly the models' schema
     with engine.connect() as conn:
@@ -59,7 +66,8 @@ def test_old_schema_is_upgraded_and_keeps_its_rows(tmp_path: Path) -> None:
     with engine.begin() as conn:
         conn.exec_driver_sql(
             "INSERT INTO images (path, sha256, status, registered_at) "
-            "VALUES ('/data/a.fits', 'abc', 'registered', '2026-01-01 00:00:00')")
+            "VALUES ('/data/a.fits', 'abc', 'registered', '2026-01-01 00:00:00')"
+        )
     Session = open_database(url)
     assert schema_version(engine_of(Session)) == SCHEMA_VERSION
     with Session() as s:
@@ -76,15 +84,27 @@ def test_upgrade_records_which_existing_candidates_were_alerted(tmp_path: Path) 
     engine = create_db_engine(url)
     with engine.connect() as conn, conn.begin():
         command.upgrade(_alembic_config(conn), "0002")
-        conn.exec_driver_sql("INSERT INTO images (id, path, sha256, status, registered_at) "
-                             "VALUES (1, '/a.fits', 'a', 'processed', '2026-01-01 00:00:00')")
-        conn.exec_driver_sql("INSERT INTO runs (id, image_id, model_metadata, blobwatch_version, parameters, "
-                             "timings, started_at) VALUES (1, 1, '{}', 't', '{}', '{}', '2026-01-01 00:00:00')")
-        for cid, status, linked_to in ((1, "new", None), (2, "rejected", None), (3, "rejected", 1),
-                                       (4, "known", None), (5, "linked", 1), (6, "confirmed", None)):
+        conn.exec_driver_sql(
+            "INSERT INTO images (id, path, sha256, status, registered_at) "
+            "VALUES (1, '/a.fits', 'a', 'processed', '2026-01-01 00:00:00')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO runs (id, image_id, model_metadata, blobwatch_version, parameters, "
+            "timings, started_at) VALUES (1, 1, '{}', 't', '{}', '{}', '2026-01-01 00:00:00')"
+        )
+        for cid, status, linked_to in (
+            (1, "new", None),
+            (2, "rejected", None),
+            (3, "rejected", 1),
+            (4, "known", None),
+            (5, "linked", 1),
+            (6, "confirmed", None),
+        ):
             conn.exec_driver_sql(
                 "INSERT INTO candidates (id, run_id, image_id, x, y, probability, status, linked_to, created_at) "
-                "VALUES (?, 1, 1, 0, 0, 0.9, ?, ?, '2026-01-01 00:00:00')", (cid, status, linked_to))
+                "VALUES (?, 1, 1, 0, 0, 0.9, ?, ?, '2026-01-01 00:00:00')",
+                (cid, status, linked_to),
+            )
     with open_database(url)() as s:
         alerted = dict(s.execute(select(Candidate.id, Candidate.alerted)).all())
     assert alerted == {1: True, 2: True, 3: False, 4: False, 5: False, 6: True}
@@ -94,8 +114,12 @@ def test_alerted_defaults_to_the_status_a_candidate_is_recorded_with(tmp_path: P
     with open_database(_url(tmp_path)).begin() as s:
         s.add(Image(id=1, path="/a.fits", sha256="a", status="processed"))
         s.add(Run(id=1, image_id=1, blobwatch_version="t"))
-        s.add_all([Candidate(id=i, run_id=1, image_id=1, x=0.0, y=0.0, probability=0.9, status=status)
-                   for i, status in ((1, "new"), (2, "linked"), (3, "known"))])
+        s.add_all(
+            [
+                Candidate(id=i, run_id=1, image_id=1, x=0.0, y=0.0, probability=0.9, status=status)
+                for i, status in ((1, "new"), (2, "linked"), (3, "known"))
+            ]
+        )
         s.flush()
         s.get(Candidate, 1).status = s.get(Candidate, 2).status = "rejected"
         s.flush()

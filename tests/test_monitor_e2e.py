@@ -22,8 +22,10 @@ from blobwatch.monitor.db import Candidate, Image, Notification, Run, SubframePr
 from blobwatch.monitor.runner import MonitorSettings, run_monitor
 from monitor_support import simulate_inbox, webhook_server
 
-pytestmark = pytest.mark.skipif(not shipped_model_path().is_file(),
-                                reason="the shipped model src/blobwatch/data/papercnn.pt is not there yet")
+pytestmark = pytest.mark.skipif(
+    not shipped_model_path().is_file(),
+    reason="the shipped model src/blobwatch/data/papercnn.pt is not there yet",
+)
 
 
 def test_monitor_end_to_end_with_the_shipped_model(tmp_path: Path) -> None:
@@ -39,8 +41,14 @@ def test_monitor_end_to_end_with_the_shipped_model(tmp_path: Path) -> None:
         assert len(import_catalog(s, sim / "truth_blobs.ecsv").added) == 60
 
     with webhook_server() as hook:
-        summary = run_monitor(inbox, db=Session, reports=reports, notify=[hook.url],
-                              settings=MonitorSettings(min_references=5), echo=lambda line: None)
+        summary = run_monitor(
+            inbox,
+            db=Session,
+            reports=reports,
+            notify=[hook.url],
+            settings=MonitorSettings(min_references=5),
+            echo=lambda line: None,
+        )
         assert summary.exit_code == 0 and summary.failed == []
         assert [o.name for o in summary.processed] == [f"csm_day{d:03d}_blob.fits" for d in (5, 6, 7)]
         day5, day6, day7 = summary.processed
@@ -58,15 +66,23 @@ def test_monitor_end_to_end_with_the_shipped_model(tmp_path: Path) -> None:
         assert ds9[coords.index(best)] == pytest.approx((best[0] + 1, best[1] + 1), abs=0.051)
 
         # running again changes nothing
-        again = run_monitor(inbox, db=Session, reports=reports, notify=[hook.url],
-                            settings=MonitorSettings(min_references=5), echo=lambda line: None)
+        again = run_monitor(
+            inbox,
+            db=Session,
+            reports=reports,
+            notify=[hook.url],
+            settings=MonitorSettings(min_references=5),
+            echo=lambda line: None,
+        )
         assert again.outcomes == [] and len(hook.received) == 1
 
     with Session() as s:
         assert s.scalar(select(func.count()).select_from(Run)) == 3
         assert s.scalar(select(func.count()).select_from(SubframePrediction)) == 3 * 16
         image6 = s.scalars(select(Image).where(Image.path.like("%day006%"))).one()
-        new = list(s.scalars(select(Candidate).where(Candidate.image_id == image6.id, Candidate.status == "new")))
+        new = list(
+            s.scalars(select(Candidate).where(Candidate.image_id == image6.id, Candidate.status == "new"))
+        )
         assert any(np.hypot(c.x - truth["x"], c.y - truth["y"]) < 3.0 for c in new)
         image7 = s.scalars(select(Image).where(Image.path.like("%day007%"))).one()
         later = list(s.scalars(select(Candidate).where(Candidate.image_id == image7.id)))
@@ -75,8 +91,13 @@ def test_monitor_end_to_end_with_the_shipped_model(tmp_path: Path) -> None:
         notes = list(s.scalars(select(Notification)))
         assert [(n.image_id, n.status, n.attempts) for n in notes] == [(image6.id, "sent", 1)]
         run6 = s.scalars(select(Run).where(Run.image_id == image6.id)).one()
-        flagged = list(s.scalars(select(SubframePrediction).where(SubframePrediction.run_id == run6.id,
-                                                                  SubframePrediction.flagged)))
+        flagged = list(
+            s.scalars(
+                select(SubframePrediction).where(
+                    SubframePrediction.run_id == run6.id, SubframePrediction.flagged
+                )
+            )
+        )
         report = Path(run6.report_path)
 
     # the report: page, difference image, probability grid, a saliency map per flagged subframe

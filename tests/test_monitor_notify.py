@@ -34,15 +34,22 @@ def test_urls_are_redacted_and_validated() -> None:
 
 def _image_with_candidates(Session) -> tuple[int, list[int]]:
     with Session() as s:
-        image = Image(path="/inbox/csm_day040_blob.fits", sha256="b" * 64, status="processed", mjd=60500.125,
-                      obs_date=dt.datetime(2024, 7, 1, 3, 0, tzinfo=dt.timezone.utc))
+        image = Image(
+            path="/inbox/csm_day040_blob.fits",
+            sha256="b" * 64,
+            status="processed",
+            mjd=60500.125,
+            obs_date=dt.datetime(2024, 7, 1, 3, 0, tzinfo=dt.timezone.utc),
+        )
         s.add(image)
         s.flush()
         run = Run(image_id=image.id, blobwatch_version="t", parameters={}, timings={})
         s.add(run)
         s.flush()
-        cands = [Candidate(run_id=run.id, image_id=image.id, x=511.96, y=300.04, probability=0.987),
-                 Candidate(run_id=run.id, image_id=image.id, x=12.0, y=1000.5, probability=0.61)]
+        cands = [
+            Candidate(run_id=run.id, image_id=image.id, x=511.96, y=300.04, probability=0.987),
+            Candidate(run_id=run.id, image_id=image.id, x=12.0, y=1000.5, probability=0.61),
+        ]
         s.add_all(cands)
         s.commit()
         return image.id, [c.id for c in cands]
@@ -68,16 +75,22 @@ def test_message_links_each_candidate_to_the_review_app_and_names_the_database(t
     image_id, cids = _image_with_candidates(Session)
     with Session() as s:
         image = s.get(Image, image_id)
-        _, body = format_alert(image, list(s.scalars(select(Candidate))), "/reports/x/report.html",
-                               base_url="https://blobs.example.org/review/",
-                               db_url="postgresql://ada:secret@db.example/blob watch")
+        _, body = format_alert(
+            image,
+            list(s.scalars(select(Candidate))),
+            "/reports/x/report.html",
+            base_url="https://blobs.example.org/review/",
+            db_url="postgresql://ada:secret@db.example/blob watch",
+        )
     lines = body.splitlines()
     first = lines.index(next(line for line in lines if f"candidate {cids[0]}:" in line))
     assert lines[first + 1] == f"    review: https://blobs.example.org/review/candidates/{cids[0]}"
     assert f"Image in the review app: https://blobs.example.org/review/images/{image_id}" in lines
     assert "No review app link" not in body and "secret" not in body
-    assert ("Review: blobwatch catalog confirm ID --db 'postgresql://ada:***@db.example/blob watch'  |  "
-            "blobwatch catalog reject ID --reason TEXT --db 'postgresql://ada:***@db.example/blob watch'") in lines
+    assert (
+        "Review: blobwatch catalog confirm ID --db 'postgresql://ada:***@db.example/blob watch'  |  "
+        "blobwatch catalog reject ID --reason TEXT --db 'postgresql://ada:***@db.example/blob watch'"
+    ) in lines
 
 
 def test_failed_delivery_is_recorded_and_retried(tmp_path: Path) -> None:

@@ -27,14 +27,25 @@ def _report(image_id: int = 3) -> ImageReport:
     rng = np.random.default_rng(1)
     diff = rng.normal(0, 0.01, (512, 512)).astype(np.float32)
     diff[:5] = np.nan
-    subframes = [SubframeView(i, (i % 2) * 256, (i // 2) * 256, 256, p, p >= 0.5)
-                 for i, p in enumerate([0.1, 0.93, 0.2, 0.05])]
-    candidates = [CandidateView(17, 300.25, 100.75, 0.93, 11.0, 6.5, "new", "<b>odd</b> note"),
-                  CandidateView(18, 40.0, 400.0, 0.7, 6.0, 5.0, "known", "inside known blob 1")]
+    subframes = [
+        SubframeView(i, (i % 2) * 256, (i // 2) * 256, 256, p, p >= 0.5)
+        for i, p in enumerate([0.1, 0.93, 0.2, 0.05])
+    ]
+    candidates = [
+        CandidateView(17, 300.25, 100.75, 0.93, 11.0, 6.5, "new", "<b>odd</b> note"),
+        CandidateView(18, 40.0, 400.0, 0.7, 6.0, 5.0, "known", "inside known blob 1"),
+    ]
     return ImageReport(
-        image_id=image_id, name="csm_day040_blob.fits", path="/inbox/csm_day040_blob.fits", mjd=59357.9,
-        obs_date=dt.datetime(2021, 5, 23, 22, 38, tzinfo=dt.timezone.utc), difference=diff, threshold=0.5,
-        subframes=subframes, candidates=candidates, known_blobs=np.array([[40.0, 400.0, 5.0]]),
+        image_id=image_id,
+        name="csm_day040_blob.fits",
+        path="/inbox/csm_day040_blob.fits",
+        mjd=59357.9,
+        obs_date=dt.datetime(2021, 5, 23, 22, 38, tzinfo=dt.timezone.utc),
+        difference=diff,
+        threshold=0.5,
+        subframes=subframes,
+        candidates=candidates,
+        known_blobs=np.array([[40.0, 400.0, 5.0]]),
         prepared=rng.normal(0, 1, (512, 512)).astype(np.float32),
         saliency={1: rng.random((256, 256)).astype(np.float32)},
         provenance={"model": "papercnn.pt", "versions": {"torch": "2.x"}, "references": ["a", "b"]},
@@ -97,19 +108,33 @@ def test_index_and_blob_map_from_the_database(tmp_path: Path) -> None:
     reports = tmp_path / "reports"
     page = write_image_report(_report(image_id=2), reports)
     with Session() as s:
-        s.add_all([
-            Image(path="/in/old_blob.fits", sha256="1" * 64, mjd=59300.0, status="registered"),
-            Image(path="/in/csm_day040_blob.fits", sha256="2" * 64, mjd=59357.9, status="processed"),
-            Image(path="/in/bad_blob.fits", sha256="3" * 64, status="rejected", reason="truncated FITS file"),
-        ])
+        s.add_all(
+            [
+                Image(path="/in/old_blob.fits", sha256="1" * 64, mjd=59300.0, status="registered"),
+                Image(path="/in/csm_day040_blob.fits", sha256="2" * 64, mjd=59357.9, status="processed"),
+                Image(
+                    path="/in/bad_blob.fits", sha256="3" * 64, status="rejected", reason="truncated FITS file"
+                ),
+            ]
+        )
         s.flush()
-        run = Run(image_id=2, blobwatch_version="t", parameters={}, timings={}, max_probability=0.93,
-                  report_path=str(page))
+        run = Run(
+            image_id=2,
+            blobwatch_version="t",
+            parameters={},
+            timings={},
+            max_probability=0.93,
+            report_path=str(page),
+        )
         s.add(run)
         s.flush()
         s.add(Candidate(run_id=run.id, image_id=2, x=300.25, y=100.75, probability=0.93, status="new"))
-        s.add_all([Blob(x=40.0, y=400.0, radius=5.0, depth=0.1, source="import", label="b1"),
-                   Blob(x=612.3, y=201.7, radius=7.0, depth=None, source="confirmed")])
+        s.add_all(
+            [
+                Blob(x=40.0, y=400.0, radius=5.0, depth=0.1, source="import", label="b1"),
+                Blob(x=612.3, y=201.7, radius=7.0, depth=None, source="confirmed"),
+            ]
+        )
         s.commit()
         index = write_index(s, reports)
         blobmap = write_blobmap(s, reports)
@@ -126,10 +151,19 @@ def test_provenance_is_formatted_for_display() -> None:
     from blobwatch.monitor.report import format_provenance
 
     table = format_provenance(
-        image_path="/in/a.fits", image_sha256="ab" * 32, image_filter=None, model_path="/m.pt",
-        model_sha256="f" * 64, model_metadata={"threshold": 0.2, "history": [1, 2]}, versions={"torch": "2"},
-        reference_paths=["/in/r1.fits", "/in/r2.fits", "/in/r3.fits"], method="registered-median",
-        offsets=np.array([[0.1, -0.25], [0.0, 0.05]]), threshold=0.20412, run_id=7, worker="h:1:x",
+        image_path="/in/a.fits",
+        image_sha256="ab" * 32,
+        image_filter=None,
+        model_path="/m.pt",
+        model_sha256="f" * 64,
+        model_metadata={"threshold": 0.2, "history": [1, 2]},
+        versions={"torch": "2"},
+        reference_paths=["/in/r1.fits", "/in/r2.fits", "/in/r3.fits"],
+        method="registered-median",
+        offsets=np.array([[0.1, -0.25], [0.0, 0.05]]),
+        threshold=0.20412,
+        run_id=7,
+        worker="h:1:x",
         timings={"read": 0.1234},
     )
     assert table["filter"] == "—" and table["model"] == f"/m.pt (sha256 {'f' * 16}…)"

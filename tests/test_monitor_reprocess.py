@@ -44,20 +44,63 @@ def _content(url: str) -> dict[str, list[tuple]]:
     session_factory = open_database(url)
     with session_factory() as s:
         return {
-            "images": [tuple(r) for r in s.execute(select(
-                Image.id, Image.path, Image.sha256, Image.mjd, Image.status, Image.reason, Image.offset_dy,
-                Image.offset_dx, Image.offset_frame_id).order_by(Image.id))],
-            "runs": [(r.id, r.image_id, r.threshold, r.max_probability, r.model_sha256,
-                      r.parameters) for r in s.scalars(select(Run).order_by(Run.id))],
-            "subframes": [tuple(r) for r in s.execute(select(
-                SubframePrediction.run_id, SubframePrediction.index, SubframePrediction.probability,
-                SubframePrediction.flagged).order_by(SubframePrediction.id))],
-            "candidates": [tuple(r) for r in s.execute(select(
-                Candidate.id, Candidate.image_id, Candidate.run_id, Candidate.x, Candidate.y, Candidate.probability,
-                Candidate.radius, Candidate.status, Candidate.alerted, Candidate.linked_to,
-                Candidate.known_blob_id).order_by(Candidate.id))],
-            "notifications": [tuple(r) for r in s.execute(select(
-                Notification.image_id, Notification.status, Notification.title).order_by(Notification.id))],
+            "images": [
+                tuple(r)
+                for r in s.execute(
+                    select(
+                        Image.id,
+                        Image.path,
+                        Image.sha256,
+                        Image.mjd,
+                        Image.status,
+                        Image.reason,
+                        Image.offset_dy,
+                        Image.offset_dx,
+                        Image.offset_frame_id,
+                    ).order_by(Image.id)
+                )
+            ],
+            "runs": [
+                (r.id, r.image_id, r.threshold, r.max_probability, r.model_sha256, r.parameters)
+                for r in s.scalars(select(Run).order_by(Run.id))
+            ],
+            "subframes": [
+                tuple(r)
+                for r in s.execute(
+                    select(
+                        SubframePrediction.run_id,
+                        SubframePrediction.index,
+                        SubframePrediction.probability,
+                        SubframePrediction.flagged,
+                    ).order_by(SubframePrediction.id)
+                )
+            ],
+            "candidates": [
+                tuple(r)
+                for r in s.execute(
+                    select(
+                        Candidate.id,
+                        Candidate.image_id,
+                        Candidate.run_id,
+                        Candidate.x,
+                        Candidate.y,
+                        Candidate.probability,
+                        Candidate.radius,
+                        Candidate.status,
+                        Candidate.alerted,
+                        Candidate.linked_to,
+                        Candidate.known_blob_id,
+                    ).order_by(Candidate.id)
+                )
+            ],
+            "notifications": [
+                tuple(r)
+                for r in s.execute(
+                    select(Notification.image_id, Notification.status, Notification.title).order_by(
+                        Notification.id
+                    )
+                )
+            ],
         }
 
 
@@ -69,22 +112,41 @@ def serial(archive: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory)
     images, model = archive
     folder = tmp_path_factory.mktemp("serial")
     url = f"sqlite:///{folder / 'bw.db'}"
-    summary = run_monitor(images, db=url, reports=folder / "reports", notify=[URL], settings=SETTINGS,
-                          classifier=BlobClassifier(model, device="cpu"), sender=lambda *a: None,
-                          echo=lambda line: None)
+    summary = run_monitor(
+        images,
+        db=url,
+        reports=folder / "reports",
+        notify=[URL],
+        settings=SETTINGS,
+        classifier=BlobClassifier(model, device="cpu"),
+        sender=lambda *a: None,
+        echo=lambda line: None,
+    )
     assert len(summary.processed) == 7
     return _content(url)
 
 
 def test_reprocess_on_two_workers_gives_the_serial_monitors_database(
-    archive: tuple[Path, Path], serial: dict[str, list[tuple]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    archive: tuple[Path, Path],
+    serial: dict[str, list[tuple]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     images, model = archive
     url = f"sqlite:///{tmp_path / 'bw.db'}"
     sent: list[str] = []
-    summary = reprocess(images, db=url, reports=tmp_path / "reports", notify=[URL], model=model,
-                        settings=SETTINGS, workers=2, sender=lambda u, title, body, key: sent.append(title),
-                        progress=True, echo=lambda line: None)
+    summary = reprocess(
+        images,
+        db=url,
+        reports=tmp_path / "reports",
+        notify=[URL],
+        model=model,
+        settings=SETTINGS,
+        workers=2,
+        sender=lambda u, title, body, key: sent.append(title),
+        progress=True,
+        echo=lambda line: None,
+    )
     assert summary.exit_code == 0 and len(summary.processed) == 7
     bar = capsys.readouterr().err  # the progress bar
     assert "reprocess: 100%" in bar and "7/7" in bar
@@ -112,10 +174,33 @@ def test_a_rerun_after_kill_9_finishes_the_rest_on_an_existing_scheduler(
     open_database(url)  # the schema exists before the child starts, so the polling below can read it
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     child = subprocess.Popen(
-        [sys.executable, "-m", "blobwatch.cli", "reprocess", str(images), "--db", url, "--reports",
-         str(tmp_path / "reports"), "--model", str(model), "--workers", "1", "--references", "4",
-         "--min-references", "3", "--notify", URL, "--no-progress"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "blobwatch.cli",
+            "reprocess",
+            str(images),
+            "--db",
+            url,
+            "--reports",
+            str(tmp_path / "reports"),
+            "--model",
+            str(model),
+            "--workers",
+            "1",
+            "--references",
+            "4",
+            "--min-references",
+            "3",
+            "--notify",
+            URL,
+            "--no-progress",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while _processed(url) < 2 and child.poll() is None and time.monotonic() < deadline:
@@ -127,20 +212,38 @@ def test_a_rerun_after_kill_9_finishes_the_rest_on_an_existing_scheduler(
     assert 2 <= done < 7, f"{done} images processed when killed"
 
     with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster:
-        summary = reprocess(images, db=url, reports=tmp_path / "reports", notify=[URL], model=model,
-                            settings=SETTINGS, scheduler=cluster.scheduler_address,
-                            sender=lambda *a: None, progress=False, echo=lambda line: None)
+        summary = reprocess(
+            images,
+            db=url,
+            reports=tmp_path / "reports",
+            notify=[URL],
+            model=model,
+            settings=SETTINGS,
+            scheduler=cluster.scheduler_address,
+            sender=lambda *a: None,
+            progress=False,
+            echo=lambda line: None,
+        )
     assert len(summary.processed) == 7 - done and summary.exit_code == 0
     assert _content(url) == serial
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["reprocess", "{tmp}/missing"], "missing: archive folder not found"),
-    (["reprocess", "{tmp}", "--workers", "0"], "--workers 0 must be at least 1"),
-    (["reprocess", "{tmp}", "--min-references", "40"], "--min-references 40 must be between 1 and --references 30"),
-    (["reprocess", "{tmp}", "--base-url", "review.example"], "--base-url 'review.example': must be an http"),
-    (["reprocess", "{tmp}", "--threshold", "2"], "--threshold 2.0: must be a number between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["reprocess", "{tmp}/missing"], "missing: archive folder not found"),
+        (["reprocess", "{tmp}", "--workers", "0"], "--workers 0 must be at least 1"),
+        (
+            ["reprocess", "{tmp}", "--min-references", "40"],
+            "--min-references 40 must be between 1 and --references 30",
+        ),
+        (
+            ["reprocess", "{tmp}", "--base-url", "review.example"],
+            "--base-url 'review.example': must be an http",
+        ),
+        (["reprocess", "{tmp}", "--threshold", "2"], "--threshold 2.0: must be a number between 0 and 1"),
+    ],
+)
 def test_reprocess_bad_input_is_one_line_and_exit_2(
     argv: list[str], expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -157,12 +260,22 @@ def test_reprocess_has_the_monitors_options_and_takes_them_from_the_config(
     from blobwatch.cli import build_parser
 
     commands = subparsers(build_parser()).choices
-    options = {name: {o for a in commands[name]._actions for o in a.option_strings} for name in ("monitor", "reprocess")}
+    options = {
+        name: {o for a in commands[name]._actions for o in a.option_strings}
+        for name in ("monitor", "reprocess")
+    }
     assert options["monitor"] - {"--once", "--watch"} == options["reprocess"] - {"--workers", "--scheduler"}
 
     monkeypatch.chdir(tmp_path)
-    for name in ("BLOBWATCH_CONFIG", "BLOBWATCH_DB", "BLOBWATCH_REPORTS", "BLOBWATCH_NOTIFY", "BLOBWATCH_BASE_URL",
-                 "BLOBWATCH_THRESHOLD", "BLOBWATCH_MODEL"):
+    for name in (
+        "BLOBWATCH_CONFIG",
+        "BLOBWATCH_DB",
+        "BLOBWATCH_REPORTS",
+        "BLOBWATCH_NOTIFY",
+        "BLOBWATCH_BASE_URL",
+        "BLOBWATCH_THRESHOLD",
+        "BLOBWATCH_MODEL",
+    ):
         monkeypatch.delenv(name, raising=False)
     (tmp_path / "archive").mkdir()
     (tmp_path / "blobwatch.toml").write_text('reports = "team-reports"\nmodel = "/no/such/model.pt"\n')
@@ -190,13 +303,25 @@ def test_a_reference_that_went_bad_is_rejected_and_its_images_sent_again(
     inbox = tmp_path / "inbox"
     shutil.copytree(images, inbox)
     url = f"sqlite:///{tmp_path / 'bw.db'}"
-    run_monitor(inbox, db=url, reports=tmp_path / "reports", settings=MonitorSettings(n_references=10, min_references=10),
-                echo=lambda line: None)  # register only
+    run_monitor(
+        inbox,
+        db=url,
+        reports=tmp_path / "reports",
+        settings=MonitorSettings(n_references=10, min_references=10),
+        echo=lambda line: None,
+    )  # register only
     next(inbox.glob("csm_day001_blob.fits")).write_bytes(os.urandom(2880))  # damaged after registration
     with LocalCluster(n_workers=1, processes=False, threads_per_worker=1, dashboard_address=":0") as cluster:
-        summary = reprocess(inbox, db=url, reports=tmp_path / "reports", model=model,
-                            settings=MonitorSettings(n_references=4, min_references=2),
-                            scheduler=cluster.scheduler_address, progress=False, echo=lambda line: None)
+        summary = reprocess(
+            inbox,
+            db=url,
+            reports=tmp_path / "reports",
+            model=model,
+            settings=MonitorSettings(n_references=4, min_references=2),
+            scheduler=cluster.scheduler_address,
+            progress=False,
+            echo=lambda line: None,
+        )
     by_name = {o.name: o.status for o in summary.outcomes}
     assert by_name["csm_day002_blob.fits"] == "waiting"  # day 1 gone: only day 0 before it
     assert [o.name for o in summary.processed] == [f"csm_day{d:03d}_blob.fits" for d in range(3, 10)]

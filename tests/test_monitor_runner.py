@@ -43,7 +43,9 @@ TABLES = (Image, Run, SubframePrediction, Candidate, Notification, Blob)
 def classifier(tmp_path_factory: pytest.TempPathFactory):
     from blobwatch.classifier import BlobClassifier
 
-    return BlobClassifier(write_handmade_model(tmp_path_factory.mktemp("model") / "handmade.pt"), device="cpu")
+    return BlobClassifier(
+        write_handmade_model(tmp_path_factory.mktemp("model") / "handmade.pt"), device="cpu"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +74,14 @@ def _counts(Session) -> dict[str, int]:
 
 def _run(inbox: Path, Session, tmp_path: Path, classifier, **kwargs):
     kwargs.setdefault("settings", SETTINGS)
-    return run_monitor(inbox, db=Session, reports=tmp_path / "reports", classifier=classifier,
-                       echo=lambda line: None, **kwargs)
+    return run_monitor(
+        inbox,
+        db=Session,
+        reports=tmp_path / "reports",
+        classifier=classifier,
+        echo=lambda line: None,
+        **kwargs,
+    )
 
 
 def test_discover_finds_fits_recursively(inbox: Path) -> None:
@@ -120,7 +128,9 @@ def test_a_run_processes_in_time_order_and_a_second_run_adds_nothing(
         assert run.parameters["detector"] == "fcn" and run.model_path.endswith("blob_unet.pt")
         assert run.model_metadata["subframe_model"]["sha256"]
         assert "localizing network" in Path(run.report_path).read_text()
-    assert (tmp_path / "reports" / "index.html").is_file() and (tmp_path / "reports" / "blobmap.html").is_file()
+    assert (tmp_path / "reports" / "index.html").is_file() and (
+        tmp_path / "reports" / "blobmap.html"
+    ).is_file()
 
 
 def _write_bad_files(folder: Path, good: Path) -> dict[str, str]:
@@ -133,8 +143,12 @@ def _write_bad_files(folder: Path, good: Path) -> dict[str, str]:
     noisy = 1 + 0.01 * np.random.default_rng(0).standard_normal((300, 300), dtype=np.float32)
     fits.PrimaryHDU(noisy, header=header).writeto(folder / "shape_blob.fits")
     fits.PrimaryHDU(np.full((256, 256), np.nan, np.float32), header=header).writeto(folder / "nan_blob.fits")
-    return {"corrupt_blob.fits": "not a FITS file", "truncated_blob.fits": "truncated",
-            "shape_blob.fits": "shape 300x300 does not match", "nan_blob.fits": "all pixels are non-finite"}
+    return {
+        "corrupt_blob.fits": "not a FITS file",
+        "truncated_blob.fits": "truncated",
+        "shape_blob.fits": "shape 300x300 does not match",
+        "nan_blob.fits": "all pixels are non-finite",
+    }
 
 
 def test_bad_files_are_rejected_with_reasons_and_do_not_stop_the_others(
@@ -237,7 +251,9 @@ def test_two_monitors_at_once_process_each_image_once(inbox: Path, tmp_path: Pat
     assert counts["images"] == 5 and counts["runs"] == 2
 
 
-def test_a_notification_service_that_is_down_is_retried_next_run(inbox: Path, tmp_path: Path, classifier) -> None:
+def test_a_notification_service_that_is_down_is_retried_next_run(
+    inbox: Path, tmp_path: Path, classifier
+) -> None:
     Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
     port = free_port()
     url = f"json://127.0.0.1:{port}/blobwatch"
@@ -263,7 +279,14 @@ def test_known_and_linked_candidates_are_not_alerted(tmp_path: Path) -> None:
 
     class Found:
         def __init__(self, x: float, y: float) -> None:
-            self.x, self.y, self.probability, self.significance, self.radius, self.subframe = x, y, 0.9, 9.0, 6.0, 0
+            self.x, self.y, self.probability, self.significance, self.radius, self.subframe = (
+                x,
+                y,
+                0.9,
+                9.0,
+                6.0,
+                0,
+            )
 
     with Session() as s:
         earlier = Image(path="a.fits", sha256="1" * 64, mjd=100.0, status="processed")
@@ -275,11 +298,29 @@ def test_known_and_linked_candidates_are_not_alerted(tmp_path: Path) -> None:
         run2 = Run(image_id=rejected_day.id, blobwatch_version="t", parameters={}, timings={})
         s.add_all([run, run2])
         s.flush()
-        s.add_all([
-            Candidate(run_id=run.id, image_id=earlier.id, x=100.0, y=100.0, probability=0.9, radius=6.0, status="new"),
-            Candidate(run_id=run2.id, image_id=rejected_day.id, x=200.0, y=50.0, probability=0.9, radius=6.0,
-                      status="rejected", reason="dip"),
-        ])
+        s.add_all(
+            [
+                Candidate(
+                    run_id=run.id,
+                    image_id=earlier.id,
+                    x=100.0,
+                    y=100.0,
+                    probability=0.9,
+                    radius=6.0,
+                    status="new",
+                ),
+                Candidate(
+                    run_id=run2.id,
+                    image_id=rejected_day.id,
+                    x=200.0,
+                    y=50.0,
+                    probability=0.9,
+                    radius=6.0,
+                    status="rejected",
+                    reason="dip",
+                ),
+            ]
+        )
         blob = Blob(x=30.0, y=30.0, radius=5.0, source="import")
         s.add(blob)
         s.commit()
@@ -308,7 +349,9 @@ def test_confirming_a_found_blob_measures_it_from_the_images(
 
 
 @pytest.mark.slow
-def test_a_reference_that_went_bad_is_rejected_and_the_image_waits(inbox: Path, tmp_path: Path, classifier) -> None:
+def test_a_reference_that_went_bad_is_rejected_and_the_image_waits(
+    inbox: Path, tmp_path: Path, classifier
+) -> None:
     Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
     _run(inbox, Session, tmp_path, classifier, settings=MonitorSettings(min_references=10))  # register only
     next(inbox.rglob("csm_day001_blob.fits")).write_bytes(os.urandom(2880))  # damaged after registration
@@ -378,7 +421,8 @@ def test_an_unforeseen_error_reading_one_file_rejects_only_that_file(
     summary = _run(inbox, Session, tmp_path, classifier, settings=SETTINGS)
     assert summary.exit_code == 1 and summary.registered == 5
     assert [(o.name, o.reason) for o in summary.rejected] == [
-        ("csm_day001_blob.fits", "cannot be read (RuntimeError: a defect nobody foresaw)")]
+        ("csm_day001_blob.fits", "cannot be read (RuntimeError: a defect nobody foresaw)")
+    ]
     assert [o.name for o in summary.processed] == ["csm_day004_blob.fits"]  # 3 valid days before it
 
 
@@ -387,8 +431,14 @@ def test_an_image_with_a_hostile_name_is_processed(inbox: Path, tmp_path: Path, 
     hostile = day4.rename(day4.with_name("csm_$\\foo$_" + "é" * 110 + "\n_blob.fits"))  # 237 bytes
     Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
     lines: list[str] = []
-    summary = run_monitor(inbox, db=Session, reports=tmp_path / "reports", classifier=classifier,
-                          settings=LATE, echo=lines.append)
+    summary = run_monitor(
+        inbox,
+        db=Session,
+        reports=tmp_path / "reports",
+        classifier=classifier,
+        settings=LATE,
+        echo=lines.append,
+    )
     assert summary.exit_code == 0 and [o.name for o in summary.processed] == [hostile.name]
     assert Path(summary.processed[0].report).is_file()
     assert len(lines) == 1 and "\n" not in lines[0] and "\\n_blob.fits" in lines[0]
@@ -428,11 +478,16 @@ def test_garbage_images_are_rejected_by_the_quality_gates_and_never_used(
     reasons = {o.name: o.reason for o in summary.rejected}
     assert sorted(reasons) == ["cube5_blob.fits", "negated_blob.fits", "old_blob.fits", "zero_blob.fits"]
     assert "outside the WFC3/IR era" in reasons["old_blob.fits"]
-    assert "median level 0 " in reasons["zero_blob.fits"] and "median level -0.99" in reasons["negated_blob.fits"]
+    assert (
+        "median level 0 " in reasons["zero_blob.fits"]
+        and "median level -0.99" in reasons["negated_blob.fits"]
+    )
     assert reasons["cube5_blob.fits"] == "cube has 5 planes, not 3"
     assert summary.exit_code == 1 and [o.name for o in summary.processed] == ["csm_day004_blob.fits"]
     with Session() as s:
-        assert {im.name: im.reason for im in s.scalars(select(Image).where(Image.status == "rejected"))} == reasons
+        assert {
+            im.name: im.reason for im in s.scalars(select(Image).where(Image.status == "rejected"))
+        } == reasons
         run = s.scalars(select(Run)).one()
         assert all(Path(p).parent != garbage for p in run.parameters["reference_paths"])
 
@@ -455,13 +510,17 @@ def test_an_unreadable_file_is_recorded_as_rejected_once(
     Session = open_database(f"sqlite:///{tmp_path / 'bw.db'}")
     summary = _run(inbox, Session, tmp_path, classifier, settings=LATE)
     assert summary.exit_code == 1
-    assert [(o.name, o.reason) for o in summary.rejected] == [("locked_blob.fits", "cannot read file (Permission denied)")]
+    assert [(o.name, o.reason) for o in summary.rejected] == [
+        ("locked_blob.fits", "cannot read file (Permission denied)")
+    ]
     assert [o.name for o in summary.processed] == ["csm_day004_blob.fits"]
     again = _run(inbox, Session, tmp_path, classifier, settings=LATE)
     assert again.exit_code == 0 and again.rejected == [] and _counts(Session)["images"] == 6
 
 
-def test_watch_goes_on_after_a_failed_run(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_watch_goes_on_after_a_failed_run(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     from blobwatch.monitor import runner
 
     calls: list[str] = []
@@ -478,7 +537,10 @@ def test_watch_goes_on_after_a_failed_run(monkeypatch: pytest.MonkeyPatch, caplo
     with pytest.raises(KeyboardInterrupt):
         runner.watch("/inbox", 60.0, classifier=object())
     assert calls == ["/inbox"] * 3
-    assert "monitor run failed; the next run starts in 60 s" in caplog.text and "Input/output error" in caplog.text
+    assert (
+        "monitor run failed; the next run starts in 60 s" in caplog.text
+        and "Input/output error" in caplog.text
+    )
 
 
 def test_a_database_failure_while_registering_is_not_swallowed(
@@ -499,7 +561,10 @@ def test_a_database_failure_while_registering_is_not_swallowed(
     with pytest.raises(OperationalError, match="disk I/O error"):
         _run(inbox, Session, tmp_path, classifier, settings=LATE)
     with Session() as s:  # the files before it are registered, nothing of it or after it
-        assert sorted(im.name for im in s.scalars(select(Image))) == ["csm_day000_blob.fits", "csm_day001_blob.fits"]
+        assert sorted(im.name for im in s.scalars(select(Image))) == [
+            "csm_day000_blob.fits",
+            "csm_day001_blob.fits",
+        ]
 
 
 def test_the_same_content_registered_by_another_monitor_meanwhile_is_skipped(
@@ -560,7 +625,9 @@ def test_each_image_is_registered_once_to_a_fixed_frame_and_differences_use_the_
         assert (frame.offset_dy, frame.offset_dx) == (0.0, 0.0)
         assert all(im.offset_dy is not None and abs(im.offset_dx) < 1.0 for im in images)
         run = s.scalars(select(Run).where(Run.image_id == images[4].id)).one()
-        stored = [[im.offset_dy - images[4].offset_dy, im.offset_dx - images[4].offset_dx] for im in images[:4]]
+        stored = [
+            [im.offset_dy - images[4].offset_dy, im.offset_dx - images[4].offset_dx] for im in images[:4]
+        ]
         np.testing.assert_allclose(run.parameters["offsets"], stored, atol=1e-4)
         assert "4 of 4 offsets from the images' stored offsets" in run.parameters["registration_method"]
         # measured once: a later run does not measure again

@@ -98,13 +98,25 @@ def test_the_suite_version_pins_what_the_generator_produces(small_suite) -> None
     """The cache key hashes no code: a change to what the generator produces must bump
     `regression.SUITE_VERSION` (and this fingerprint), or every cache would keep stale cases."""
     _, cases = small_suite
-    found = [[float(np.nansum(np.abs(c.difference))), float(np.nansum(c.reference)),
-              float(np.nansum(np.abs(c.plain_difference))),
-              *((c.blob["x"], c.blob["y"], c.blob["snr"]) if c.blob else (-1.0, -1.0, -1.0))] for c in cases]
+    found = [
+        [
+            float(np.nansum(np.abs(c.difference))),
+            float(np.nansum(c.reference)),
+            float(np.nansum(np.abs(c.plain_difference))),
+            *((c.blob["x"], c.blob["y"], c.blob["snr"]) if c.blob else (-1.0, -1.0, -1.0)),
+        ]
+        for c in cases
+    ]
     assert R.SUITE_VERSION == "blobwatch-suite/2"
-    np.testing.assert_allclose(found, FINGERPRINT, rtol=1e-4, err_msg=(
-        "the suite generator's output changed: bump SUITE_VERSION in blobwatch/regression.py and update "
-        "FINGERPRINT here"))
+    np.testing.assert_allclose(
+        found,
+        FINGERPRINT,
+        rtol=1e-4,
+        err_msg=(
+            "the suite generator's output changed: bump SUITE_VERSION in blobwatch/regression.py and update "
+            "FINGERPRINT here"
+        ),
+    )
 
 
 def test_cached_sequence_is_reused_and_rebuilt_when_stale(small_suite) -> None:
@@ -172,7 +184,9 @@ def test_transform_points_rotates_about_the_centre_and_offsets() -> None:
     t["scale"] = 1.01
     y, x = transform_points(np.array([c]), np.array([c + 100.0]), t, 512)
     assert np.allclose([y[0], x[0]], [c + 101.0 + 1.0, c - 2.0])
-    same = transform_points(np.array([10.0]), np.array([20.0]), {"dy": 0, "dx": 0, "rotation_deg": 0, "scale": 1}, 512)
+    same = transform_points(
+        np.array([10.0]), np.array([20.0]), {"dy": 0, "dx": 0, "rotation_deg": 0, "scale": 1}, 512
+    )
     assert np.allclose(same, ([10.0], [20.0]))
 
 
@@ -220,13 +234,36 @@ def test_mcnemar_and_bootstrap_by_sequence() -> None:
 
 def test_cli_json_has_the_documented_keys(small_suite, tmp_path: Path, capsys) -> None:
     cache, _ = small_suite
-    code = main(["regress", "--detector", "always", "--json", "--cache", str(cache), "--out", str(tmp_path / "out"),
-                 "--sequences", "5", "--calibration-sequences", "5", "--docs", str(tmp_path / "docs" / "r.md"),
-                 *SMALL_ARGS])
+    code = main(
+        [
+            "regress",
+            "--detector",
+            "always",
+            "--json",
+            "--cache",
+            str(cache),
+            "--out",
+            str(tmp_path / "out"),
+            "--sequences",
+            "5",
+            "--calibration-sequences",
+            "5",
+            "--docs",
+            str(tmp_path / "docs" / "r.md"),
+            *SMALL_ARGS,
+        ]
+    )
     assert code == 0
     d = json.loads(capsys.readouterr().out)
-    assert {"detector", "cases", "detection", "false_alarm_rate", "false_alarm_ci",
-            "localization_median_px", "localization_p90_px"} <= set(d)
+    assert {
+        "detector",
+        "cases",
+        "detection",
+        "false_alarm_rate",
+        "false_alarm_ci",
+        "localization_median_px",
+        "localization_p90_px",
+    } <= set(d)
     assert d["detector"] == "always" and d["cases"] == 10
     assert [b["snr_min"] for b in d["detection"]] == [0.0, 5.0, 8.0, 15.0]
     assert {"snr_max", "n", "rate", "ci_low", "ci_high"} <= set(d["detection"][0])
@@ -259,8 +296,21 @@ def test_cli_bad_input_one_line_exit_2_nothing_written(argv, match, tmp_path: Pa
 
 @pytest.mark.slow
 def test_quick_suite_runs_detect_and_the_matched_filter(tmp_path: Path, capsys) -> None:
-    code = main(["regress", "--quick", "--detector", "mf", "--detector", "detect", "--json",
-                 "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "regress",
+            "--quick",
+            "--detector",
+            "mf",
+            "--detector",
+            "detect",
+            "--json",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 0
     scores = json.loads(capsys.readouterr().out)
     assert [s["detector"] for s in scores] == ["mf", "detect"]
@@ -269,12 +319,30 @@ def test_quick_suite_runs_detect_and_the_matched_filter(tmp_path: Path, capsys) 
         assert 0.0 <= s["false_alarm_rate"] <= 1.0
 
 
-def test_evaluate_suite_rates_with_intervals_and_mf_threshold_from_calibration(small_suite, model_path, tmp_path,
-                                                                                capsys) -> None:
+def test_evaluate_suite_rates_with_intervals_and_mf_threshold_from_calibration(
+    small_suite, model_path, tmp_path, capsys
+) -> None:
     cache, _ = small_suite
     out = tmp_path / "ev"
-    code = main(["evaluate", "--suite", "--model", str(model_path), "--device", "cpu", "--cache", str(cache),
-                 "--out", str(out), "--sequences", "5", "--calibration-sequences", "5", *SMALL_ARGS])
+    code = main(
+        [
+            "evaluate",
+            "--suite",
+            "--model",
+            str(model_path),
+            "--device",
+            "cpu",
+            "--cache",
+            str(cache),
+            "--out",
+            str(out),
+            "--sequences",
+            "5",
+            "--calibration-sequences",
+            "5",
+            *SMALL_ARGS,
+        ]
+    )
     assert code == 0
     report = json.loads((out / "evaluation_suite.json").read_text())
     assert set(report["protocols"]) == {"plain", "registered"}
@@ -291,8 +359,10 @@ def test_evaluate_needs_datasets_or_suite(capsys) -> None:
     assert "dataset directories, or --suite" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("model", [{"kind": "white"}, {"kind": "correlated", "sigma": 1.0},
-                                   {"kind": "1/f", "alpha": 1.0, "fraction": 0.5}])
+@pytest.mark.parametrize(
+    "model",
+    [{"kind": "white"}, {"kind": "correlated", "sigma": 1.0}, {"kind": "1/f", "alpha": 1.0, "fraction": 0.5}],
+)
 def test_matched_filter_gain_predicts_the_filtered_noise(model) -> None:
     from scipy.signal import fftconvolve
 
@@ -305,8 +375,12 @@ def test_matched_filter_gain_predicts_the_filtered_noise(model) -> None:
     where = (slice(100, 100 + template.shape[0]), slice(90, 90 + template.shape[1]))
     gain = matched_filter_gain(template, where, shape, noise_power(model, f2))
     rng = np.random.default_rng(3)
-    stds = [fftconvolve(noise_field(rng, shape, model, f2), template[::-1, ::-1], mode="same")[40:-40, 40:-40].std()
-            for _ in range(6)]
+    stds = [
+        fftconvolve(noise_field(rng, shape, model, f2), template[::-1, ::-1], mode="same")[
+            40:-40, 40:-40
+        ].std()
+        for _ in range(6)
+    ]
     measured = float(np.mean(stds)) / math.sqrt(float(np.sum(template.astype(np.float64) ** 2)))
     assert math.isclose(measured, gain, rel_tol=0.15), (measured, gain)
     if model["kind"] != "white":

@@ -37,8 +37,16 @@ def tiny_autoencoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = np.random.default_rng(0)
     x = _background(rng, 48, gradient=0.5)
     out = tmp_path_factory.mktemp("ae")
-    cfg = AutoencoderConfig(outdir=str(out), channels=(4, 8), latent=2, epochs=3, batch_size=8, lr=1e-2,
-                            val_fraction=0.34, threads=1)
+    cfg = AutoencoderConfig(
+        outdir=str(out),
+        channels=(4, 8),
+        latent=2,
+        epochs=3,
+        batch_size=8,
+        lr=1e-2,
+        val_fraction=0.34,
+        threads=1,
+    )
     metrics = train_autoencoder(cfg, x, np.repeat([930_000, 930_001, 930_002], 16), log=lambda _: None)
     assert metrics["train_subframes"] == 32 and metrics["val_subframes"] == 16
     assert len(metrics["history"]) == 3
@@ -93,7 +101,9 @@ def _feature_sets(rng: np.random.Generator) -> tuple:
         x = _background(rng, n)
         label = (np.arange(n) % 2).astype(np.int8)
         x[label == 1] += _disc(64, 32, 32, 10, 2.0)
-        cause = np.where(label == 1, "blob", np.array(["dip", "edge", "none", "cosmic_ray"])[np.arange(n) % 4])
+        cause = np.where(
+            label == 1, "blob", np.array(["dip", "edge", "none", "cosmic_ray"])[np.arange(n) % 4]
+        )
         sets.append(FeatureSet({"raw": raw_features(x)}, label, cause, np.arange(n), np.zeros((n, 2), int)))
     return tuple(sets)
 
@@ -107,7 +117,11 @@ def test_embeddings_have_the_right_shapes_classify_and_draw(tmp_path: Path) -> N
     others = {"calibration": calib, "suite": suite}
     results, embeddings = study(train, others, methods=("pca", "tsne"), features=("raw",), log=lambda _: None)
     assert [(r["method"], r["classifier"]) for r in results] == [
-        ("pca", "logistic"), ("pca", "knn"), ("tsne", "logistic"), ("tsne", "knn")]
+        ("pca", "logistic"),
+        ("pca", "knn"),
+        ("tsne", "logistic"),
+        ("tsne", "knn"),
+    ]
     for emb in embeddings:
         assert emb.train.shape == (60, 2) and [o.shape for o in emb.others] == [(40, 2), (40, 2)]
     pca_logistic = results[0]
@@ -140,7 +154,9 @@ def test_missing_research_extra_is_one_line_exit_2(monkeypatch, tmp_path: Path, 
     monkeypatch.setitem(sys.modules, "umap", None)  # what an environment without umap-learn gives
     with pytest.raises(MissingExtraError, match=r"umap-learn is not installed.*blobwatch\[research\]"):
         embed(np.zeros((5, 3)), [], "umap")
-    code = main(["embed", "--methods", "pca,umap", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
+    code = main(
+        ["embed", "--methods", "pca,umap", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "umap-learn" in err and "pip install 'blobwatch[research]'" in err
@@ -164,14 +180,16 @@ def _embedding_file(path: Path) -> Path:
     label = (np.arange(40) % 2).astype(np.int8)
     x[label == 1] += _disc(256, 128, 128, 8, 2.0)
     emb = embed(raw_features(x), [], "pca", feature="raw")
-    stored = EmbeddingClassifier.from_fitted(emb, fit_classifier(emb.train, label), "logistic",
-                                             {"threshold": 0.5, "seconds": 1.5})
+    stored = EmbeddingClassifier.from_fitted(
+        emb, fit_classifier(emb.train, label), "logistic", {"threshold": 0.5, "seconds": 1.5}
+    )
     stored.save(path)
     return path
 
 
-def test_autoencoder_and_embed_are_regression_detectors(small_cache: Path, tiny_autoencoder: Path,
-                                                        tmp_path: Path) -> None:
+def test_autoencoder_and_embed_are_regression_detectors(
+    small_cache: Path, tiny_autoencoder: Path, tmp_path: Path
+) -> None:
     cases = R.build_suite(R.SuiteSpec("suite", 5, SMALL), small_cache, progress=False)
     ae = R.make_detector("autoencoder", ae_model=str(tiny_autoencoder))
     cands = ae(cases[0])
@@ -181,19 +199,46 @@ def test_autoencoder_and_embed_are_regression_detectors(small_cache: Path, tiny_
     assert not emb.localizes and c.boxes is not None and c.boxes.shape == (1, 3) and 0 <= c.score[0] <= 1
 
 
-def test_compare_writes_every_requested_row(small_cache: Path, tiny_autoencoder: Path, model_path: Path,
-                                            tmp_path: Path, capsys) -> None:
+def test_compare_writes_every_requested_row(
+    small_cache: Path, tiny_autoencoder: Path, model_path: Path, tmp_path: Path, capsys
+) -> None:
     docs = tmp_path / "docs" / "comparison.md"
-    code = main(["compare", "--cache", str(small_cache), "--sequences", "5", "--calibration-sequences", "5",
-                 *SMALL_ARGS, "--tuned-model", str(model_path), "--ae-model", str(tiny_autoencoder),
-                 "--embed-model", str(_embedding_file(tmp_path / "e.npz")), "--out", str(tmp_path / "out"),
-                 "--docs", str(docs), "--threads", "1"])
+    code = main(
+        [
+            "compare",
+            "--cache",
+            str(small_cache),
+            "--sequences",
+            "5",
+            "--calibration-sequences",
+            "5",
+            *SMALL_ARGS,
+            "--tuned-model",
+            str(model_path),
+            "--ae-model",
+            str(tiny_autoencoder),
+            "--embed-model",
+            str(_embedding_file(tmp_path / "e.npz")),
+            "--out",
+            str(tmp_path / "out"),
+            "--docs",
+            str(docs),
+            "--threads",
+            "1",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     page = docs.read_text()
     for detector in ("paper", "tuned", "autoencoder", "embed", "fcn", "mf"):
         assert f"| `{detector}` |" in page
-    for label in ("PaperCNN", "tuned network", "autoencoder", "best embedding classifier", "default detector",
-                  "matched filter"):
+    for label in (
+        "PaperCNN",
+        "tuned network",
+        "autoencoder",
+        "best embedding classifier",
+        "default detector",
+        "matched filter",
+    ):
         assert sum(line.startswith(f"| {label}") for line in page.splitlines()) == 2  # cost and misses
     assert "blobwatch compare" in page and "## What each misses" in page
     assert (docs.parent / "comparison_detection.png").is_file()
@@ -201,11 +246,30 @@ def test_compare_writes_every_requested_row(small_cache: Path, tiny_autoencoder:
 
 
 @pytest.mark.slow
-def test_compare_without_a_tuned_model_says_so(small_cache: Path, tiny_autoencoder: Path, tmp_path: Path) -> None:
+def test_compare_without_a_tuned_model_says_so(
+    small_cache: Path, tiny_autoencoder: Path, tmp_path: Path
+) -> None:
     docs = tmp_path / "c.md"
-    code = main(["compare", "--cache", str(small_cache), "--sequences", "5", "--calibration-sequences", "5",
-                 *SMALL_ARGS, "--ae-model", str(tiny_autoencoder), "--embed-model",
-                 str(_embedding_file(tmp_path / "e.npz")), "--out", str(tmp_path / "out"), "--docs", str(docs)])
+    code = main(
+        [
+            "compare",
+            "--cache",
+            str(small_cache),
+            "--sequences",
+            "5",
+            "--calibration-sequences",
+            "5",
+            *SMALL_ARGS,
+            "--ae-model",
+            str(tiny_autoencoder),
+            "--embed-model",
+            str(_embedding_file(tmp_path / "e.npz")),
+            "--out",
+            str(tmp_path / "out"),
+            "--docs",
+            str(docs),
+        ]
+    )
     assert code == 0
     page = docs.read_text()
     assert "## Not run" in page and "tuned network: no --tuned-model given" in page

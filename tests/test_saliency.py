@@ -106,6 +106,8 @@ def test_saliency_cli_bad_model(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_text("nope")
     np.save(tmp_path / "sub.npy", _frames()[:1])
-    assert main(["saliency", str(tmp_path / "sub.npy"), "--out", str(tmp_path / "o"), "--model", str(bad)]) == 2
+    assert (
+        main(["saliency", str(tmp_path / "sub.npy"), "--out", str(tmp_path / "o"), "--model", str(bad)]) == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "bad.pt" in err

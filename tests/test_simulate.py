@@ -27,10 +27,20 @@ SMALL = dict(size=192, n_days=4)
 @pytest.fixture(scope="module")
 def small_sim() -> Simulation:
     """A small sequence with one strong new blob on day 2 and a large shift scale."""
-    return simulate_sequence(SimulationConfig(
-        **SMALL, seed=11, new_blob_days=(2,), new_blob_depth=0.2, new_blob_radius=7.0,
-        noise_sigma=0.005, shift_sigma=0.6, cosmic_ray_rate=0.0, snowball_rate=0.0,
-        persistence_rate=0.0))
+    return simulate_sequence(
+        SimulationConfig(
+            **SMALL,
+            seed=11,
+            new_blob_days=(2,),
+            new_blob_depth=0.2,
+            new_blob_radius=7.0,
+            noise_sigma=0.005,
+            shift_sigma=0.6,
+            cosmic_ray_rate=0.0,
+            snowball_rate=0.0,
+            persistence_rate=0.0,
+        )
+    )
 
 
 # ------------------------------------------------------------------------- blob profiles
@@ -73,11 +83,14 @@ def test_blob_profile_random_shape_is_reproducible() -> None:
     assert 0.85 <= shape["axis_ratio"] <= 1.0
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"radius": 0.0}, "radius"),
-    ({"radius": 5.0, "kind": "square"}, "kind"),
-    ({"radius": 5.0, "size": 0}, "size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"radius": 0.0}, "radius"),
+        ({"radius": 5.0, "kind": "square"}, "kind"),
+        ({"radius": 5.0, "size": 0}, "size"),
+    ],
+)
 def test_blob_profile_bad_arguments(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
         blob_profile(**kwargs)
@@ -138,8 +151,8 @@ def test_new_blob_absent_before_and_present_after(small_sim: Simulation) -> None
     def core(day: int) -> float:
         img = sim.images[day]
         r, c = int(round(y + sim.shifts[day, 0])), int(round(x + sim.shifts[day, 1]))
-        ring = np.nanmedian(np.concatenate([img[r - 20, c - 20:c + 20], img[r + 20, c - 20:c + 20]]))
-        return float(np.nanmedian(img[r - 1:r + 2, c - 1:c + 2]) / ring)
+        ring = np.nanmedian(np.concatenate([img[r - 20, c - 20 : c + 20], img[r + 20, c - 20 : c + 20]]))
+        return float(np.nanmedian(img[r - 1 : r + 2, c - 1 : c + 2]) / ring)
 
     for day in (0, 1):
         assert core(day) == pytest.approx(1.0, abs=0.03)
@@ -149,11 +162,27 @@ def test_new_blob_absent_before_and_present_after(small_sim: Simulation) -> None
 
 
 def test_recorded_shift_matches_blob_pattern_shift() -> None:
-    sim = simulate_sequence(SimulationConfig(
-        size=128, n_days=3, seed=8, n_existing=0, new_blob_days=(0,), new_blob_depth=0.3,
-        new_blob_radius=8.0, noise_sigma=2e-4, flat_residual_sigma=0.0, shift_sigma=0.6,
-        cosmic_ray_rate=0, snowball_rate=0, persistence_rate=0, bad_pixel_fraction=0, n_unstable=0,
-        gradient_amplitude=0.0, earthlight_probability=0.0))
+    sim = simulate_sequence(
+        SimulationConfig(
+            size=128,
+            n_days=3,
+            seed=8,
+            n_existing=0,
+            new_blob_days=(0,),
+            new_blob_depth=0.3,
+            new_blob_radius=8.0,
+            noise_sigma=2e-4,
+            flat_residual_sigma=0.0,
+            shift_sigma=0.6,
+            cosmic_ray_rate=0,
+            snowball_rate=0,
+            persistence_rate=0,
+            bad_pixel_fraction=0,
+            n_unstable=0,
+            gradient_amplitude=0.0,
+            earthlight_probability=0.0,
+        )
+    )
     blob = sim.blobs[0]
     rows, cols = np.indices(sim.images.shape[1:])
     r = np.hypot(rows - blob["y"], cols - blob["x"])
@@ -170,15 +199,26 @@ def test_recorded_shift_matches_blob_pattern_shift() -> None:
 
 
 def test_existing_blobs_leave_dips_in_difference() -> None:
-    sim = simulate_sequence(SimulationConfig(size=160, n_days=3, seed=2, n_existing=1,
-                                             noise_sigma=1e-4, shift_sigma=0.5,
-                                             cosmic_ray_rate=0, snowball_rate=0, persistence_rate=0,
-                                             bad_pixel_fraction=0, n_unstable=0))
+    sim = simulate_sequence(
+        SimulationConfig(
+            size=160,
+            n_days=3,
+            seed=2,
+            n_existing=1,
+            noise_sigma=1e-4,
+            shift_sigma=0.5,
+            cosmic_ray_rate=0,
+            snowball_rate=0,
+            persistence_rate=0,
+            bad_pixel_fraction=0,
+            n_unstable=0,
+        )
+    )
     blob = sim.blobs[0]
     diff = sim.images[2] - sim.images[1]
     r, c = int(round(blob["y"])), int(round(blob["x"]))
     half = int(blob["radius"]) + 4
-    local = diff[r - half:r + half + 1, c - half:c + half + 1]
+    local = diff[r - half : r + half + 1, c - half : c + half + 1]
     assert np.nanmax(np.abs(local)) > 0.1 * blob["depth"]
     assert np.nanmin(local) < 0 < np.nanmax(local)  # a positive/negative residual pair
 
@@ -203,8 +243,7 @@ def test_parameter_ranges() -> None:
 
 
 def test_new_blob_rate_and_typical_new_blobs() -> None:
-    sim = simulate_sequence(SimulationConfig(size=256, n_days=30, seed=4, new_blob_rate=1.0,
-                                             n_existing=0))
+    sim = simulate_sequence(SimulationConfig(size=256, n_days=30, seed=4, new_blob_rate=1.0, n_existing=0))
     new = sim.new_blobs()
     assert 15 <= len(new) <= 50
     assert (new["day"] >= 1).all() and (new["day"] < 30).all()
@@ -212,14 +251,17 @@ def test_new_blob_rate_and_typical_new_blobs() -> None:
     assert new["radius"].min() >= 5 and new["radius"].max() <= 10
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"n_days": 0}, "n_days"),
-    ({"new_blob_days": (7,), "n_days": 3}, "new blob day 7"),
-    ({"noise_sigma": -1.0}, "noise_sigma"),
-    ({"ring_fraction": 1.5}, "ring_fraction"),
-    ({"new_blob_depth": 1.5}, "new_blob_depth"),
-    ({"size": 20}, "size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_days": 0}, "n_days"),
+        ({"new_blob_days": (7,), "n_days": 3}, "new blob day 7"),
+        ({"noise_sigma": -1.0}, "noise_sigma"),
+        ({"ring_fraction": 1.5}, "ring_fraction"),
+        ({"new_blob_depth": 1.5}, "new_blob_depth"),
+        ({"size": 20}, "size"),
+    ],
+)
 def test_bad_config(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
         simulate_sequence(SimulationConfig(**{"size": 96, **kwargs}))
@@ -229,8 +271,10 @@ def test_bad_config(kwargs, match) -> None:
 def test_write_simulation_files_headers_and_truth(small_sim: Simulation, tmp_path) -> None:
     files = write_simulation(small_sim, tmp_path)
     names = sorted(p.name for p in files)
-    assert names == sorted([f"csm_day{d:03d}_blob.fits" for d in range(4)]
-                           + ["truth_blobs.ecsv", "truth_shifts.ecsv", "simulation.json"])
+    assert names == sorted(
+        [f"csm_day{d:03d}_blob.fits" for d in range(4)]
+        + ["truth_blobs.ecsv", "truth_shifts.ecsv", "simulation.json"]
+    )
     with fits.open(tmp_path / "csm_day002_blob.fits") as hdul:
         hdr = hdul[0].header
         data = hdul[0].data
@@ -243,6 +287,7 @@ def test_write_simulation_files_headers_and_truth(small_sim: Simulation, tmp_pat
     assert hdr["SIMDY"] == pytest.approx(small_sim.shifts[2, 0])
     assert len(hdr["DATE-OBS"]) == 10 and len(hdr["TIME-OBS"]) == 8
     from astropy.time import Time
+
     t = Time(f"{hdr['DATE-OBS']}T{hdr['TIME-OBS']}", scale="utc")
     assert t.mjd == pytest.approx(hdr["EXPSTART"], abs=2e-5)
 
@@ -280,8 +325,23 @@ def test_write_flt(small_sim: Simulation, tmp_path) -> None:
 # ---------------------------------------------------------------------------------- CLI
 def test_cli_simulate(tmp_path, capsys) -> None:
     out = tmp_path / "sim"
-    rc = cli_main(["simulate", str(out), "--days", "3", "--seed", "1", "--size", "128",
-                   "--new-blob", "2", "--existing", "5", "--flt"])
+    rc = cli_main(
+        [
+            "simulate",
+            str(out),
+            "--days",
+            "3",
+            "--seed",
+            "1",
+            "--size",
+            "128",
+            "--new-blob",
+            "2",
+            "--existing",
+            "5",
+            "--flt",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "5 existing, 1 new" in text and "day 2" in text and "DS9" in text
@@ -296,11 +356,14 @@ def test_cli_simulate(tmp_path, capsys) -> None:
     assert len(Table.read(out / "truth_shifts.ecsv")) == 2
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["--days", "3", "--new-blob", "5"], "new blob day 5"),
-    (["--days", "0"], "n_days"),
-    (["--new-blob-rate", "-1"], "new_blob_rate"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--days", "3", "--new-blob", "5"], "new blob day 5"),
+        (["--days", "0"], "n_days"),
+        (["--new-blob-rate", "-1"], "new_blob_rate"),
+    ],
+)
 def test_cli_bad_options(tmp_path, capsys, argv, match) -> None:
     assert cli_main(["simulate", str(tmp_path / "o"), "--size", "96", *argv]) == 2
     err = capsys.readouterr().err

@@ -13,7 +13,9 @@ from blobwatch.stats import jsonable, robust_sigma, zscale_limits
 def test_robust_sigma_is_the_mad_standard_deviation_and_ignores_outliers() -> None:
     values = np.random.default_rng(0).normal(0.0, 0.02, 100_000).astype(np.float32)
     values[:1000] = 50.0  # 1 % hot pixels
-    assert robust_sigma(values) == np.float32(1.4826) * np.float32(np.median(np.abs(values - np.median(values))))
+    assert robust_sigma(values) == np.float32(1.4826) * np.float32(
+        np.median(np.abs(values - np.median(values)))
+    )
     assert abs(robust_sigma(values) - mad_std(values)) < 2e-6 * robust_sigma(values)  # 1.4826 vs 1.482602
     assert abs(robust_sigma(values) - 0.02) < 0.001
     assert robust_sigma(np.array([], np.float32)) == 0.0

@@ -22,8 +22,12 @@ def tiny(tmp_path_factory):
     """A few dozen 64x64 samples with strong blobs, plus a validation set."""
     root = tmp_path_factory.mktemp("tiny")
     rng = np.random.default_rng(0)
-    srcs = [D.SourceImage(f"s{i}", rng.normal(0, 1, (256, 256)).astype(np.float32),
-                          np.zeros((256, 256), np.uint8)) for i in range(2)]
+    srcs = [
+        D.SourceImage(
+            f"s{i}", rng.normal(0, 1, (256, 256)).astype(np.float32), np.zeros((256, 256), np.uint8)
+        )
+        for i in range(2)
+    ]
     yy, xx = np.mgrid[:13, :13] - 6
     stamps = {1: np.where(np.hypot(yy, xx) < 5, 4.0, 0.0).astype(np.float32)}
     common = dict(stamps=stamps, stamp_ids=[1], size=SIZE, blobs=D.BlobConfig(simulated_fraction=0.0))
@@ -46,8 +50,17 @@ def test_papercnn_shapes_and_parameter_count():
 
 def _cfg(tiny, out, **kw):
     tr, va = tiny
-    base = dict(dataset=str(tr), val_dataset=str(va), outdir=str(out), epochs=2, adam_epochs=1,
-                batch_size=12, seed=7, device="cpu", progress=False)
+    base = dict(
+        dataset=str(tr),
+        val_dataset=str(va),
+        outdir=str(out),
+        epochs=2,
+        adam_epochs=1,
+        batch_size=12,
+        seed=7,
+        device="cpu",
+        progress=False,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -111,15 +124,19 @@ def test_threshold_and_rates():
     thr = choose_threshold(labels, probs)
     r = rates(labels, probs, thr)
     assert r["tpr"] + r["tnr"] - 1 == pytest.approx(2 / 3)
-    assert rates(labels, probs, 0.5) == pytest.approx({"tpr": 1.0, "tnr": 2 / 3, "fpr": 1 / 3, "fnr": 0.0,
-                                                       "accuracy": 5 / 6})
+    assert rates(labels, probs, 0.5) == pytest.approx(
+        {"tpr": 1.0, "tnr": 2 / 3, "fpr": 1 / 3, "fnr": 0.0, "accuracy": 5 / 6}
+    )
 
 
-@pytest.mark.parametrize("content,match", [
-    (b"garbage", "not a readable model file"),
-    (None, "not a blobwatch model file"),
-    ("mismatch", "do not match the architecture"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (b"garbage", "not a readable model file"),
+        (None, "not a blobwatch model file"),
+        ("mismatch", "do not match the architecture"),
+    ],
+)
 def test_bad_model_file_gives_a_clear_error(tmp_path, content, match):
     path = tmp_path / "model.pt"
     if content is None:
@@ -142,7 +159,14 @@ def test_shipped_model_loads_with_its_metadata():
     mf = load_model()
     md = mf.metadata
     assert mf.architecture == "PaperCNN" and md["preparation"]["subframe"] == 256
-    for key in ("threshold", "architecture", "arguments", "dataset_manifest_sha256", "validation",
-                "versions", "training"):
+    for key in (
+        "threshold",
+        "architecture",
+        "arguments",
+        "dataset_manifest_sha256",
+        "validation",
+        "versions",
+        "training",
+    ):
         assert key in md
     assert md["validation"]["tpr"] >= 0.94 and md["validation"]["tnr"] >= 0.88

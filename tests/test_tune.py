@@ -48,15 +48,27 @@ def test_default_configurable_cnn_is_papercnn() -> None:
 
 
 def test_knobs_change_the_network_and_the_weight_count_matches() -> None:
-    args = {"size": SIZE, "filters": (4, 8, 16), "kernel": 3, "pool": 2, "pool_type": "avg",
-            "hidden": 32, "dropout": (0.0, 0.5)}
+    args = {
+        "size": SIZE,
+        "filters": (4, 8, 16),
+        "kernel": 3,
+        "pool": 2,
+        "pool_type": "avg",
+        "hidden": 32,
+        "dropout": (0.0, 0.5),
+    }
     net = ConfigurableCNN(**args)
     assert sum(p.numel() for p in net.parameters()) == parameter_count(**args)
     assert sum(isinstance(m, torch.nn.Conv2d) for m in net.modules()) == 3
     assert any(isinstance(m, torch.nn.AvgPool2d) for m in net.modules())
     assert tuple(net(torch.zeros(3, 1, SIZE, SIZE)).shape) == (3, 2)
-    for bad in ({"kernel": 4}, {"pool_type": "min"}, {"filters": ()}, {"dropout": (0.1, 1.0)},
-                {"filters": (4, 4, 4, 4), "pool": 4, "size": SIZE}):
+    for bad in (
+        {"kernel": 4},
+        {"pool_type": "min"},
+        {"filters": ()},
+        {"dropout": (0.1, 1.0)},
+        {"filters": (4, 4, 4, 4), "pool": 4, "size": SIZE},
+    ):
         with pytest.raises(ValueError, match=r"\S"):
             ConfigurableCNN(**bad)
 
@@ -64,12 +76,24 @@ def test_knobs_change_the_network_and_the_weight_count_matches() -> None:
 def test_a_tuned_model_file_loads_everywhere_a_papercnn_file_does(tmp_path: Path) -> None:
     from blobwatch.classifier import BlobClassifier
 
-    args = {"size": SIZE, "filters": [4, 8, 16], "kernel": 3, "pool": 2, "pool_type": "max", "hidden": 16,
-            "dropout": [0.1, 0.2]}
+    args = {
+        "size": SIZE,
+        "filters": [4, 8, 16],
+        "kernel": 3,
+        "pool": 2,
+        "pool_type": "max",
+        "hidden": 16,
+        "dropout": [0.1, 0.2],
+    }
     net = build_model("ConfigurableCNN", args)
     path = tmp_path / "tuned.pt"
-    save_model(path, net, architecture="ConfigurableCNN", arguments=args,
-               metadata={"threshold": 0.4, "preparation": {"size": SIZE, "clip_factor": 0.5}})
+    save_model(
+        path,
+        net,
+        architecture="ConfigurableCNN",
+        arguments=args,
+        metadata={"threshold": 0.4, "preparation": {"size": SIZE, "clip_factor": 0.5}},
+    )
     loaded = load_model(path)
     assert loaded.architecture == "ConfigurableCNN" and loaded.arguments["filters"] == [4, 8, 16]
     for k, v in net.state_dict().items():
@@ -88,10 +112,26 @@ def test_seed_params_map_to_papercnn_and_the_short_recipe() -> None:
     from blobwatch.tune import network_arguments, seed_params, training_settings
 
     p = seed_params(6)
-    assert network_arguments(p, 256) == {"size": 256, "filters": [8, 16], "kernel": 5, "pool": 4,
-                                         "pool_type": "max", "hidden": 128, "dropout": [0.15, 0.3]}
-    assert build_model("ConfigurableCNN", network_arguments(p, 256)).state_dict().keys() == PaperCNN().state_dict().keys()
-    assert training_settings(p) == {"epochs": 6, "adam_epochs": 4, "batch_size": 100, "adam_lr": 1e-3, "sgd_lr": 1e-3}
+    assert network_arguments(p, 256) == {
+        "size": 256,
+        "filters": [8, 16],
+        "kernel": 5,
+        "pool": 4,
+        "pool_type": "max",
+        "hidden": 128,
+        "dropout": [0.15, 0.3],
+    }
+    assert (
+        build_model("ConfigurableCNN", network_arguments(p, 256)).state_dict().keys()
+        == PaperCNN().state_dict().keys()
+    )
+    assert training_settings(p) == {
+        "epochs": 6,
+        "adam_epochs": 4,
+        "batch_size": 100,
+        "adam_lr": 1e-3,
+        "sgd_lr": 1e-3,
+    }
     assert training_settings({**p, "epochs": 2, "adam_epochs": 5})["adam_epochs"] == 2
 
 
@@ -122,13 +162,16 @@ def test_read_params_refuses_bad_files(tmp_path: Path) -> None:
     (tmp_path / "a.json").write_text("{")
     with pytest.raises(InputError, match="JSON"):
         read_params(tmp_path / "a.json")
-    (tmp_path / "b.json").write_text(json.dumps({"format": PARAMS_FORMAT, "architecture": "Nope",
-                                                 "arguments": {}, "training": {}}))
+    (tmp_path / "b.json").write_text(
+        json.dumps({"format": PARAMS_FORMAT, "architecture": "Nope", "arguments": {}, "training": {}})
+    )
     with pytest.raises(InputError, match="architecture"):
         read_params(tmp_path / "b.json")
 
 
-def test_missing_optuna_is_one_line_naming_the_extra(monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path) -> None:
+def test_missing_optuna_is_one_line_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path
+) -> None:
     monkeypatch.setitem(sys.modules, "optuna", None)  # what an environment without optuna gives
     assert main(["tune", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
@@ -137,12 +180,27 @@ def test_missing_optuna_is_one_line_naming_the_extra(monkeypatch: pytest.MonkeyP
 
 def _tiny_train(root: Path) -> Path:
     rng = np.random.default_rng(0)
-    srcs = [D.SourceImage(f"s{i}", rng.normal(0, 1, (256, 256)).astype(np.float32),
-                          np.zeros((256, 256), np.uint8)) for i in range(2)]
+    srcs = [
+        D.SourceImage(
+            f"s{i}", rng.normal(0, 1, (256, 256)).astype(np.float32), np.zeros((256, 256), np.uint8)
+        )
+        for i in range(2)
+    ]
     yy, xx = np.mgrid[:13, :13] - 6
     stamps = {1: np.where(np.hypot(yy, xx) < 5, 4.0, 0.0).astype(np.float32)}
-    return Path(D.make_dataset(root / "train", srcs, n_samples=40, region="train", seed=1, stamps=stamps,
-                               stamp_ids=[1], size=SIZE, blobs=D.BlobConfig(simulated_fraction=0.0)))
+    return Path(
+        D.make_dataset(
+            root / "train",
+            srcs,
+            n_samples=40,
+            region="train",
+            seed=1,
+            stamps=stamps,
+            stamp_ids=[1],
+            size=SIZE,
+            blobs=D.BlobConfig(simulated_fraction=0.0),
+        )
+    )
 
 
 def test_bad_dataset_or_database_is_one_line(tmp_path: Path, capsys) -> None:
@@ -151,8 +209,19 @@ def test_bad_dataset_or_database_is_one_line(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "missing" in err
     train = _tiny_train(tmp_path)
-    assert main(["tune", str(train), "--out", str(tmp_path / "run"),
-                 "--storage", "postgresql+nosuchdriver://u:secret@localhost/db"]) == 2
+    assert (
+        main(
+            [
+                "tune",
+                str(train),
+                "--out",
+                str(tmp_path / "run"),
+                "--storage",
+                "postgresql+nosuchdriver://u:secret@localhost/db",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cannot open the study database" in err and "secret" not in err
 
@@ -172,15 +241,41 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("tune")
     train = _tiny_train(root)
     cache = root / "cache"
-    build_suite(SuiteSpec("calibration", 5, VariationConfig(size=256, n_references=3, cases=2)), cache, progress=False)
+    build_suite(
+        SuiteSpec("calibration", 5, VariationConfig(size=256, n_references=3, cases=2)), cache, progress=False
+    )
     return Path(train), cache
 
 
 def _tune_cmd(train: Path, cache: Path, out: Path, db: Path, trials: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "blobwatch.cli", "tune", str(train), "--out", str(out), "--storage",
-            f"sqlite:///{db}", "--study", "s", "--trials", str(trials), "--cache", str(cache),
-            "--max-epochs", "2", "--max-samples", "40", "--threads", "1", "--device", "cpu",
-            "--no-progress", *SMALL, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "blobwatch.cli",
+        "tune",
+        str(train),
+        "--out",
+        str(out),
+        "--storage",
+        f"sqlite:///{db}",
+        "--study",
+        "s",
+        "--trials",
+        str(trials),
+        "--cache",
+        str(cache),
+        "--max-epochs",
+        "2",
+        "--max-samples",
+        "40",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--no-progress",
+        *SMALL,
+        *extra,
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -206,8 +301,24 @@ def test_one_worker_writes_the_report_and_train_params_trains_the_winner(tiny_da
     assert "seed PaperCNN" in md  # trial 0 is the seed's architecture
     assert (out / "trials" / "trial_0000" / "model.pt").is_file()
     # train the winner from best.json; a command-line option overrides its training settings
-    assert main(["train", str(train), "--out", str(tmp_path / "winner"), "--params", str(out / "best.json"),
-                 "--epochs", "1", "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(train),
+                "--out",
+                str(tmp_path / "winner"),
+                "--params",
+                str(out / "best.json"),
+                "--epochs",
+                "1",
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     model = load_model(tmp_path / "winner" / "model.pt")
     assert model.architecture == "ConfigurableCNN"
     assert model.arguments == {**best["arguments"]}
@@ -222,8 +333,16 @@ def test_one_worker_writes_the_report_and_train_params_trains_the_winner(tiny_da
 def test_two_workers_share_one_sqlite_study_without_duplicates(tiny_data, tmp_path: Path) -> None:
     train, cache = tiny_data
     db, n = tmp_path / "shared.db", 6
-    procs = [subprocess.Popen(_tune_cmd(train, cache, tmp_path / f"w{i}", db, n, "--seed", str(i)), env=_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            _tune_cmd(train, cache, tmp_path / f"w{i}", db, n, "--seed", str(i)),
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     trials = _trials(db)
@@ -233,7 +352,9 @@ def test_two_workers_share_one_sqlite_study_without_duplicates(tiny_data, tmp_pa
     assert n <= len(finished) <= n + 1  # the other worker may finish the trial it was running
     assert all(t[1] in ("COMPLETE", "PRUNED") for t in trials)
     with sqlite3.connect(db) as con:  # no two trials trained into the same folder
-        folders = [r[0] for r in con.execute("SELECT value_json FROM trial_user_attributes WHERE key = 'run_folder'")]
+        folders = [
+            r[0] for r in con.execute("SELECT value_json FROM trial_user_attributes WHERE key = 'run_folder'")
+        ]
     assert folders and len(folders) == len(set(folders))
     assert all((tmp_path / f"w{i}" / "best.json").is_file() for i in range(2))
 
@@ -242,15 +363,21 @@ def test_two_workers_share_one_sqlite_study_without_duplicates(tiny_data, tmp_pa
 def test_a_killed_worker_leaves_the_study_usable(tiny_data, tmp_path: Path) -> None:
     train, cache = tiny_data
     db, n = tmp_path / "killed.db", 3
-    proc = subprocess.Popen(_tune_cmd(train, cache, tmp_path / "a", db, n, "--heartbeat", "1"), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _tune_cmd(train, cache, tmp_path / "a", db, n, "--heartbeat", "1"),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if db.is_file():
             try:  # mid-trial: running, and its worker's heartbeat recorded
                 with sqlite3.connect(db) as con:
-                    running = con.execute("SELECT t.number FROM trials t JOIN trial_heartbeats h "
-                                          "ON h.trial_id = t.trial_id WHERE t.state = 'RUNNING'").fetchall()
+                    running = con.execute(
+                        "SELECT t.number FROM trials t JOIN trial_heartbeats h "
+                        "ON h.trial_id = t.trial_id WHERE t.state = 'RUNNING'"
+                    ).fetchall()
                 if running:
                     break
             except sqlite3.OperationalError:  # tables not made yet
@@ -264,13 +391,21 @@ def test_a_killed_worker_leaves_the_study_usable(tiny_data, tmp_path: Path) -> N
     killed = running[0][0]
     assert dict(_trials(db))[killed] == "RUNNING"
     time.sleep(2.5)  # past the grace period of two heartbeats
-    done = subprocess.run(_tune_cmd(train, cache, tmp_path / "b", db, n, "--heartbeat", "1"), env=_env(),
-                          capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        _tune_cmd(train, cache, tmp_path / "b", db, n, "--heartbeat", "1"),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     trials = _trials(db)
     states = [s for _, s in trials]
     assert dict(trials)[killed] == "FAIL" and "RUNNING" not in states
     assert sum(s in ("COMPLETE", "PRUNED") for s in states) >= n
     with sqlite3.connect(db) as con:  # the killed trial was run again with its parameters
-        retried = con.execute("SELECT COUNT(*) FROM trial_system_attributes WHERE key = 'failed_trial'").fetchone()[0]
+        retried = con.execute(
+            "SELECT COUNT(*) FROM trial_system_attributes WHERE key = 'failed_trial'"
+        ).fetchone()[0]
     assert retried == 1

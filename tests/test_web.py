@@ -53,9 +53,11 @@ def _write_image(path: Path, mjd: float, seed: int, blob: bool) -> None:
     # two old blobs present in every image
     yy, xx = np.mgrid[0:SIZE, 0:SIZE]
     for bx, by in ((40.0, 40.0), (200.0, 210.0)):
-        data *= 1.0 - 0.1 * np.exp(-((xx - bx) ** 2 + (yy - by) ** 2) / (2 * 4.0 ** 2))
+        data *= 1.0 - 0.1 * np.exp(-((xx - bx) ** 2 + (yy - by) ** 2) / (2 * 4.0**2))
     if blob:
-        data *= 1.0 - BLOB_DEPTH * np.exp(-((xx - BLOB_X) ** 2 + (yy - BLOB_Y) ** 2) / (2 * (BLOB_R / 2) ** 2))
+        data *= 1.0 - BLOB_DEPTH * np.exp(
+            -((xx - BLOB_X) ** 2 + (yy - BLOB_Y) ** 2) / (2 * (BLOB_R / 2) ** 2)
+        )
     header = fits.Header()
     header["EXPSTART"] = mjd
     header["FILTER"] = "F153M"
@@ -90,32 +92,92 @@ def monitor_db(tmp_path_factory: pytest.TempPathFactory) -> dict:
     url = f"sqlite:///{root / 'blobwatch.db'}"
     Session = open_database(url)
     with Session.begin() as s:
-        images = [Image(path=str(p), sha256=f"{i:064x}", mjd=60000.0 + i, filter="F153M",
-                        status="processed" if i == 5 else "registered") for i, p in enumerate(paths)]
+        images = [
+            Image(
+                path=str(p),
+                sha256=f"{i:064x}",
+                mjd=60000.0 + i,
+                filter="F153M",
+                status="processed" if i == 5 else "registered",
+            )
+            for i, p in enumerate(paths)
+        ]
         s.add_all(images)
-        s.add_all([Blob(x=40.0, y=40.0, radius=5.0, depth=0.1, source="import", label="old-1"),
-                   Blob(x=200.0, y=210.0, radius=5.0, depth=0.1, source="import", label="old-2")])
+        s.add_all(
+            [
+                Blob(x=40.0, y=40.0, radius=5.0, depth=0.1, source="import", label="old-1"),
+                Blob(x=200.0, y=210.0, radius=5.0, depth=0.1, source="import", label="old-2"),
+            ]
+        )
         s.flush()
-        run = Run(image_id=images[5].id, blobwatch_version="test", threshold=0.5, max_probability=0.97,
-                  parameters={"reference_paths": [str(p) for p in paths[:5]], "register": False,
-                              "min_references": 5, "offsets": [[0.0, 0.0]] * 4 + [[0.05, -0.2]]},
-                  report_path=str(reports / "images" / "6" / "report.html"))
+        run = Run(
+            image_id=images[5].id,
+            blobwatch_version="test",
+            threshold=0.5,
+            max_probability=0.97,
+            parameters={
+                "reference_paths": [str(p) for p in paths[:5]],
+                "register": False,
+                "min_references": 5,
+                "offsets": [[0.0, 0.0]] * 4 + [[0.05, -0.2]],
+            },
+            report_path=str(reports / "images" / "6" / "report.html"),
+        )
         s.add(run)
         s.flush()
         for index in range(16):
             row, col = divmod(index, 4)
             prob = 0.97 if index == 5 else 0.02 * index
-            s.add(SubframePrediction(run_id=run.id, index=index, x0=col * 64, y0=row * 64, size=64,
-                                     probability=prob, flagged=prob > 0.5,
-                                     saliency_path="images/6/saliency_05.png" if index == 5 else None))
-        s.add_all([
-            Candidate(run_id=run.id, image_id=images[5].id, x=BLOB_X + 0.4, y=BLOB_Y - 0.3,
-                      probability=0.97, significance=12.0, radius=BLOB_R, subframe=5, status="new"),
-            Candidate(run_id=run.id, image_id=images[5].id, x=230.0, y=20.0, probability=0.81,
-                      significance=5.0, radius=5.0, subframe=3, status="new"),
-            Candidate(run_id=run.id, image_id=images[5].id, x=40.0, y=40.0, probability=0.6,
-                      significance=4.0, radius=5.0, subframe=0, status="known", known_blob_id=1),
-        ])
+            s.add(
+                SubframePrediction(
+                    run_id=run.id,
+                    index=index,
+                    x0=col * 64,
+                    y0=row * 64,
+                    size=64,
+                    probability=prob,
+                    flagged=prob > 0.5,
+                    saliency_path="images/6/saliency_05.png" if index == 5 else None,
+                )
+            )
+        s.add_all(
+            [
+                Candidate(
+                    run_id=run.id,
+                    image_id=images[5].id,
+                    x=BLOB_X + 0.4,
+                    y=BLOB_Y - 0.3,
+                    probability=0.97,
+                    significance=12.0,
+                    radius=BLOB_R,
+                    subframe=5,
+                    status="new",
+                ),
+                Candidate(
+                    run_id=run.id,
+                    image_id=images[5].id,
+                    x=230.0,
+                    y=20.0,
+                    probability=0.81,
+                    significance=5.0,
+                    radius=5.0,
+                    subframe=3,
+                    status="new",
+                ),
+                Candidate(
+                    run_id=run.id,
+                    image_id=images[5].id,
+                    x=40.0,
+                    y=40.0,
+                    probability=0.6,
+                    significance=4.0,
+                    radius=5.0,
+                    subframe=0,
+                    status="known",
+                    known_blob_id=1,
+                ),
+            ]
+        )
     return {"url": url, "reports": reports, "paths": paths}
 
 
@@ -155,17 +217,20 @@ def _ids(client: TestClient, status: str) -> list[int]:
 # ------------------------------------------------------------------------------ pages
 
 
-@pytest.mark.parametrize("path, text", [
-    ("/", "Today: csm_day005_blob.fits"),
-    ("/queue", "Review queue"),
-    ("/blobs", "2 known blobs"),
-    ("/history", "6 images"),
-    ("/api", "/api/candidates"),
-    ("/images/1", "csm_day000_blob.fits"),
-    ("/images/6", "Subframe probabilities"),
-    ("/candidates/1", "Candidate #1"),
-    ("/unlock", "no token"),
-])
+@pytest.mark.parametrize(
+    "path, text",
+    [
+        ("/", "Today: csm_day005_blob.fits"),
+        ("/queue", "Review queue"),
+        ("/blobs", "2 known blobs"),
+        ("/history", "6 images"),
+        ("/api", "/api/candidates"),
+        ("/images/1", "csm_day000_blob.fits"),
+        ("/images/6", "Subframe probabilities"),
+        ("/candidates/1", "Candidate #1"),
+        ("/unlock", "no token"),
+    ],
+)
 def test_pages_render(client: TestClient, path: str, text: str) -> None:
     response = client.get(path)
     assert response.status_code == 200
@@ -174,9 +239,14 @@ def test_pages_render(client: TestClient, path: str, text: str) -> None:
     assert "default-src 'self'" in response.headers["content-security-policy"]
 
 
-@pytest.mark.parametrize("path, kind", [("/static/style.css", "text/css"),
-                                        ("/static/app.js", "javascript"),
-                                        ("/static/favicon.svg", "image/svg+xml")])
+@pytest.mark.parametrize(
+    "path, kind",
+    [
+        ("/static/style.css", "text/css"),
+        ("/static/app.js", "javascript"),
+        ("/static/favicon.svg", "image/svg+xml"),
+    ],
+)
 def test_static_files(client: TestClient, path: str, kind: str) -> None:
     response = client.get(path)
     assert response.status_code == 200 and kind in response.headers["content-type"]
@@ -234,13 +304,16 @@ def test_region_files_put_circles_on_the_candidates_and_blobs(client: TestClient
     shapes = _regions(response.text)
     candidates = client.get("/api/images/6").json()["candidates"]
     assert [(r.center.x, r.center.y, r.radius) for r in shapes["candidate"]] == [
-        pytest.approx((c["x"], c["y"], c["radius"])) for c in candidates]
+        pytest.approx((c["x"], c["y"], c["radius"])) for c in candidates
+    ]
     assert "circle(101.40000000,150.70000000,6.00000000)" in response.text  # DS9 is 1-based
     assert shapes["candidate"][0].visual["edgecolor"] == "red"  # open
     assert shapes["candidate"][2].visual["edgecolor"] == "green"  # on a known blob
     catalog = _regions(client.get("/catalog.reg").text)
     assert [(r.center.x, r.center.y, r.meta["text"]) for r in catalog["blob"]] == [
-        (40.0, 40.0, "blob 1"), (200.0, 210.0, "blob 2")]
+        (40.0, 40.0, "blob 1"),
+        (200.0, 210.0, "blob 2"),
+    ]
     assert catalog["candidate"] == [] and len(shapes["blob"]) == 2
     assert 'href="/catalog.reg"' in client.get("/blobs").text
     assert 'href="/images/6/candidates.reg"' in client.get("/").text
@@ -266,18 +339,28 @@ def test_fits_downloads_hold_the_pixels_and_their_provenance(client: TestClient,
     x0, y0 = round(cand["x"]) - 24, round(cand["y"]) - 24
     assert cut.shape == (49, 49) and (header["XORIGIN"], header["YORIGIN"]) == (x0, y0)
     assert (header["LTV1"], header["LTV2"]) == (-x0, -y0) and header["CANDID"] == 1
-    np.testing.assert_array_equal(cut, current[y0:y0 + 49, x0:x0 + 49])
+    np.testing.assert_array_equal(cut, current[y0 : y0 + 49, x0 : x0 + 49])
     with fits.open(io.BytesIO(client.get("/candidates/2/difference.fits").content)) as hdul:
         assert np.isnan(hdul[0].data[0, -1])  # candidate 2 at x=230, y=20: the box leaves the image
     assert client.get("/images/1/difference.fits").status_code == 404  # never processed
     assert 'href="/candidates/1/stack.fits"' in client.get("/candidates/1").text
 
 
-@pytest.mark.parametrize("path", [
-    "/images/6/difference.png", "/images/6/stack.png", "/images/6/image.png", "/images/1/image.png",
-    "/candidates/1/image.png", "/candidates/1/stack.png", "/candidates/1/difference.png",
-    "/subframes/6/saliency.png", "/blobs/map.png", "/history.png",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/images/6/difference.png",
+        "/images/6/stack.png",
+        "/images/6/image.png",
+        "/images/1/image.png",
+        "/candidates/1/image.png",
+        "/candidates/1/stack.png",
+        "/candidates/1/difference.png",
+        "/subframes/6/saliency.png",
+        "/blobs/map.png",
+        "/history.png",
+    ],
+)
 def test_figures_are_png(client: TestClient, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 200, response.text
@@ -312,8 +395,14 @@ def test_api_candidates_and_catalog(client: TestClient) -> None:
 
 def test_openapi_documents_the_api(client: TestClient) -> None:
     schema = client.get("/api/openapi.json").json()
-    for path in ("/api/images", "/api/images/{image_id}", "/api/candidates",
-                 "/api/candidates/{candidate_id}", "/api/catalog", "/catalog.ecsv"):
+    for path in (
+        "/api/images",
+        "/api/images/{image_id}",
+        "/api/candidates",
+        "/api/candidates/{candidate_id}",
+        "/api/catalog",
+        "/catalog.ecsv",
+    ):
         assert path in schema["paths"]
 
 
@@ -326,14 +415,25 @@ def test_api_docs_work_offline(client: TestClient) -> None:
     assert "script-src 'self'" in response.headers["Content-Security-Policy"]
 
 
-@pytest.mark.parametrize("path", [
-    "/images/99", "/candidates/99", "/api/images/99", "/api/candidates/99", "/api/catalog/99",
-    "/images/99/difference.png", "/candidates/99/image.png", "/subframes/99/saliency.png",
-    "/images/99/candidates.reg", "/images/99/stack.fits", "/candidates/99/image.fits",
-    "/subframes/1/saliency.png",  # exists, but has no saliency map
-    "/images/1/difference.png",  # exists, but was never processed
-    "/nonexistent",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/images/99",
+        "/candidates/99",
+        "/api/images/99",
+        "/api/candidates/99",
+        "/api/catalog/99",
+        "/images/99/difference.png",
+        "/candidates/99/image.png",
+        "/subframes/99/saliency.png",
+        "/images/99/candidates.reg",
+        "/images/99/stack.fits",
+        "/candidates/99/image.fits",
+        "/subframes/1/saliency.png",  # exists, but has no saliency map
+        "/images/1/difference.png",  # exists, but was never processed
+        "/nonexistent",
+    ],
+)
 def test_unknown_ids_are_404(client: TestClient, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 404
@@ -344,8 +444,12 @@ def test_unknown_ids_are_404(client: TestClient, path: str) -> None:
 
 
 def test_no_path_from_the_request_reaches_the_file_system(client: TestClient) -> None:
-    for path in ("/images/..%2F..%2Fetc%2Fpasswd/image.png", "/images/6/..%2F..%2Fetc.png",
-                 "/static/..%2F..%2F..%2Fpyproject.toml", "/images/6/report.html"):
+    for path in (
+        "/images/..%2F..%2Fetc%2Fpasswd/image.png",
+        "/images/6/..%2F..%2Fetc.png",
+        "/static/..%2F..%2F..%2Fpyproject.toml",
+        "/images/6/report.html",
+    ):
         assert client.get(path).status_code in (404, 422)
 
 
@@ -355,8 +459,11 @@ def test_no_path_from_the_request_reaches_the_file_system(client: TestClient) ->
 def test_confirm_adds_the_measured_blob_to_the_catalog(fresh_db: str, monitor_db: dict) -> None:
     client = _client(create_app(fresh_db, monitor_db["reports"]))
     token = _csrf(client)
-    response = client.post("/candidates/1/confirm", data={CSRF_FIELD: token, "reviewer": "Ada",
-                                                         "next": "/queue"}, follow_redirects=False)
+    response = client.post(
+        "/candidates/1/confirm",
+        data={CSRF_FIELD: token, "reviewer": "Ada", "next": "/queue"},
+        follow_redirects=False,
+    )
     assert response.status_code == 303 and response.headers["location"].startswith("/queue?")
     page = client.get(response.headers["location"]).text
     assert "Candidate #1 confirmed: blob #3 added to the catalog." in page
@@ -373,8 +480,9 @@ def test_confirm_adds_the_measured_blob_to_the_catalog(fresh_db: str, monitor_db
     assert again.status_code == 409 and "already confirmed" in again.text
 
 
-def test_confirm_after_viewing_measures_in_the_stack_in_memory(fresh_db: str, monitor_db: dict,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_confirm_after_viewing_measures_in_the_stack_in_memory(
+    fresh_db: str, monitor_db: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from blobwatch.monitor import catalog
 
     with open_database(fresh_db)() as session:  # what the command line would measure
@@ -391,7 +499,8 @@ def test_confirm_after_viewing_measures_in_the_stack_in_memory(fresh_db: str, mo
     blob = client.get("/api/catalog/3").json()
     assert blob["candidate_id"] == 1
     assert [blob["x"], blob["y"], blob["radius"], blob["depth"]] == pytest.approx(
-        [expected.x, expected.y, expected.radius, expected.depth])
+        [expected.x, expected.y, expected.radius, expected.depth]
+    )
 
 
 def test_confirm_of_a_known_blob_is_a_conflict(fresh_db: str, monitor_db: dict) -> None:
@@ -405,9 +514,11 @@ def test_confirm_of_a_known_blob_is_a_conflict(fresh_db: str, monitor_db: dict) 
 def test_reject_records_the_reason(fresh_db: str, monitor_db: dict) -> None:
     client = _client(create_app(fresh_db, monitor_db["reports"]))
     token = _csrf(client)
-    response = client.post("/candidates/2/reject", data={
-        CSRF_FIELD: token, "reviewer": "Bo", "reason": "cosmic ray", "note": "sharp edge"},
-        follow_redirects=False)
+    response = client.post(
+        "/candidates/2/reject",
+        data={CSRF_FIELD: token, "reviewer": "Bo", "reason": "cosmic ray", "note": "sharp edge"},
+        follow_redirects=False,
+    )
     assert response.status_code == 303
     cand = client.get("/api/candidates/2").json()
     assert cand["status"] == "rejected" and cand["reason"] == "cosmic ray: sharp edge"
@@ -416,32 +527,40 @@ def test_reject_records_the_reason(fresh_db: str, monitor_db: dict) -> None:
     assert "Candidate #2 rejected." in client.get(response.headers["location"]).text
 
 
-@pytest.mark.parametrize("data, status, message", [
-    ({"reviewer": "Bo", "reason": "aliens"}, 422, "reason must be one of"),
-    ({"reviewer": "", "reason": "dip"}, 422, "reviewer"),
-    ({"reviewer": "Bo"}, 422, "reason must be one of"),
-])
-def test_reject_needs_a_valid_reason_and_reviewer(client: TestClient, data: dict, status: int,
-                                                  message: str) -> None:
+@pytest.mark.parametrize(
+    "data, status, message",
+    [
+        ({"reviewer": "Bo", "reason": "aliens"}, 422, "reason must be one of"),
+        ({"reviewer": "", "reason": "dip"}, 422, "reviewer"),
+        ({"reviewer": "Bo"}, 422, "reason must be one of"),
+    ],
+)
+def test_reject_needs_a_valid_reason_and_reviewer(
+    client: TestClient, data: dict, status: int, message: str
+) -> None:
     response = client.post("/candidates/2/reject", data={CSRF_FIELD: _csrf(client), **data})
     assert response.status_code == status and message in response.text
     assert 2 in _ids(client, "new")
 
 
-@pytest.mark.parametrize("action, data, message", [
-    ("confirm", {"reviewer": "  "}, "give your name (at most 128 characters) as reviewer"),
-    ("confirm", {}, "give your name (at most 128 characters) as reviewer"),
-    ("reject", {"reason": "dip"}, "give your name (at most 128 characters) as reviewer"),
-    ("reject", {"reviewer": "Bo", "reason": "aliens"}, "reason must be one of"),
-])
+@pytest.mark.parametrize(
+    "action, data, message",
+    [
+        ("confirm", {"reviewer": "  "}, "give your name (at most 128 characters) as reviewer"),
+        ("confirm", {}, "give your name (at most 128 characters) as reviewer"),
+        ("reject", {"reason": "dip"}, "give your name (at most 128 characters) as reviewer"),
+        ("reject", {"reviewer": "Bo", "reason": "aliens"}, "reason must be one of"),
+    ],
+)
 def test_an_incomplete_review_form_comes_back_with_the_problem_beside_it(
-        client: TestClient, action: str, data: dict, message: str) -> None:
+    client: TestClient, action: str, data: dict, message: str
+) -> None:
     """Not a bare error page: the candidate's form again, the problem shown inline, nothing decided."""
     response = client.post(f"/candidates/2/{action}", data={CSRF_FIELD: _csrf(client), **data})
     assert response.status_code == 422
     html = response.text
     assert "<h1>Candidate #2</h1>" in html and "<h1>422" not in html
-    form = html[html.index('<form class="review"'):html.index("</form>")]
+    form = html[html.index('<form class="review"') : html.index("</form>")]
     assert f'<p class="form-error" role="alert">{message}' in form
     assert re.search(r'<input name="reviewer"[^>]* autofocus>', form) and 'data-action="confirm"' in form
     assert 2 in _ids(client, "new")
@@ -450,21 +569,35 @@ def test_an_incomplete_review_form_comes_back_with_the_problem_beside_it(
 def test_write_actions_on_unknown_ids_are_404(client: TestClient) -> None:
     token = _csrf(client)
     assert client.post("/candidates/99/confirm", data={CSRF_FIELD: token, "reviewer": "A"}).status_code == 404
-    assert client.post("/candidates/99/reject", data={
-        CSRF_FIELD: token, "reviewer": "A", "reason": "dip"}).status_code == 404
+    assert (
+        client.post(
+            "/candidates/99/reject", data={CSRF_FIELD: token, "reviewer": "A", "reason": "dip"}
+        ).status_code
+        == 404
+    )
 
 
 @pytest.mark.parametrize("big", [2**63, -(2**63) - 1, 10**30])
 def test_ids_beyond_64_bits_are_404_not_500(client: TestClient, big: int) -> None:
     """SQLite cannot bind such an id (OverflowError): it names nothing, on every id route (issue 11, item 9)."""
-    for path in (f"/images/{big}", f"/candidates/{big}", f"/api/images/{big}", f"/api/candidates/{big}",
-                 f"/api/catalog/{big}", f"/images/{big}/difference.png", f"/candidates/{big}/image.fits"):
+    for path in (
+        f"/images/{big}",
+        f"/candidates/{big}",
+        f"/api/images/{big}",
+        f"/api/candidates/{big}",
+        f"/api/catalog/{big}",
+        f"/images/{big}/difference.png",
+        f"/candidates/{big}/image.fits",
+    ):
         response = client.get(path)
         assert response.status_code == 404, path
     assert "detail" in client.get(f"/api/candidates/{big}").json()
     assert "not found" in client.get(f"/images/{big}").text
     token = _csrf(client)
-    assert client.post(f"/candidates/{big}/confirm", data={CSRF_FIELD: token, "reviewer": "A"}).status_code == 404
+    assert (
+        client.post(f"/candidates/{big}/confirm", data={CSRF_FIELD: token, "reviewer": "A"}).status_code
+        == 404
+    )
 
 
 # ------------------------------------------------------------------------------ security
@@ -480,19 +613,27 @@ def test_csrf_token_is_required(client: TestClient) -> None:
     assert 2 in _ids(client, "new")
 
 
-@pytest.mark.parametrize("header", [{"origin": "http://evil.example"}, {"origin": "null"},
-                                    {"referer": "http://evil.example/page"}])
+@pytest.mark.parametrize(
+    "header", [{"origin": "http://evil.example"}, {"origin": "null"}, {"referer": "http://evil.example/page"}]
+)
 def test_cross_site_posts_are_refused(client: TestClient, header: dict) -> None:
-    response = client.post("/candidates/2/reject", headers=header, data={
-        CSRF_FIELD: _csrf(client), "reviewer": "Eve", "reason": "dip"})
+    response = client.post(
+        "/candidates/2/reject",
+        headers=header,
+        data={CSRF_FIELD: _csrf(client), "reviewer": "Eve", "reason": "dip"},
+    )
     assert response.status_code == 403 and "cross-site" in response.text
     assert 2 in _ids(client, "new")
 
 
 def test_same_origin_post_is_accepted(fresh_db: str, monitor_db: dict) -> None:
     client = _client(create_app(fresh_db, monitor_db["reports"]))
-    response = client.post("/candidates/2/reject", headers={"origin": "http://127.0.0.1"}, data={
-        CSRF_FIELD: _csrf(client), "reviewer": "Bo", "reason": "dip"}, follow_redirects=False)
+    response = client.post(
+        "/candidates/2/reject",
+        headers={"origin": "http://127.0.0.1"},
+        data={CSRF_FIELD: _csrf(client), "reviewer": "Bo", "reason": "dip"},
+        follow_redirects=False,
+    )
     assert response.status_code == 303
 
 
@@ -507,12 +648,14 @@ def test_write_token_required_when_exposed(fresh_db: str, monitor_db: dict) -> N
     assert client.post("/unlock", data={CSRF_FIELD: form[CSRF_FIELD], "token": "guess"}).status_code == 403
     assert 2 in _ids(client, "new")
     # the header works for scripts ...
-    ok = client.post("/candidates/2/reject", data=form, headers={TOKEN_HEADER: "s3cret"},
-                     follow_redirects=False)
+    ok = client.post(
+        "/candidates/2/reject", data=form, headers={TOKEN_HEADER: "s3cret"}, follow_redirects=False
+    )
     assert ok.status_code == 303
     # ... and the unlock form for browsers
-    unlocked = client.post("/unlock", data={CSRF_FIELD: form[CSRF_FIELD], "token": "s3cret"},
-                           follow_redirects=False)
+    unlocked = client.post(
+        "/unlock", data={CSRF_FIELD: form[CSRF_FIELD], "token": "s3cret"}, follow_redirects=False
+    )
     assert unlocked.status_code == 303
     assert 'data-action="confirm"' in client.get("/queue").text
     again = client.post("/candidates/1/reject", data=form, follow_redirects=False)
@@ -520,8 +663,9 @@ def test_write_token_required_when_exposed(fresh_db: str, monitor_db: dict) -> N
 
 
 def _unlock(client: TestClient, token: str) -> Any:
-    return client.post("/unlock", data={CSRF_FIELD: _csrf(client, "/unlock"), "token": token},
-                       follow_redirects=False)
+    return client.post(
+        "/unlock", data={CSRF_FIELD: _csrf(client, "/unlock"), "token": token}, follow_redirects=False
+    )
 
 
 def test_each_browser_gets_its_own_write_session_that_can_be_revoked(monitor_db: dict) -> None:
@@ -547,14 +691,23 @@ def test_wrong_write_tokens_are_throttled_per_client(monitor_db: dict) -> None:
     token = _csrf(client, "/unlock")
     for _ in range(4):
         assert client.post("/unlock", data={CSRF_FIELD: token, "token": "guess"}).status_code == 403
-    header_guess = client.post("/candidates/2/reject", headers={TOKEN_HEADER: "guess"},
-                               data={CSRF_FIELD: token, "reviewer": "Eve", "reason": "dip"})
+    header_guess = client.post(
+        "/candidates/2/reject",
+        headers={TOKEN_HEADER: "guess"},
+        data={CSRF_FIELD: token, "reviewer": "Eve", "reason": "dip"},
+    )
     assert header_guess.status_code == 403  # the fifth wrong token
     blocked = client.post("/unlock", data={CSRF_FIELD: token, "token": "s3cret"})  # even the right one
     assert blocked.status_code == 429 and 0 < int(blocked.headers["retry-after"]) <= 60
     assert "too many wrong write tokens" in blocked.text
-    assert client.post("/candidates/2/reject", headers={TOKEN_HEADER: "s3cret"},
-                       data={CSRF_FIELD: token, "reviewer": "Eve", "reason": "dip"}).status_code == 429
+    assert (
+        client.post(
+            "/candidates/2/reject",
+            headers={TOKEN_HEADER: "s3cret"},
+            data={CSRF_FIELD: token, "reviewer": "Eve", "reason": "dip"},
+        ).status_code
+        == 429
+    )
     assert 2 in _ids(client, "new")
 
 
@@ -588,7 +741,9 @@ def test_loopback_host_names_are_answered(client: TestClient, host: str) -> None
 
 def test_dns_rebinding_gets_400_and_no_token(fresh_db: str, monitor_db: dict) -> None:
     """A page served from a hostile name that resolves to 127.0.0.1 sends that name as Host."""
-    rebound = TestClient(create_app(fresh_db, monitor_db["reports"]), base_url="http://rebind.evil.example:8000")
+    rebound = TestClient(
+        create_app(fresh_db, monitor_db["reports"]), base_url="http://rebind.evil.example:8000"
+    )
     page = rebound.get("/queue")
     assert page.status_code == 400 and "--allowed-host" in page.text
     assert CSRF_FIELD not in page.text and "set-cookie" not in page.headers
@@ -597,17 +752,28 @@ def test_dns_rebinding_gets_400_and_no_token(fresh_db: str, monitor_db: dict) ->
     # even with a token read from the real page, a post with matching Host/Origin is refused
     local = _client(rebound.app)
     token = _csrf(local)
-    response = rebound.post("/candidates/2/reject", data={CSRF_FIELD: token, "reviewer": "Eve", "reason": "dip"},
-                            headers={"origin": "http://rebind.evil.example:8000",
-                                     "cookie": f"{CSRF_COOKIE}={local.cookies[CSRF_COOKIE]}"})
+    response = rebound.post(
+        "/candidates/2/reject",
+        data={CSRF_FIELD: token, "reviewer": "Eve", "reason": "dip"},
+        headers={
+            "origin": "http://rebind.evil.example:8000",
+            "cookie": f"{CSRF_COOKIE}={local.cookies[CSRF_COOKIE]}",
+        },
+    )
     assert response.status_code == 400
     assert 2 in _ids(local, "new")
 
 
 def test_allowed_hosts_are_answered_besides_loopback(monitor_db: dict) -> None:
-    app = create_app(monitor_db["url"], monitor_db["reports"], allowed_hosts=["Review.Example.org", "[fd00::5]"])
-    for base in ("http://review.example.org", "http://REVIEW.example.org:8000", "http://[fd00::5]:8000",
-                 "http://127.0.0.1"):
+    app = create_app(
+        monitor_db["url"], monitor_db["reports"], allowed_hosts=["Review.Example.org", "[fd00::5]"]
+    )
+    for base in (
+        "http://review.example.org",
+        "http://REVIEW.example.org:8000",
+        "http://[fd00::5]:8000",
+        "http://127.0.0.1",
+    ):
         assert TestClient(app, base_url=base).get("/queue").status_code == 200, base
     assert TestClient(app, base_url="http://example.org").get("/queue").status_code == 400
     with pytest.raises(ValueError, match="not a host name"):
@@ -619,10 +785,20 @@ def test_require_token_needs_a_token(monitor_db: dict) -> None:
         create_app(monitor_db["url"], require_token=True)
 
 
-@pytest.mark.parametrize("host, loopback", [
-    ("127.0.0.1", True), ("127.1.2.3", True), ("localhost", True), ("::1", True), ("[::1]", True),
-    ("0.0.0.0", False), ("192.168.1.4", False), ("::", False), ("example.org", False),
-])
+@pytest.mark.parametrize(
+    "host, loopback",
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("0.0.0.0", False),
+        ("192.168.1.4", False),
+        ("::", False),
+        ("example.org", False),
+    ],
+)
 def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 
@@ -630,8 +806,9 @@ def test_is_loopback(host: str, loopback: bool) -> None:
 # ------------------------------------------------------------------------------ CLI and empty DB
 
 
-def test_serve_refuses_exposed_host_without_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture) -> None:
+def test_serve_refuses_exposed_host_without_token(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from blobwatch.cli import main
 
     monkeypatch.delenv("BLOBWATCH_TOKEN", raising=False)
@@ -654,22 +831,32 @@ def test_empty_database(tmp_path: Path) -> None:
     assert Table.read(client.get("/catalog.ecsv").text, format="ascii.ecsv")["id"].size == 0
 
 
-@pytest.mark.parametrize("target, expected", [
-    ("/candidates/2", "/candidates/2?"), ("//evil.example/x", "/queue?"), ("/\\evil.example", "/queue?"),
-    ("https://evil.example/", "/queue?"), ("/queue?x=1", "/queue?"),
-])
-def test_redirect_after_an_action_stays_on_this_server(fresh_db: str, monitor_db: dict, target: str,
-                                                       expected: str) -> None:
+@pytest.mark.parametrize(
+    "target, expected",
+    [
+        ("/candidates/2", "/candidates/2?"),
+        ("//evil.example/x", "/queue?"),
+        ("/\\evil.example", "/queue?"),
+        ("https://evil.example/", "/queue?"),
+        ("/queue?x=1", "/queue?"),
+    ],
+)
+def test_redirect_after_an_action_stays_on_this_server(
+    fresh_db: str, monitor_db: dict, target: str, expected: str
+) -> None:
     client = _client(create_app(fresh_db, monitor_db["reports"]))
-    response = client.post("/candidates/2/reject", data={
-        CSRF_FIELD: _csrf(client), "reviewer": "Dr. Bo Smith", "reason": "dip", "next": target},
-        follow_redirects=False)
+    response = client.post(
+        "/candidates/2/reject",
+        data={CSRF_FIELD: _csrf(client), "reviewer": "Dr. Bo Smith", "reason": "dip", "next": target},
+        follow_redirects=False,
+    )
     assert response.status_code == 303 and response.headers["location"].startswith(expected)
     assert 'value="Dr. Bo Smith"' in client.get("/queue").text  # remembered reviewer
 
 
-def test_serve_builds_the_app_with_the_token_when_exposed(monkeypatch: pytest.MonkeyPatch,
-                                                          monitor_db: dict) -> None:
+def test_serve_builds_the_app_with_the_token_when_exposed(
+    monkeypatch: pytest.MonkeyPatch, monitor_db: dict
+) -> None:
     import uvicorn
 
     from blobwatch.cli import main
@@ -677,12 +864,28 @@ def test_serve_builds_the_app_with_the_token_when_exposed(monkeypatch: pytest.Mo
     started = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.update(app=app, **kw))
     monkeypatch.setenv("BLOBWATCH_TOKEN", "s3cret")
-    assert main(["serve", "--db", monitor_db["url"], "--host", "0.0.0.0", "--port", "8123",
-                 "--allowed-host", "review.example.org"]) == 0
+    assert (
+        main(
+            [
+                "serve",
+                "--db",
+                monitor_db["url"],
+                "--host",
+                "0.0.0.0",
+                "--port",
+                "8123",
+                "--allowed-host",
+                "review.example.org",
+            ]
+        )
+        == 0
+    )
     assert started["host"] == "0.0.0.0" and started["port"] == 8123
     for name, status in (("review.example.org", 200), ("0.0.0.0", 400), ("other.example.org", 400)):
         assert TestClient(started["app"], base_url=f"http://{name}:8123").get("/queue").status_code == status
-    assert main(["serve", "--db", monitor_db["url"], "--host", "192.0.2.7"]) == 0  # its own address is allowed
+    assert (
+        main(["serve", "--db", monitor_db["url"], "--host", "192.0.2.7"]) == 0
+    )  # its own address is allowed
     assert TestClient(started["app"], base_url="http://192.0.2.7:8000").get("/queue").status_code == 200
     assert main(["serve", "--db", monitor_db["url"], "--allowed-host", "host:8000"]) == 2
     guard = started["app"].state.guard
@@ -708,8 +911,11 @@ def test_missing_files_are_reported_not_crashed(fresh_db: str, monitor_db: dict)
 
     with open_database(fresh_db).begin() as s:
         s.execute(update(Image).where(Image.id == 6).values(path="/nonexistent/csm_day005_blob.fits"))
-        s.execute(update(SubframePrediction).where(SubframePrediction.id == 6)
-                  .values(saliency_path="images/6/gone.png"))
+        s.execute(
+            update(SubframePrediction)
+            .where(SubframePrediction.id == 6)
+            .values(saliency_path="images/6/gone.png")
+        )
     client = _client(create_app(fresh_db, monitor_db["reports"]))
     # (a figure made earlier is served from the cache, keyed by the file's checksum: the pixels are not)
     response = client.get("/images/6/difference.f32")
@@ -717,8 +923,7 @@ def test_missing_files_are_reported_not_crashed(fresh_db: str, monitor_db: dict)
     assert client.get("/subframes/6/saliency.png").status_code == 404
     assert client.get("/").status_code == 200  # the page itself still renders
     # --images finds files that moved, by file name
-    moved = _client(create_app(fresh_db, monitor_db["reports"],
-                                  images_dir=monitor_db["paths"][5].parent))
+    moved = _client(create_app(fresh_db, monitor_db["reports"], images_dir=monitor_db["paths"][5].parent))
     assert moved.get("/images/6/difference.f32").status_code == 200
 
 
@@ -728,9 +933,11 @@ def test_a_decision_can_be_changed_on_the_candidate_page(fresh_db: str, monitor_
     client.post("/candidates/1/confirm", data={CSRF_FIELD: token, "reviewer": "Ada"})
     page = client.get("/candidates/1").text
     assert "withdraw: reject as" in page and 'data-action="confirm"' not in page
-    response = client.post("/candidates/1/reject", data={
-        CSRF_FIELD: token, "reviewer": "Ada", "reason": "dip", "next": "/candidates/1"},
-        follow_redirects=False)
+    response = client.post(
+        "/candidates/1/reject",
+        data={CSRF_FIELD: token, "reviewer": "Ada", "reason": "dip", "next": "/candidates/1"},
+        follow_redirects=False,
+    )
     assert response.headers["location"].startswith("/candidates/1?")
     assert [b["label"] for b in client.get("/api/catalog").json()] == ["old-1", "old-2"]
     page = client.get("/candidates/1").text
@@ -739,26 +946,49 @@ def test_a_decision_can_be_changed_on_the_candidate_page(fresh_db: str, monitor_
 
 
 def test_messages_are_not_echoed_from_the_url(client: TestClient) -> None:
-    html = client.get("/queue", params={"done": "confirmed", "candidate": "<script>x</script>", "blob": "1"}).text
+    html = client.get(
+        "/queue", params={"done": "confirmed", "candidate": "<script>x</script>", "blob": "1"}
+    ).text
     assert "<script>x" not in html and 'class="flash' not in html
-    assert "Candidate #7 rejected." in client.get("/queue", params={"done": "rejected", "candidate": "7"}).text
+    assert (
+        "Candidate #7 rejected." in client.get("/queue", params={"done": "rejected", "candidate": "7"}).text
+    )
 
 
 def test_rejecting_a_silent_linked_candidate_leaves_its_day_quiet(fresh_db: str, monitor_db: dict) -> None:
     """A candidate linked to an earlier one was never alerted; rejecting it is no alert either."""
     with open_database(fresh_db).begin() as s:
-        run = Run(image_id=5, blobwatch_version="test", threshold=0.5, max_probability=0.118,
-                  parameters={}, timings={})
+        run = Run(
+            image_id=5,
+            blobwatch_version="test",
+            threshold=0.5,
+            max_probability=0.118,
+            parameters={},
+            timings={},
+        )
         s.add(run)
         s.flush()
-        s.add(Candidate(run_id=run.id, image_id=5, x=BLOB_X, y=BLOB_Y, probability=0.118,
-                        radius=BLOB_R, status="linked", linked_to=1))
+        s.add(
+            Candidate(
+                run_id=run.id,
+                image_id=5,
+                x=BLOB_X,
+                y=BLOB_Y,
+                probability=0.118,
+                radius=BLOB_R,
+                status="linked",
+                linked_to=1,
+            )
+        )
         s.flush()
         linked = s.scalars(select(Candidate.id).where(Candidate.image_id == 5)).one()
     client = _client(create_app(fresh_db, monitor_db["reports"]))
     assert client.get("/api/images/5").json()["alert"] is False
-    response = client.post(f"/candidates/{linked}/reject", data={
-        CSRF_FIELD: _csrf(client), "reviewer": "Bo", "reason": "dip"}, follow_redirects=False)
+    response = client.post(
+        f"/candidates/{linked}/reject",
+        data={CSRF_FIELD: _csrf(client), "reviewer": "Bo", "reason": "dip"},
+        follow_redirects=False,
+    )
     assert response.status_code == 303
     assert client.get(f"/api/candidates/{linked}").json()["status"] == "rejected"
     assert client.get("/api/images/5").json()["alert"] is False
@@ -770,35 +1000,59 @@ def test_rejecting_a_silent_linked_candidate_leaves_its_day_quiet(fresh_db: str,
     assert client.get("/api/images/6").json()["alert"] is True  # its alerted candidates still count
 
 
-def test_a_linked_candidate_of_a_confirmed_blob_is_confirmed_as_that_blob(fresh_db: str, monitor_db: dict) -> None:
+def test_a_linked_candidate_of_a_confirmed_blob_is_confirmed_as_that_blob(
+    fresh_db: str, monitor_db: dict
+) -> None:
     with open_database(fresh_db).begin() as s:
         run = Run(image_id=5, blobwatch_version="test", parameters={}, timings={})
         s.add(run)
         s.flush()
-        s.add(Candidate(run_id=run.id, image_id=5, x=BLOB_X + 0.6, y=BLOB_Y, probability=0.3,
-                        radius=BLOB_R, status="linked", linked_to=1))
+        s.add(
+            Candidate(
+                run_id=run.id,
+                image_id=5,
+                x=BLOB_X + 0.6,
+                y=BLOB_Y,
+                probability=0.3,
+                radius=BLOB_R,
+                status="linked",
+                linked_to=1,
+            )
+        )
         s.flush()
         linked = s.scalars(select(Candidate.id).where(Candidate.image_id == 5)).one()
     client = _client(create_app(fresh_db, monitor_db["reports"]))
     token = _csrf(client)
-    assert client.post("/candidates/1/confirm", data={CSRF_FIELD: token, "reviewer": "Ada"}).status_code == 200
+    assert (
+        client.post("/candidates/1/confirm", data={CSRF_FIELD: token, "reviewer": "Ada"}).status_code == 200
+    )
     page = client.get(f"/candidates/{linked}").text
     assert "Confirm: same as blob #3" in page and "Confirm as new blob" not in page
     # a stale page's plain confirm is refused: no second catalog entry for the blob
     refused = client.post(f"/candidates/{linked}/confirm", data={CSRF_FIELD: token, "reviewer": "Ada"})
     assert refused.status_code == 409 and "is catalog blob 3 again" in refused.text
     assert len(client.get("/api/catalog").json()) == 3
-    wrong = client.post(f"/candidates/{linked}/confirm", data={CSRF_FIELD: token, "reviewer": "Ada", "same_as": "1"})
+    wrong = client.post(
+        f"/candidates/{linked}/confirm", data={CSRF_FIELD: token, "reviewer": "Ada", "same_as": "1"}
+    )
     assert wrong.status_code == 409 and "not at catalog blob 1" in wrong.text
     for bad in ("x", "-3", "9" * 30):
-        assert client.post(f"/candidates/{linked}/confirm", data={
-            CSRF_FIELD: token, "reviewer": "Ada", "same_as": bad}).status_code == 422
-    response = client.post(f"/candidates/{linked}/confirm", data={
-        CSRF_FIELD: token, "reviewer": "Ada", "same_as": "3", "next": f"/candidates/{linked}"},
-        follow_redirects=False)
+        assert (
+            client.post(
+                f"/candidates/{linked}/confirm", data={CSRF_FIELD: token, "reviewer": "Ada", "same_as": bad}
+            ).status_code
+            == 422
+        )
+    response = client.post(
+        f"/candidates/{linked}/confirm",
+        data={CSRF_FIELD: token, "reviewer": "Ada", "same_as": "3", "next": f"/candidates/{linked}"},
+        follow_redirects=False,
+    )
     assert response.status_code == 303
-    assert (f"Candidate #{linked} recorded as catalog blob #3 seen again: nothing added to the catalog."
-            in client.get(response.headers["location"]).text)
+    assert (
+        f"Candidate #{linked} recorded as catalog blob #3 seen again: nothing added to the catalog."
+        in client.get(response.headers["location"]).text
+    )
     cand = client.get(f"/api/candidates/{linked}").json()
     assert (cand["status"], cand["known_blob_id"], cand["reviewed_by"]) == ("known", 3, "Ada")
     assert len(client.get("/api/catalog").json()) == 3
@@ -823,8 +1077,9 @@ def samp_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     ds9.connect()
     ds9.received = []  # type: ignore[attr-defined]
     for mtype in ("image.load.fits", "ds9.set"):
-        ds9.bind_receive_notification(mtype, lambda private_key, sender_id, mtype, params, extra:
-                                      ds9.received.append((mtype, params)))
+        ds9.bind_receive_notification(
+            mtype, lambda private_key, sender_id, mtype, params, extra: ds9.received.append((mtype, params))
+        )
     try:
         yield ds9
     finally:
@@ -832,8 +1087,9 @@ def samp_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         hub.stop()
 
 
-def test_open_in_ds9_is_offered_only_with_a_samp_hub(monitor_db: dict, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_open_in_ds9_is_offered_only_with_a_samp_hub(
+    monitor_db: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("SAMP_HUB", f"std-lockurl:file://{tmp_path / 'no-hub'}")
     client = _client(create_app(monitor_db["url"], monitor_db["reports"]))
@@ -848,8 +1104,11 @@ def test_open_in_ds9_sends_the_fits_url_and_the_regions(monitor_db: dict, samp_h
     client = _client(create_app(monitor_db["url"], monitor_db["reports"]))
     html = client.get("/images/6").text
     assert 'action="/images/6/ds9"' in html and 'name="kind" value="stack"' in html
-    response = client.post("/images/6/ds9", data={CSRF_FIELD: _csrf(client, "/images/6"), "kind": "difference",
-                                                  "next": "/images/6"}, follow_redirects=False)
+    response = client.post(
+        "/images/6/ds9",
+        data={CSRF_FIELD: _csrf(client, "/images/6"), "kind": "difference", "next": "/images/6"},
+        follow_redirects=False,
+    )
     assert response.status_code == 303 and response.headers["location"] == "/images/6?done=ds9&image=6"
     deadline = time.monotonic() + 10
     while len(samp_hub.received) < 2 and time.monotonic() < deadline:
@@ -873,22 +1132,63 @@ def many_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     root = tmp_path_factory.mktemp("many")
     url = f"sqlite:///{root / 'bw.db'}"
     with open_database(url).begin() as s:
-        s.add_all([Image(id=i, path=f"/gone/csm_day{i:03d}_blob.fits", sha256=f"{i:064x}",
-                         mjd=60000.0 + i, status="registered" if i <= 10 else "processed")
-                   for i in range(1, 121)])
-        s.add_all([Run(id=i, image_id=i, blobwatch_version="t", threshold=0.5,
-                       max_probability=0.9 if i % 7 == 0 else 0.1) for i in range(11, 121)])
-        s.add_all([Candidate(run_id=i, image_id=i, x=10.0 + i, y=20.0, probability=0.9, status="new",
-                             alerted=True) for i in range(11, 121) if i % 7 == 0])
-        s.add_all([Blob(id=b, x=5.0 + b, y=30.0, radius=3.0 + b % 5, depth=0.01 * (b % 20),
-                        source="confirmed" if b % 3 == 0 else "import", label=f"old-{b}",
-                        first_seen_mjd=60000.0 + b) for b in range(1, 76)])
+        s.add_all(
+            [
+                Image(
+                    id=i,
+                    path=f"/gone/csm_day{i:03d}_blob.fits",
+                    sha256=f"{i:064x}",
+                    mjd=60000.0 + i,
+                    status="registered" if i <= 10 else "processed",
+                )
+                for i in range(1, 121)
+            ]
+        )
+        s.add_all(
+            [
+                Run(
+                    id=i,
+                    image_id=i,
+                    blobwatch_version="t",
+                    threshold=0.5,
+                    max_probability=0.9 if i % 7 == 0 else 0.1,
+                )
+                for i in range(11, 121)
+            ]
+        )
+        s.add_all(
+            [
+                Candidate(
+                    run_id=i, image_id=i, x=10.0 + i, y=20.0, probability=0.9, status="new", alerted=True
+                )
+                for i in range(11, 121)
+                if i % 7 == 0
+            ]
+        )
+        s.add_all(
+            [
+                Blob(
+                    id=b,
+                    x=5.0 + b,
+                    y=30.0,
+                    radius=3.0 + b % 5,
+                    depth=0.01 * (b % 20),
+                    source="confirmed" if b % 3 == 0 else "import",
+                    label=f"old-{b}",
+                    first_seen_mjd=60000.0 + b,
+                )
+                for b in range(1, 76)
+            ]
+        )
     return url
 
 
 def _history_rows(html: str) -> list[str]:
-    return re.findall(r'<a href="/images/\d+">(csm_day\d+_blob\.fits)</a>', html.split("<tbody>")[1]) \
-        if "<tbody>" in html else []
+    return (
+        re.findall(r'<a href="/images/\d+">(csm_day\d+_blob\.fits)</a>', html.split("<tbody>")[1])
+        if "<tbody>" in html
+        else []
+    )
 
 
 def test_history_is_paginated_on_the_server(many_db: str) -> None:
@@ -914,15 +1214,17 @@ def test_history_filters_on_the_server_and_pages_keep_them(many_db: str) -> None
     # the next-page link keeps the filter and the page size
     link = re.search(r'href="(/history\?[^"]*)" rel="next"', alerts).group(1).replace("&amp;", "&")
     assert _history_rows(client.get(link).text) == want[10:]
-    assert _history_rows(client.get("/history", params={"status": "registered"}).text) == \
-        [f"csm_day{i:03d}_blob.fits" for i in range(10, 0, -1)]
+    assert _history_rows(client.get("/history", params={"status": "registered"}).text) == [
+        f"csm_day{i:03d}_blob.fits" for i in range(10, 0, -1)
+    ]
     ranged = client.get("/history", params={"mjd_min": 60050, "mjd_max": 60052.5, "q": "DAY05"}).text
     assert _history_rows(ranged) == ["csm_day052_blob.fits", "csm_day051_blob.fits", "csm_day050_blob.fits"]
     assert "No images match the filter." in client.get("/history", params={"q": "nothing"}).text
 
 
-@pytest.mark.parametrize("params", [{"status": "bogus"}, {"alert": "maybe"}, {"mjd_min": "x"},
-                                    {"page": "two"}])
+@pytest.mark.parametrize(
+    "params", [{"status": "bogus"}, {"alert": "maybe"}, {"mjd_min": "x"}, {"page": "two"}]
+)
 def test_history_refuses_bad_filters_with_a_page(many_db: str, params: dict) -> None:
     response = _client(create_app(many_db)).get("/history", params=params)
     assert response.status_code == 422
@@ -953,8 +1255,13 @@ def test_blob_table_is_filtered_and_paginated_on_the_server(many_db: str) -> Non
 def test_history_known_blobs_axis_starts_at_zero() -> None:
     from blobwatch.web.render import history_figure
 
-    fig = history_figure(np.array([60000.0, 60001.0, 60002.0]), np.array([180, 181, 181]),
-                         np.array([0.1, 0.9, 0.2]), np.array([False, True, False]), threshold=0.5)
+    fig = history_figure(
+        np.array([60000.0, 60001.0, 60002.0]),
+        np.array([180, 181, 181]),
+        np.array([0.1, 0.9, 0.2]),
+        np.array([False, True, False]),
+        threshold=0.5,
+    )
     low, high = fig.axes[0].get_ylim()
     assert low == 0 and high >= 181
 
@@ -962,7 +1269,9 @@ def test_history_known_blobs_axis_starts_at_zero() -> None:
 # ------------------------------------------------------------------------------ pixel viewer
 
 
-def test_viewer_pixels_are_the_float32_arrays_with_zscale_limits(client: TestClient, monitor_db: dict) -> None:
+def test_viewer_pixels_are_the_float32_arrays_with_zscale_limits(
+    client: TestClient, monitor_db: dict
+) -> None:
     response = client.get("/images/6/image.f32")
     assert response.status_code == 200 and response.headers["content-type"] == "application/octet-stream"
     assert response.headers["x-shape"] == f"{SIZE},{SIZE}"
@@ -1019,8 +1328,9 @@ def test_display_arrays_saved_by_the_monitor_are_read_back(tmp_path: Path) -> No
     assert not display_path(tmp_path, 3, "stack").exists() and display_path(tmp_path, 4, "stack").exists()
 
 
-def test_rebuilt_pixels_are_cached_on_disk_by_content(fresh_db: str, monitor_db: dict, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rebuilt_pixels_are_cached_on_disk_by_content(
+    fresh_db: str, monitor_db: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from blobwatch.monitor import catalog
 
     app = create_app(fresh_db, tmp_path)  # its own cache folder; no arrays saved by a monitor

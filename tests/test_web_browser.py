@@ -22,9 +22,11 @@ from blobwatch.web.testing import chromium_path
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.filterwarnings("ignore::blobwatch.difference.FewReferencesWarning"),
-    pytest.mark.skipif(chromium_path() is None,
-                       reason="no chromium on PATH: install Debian's chromium (.ci/run does) to run "
-                              "the end-to-end browser test"),
+    pytest.mark.skipif(
+        chromium_path() is None,
+        reason="no chromium on PATH: install Debian's chromium (.ci/run does) to run "
+        "the end-to-end browser test",
+    ),
 ]
 
 
@@ -42,8 +44,9 @@ def monitored(tmp_path_factory: pytest.TempPathFactory):
     from blobwatch.web.testing import monitored_simulation
 
     model = _model()
-    return monitored_simulation(tmp_path_factory.mktemp("e2e"), n_days=7, size=512,
-                                new_blob_days=(6,), model=model)
+    return monitored_simulation(
+        tmp_path_factory.mktemp("e2e"), n_days=7, size=512, new_blob_days=(6,), model=model
+    )
 
 
 def test_confirm_in_the_queue_puts_the_blob_on_the_map(monitored) -> None:
@@ -64,8 +67,10 @@ def test_confirm_in_the_queue_puts_the_blob_on_the_map(monitored) -> None:
         cards = page.locator("section.candidate")
         assert cards.count() >= 1, "the monitor raised no candidate for the new blob"
         # the candidate at the simulated new blob (the model may also raise false alarms)
-        positions = [tuple(map(float, re.search(r"x = ([\d.]+), y = ([\d.]+)", cards.nth(i).inner_text()).groups()))
-                     for i in range(cards.count())]
+        positions = [
+            tuple(map(float, re.search(r"x = ([\d.]+), y = ([\d.]+)", cards.nth(i).inner_text()).groups()))
+            for i in range(cards.count())
+        ]
         dist = [np.hypot(x - truth["x"], y - truth["y"]) for x, y in positions]
         best = int(np.argmin(dist))
         assert dist[best] < 5.0, f"no candidate near the new blob at {truth}: {positions}"
@@ -111,18 +116,62 @@ def reviewed_db(tmp_path: Path) -> str:
 
     url = f"sqlite:///{tmp_path / 'bw.db'}"
     with open_database(url).begin() as s:
-        s.add_all([Image(id=i, path=f"/gone/csm_day{i:03d}_blob.fits", sha256=str(i) * 64, mjd=60000.0 + i,
-                         status="processed") for i in (1, 2)])
-        s.add_all([Run(id=i, image_id=i, blobwatch_version="t", threshold=0.5, max_probability=p)
-                   for i, p in ((1, 0.9), (2, 0.118))])
-        s.add_all([
-            Candidate(id=1, run_id=1, image_id=1, x=300.0, y=200.0, probability=0.9, radius=6.0,
-                      status="confirmed", alerted=True, reviewed_by="Ada"),
-            Candidate(id=2, run_id=2, image_id=2, x=300.6, y=200.0, probability=0.118, radius=6.0,
-                      status="linked", linked_to=1),
-            Candidate(id=3, run_id=2, image_id=2, x=299.5, y=200.4, probability=0.1, radius=6.0,
-                      status="linked", linked_to=1),
-        ])
+        s.add_all(
+            [
+                Image(
+                    id=i,
+                    path=f"/gone/csm_day{i:03d}_blob.fits",
+                    sha256=str(i) * 64,
+                    mjd=60000.0 + i,
+                    status="processed",
+                )
+                for i in (1, 2)
+            ]
+        )
+        s.add_all(
+            [
+                Run(id=i, image_id=i, blobwatch_version="t", threshold=0.5, max_probability=p)
+                for i, p in ((1, 0.9), (2, 0.118))
+            ]
+        )
+        s.add_all(
+            [
+                Candidate(
+                    id=1,
+                    run_id=1,
+                    image_id=1,
+                    x=300.0,
+                    y=200.0,
+                    probability=0.9,
+                    radius=6.0,
+                    status="confirmed",
+                    alerted=True,
+                    reviewed_by="Ada",
+                ),
+                Candidate(
+                    id=2,
+                    run_id=2,
+                    image_id=2,
+                    x=300.6,
+                    y=200.0,
+                    probability=0.118,
+                    radius=6.0,
+                    status="linked",
+                    linked_to=1,
+                ),
+                Candidate(
+                    id=3,
+                    run_id=2,
+                    image_id=2,
+                    x=299.5,
+                    y=200.4,
+                    probability=0.1,
+                    radius=6.0,
+                    status="linked",
+                    linked_to=1,
+                ),
+            ]
+        )
         s.add(Blob(id=1, x=300.2, y=199.9, radius=6.0, depth=0.1, source="confirmed", candidate_id=1))
     return url
 
@@ -185,9 +234,11 @@ def test_a_downloaded_region_file_puts_circles_on_the_candidates(reviewed_db: st
         assert download.suggested_filename == "image2_candidates.reg"
         shapes = Regions.read(download.path(), format="ds9")
     circles = {r.meta["text"].split(" P=")[0]: (r.center.x, r.center.y, r.radius) for r in shapes}
-    assert circles == {"candidate 2 linked": pytest.approx((300.6, 200.0, 6.0)),
-                       "candidate 3 linked": pytest.approx((299.5, 200.4, 6.0)),
-                       "blob 1": pytest.approx((300.2, 199.9, 6.0))}
+    assert circles == {
+        "candidate 2 linked": pytest.approx((300.6, 200.0, 6.0)),
+        "candidate 3 linked": pytest.approx((299.5, 200.4, 6.0)),
+        "blob 1": pytest.approx((300.2, 199.9, 6.0)),
+    }
 
 
 # ------------------------------------------------------------------------------ pixel viewer
@@ -217,15 +268,60 @@ def pixel_db(tmp_path_factory: pytest.TempPathFactory) -> str:
         paths.append(path)
     url = f"sqlite:///{root / 'bw.db'}"
     with open_database(url).begin() as s:
-        s.add_all([Image(id=i + 1, path=str(p), sha256=f"{i:064x}", mjd=60000.0 + i, rows=256, cols=256,
-                         status="processed" if i == 5 else "registered") for i, p in enumerate(paths)])
-        s.add(Run(id=1, image_id=6, blobwatch_version="t", threshold=0.5, max_probability=0.9,
-                  parameters={"reference_paths": [str(p) for p in paths[:5]], "register": False,
-                              "min_references": 5}))
-        s.add_all([Candidate(id=1, run_id=1, image_id=6, x=30.0, y=90.0, probability=0.9, radius=6.0,
-                             status="new", alerted=True),
-                   Candidate(id=2, run_id=1, image_id=6, x=100.0, y=25.0, probability=0.7, radius=6.0,
-                             status="new", alerted=True)])
+        s.add_all(
+            [
+                Image(
+                    id=i + 1,
+                    path=str(p),
+                    sha256=f"{i:064x}",
+                    mjd=60000.0 + i,
+                    rows=256,
+                    cols=256,
+                    status="processed" if i == 5 else "registered",
+                )
+                for i, p in enumerate(paths)
+            ]
+        )
+        s.add(
+            Run(
+                id=1,
+                image_id=6,
+                blobwatch_version="t",
+                threshold=0.5,
+                max_probability=0.9,
+                parameters={
+                    "reference_paths": [str(p) for p in paths[:5]],
+                    "register": False,
+                    "min_references": 5,
+                },
+            )
+        )
+        s.add_all(
+            [
+                Candidate(
+                    id=1,
+                    run_id=1,
+                    image_id=6,
+                    x=30.0,
+                    y=90.0,
+                    probability=0.9,
+                    radius=6.0,
+                    status="new",
+                    alerted=True,
+                ),
+                Candidate(
+                    id=2,
+                    run_id=1,
+                    image_id=6,
+                    x=100.0,
+                    y=25.0,
+                    probability=0.7,
+                    radius=6.0,
+                    status="new",
+                    alerted=True,
+                ),
+            ]
+        )
         s.add(Blob(id=1, x=60.0, y=100.0, radius=5.0, depth=0.1, source="import", label="old-1"))
     return url
 
@@ -238,17 +334,22 @@ def _viewer_ready(page, timeout: float = 180_000) -> None:
 
 def _screen_xy(page, x: float, y: float) -> tuple[float, float]:
     """Page coordinates of the 0-based pixel (x, y) in the first viewer."""
-    sx, sy = page.evaluate("""([x, y]) => {
+    sx, sy = page.evaluate(
+        """([x, y]) => {
         const v = window.blobwatchViewers[0], view = Bokeh.index.get_one(v.fig);
         const rect = view.canvas_view.el.getBoundingClientRect();
         return [rect.left + view.frame.x_scale.compute(x), rect.top + view.frame.y_scale.compute(y)];
-    }""", [x, y])
+    }""",
+        [x, y],
+    )
     return float(sx), float(sy)
 
 
 def _ranges(page) -> tuple[float, float, float, float]:
-    return tuple(page.evaluate("""() => { const f = window.blobwatchViewers[0].fig;
-        return [f.x_range.start, f.x_range.end, f.y_range.start, f.y_range.end]; }"""))
+    return tuple(
+        page.evaluate("""() => { const f = window.blobwatchViewers[0].fig;
+        return [f.x_range.start, f.x_range.end, f.y_range.start, f.y_range.end]; }""")
+    )
 
 
 def test_viewer_zooms_pans_and_reads_out_the_pixel_under_the_cursor(pixel_db: str) -> None:
@@ -273,8 +374,11 @@ def test_viewer_zooms_pans_and_reads_out_the_pixel_under_the_cursor(pixel_db: st
         page.mouse.move(*_screen_xy(page, MARK_X, MARK_Y))
         for _ in range(4):
             page.mouse.wheel(0, -300)
-        page.wait_for_function("() => { const f = window.blobwatchViewers[0].fig;"
-                               " return f.x_range.end - f.x_range.start < 150; }", timeout=60_000)
+        page.wait_for_function(
+            "() => { const f = window.blobwatchViewers[0].fig;"
+            " return f.x_range.end - f.x_range.start < 150; }",
+            timeout=60_000,
+        )
         page.wait_for_timeout(500)  # the last wheel events
         zoomed = _ranges(page)
         assert zoomed[1] - zoomed[0] < 0.6 * (full[1] - full[0])  # zoomed in ...
@@ -286,20 +390,32 @@ def test_viewer_zooms_pans_and_reads_out_the_pixel_under_the_cursor(pixel_db: st
         page.mouse.move(sx - 50, sy, steps=5)
         page.mouse.move(sx - 100, sy, steps=5)
         page.mouse.up()
-        page.wait_for_function(f"() => window.blobwatchViewers[0].fig.x_range.start > {zoomed[0] + 1}",
-                               timeout=60_000)
+        page.wait_for_function(
+            f"() => window.blobwatchViewers[0].fig.x_range.start > {zoomed[0] + 1}", timeout=60_000
+        )
         panned = _ranges(page)
         assert panned[0] > zoomed[0] + 1 and panned[1] - panned[0] == pytest.approx(zoomed[1] - zoomed[0])
 
         page.mouse.move(*_screen_xy(page, MARK_X + 0.2, MARK_Y - 0.2))  # inside the pixel
         readout = page.locator(".viewer-readout")
-        page.wait_for_function(f"() => document.querySelector('.viewer-readout').dataset.x === '{MARK_X}'",
-                               timeout=60_000)
-        assert readout.inner_text().split() == ["x", str(MARK_X), "y", str(MARK_Y), "(DS9",
-                                                f"{MARK_X + 1},", f"{MARK_Y + 1})", "image", "5.00000"]
+        page.wait_for_function(
+            f"() => document.querySelector('.viewer-readout').dataset.x === '{MARK_X}'", timeout=60_000
+        )
+        assert readout.inner_text().split() == [
+            "x",
+            str(MARK_X),
+            "y",
+            str(MARK_Y),
+            "(DS9",
+            f"{MARK_X + 1},",
+            f"{MARK_Y + 1})",
+            "image",
+            "5.00000",
+        ]
         page.mouse.move(*_screen_xy(page, MARK_X + 1, MARK_Y))
-        page.wait_for_function(f"() => document.querySelector('.viewer-readout').dataset.x === '{MARK_X + 1}'",
-                               timeout=60_000)
+        page.wait_for_function(
+            f"() => document.querySelector('.viewer-readout').dataset.x === '{MARK_X + 1}'", timeout=60_000
+        )
         x, y, value = (readout.get_attribute(f"data-{k}") for k in ("x", "y", "value"))
         assert (int(x), int(y)) == (MARK_X + 1, MARK_Y) and abs(float(value) - 1.0) < 0.02
 

@@ -26,8 +26,16 @@ import numpy as np
 from blobwatch.errors import InputError
 from blobwatch.regression import Candidates, Case
 
-__all__ = ["SHIPPED_AUTOENCODER", "AutoencoderConfig", "AutoencoderDetector", "AutoencoderScorer",
-           "clean_subframes", "shipped_autoencoder_path", "train_autoencoder", "untile"]
+__all__ = [
+    "SHIPPED_AUTOENCODER",
+    "AutoencoderConfig",
+    "AutoencoderDetector",
+    "AutoencoderScorer",
+    "clean_subframes",
+    "shipped_autoencoder_path",
+    "train_autoencoder",
+    "untile",
+]
 
 #: File name of the autoencoder shipped in ``blobwatch/data``.
 SHIPPED_AUTOENCODER = "autoencoder.pt"
@@ -87,8 +95,9 @@ class AutoencoderConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def clean_subframes(cases: Sequence[Case], *, registered: bool = True, clip_factor: float = 0.5,
-                    size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def clean_subframes(
+    cases: Sequence[Case], *, registered: bool = True, clip_factor: float = 0.5, size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """Blob-free prepared subframes of ``cases`` (float32 ``(n, size, size)``) and the seed of
     the sequence each comes from."""
     from blobwatch.subframes import subframe_set
@@ -119,8 +128,9 @@ def _mean_loss(model: Any, x: np.ndarray, device: Any) -> float:
         return float(np.mean((rec - x) ** 2, dtype=np.float64))
 
 
-def train_autoencoder(cfg: AutoencoderConfig, x: np.ndarray, seeds: np.ndarray, *,
-                      log: Callable[[str], None] = print) -> dict[str, Any]:
+def train_autoencoder(
+    cfg: AutoencoderConfig, x: np.ndarray, seeds: np.ndarray, *, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Train a `ConvAutoencoder` on blob-free subframes ``x`` (the last ``val_fraction`` of the
     sequences in ``seeds`` validate); write ``model.pt`` and ``metrics.json``; return the metrics.
 
@@ -169,26 +179,52 @@ def train_autoencoder(cfg: AutoencoderConfig, x: np.ndarray, seeds: np.ndarray, 
             sched.step()
             total += loss.item() * len(idx)
             seen += len(idx)
-        row = {"epoch": epoch + 1, "train_loss": total / seen, "val_loss": _mean_loss(model, x_val, device),
-               "seconds": time.perf_counter() - t_epoch}
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": total / seen,
+            "val_loss": _mean_loss(model, x_val, device),
+            "seconds": time.perf_counter() - t_epoch,
+        }
         history.append(row)
-        log("epoch {epoch}: train loss {train_loss:.4f}, val loss {val_loss:.4f} ({seconds:.0f} s)".format(**row))
+        log(
+            "epoch {epoch}: train loss {train_loss:.4f}, val loss {val_loss:.4f} ({seconds:.0f} s)".format(
+                **row
+            )
+        )
     train_seconds = time.perf_counter() - t_train
 
     out = Path(cfg.outdir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = {"history": history, "train_seconds": train_seconds, "train_subframes": len(x_train),
-               "val_subframes": len(x_val), "training_seeds": [int(s) for s in uniq],
-               "device": str(device), "torch_threads": torch.get_num_threads()}
+    metrics = {
+        "history": history,
+        "train_seconds": train_seconds,
+        "train_subframes": len(x_train),
+        "val_subframes": len(x_val),
+        "training_seeds": [int(s) for s in uniq],
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+    }
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
     metadata = {
-        "kind": "anomaly", "threshold": 5.0, "config": config, "training": metrics, "torch": str(torch.__version__),
-        "preparation": {"size": int(x.shape[-1]), "clip_factor": cfg.clip_factor,
-                        "difference": "registered" if cfg.registered else "plain"},
+        "kind": "anomaly",
+        "threshold": 5.0,
+        "config": config,
+        "training": metrics,
+        "torch": str(torch.__version__),
+        "preparation": {
+            "size": int(x.shape[-1]),
+            "clip_factor": cfg.clip_factor,
+            "difference": "registered" if cfg.registered else "plain",
+        },
         "scoring": {"sigma": cfg.sigma, "mode": cfg.mode, "units": "robust sigmas of the smoothed error"},
     }
-    save_model(out / "model.pt", model.cpu(), architecture=ARCHITECTURE,
-               arguments={"channels": list(cfg.channels), "latent": cfg.latent}, metadata=metadata)
+    save_model(
+        out / "model.pt",
+        model.cpu(),
+        architecture=ARCHITECTURE,
+        arguments={"channels": list(cfg.channels), "latent": cfg.latent},
+        metadata=metadata,
+    )
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=1))
     return metrics
 
@@ -225,7 +261,9 @@ class AutoencoderScorer:
         self.device = resolve_device(device)
         loaded = load_model(model if model is not None else shipped_autoencoder_path(), device=self.device)
         if loaded.architecture != ARCHITECTURE:
-            raise InputError(loaded.path or "<model>", f"is a {loaded.architecture} model, not an autoencoder")
+            raise InputError(
+                loaded.path or "<model>", f"is a {loaded.architecture} model, not an autoencoder"
+            )
         self.network = loaded.model
         self.metadata = loaded.metadata
         self.path = loaded.path

@@ -57,7 +57,11 @@ def resolve_device(device: str | torch.device = "auto", *, strict: bool = False)
     if dev.type == "cuda" and not torch.cuda.is_available():
         if strict:
             raise BlobwatchError(f"--device {device} requested but CUDA is not available (use auto or cpu)")
-        warnings.warn(f"device={device!r} requested but CUDA is not available; using the CPU", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"device={device!r} requested but CUDA is not available; using the CPU",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return torch.device("cpu")
     return dev
 
@@ -126,13 +130,17 @@ class BlobClassifier:
         If the model file is missing, unreadable or not a blobwatch model.
     """
 
-    def __init__(self, model: str | os.PathLike | None = None, *, device: str = "auto", batch_size: int = 64) -> None:
+    def __init__(
+        self, model: str | os.PathLike | None = None, *, device: str = "auto", batch_size: int = 64
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
         self.device = resolve_device(device)
         loaded = load_model(model, device=self.device)
         if loaded.architecture in ("BlobUNet", "ConvAutoencoder"):
-            raise InputError(loaded.path or "<model>", f"is a {loaded.architecture} model, not a subframe classifier")
+            raise InputError(
+                loaded.path or "<model>", f"is a {loaded.architecture} model, not a subframe classifier"
+            )
         self.network = loaded.model
         self.network.eval()
         self.architecture = loaded.architecture
@@ -147,7 +155,13 @@ class BlobClassifier:
         self.threshold = float(threshold)
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"model threshold {self.threshold} is not a probability")
-        log.debug("loaded %s (%s) on %s, threshold %.3f", self.model_path, self.architecture, self.device, self.threshold)
+        log.debug(
+            "loaded %s (%s) on %s, threshold %.3f",
+            self.model_path,
+            self.architecture,
+            self.device,
+            self.threshold,
+        )
 
     def __repr__(self) -> str:
         return (

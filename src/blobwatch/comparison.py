@@ -48,11 +48,23 @@ class MethodResult:
     skipped: str | None = None
 
 
-def default_methods(*, tuned_model: str | None = None, ae_model: str | None = None, embed_model: str | None = None,
-                    fcn_model: str | None = None, paper_model: str | None = None) -> list[Method]:
+def default_methods(
+    *,
+    tuned_model: str | None = None,
+    ae_model: str | None = None,
+    embed_model: str | None = None,
+    fcn_model: str | None = None,
+    paper_model: str | None = None,
+) -> list[Method]:
     """The six rows of docs/comparison.md (the tuned network only when a model file is given)."""
-    tuned = Method("tuned network", "paper", {"model": tuned_model},
-                   "" if tuned_model else "no --tuned-model given (a model file from `blobwatch tune` + `blobwatch train --params`)")
+    tuned = Method(
+        "tuned network",
+        "paper",
+        {"model": tuned_model},
+        ""
+        if tuned_model
+        else "no --tuned-model given (a model file from `blobwatch tune` + `blobwatch train --params`)",
+    )
     return [
         Method("PaperCNN (seed architecture, shipped model)", "paper", {"model": paper_model}),
         tuned,
@@ -95,8 +107,19 @@ def model_size(path: str | None) -> tuple[int | None, int | None]:
 def training_info(metadata: dict[str, Any]) -> tuple[float | None, str | None]:
     """Training seconds and command recorded in a model file's metadata."""
     training = metadata.get("training") or {}
-    seconds = next((v for v in (training.get("seconds"), training.get("train_seconds"), metadata.get("seconds"),
-                                metadata.get("train_seconds")) if isinstance(v, (int, float))), None)
+    seconds = next(
+        (
+            v
+            for v in (
+                training.get("seconds"),
+                training.get("train_seconds"),
+                metadata.get("seconds"),
+                metadata.get("train_seconds"),
+            )
+            if isinstance(v, (int, float))
+        ),
+        None,
+    )
     command = metadata.get("command") or training.get("command")
     return (float(seconds) if seconds is not None else None), command
 
@@ -112,12 +135,15 @@ def misses(run: Any) -> dict[str, Any]:
         inside = [r for r in blob_rows if lo <= float(r["snr"]) < hi]
         per_bin.append((sum(r["detected"] == 0 for r in inside), len(inside)))
     return {
-        "missed": len(missed), "blobs": len(blob_rows), "per_bin": per_bin,
+        "missed": len(missed),
+        "blobs": len(blob_rows),
+        "per_bin": per_bin,
         "causes": Counter(c for r in missed for c in r["miss_causes"].split(";") if c),
         "placements": Counter(r["placement"] for r in missed),
         "profiles": Counter(r["profile"] for r in missed),
-        "false_alarm_causes": Counter(c for r in rows if r["kind"] == "quiet"
-                                      for c in r["false_alarm_causes"].split(";") if c),
+        "false_alarm_causes": Counter(
+            c for r in rows if r["kind"] == "quiet" for c in r["false_alarm_causes"].split(";") if c
+        ),
     }
 
 
@@ -135,9 +161,18 @@ def _size(nbytes: int | None) -> str:
     return f"{nbytes / 1024:.0f} KB" if nbytes < 1024**2 else f"{nbytes / 1024**2:.1f} MB"
 
 
-def markdown(results: Sequence[MethodResult], *, command: str, target: float, comp: dict[str, Any],
-             calib: dict[str, Any], seeds: dict[str, list[int]], threads: int, figure: str | None,
-             commands: dict[str, str]) -> str:
+def markdown(
+    results: Sequence[MethodResult],
+    *,
+    command: str,
+    target: float,
+    comp: dict[str, Any],
+    calib: dict[str, Any],
+    seeds: dict[str, list[int]],
+    threads: int,
+    figure: str | None,
+    commands: dict[str, str],
+) -> str:
     """docs/comparison.md."""
     from blobwatch import __version__
     from blobwatch.regression_report import _bin_label, _table
@@ -150,16 +185,20 @@ def markdown(results: Sequence[MethodResult], *, command: str, target: float, co
         "",
         f"Made by `{command}` (blobwatch {__version__}).",
         "",
-        (f"Suite: {comp['sequences']} sequences (seeds {seeds['suite'][0]}-{seeds['suite'][-1]}), {comp['cases']} "
-        f"whole-image cases ({comp['blob_cases']} with one new blob, {comp['quiet_cases']} quiet); thresholds "
-        f"calibrated on {calib['sequences']} calibration sequences (seeds {seeds['calibration'][0]}-"
-        f"{seeds['calibration'][-1]}, {calib['cases']} cases) to {target:g} false alarms per quiet image, never on "
-        "the suite. What a case is, how a candidate finds a blob and how intervals are made: docs/regression.md."),
+        (
+            f"Suite: {comp['sequences']} sequences (seeds {seeds['suite'][0]}-{seeds['suite'][-1]}), {comp['cases']} "
+            f"whole-image cases ({comp['blob_cases']} with one new blob, {comp['quiet_cases']} quiet); thresholds "
+            f"calibrated on {calib['sequences']} calibration sequences (seeds {seeds['calibration'][0]}-"
+            f"{seeds['calibration'][-1]}, {calib['cases']} cases) to {target:g} false alarms per quiet image, never on "
+            "the suite. What a case is, how a candidate finds a blob and how intervals are made: docs/regression.md."
+        ),
         "",
         "## Detection vs S/N and false alarms (calibrated thresholds)",
         "",
-        ("Each cell: rate [95 % CI] (number of cases). The detector names are those of "
-        "`blobwatch regress --detector`; the method of each is in the next table."),
+        (
+            "Each cell: rate [95 % CI] (number of cases). The detector names are those of "
+            "`blobwatch regress --detector`; the method of each is in the next table."
+        ),
         "",
         *_table([r.run.calibrated for r in ran]),
         "",
@@ -168,8 +207,13 @@ def markdown(results: Sequence[MethodResult], *, command: str, target: float, co
         lines += [f"![detection vs S/N]({figure})", ""]
     for r in ran:
         if r.run.native.threshold <= 1.0 < r.run.calibrated.threshold:
-            lines += [(f"`{r.run.name}`'s threshold of {r.run.calibrated.threshold:g}, above any probability, means "
-                      "that no threshold met the target on the calibration split: it never alarms, and finds nothing."), ""]
+            lines += [
+                (
+                    f"`{r.run.name}`'s threshold of {r.run.calibrated.threshold:g}, above any probability, means "
+                    "that no threshold met the target on the calibration split: it never alarms, and finds nothing."
+                ),
+                "",
+            ]
     lines += [
         f"## Cost (inference on {threads} CPU threads, this machine)",
         "",
@@ -178,15 +222,26 @@ def markdown(results: Sequence[MethodResult], *, command: str, target: float, co
     ]
     for r in results:
         name = f"`{r.run.name}`" if r.run is not None else "-"
-        train = "none (no training)" if r.method.detector == "mf" else (
-            _fmt(r.training_seconds, "{:.0f} s") if r.training_seconds is not None else "not recorded")
-        lines.append(f"| {r.method.label} | {name} | {train if r.run is not None else '-'} | "
-                     f"{_fmt(r.run.seconds_per_case) if r.run is not None else '-'} | {_size(r.model_bytes)} | "
-                     f"{r.parameters if r.parameters is not None else '-'} | "
-                     f"{Path(r.model_path).name if r.model_path else '-'} |")
-    lines += ["", ("Training time is what the model file records (each on its own machine and data: see its "
-              "command below); inference time is measured here on the suite, per whole 1024x1024 image, "
-              "preparation included."), ""]
+        train = (
+            "none (no training)"
+            if r.method.detector == "mf"
+            else (_fmt(r.training_seconds, "{:.0f} s") if r.training_seconds is not None else "not recorded")
+        )
+        lines.append(
+            f"| {r.method.label} | {name} | {train if r.run is not None else '-'} | "
+            f"{_fmt(r.run.seconds_per_case) if r.run is not None else '-'} | {_size(r.model_bytes)} | "
+            f"{r.parameters if r.parameters is not None else '-'} | "
+            f"{Path(r.model_path).name if r.model_path else '-'} |"
+        )
+    lines += [
+        "",
+        (
+            "Training time is what the model file records (each on its own machine and data: see its "
+            "command below); inference time is measured here on the suite, per whole 1024x1024 image, "
+            "preparation included."
+        ),
+        "",
+    ]
     lines += ["## What each misses (calibrated thresholds, from the per-case table)", ""]
     head = ["method"] + [f"missed, S/N {_bin_label(lo, hi)}" for lo, hi in SNR_BINS]
     head += ["miss causes", "missed placements", "missed profiles", "false-alarm causes (quiet images)"]
@@ -194,12 +249,23 @@ def markdown(results: Sequence[MethodResult], *, command: str, target: float, co
     for r in ran:
         m = misses(r.run)
         cells = [r.method.label] + [f"{a} of {n}" if n else "-" for a, n in m["per_bin"]]
-        cells += [_counts(m["causes"]), _counts(m["placements"]), _counts(m["profiles"]), _counts(m["false_alarm_causes"])]
+        cells += [
+            _counts(m["causes"]),
+            _counts(m["placements"]),
+            _counts(m["profiles"]),
+            _counts(m["false_alarm_causes"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", ("A miss can have several causes ('faint' = S/N < 5, 'edge', 'overlap', 'artifact', 'offset' = "
-              "misregistration above 1 px); a false alarm is named after the nearest structure ('subframe' for "
-              "the subframe methods, which flag a 256x256 box and give no position). Per-case outcomes: "
-              "`cases.csv` in the run folder."), ""]
+    lines += [
+        "",
+        (
+            "A miss can have several causes ('faint' = S/N < 5, 'edge', 'overlap', 'artifact', 'offset' = "
+            "misregistration above 1 px); a false alarm is named after the nearest structure ('subframe' for "
+            "the subframe methods, which flag a 256x256 box and give no position). Per-case outcomes: "
+            "`cases.csv` in the run folder."
+        ),
+        "",
+    ]
     skipped = [r for r in results if r.run is None]
     if skipped:
         lines += ["## Not run", ""]

@@ -110,18 +110,44 @@ class Option:
 OPTIONS = (
     Option("db", "--db", "BLOBWATCH_DB", _text, "SQLAlchemy database URL"),
     Option("reports", "--reports", "BLOBWATCH_REPORTS", _text, "report folder"),
-    Option("base_url", "--base-url", "BLOBWATCH_BASE_URL", _base_url,
-           "review app address that notifications link to"),
+    Option(
+        "base_url",
+        "--base-url",
+        "BLOBWATCH_BASE_URL",
+        _base_url,
+        "review app address that notifications link to",
+    ),
     Option("notify", "--notify", "BLOBWATCH_NOTIFY", _urls, "apprise notification URLs"),
-    Option("threshold", "--threshold", "BLOBWATCH_THRESHOLD", _probability,
-           "probability threshold (default: the model's)"),
+    Option(
+        "threshold",
+        "--threshold",
+        "BLOBWATCH_THRESHOLD",
+        _probability,
+        "probability threshold (default: the model's)",
+    ),
     Option("references", "--references", None, _count, "earlier images in the median stack"),
     Option("min_references", "--min-references", None, _count, "earlier images needed to process one"),
-    Option("detector", "--detector", "BLOBWATCH_DETECTOR", _detector,
-           "fcn (localizing network, default) or paper (seed CNN + matched-filter chain)"),
-    Option("model", "--model", "BLOBWATCH_MODEL", _text, "the seed classifier's model file (default: the shipped one)"),
-    Option("fcn_model", "--fcn-model", "BLOBWATCH_FCN_MODEL", _text,
-           "the localizing network's model file (default: the shipped one)"),
+    Option(
+        "detector",
+        "--detector",
+        "BLOBWATCH_DETECTOR",
+        _detector,
+        "fcn (localizing network, default) or paper (seed CNN + matched-filter chain)",
+    ),
+    Option(
+        "model",
+        "--model",
+        "BLOBWATCH_MODEL",
+        _text,
+        "the seed classifier's model file (default: the shipped one)",
+    ),
+    Option(
+        "fcn_model",
+        "--fcn-model",
+        "BLOBWATCH_FCN_MODEL",
+        _text,
+        "the localizing network's model file (default: the shipped one)",
+    ),
 )
 _BY_KEY = {o.key: o for o in OPTIONS}
 
@@ -228,9 +254,13 @@ def resolve(
     path = config_file(config, env)
     from_file = load_config(path)
     defaults = MonitorSettings()
-    fallback: dict[str, Any] = {"reports": str(Path.cwd() / DEFAULT_REPORTS), "notify": [],
-                                "references": defaults.n_references,
-                                "min_references": defaults.min_references, "detector": defaults.detector}
+    fallback: dict[str, Any] = {
+        "reports": str(Path.cwd() / DEFAULT_REPORTS),
+        "notify": [],
+        "references": defaults.n_references,
+        "min_references": defaults.min_references,
+        "detector": defaults.detector,
+    }
     out: dict[str, Setting] = {}
     for option in OPTIONS:
         given = cli.get(option.key)

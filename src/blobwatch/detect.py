@@ -234,7 +234,8 @@ class Detection:
     _classifier: BlobClassifier | None = field(default=None, repr=False, compare=False)
     _saliency: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
     _localizer_saliency: Callable[[list[SubframeResult]], dict[int, np.ndarray]] | None = field(
-        default=None, repr=False, compare=False)
+        default=None, repr=False, compare=False
+    )
 
     @property
     def flagged(self) -> list[SubframeResult]:
@@ -259,7 +260,9 @@ class Detection:
         indices : list of int, optional
             Subframes to map; the flagged subframes by default.
         """
-        wanted = [s.index for s in self.flagged] if indices is None else [self._subframe(i).index for i in indices]
+        wanted = (
+            [s.index for s in self.flagged] if indices is None else [self._subframe(i).index for i in indices]
+        )
         missing = [i for i in wanted if i not in self._saliency]
         if missing:
             if self._classifier is None:
@@ -286,7 +289,9 @@ class Detection:
             "image": self.name,
             "detector": self.detector,
             "threshold": float(self.threshold),
-            "subframe_threshold": float(self.threshold if self.subframe_threshold is None else self.subframe_threshold),
+            "subframe_threshold": float(
+                self.threshold if self.subframe_threshold is None else self.subframe_threshold
+            ),
             "model": self.model,
             "subframes": [
                 {
@@ -312,9 +317,12 @@ class Detection:
                 for c in self.candidates
             ],
             "rejected": [
-                {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(r).items()} for r in self.rejected
+                {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(r).items()}
+                for r in self.rejected
             ],
-            "parameters": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.parameters).items()},
+            "parameters": {
+                k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.parameters).items()
+            },
             "preparation": jsonable(self.preparation),
         }
 
@@ -378,12 +386,22 @@ def _quadratic_offset(minus: float, centre: float, plus: float) -> float:
     return float(np.clip(0.5 * (minus - plus) / denom, -0.5, 0.5))
 
 
-def _refine(snr: np.ndarray, scale: int, row: int, col: int, sigmas: tuple[float, ...]) -> tuple[float, float, float]:
+def _refine(
+    snr: np.ndarray, scale: int, row: int, col: int, sigmas: tuple[float, ...]
+) -> tuple[float, float, float]:
     """Sub-pixel (row, col) from the best-scale map and an interpolated scale sigma."""
     plane = snr[scale]
     h, w = plane.shape
-    dy = _quadratic_offset(plane[row - 1, col], plane[row, col], plane[row + 1, col]) if 0 < row < h - 1 else 0.0
-    dx = _quadratic_offset(plane[row, col - 1], plane[row, col], plane[row, col + 1]) if 0 < col < w - 1 else 0.0
+    dy = (
+        _quadratic_offset(plane[row - 1, col], plane[row, col], plane[row + 1, col])
+        if 0 < row < h - 1
+        else 0.0
+    )
+    dx = (
+        _quadratic_offset(plane[row, col - 1], plane[row, col], plane[row, col + 1])
+        if 0 < col < w - 1
+        else 0.0
+    )
     sigma = sigmas[scale]
     if 0 < scale < len(sigmas) - 1:
         # parabola in log(sigma) through the neighbouring scales
@@ -429,7 +447,9 @@ def _elongation(plane: np.ndarray, row: int, col: int, sigma: float) -> float:
     return l1 / l2
 
 
-def reference_stack(difference: Any, reference: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+def reference_stack(
+    difference: Any, reference: np.ndarray | None, shape: tuple[int, ...]
+) -> np.ndarray | None:
     """The reference median stack, if given or carried by a DifferenceResult."""
     stack = reference if reference is not None else getattr(difference, "stack", None)
     if stack is None:
@@ -457,7 +477,13 @@ def _local_amplitude(image: np.ndarray, row: int, col: int, sigma: float, backgr
 
 
 def _is_existing(
-    difference: np.ndarray, stack: np.ndarray, row: int, col: int, sigma: float, background_sigma: float, ratio: float
+    difference: np.ndarray,
+    stack: np.ndarray,
+    row: int,
+    col: int,
+    sigma: float,
+    background_sigma: float,
+    ratio: float,
 ) -> bool:
     """True when the stack holds a blob at (row, col) ``ratio`` times deeper than the difference feature."""
     feature = _local_amplitude(difference, row, col, sigma, background_sigma)
@@ -523,7 +549,9 @@ def _dihedral_proba(classifier: BlobClassifier, windows: np.ndarray) -> np.ndarr
     return classifier.predict_proba(stacked).reshape(8, len(windows)).mean(axis=0).astype(np.float32)
 
 
-def _window_origins(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], size: int) -> tuple[np.ndarray, np.ndarray]:
+def _window_origins(
+    rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Origins (y0, x0) of size x size windows centred on the points, kept inside the image."""
     y0 = np.clip(np.rint(rows).astype(int) - size // 2, 0, shape[0] - size)
     x0 = np.clip(np.rint(cols).astype(int) - size // 2, 0, shape[1] - size)
@@ -553,7 +581,9 @@ def checked_input(difference: Any, threshold: float, size: int) -> np.ndarray:
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold={threshold} must be in [0, 1]")
-    data = np.asarray(difference if isinstance(difference, np.ndarray) else getattr(difference, "data", difference))
+    data = np.asarray(
+        difference if isinstance(difference, np.ndarray) else getattr(difference, "data", difference)
+    )
     if data.ndim != 2:
         raise ValueError(f"difference must be a 2-D image, got shape {data.shape}")
     if data.shape[0] < size or data.shape[1] < size:
@@ -561,8 +591,9 @@ def checked_input(difference: Any, threshold: float, size: int) -> np.ndarray:
     return data
 
 
-def seed_subframes(data: np.ndarray, classifier: BlobClassifier,
-                   threshold: float) -> tuple[np.ndarray, dict[str, Any], list[SubframeResult]]:
+def seed_subframes(
+    data: np.ndarray, classifier: BlobClassifier, threshold: float
+) -> tuple[np.ndarray, dict[str, Any], list[SubframeResult]]:
     """The seed's protocol on a 2-D difference: prepare it, cut the fixed subframes, classify each.
 
     Returns the prepared image (float32, blobs positive), the preparation statistics and the
@@ -574,7 +605,9 @@ def seed_subframes(data: np.ndarray, classifier: BlobClassifier,
     tiles, offsets = tile(image, size=size)
     probabilities = classifier.predict_proba(tiles)
     subframes = [
-        SubframeResult(index=i, x0=int(x0), y0=int(y0), size=size, probability=float(prob), blob=bool(prob >= threshold))
+        SubframeResult(
+            index=i, x0=int(x0), y0=int(y0), size=size, probability=float(prob), blob=bool(prob >= threshold)
+        )
         for i, ((x0, y0), prob) in enumerate(zip(np.asarray(offsets), probabilities, strict=True))
     ]
     return image, dict(getattr(prepared_image, "stats", {}) or {}), subframes
@@ -655,7 +688,9 @@ def detect(
     rows, cols = rows[order], cols[order]
     strong = best[rows, cols] >= p.min_significance
 
-    seeds: list[tuple[int, int, str]] = [(int(r), int(c), "matched-filter") for r, c in zip(rows[strong], cols[strong], strict=True)]
+    seeds: list[tuple[int, int, str]] = [
+        (int(r), int(c), "matched-filter") for r, c in zip(rows[strong], cols[strong], strict=True)
+    ]
     # saliency peaks of flagged subframes select weaker local maxima
     weak_rows, weak_cols = rows[~strong], cols[~strong]
     if detection.flagged and weak_rows.size:
@@ -688,12 +723,19 @@ def detect(
             lobe = _disc_min(snr[scale], row, col, p.dip_radius * radius + 3.0)
             if lobe <= -max(p.dip_ratio * significance, p.dip_floor):
                 reason = "dip"
-            elif stack is not None and _is_existing(data, stack, r, c, p.sigmas[scale], p.background_sigma, p.existing_ratio):
+            elif stack is not None and _is_existing(
+                data, stack, r, c, p.sigmas[scale], p.background_sigma, p.existing_ratio
+            ):
                 reason = "existing"
         if reason is not None:
             rejected.append(
-                Rejection(x=col, y=row, significance=significance, reason=reason,
-                          dip_significance=None if lobe is None else -lobe)
+                Rejection(
+                    x=col,
+                    y=row,
+                    significance=significance,
+                    reason=reason,
+                    dip_significance=None if lobe is None else -lobe,
+                )
             )
             continue
         kept.append((row, col, sigma, significance, source))
@@ -706,7 +748,8 @@ def detect(
         # the seed and not a blob or dip elsewhere in the same window
         features = [(k[0], k[1], DISC_RADIUS_PER_SIGMA * k[2]) for k in kept]
         features += [
-            (r.y, r.x, DISC_RADIUS_PER_SIGMA * p.sigmas[int(best_scale[int(round(r.y)), int(round(r.x))])]) for r in rejected
+            (r.y, r.x, DISC_RADIUS_PER_SIGMA * p.sigmas[int(best_scale[int(round(r.y)), int(round(r.x))])])
+            for r in rejected
         ]
         lo, hi = -5.0, 5.0  # guard against extreme values in binned windows
         window_prob = np.zeros(len(kept), dtype=np.float32)
@@ -718,11 +761,21 @@ def detect(
             y0, x0 = _window_origins(arr[:, 0], arr[:, 1], image.shape, span)
             windows = np.stack(
                 [
-                    _binned(_masked_window(image, int(a), int(b_), span, (row, col), features, p.separation, seed=i), factor, lo, hi)
+                    _binned(
+                        _masked_window(
+                            image, int(a), int(b_), span, (row, col), features, p.separation, seed=i
+                        ),
+                        factor,
+                        lo,
+                        hi,
+                    )
                     for i, (a, b_, (row, col, *_)) in enumerate(zip(y0, x0, kept, strict=True))
                 ]
             )
-            window_prob = np.maximum(window_prob, _dihedral_proba(classifier, windows) if p.dihedral else classifier.predict_proba(windows))
+            window_prob = np.maximum(
+                window_prob,
+                _dihedral_proba(classifier, windows) if p.dihedral else classifier.predict_proba(windows),
+            )
         for (row, col, sigma, significance, source), prob in zip(kept, window_prob, strict=True):
             if prob >= t:
                 detection.candidates.append(
@@ -737,7 +790,9 @@ def detect(
                     )
                 )
             else:
-                rejected.append(Rejection(x=col, y=row, significance=significance, reason="cnn", probability=float(prob)))
+                rejected.append(
+                    Rejection(x=col, y=row, significance=significance, reason="cnn", probability=float(prob))
+                )
     rejected.sort(key=lambda r: -r.significance)
     detection.rejected = rejected[:20]
     detection.candidates.sort(key=lambda c: -c.significance)

@@ -28,12 +28,19 @@ from scipy import ndimage
 
 from blobwatch.regression import Candidates, Case, register_detector
 
-__all__ = ["DetectDetector", "LocalizingDetector", "MatchedFilterDetector", "PaperDetector", "local_peaks",
-           "matched_filter_peaks"]
+__all__ = [
+    "DetectDetector",
+    "LocalizingDetector",
+    "MatchedFilterDetector",
+    "PaperDetector",
+    "local_peaks",
+    "matched_filter_peaks",
+]
 
 
-def matched_filter_peaks(prepared: np.ndarray, *, floor: float = 3.0, border: int = 5,
-                         separation: int = 6, max_peaks: int = 200) -> Candidates:
+def matched_filter_peaks(
+    prepared: np.ndarray, *, floor: float = 3.0, border: int = 5, separation: int = 6, max_peaks: int = 200
+) -> Candidates:
     """Local maxima of the best-scale matched-filter S/N of a prepared image (blobs positive).
 
     Uses the sigmas and background of `blobwatch.detect.DetectionParameters`.
@@ -45,8 +52,9 @@ def matched_filter_peaks(prepared: np.ndarray, *, floor: float = 3.0, border: in
     return local_peaks(best, floor=floor, border=border, separation=separation, max_peaks=max_peaks)
 
 
-def local_peaks(best: np.ndarray, *, floor: float, border: int = 5, separation: int = 6,
-                max_peaks: int = 200) -> Candidates:
+def local_peaks(
+    best: np.ndarray, *, floor: float, border: int = 5, separation: int = 6, max_peaks: int = 200
+) -> Candidates:
     """Local maxima (within ``separation`` px) of a score map that reach ``floor``, outside a
     ``border``, strongest first."""
     peaks = best == ndimage.maximum_filter(best, size=2 * separation + 1, mode="nearest")
@@ -135,10 +143,15 @@ class DetectDetector(_ModelDetector):
         if not det.candidates:
             return Candidates.empty()
         sub = {s.index: s.probability for s in det.subframes}
-        score = [min(c.probability, sub[c.subframe]) if c.source == "saliency" else c.probability
-                 for c in det.candidates]
-        return Candidates(np.array([c.x for c in det.candidates]), np.array([c.y for c in det.candidates]),
-                          np.asarray(score, dtype=float))
+        score = [
+            min(c.probability, sub[c.subframe]) if c.source == "saliency" else c.probability
+            for c in det.candidates
+        ]
+        return Candidates(
+            np.array([c.x for c in det.candidates]),
+            np.array([c.y for c in det.candidates]),
+            np.asarray(score, dtype=float),
+        )
 
 
 # the matched filters use no model: model and device options are ignored
@@ -163,16 +176,25 @@ class LocalizingDetector:
 
     def __call__(self, case: Case) -> Candidates:
         found = self._fcn.candidates(case.difference, case.reference, floor=self.floor)
-        return Candidates(np.array([c.x for c in found]), np.array([c.y for c in found]),
-                          np.array([c.probability for c in found]))
+        return Candidates(
+            np.array([c.x for c in found]),
+            np.array([c.y for c in found]),
+            np.array([c.probability for c in found]),
+        )
 
 
 register_detector("mf", lambda **_: MatchedFilterDetector())
-register_detector("mf-clip3", lambda **_: MatchedFilterDetector(
-    clip_sigma=3.0, name="mf-clip3", description="matched filter alone, +/-3 sigma clipping"))
+register_detector(
+    "mf-clip3",
+    lambda **_: MatchedFilterDetector(
+        clip_sigma=3.0, name="mf-clip3", description="matched filter alone, +/-3 sigma clipping"
+    ),
+)
 register_detector("paper", lambda model=None, device="auto", **_: PaperDetector(model=model, device=device))
 register_detector("detect", lambda model=None, device="auto", **_: DetectDetector(model=model, device=device))
-register_detector("fcn", lambda fcn_model=None, device="cpu", **_: LocalizingDetector(model=fcn_model, device=device))
+register_detector(
+    "fcn", lambda fcn_model=None, device="cpu", **_: LocalizingDetector(model=fcn_model, device=device)
+)
 register_detector("autoencoder", lambda ae_model=None, device="cpu", **_: _autoencoder(ae_model, device))
 register_detector("embed", lambda embed_model=None, device="cpu", **_: _embedding(embed_model, None, device))
 

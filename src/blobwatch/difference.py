@@ -163,9 +163,7 @@ def _nan_median_rows(block: np.ndarray) -> np.ndarray:
     count = np.isfinite(block).sum(axis=0)
     lo = np.maximum((count - 1) // 2, 0)[None]
     hi = np.maximum(count // 2, 0)[None]
-    med = 0.5 * (
-        np.take_along_axis(ordered, lo, axis=0)[0] + np.take_along_axis(ordered, hi, axis=0)[0]
-    )
+    med = 0.5 * (np.take_along_axis(ordered, lo, axis=0)[0] + np.take_along_axis(ordered, hi, axis=0)[0])
     med[count == 0] = np.nan
     return med.astype(np.float32, copy=False)
 
@@ -669,18 +667,28 @@ class OffsetFrame:
     """
 
     def __init__(
-        self, frame: BlobImage, *, params: RegistrationParams | None = None, prepared: PreparedCache | None = None
+        self,
+        frame: BlobImage,
+        *,
+        params: RegistrationParams | None = None,
+        prepared: PreparedCache | None = None,
     ) -> None:
         self._prepared = prepared
-        self._template = _Template(np.asarray(frame.data, dtype=np.float32), params or RegistrationParams(),
-                                   lambda f: _prepare_with(prepared, frame, f))
+        self._template = _Template(
+            np.asarray(frame.data, dtype=np.float32),
+            params or RegistrationParams(),
+            lambda f: _prepare_with(prepared, frame, f),
+        )
 
     def offset(self, image: BlobImage) -> tuple[float, float] | None:
         """``(dy, dx)`` moving ``image``'s blob pattern onto the frame's; None when it cannot be measured."""
         shape = self._template.frame.shape
         if image.data.shape != shape:
-            raise InputError(image.path or "<image>", f"shape {format_shape(image.data.shape)} does not match "
-                                                      f"the offset frame ({format_shape(shape)})")
+            raise InputError(
+                image.path or "<image>",
+                f"shape {format_shape(image.data.shape)} does not match "
+                f"the offset frame ({format_shape(shape)})",
+            )
         try:
             return self._template.register(_prepare_with(self._prepared, image, self._template.frame))
         except _RegistrationFailed as exc:
@@ -713,8 +721,10 @@ def _select_references(
         raise InputError(cur_name, f"shape {shape} does not match the references ({common})")
     for ref in references:
         if ref.data.shape != current.data.shape:
-            raise InputError(ref.path or "<reference>",
-                             f"shape {format_shape(ref.data.shape)} does not match the current image ({shape})")
+            raise InputError(
+                ref.path or "<reference>",
+                f"shape {format_shape(ref.data.shape)} does not match the current image ({shape})",
+            )
         if not ref.mjd < current.mjd:
             raise InputError(
                 ref.path or "<reference>",
@@ -795,8 +805,11 @@ def blob_difference(
         # no offsets given: none known (zip of an empty tuple)
         known = {id(ref): off for ref, off in zip(references, offsets or (), strict=False) if off is not None}
         # the current image is prepared as a template only if some reference must be registered
-        template = (_Template(cur, params, lambda frame: _prepare_with(prepared, current, frame))
-                    if any(id(ref) not in known for ref in refs) else None)
+        template = (
+            _Template(cur, params, lambda frame: _prepare_with(prepared, current, frame))
+            if any(id(ref) not in known for ref in refs)
+            else None
+        )
         frame = template.frame if template is not None else _Frame(cur.shape, params)
 
         def work(index: int) -> None:

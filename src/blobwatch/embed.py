@@ -107,8 +107,16 @@ class FeatureSet:
         return len(self.label)
 
 
-def case_features(cases: Sequence[Case], kinds: Sequence[str], *, classifier: Any = None, registered: bool = False,
-                  clip_factor: float = 0.5, causes: bool = True, progress: bool = False) -> FeatureSet:
+def case_features(
+    cases: Sequence[Case],
+    kinds: Sequence[str],
+    *,
+    classifier: Any = None,
+    registered: bool = False,
+    clip_factor: float = 0.5,
+    causes: bool = True,
+    progress: bool = False,
+) -> FeatureSet:
     """Features of the subframes of every case (the pixels are dropped case by case)."""
     from tqdm import tqdm
 
@@ -122,7 +130,9 @@ def case_features(cases: Sequence[Case], kinds: Sequence[str], *, classifier: An
     feats: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
     labels, names, index, offsets = [], [], [], []
     for k, case in enumerate(tqdm(cases, desc="features", unit="case", disable=not progress)):
-        tiles, offs, lab, cause = case_subframes(case, registered=registered, clip_factor=clip_factor, causes=causes)
+        tiles, offs, lab, cause = case_subframes(
+            case, registered=registered, clip_factor=clip_factor, causes=causes
+        )
         case.release()
         for kind in kinds:
             feats[kind].append(raw_features(tiles) if kind == "raw" else cnn_features(tiles, classifier))
@@ -132,8 +142,13 @@ def case_features(cases: Sequence[Case], kinds: Sequence[str], *, classifier: An
         offsets.append(offs)
     if not labels:
         raise ValueError("no cases")
-    return FeatureSet({k: np.concatenate(v) for k, v in feats.items()}, np.concatenate(labels),
-                      np.concatenate(names), np.concatenate(index), np.concatenate(offsets))
+    return FeatureSet(
+        {k: np.concatenate(v) for k, v in feats.items()},
+        np.concatenate(labels),
+        np.concatenate(names),
+        np.concatenate(index),
+        np.concatenate(offsets),
+    )
 
 
 @dataclass
@@ -148,8 +163,15 @@ class Embedding:
     model: Any = field(default=None, repr=False)  # scaler and fitted PCA/UMAP (None for t-SNE)
 
 
-def embed(train: np.ndarray, others: Sequence[np.ndarray], method: str, *, feature: str = "",
-          dims: int = 2, seed: int = 0) -> Embedding:
+def embed(
+    train: np.ndarray,
+    others: Sequence[np.ndarray],
+    method: str,
+    *,
+    feature: str = "",
+    dims: int = 2,
+    seed: int = 0,
+) -> Embedding:
     """Embed standardized features (fitted on ``train``) in ``dims`` dimensions.
 
     Raises
@@ -185,11 +207,19 @@ def embed(train: np.ndarray, others: Sequence[np.ndarray], method: str, *, featu
 
         stacked = np.concatenate([z_train, *z_others])
         perplexity = float(min(30.0, max(2.0, (len(stacked) - 1) / 3.0)))
-        coords = TSNE(n_components=dims, init="pca", random_state=seed, perplexity=perplexity).fit_transform(stacked)
+        coords = TSNE(n_components=dims, init="pca", random_state=seed, perplexity=perplexity).fit_transform(
+            stacked
+        )
         bounds = np.cumsum([len(z_train)] + [len(o) for o in z_others])
         out_train, out_others = coords[: bounds[0]], [coords[a:b] for a, b in itertools.pairwise(bounds)]
-    return Embedding(method, feature, np.asarray(out_train, np.float32), [np.asarray(o, np.float32) for o in out_others],
-                     time.perf_counter() - t0, model)
+    return Embedding(
+        method,
+        feature,
+        np.asarray(out_train, np.float32),
+        [np.asarray(o, np.float32) for o in out_others],
+        time.perf_counter() - t0,
+        model,
+    )
 
 
 def fit_classifier(coords: np.ndarray, labels: np.ndarray, kind: str = "logistic", *, k: int = 15) -> Any:
@@ -211,9 +241,12 @@ def score_ranking(labels: np.ndarray, score: np.ndarray) -> dict[str, float | in
 
     labels = np.asarray(labels).astype(int)
     both = 0 < labels.sum() < len(labels)
-    return {"n": len(labels), "positives": int(labels.sum()),
-            "roc_auc": float(roc_auc_score(labels, score)) if both else None,
-            "average_precision": float(average_precision_score(labels, score)) if both else None}
+    return {
+        "n": len(labels),
+        "positives": int(labels.sum()),
+        "roc_auc": float(roc_auc_score(labels, score)) if both else None,
+        "average_precision": float(average_precision_score(labels, score)) if both else None,
+    }
 
 
 @dataclass
@@ -239,20 +272,33 @@ class EmbeddingClassifier:
     metadata: dict[str, Any]
 
     @classmethod
-    def from_fitted(cls, embedding: Embedding, classifier: Any, kind: str, metadata: dict[str, Any]) -> EmbeddingClassifier:
+    def from_fitted(
+        cls, embedding: Embedding, classifier: Any, kind: str, metadata: dict[str, Any]
+    ) -> EmbeddingClassifier:
         """Arrays of a fitted PCA embedding and its classifier."""
         if embedding.method != "pca":
             raise ValueError("only a PCA embedding can be stored without pickle")
         scaler, pca = embedding.model
-        arrays = {"scale_mean": scaler.mean_, "scale_std": scaler.scale_, "pca_mean": pca.mean_,
-                  "components": pca.components_}
+        arrays = {
+            "scale_mean": scaler.mean_,
+            "scale_std": scaler.scale_,
+            "pca_mean": pca.mean_,
+            "components": pca.components_,
+        }
         if kind == "logistic":
             arrays |= {"coef": classifier.coef_, "intercept": classifier.intercept_}
         else:
-            arrays |= {"points": classifier._fit_X, "labels": classifier._y.astype(np.int64),
-                       "k": np.array(classifier.n_neighbors)}
-        return cls(embedding.feature, kind, {k: np.asarray(v, np.float64) if k != "labels" else v
-                                             for k, v in arrays.items()}, metadata)
+            arrays |= {
+                "points": classifier._fit_X,
+                "labels": classifier._y.astype(np.int64),
+                "k": np.array(classifier.n_neighbors),
+            }
+        return cls(
+            embedding.feature,
+            kind,
+            {k: np.asarray(v, np.float64) if k != "labels" else v for k, v in arrays.items()},
+            metadata,
+        )
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         """Embedded coordinates of raw features."""
@@ -270,7 +316,11 @@ class EmbeddingClassifier:
 
         knn = KNeighborsClassifier(n_neighbors=int(a["k"]), weights="distance").fit(a["points"], a["labels"])
         proba = knn.predict_proba(coords)
-        return proba[:, list(knn.classes_).index(1)].astype(np.float32) if 1 in knn.classes_ else np.zeros(len(coords), np.float32)
+        return (
+            proba[:, list(knn.classes_).index(1)].astype(np.float32)
+            if 1 in knn.classes_
+            else np.zeros(len(coords), np.float32)
+        )
 
     def save(self, path: str | Path) -> None:
         """Write an ``.npz`` (arrays plus the JSON header), atomically."""
@@ -307,10 +357,17 @@ class EmbeddingClassifier:
         return cls(header["feature"], header["kind"], arrays, header.get("metadata", {}))
 
 
-
-def study(train: FeatureSet, others: dict[str, FeatureSet], *, methods: Sequence[str] = METHODS,
-          features: Sequence[str] = FEATURES, classifiers: Sequence[str] = CLASSIFIERS, dims: int = 2,
-          seed: int = 0, log: Any = print) -> tuple[list[dict[str, Any]], list[Embedding]]:
+def study(
+    train: FeatureSet,
+    others: dict[str, FeatureSet],
+    *,
+    methods: Sequence[str] = METHODS,
+    features: Sequence[str] = FEATURES,
+    classifiers: Sequence[str] = CLASSIFIERS,
+    dims: int = 2,
+    seed: int = 0,
+    log: Any = print,
+) -> tuple[list[dict[str, Any]], list[Embedding]]:
     """Every embedding of every feature kind, every classifier on it, scored on each set of
     ``others`` (name -> features).
 
@@ -326,19 +383,33 @@ def study(train: FeatureSet, others: dict[str, FeatureSet], *, methods: Sequence
     results, embeddings = [], []
     for feature in features:
         for method in methods:
-            emb = embed(train.features[feature], [others[n].features[feature] for n in names], method,
-                        feature=feature, dims=dims, seed=seed)
+            emb = embed(
+                train.features[feature],
+                [others[n].features[feature] for n in names],
+                method,
+                feature=feature,
+                dims=dims,
+                seed=seed,
+            )
             embeddings.append(emb)
             log(f"{method} of {feature} features: {emb.seconds:.1f} s")
             for kind in classifiers:
                 t0 = time.perf_counter()
                 clf = fit_classifier(emb.train, train.label, kind)
                 fit = time.perf_counter() - t0
-                row: dict[str, Any] = {"method": method, "feature": feature, "classifier": kind,
-                                       "seconds": emb.seconds + fit, "storable": method == "pca"}
+                row: dict[str, Any] = {
+                    "method": method,
+                    "feature": feature,
+                    "classifier": kind,
+                    "seconds": emb.seconds + fit,
+                    "storable": method == "pca",
+                }
                 for name, coords in zip(names, emb.others, strict=True):
-                    proba = clf.predict_proba(coords)[:, list(clf.classes_).index(1)] if 1 in clf.classes_ \
+                    proba = (
+                        clf.predict_proba(coords)[:, list(clf.classes_).index(1)]
+                        if 1 in clf.classes_
                         else np.zeros(len(coords))
+                    )
                     row[name] = score_ranking(others[name].label, proba)
                 row["_fitted"] = (emb, clf)
                 results.append(row)
@@ -347,7 +418,9 @@ def study(train: FeatureSet, others: dict[str, FeatureSet], *, methods: Sequence
 
 def best_storable(results: Sequence[dict[str, Any]], select_on: str = "calibration") -> dict[str, Any]:
     """The storable (PCA) result with the highest average precision on ``select_on``."""
-    storable = [r for r in results if r["storable"] and r.get(select_on, {}).get("average_precision") is not None]
+    storable = [
+        r for r in results if r["storable"] and r.get(select_on, {}).get("average_precision") is not None
+    ]
     if not storable:
         raise ValueError(f"no storable embedding classifier could be scored on {select_on!r}")
     return max(storable, key=lambda r: r[select_on]["average_precision"])
@@ -369,13 +442,17 @@ class EmbeddingDetector:
     _cnn: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._clf = EmbeddingClassifier.load(self.model if self.model is not None else shipped_embedding_path())
+        self._clf = EmbeddingClassifier.load(
+            self.model if self.model is not None else shipped_embedding_path()
+        )
         meta = self._clf.metadata
         self.native_threshold = float(meta.get("threshold", 0.5))
         self.registered = bool(meta.get("registered", False))
         self.clip_factor = float(meta.get("clip_factor", 0.5))
-        self.description = (f"{self._clf.kind} classifier on a {meta.get('dims', 2)}-D PCA of "
-                            f"{self._clf.feature} subframe features (seed's subframe protocol)")
+        self.description = (
+            f"{self._clf.kind} classifier on a {meta.get('dims', 2)}-D PCA of "
+            f"{self._clf.feature} subframe features (seed's subframe protocol)"
+        )
         if self._clf.feature == "cnn":
             from blobwatch.classifier import BlobClassifier
 
@@ -384,8 +461,9 @@ class EmbeddingDetector:
     def __call__(self, case: Case) -> Candidates:
         from blobwatch.subframes import case_subframes
 
-        tiles, offsets, _, _ = case_subframes(case, registered=self.registered, clip_factor=self.clip_factor,
-                                              causes=False)
+        tiles, offsets, _, _ = case_subframes(
+            case, registered=self.registered, clip_factor=self.clip_factor, causes=False
+        )
         feats = raw_features(tiles) if self._clf.feature == "raw" else cnn_features(tiles, self._cnn)
         prob = self._clf.predict_proba(feats).astype(float)
         size = tiles.shape[-1]

@@ -12,12 +12,23 @@ from blobwatch.subframes import CAUSES
 
 __all__ = ["plot_embedding", "results_table"]
 
-_CAUSE_COLOURS = {"blob": "tab:red", "dip": "tab:blue", "cosmic_ray": "tab:green", "snowball": "tab:purple",
-                  "edge": "tab:orange", "none": "0.75"}
+_CAUSE_COLOURS = {
+    "blob": "tab:red",
+    "dip": "tab:blue",
+    "cosmic_ray": "tab:green",
+    "snowball": "tab:purple",
+    "edge": "tab:orange",
+    "none": "0.75",
+}
 
 
-def plot_embedding(embeddings: Sequence[Embedding], sets: dict[str, FeatureSet], path: str | os.PathLike,
-                   *, show: str = "suite") -> None:
+def plot_embedding(
+    embeddings: Sequence[Embedding],
+    sets: dict[str, FeatureSet],
+    path: str | os.PathLike,
+    *,
+    show: str = "suite",
+) -> None:
     """One figure of one method: a row per feature kind, coloured by class (left) and by cause
     (right), of the ``show`` set's subframes (training subframes in light grey behind)."""
     from blobwatch.figures import new_figure, save_png
@@ -31,13 +42,26 @@ def plot_embedding(embeddings: Sequence[Embedding], sets: dict[str, FeatureSet],
         for ax in row:
             ax.scatter(emb.train[:, 0], emb.train[:, 1], s=2, c="0.9", label="training", rasterized=True)
         blob = fs.label == 1
-        row[0].scatter(*coords[~blob, :2].T, s=3, c="tab:blue", label=f"no new blob ({int((~blob).sum())})", rasterized=True)
-        row[0].scatter(*coords[blob, :2].T, s=8, c="tab:red", label=f"new blob ({int(blob.sum())})", rasterized=True)
+        row[0].scatter(
+            *coords[~blob, :2].T,
+            s=3,
+            c="tab:blue",
+            label=f"no new blob ({int((~blob).sum())})",
+            rasterized=True,
+        )
+        row[0].scatter(
+            *coords[blob, :2].T, s=8, c="tab:red", label=f"new blob ({int(blob.sum())})", rasterized=True
+        )
         for cause in CAUSES[::-1]:
             m = fs.cause == cause
             if m.any():
-                row[1].scatter(*coords[m, :2].T, s=8 if cause != "none" else 3, c=_CAUSE_COLOURS[cause],
-                               label=f"{cause} ({int(m.sum())})", rasterized=True)
+                row[1].scatter(
+                    *coords[m, :2].T,
+                    s=8 if cause != "none" else 3,
+                    c=_CAUSE_COLOURS[cause],
+                    label=f"{cause} ({int(m.sum())})",
+                    rasterized=True,
+                )
         row[0].set_title(f"{emb.method.upper()} of {emb.feature} features: class ({show})")
         row[1].set_title(f"{emb.method.upper()} of {emb.feature} features: cause ({show})")
         for ax in row:

@@ -36,7 +36,10 @@ def confusion_rates(labels: np.ndarray, predicted: np.ndarray) -> dict[str, Any]
     (tn, fp), (fn, tp) = confusion_matrix(labels, predicted, labels=[0, 1])
     neg, pos = max(tn + fp, 1), max(tp + fn, 1)
     return {
-        "tn": tn / neg, "fp": fp / neg, "tp": tp / pos, "fn": fn / pos,
+        "tn": tn / neg,
+        "fp": fp / neg,
+        "tp": tp / pos,
+        "fn": fn / pos,
         "counts": {"tn": int(tn), "fp": int(fp), "tp": int(tp), "fn": int(fn)},
         "accuracy": float((tn + tp) / max(len(labels), 1)),
         "false_alarms_per_image": float(fp / neg * SUBFRAMES_PER_IMAGE),
@@ -63,14 +66,22 @@ def _binned(values: np.ndarray, hit: np.ndarray, edges: Sequence[float], name: s
     for lo, hi in itertools.pairwise(edges):
         sel = (values >= lo) & (values < hi)
         n = int(sel.sum())
-        rows.append({
-            "quantity": name, "low": float(lo), "high": float(hi), "n": n,
-            "missed": int((sel & ~hit).sum()), "miss_rate": float((sel & ~hit).sum() / n) if n else None,
-        })
+        rows.append(
+            {
+                "quantity": name,
+                "low": float(lo),
+                "high": float(hi),
+                "n": n,
+                "missed": int((sel & ~hit).sum()),
+                "miss_rate": float((sel & ~hit).sum() / n) if n else None,
+            }
+        )
     return rows
 
 
-def miss_breakdown(meta: dict[str, np.ndarray], labels: np.ndarray, predicted: np.ndarray) -> list[dict[str, Any]]:
+def miss_breakdown(
+    meta: dict[str, np.ndarray], labels: np.ndarray, predicted: np.ndarray
+) -> list[dict[str, Any]]:
     """Miss rates of positives by the strongest blob's peak (sigma), radius (px) and edge distance."""
     pos = np.asarray(labels).astype(bool)
     hit = np.asarray(predicted).astype(bool)[pos]
@@ -81,7 +92,9 @@ def miss_breakdown(meta: dict[str, np.ndarray], labels: np.ndarray, predicted: n
     return rows
 
 
-def fp_breakdown(meta: dict[str, np.ndarray], labels: np.ndarray, predicted: np.ndarray) -> list[dict[str, Any]]:
+def fp_breakdown(
+    meta: dict[str, np.ndarray], labels: np.ndarray, predicted: np.ndarray
+) -> list[dict[str, Any]]:
     """False-positive rates of negatives with and without each flagged hard case.
 
     A subframe may carry several causes; a cause whose FP rate is far above the rate of
@@ -96,18 +109,29 @@ def fp_breakdown(meta: dict[str, np.ndarray], labels: np.ndarray, predicted: np.
     for flag, name in CAUSE_NAMES.items():
         has = neg & ((causes & flag) > 0)
         lacks = neg & ((causes & flag) == 0)
-        rows.append({
-            "cause": name, "n_with": int(has.sum()), "fp_with": int((fp & has).sum()),
-            "fp_rate_with": float((fp & has).sum() / has.sum()) if has.any() else None,
-            "n_without": int(lacks.sum()),
-            "fp_rate_without": float((fp & lacks).sum() / lacks.sum()) if lacks.any() else None,
-            "share_of_fps": float((fp & has).sum() / fp.sum()) if fp.any() else None,
-        })
+        rows.append(
+            {
+                "cause": name,
+                "n_with": int(has.sum()),
+                "fp_with": int((fp & has).sum()),
+                "fp_rate_with": float((fp & has).sum() / has.sum()) if has.any() else None,
+                "n_without": int(lacks.sum()),
+                "fp_rate_without": float((fp & lacks).sum() / lacks.sum()) if lacks.any() else None,
+                "share_of_fps": float((fp & has).sum() / fp.sum()) if fp.any() else None,
+            }
+        )
     none = neg & (causes == 0)
-    rows.append({"cause": "none flagged", "n_with": int(none.sum()), "fp_with": int((fp & none).sum()),
-                 "fp_rate_with": float((fp & none).sum() / none.sum()) if none.any() else None,
-                 "n_without": None, "fp_rate_without": None,
-                 "share_of_fps": float((fp & none).sum() / fp.sum()) if fp.any() else None})
+    rows.append(
+        {
+            "cause": "none flagged",
+            "n_with": int(none.sum()),
+            "fp_with": int((fp & none).sum()),
+            "fp_rate_with": float((fp & none).sum() / none.sum()) if none.any() else None,
+            "n_without": None,
+            "fp_rate_without": None,
+            "share_of_fps": float((fp & none).sum() / fp.sum()) if fp.any() else None,
+        }
+    )
     return rows
 
 
@@ -133,7 +157,8 @@ def registration_breakdown(
             continue
         neg, pos = sel & ~labels, sel & labels
         out[g] = {
-            "n_negative": int(neg.sum()), "n_positive": int(pos.sum()),
+            "n_negative": int(neg.sum()),
+            "n_positive": int(pos.sum()),
             "fp_rate": float(predicted[neg].mean()) if neg.any() else None,
             "tpr": float(predicted[pos].mean()) if pos.any() else None,
         }
@@ -153,18 +178,25 @@ def evaluate_scores(
     labels = np.asarray(labels).astype(int)
     pred = np.asarray(probs) >= threshold
     out: dict[str, Any] = {
-        "n": int(len(labels)), "n_positive": int(labels.sum()), "threshold": float(threshold),
-        "cnn": {**confusion_rates(labels, pred), **curves(labels, probs),
-                "misses": miss_breakdown(meta, labels, pred),
-                "false_positives": fp_breakdown(meta, labels, pred)},
+        "n": int(len(labels)),
+        "n_positive": int(labels.sum()),
+        "threshold": float(threshold),
+        "cnn": {
+            **confusion_rates(labels, pred),
+            **curves(labels, probs),
+            "misses": miss_breakdown(meta, labels, pred),
+            "false_positives": fp_breakdown(meta, labels, pred),
+        },
     }
     if baseline_scores is not None:
         fpr = out["cnn"]["fp"]
         thr = threshold_at_fpr(baseline_scores[labels == 0], fpr)
         bpred = baseline_scores >= thr
         out["matched_filter"] = {
-            "threshold_sigma": thr, "matched_fpr": fpr,
-            **confusion_rates(labels, bpred), **curves(labels, baseline_scores),
+            "threshold_sigma": thr,
+            "matched_fpr": fpr,
+            **confusion_rates(labels, bpred),
+            **curves(labels, baseline_scores),
             "misses": miss_breakdown(meta, labels, bpred),
             "false_positives": fp_breakdown(meta, labels, bpred),
         }
@@ -192,7 +224,9 @@ def plot_confusion(rates: dict[str, Any], path: str | os.PathLike, *, title: str
     ax = fig.subplots()
     im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
     for (i, j), v in np.ndenumerate(m):
-        ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="white" if v > 0.5 else "black", fontsize=13)
+        ax.text(
+            j, i, f"{v:.3f}", ha="center", va="center", color="white" if v > 0.5 else "black", fontsize=13
+        )
     ax.set(xticks=[0, 1], yticks=[0, 1], xlabel="predicted label", ylabel="true label")
     ax.set_title(title or "CNN confusion matrix (rates)", parse_math=False)  # names are data, not TeX
     ax.set_xticklabels(["0 (non-blob)", "1 (blob)"])
@@ -213,7 +247,9 @@ def plot_curves(result: dict[str, Any], path: str | os.PathLike, *, title: str =
         r = result[key]
         a.plot(r["roc"]["fpr"], r["roc"]["tpr"], style, label=f"{label} (AUC {r['roc_auc']:.3f})")
         a.plot([r["fp"]], [r["tp"]], "o", color=a.lines[-1].get_color())
-        b.plot(r["pr"]["recall"], r["pr"]["precision"], style, label=f"{label} (AP {r['average_precision']:.3f})")
+        b.plot(
+            r["pr"]["recall"], r["pr"]["precision"], style, label=f"{label} (AP {r['average_precision']:.3f})"
+        )
     a.plot([0, 1], [0, 1], ":", color="grey")
     a.set(xlabel="false-positive rate", ylabel="true-positive rate", title="ROC")
     b.set(xlabel="recall (TPR)", ylabel="precision", title="precision-recall", ylim=(0, 1.02))
@@ -253,8 +289,16 @@ class _Samples:
         return (xb + self.level if self.level else xb), yb
 
 
-def level_sensitivity(model: Any, ds: Any, n: int, threshold: float, *, device: Any,
-                      per_class: int = 500, levels: Sequence[float] = LEVELS) -> list[dict[str, float | None]]:
+def level_sensitivity(
+    model: Any,
+    ds: Any,
+    n: int,
+    threshold: float,
+    *,
+    device: Any,
+    per_class: int = 500,
+    levels: Sequence[float] = LEVELS,
+) -> list[dict[str, float | None]]:
     """FP and TP rates when the whole subframe is raised or lowered by a constant.
 
     A blob is local contrast.  Large-scale residuals of a real difference image (earthlight,
@@ -274,8 +318,15 @@ def level_sensitivity(model: Any, ds: Any, n: int, threshold: float, *, device: 
         probs, _ = predict_scores(model, sub, device=device)
         r = rates(sub.labels, probs, threshold)
         n_neg, n_pos = int((sub.labels == 0).sum()), int((sub.labels == 1).sum())
-        rows.append({"level_sigma": float(level), "fp_rate": r["fpr"] if n_neg else None,
-                     "tp_rate": r["tpr"] if n_pos else None, "n_negative": n_neg, "n_positive": n_pos})
+        rows.append(
+            {
+                "level_sigma": float(level),
+                "fp_rate": r["fpr"] if n_neg else None,
+                "tp_rate": r["tpr"] if n_pos else None,
+                "n_negative": n_neg,
+                "n_positive": n_pos,
+            }
+        )
     return rows
 
 
@@ -313,10 +364,16 @@ def evaluate_model(
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
-        "model": {"path": mf.path, "threshold": thr, "architecture": mf.architecture,
-                  "dataset_manifest_sha256": mf.metadata.get("dataset_manifest_sha256"),
-                  "training": {k: mf.metadata.get("training", {}).get(k)
-                               for k in ("command", "epochs", "seconds", "hardware")}},
+        "model": {
+            "path": mf.path,
+            "threshold": thr,
+            "architecture": mf.architecture,
+            "dataset_manifest_sha256": mf.metadata.get("dataset_manifest_sha256"),
+            "training": {
+                k: mf.metadata.get("training", {}).get(k)
+                for k in ("command", "epochs", "seconds", "hardware")
+            },
+        },
         "datasets": {},
     }
     for d in datasets:
@@ -333,18 +390,28 @@ def evaluate_model(
         if bscores is not None:
             bthr = res["matched_filter"]["threshold_sigma"]
             res["matched_filter"]["by_registration"] = registration_breakdown(
-                ds.manifest, meta, labels, bscores >= bthr)
+                ds.manifest, meta, labels, bscores >= bthr
+            )
         res["cnn"]["level_sensitivity"] = level_sensitivity(mf.model, ds, n, thr, device=dev)
         res.update(path=str(d), loss=loss, manifest_generator=ds.manifest.get("generator_version"))
         report["datasets"][name] = res
-        plot_confusion(res["cnn"], outdir / f"{name}_confusion.png",
-                       title=f"CNN on {name} (threshold {thr:.2f})")
+        plot_confusion(
+            res["cnn"], outdir / f"{name}_confusion.png", title=f"CNN on {name} (threshold {thr:.2f})"
+        )
         plot_curves(res, outdir / f"{name}_roc_pr.png", title=name)
-        _write_csv(outdir / f"{name}_misses.csv",
-                   [{"detector": k, **r} for k in ("cnn", "matched_filter") if k in res for r in res[k]["misses"]])
-        _write_csv(outdir / f"{name}_false_positives.csv",
-                   [{"detector": k, **r} for k in ("cnn", "matched_filter") if k in res
-                    for r in res[k]["false_positives"]])
+        _write_csv(
+            outdir / f"{name}_misses.csv",
+            [{"detector": k, **r} for k in ("cnn", "matched_filter") if k in res for r in res[k]["misses"]],
+        )
+        _write_csv(
+            outdir / f"{name}_false_positives.csv",
+            [
+                {"detector": k, **r}
+                for k in ("cnn", "matched_filter")
+                if k in res
+                for r in res[k]["false_positives"]
+            ],
+        )
         scores = {"labels": labels, "cnn": probs}
         if bscores is not None:
             scores["matched_filter"] = bscores
@@ -373,16 +440,25 @@ def format_table(report: dict[str, Any]) -> str:
             if key not in res:
                 continue
             r = res[key]
-            lines.append(f"{name:<13} {label:<15} {r['tn']:6.3f} {r['fp']:6.3f} {r['tp']:6.3f} {r['fn']:6.3f} "
-                         f"{r['roc_auc']:8.4f} {r['average_precision']:6.3f} {r['false_alarms_per_image']:9.2f}")
-    lines += ["", "CNN false-positive / true-positive rate with whole subframes raised by a constant (noise sigma):"]
+            lines.append(
+                f"{name:<13} {label:<15} {r['tn']:6.3f} {r['fp']:6.3f} {r['tp']:6.3f} {r['fn']:6.3f} "
+                f"{r['roc_auc']:8.4f} {r['average_precision']:6.3f} {r['false_alarms_per_image']:9.2f}"
+            )
+    lines += [
+        "",
+        "CNN false-positive / true-positive rate with whole subframes raised by a constant (noise sigma):",
+    ]
     for name, res in report["datasets"].items():
         rows = res["cnn"].get("level_sensitivity", [])
-        lines.append(f"{name:<13} " + "  ".join(
-            f"{r['level_sigma']:+.2f}: {_rate(r['fp_rate'])}/{_rate(r['tp_rate'])}" for r in rows))
+        lines.append(
+            f"{name:<13} "
+            + "  ".join(f"{r['level_sigma']:+.2f}: {_rate(r['fp_rate'])}/{_rate(r['tp_rate'])}" for r in rows)
+        )
     lines.append("")
-    lines.append("TN/FP: rates among non-blob subframes; TP/FN: among blob subframes; FA/image: FP rate x 16 "
-                 "subframes. The matched filter is thresholded at the CNN's false-positive rate.")
+    lines.append(
+        "TN/FP: rates among non-blob subframes; TP/FN: among blob subframes; FA/image: FP rate x 16 "
+        "subframes. The matched filter is thresholded at the CNN's false-positive rate."
+    )
     return "\n".join(lines)
 
 
@@ -394,7 +470,9 @@ def format_table(report: dict[str, Any]) -> str:
 SUITE_PROTOCOLS = ("plain", "registered")
 
 
-def case_subframes(case: Any, protocol: str, *, size: int, clip_factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def case_subframes(
+    case: Any, protocol: str, *, size: int, clip_factor: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The prepared subframes of one regression case and their labels.
 
     Parameters
@@ -425,13 +503,17 @@ def case_subframes(case: Any, protocol: str, *, size: int, clip_factor: float) -
         x0, y0 = offsets[:, 0], offsets[:, 1]
         bx, by = case.blob["x"], case.blob["y"]
         label = (bx >= x0) & (bx < x0 + size) & (by >= y0) & (by < y0 + size)
-        gap = np.hypot(np.maximum(np.maximum(x0 - bx, bx - (x0 + size - 1)), 0.0),
-                       np.maximum(np.maximum(y0 - by, by - (y0 + size - 1)), 0.0))
+        gap = np.hypot(
+            np.maximum(np.maximum(x0 - bx, bx - (x0 + size - 1)), 0.0),
+            np.maximum(np.maximum(y0 - by, by - (y0 + size - 1)), 0.0),
+        )
         partial = ~label & (gap < case.blob["radius"])
     return tiles, label, partial
 
 
-def suite_subframe_scores(cases: Sequence[Any], classifier: Any, *, progress: bool = False) -> dict[str, dict[str, np.ndarray]]:
+def suite_subframe_scores(
+    cases: Sequence[Any], classifier: Any, *, progress: bool = False
+) -> dict[str, dict[str, np.ndarray]]:
     """CNN probabilities and matched-filter scores of the 16 subframes of every case.
 
     Subframes are cut from the prepared plain and registered differences of the regression
@@ -449,11 +531,13 @@ def suite_subframe_scores(cases: Sequence[Any], classifier: Any, *, progress: bo
     from blobwatch.baseline import matched_filter_scores
 
     out: dict[str, dict[str, list[np.ndarray]]] = {
-        p: {"seq": [], "label": [], "partial": [], "cnn": [], "mf": []} for p in SUITE_PROTOCOLS}
+        p: {"seq": [], "label": [], "partial": [], "cnn": [], "mf": []} for p in SUITE_PROTOCOLS
+    }
     for case in tqdm(cases, desc="subframes", unit="case", disable=not progress):
         for protocol in SUITE_PROTOCOLS:
-            tiles, label, partial = case_subframes(case, protocol, size=classifier.size,
-                                                   clip_factor=classifier.clip_factor)
+            tiles, label, partial = case_subframes(
+                case, protocol, size=classifier.size, clip_factor=classifier.clip_factor
+            )
             d = out[protocol]
             d["seq"].append(np.full(len(tiles), case.seed))
             d["label"].append(label)
@@ -464,7 +548,9 @@ def suite_subframe_scores(cases: Sequence[Any], classifier: Any, *, progress: bo
     return {p: {k: np.concatenate(v) for k, v in d.items()} for p, d in out.items()}
 
 
-def _auc_with_ci(seq: np.ndarray, labels: np.ndarray, scores: np.ndarray, n_boot: int = 300) -> dict[str, float]:
+def _auc_with_ci(
+    seq: np.ndarray, labels: np.ndarray, scores: np.ndarray, n_boot: int = 300
+) -> dict[str, float]:
     """ROC AUC and a 95 % bootstrap interval resampling sequences."""
     from sklearn.metrics import roc_auc_score
 
@@ -480,8 +566,9 @@ def _auc_with_ci(seq: np.ndarray, labels: np.ndarray, scores: np.ndarray, n_boot
     return {"auc": float(roc_auc_score(labels, scores)), "ci_low": float(lo), "ci_high": float(hi)}
 
 
-def evaluate_suite(calibration: dict[str, dict[str, np.ndarray]], suite: dict[str, dict[str, np.ndarray]],
-                   threshold: float) -> dict[str, Any]:
+def evaluate_suite(
+    calibration: dict[str, dict[str, np.ndarray]], suite: dict[str, dict[str, np.ndarray]], threshold: float
+) -> dict[str, Any]:
     """Subframe confusion rates of the CNN (at ``threshold``) and of the matched filter on the suite.
 
     Subframes that hold part of the blob but not its centre count neither way.  The matched
@@ -499,8 +586,12 @@ def evaluate_suite(calibration: dict[str, dict[str, np.ndarray]], suite: dict[st
         cal_neg = ~cal["label"] & ~cal["partial"]
         cal_fpr = float(np.mean(cal["cnn"][cal_neg] >= threshold))
         mf_thr = threshold_at_fpr(cal["mf"][cal_neg], cal_fpr)
-        res: dict[str, Any] = {"subframes": int(s["label"].size), "positives": int(s["label"].sum()),
-                               "cnn_calibration_fpr": cal_fpr, "mf_threshold": float(mf_thr)}
+        res: dict[str, Any] = {
+            "subframes": int(s["label"].size),
+            "positives": int(s["label"].sum()),
+            "cnn_calibration_fpr": cal_fpr,
+            "mf_threshold": float(mf_thr),
+        }
         flags = {"cnn": s["cnn"] >= threshold, "mf": s["mf"] >= mf_thr}
         pos, neg = s["label"], ~s["label"] & ~s["partial"]
         for name, flag in flags.items():
@@ -517,22 +608,29 @@ def evaluate_suite(calibration: dict[str, dict[str, np.ndarray]], suite: dict[st
 
 def format_suite_table(report: dict[str, Any]) -> str:
     """Markdown table of `evaluate_suite`."""
+
     def cell(d: dict[str, Any]) -> str:
         return f"{d['rate']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]"
 
-    lines = ["| difference | detector | threshold | TPR [95 % CI] | TNR [95 % CI] | ROC AUC [95 % CI] |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| difference | detector | threshold | TPR [95 % CI] | TNR [95 % CI] | ROC AUC [95 % CI] |",
+        "|---|---|---|---|---|---|",
+    ]
     for protocol, res in report["protocols"].items():
         for name, thr in (("cnn", f"{report['threshold']:.3f}"), ("mf", f"{res['mf_threshold']:.2f} sigma")):
             r = res[name]
             auc = r["roc_auc"]
-            lines.append(f"| {protocol} | {'PaperCNN' if name == 'cnn' else 'matched filter'} | {thr} | "
-                         f"{cell(r['tpr'])} | {cell(r['tnr'])} | {auc['auc']:.3f} [{auc['ci_low']:.3f}, {auc['ci_high']:.3f}] |")
+            lines.append(
+                f"| {protocol} | {'PaperCNN' if name == 'cnn' else 'matched filter'} | {thr} | "
+                f"{cell(r['tpr'])} | {cell(r['tnr'])} | {auc['auc']:.3f} [{auc['ci_low']:.3f}, {auc['ci_high']:.3f}] |"
+            )
     lines.append("")
     for protocol, res in report["protocols"].items():
         p, n = res["mcnemar_positives"], res["mcnemar_negatives"]
-        lines.append(f"- {protocol}: {res['subframes']} subframes, {res['positives']} with the new blob. "
-                     f"Blob subframes found by the CNN only / the matched filter only: {p['a_only']} / {p['b_only']} "
-                     f"(McNemar p = {p['p_value']:.2g}); blank subframes passed by the CNN only / the matched "
-                     f"filter only: {n['a_only']} / {n['b_only']} (p = {n['p_value']:.2g}).")
+        lines.append(
+            f"- {protocol}: {res['subframes']} subframes, {res['positives']} with the new blob. "
+            f"Blob subframes found by the CNN only / the matched filter only: {p['a_only']} / {p['b_only']} "
+            f"(McNemar p = {p['p_value']:.2g}); blank subframes passed by the CNN only / the matched "
+            f"filter only: {n['a_only']} / {n['b_only']} (p = {n['p_value']:.2g})."
+        )
     return "\n".join(lines)

@@ -29,5 +29,7 @@ def require(module: str, *, extra: str = "research", package: str | None = None)
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingExtraError(f"{package or module} is not installed; it comes with the {extra!r} extra: "
-                                f"pip install 'blobwatch[{extra}]'") from None
+        raise MissingExtraError(
+            f"{package or module} is not installed; it comes with the {extra!r} extra: "
+            f"pip install 'blobwatch[{extra}]'"
+        ) from None

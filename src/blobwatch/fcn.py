@@ -18,8 +18,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["FCN_MODEL", "FCNCandidate", "FCNDetector", "detect_fcn", "fcn_inputs", "peaks", "refine",
-           "shipped_fcn_path"]
+__all__ = [
+    "FCN_MODEL",
+    "FCNCandidate",
+    "FCNDetector",
+    "detect_fcn",
+    "fcn_inputs",
+    "peaks",
+    "refine",
+    "shipped_fcn_path",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from blobwatch.classifier import BlobClassifier
@@ -77,8 +85,14 @@ class FCNCandidate:
     radius: float
 
 
-def peaks(prob: np.ndarray, *, floor: float = 0.05, separation: int = 6, border: int = 5,
-          smooth_sigma: float = PEAK_SMOOTH_SIGMA) -> list[FCNCandidate]:
+def peaks(
+    prob: np.ndarray,
+    *,
+    floor: float = 0.05,
+    separation: int = 6,
+    border: int = 5,
+    smooth_sigma: float = PEAK_SMOOTH_SIGMA,
+) -> list[FCNCandidate]:
     """Candidates from a probability map: local maxima of its Gaussian smoothing (``smooth_sigma``
     px) above ``floor``, each scored by that smoothed peak, placed at the probability-weighted
     centroid of its 9x9 neighbourhood, with the radius of the disc holding its pixels above half
@@ -134,7 +148,9 @@ def refine(image: np.ndarray, cand: FCNCandidate, *, reach: float = 3.0) -> FCNC
 
     dy = vertex(smooth[pr - 1, pc], smooth[pr, pc], smooth[pr + 1, pc])
     dx = vertex(smooth[pr, pc - 1], smooth[pr, pc], smooth[pr, pc + 1])
-    return FCNCandidate(x=float(c0 + pc + dx), y=float(r0 + pr + dy), probability=cand.probability, radius=cand.radius)
+    return FCNCandidate(
+        x=float(c0 + pc + dx), y=float(r0 + pr + dy), probability=cand.probability, radius=cand.radius
+    )
 
 
 class FCNDetector:
@@ -181,8 +197,9 @@ class FCNDetector:
             logits = self.model(torch.from_numpy(x[None]).to(self.device))
         return torch.sigmoid(logits)[0, 0, :h, :w].cpu().numpy().astype(np.float32)
 
-    def candidates(self, difference: np.ndarray, reference: np.ndarray | None, *,
-                   floor: float = 0.05) -> list[FCNCandidate]:
+    def candidates(
+        self, difference: np.ndarray, reference: np.ndarray | None, *, floor: float = 0.05
+    ) -> list[FCNCandidate]:
         """Peaks of the probability map (every peak above ``floor``; compare with `threshold`),
         each placed at the matched-filter peak of the difference next to it (`refine`)."""
         x = fcn_inputs(difference, reference)
@@ -191,8 +208,9 @@ class FCNDetector:
     def _candidates(self, x: np.ndarray, floor: float) -> list[FCNCandidate]:
         return [refine(x[0], c) for c in peaks(self._probability(x), floor=floor)]
 
-    def saliency(self, planes: np.ndarray, box: tuple[int, int, int], targets: list[FCNCandidate], *,
-                 context: int = 32) -> np.ndarray:
+    def saliency(
+        self, planes: np.ndarray, box: tuple[int, int, int], targets: list[FCNCandidate], *, context: int = 32
+    ) -> np.ndarray:
         """Gradient saliency of the network's output at ``targets`` over one square ``box``.
 
         The map is ``|d S / d difference pixel|`` over the box ``(y0, x0, size)``, where ``S`` is
@@ -286,17 +304,36 @@ def detect_fcn(
         for c in found:
             r = int(np.clip(round(c.y), 0, data.shape[0] - 1))
             col = int(np.clip(round(c.x), 0, data.shape[1] - 1))
-            candidates.append(Candidate(x=c.x, y=c.y, probability=c.probability, significance=float(snr[r, col]),
-                                        radius=c.radius, subframe=subframe_index(c.x, c.y, subframes), source="fcn"))
+            candidates.append(
+                Candidate(
+                    x=c.x,
+                    y=c.y,
+                    probability=c.probability,
+                    significance=float(snr[r, col]),
+                    radius=c.radius,
+                    subframe=subframe_index(c.x, c.y, subframes),
+                    source="fcn",
+                )
+            )
     candidates.sort(key=lambda c: -c.probability)
 
     def localizer_saliency(boxes: list[SubframeResult]) -> dict[int, np.ndarray]:
-        by_box = {s.index: [c for c in found if subframe_index(c.x, c.y, subframes) == s.index] for s in boxes}
+        by_box = {
+            s.index: [c for c in found if subframe_index(c.x, c.y, subframes) == s.index] for s in boxes
+        }
         return {s.index: fcn.saliency(planes, (s.y0, s.x0, s.size), by_box[s.index]) for s in boxes}
 
     return Detection(
-        threshold=t, subframes=subframes, candidates=candidates, prepared=image, name=name,
-        preparation=preparation, model=fcn.path, parameters=params, detector="fcn",
-        subframe_threshold=float(classifier.threshold), _classifier=classifier,
+        threshold=t,
+        subframes=subframes,
+        candidates=candidates,
+        prepared=image,
+        name=name,
+        preparation=preparation,
+        model=fcn.path,
+        parameters=params,
+        detector="fcn",
+        subframe_threshold=float(classifier.threshold),
+        _classifier=classifier,
         _localizer_saliency=localizer_saliency,
     )

@@ -79,7 +79,9 @@ class FCNTrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def blob_mask(shape: tuple[int, int], blobs: Sequence[dict[str, Any]], *, fraction: float = 0.8) -> np.ndarray:
+def blob_mask(
+    shape: tuple[int, int], blobs: Sequence[dict[str, Any]], *, fraction: float = 0.8
+) -> np.ndarray:
     """uint8 mask of the new blobs: discs of ``fraction`` x radius around each centre."""
     mask = np.zeros(shape, dtype=np.uint8)
     for b in blobs:
@@ -93,7 +95,9 @@ def blob_mask(shape: tuple[int, int], blobs: Sequence[dict[str, Any]], *, fracti
     return mask
 
 
-def cut_patches(case: Case, rng: np.random.Generator, patch: int, negatives: int) -> tuple[np.ndarray, np.ndarray]:
+def cut_patches(
+    case: Case, rng: np.random.Generator, patch: int, negatives: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Input planes ``(n, 2, patch, patch)`` float16 and masks ``(n, patch, patch)`` uint8 of one case."""
     from blobwatch.fcn import fcn_inputs
 
@@ -101,7 +105,9 @@ def cut_patches(case: Case, rng: np.random.Generator, patch: int, negatives: int
     blobs = case.truth.get("blobs") or ([case.blob] if case.blob else [])
     mask = blob_mask(planes.shape[1:], blobs)
     size = planes.shape[1]
-    centres = [(b["y"] + rng.uniform(-0.35, 0.35) * patch, b["x"] + rng.uniform(-0.35, 0.35) * patch) for b in blobs]
+    centres = [
+        (b["y"] + rng.uniform(-0.35, 0.35) * patch, b["x"] + rng.uniform(-0.35, 0.35) * patch) for b in blobs
+    ]
     ey, ex, _ = case.existing_in_image()
     for k in range(negatives):
         if k % 2 == 0 and ey.size:
@@ -130,7 +136,9 @@ def _augment(x: Any, y: Any, rng: np.random.Generator) -> tuple[Any, Any]:
     return x, y
 
 
-def train_fcn(cfg: FCNTrainConfig, cases: Sequence[Case], *, log: Callable[[str], None] = print) -> dict[str, Any]:
+def train_fcn(
+    cfg: FCNTrainConfig, cases: Sequence[Case], *, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Train a BlobUNet on patches of ``cases`` (the last ``val_sequences`` sequences validate).
 
     Writes ``model.pt`` (with metadata) and ``metrics.json`` in ``cfg.outdir``; returns the metrics.
@@ -156,11 +164,17 @@ def train_fcn(cfg: FCNTrainConfig, cases: Sequence[Case], *, log: Callable[[str]
     for case in cases:
         parts[case.seed in val_seeds].append(cut_patches(case, rng, cfg.patch, cfg.negatives_per_case))
         case.release()
-    data = {v: (np.concatenate([p[0] for p in ps]), np.concatenate([p[1] for p in ps])) for v, ps in parts.items() if ps}
+    data = {
+        v: (np.concatenate([p[0] for p in ps]), np.concatenate([p[1] for p in ps]))
+        for v, ps in parts.items()
+        if ps
+    }
     patch_seconds = time.perf_counter() - t0
     x_train, y_train = data[False]
-    log(f"patches: {len(x_train)} training, {len(data[True][0]) if True in data else 0} validation "
-        f"({patch_seconds:.0f} s)")
+    log(
+        f"patches: {len(x_train)} training, {len(data[True][0]) if True in data else 0} validation "
+        f"({patch_seconds:.0f} s)"
+    )
 
     model = BlobUNet(in_channels=2, width=cfg.width, depth=cfg.depth).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -186,34 +200,58 @@ def train_fcn(cfg: FCNTrainConfig, cases: Sequence[Case], *, log: Callable[[str]
             sched.step()
             total += loss.item() * len(idx)
             seen += len(idx)
-        row = {"epoch": epoch + 1, "train_loss": total / seen, "seconds": time.perf_counter() - t_epoch,
-               "samples_per_second": seen / (time.perf_counter() - t_epoch)}
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": total / seen,
+            "seconds": time.perf_counter() - t_epoch,
+            "samples_per_second": seen / (time.perf_counter() - t_epoch),
+        }
         if True in data:
             row["val_loss"] = _evaluate_loss(model, *data[True], cfg, device, pos_weight)
         history.append(row)
-        log("epoch {epoch}: train loss {train_loss:.4f}".format(**row)
+        log(
+            "epoch {epoch}: train loss {train_loss:.4f}".format(**row)
             + (f", val loss {row['val_loss']:.4f}" if "val_loss" in row else "")
-            + f" ({row['seconds']:.0f} s, {row['samples_per_second']:.1f} samples/s)")
+            + f" ({row['seconds']:.0f} s, {row['samples_per_second']:.1f} samples/s)"
+        )
     train_seconds = time.perf_counter() - t_train
 
     out = Path(cfg.outdir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = {"history": history, "patch_seconds": patch_seconds, "train_seconds": train_seconds,
-               "train_patches": int(len(x_train)), "val_patches": int(len(data[True][0])) if True in data else 0,
-               "training_seeds": seeds, "validation_seeds": sorted(val_seeds), "device": str(device),
-               "torch_threads": torch.get_num_threads()}
-    metadata = {"kind": "localizing", "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
-                "training": metrics, "threshold": 0.5, "torch": str(torch.__version__)}
-    save_model(out / "model.pt", model.cpu(), architecture="BlobUNet",
-               arguments={"in_channels": 2, "width": cfg.width, "depth": cfg.depth, "stem": model.stem},
-               metadata=metadata)
+    metrics = {
+        "history": history,
+        "patch_seconds": patch_seconds,
+        "train_seconds": train_seconds,
+        "train_patches": int(len(x_train)),
+        "val_patches": int(len(data[True][0])) if True in data else 0,
+        "training_seeds": seeds,
+        "validation_seeds": sorted(val_seeds),
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+    }
+    metadata = {
+        "kind": "localizing",
+        "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
+        "training": metrics,
+        "threshold": 0.5,
+        "torch": str(torch.__version__),
+    }
+    save_model(
+        out / "model.pt",
+        model.cpu(),
+        architecture="BlobUNet",
+        arguments={"in_channels": 2, "width": cfg.width, "depth": cfg.depth, "stem": model.stem},
+        metadata=metadata,
+    )
     from blobwatch.atomic import write_text_atomic
 
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=1))
     return metrics
 
 
-def _evaluate_loss(model: Any, x: np.ndarray, y: np.ndarray, cfg: FCNTrainConfig, device: Any, pos_weight: Any) -> float:
+def _evaluate_loss(
+    model: Any, x: np.ndarray, y: np.ndarray, cfg: FCNTrainConfig, device: Any, pos_weight: Any
+) -> float:
     import torch
     from torch.nn import functional as F
 
@@ -225,4 +263,3 @@ def _evaluate_loss(model: Any, x: np.ndarray, y: np.ndarray, cfg: FCNTrainConfig
             yb = torch.from_numpy(y[start : start + 64][:, None].astype(np.float32)).to(device)
             total += float(F.binary_cross_entropy_with_logits(model(xb), yb, pos_weight=pos_weight)) * len(xb)
     return total / len(x)
-

@@ -77,8 +77,12 @@ MAX_FILE_BYTES = 1 << 30
 
 _FITS_MAGIC = b"SIMPLE  ="
 _GZIP_MAGIC = b"\x1f\x8b"
-_SPECIAL_FILES = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
-                  (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISSOCK, "socket"),
+)
 _PARSE_LOCK = threading.Lock()
 _BLOCK = 2880
 
@@ -245,7 +249,9 @@ def _flt_to_blob(
     if dq_index is not None and hdul[dq_index].data is not None:
         dq = np.asarray(hdul[dq_index].data)
         if dq.shape != sci.shape:
-            raise InputError(path, f"DQ shape {format_shape(dq.shape)} does not match SCI {format_shape(sci.shape)}")
+            raise InputError(
+                path, f"DQ shape {format_shape(dq.shape)} does not match SCI {format_shape(sci.shape)}"
+            )
         flagged = (dq.astype(np.int64) & (dq_bits if dq_bits is not None else ~0)) != 0
         n_flagged = int(flagged.sum())
         sci[flagged] = np.nan
@@ -256,9 +262,7 @@ def _flt_to_blob(
     if not np.isfinite(median) or median <= 0:
         raise InputError(path, f"SCI sigma-clipped median is {median:g}; cannot normalize")
     sci /= np.float32(median)
-    padded = np.full(
-        (sci.shape[0] + 2 * FLT_BORDER, sci.shape[1] + 2 * FLT_BORDER), np.nan, dtype=np.float32
-    )
+    padded = np.full((sci.shape[0] + 2 * FLT_BORDER, sci.shape[1] + 2 * FLT_BORDER), np.nan, dtype=np.float32)
     padded[FLT_BORDER:-FLT_BORDER, FLT_BORDER:-FLT_BORDER] = sci
     return padded, {"sci_median": float(median), "n_dq_flagged": n_flagged}
 
@@ -351,8 +355,13 @@ def read_blob_image(
         non-finite, wrong shape, no observation time, fails a quality gate.  A filter other than
         F153M only warns (`FilterWarning`).
     """
-    image, notes = _read(path, expected_shape=expected_shape, dq_bits=dq_bits, require_time=require_time,
-                         check_quality=check_quality)
+    image, notes = _read(
+        path,
+        expected_shape=expected_shape,
+        dq_bits=dq_bits,
+        require_time=require_time,
+        check_quality=check_quality,
+    )
     for note in notes:
         warnings.warn(note, FilterWarning, stacklevel=2)
     return image
@@ -385,8 +394,15 @@ def _read(
         raise InputError(spath, f"truncated FITS file ({len(raw)} bytes, not a multiple of 2880)")
 
     try:
-        return _parse(raw, spath, sha256, expected_shape=expected_shape, dq_bits=dq_bits,
-                      require_time=require_time, check_quality=check_quality)
+        return _parse(
+            raw,
+            spath,
+            sha256,
+            expected_shape=expected_shape,
+            dq_bits=dq_bits,
+            require_time=require_time,
+            check_quality=check_quality,
+        )
     except InputError:
         raise
     except Exception as exc:  # astropy raises TypeError, KeyError, VerifyError, ... for a corrupt header

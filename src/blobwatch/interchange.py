@@ -39,8 +39,13 @@ __all__ = [
 #: DS9 colour of catalog blobs (the reports draw them green too).
 BLOB_COLOR = "green"
 #: DS9 colour of a candidate by review status (open ones red, as in the reports).
-CANDIDATE_COLORS = {"new": "red", "confirmed": "cyan", "rejected": "orange", "linked": "orange",
-                    "known": "green"}
+CANDIDATE_COLORS = {
+    "new": "red",
+    "confirmed": "cyan",
+    "rejected": "orange",
+    "linked": "orange",
+    "known": "green",
+}
 
 
 @dataclass(frozen=True)
@@ -82,8 +87,17 @@ def catalog_regions_text(blobs: Sequence[Any]) -> str:
 def candidate_circles(candidates: Sequence[Any]) -> list[RegionCircle]:
     """Circles of candidates (``id``, ``x``, ``y``, ``radius``, ``status``, ``probability``),
     coloured by status (`CANDIDATE_COLORS`); radius 8 px where none was measured."""
-    return [RegionCircle(c.x, c.y, c.radius or 8.0, f"candidate {c.id} {c.status} P={c.probability:.2f}",
-                         CANDIDATE_COLORS.get(c.status, "red"), "candidate") for c in candidates]
+    return [
+        RegionCircle(
+            c.x,
+            c.y,
+            c.radius or 8.0,
+            f"candidate {c.id} {c.status} P={c.probability:.2f}",
+            CANDIDATE_COLORS.get(c.status, "red"),
+            "candidate",
+        )
+        for c in candidates
+    ]
 
 
 def regions_text(circles: Sequence[RegionCircle], *, title: str) -> str:
@@ -95,14 +109,17 @@ def regions_text(circles: Sequence[RegionCircle], *, title: str) -> str:
 
     shapes = [
         CirclePixelRegion(
-            PixCoord(float(c.x), float(c.y)), float(c.radius),
+            PixCoord(float(c.x), float(c.y)),
+            float(c.radius),
             meta=RegionMeta({"text": _region_text(c.text), "tag": [c.tag]}),
             visual=RegionVisual({"color": c.color}),
         )
         for c in circles
     ]
-    head = (f"# {one_line(title)}\n# blobwatch {__version__}; image frame = 1-based DS9 pixels "
-            "(blobwatch's 0-based x, y plus 1)\n")
+    head = (
+        f"# {one_line(title)}\n# blobwatch {__version__}; image frame = 1-based DS9 pixels "
+        "(blobwatch's 0-based x, y plus 1)\n"
+    )
     body = Regions(shapes).serialize(format="ds9") if shapes else "image\n"
     return head + body
 

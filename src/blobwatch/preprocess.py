@@ -41,7 +41,9 @@ class PreparedImage:
     stats: dict[str, float | int | None] = field(default_factory=dict)
 
 
-def prepare(difference: np.ndarray, *, clip_factor: float = 0.5, clip_sigma: float | None = None) -> PreparedImage:
+def prepare(
+    difference: np.ndarray, *, clip_factor: float = 0.5, clip_sigma: float | None = None
+) -> PreparedImage:
     """Normalize a blob difference image the way the seed prepared its training data.
 
     Parameters
@@ -151,13 +153,9 @@ def tile(image: np.ndarray, size: int = SUBFRAME_SIZE) -> tuple[np.ndarray, np.n
         raise ValueError(f"size must be positive, got {size}")
     rows, cols = image.shape
     if rows % size or cols % size or rows == 0 or cols == 0:
-        raise ValueError(
-            f"image shape {rows}x{cols} is not a multiple of the subframe size {size}x{size}"
-        )
+        raise ValueError(f"image shape {rows}x{cols} is not a multiple of the subframe size {size}x{size}")
     nrows, ncols = rows // size, cols // size
-    subframes = (
-        image.reshape(nrows, size, ncols, size).swapaxes(1, 2).reshape(nrows * ncols, size, size)
-    )
+    subframes = image.reshape(nrows, size, ncols, size).swapaxes(1, 2).reshape(nrows * ncols, size, size)
     row_block, col_block = np.divmod(np.arange(nrows * ncols), ncols)
     offsets = np.stack([col_block * size, row_block * size], axis=1).astype(np.int64)
     return subframes, offsets

@@ -69,12 +69,13 @@ def quality_problem(data: np.ndarray, mjd: float | None) -> str | None:
     sample = finite[:: max(1, finite.size // _SAMPLE)].astype(np.float64)
     level = float(np.median(sample))
     if not LEVEL_RANGE[0] <= level <= LEVEL_RANGE[1]:
-        return (f"median level {level:.4g} is not that of a blob image "
-                f"({LEVEL_RANGE[0]:g}-{LEVEL_RANGE[1]:g})")
+        return f"median level {level:.4g} is not that of a blob image ({LEVEL_RANGE[0]:g}-{LEVEL_RANGE[1]:g})"
     noise = robust_sigma(sample)
     if not NOISE_RANGE[0] <= noise <= NOISE_RANGE[1]:
-        return (f"robust noise {noise:.3g} is outside {NOISE_RANGE[0]:g}-{NOISE_RANGE[1]:g} "
-                "(constant or random data)")
+        return (
+            f"robust noise {noise:.3g} is outside {NOISE_RANGE[0]:g}-{NOISE_RANGE[1]:g} "
+            "(constant or random data)"
+        )
     if mjd is not None and np.isfinite(mjd):
         latest = float(Time.now().mjd) + FUTURE_DAYS
         if not WFC3_IR_FIRST_MJD <= mjd <= latest:

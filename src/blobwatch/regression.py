@@ -212,8 +212,9 @@ def _robust_sigma(values: np.ndarray) -> float:
     return robust_sigma(finite) if finite.size else float("nan")
 
 
-def _matched_filter_snr(difference: np.ndarray, template: np.ndarray, where: tuple[slice, slice],
-                        depth: float) -> float:
+def _matched_filter_snr(
+    difference: np.ndarray, template: np.ndarray, where: tuple[slice, slice], depth: float
+) -> float:
     """S/N of a new blob for a matched filter that knows its exact signal: ``depth * sum(t**2)``
     over the robust noise of the difference correlated with the template ``t`` (so correlated
     noise counts as it does for a real filter)."""
@@ -238,7 +239,9 @@ def _build_sequence(spec: SuiteSpec, seed: int, folder: Path) -> None:
 
     seq = simulate_varied_sequence(seed, spec.variation)
     refs = [
-        BlobImage(data=img, mjd=float(mjd), path=f"seq{seed}_ref{i:02d}", provenance={"sha256": f"{seed}-ref{i}"})
+        BlobImage(
+            data=img, mjd=float(mjd), path=f"seq{seed}_ref{i:02d}", provenance={"sha256": f"{seed}-ref{i}"}
+        )
         for i, (img, mjd) in enumerate(zip(seq.references, seq.reference_mjd, strict=True))
     ]
     folder.mkdir(parents=True, exist_ok=True)
@@ -256,29 +259,47 @@ def _build_sequence(spec: SuiteSpec, seed: int, folder: Path) -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RegistrationWarning)
             warnings.simplefilter("ignore", FewReferencesWarning)
-            result = blob_difference(current, refs, prepared=prepared, max_references=len(refs),
-                                     min_references=min(5, len(refs)))
+            result = blob_difference(
+                current, refs, prepared=prepared, max_references=len(refs), min_references=min(5, len(refs))
+            )
         unregistered = sum(issubclass(w.category, RegistrationWarning) for w in caught)
         sigma = _robust_sigma(result.data)
         with atomic_path(folder / f"case{case.index:02d}.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, current=case.image, difference=result.data)
-        blobs = [{**b, "snr": _matched_filter_snr(result.data, template, where, b["depth"])}
-                 for b, (template, where) in zip(case.blobs, case.templates, strict=True)]
+        blobs = [
+            {**b, "snr": _matched_filter_snr(result.data, template, where, b["depth"])}
+            for b, (template, where) in zip(case.blobs, case.templates, strict=True)
+        ]
         shifts = np.asarray(seq.params["reference_shifts"])
-        truth_offsets = np.array([case.transform["dy"], case.transform["dx"]]) - shifts[-len(refs):]
-        records.append({
-            "index": case.index, "mjd": case.mjd, "noise": case.noise, "difference_sigma": sigma,
-            "transform": case.transform, "blob": blobs[0] if blobs else None, "blobs": blobs,
-            "artifacts": case.artifacts,
-            "registration_offsets": result.offsets.tolist(), "unregistered_references": unregistered,
-            "registration_error_px": float(np.median(np.hypot(*(result.offsets - truth_offsets).T))),
-        })
+        truth_offsets = np.array([case.transform["dy"], case.transform["dx"]]) - shifts[-len(refs) :]
+        records.append(
+            {
+                "index": case.index,
+                "mjd": case.mjd,
+                "noise": case.noise,
+                "difference_sigma": sigma,
+                "transform": case.transform,
+                "blob": blobs[0] if blobs else None,
+                "blobs": blobs,
+                "artifacts": case.artifacts,
+                "registration_offsets": result.offsets.tolist(),
+                "unregistered_references": unregistered,
+                "registration_error_px": float(np.median(np.hypot(*(result.offsets - truth_offsets).T))),
+            }
+        )
     truth = {
-        "version": SUITE_VERSION, "split": spec.split, "seed": seed, "key": spec.key(seed),
-        "variation": spec.variation.to_dict(), "params": seq.params,
-        "existing": {k: v.tolist() for k, v in seq.existing.items()}, "cases": records,
+        "version": SUITE_VERSION,
+        "split": spec.split,
+        "seed": seed,
+        "key": spec.key(seed),
+        "variation": spec.variation.to_dict(),
+        "params": seq.params,
+        "existing": {k: v.tolist() for k, v in seq.existing.items()},
+        "cases": records,
     }
-    write_text_atomic(folder / "truth.json", json.dumps(truth, indent=1))  # written last: the folder is complete
+    write_text_atomic(
+        folder / "truth.json", json.dumps(truth, indent=1)
+    )  # written last: the folder is complete
 
 
 def _file_sha256(path: Path) -> str:
@@ -304,8 +325,10 @@ def build_suite(spec: SuiteSpec, cache: str | os.PathLike, *, progress: bool = T
         If the cache folder cannot be written.
     """
     if spec.n_cases < MIN_CASES:
-        raise SuiteError(f"a suite needs at least {MIN_CASES} cases; {spec.n_sequences} sequences x "
-                         f"{spec.variation.cases} cases give {spec.n_cases}")
+        raise SuiteError(
+            f"a suite needs at least {MIN_CASES} cases; {spec.n_sequences} sequences x "
+            f"{spec.variation.cases} cases give {spec.n_cases}"
+        )
     spec.variation.validate()
     root = Path(cache) / spec.split
     _check_writable(root)
@@ -322,13 +345,28 @@ def build_suite(spec: SuiteSpec, cache: str | os.PathLike, *, progress: bool = T
             truth = json.loads(truth_path.read_text())
         existing = {k: np.asarray(v, dtype=np.float64) for k, v in truth["existing"].items()}
         for record in truth["cases"]:
-            cases.append(Case(spec.split, seed, int(record["index"]), record, folder, existing,
-                              spec.variation.size, spec.variation.border))
+            cases.append(
+                Case(
+                    spec.split,
+                    seed,
+                    int(record["index"]),
+                    record,
+                    folder,
+                    existing,
+                    spec.variation.size,
+                    spec.variation.border,
+                )
+            )
         for path in sorted(folder.iterdir()):
             if not path.name.startswith("."):
                 files[f"seq{seed}/{path.name}"] = _file_sha256(path)
-    manifest = {"version": SUITE_VERSION, "split": spec.split, "seeds": spec.seeds,
-                "variation": spec.variation.to_dict(), "files": files}
+    manifest = {
+        "version": SUITE_VERSION,
+        "split": spec.split,
+        "seeds": spec.seeds,
+        "variation": spec.variation.to_dict(),
+        "files": files,
+    }
     write_text_atomic(root / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
     return cases
 
@@ -460,8 +498,9 @@ def outcome(case: Case, cands: Candidates, threshold: float) -> CaseOutcome:
     )
 
 
-def _bootstrap_rate(hits: np.ndarray, totals: np.ndarray, *, n_boot: int = 2000, seed: int = 0,
-                    level: float = 0.95) -> tuple[float, float]:
+def _bootstrap_rate(
+    hits: np.ndarray, totals: np.ndarray, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile interval of ``sum(hits) / sum(totals)`` resampling sequences (rows)."""
     keep = totals > 0
     hits, totals = hits[keep], totals[keep]
@@ -539,9 +578,13 @@ class DetectorScores:
         detection = []
         for lo, hi in SNR_BINS:
             in_bin = blob & (snr >= lo) & (snr < hi)
-            detection.append({"snr_min": lo, "snr_max": None if math.isinf(hi) else hi, **self.subset_rate(in_bin)})
+            detection.append(
+                {"snr_min": lo, "snr_max": None if math.isinf(hi) else hi, **self.subset_rate(in_bin)}
+            )
         quiet = rate_with_ci(self.seqs, self.false_alarm, ~blob)
-        loc = np.array([o.localization_px for o in self.outcomes if o.localization_px is not None], dtype=float)
+        loc = np.array(
+            [o.localization_px for o in self.outcomes if o.localization_px is not None], dtype=float
+        )
         return {
             "detector": self.detector,
             "operating_point": self.operating_point,
@@ -559,12 +602,22 @@ class DetectorScores:
         }
 
 
-def score(detector: str, cases: Sequence[Case], candidates: Sequence[Candidates], threshold: float,
-          operating_point: str, *, localizes: bool = True, registered: bool = True) -> DetectorScores:
+def score(
+    detector: str,
+    cases: Sequence[Case],
+    candidates: Sequence[Candidates],
+    threshold: float,
+    operating_point: str,
+    *,
+    localizes: bool = True,
+    registered: bool = True,
+) -> DetectorScores:
     """Outcomes of every case at ``threshold`` (``registered``: the detector reads the registered
     difference; it only changes how causes are named)."""
     outcomes = [outcome(c, k, threshold) for c, k in zip(cases, candidates, strict=True)]
-    return DetectorScores(detector, float(threshold), operating_point, list(cases), outcomes, localizes, registered)
+    return DetectorScores(
+        detector, float(threshold), operating_point, list(cases), outcomes, localizes, registered
+    )
 
 
 def calibrate(cases: Sequence[Case], candidates: Sequence[Candidates], target: float) -> float:
@@ -574,7 +627,11 @@ def calibrate(cases: Sequence[Case], candidates: Sequence[Candidates], target: f
     """
     from blobwatch.baseline import threshold_at_fpr
 
-    worst = [float(k.score.max()) if k.score.size else -1e30 for c, k in zip(cases, candidates, strict=True) if c.blob is None]
+    worst = [
+        float(k.score.max()) if k.score.size else -1e30
+        for c, k in zip(cases, candidates, strict=True)
+        if c.blob is None
+    ]
     if not worst:
         raise SuiteError("the calibration split has no quiet image")
     return threshold_at_fpr(np.asarray(worst), target)
@@ -647,23 +704,34 @@ def case_rows(scores: DetectorScores) -> list[dict[str, Any]]:
         blob = case.blob or {}
         t = case.truth["transform"]
         if scores.localizes:
-            fa_causes = sorted({false_alarm_cause(case, x, y, scores.registered) for x, y in o.false_positions})
+            fa_causes = sorted(
+                {false_alarm_cause(case, x, y, scores.registered) for x, y in o.false_positions}
+            )
         else:  # a flagged subframe has no position to name a cause by
             fa_causes = ["subframe"] if o.false_positions else []
-        rows.append({
-            "detector": scores.detector, "operating_point": scores.operating_point,
-            "case": case.name, "kind": "blob" if case.blob else "quiet",
-            "snr": round(blob["snr"], 3) if blob else "", "placement": blob.get("placement", ""),
-            "profile": blob.get("profile", ""), "radius": round(blob["radius"], 2) if blob else "",
-            "x": round(blob["x"], 2) if blob else "", "y": round(blob["y"], 2) if blob else "",
-            "offset_px": round(t["offset"], 3), "rotation_deg": round(t["rotation_deg"], 4),
-            "scale": round(t["scale"], 5), "blur_px": round(t["blur"], 3),
-            "detected": "" if o.detected is None else int(o.detected),
-            "false_candidates": o.false_candidates,
-            "localization_px": "" if o.localization_px is None else round(o.localization_px, 3),
-            "miss_causes": ";".join(miss_causes(case, scores.registered)) if o.detected is False else "",
-            "false_alarm_causes": ";".join(fa_causes),
-        })
+        rows.append(
+            {
+                "detector": scores.detector,
+                "operating_point": scores.operating_point,
+                "case": case.name,
+                "kind": "blob" if case.blob else "quiet",
+                "snr": round(blob["snr"], 3) if blob else "",
+                "placement": blob.get("placement", ""),
+                "profile": blob.get("profile", ""),
+                "radius": round(blob["radius"], 2) if blob else "",
+                "x": round(blob["x"], 2) if blob else "",
+                "y": round(blob["y"], 2) if blob else "",
+                "offset_px": round(t["offset"], 3),
+                "rotation_deg": round(t["rotation_deg"], 4),
+                "scale": round(t["scale"], 5),
+                "blur_px": round(t["blur"], 3),
+                "detected": "" if o.detected is None else int(o.detected),
+                "false_candidates": o.false_candidates,
+                "localization_px": "" if o.localization_px is None else round(o.localization_px, 3),
+                "miss_causes": ";".join(miss_causes(case, scores.registered)) if o.detected is False else "",
+                "false_alarm_causes": ";".join(fa_causes),
+            }
+        )
     return rows
 
 
@@ -682,8 +750,16 @@ def iter_breakdowns(scores: DetectorScores) -> Iterable[tuple[str, str, dict[str
     nontrans = np.array([_misregistration(c, scores.registered) for c in scores.cases])
     for lo, hi in ((0.0, 1.0), (1.0, 2.0), (2.0, 3.01)):
         band = ~blob & (offset >= lo) & (offset < hi)
-        yield "false alarms by offset (px)", f"{lo:g}-{min(hi, 3):g}", rate_with_ci(scores.seqs, scores.false_alarm, band)
+        yield (
+            "false alarms by offset (px)",
+            f"{lo:g}-{min(hi, 3):g}",
+            rate_with_ci(scores.seqs, scores.false_alarm, band),
+        )
     for lo, hi in ((0.0, 0.5), (0.5, 2.0), (2.0, math.inf)):
         band = ~blob & (nontrans >= lo) & (nontrans < hi)
         label = f">= {lo:g}" if math.isinf(hi) else f"{lo:g}-{hi:g}"
-        yield "false alarms by misregistration left (px at the corner)", label, rate_with_ci(scores.seqs, scores.false_alarm, band)
+        yield (
+            "false alarms by misregistration left (px at the corner)",
+            label,
+            rate_with_ci(scores.seqs, scores.false_alarm, band),
+        )

@@ -78,11 +78,14 @@ def comparisons(runs: Sequence[DetectorRun], baseline: str = "mf") -> list[dict[
             continue
         a = r.calibrated
         blob = a.is_blob
-        out.append({
-            "detector": r.name, "baseline": baseline,
-            "detection": mcnemar(a.detected[blob], b.detected[blob]),
-            "false_alarms": mcnemar(a.false_alarm[~blob], b.false_alarm[~blob]),
-        })
+        out.append(
+            {
+                "detector": r.name,
+                "baseline": baseline,
+                "detection": mcnemar(a.detected[blob], b.detected[blob]),
+                "false_alarms": mcnemar(a.false_alarm[~blob], b.false_alarm[~blob]),
+            }
+        )
     return out
 
 
@@ -91,8 +94,10 @@ def _verdict(name: str, base: str, test: dict[str, Any], what: str, more: str, f
     if p < 0.05:
         word = more if a > b else fewer
         return f"`{name}` {word} {what} than `{base}` ({a} vs {b} discordant cases, McNemar p = {p:.2g})."
-    return (f"`{name}` and `{base}` do not differ significantly in {what} ({a} vs {b} discordant cases, "
-            f"McNemar p = {p:.2g}).")
+    return (
+        f"`{name}` and `{base}` do not differ significantly in {what} ({a} vs {b} discordant cases, "
+        f"McNemar p = {p:.2g})."
+    )
 
 
 def _fmt_rate(d: dict[str, Any]) -> str:
@@ -144,8 +149,14 @@ def plot_detection(runs: Sequence[DetectorRun], path: str | os.PathLike) -> None
         lo = np.array([b["ci_low"] if b["n"] else np.nan for b in d["detection"]], dtype=float)
         hi = np.array([b["ci_high"] if b["n"] else np.nan for b in d["detection"]], dtype=float)
         x = xs - 0.4 + width * (k + 0.5)
-        ax.errorbar(x, rate, yerr=[rate - lo, hi - rate], marker="o", capsize=3,
-                    label=f"{r.name} (false alarms {d['false_alarm_rate']:.2f}/quiet image)")
+        ax.errorbar(
+            x,
+            rate,
+            yerr=[rate - lo, hi - rate],
+            marker="o",
+            capsize=3,
+            label=f"{r.name} (false alarms {d['false_alarm_rate']:.2f}/quiet image)",
+        )
     ax.set_xticks(xs, [_bin_label(lo, hi) for lo, hi in SNR_BINS])
     ax.set_xlabel("matched-filter S/N of the new blob")
     ax.set_ylabel("fraction of new blobs found")
@@ -159,8 +170,17 @@ def plot_detection(runs: Sequence[DetectorRun], path: str | os.PathLike) -> None
     plt.close(fig)
 
 
-def markdown(runs: Sequence[DetectorRun], comp: dict[str, Any], calib: dict[str, Any], *, command: str,
-             target: float, figure: str, seeds: dict[str, list[int]], timing: dict[str, float]) -> str:
+def markdown(
+    runs: Sequence[DetectorRun],
+    comp: dict[str, Any],
+    calib: dict[str, Any],
+    *,
+    command: str,
+    target: float,
+    figure: str,
+    seeds: dict[str, list[int]],
+    timing: dict[str, float],
+) -> str:
     """The docs page: how the suite is made, the tables, the tests, the breakdowns."""
     from blobwatch import __version__
     from blobwatch.variation import PLACEMENTS, PROFILES, VariationConfig
@@ -195,8 +215,9 @@ def markdown(runs: Sequence[DetectorRun], comp: dict[str, Any], calib: dict[str,
         "  'edge' = centre 1-12 px inside the 5-px border, 'corner' = within 3 px of a subframe corner,",
         "  'overlap' = centre within 0.6 radius of an existing blob, 'touching' = rims touching,",
         "  'artifact' = beside a snowball;",
-        "- profiles " + ", ".join(f"{k} ({w:.0%})" for k, w in PROFILES.items()) +
-        f"; 'stamp' uses only the real stamps held out of training ({', '.join(map(str, v.stamps))});",
+        "- profiles "
+        + ", ".join(f"{k} ({w:.0%})" for k, w in PROFILES.items())
+        + f"; 'stamp' uses only the real stamps held out of training ({', '.join(map(str, v.stamps))});",
         f"- depth set for a target matched-filter S/N of {v.snr_range[0]:g}-{v.snr_range[1]:g} (log-uniform,",
         f"  central loss at most {v.max_depth:.0%}); the S/N used below is measured: depth x the root",
         "  sum of squares of the unit-depth signal / the robust noise of the case's difference.",
@@ -214,12 +235,19 @@ def markdown(runs: Sequence[DetectorRun], comp: dict[str, Any], calib: dict[str,
         f"{seeds['calibration'][-1]}), {calib['cases']} cases ({calib['quiet_cases']} quiet). Thresholds are",
         "  chosen there only; the seed ranges of suite, calibration and training never overlap (tested,",
         "  `blobwatch.variation.SPLIT_SEEDS`). Nothing is tuned on the suite.",
-        "- New blobs by S/N bin: " + ", ".join(
-            f"{_bin_label(lo, hi)}: {n}" for (lo, hi), n in zip(SNR_BINS, comp["snr_bins"], strict=True)) +
-        (f" (range {comp['snr_range'][0]:.1f}-{comp['snr_range'][1]:.1f})." if comp["snr_range"] else "."),
-        "- Placements: " + ", ".join(f"{k} {n}" for k, n in sorted(comp["placements"].items())) +
-        "; profiles: " + ", ".join(f"{k} {n}" for k, n in sorted(comp["profiles"].items())) + ".",
-        "- Noise models (sequences): " + ", ".join(f"{k} {n}" for k, n in sorted(comp["noise_models"].items())) + ".",
+        "- New blobs by S/N bin: "
+        + ", ".join(
+            f"{_bin_label(lo, hi)}: {n}" for (lo, hi), n in zip(SNR_BINS, comp["snr_bins"], strict=True)
+        )
+        + (f" (range {comp['snr_range'][0]:.1f}-{comp['snr_range'][1]:.1f})." if comp["snr_range"] else "."),
+        "- Placements: "
+        + ", ".join(f"{k} {n}" for k, n in sorted(comp["placements"].items()))
+        + "; profiles: "
+        + ", ".join(f"{k} {n}" for k, n in sorted(comp["profiles"].items()))
+        + ".",
+        "- Noise models (sequences): "
+        + ", ".join(f"{k} {n}" for k, n in sorted(comp["noise_models"].items()))
+        + ".",
         f"- Offsets {comp['offset_px'][0]:.2f}-{comp['offset_px'][1]:.2f} px, rotations "
         f"{comp['rotation_deg'][0]:.3f} to {comp['rotation_deg'][1]:.3f} deg, scale {comp['scale'][0]:.4f}-"
         f"{comp['scale'][1]:.4f}, blur {comp['blur_px'][0]:.2f}-{comp['blur_px'][1]:.2f} px; "
@@ -233,13 +261,20 @@ def markdown(runs: Sequence[DetectorRun], comp: dict[str, Any], calib: dict[str,
         "",
         f"![detection vs S/N]({figure})",
         "",
-        *[f"`{r.name}`'s threshold of {r.calibrated.threshold:g}, above any probability, means that no "
-          "threshold met the target on the calibration split: it is shown never alarming, and finding nothing."
-          for r in runs if r.native.threshold <= 1.0 < r.calibrated.threshold],
+        *[
+            f"`{r.name}`'s threshold of {r.calibrated.threshold:g}, above any probability, means that no "
+            "threshold met the target on the calibration split: it is shown never alarming, and finding nothing."
+            for r in runs
+            if r.native.threshold <= 1.0 < r.calibrated.threshold
+        ],
         "",
-        "On the calibration split these thresholds gave: " + "; ".join(
+        "On the calibration split these thresholds gave: "
+        + "; ".join(
             f"`{r.name}` {r.calibration.summary()['false_alarm_rate']:.2f} false alarms per quiet image, "
-            f"{r.calibration.summary()['detection_overall']['rate']:.2f} of blobs found" for r in runs) + ".",
+            f"{r.calibration.summary()['detection_overall']['rate']:.2f} of blobs found"
+            for r in runs
+        )
+        + ".",
         "",
         "## Results at today's thresholds (what the daily job uses now)",
         "",
@@ -252,25 +287,53 @@ def markdown(runs: Sequence[DetectorRun], comp: dict[str, Any], calib: dict[str,
     if not tests:
         lines.append("The matched filter (`mf`) was not run, so there is no paired comparison.")
     for t in tests:
-        lines.append("- " + _verdict(t["detector"], t["baseline"], t["detection"], "new blobs", "finds more", "finds fewer"))
-        lines.append("- " + _verdict(t["detector"], t["baseline"], t["false_alarms"], "false alarms on quiet images",
-                                     "raises more", "raises fewer"))
+        lines.append(
+            "- "
+            + _verdict(t["detector"], t["baseline"], t["detection"], "new blobs", "finds more", "finds fewer")
+        )
+        lines.append(
+            "- "
+            + _verdict(
+                t["detector"],
+                t["baseline"],
+                t["false_alarms"],
+                "false alarms on quiet images",
+                "raises more",
+                "raises fewer",
+            )
+        )
     lines += ["", "## Where detectors break (calibrated thresholds)", ""]
     for r in runs:
-        lines += [f"### `{r.name}`: {r.description}", "", "| group | value | rate [95 % CI] (n) |", "|---|---|---|"]
+        lines += [
+            f"### `{r.name}`: {r.description}",
+            "",
+            "| group | value | rate [95 % CI] (n) |",
+            "|---|---|---|",
+        ]
         for group, label, d in iter_breakdowns(r.calibrated):
             lines.append(f"| {group} | {label} | {_fmt_rate(d)} |")
         rows = case_rows(r.calibrated)
         misses = Counter(c for row in rows for c in row["miss_causes"].split(";") if c)
-        alarms = Counter(c for row in rows if row["kind"] == "quiet" for c in row["false_alarm_causes"].split(";") if c)
-        lines += ["", "Causes named in the per-case table: misses " +
-                  (", ".join(f"{k} {n}" for k, n in misses.most_common()) or "none") +
-                  "; false alarms on quiet images " + (", ".join(f"{k} {n}" for k, n in alarms.most_common()) or "none") +
-                  ". (A miss can have several causes; 'offset' = offset or non-translational change above "
-                  "1 px; a false alarm is named after the nearest structure.)", ""]
+        alarms = Counter(
+            c for row in rows if row["kind"] == "quiet" for c in row["false_alarm_causes"].split(";") if c
+        )
+        lines += [
+            "",
+            "Causes named in the per-case table: misses "
+            + (", ".join(f"{k} {n}" for k, n in misses.most_common()) or "none")
+            + "; false alarms on quiet images "
+            + (", ".join(f"{k} {n}" for k, n in alarms.most_common()) or "none")
+            + ". (A miss can have several causes; 'offset' = offset or non-translational change above "
+            "1 px; a false alarm is named after the nearest structure.)",
+            "",
+        ]
     lines += ["## Speed", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in timing.items()]
-    lines += ["", "Per-case outcomes with causes: `cases.csv` in the run folder; all scores: `scores.json`.", ""]
+    lines += [
+        "",
+        "Per-case outcomes with causes: `cases.csv` in the run folder; all scores: `scores.json`.",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -115,11 +115,15 @@ def save_saliency_figure(
     fig = new_figure(9.0, 4.4, dpi=dpi, layout="constrained")
     axes = fig.subplots(1, 2, sharex=True, sharey=True)
     lim = float(np.percentile(np.abs(sub), 99.5)) or 1.0
-    im0 = axes[0].imshow(sub, origin="lower", cmap="gray", vmin=-lim, vmax=lim, extent=extent, interpolation="nearest")
+    im0 = axes[0].imshow(
+        sub, origin="lower", cmap="gray", vmin=-lim, vmax=lim, extent=extent, interpolation="nearest"
+    )
     axes[0].set_title("prepared subframe (blobs positive)")
     fig.colorbar(im0, ax=axes[0], shrink=0.8, label="z")
     top = float(np.percentile(sal, 99.9)) or 1.0
-    im1 = axes[1].imshow(sal, origin="lower", cmap="inferno", vmin=0.0, vmax=top, extent=extent, interpolation="nearest")
+    im1 = axes[1].imshow(
+        sal, origin="lower", cmap="inferno", vmin=0.0, vmax=top, extent=extent, interpolation="nearest"
+    )
     axes[1].set_title("saliency |d logit_blob / d x|")
     fig.colorbar(im1, ax=axes[1], shrink=0.8)
     for ax in axes:

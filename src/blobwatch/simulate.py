@@ -159,8 +159,16 @@ class SimulationConfig:
                 raise ValueError(f"new blob day {day} is outside 0..{int(self.n_days) - 1}")
         if not self.new_blob_rate >= 0:
             raise ValueError(f"new_blob_rate must be >= 0, got {self.new_blob_rate}")
-        for name in ("noise_sigma", "flat_residual_sigma", "shift_sigma", "gradient_amplitude",
-                     "cosmic_ray_rate", "snowball_rate", "persistence_rate", "bad_pixel_fraction"):
+        for name in (
+            "noise_sigma",
+            "flat_residual_sigma",
+            "shift_sigma",
+            "gradient_amplitude",
+            "cosmic_ray_rate",
+            "snowball_rate",
+            "persistence_rate",
+            "bad_pixel_fraction",
+        ):
             value = getattr(self, name)
             if value is not None and not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
@@ -269,10 +277,24 @@ def draw_blob_shape(kind: str, rng: np.random.Generator) -> dict[str, float]:
 
 
 _DEFAULT_SHAPES = {
-    "ring": {"axis_ratio": 1.0, "angle": 0.0, "edge": 0.15, "dip_radius": 0.38,
-             "dip_width": 0.12, "dip_depth": 0.55, "dome": 0.0},
-    "disc": {"axis_ratio": 1.0, "angle": 0.0, "edge": 0.15, "dip_radius": 0.0,
-             "dip_width": 0.0, "dip_depth": 0.0, "dome": 0.15},
+    "ring": {
+        "axis_ratio": 1.0,
+        "angle": 0.0,
+        "edge": 0.15,
+        "dip_radius": 0.38,
+        "dip_width": 0.12,
+        "dip_depth": 0.55,
+        "dome": 0.0,
+    },
+    "disc": {
+        "axis_ratio": 1.0,
+        "angle": 0.0,
+        "edge": 0.15,
+        "dip_radius": 0.0,
+        "dip_width": 0.0,
+        "dip_depth": 0.0,
+        "dome": 0.15,
+    },
 }
 
 
@@ -282,8 +304,9 @@ def _box_half(radius: float, shape: dict[str, float]) -> int:
     return int(math.ceil(reach)) + 1
 
 
-def _profile_map(dy: np.ndarray, dx: np.ndarray, radius: float, kind: str,
-                 shape: dict[str, float]) -> np.ndarray:
+def _profile_map(
+    dy: np.ndarray, dx: np.ndarray, radius: float, kind: str, shape: dict[str, float]
+) -> np.ndarray:
     """Unnormalized loss profile at offsets (dy, dx) from the blob centre."""
     cos_a, sin_a = math.cos(shape["angle"]), math.sin(shape["angle"])
     along = dx * cos_a + dy * sin_a
@@ -300,16 +323,25 @@ def _profile_map(dy: np.ndarray, dx: np.ndarray, radius: float, kind: str,
 
 def _profile_peak(radius: float, kind: str, shape: dict[str, float]) -> float:
     """Maximum of the unnormalized radial profile (it depends on the shape, not the radius)."""
-    return _profile_peak_cached(kind, shape["edge"], shape["dip_radius"], shape["dip_width"],
-                                shape["dip_depth"], shape["dome"])
+    return _profile_peak_cached(
+        kind, shape["edge"], shape["dip_radius"], shape["dip_width"], shape["dip_depth"], shape["dome"]
+    )
 
 
 @functools.lru_cache(maxsize=4096)
-def _profile_peak_cached(kind: str, edge: float, dip_radius: float, dip_width: float,
-                         dip_depth: float, dome: float) -> float:
+def _profile_peak_cached(
+    kind: str, edge: float, dip_radius: float, dip_width: float, dip_depth: float, dome: float
+) -> float:
     u = np.linspace(0.0, 1.5, 301)
-    shape = {"axis_ratio": 1.0, "angle": 0.0, "edge": edge, "dip_radius": dip_radius,
-             "dip_width": dip_width, "dip_depth": dip_depth, "dome": dome}
+    shape = {
+        "axis_ratio": 1.0,
+        "angle": 0.0,
+        "edge": edge,
+        "dip_radius": dip_radius,
+        "dip_width": dip_width,
+        "dip_depth": dip_depth,
+        "dome": dome,
+    }
     return float(_profile_map(np.zeros_like(u), u, 1.0, kind, shape).max())
 
 
@@ -369,8 +401,15 @@ def blob_profile(
     return np.clip(loss, 0.0, 1.0).astype(np.float32)
 
 
-def _apply_blob(throughput: np.ndarray, y: float, x: float, radius: float, depth: float,
-                kind: str, shape: dict[str, float]) -> None:
+def _apply_blob(
+    throughput: np.ndarray,
+    y: float,
+    x: float,
+    radius: float,
+    depth: float,
+    kind: str,
+    shape: dict[str, float],
+) -> None:
     """Multiply ``throughput`` in place by one blob centred at (y, x) (0-based, sub-pixel)."""
     half = _box_half(radius, shape)
     iy, ix = int(round(y)), int(round(x))
@@ -527,8 +566,10 @@ def _draw_blobs(config: SimulationConfig, p: dict[str, Any], rng: np.random.Gene
 
 
 def _shape_of(row) -> dict[str, float]:
-    return {k: float(row[k]) for k in ("axis_ratio", "angle", "edge", "dip_radius",
-                                       "dip_width", "dip_depth", "dome")}
+    return {
+        k: float(row[k])
+        for k in ("axis_ratio", "angle", "edge", "dip_radius", "dip_width", "dip_depth", "dome")
+    }
 
 
 # ----------------------------------------------------------------------------------------
@@ -545,15 +586,15 @@ def _illumination(coeffs: np.ndarray, basis: np.ndarray) -> np.ndarray:
     return (1.0 + basis.T @ coeffs @ basis).astype(np.float32)
 
 
-def _add_cosmic_rays(image: np.ndarray, rng: np.random.Generator, p: dict[str, Any],
-                     valid: tuple[int, int]) -> int:
+def _add_cosmic_rays(
+    image: np.ndarray, rng: np.random.Generator, p: dict[str, Any], valid: tuple[int, int]
+) -> int:
     """Add cosmic-ray residuals (single pixels and short tracks) in place; return the count."""
     n = int(rng.poisson(p["cosmic_ray_rate"]))
     if n == 0:
         return 0
     lo, hi = valid
-    lengths = np.where(rng.uniform(0, 1, n) < p["cosmic_ray_track_fraction"],
-                       rng.integers(2, 16, n), 1)
+    lengths = np.where(rng.uniform(0, 1, n) < p["cosmic_ray_track_fraction"], rng.integers(2, 16, n), 1)
     a_lo, a_hi = p["cosmic_ray_amplitude"]
     amp = _log_uniform(rng, a_lo, a_hi, n)
     sign = np.where(rng.uniform(0, 1, n) < p["cosmic_ray_negative_fraction"], -1.0, 1.0)
@@ -643,8 +684,9 @@ class DetectorFeatures:
         """Apply gain, hot-pixel offset and the day's unstable-pixel responses in place."""
         img *= self.gain
         img += self.offset
-        img[self.unstable_rows, self.unstable_cols] *= (self.unstable_base * np.exp(
-            rng.normal(0.0, p["unstable_scatter"], self.unstable_rows.size))).astype(np.float32)
+        img[self.unstable_rows, self.unstable_cols] *= (
+            self.unstable_base * np.exp(rng.normal(0.0, p["unstable_scatter"], self.unstable_rows.size))
+        ).astype(np.float32)
 
 
 def draw_detector(p: dict[str, Any], size: int, rng: np.random.Generator) -> DetectorFeatures:
@@ -676,10 +718,17 @@ def draw_detector(p: dict[str, Any], size: int, rng: np.random.Generator) -> Det
     coeffs *= p["gradient_amplitude"] / max(np.abs(coeffs).sum(), 1e-12)
     p["gradient_coefficients"] = coeffs.tolist()
     bad, hot, unstable = masks.reshape(3, size, size)
-    return DetectorFeatures(gain=gain.reshape(size, size), offset=offset.reshape(size, size),
-                            bad_pixels=bad, hot_pixels=hot, unstable_pixels=unstable,
-                            unstable_rows=unstable_rows, unstable_cols=unstable_cols,
-                            unstable_base=unstable_base, gradient=coeffs)
+    return DetectorFeatures(
+        gain=gain.reshape(size, size),
+        offset=offset.reshape(size, size),
+        bad_pixels=bad,
+        hot_pixels=hot,
+        unstable_pixels=unstable,
+        unstable_rows=unstable_rows,
+        unstable_cols=unstable_cols,
+        unstable_base=unstable_base,
+        gradient=coeffs,
+    )
 
 
 def mask_border(img: np.ndarray, border: int) -> None:
@@ -700,8 +749,9 @@ class Transients:
     persistence: list[tuple[float, float, float]]
 
 
-def add_transients(img: np.ndarray, rng: np.random.Generator, p: dict[str, Any],
-                   valid: tuple[int, int]) -> Transients:
+def add_transients(
+    img: np.ndarray, rng: np.random.Generator, p: dict[str, Any], valid: tuple[int, int]
+) -> Transients:
     """Add the day's cosmic-ray residuals, snowballs and persistence patches in place."""
     n_cr = _add_cosmic_rays(img, rng, p, valid)
     snowballs = []
@@ -756,9 +806,14 @@ def simulate_sequence(config: SimulationConfig | None = None) -> Simulation:
     rng_par = np.random.default_rng(s_par)
     p = _draw_params(config, rng_par)
     p["seed"] = seed
-    p.update(n_days=n_days, size=size, border=border,
-             new_blob_days_requested=[int(d) for d in config.new_blob_days],
-             new_blob_rate=float(config.new_blob_rate), simulator_version=__version__)
+    p.update(
+        n_days=n_days,
+        size=size,
+        border=border,
+        new_blob_days_requested=[int(d) for d in config.new_blob_days],
+        new_blob_rate=float(config.new_blob_rate),
+        simulator_version=__version__,
+    )
 
     blobs = _draw_blobs(config, p, np.random.default_rng(s_blob))
 
@@ -788,8 +843,10 @@ def simulate_sequence(config: SimulationConfig | None = None) -> Simulation:
         throughput = np.ones((size, size), dtype=np.float32)
         for i in np.flatnonzero(days <= d):
             _apply_blob(throughput, by[i] + dy, bx[i] + dx, bradius[i], bdepth[i], kinds[i], shapes[i])
-        jitter = rng_day.normal(0.0, p["gradient_day_jitter"] * p["gradient_amplitude"],
-                                coeffs0.shape) / coeffs0.size
+        jitter = (
+            rng_day.normal(0.0, p["gradient_day_jitter"] * p["gradient_amplitude"], coeffs0.shape)
+            / coeffs0.size
+        )
         jitter[0, 0] = 0.0
         illum = _illumination(coeffs0 + jitter, basis)
         earthlight = bool(rng_day.uniform() < p["earthlight_probability"])
@@ -804,12 +861,27 @@ def simulate_sequence(config: SimulationConfig | None = None) -> Simulation:
         transients = add_transients(img, rng_day, p, valid)
         mask_border(img, border)
         images[d] = img
-        daily.append({"earthlight": e_amp, "cosmic_rays": transients.n_cosmic_rays,
-                      "snowballs": len(transients.snowballs), "persistence": len(transients.persistence)})
+        daily.append(
+            {
+                "earthlight": e_amp,
+                "cosmic_rays": transients.n_cosmic_rays,
+                "snowballs": len(transients.snowballs),
+                "persistence": len(transients.persistence),
+            }
+        )
 
-    return Simulation(images=images, mjd=mjd, shifts=shifts, noise=noise, blobs=blobs,
-                      params=jsonable(p), bad_pixels=detector.bad_pixels,
-                      unstable_pixels=detector.unstable_pixels, hot_pixels=detector.hot_pixels, daily=daily)
+    return Simulation(
+        images=images,
+        mjd=mjd,
+        shifts=shifts,
+        noise=noise,
+        blobs=blobs,
+        params=jsonable(p),
+        bad_pixels=detector.bad_pixels,
+        unstable_pixels=detector.unstable_pixels,
+        hot_pixels=detector.hot_pixels,
+        daily=daily,
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -843,8 +915,10 @@ def _observation_header(sim: Simulation, day: int):
     hdr["TIME-OBS"] = (iso[11:19], "UT time of start of observation (hh:mm:ss)")
     hdr["EXPSTART"] = (float(sim.mjd[day]), "exposure start time (Modified Julian Date)")
     hdr["EXPTIME"] = (float(sim.params["exptime"]), "exposure duration (seconds)")
-    hdr["EXPEND"] = (float(sim.mjd[day]) + float(sim.params["exptime"]) / 86400.0,
-                     "exposure end time (Modified Julian Date)")
+    hdr["EXPEND"] = (
+        float(sim.mjd[day]) + float(sim.params["exptime"]) / 86400.0,
+        "exposure end time (Modified Julian Date)",
+    )
     hdr["ORIGIN"] = ("blobwatch simulate", "simulated CSM-monitor data")
     hdr["SIMULATD"] = (True, "this image is simulated")
     hdr["SIMVERS"] = (__version__, "blobwatch version")
@@ -953,8 +1027,11 @@ def _write_flt(sim: Simulation, day: int, path: Path, border: int, size: int) ->
     primary.header["FILETYPE"] = ("SCI", "type of data found in data file")
     primary.header["NEXTEND"] = (3, "number of extensions")
     hdus = [primary]
-    for name, data, unit in (("SCI", sci, "ELECTRONS/S"), ("ERR", err, "ELECTRONS/S"),
-                             ("DQ", dq, "UNITLESS")):
+    for name, data, unit in (
+        ("SCI", sci, "ELECTRONS/S"),
+        ("ERR", err, "ELECTRONS/S"),
+        ("DQ", dq, "UNITLESS"),
+    ):
         hdu = fits.ImageHDU(data, name=name, ver=1)
         hdu.header["BUNIT"] = unit
         hdu.header["LTV1"] = (-float(border), "offset in X to subsection start")
@@ -970,6 +1047,13 @@ def _known_blob_mask(sim: Simulation, threshold: float = 0.3) -> np.ndarray:
     mask_map = np.ones((size, size), dtype=np.float32)
     for row in sim.blobs[sim.blobs["day"] < 0]:
         # unit depth: pixels with loss profile > threshold end up below 1 - threshold
-        _apply_blob(mask_map, float(row["y"]), float(row["x"]), float(row["radius"]), 1.0,
-                    str(row["profile"]), _shape_of(row))
+        _apply_blob(
+            mask_map,
+            float(row["y"]),
+            float(row["x"]),
+            float(row["radius"]),
+            1.0,
+            str(row["profile"]),
+            _shape_of(row),
+        )
     return mask_map < 1.0 - threshold

@@ -41,8 +41,9 @@ def blob_in_boxes(boxes: np.ndarray, blobs: Sequence[dict]) -> np.ndarray:
     return hit
 
 
-def _subframe_causes(case: Case, difference: np.ndarray, offsets: np.ndarray, size: int,
-                     labels: np.ndarray) -> np.ndarray:
+def _subframe_causes(
+    case: Case, difference: np.ndarray, offsets: np.ndarray, size: int, labels: np.ndarray
+) -> np.ndarray:
     """Cause name of each subframe (see module docstring)."""
     from blobwatch.dataset import (
         CAUSE_COSMIC_RAY,
@@ -54,7 +55,12 @@ def _subframe_causes(case: Case, difference: np.ndarray, offsets: np.ndarray, si
 
     ey, ex, er = case.existing_in_image()
     flags = cause_map(difference, blobs=np.column_stack([ey, ex, er]) if ey.size else None)
-    order = ((CAUSE_DIP, "dip"), (CAUSE_COSMIC_RAY, "cosmic_ray"), (CAUSE_SNOWBALL, "snowball"), (CAUSE_EDGE, "edge"))
+    order = (
+        (CAUSE_DIP, "dip"),
+        (CAUSE_COSMIC_RAY, "cosmic_ray"),
+        (CAUSE_SNOWBALL, "snowball"),
+        (CAUSE_EDGE, "edge"),
+    )
     out = np.full(len(offsets), "none", dtype=object)
     for i, (x0, y0) in enumerate(offsets):
         if labels[i]:
@@ -65,8 +71,9 @@ def _subframe_causes(case: Case, difference: np.ndarray, offsets: np.ndarray, si
     return out.astype(str)
 
 
-def case_subframes(case: Case, *, registered: bool = False, clip_factor: float = 0.5, size: int = 256,
-                   causes: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def case_subframes(
+    case: Case, *, registered: bool = False, clip_factor: float = 0.5, size: int = 256, causes: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Prepared subframes of one case with offsets, labels and causes.
 
     Parameters
@@ -134,22 +141,37 @@ class SubframeSet:
 
     def subset(self, keep: np.ndarray) -> SubframeSet:
         """The subframes where ``keep`` is true (or at those indices)."""
-        return SubframeSet(self.x[keep], self.label[keep], self.cause[keep], self.case[keep], self.offsets[keep])
+        return SubframeSet(
+            self.x[keep], self.label[keep], self.cause[keep], self.case[keep], self.offsets[keep]
+        )
 
 
-def subframe_set(cases: Sequence[Case], *, registered: bool = False, clip_factor: float = 0.5, size: int = 256,
-                 causes: bool = True, progress: bool = False) -> SubframeSet:
+def subframe_set(
+    cases: Sequence[Case],
+    *,
+    registered: bool = False,
+    clip_factor: float = 0.5,
+    size: int = 256,
+    causes: bool = True,
+    progress: bool = False,
+) -> SubframeSet:
     """`case_subframes` of every case, stacked (each case's arrays are released after use)."""
     from tqdm import tqdm
 
     parts = []
     for k, case in enumerate(tqdm(cases, desc="subframes", unit="case", disable=not progress)):
-        tiles, offsets, labels, names = case_subframes(case, registered=registered, clip_factor=clip_factor,
-                                                       size=size, causes=causes)
+        tiles, offsets, labels, names = case_subframes(
+            case, registered=registered, clip_factor=clip_factor, size=size, causes=causes
+        )
         parts.append((tiles, labels, names, np.full(len(labels), k), offsets))
         case.release()
     if not parts:
         z = np.zeros(0)
-        return SubframeSet(np.zeros((0, size, size), np.float32), z.astype(np.int8), z.astype(str),
-                           z.astype(int), np.zeros((0, 2), int))
+        return SubframeSet(
+            np.zeros((0, size, size), np.float32),
+            z.astype(np.int8),
+            z.astype(str),
+            z.astype(int),
+            np.zeros((0, 2), int),
+        )
     return SubframeSet(*(np.concatenate(p) for p in zip(*parts, strict=True)))

@@ -34,8 +34,16 @@ HISTORY_PNG = "history.png"
 CHECKPOINT_FORMAT = "blobwatch-checkpoint/1"
 
 METRIC_FIELDS = [
-    "epoch", "optimizer", "lr", "train_loss", "train_acc",
-    "val_loss", "val_acc", "val_tpr", "val_tnr", "seconds",
+    "epoch",
+    "optimizer",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_tpr",
+    "val_tnr",
+    "seconds",
 ]
 
 
@@ -109,13 +117,20 @@ def _make_optimizer(model: Any, cfg: TrainConfig, epoch: int) -> tuple[Any, str,
     import torch
 
     if epoch < cfg.adam_epochs:
-        return torch.optim.Adam(model.parameters(), lr=cfg.adam_lr, weight_decay=cfg.weight_decay), "adam", cfg.adam_lr
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.sgd_lr, momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay)
+        return (
+            torch.optim.Adam(model.parameters(), lr=cfg.adam_lr, weight_decay=cfg.weight_decay),
+            "adam",
+            cfg.adam_lr,
+        )
+    opt = torch.optim.SGD(
+        model.parameters(), lr=cfg.sgd_lr, momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay
+    )
     return opt, "sgd", cfg.sgd_lr
 
 
-def predict_scores(model: Any, dataset: Any, *, device: Any, batch_size: int = 200,
-                   channels_last: bool = False) -> tuple[np.ndarray, float]:
+def predict_scores(
+    model: Any, dataset: Any, *, device: Any, batch_size: int = 200, channels_last: bool = False
+) -> tuple[np.ndarray, float]:
     """Blob probabilities for every sample of ``dataset`` and the mean cross-entropy loss."""
     import torch
 
@@ -142,7 +157,13 @@ def rates(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, 
     pos, neg = max(labels.sum(), 1), max((~labels).sum(), 1)
     tpr = float((pred & labels).sum() / pos)
     tnr = float((~pred & ~labels).sum() / neg)
-    return {"tpr": tpr, "tnr": tnr, "fpr": 1 - tnr, "fnr": 1 - tpr, "accuracy": float((pred == labels).mean())}
+    return {
+        "tpr": tpr,
+        "tnr": tnr,
+        "fpr": 1 - tnr,
+        "fnr": 1 - tpr,
+        "accuracy": float((pred == labels).mean()),
+    }
 
 
 def choose_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -208,8 +229,12 @@ def _versions() -> dict[str, str]:
 
     from blobwatch import __version__
 
-    return {"blobwatch": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
+    return {
+        "blobwatch": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def train(config: TrainConfig, *, on_epoch: Callable[[int, Any], None] | None = None) -> TrainResult:
@@ -285,8 +310,13 @@ def train(config: TrainConfig, *, on_epoch: Callable[[int, Any], None] | None = 
         model.train()
         order = epoch_order(len(train_ds), cfg.seed, epoch)[:n_train]
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{cfg.epochs} ({opt_name})",
-                   unit="batch", disable=not cfg.progress, leave=False)
+        bar = tqdm(
+            range(n_batches),
+            desc=f"epoch {epoch + 1}/{cfg.epochs} ({opt_name})",
+            unit="batch",
+            disable=not cfg.progress,
+            leave=False,
+        )
         for b in bar:
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             xb, yb = train_ds.batch(idx)
@@ -304,8 +334,11 @@ def train(config: TrainConfig, *, on_epoch: Callable[[int, Any], None] | None = 
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
         bar.close()
         row: dict[str, Any] = {
-            "epoch": epoch + 1, "optimizer": opt_name, "lr": lr,
-            "train_loss": loss_sum / seen, "train_acc": correct / seen,
+            "epoch": epoch + 1,
+            "optimizer": opt_name,
+            "lr": lr,
+            "train_loss": loss_sum / seen,
+            "train_acc": correct / seen,
         }
         if val_ds is not None:
             probs, vloss = predict_scores(model, val_ds, device=device, channels_last=cfg.channels_last)
@@ -314,16 +347,29 @@ def train(config: TrainConfig, *, on_epoch: Callable[[int, Any], None] | None = 
         elapsed += time.perf_counter() - t0
         row["seconds"] = round(elapsed, 2)
         history.append(row)
-        log.info("epoch %d/%d %s loss %.4f acc %.4f%s", epoch + 1, cfg.epochs, opt_name,
-                 row["train_loss"], row["train_acc"],
-                 f" | val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} TPR {row['val_tpr']:.4f}"
-                 f" TNR {row['val_tnr']:.4f}" if "val_loss" in row else "")
+        log.info(
+            "epoch %d/%d %s loss %.4f acc %.4f%s",
+            epoch + 1,
+            cfg.epochs,
+            opt_name,
+            row["train_loss"],
+            row["train_acc"],
+            f" | val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} TPR {row['val_tpr']:.4f}"
+            f" TNR {row['val_tnr']:.4f}"
+            if "val_loss" in row
+            else "",
+        )
         ckpt = {
-            "format": CHECKPOINT_FORMAT, "epoch": epoch, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "optimizer_name": opt_name,
+            "format": CHECKPOINT_FORMAT,
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "optimizer_name": opt_name,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "history": history, "seconds": elapsed, "config": asdict(cfg),
+            "history": history,
+            "seconds": elapsed,
+            "config": asdict(cfg),
         }
         with atomic_path(ckpt_path) as tmp:
             torch.save(ckpt, tmp)
@@ -343,7 +389,9 @@ def train(config: TrainConfig, *, on_epoch: Callable[[int, Any], None] | None = 
         validation = {
             "dataset": str(cfg.val_dataset),
             "dataset_manifest_sha256": manifest_sha256(cfg.val_dataset),
-            "n": len(val_ds), "loss": vloss, "threshold_rule": "max Youden J = TPR + TNR - 1",
+            "n": len(val_ds),
+            "loss": vloss,
+            "threshold_rule": "max Youden J = TPR + TNR - 1",
             **rates(val_ds.labels, probs, threshold),
             "roc_auc": float(roc_auc_score(val_ds.labels, probs)),
             "at_0.5": rates(val_ds.labels, probs, 0.5),
@@ -356,34 +404,59 @@ def train(config: TrainConfig, *, on_epoch: Callable[[int, Any], None] | None = 
             "clip_factor": float(train_ds.manifest.get("preparation", {}).get("clip_factor", 0.5)),
             "subframe": size,
             "size": size,
-            "augmentation_noise_sigma": float(train_ds.manifest.get("parameters", {}).get("noise_sigma", 0.75)),
+            "augmentation_noise_sigma": float(
+                train_ds.manifest.get("parameters", {}).get("noise_sigma", 0.75)
+            ),
             "input": "prepare(difference): negative difference, clipped at clip_factor x zscale "
-                     "limits, z-scored, non-finite -> median (blobs positive)",
+            "limits, z-scored, non-finite -> median (blobs positive)",
         },
         "architecture": cfg.architecture,
         "arguments": arguments,
         "dataset_manifest_sha256": manifest_sha256(cfg.dataset),
-        "dataset": {"path": str(cfg.dataset), "n_samples": len(train_ds), "n_used": n_train,
-                    "generator_version": train_ds.manifest.get("generator_version")},
+        "dataset": {
+            "path": str(cfg.dataset),
+            "n_samples": len(train_ds),
+            "n_used": n_train,
+            "generator_version": train_ds.manifest.get("generator_version"),
+        },
         "validation": validation,
         "versions": _versions(),
         "training": {
             "command": cfg.command or " ".join(shlex.quote(a) for a in sys.argv),
-            "epochs": cfg.epochs, "adam_epochs": cfg.adam_epochs, "batch_size": cfg.batch_size,
-            "adam_lr": cfg.adam_lr, "sgd_lr": cfg.sgd_lr, "sgd_momentum": cfg.sgd_momentum,
-            "weight_decay": cfg.weight_decay, "seed": cfg.seed, "seconds": round(elapsed, 1),
+            "epochs": cfg.epochs,
+            "adam_epochs": cfg.adam_epochs,
+            "batch_size": cfg.batch_size,
+            "adam_lr": cfg.adam_lr,
+            "sgd_lr": cfg.sgd_lr,
+            "sgd_momentum": cfg.sgd_momentum,
+            "weight_decay": cfg.weight_decay,
+            "seed": cfg.seed,
+            "seconds": round(elapsed, 1),
             "hardware": hardware_description(device),
             "reproduce": "scripts/reproduce_model.sh (see docs/training.md)",
             "history": history,
         },
     }
     metadata = _plain(metadata)
-    save_model(model_path, model.to("cpu").to(memory_format=torch.contiguous_format),  # type: ignore[call-overload]
-               architecture=cfg.architecture, arguments=arguments, metadata=metadata)
+    save_model(
+        model_path,
+        model.to("cpu").to(memory_format=torch.contiguous_format),  # type: ignore[call-overload]
+        architecture=cfg.architecture,
+        arguments=arguments,
+        metadata=metadata,
+    )
     # a human-readable copy of the metadata beside the weights
     import json
 
-    write_text_atomic(model_path.with_suffix(".json"), json.dumps(
-        {"architecture": cfg.architecture, "arguments": arguments, **metadata}, indent=1) + "\n")
-    return TrainResult(model=model, history=history, threshold=threshold, validation=validation,
-                       model_path=model_path, seconds=elapsed)
+    write_text_atomic(
+        model_path.with_suffix(".json"),
+        json.dumps({"architecture": cfg.architecture, "arguments": arguments, **metadata}, indent=1) + "\n",
+    )
+    return TrainResult(
+        model=model,
+        history=history,
+        threshold=threshold,
+        validation=validation,
+        model_path=model_path,
+        seconds=elapsed,
+    )

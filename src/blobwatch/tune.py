@@ -154,9 +154,20 @@ class TuneConfig:
 
 def seed_params(max_epochs: int = 6) -> dict[str, Any]:
     """The seed's PaperCNN under blobwatch's short training recipe, in search-space terms."""
-    return {"conv_layers": 2, "filters": 8, "kernel": 5, "pool": 4, "pool_type": "max", "hidden": 128,
-            "dropout_conv": 0.15, "dropout_hidden": 0.3, "batch_size": 100, "epochs": min(6, max_epochs),
-            "lr": 1e-3, "adam_epochs": min(4, max_epochs)}
+    return {
+        "conv_layers": 2,
+        "filters": 8,
+        "kernel": 5,
+        "pool": 4,
+        "pool_type": "max",
+        "hidden": 128,
+        "dropout_conv": 0.15,
+        "dropout_hidden": 0.3,
+        "batch_size": 100,
+        "epochs": min(6, max_epochs),
+        "lr": 1e-3,
+        "adam_epochs": min(4, max_epochs),
+    }
 
 
 def suggest_params(trial: Any, max_epochs: int) -> dict[str, Any]:
@@ -183,17 +194,27 @@ def suggest_params(trial: Any, max_epochs: int) -> dict[str, Any]:
 
 def network_arguments(params: dict[str, Any], size: int) -> dict[str, Any]:
     """`ConfigurableCNN` keyword arguments of a point of the search space."""
-    return {"size": int(size), "filters": [int(params["filters"]) * 2**i for i in range(int(params["conv_layers"]))],
-            "kernel": int(params["kernel"]), "pool": int(params["pool"]), "pool_type": str(params["pool_type"]),
-            "hidden": int(params["hidden"]),
-            "dropout": [float(params["dropout_conv"]), float(params["dropout_hidden"])]}
+    return {
+        "size": int(size),
+        "filters": [int(params["filters"]) * 2**i for i in range(int(params["conv_layers"]))],
+        "kernel": int(params["kernel"]),
+        "pool": int(params["pool"]),
+        "pool_type": str(params["pool_type"]),
+        "hidden": int(params["hidden"]),
+        "dropout": [float(params["dropout_conv"]), float(params["dropout_hidden"])],
+    }
 
 
 def training_settings(params: dict[str, Any]) -> dict[str, Any]:
     """`blobwatch.train.TrainConfig` fields of a point of the search space (one lr for both optimizers)."""
     epochs = int(params["epochs"])
-    return {"epochs": epochs, "adam_epochs": min(int(params["adam_epochs"]), epochs),
-            "batch_size": int(params["batch_size"]), "adam_lr": float(params["lr"]), "sgd_lr": float(params["lr"])}
+    return {
+        "epochs": epochs,
+        "adam_epochs": min(int(params["adam_epochs"]), epochs),
+        "batch_size": int(params["batch_size"]),
+        "adam_lr": float(params["lr"]),
+        "sgd_lr": float(params["lr"]),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,7 +236,9 @@ class CalibrationSubframes:
     protocol: np.ndarray
 
 
-def calibration_subframes(cases: list[Case], *, size: int, clip_factor: float, progress: bool = False) -> CalibrationSubframes:
+def calibration_subframes(
+    cases: list[Case], *, size: int, clip_factor: float, progress: bool = False
+) -> CalibrationSubframes:
     """Cut and prepare the 16 subframes of the plain and registered difference of every case.
 
     Subframes holding part of the blob but not its centre are dropped (neither class), as in
@@ -237,8 +260,9 @@ def calibration_subframes(cases: list[Case], *, size: int, clip_factor: float, p
         case.release()
     if not xs:
         raise BlobwatchError("the calibration split holds no cases")
-    return CalibrationSubframes(np.concatenate(xs), np.concatenate(labels), np.concatenate(seqs),
-                                np.concatenate(protocols))
+    return CalibrationSubframes(
+        np.concatenate(xs), np.concatenate(labels), np.concatenate(seqs), np.concatenate(protocols)
+    )
 
 
 def score_subframes(model: Any, x: np.ndarray, *, device: Any, batch_size: int = 128) -> np.ndarray:
@@ -272,9 +296,11 @@ def objective_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float
         raise BlobwatchError("the calibration subframes need both blob and blank subframes")
     fpr, tpr, _ = roc_curve(labels, scores)
     ok = fpr <= 1.0 - REPORT_TNR + 1e-12
-    return {"pauc": float(roc_auc_score(labels, scores, max_fpr=MAX_FPR)),
-            "auc": float(roc_auc_score(labels, scores)),
-            "tpr_at_tnr": float(tpr[ok].max()) if ok.any() else 0.0}
+    return {
+        "pauc": float(roc_auc_score(labels, scores, max_fpr=MAX_FPR)),
+        "auc": float(roc_auc_score(labels, scores)),
+        "tpr_at_tnr": float(tpr[ok].max()) if ok.any() else 0.0,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,9 +343,13 @@ def open_study(cfg: TuneConfig) -> optuna.Study:
         engine = {"connect_args": {"timeout": 120}}  # several workers wait for the file lock
     for attempt in range(4):  # workers started together race to create the tables: the loser retries
         try:
-            storage = RDBStorage(url, engine_kwargs=engine, heartbeat_interval=cfg.heartbeat,
-                                 grace_period=2 * cfg.heartbeat,
-                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+            storage = RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=cfg.heartbeat,
+                grace_period=2 * cfg.heartbeat,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+            )
             break
         except Exception as exc:
             if attempt < 3 and "already exists" in str(exc):
@@ -327,12 +357,22 @@ def open_study(cfg: TuneConfig) -> optuna.Study:
                 continue
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise BlobwatchError(f"cannot open the study database {redact_url(url)} ({first})") from None
-    sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=5, multivariate=True, constant_liar=True)
-    study = optuna.create_study(storage=storage, study_name=cfg.study, direction="maximize", sampler=sampler,
-                                pruner=_pruner(cfg.pruner, cfg.max_epochs), load_if_exists=True)
+    sampler = optuna.samplers.TPESampler(
+        seed=cfg.seed, n_startup_trials=5, multivariate=True, constant_liar=True
+    )
+    study = optuna.create_study(
+        storage=storage,
+        study_name=cfg.study,
+        direction="maximize",
+        sampler=sampler,
+        pruner=_pruner(cfg.pruner, cfg.max_epochs),
+        load_if_exists=True,
+    )
     if not study.trials and not study.user_attrs.get("baseline_enqueued"):
         study.set_user_attr("baseline_enqueued", True)
-        study.set_user_attr("objective", f"standardized partial ROC AUC (FPR <= {MAX_FPR}) on the calibration split")
+        study.set_user_attr(
+            "objective", f"standardized partial ROC AUC (FPR <= {MAX_FPR}) on the calibration split"
+        )
         study.enqueue_trial(seed_params(cfg.max_epochs), user_attrs={"baseline": "seed PaperCNN"})
     return study
 
@@ -360,7 +400,9 @@ def make_objective(cfg: TuneConfig, subframes: CalibrationSubframes, size: int) 
         trial.set_user_attr("weights", n_weights)
         trial.set_user_attr("host", os.uname().nodename)
         if feature_side(size, arguments["pool"], len(arguments["filters"])) < 1:
-            trial.set_user_attr("pruned_because", f"{size} px pooled {len(arguments['filters'])} times leaves nothing")
+            trial.set_user_attr(
+                "pruned_because", f"{size} px pooled {len(arguments['filters'])} times leaves nothing"
+            )
             raise optuna.TrialPruned()
         if n_weights > cfg.max_parameters:
             trial.set_user_attr("pruned_because", f"{n_weights} weights > {cfg.max_parameters}")
@@ -368,10 +410,19 @@ def make_objective(cfg: TuneConfig, subframes: CalibrationSubframes, size: int) 
         outdir = Path(cfg.outdir) / "trials" / f"trial_{trial.number:04d}"
         trial.set_user_attr("run_folder", str(outdir))
         settings = training_settings(params)
-        tcfg = TrainConfig(dataset=cfg.dataset, outdir=str(outdir), architecture=FAMILY, arguments=arguments,
-                           max_samples=cfg.max_samples, seed=cfg.seed, device=str(device), threads=cfg.threads,
-                           progress=False, command=f"blobwatch tune (study {cfg.study}, trial {trial.number})",
-                           **settings)
+        tcfg = TrainConfig(
+            dataset=cfg.dataset,
+            outdir=str(outdir),
+            architecture=FAMILY,
+            arguments=arguments,
+            max_samples=cfg.max_samples,
+            seed=cfg.seed,
+            device=str(device),
+            threads=cfg.threads,
+            progress=False,
+            command=f"blobwatch tune (study {cfg.study}, trial {trial.number})",
+            **settings,
+        )
         last: dict[str, float] = {}
         t0 = time.perf_counter()
 
@@ -379,9 +430,16 @@ def make_objective(cfg: TuneConfig, subframes: CalibrationSubframes, size: int) 
             metrics = objective_metrics(subframes.label, score_subframes(model, subframes.x, device=device))
             last.update(metrics, epoch=epoch)
             trial.report(metrics["pauc"], epoch)
-            log.info("trial %d epoch %d/%d: partial AUC %.4f, AUC %.4f, TPR %.3f at TNR>=%.2f",
-                     trial.number, epoch, settings["epochs"], metrics["pauc"], metrics["auc"],
-                     metrics["tpr_at_tnr"], REPORT_TNR)
+            log.info(
+                "trial %d epoch %d/%d: partial AUC %.4f, AUC %.4f, TPR %.3f at TNR>=%.2f",
+                trial.number,
+                epoch,
+                settings["epochs"],
+                metrics["pauc"],
+                metrics["auc"],
+                metrics["tpr_at_tnr"],
+                REPORT_TNR,
+            )
             if trial.should_prune():
                 trial.set_user_attr("pruned_because", f"{cfg.pruner} pruner after epoch {epoch}")
                 _record(trial, last, time.perf_counter() - t0)
@@ -440,18 +498,23 @@ def _run_worker(cfg: TuneConfig, log_line: Callable[[str], None]) -> optuna.Stud
     fail_stale_trials(study)
     others = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     if others:  # another worker is at it: draw a different random sequence from this one
-        study.sampler = optuna.samplers.TPESampler(seed=cfg.seed + len(study.trials), n_startup_trials=5,
-                                                   multivariate=True, constant_liar=True)
+        study.sampler = optuna.samplers.TPESampler(
+            seed=cfg.seed + len(study.trials), n_startup_trials=5, multivariate=True, constant_liar=True
+        )
     done = finished_trials(study)
     if done < cfg.trials:
         t0 = time.perf_counter()
         spec = SuiteSpec("calibration", cfg.calibration_sequences, VariationConfig(**cfg.variation))
         cases = build_suite(spec, cfg.cache, progress=cfg.progress)
         subframes = calibration_subframes(cases, size=size, clip_factor=clip_factor, progress=cfg.progress)
-        log_line(f"calibration split: {len(cases)} cases, {len(subframes.label)} subframes "
-                 f"({int(subframes.label.sum())} with the new blob), {time.perf_counter() - t0:.0f} s")
+        log_line(
+            f"calibration split: {len(cases)} cases, {len(subframes.label)} subframes "
+            f"({int(subframes.label.sum())} with the new blob), {time.perf_counter() - t0:.0f} s"
+        )
         objective = make_objective(cfg, subframes, size)
-        bar = tqdm(total=cfg.trials, initial=done, desc=f"study {cfg.study}", unit="trial", disable=not cfg.progress)
+        bar = tqdm(
+            total=cfg.trials, initial=done, desc=f"study {cfg.study}", unit="trial", disable=not cfg.progress
+        )
 
         def progress(study: Any, trial: Any) -> None:
             bar.n = min(finished_trials(study), cfg.trials)
@@ -462,10 +525,16 @@ def _run_worker(cfg: TuneConfig, log_line: Callable[[str], None]) -> optuna.Stud
             bar.refresh()
 
         try:
-            study.optimize(objective, n_trials=cfg.trials - done, timeout=cfg.timeout,
-                           callbacks=[MaxTrialsCallback(cfg.trials, states=(TrialState.COMPLETE, TrialState.PRUNED)),
-                                      progress],
-                           catch=(RuntimeError,))
+            study.optimize(
+                objective,
+                n_trials=cfg.trials - done,
+                timeout=cfg.timeout,
+                callbacks=[
+                    MaxTrialsCallback(cfg.trials, states=(TrialState.COMPLETE, TrialState.PRUNED)),
+                    progress,
+                ],
+                catch=(RuntimeError,),
+            )
         finally:
             bar.close()
     fail_stale_trials(study)
@@ -484,12 +553,18 @@ def best_params(study: optuna.Study, cfg: TuneConfig) -> dict[str, Any]:
     size = int(read_manifest(cfg.dataset)["size"])
     return {
         "format": PARAMS_FORMAT,
-        "study": cfg.study, "storage": redact_url(cfg.storage_url), "trial": best.number,
+        "study": cfg.study,
+        "storage": redact_url(cfg.storage_url),
+        "trial": best.number,
         "objective": f"standardized partial ROC AUC (FPR <= {MAX_FPR}) on the calibration split subframes",
-        "value": best.value, "auc": best.user_attrs.get("auc"), "tpr_at_tnr_0.97": best.user_attrs.get("tpr_at_tnr"),
-        "architecture": FAMILY, "arguments": network_arguments(best.params, size),
+        "value": best.value,
+        "auc": best.user_attrs.get("auc"),
+        "tpr_at_tnr_0.97": best.user_attrs.get("tpr_at_tnr"),
+        "architecture": FAMILY,
+        "arguments": network_arguments(best.params, size),
         "training": {**training_settings(best.params), "max_samples": cfg.max_samples, "seed": cfg.seed},
-        "search_space": dict(best.params), "dataset": str(cfg.dataset),
+        "search_space": dict(best.params),
+        "dataset": str(cfg.dataset),
         "command": "blobwatch " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     }
 
@@ -514,11 +589,17 @@ def read_params(path: str | os.PathLike) -> dict[str, Any]:
         raise InputError(p, f"not a readable JSON parameter file ({str(exc).splitlines()[0]})") from None
     if not isinstance(doc, dict) or doc.get("format") != PARAMS_FORMAT:
         raise InputError(p, f"not a blobwatch parameter file (expected format {PARAMS_FORMAT!r})")
-    if doc.get("architecture") not in ARCHITECTURES or not isinstance(doc.get("arguments"), dict) \
-            or not isinstance(doc.get("training"), dict):
+    if (
+        doc.get("architecture") not in ARCHITECTURES
+        or not isinstance(doc.get("arguments"), dict)
+        or not isinstance(doc.get("training"), dict)
+    ):
         raise InputError(p, "parameter file lacks a known architecture, its arguments or training settings")
-    bad = [k for k, v in doc["training"].items() if not (v is None or isinstance(v, (int, float)))
-           or (isinstance(v, float) and not math.isfinite(v))]
+    bad = [
+        k
+        for k, v in doc["training"].items()
+        if not (v is None or isinstance(v, (int, float))) or (isinstance(v, float) and not math.isfinite(v))
+    ]
     if bad:
         raise InputError(p, f"parameter file has non-numeric training settings: {', '.join(bad)}")
     return doc

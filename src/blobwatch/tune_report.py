@@ -42,14 +42,31 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
         if retried is not None:
             note = (note + "; " if note else "") + f"retry of trial {retried} (its worker died)"
         steps = t.intermediate_values
-        value = t.value if t.value is not None else (steps[max(steps)] if steps else None)  # pruned: last epoch
-        rows.append({"number": t.number, "state": t.state.name.lower(), "value": value,
-                     "auc": ua.get("auc"), "tpr_at_tnr": ua.get("tpr_at_tnr"), "epoch": ua.get("epoch"),
-                     "weights": ua.get("weights"), "seconds": ua.get("seconds"), "note": note,
-                     **{f"param_{k}": v for k, v in sorted(t.params.items())}})
+        value = (
+            t.value if t.value is not None else (steps[max(steps)] if steps else None)
+        )  # pruned: last epoch
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name.lower(),
+                "value": value,
+                "auc": ua.get("auc"),
+                "tpr_at_tnr": ua.get("tpr_at_tnr"),
+                "epoch": ua.get("epoch"),
+                "weights": ua.get("weights"),
+                "seconds": ua.get("seconds"),
+                "note": note,
+                **{f"param_{k}": v for k, v in sorted(t.params.items())},
+            }
+        )
     order = {"complete": 0, "pruned": 1}
-    rows.sort(key=lambda r: (order.get(r["state"], 2), -(r["value"] if r["value"] is not None
-                                                          and r["state"] == "complete" else -1), r["number"]))
+    rows.sort(
+        key=lambda r: (
+            order.get(r["state"], 2),
+            -(r["value"] if r["value"] is not None and r["state"] == "complete" else -1),
+            r["number"],
+        )
+    )
     return rows
 
 
@@ -94,8 +111,14 @@ def rows_markdown(rows: list[dict[str, Any]], study_name: str, objective: str) -
     cols = ["number", "state", "value", "auc", "tpr_at_tnr", "epoch", "weights", "seconds", *params, "note"]
     names = [c.removeprefix("param_") for c in cols]
     names[2], names[4] = "partial AUC", "TPR@TNR>=0.97"
-    lines = [f"# Study {study_name}", "", f"Objective: {objective}. Best first.", "",
-             "| " + " | ".join(names) + " |", "|" + "---|" * len(cols)]
+    lines = [
+        f"# Study {study_name}",
+        "",
+        f"Objective: {objective}. Best first.",
+        "",
+        "| " + " | ".join(names) + " |",
+        "|" + "---|" * len(cols),
+    ]
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
     return "\n".join(lines) + "\n"
@@ -129,5 +152,7 @@ def write_report(study: Any, cfg: Any) -> dict[str, Path]:
         written["importance"] = out / IMPORTANCE_JSON
         write_text_atomic(written["importance"], json.dumps(importance, indent=1) + "\n")
         written["figure"] = out / IMPORTANCE_PNG
-        plot_importance(importance, written["figure"], f"study {study.study_name}: what the objective depends on")
+        plot_importance(
+            importance, written["figure"], f"study {study.study_name}: what the objective depends on"
+        )
     return written

@@ -261,8 +261,9 @@ def noise_power(model: dict[str, Any], f2: np.ndarray) -> np.ndarray | None:
     raise ValueError(f"unknown noise model {kind!r}")
 
 
-def noise_field(rng: np.random.Generator, shape: tuple[int, int], model: dict[str, Any],
-                f2: np.ndarray | None = None) -> np.ndarray:
+def noise_field(
+    rng: np.random.Generator, shape: tuple[int, int], model: dict[str, Any], f2: np.ndarray | None = None
+) -> np.ndarray:
     """Unit-variance noise of one image: white, correlated pixel to pixel, or 1/f-like plus white.
 
     Parameters
@@ -284,12 +285,13 @@ def noise_field(rng: np.random.Generator, shape: tuple[int, int], model: dict[st
         f0 = 1.0 / max(shape)
         pink = _filtered_field(rng, shape, (f2 + f0 * f0) ** (-model["alpha"] / 4.0))
         w = float(model["fraction"])
-        return (math.sqrt(1.0 - w) * rng.standard_normal(shape, dtype=np.float32) + math.sqrt(w) * pink)
+        return math.sqrt(1.0 - w) * rng.standard_normal(shape, dtype=np.float32) + math.sqrt(w) * pink
     raise ValueError(f"unknown noise model {kind!r}")
 
 
-def matched_filter_gain(template: np.ndarray, slices: tuple[slice, slice], shape: tuple[int, int],
-                        power: np.ndarray | None) -> float:
+def matched_filter_gain(
+    template: np.ndarray, slices: tuple[slice, slice], shape: tuple[int, int], power: np.ndarray | None
+) -> float:
     """How much more noise a filter matched to ``template`` sees under noise of spectrum ``power``
     than under white noise of the same per-pixel variance (1 for white noise)."""
     if power is None:
@@ -300,8 +302,9 @@ def matched_filter_gain(template: np.ndarray, slices: tuple[slice, slice], shape
     return float(math.sqrt((power * spectrum).sum() / max(spectrum.sum(), 1e-300)))
 
 
-def smooth_field(rng: np.random.Generator, shape: tuple[int, int], scale: float,
-                 f2: np.ndarray | None = None) -> np.ndarray:
+def smooth_field(
+    rng: np.random.Generator, shape: tuple[int, int], scale: float, f2: np.ndarray | None = None
+) -> np.ndarray:
     """Unit-variance Gaussian random field with correlation length ``scale`` (px)."""
     f2 = _frequency2(shape) if f2 is None else f2
     return _filtered_field(rng, shape, np.exp(-2.0 * math.pi**2 * scale**2 * f2))
@@ -312,7 +315,9 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, int], scale: float,
 # --------------------------------------------------------------------------------------------
 
 
-def transform_points(y: np.ndarray, x: np.ndarray, transform: dict[str, float], size: int) -> tuple[np.ndarray, np.ndarray]:
+def transform_points(
+    y: np.ndarray, x: np.ndarray, transform: dict[str, float], size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Image positions of mirror positions under a case's transform (rotation and scale about
     the image centre, then the offset)."""
     c = (size - 1) / 2.0
@@ -337,7 +342,9 @@ def _stamp_profile(stamp: np.ndarray, zoom: float) -> np.ndarray:
     return (profile / peak).astype(np.float32) if peak > 0 else profile.astype(np.float32)
 
 
-def _place_patch(shape: tuple[int, int], patch: np.ndarray, y: float, x: float) -> tuple[np.ndarray, tuple[slice, slice]]:
+def _place_patch(
+    shape: tuple[int, int], patch: np.ndarray, y: float, x: float
+) -> tuple[np.ndarray, tuple[slice, slice]]:
     """``patch`` (its centre at ``((h - 1) / 2, (w - 1) / 2)``) moved to the sub-pixel position
     (y, x): the part inside the image and its slices."""
     pad = 2
@@ -387,7 +394,9 @@ class _Renderer:
         flat_scale = float(rng.uniform(3.0, 30.0))
         self.flat_amplitude = float(sim._log_uniform(rng, 0.0005, 0.005))
         self.flat_change = float(rng.uniform(0.0, 0.3))
-        self.flat = (1.0 + self.flat_amplitude * smooth_field(rng, (size, size), flat_scale, self.f2)).astype(np.float32)
+        self.flat = (1.0 + self.flat_amplitude * smooth_field(rng, (size, size), flat_scale, self.f2)).astype(
+            np.float32
+        )
         self.flat_scale = flat_scale
         # a third of the sequences keep to translations; the others reach a maximum drawn
         # log-uniformly over two decades below the config's, so small changes are common and
@@ -403,8 +412,11 @@ class _Renderer:
     def params(self) -> dict[str, Any]:
         return {
             "noise_model": self.noise_model,
-            "flat_structure": {"scale_px": self.flat_scale, "amplitude": self.flat_amplitude,
-                               "changed_fraction": self.flat_change},
+            "flat_structure": {
+                "scale_px": self.flat_scale,
+                "amplitude": self.flat_amplitude,
+                "changed_fraction": self.flat_change,
+            },
             "max_rotation_deg": self.max_rotation,
             "max_scale": self.max_scale,
             "max_blur": self.max_blur,
@@ -417,21 +429,26 @@ class _Renderer:
         t = np.ones((size, size), dtype=np.float32)
         ex = self.existing
         for i in range(len(pos_y)):
-            sim._apply_blob(t, pos_y[i], pos_x[i], ex["radius"][i], ex["depth"][i], self.kinds[i], self.shapes[i])
+            sim._apply_blob(
+                t, pos_y[i], pos_x[i], ex["radius"][i], ex["depth"][i], self.kinds[i], self.shapes[i]
+            )
         return t
 
     def illumination(self, rng: np.random.Generator, extra: float = 0.0) -> np.ndarray:
         p = self.p
         coeffs = self.detector.gradient
-        jitter = rng.normal(0.0, p["gradient_day_jitter"] * p["gradient_amplitude"], coeffs.shape) / coeffs.size
+        jitter = (
+            rng.normal(0.0, p["gradient_day_jitter"] * p["gradient_amplitude"], coeffs.shape) / coeffs.size
+        )
         change = rng.normal(0.0, 1.0, coeffs.shape)
         change *= extra * p["gradient_amplitude"] / max(np.abs(change).sum(), 1e-12)
         total = coeffs + jitter + change
         total[0, 0] = 0.0
         return sim._illumination(total, self.basis)
 
-    def finish(self, clean: np.ndarray, rng: np.random.Generator, noise: float,
-               flat: np.ndarray) -> tuple[np.ndarray, sim.Transients]:
+    def finish(
+        self, clean: np.ndarray, rng: np.random.Generator, noise: float, flat: np.ndarray
+    ) -> tuple[np.ndarray, sim.Transients]:
         """Noise, flat field, detector features, transients and the border, on a clean image."""
         size, border = self.config.size, self.config.border
         img = clean * (1.0 + np.float32(noise) * noise_field(rng, (size, size), self.noise_model, self.f2))
@@ -481,16 +498,30 @@ def _new_blob_profile(rng: np.random.Generator, r: _Renderer) -> tuple[np.ndarra
         # a real blob need not sit in the middle of its cut-out: its centre is its loss centroid
         yy, xx = np.mgrid[: profile.shape[0], : profile.shape[1]]
         total = float(profile.sum())
-        offset = (float((profile * yy).sum() / total - (profile.shape[0] - 1) / 2),
-                  float((profile * xx).sum() / total - (profile.shape[1] - 1) / 2))
-        return profile, {"profile": "stamp", "stamp": int(stamp_id), "radius": float(radius), "centroid_offset": offset}
+        offset = (
+            float((profile * yy).sum() / total - (profile.shape[0] - 1) / 2),
+            float((profile * xx).sum() / total - (profile.shape[1] - 1) / 2),
+        )
+        return profile, {
+            "profile": "stamp",
+            "stamp": int(stamp_id),
+            "radius": float(radius),
+            "centroid_offset": offset,
+        }
     radius = float(rng.uniform(4.0, 11.0))
     profile = sim.blob_profile(radius, kind=kind, rng=rng)
     return profile, {"profile": kind, "stamp": None, "radius": radius}
 
 
-def _place(rng: np.random.Generator, r: _Renderer, placement: str, radius: float,
-           ex_y: np.ndarray, ex_x: np.ndarray, artifact: tuple[float, float, float] | None) -> tuple[float, float, str]:
+def _place(
+    rng: np.random.Generator,
+    r: _Renderer,
+    placement: str,
+    radius: float,
+    ex_y: np.ndarray,
+    ex_x: np.ndarray,
+    artifact: tuple[float, float, float] | None,
+) -> tuple[float, float, str]:
     """Centre (row, col) of a new blob for ``placement``, and the placement used ('anywhere'
     when an image holds no existing blob to overlap or touch)."""
     size, border = r.config.size, r.config.border
@@ -539,8 +570,10 @@ def _render_case(r: _Renderer, index: int, with_blob: bool, ref_noise: np.ndarra
         changed = smooth_field(rng, (size, size), r.flat_scale, r.f2)
         flat = flat * (1.0 + np.float32(r.flat_change * r.flat_amplitude) * changed)
 
-    injected = [_inject(rng, r, transform, throughput, illum, ex_y, ex_x, noise, ref_noise)
-                for _ in range(cfg.new_blobs if with_blob else 0)]
+    injected = [
+        _inject(rng, r, transform, throughput, illum, ex_y, ex_x, noise, ref_noise)
+        for _ in range(cfg.new_blobs if with_blob else 0)
+    ]
     if transform["blur"] > 0:
         loss = ndimage.gaussian_filter(1.0 - throughput, transform["blur"])
         throughput = (1.0 - loss).astype(np.float32)
@@ -555,13 +588,29 @@ def _render_case(r: _Renderer, index: int, with_blob: bool, ref_noise: np.ndarra
             sim._add_round(image, ay, ax, aamp, sim._Snowball(arad))
             artifacts.append({"kind": "snowball", "y": ay, "x": ax, "size": arad})
     sim.mask_border(image, border)
-    return VariedCase(index=index, image=image, mjd=mjd, transform=transform, blobs=[i[0] for i in injected],
-                      artifacts=artifacts, noise=noise, templates=[(i[2], i[3]) for i in injected])
+    return VariedCase(
+        index=index,
+        image=image,
+        mjd=mjd,
+        transform=transform,
+        blobs=[i[0] for i in injected],
+        artifacts=artifacts,
+        noise=noise,
+        templates=[(i[2], i[3]) for i in injected],
+    )
 
 
-def _inject(rng: np.random.Generator, r: _Renderer, transform: dict[str, float], throughput: np.ndarray,
-            illum: np.ndarray, ex_y: np.ndarray, ex_x: np.ndarray, noise: float, ref_noise: np.ndarray,
-            ) -> tuple[dict[str, Any], np.ndarray, np.ndarray, tuple[slice, slice], tuple[float, ...] | None]:
+def _inject(
+    rng: np.random.Generator,
+    r: _Renderer,
+    transform: dict[str, float],
+    throughput: np.ndarray,
+    illum: np.ndarray,
+    ex_y: np.ndarray,
+    ex_x: np.ndarray,
+    noise: float,
+    ref_noise: np.ndarray,
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray, tuple[slice, slice], tuple[float, ...] | None]:
     """Draw one new blob: its record, its extra loss per unit depth (blurred like the pattern),
     its unit-depth signal in the image (the matched filter's template) and where they go, and
     the snowball forced beside it for the 'artifact' placement."""
@@ -570,13 +619,22 @@ def _inject(rng: np.random.Generator, r: _Renderer, transform: dict[str, float],
     forced_artifact = None
     placement = _choice(rng, PLACEMENTS)
     if placement == "artifact":
-        forced_artifact = (float(rng.uniform(border + 40, size - border - 40)),
-                           float(rng.uniform(border + 40, size - border - 40)),
-                           float(rng.uniform(*r.p["snowball_radius"])),
-                           float(rng.uniform(0.05, max(r.p["snowball_amplitude"][1], 0.06))))
+        forced_artifact = (
+            float(rng.uniform(border + 40, size - border - 40)),
+            float(rng.uniform(border + 40, size - border - 40)),
+            float(rng.uniform(*r.p["snowball_radius"])),
+            float(rng.uniform(0.05, max(r.p["snowball_amplitude"][1], 0.06))),
+        )
     profile, info = _new_blob_profile(rng, r)
-    y, x, placement = _place(rng, r, placement, info["radius"], ex_y, ex_x,
-                             None if forced_artifact is None else forced_artifact[:3])
+    y, x, placement = _place(
+        rng,
+        r,
+        placement,
+        info["radius"],
+        ex_y,
+        ex_x,
+        None if forced_artifact is None else forced_artifact[:3],
+    )
     dy, dx = info.pop("centroid_offset", (0.0, 0.0))
     y, x = y - dy, x - dx  # the profile's centroid lands on the drawn centre
     unit, (rows, cols) = _place_patch((size, size), profile, y, x)
@@ -600,8 +658,14 @@ def _inject(rng: np.random.Generator, r: _Renderer, transform: dict[str, float],
     depth = float(np.clip(target * sigma_diff * gain / math.sqrt(max(energy, 1e-12)), 1e-4, cfg.max_depth))
     dist = np.hypot(ex_y - y, ex_x - x) / (r.existing["radius"] + info["radius"])
     blob = {
-        "x": x, "y": y, **info, "depth": depth, "placement": placement, "target_snr": target,
-        "signal_energy": energy, "noise_gain": gain,
+        "x": x,
+        "y": y,
+        **info,
+        "depth": depth,
+        "placement": placement,
+        "target_snr": target,
+        "signal_energy": energy,
+        "noise_gain": gain,
         "edge_distance": float(min(y, x, size - 1 - y, size - 1 - x) - border),
         "neighbour": float(dist.min()) if dist.size else float("inf"),
     }
@@ -630,10 +694,16 @@ def simulate_varied_sequence(seed: int, config: VariationConfig | None = None) -
         sim.mask_border(refs[d], config.border)
     n_blob = config.cases // 2 + config.cases % 2
     cases = [
-        _render_case(r, k, k < n_blob, ref_noise, start + n_ref + 0.5 + 0.01 * k)
-        for k in range(config.cases)
+        _render_case(r, k, k < n_blob, ref_noise, start + n_ref + 0.5 + 0.01 * k) for k in range(config.cases)
     ]
     params = r.params()
     params["reference_shifts"] = shifts.tolist()
-    return VariedSequence(seed=int(seed), references=refs, reference_mjd=mjd, reference_noise=ref_noise,
-                          existing=r.existing, cases=cases, params=params)
+    return VariedSequence(
+        seed=int(seed),
+        references=refs,
+        reference_mjd=mjd,
+        reference_noise=ref_noise,
+        existing=r.existing,
+        cases=cases,
+        params=params,
+    )

@@ -26,8 +26,19 @@ from blobwatch.errors import BlobwatchError
 from blobwatch.names import one_line
 
 #: Modules under ``blobwatch.cli`` that contribute subcommands, in help order.
-COMMAND_MODULES = ("simulate", "data", "train", "tune", "predict", "regress", "research", "monitor", "web", "demo",
-                   "config")
+COMMAND_MODULES = (
+    "simulate",
+    "data",
+    "train",
+    "tune",
+    "predict",
+    "regress",
+    "research",
+    "monitor",
+    "web",
+    "demo",
+    "config",
+)
 
 
 #: Log line format of the instrument team's pipelines:
@@ -40,14 +51,19 @@ def _add_common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     given", so the same option given before the subcommand still counts."""
     unset: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
     group = parser.add_argument_group("common options")
-    group.add_argument("--config", metavar="FILE",
-                       help="config file (default: $BLOBWATCH_CONFIG, or blobwatch.toml in the working "
-                            "folder if there is one)", **unset)
+    group.add_argument(
+        "--config",
+        metavar="FILE",
+        help="config file (default: $BLOBWATCH_CONFIG, or blobwatch.toml in the working "
+        "folder if there is one)",
+        **unset,
+    )
     loud = group.add_mutually_exclusive_group()
     loud.add_argument("-v", "--verbose", action="store_true", help="also show debug log lines", **unset)
     loud.add_argument("-q", "--quiet", action="store_true", help="show only warnings and errors", **unset)
-    group.add_argument("--log-file", metavar="FILE", help="also append the log lines to FILE (e.g. for a cron job)",
-                       **unset)
+    group.add_argument(
+        "--log-file", metavar="FILE", help="also append the log lines to FILE (e.g. for a cron job)", **unset
+    )
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:

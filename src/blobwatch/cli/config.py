@@ -9,19 +9,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``config`` command."""
     from blobwatch.config import OPTIONS
 
-    cfg = subparsers.add_parser("config", help="show the settings every command uses and where they come from",
-                                description="The settings the commands use (database, reports folder, base "
-                                            "URL, notification URLs, thresholds, model).")
+    cfg = subparsers.add_parser(
+        "config",
+        help="show the settings every command uses and where they come from",
+        description="The settings the commands use (database, reports folder, base "
+        "URL, notification URLs, thresholds, model).",
+    )
     sub = cfg.add_subparsers(dest="config_command", metavar="ACTION")
     show = sub.add_parser(
-        "show", help="print each setting, its value and its source",
+        "show",
+        help="print each setting, its value and its source",
         description="Print each setting with its value and where it comes from: the command-line option "
-                    "given here, else its environment variable, else the config file (--config, "
-                    "$BLOBWATCH_CONFIG or ./blobwatch.toml), else the default. Passwords and URL "
-                    "secrets are hidden.")
+        "given here, else its environment variable, else the config file (--config, "
+        "$BLOBWATCH_CONFIG or ./blobwatch.toml), else the default. Passwords and URL "
+        "secrets are hidden.",
+    )
     for option in OPTIONS:  # the same options as the commands, to see what a command line would use
-        show.add_argument(option.flag, dest=option.key, metavar="VALUE", default=None,
-                          action="append" if option.key == "notify" else "store", help=option.help)
+        show.add_argument(
+            option.flag,
+            dest=option.key,
+            metavar="VALUE",
+            default=None,
+            action="append" if option.key == "notify" else "store",
+            help=option.help,
+        )
     show.set_defaults(func=show_config)
     cfg.set_defaults(func=lambda args: (cfg.print_help(), 2)[1])
 

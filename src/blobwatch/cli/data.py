@@ -63,7 +63,9 @@ def expand_references(items: list[str]) -> list[str]:
                     entry = Path(line)
                     paths.append(os.fspath(entry if entry.is_absolute() else listfile.parent / entry))
         elif os.path.isdir(item):
-            found = sorted(str(p) for p in Path(item).iterdir() if p.name.lower().endswith((".fits", ".fits.gz", ".fit")))
+            found = sorted(
+                str(p) for p in Path(item).iterdir() if p.name.lower().endswith((".fits", ".fits.gz", ".fit"))
+            )
             if not found:
                 raise InputError(item, "folder holds no .fits files")
             paths.extend(found)
@@ -87,7 +89,11 @@ def run_difference(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         current = read_blob_image(args.current)
-        ref_paths = [p for p in expand_references(args.references) if os.path.abspath(p) != os.path.abspath(args.current)]
+        ref_paths = [
+            p
+            for p in expand_references(args.references)
+            if os.path.abspath(p) != os.path.abspath(args.current)
+        ]
         references = read_blob_images(ref_paths)  # a wrong shape: blob_difference names the file at fault
         result = blob_difference(
             current, references, register=args.register, min_references=args.min_references
@@ -96,7 +102,9 @@ def run_difference(args: argparse.Namespace) -> int:
         log.warning("%s", warning.message)
     out = write_difference(args.out, result)
     print(f"current:    {args.current} (MJD {current.mjd:.5f})")
-    print(f"references: {result.n_references} (MJD {result.reference_mjds[0]:.5f} .. {result.reference_mjds[-1]:.5f})")
+    print(
+        f"references: {result.n_references} (MJD {result.reference_mjds[0]:.5f} .. {result.reference_mjds[-1]:.5f})"
+    )
     print(f"method:     {result.method}")
     if args.register:
         offsets = result.offsets
@@ -105,8 +113,12 @@ def run_difference(args: argparse.Namespace) -> int:
         print(
             "offsets:    dy {:+.3f}..{:+.3f}, dx {:+.3f}..{:+.3f} px; median |d| {:.3f} px; "
             "largest {:.3f} px ({})".format(
-                offsets[:, 0].min(), offsets[:, 0].max(), offsets[:, 1].min(), offsets[:, 1].max(),
-                float(np.median(radius)), float(radius[worst]),
+                offsets[:, 0].min(),
+                offsets[:, 0].max(),
+                offsets[:, 1].min(),
+                offsets[:, 1].max(),
+                float(np.median(radius)),
+                float(radius[worst]),
                 os.path.basename(result.reference_paths[worst] or "?"),
             )
         )

@@ -45,11 +45,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "An OUTDIR written by an earlier demo is emptied first."
         ),
     )
-    parser.add_argument("outdir", metavar="OUTDIR", help="output folder (created; emptied if an earlier demo wrote it)")
+    parser.add_argument(
+        "outdir", metavar="OUTDIR", help="output folder (created; emptied if an earlier demo wrote it)"
+    )
     parser.add_argument("--seed", type=int, default=2021, help="simulation seed (default 2021)")
-    parser.add_argument("--model", metavar="PATH", default=None, help="model file (default: the shipped model)")
-    parser.add_argument("--notify", metavar="URL", action="append", default=[],
-                        help="also notify this apprise URL (repeatable)")
+    parser.add_argument(
+        "--model", metavar="PATH", default=None, help="model file (default: the shipped model)"
+    )
+    parser.add_argument(
+        "--notify",
+        metavar="URL",
+        action="append",
+        default=[],
+        help="also notify this apprise URL (repeatable)",
+    )
     parser.set_defaults(func=run_demo)
 
 
@@ -99,8 +108,9 @@ def _earlier_demo(outdir: Path) -> str:
     try:
         with session_factory() as session:
             images = session.scalar(select(func.count()).select_from(Image))
-            decided = session.scalar(select(func.count()).select_from(Candidate)
-                                     .where(Candidate.reviewed_by.is_not(None)))
+            decided = session.scalar(
+                select(func.count()).select_from(Candidate).where(Candidate.reviewed_by.is_not(None))
+            )
     finally:
         session_factory.kw["bind"].dispose()  # the file is deleted next
     return f"its database with {images} images and {decided} review decision(s)"
@@ -115,8 +125,11 @@ def _prepare_outdir(outdir: Path) -> None:
     if outdir.is_dir() and any(outdir.iterdir()):
         if not (outdir / _MARKER).exists():
             raise InputError(outdir, "directory is not empty and was not written by 'blobwatch demo'")
-        print(f"0. replacing the output of an earlier demo in {outdir}: {_earlier_demo(outdir)} "
-              "(review decisions made there are lost; give another OUTDIR to keep them)", flush=True)
+        print(
+            f"0. replacing the output of an earlier demo in {outdir}: {_earlier_demo(outdir)} "
+            "(review decisions made there are lost; give another OUTDIR to keep them)",
+            flush=True,
+        )
         for child in outdir.iterdir():
             if child.name == _MARKER:
                 continue
@@ -145,28 +158,43 @@ def run_demo(args: argparse.Namespace) -> int:
     _prepare_outdir(outdir)
     inbox, reports = outdir / "inbox", outdir / "reports"
 
-    print(f"1. simulating {DEMO_DAYS} days (seed {args.seed}), a new blob on day {NEW_BLOB_DAY} -> {inbox}", flush=True)
+    print(
+        f"1. simulating {DEMO_DAYS} days (seed {args.seed}), a new blob on day {NEW_BLOB_DAY} -> {inbox}",
+        flush=True,
+    )
     sim = simulate_sequence(SimulationConfig(n_days=DEMO_DAYS, seed=args.seed, new_blob_days=(NEW_BLOB_DAY,)))
     write_simulation(sim, inbox)
     new = sim.new_blobs()
     dy, dx = sim.shifts[NEW_BLOB_DAY]
     truth = [(float(r["x"]) + dx, float(r["y"]) + dy, float(r["radius"]), float(r["depth"])) for r in new]
     for x, y, radius, depth in truth:
-        print(f"   true new blob: x={x:.1f} y={y:.1f} (DS9 {x + 1:.1f}, {y + 1:.1f}), radius {radius:.1f} px, "
-              f"depth {100 * depth:.1f}%")
+        print(
+            f"   true new blob: x={x:.1f} y={y:.1f} (DS9 {x + 1:.1f}, {y + 1:.1f}), radius {radius:.1f} px, "
+            f"depth {100 * depth:.1f}%"
+        )
 
     Session = open_database(f"sqlite:///{outdir / 'blobwatch.db'}")
     with Session() as session:
         result = import_catalog(session, inbox / "truth_blobs.ecsv")
     print(f"2. catalog: imported {len(result.added)} blobs that existed before day 0", flush=True)
 
-    print(f"3. monitor {inbox} (model: {args.model or 'shipped'}; an image is processed once 5 earlier exist)",
-          flush=True)
+    print(
+        f"3. monitor {inbox} (model: {args.model or 'shipped'}; an image is processed once 5 earlier exist)",
+        flush=True,
+    )
     with _webhook() as (hook_url, received):
-        summary = run_monitor(inbox, db=Session, reports=reports, notify=[hook_url, *args.notify],
-                              model=args.model, echo=lambda line: print("   " + line, flush=True))
-    print(f"   {len(summary.processed)} images processed in {summary.seconds:.0f} s; "
-          f"{len(received)} notification(s) received by the demo webhook")
+        summary = run_monitor(
+            inbox,
+            db=Session,
+            reports=reports,
+            notify=[hook_url, *args.notify],
+            model=args.model,
+            echo=lambda line: print("   " + line, flush=True),
+        )
+    print(
+        f"   {len(summary.processed)} images processed in {summary.seconds:.0f} s; "
+        f"{len(received)} notification(s) received by the demo webhook"
+    )
     for message in received:
         print("   --- notification ---")
         for line in str(message.get("message", "")).splitlines():
@@ -179,11 +207,20 @@ def run_demo(args: argparse.Namespace) -> int:
         for image in session.scalars(select(Image).order_by(Image.mjd)):
             day = names.get(image.name)
             run = session.scalars(select(Run).where(Run.image_id == image.id).order_by(Run.id.desc())).first()
-            cands = [] if run is None else list(session.scalars(
-                select(Candidate).where(Candidate.run_id == run.id).order_by(Candidate.id)))
+            cands = (
+                []
+                if run is None
+                else list(
+                    session.scalars(
+                        select(Candidate).where(Candidate.run_id == run.id).order_by(Candidate.id)
+                    )
+                )
+            )
             rows.append((day, image, run, cands))
     print()
-    print(f"{'day':>3}  {'date (UTC)':<10}  {'max P':>6}  {'alert':<5}  candidates (new: x, y 0-based; DS9 in parentheses)")
+    print(
+        f"{'day':>3}  {'date (UTC)':<10}  {'max P':>6}  {'alert':<5}  candidates (new: x, y 0-based; DS9 in parentheses)"
+    )
     alert_days = []
     found_ok = False
     for day, image, run, cands in rows:
@@ -193,8 +230,9 @@ def run_demo(args: argparse.Namespace) -> int:
             alert_days.append(day)
         if day == NEW_BLOB_DAY and truth:
             found_ok = any(np.hypot(c.x - x, c.y - y) <= TOLERANCE for c in new_c for x, y, _, _ in truth)
-        text = "; ".join(f"x={c.x:.1f} y={c.y:.1f} ({c.x + 1:.1f}, {c.y + 1:.1f}) P={c.probability:.3f}"
-                         for c in new_c)
+        text = "; ".join(
+            f"x={c.x:.1f} y={c.y:.1f} ({c.x + 1:.1f}, {c.y + 1:.1f}) P={c.probability:.3f}" for c in new_c
+        )
         if other:
             text += ("  " if text else "") + f"[{len(other)} known/linked, not alerted]"
         max_p = f"{run.max_probability:.3f}" if run and run.max_probability is not None else "  -   "
@@ -204,11 +242,15 @@ def run_demo(args: argparse.Namespace) -> int:
     print()
     print(f"reports: {reports / 'index.html'}")
     print(f"         {summary.processed[-1].report if summary.processed else '-'} (newest image)")
-    print(f"database: sqlite:///{outdir / 'blobwatch.db'}   "
-          f"(review: blobwatch serve --db sqlite:///{outdir / 'blobwatch.db'} --reports {reports})")
+    print(
+        f"database: sqlite:///{outdir / 'blobwatch.db'}   "
+        f"(review: blobwatch serve --db sqlite:///{outdir / 'blobwatch.db'} --reports {reports})"
+    )
     quiet = [d for d in alert_days if d != NEW_BLOB_DAY]
     ok = found_ok and not quiet and not summary.failed
-    print(f"check: day {NEW_BLOB_DAY} alerted within {TOLERANCE:g} px of the new blob: {'yes' if found_ok else 'NO'}; "
-          f"other days alerted: {quiet if quiet else 'none'}; failed images: {len(summary.failed)} -> "
-          f"{'PASS' if ok else 'FAIL'}")
+    print(
+        f"check: day {NEW_BLOB_DAY} alerted within {TOLERANCE:g} px of the new blob: {'yes' if found_ok else 'NO'}; "
+        f"other days alerted: {quiet if quiet else 'none'}; failed images: {len(summary.failed)} -> "
+        f"{'PASS' if ok else 'FAIL'}"
+    )
     return 0 if ok else 1

@@ -24,41 +24,85 @@ from blobwatch.errors import BlobwatchError, InputError
 
 def add_location_options(parser: argparse.ArgumentParser) -> None:
     """``--db`` and ``--reports`` (``--config`` is an option of every command)."""
-    parser.add_argument("--db", metavar="URL", default=None,
-                        help="SQLAlchemy database URL (default: $BLOBWATCH_DB, the config file, "
-                             "or sqlite:///REPORTS/blobwatch.db)")
-    parser.add_argument("--reports", metavar="DIR", default=None,
-                        help="report folder (default: $BLOBWATCH_REPORTS, the config file, or "
-                             "./blobwatch-reports)")
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        default=None,
+        help="SQLAlchemy database URL (default: $BLOBWATCH_DB, the config file, "
+        "or sqlite:///REPORTS/blobwatch.db)",
+    )
+    parser.add_argument(
+        "--reports",
+        metavar="DIR",
+        default=None,
+        help="report folder (default: $BLOBWATCH_REPORTS, the config file, or ./blobwatch-reports)",
+    )
 
 
 def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     """Options of ``monitor`` and ``reprocess``: locations, notifications, model, pipeline settings."""
     add_location_options(parser)
-    parser.add_argument("--notify", metavar="URL", action="append", default=None,
-                        help="apprise URL to notify, e.g. json://host:port/path, mailtos://..., slack://... "
-                             "(repeatable; default: $BLOBWATCH_NOTIFY or the config file)")
-    parser.add_argument("--base-url", metavar="URL", default=None,
-                        help="address of the review app (blobwatch serve), e.g. http://host:8000: "
-                             "notifications link to each candidate's page there (default: "
-                             "$BLOBWATCH_BASE_URL or the config file's base_url)")
-    parser.add_argument("--model", metavar="PATH", default=None,
-                        help="model file (default: $BLOBWATCH_MODEL, the config file, or the shipped model)")
-    parser.add_argument("--references", type=int, default=None, metavar="N",
-                        help="preceding images in the median stack (default: the config file's, or 30)")
-    parser.add_argument("--min-references", type=int, default=None, metavar="N",
-                        help="process an image once N earlier images exist (default: the config file's, or 5)")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="candidate probability threshold of the detector (default: $BLOBWATCH_THRESHOLD, the "
-                             "config file, or the model's calibrated one)")
-    parser.add_argument("--detector", choices=("fcn", "paper"), default=None,
-                        help="fcn: the localizing network finds the candidates (the regression suite's winner, "
-                             "docs/regression.md); paper: the seed's CNN with matched-filter seeds and dip tests. "
-                             "Default: $BLOBWATCH_DETECTOR, the config file, or fcn")
-    parser.add_argument("--fcn-model", metavar="PATH", default=None,
-                        help="localizing network model file (default: $BLOBWATCH_FCN_MODEL, the config file, "
-                             "or the shipped one)")
-    parser.add_argument("--no-register", action="store_true", help="plain median stack, no sub-pixel registration")
+    parser.add_argument(
+        "--notify",
+        metavar="URL",
+        action="append",
+        default=None,
+        help="apprise URL to notify, e.g. json://host:port/path, mailtos://..., slack://... "
+        "(repeatable; default: $BLOBWATCH_NOTIFY or the config file)",
+    )
+    parser.add_argument(
+        "--base-url",
+        metavar="URL",
+        default=None,
+        help="address of the review app (blobwatch serve), e.g. http://host:8000: "
+        "notifications link to each candidate's page there (default: "
+        "$BLOBWATCH_BASE_URL or the config file's base_url)",
+    )
+    parser.add_argument(
+        "--model",
+        metavar="PATH",
+        default=None,
+        help="model file (default: $BLOBWATCH_MODEL, the config file, or the shipped model)",
+    )
+    parser.add_argument(
+        "--references",
+        type=int,
+        default=None,
+        metavar="N",
+        help="preceding images in the median stack (default: the config file's, or 30)",
+    )
+    parser.add_argument(
+        "--min-references",
+        type=int,
+        default=None,
+        metavar="N",
+        help="process an image once N earlier images exist (default: the config file's, or 5)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="candidate probability threshold of the detector (default: $BLOBWATCH_THRESHOLD, the "
+        "config file, or the model's calibrated one)",
+    )
+    parser.add_argument(
+        "--detector",
+        choices=("fcn", "paper"),
+        default=None,
+        help="fcn: the localizing network finds the candidates (the regression suite's winner, "
+        "docs/regression.md); paper: the seed's CNN with matched-filter seeds and dip tests. "
+        "Default: $BLOBWATCH_DETECTOR, the config file, or fcn",
+    )
+    parser.add_argument(
+        "--fcn-model",
+        metavar="PATH",
+        default=None,
+        help="localizing network model file (default: $BLOBWATCH_FCN_MODEL, the config file, "
+        "or the shipped one)",
+    )
+    parser.add_argument(
+        "--no-register", action="store_true", help="plain median stack, no sub-pixel registration"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -80,8 +124,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_pipeline_options(mon)
     mode = mon.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="process what is there and exit (default)")
-    mode.add_argument("--watch", metavar="SECONDS", type=float, default=None,
-                      help="poll INBOX every SECONDS until interrupted")
+    mode.add_argument(
+        "--watch",
+        metavar="SECONDS",
+        type=float,
+        default=None,
+        help="poll INBOX every SECONDS until interrupted",
+    )
     mon.set_defaults(func=run_monitor_command)
 
     rep = subparsers.add_parser(
@@ -96,14 +145,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "extra (pip install 'blobwatch[distributed]'). Exit status as for `blobwatch monitor`."
         ),
     )
-    rep.add_argument("archive", metavar="ARCHIVE", help="folder with blob images (FITS), searched recursively")
+    rep.add_argument(
+        "archive", metavar="ARCHIVE", help="folder with blob images (FITS), searched recursively"
+    )
     add_pipeline_options(rep)
     where = rep.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, default=None, metavar="N",
-                       help="worker processes of the local Dask cluster (default: one per core)")
-    where.add_argument("--scheduler", metavar="ADDRESS", default=None,
-                       help="use a running Dask scheduler, e.g. tcp://HOST:8786 (its workers must see "
-                            "ARCHIVE and the model at the same paths)")
+    where.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes of the local Dask cluster (default: one per core)",
+    )
+    where.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        default=None,
+        help="use a running Dask scheduler, e.g. tcp://HOST:8786 (its workers must see "
+        "ARCHIVE and the model at the same paths)",
+    )
     rep.set_defaults(func=run_reprocess_command)
 
     cat = subparsers.add_parser(
@@ -113,29 +173,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sub = cat.add_subparsers(dest="catalog_command", metavar="ACTION")
 
-    imp = sub.add_parser("import", help="add blobs from an ECSV file (x, y, radius[, depth]) or simulator truth",
-                         description="Add blobs from an ECSV table with columns x, y, radius (0-based pixels) and "
-                                     "optionally depth, label, first_seen_mjd; or from the simulator's "
-                                     "truth_blobs.ecsv, of which only blobs existing before day 0 are imported "
-                                     "(see --include-from-day). Blobs already in the catalog are skipped.")
+    imp = sub.add_parser(
+        "import",
+        help="add blobs from an ECSV file (x, y, radius[, depth]) or simulator truth",
+        description="Add blobs from an ECSV table with columns x, y, radius (0-based pixels) and "
+        "optionally depth, label, first_seen_mjd; or from the simulator's "
+        "truth_blobs.ecsv, of which only blobs existing before day 0 are imported "
+        "(see --include-from-day). Blobs already in the catalog are skipped.",
+    )
     imp.add_argument("file", metavar="ECSV")
     add_location_options(imp)
-    imp.add_argument("--include-from-day", type=int, default=None, metavar="DAY",
-                     help="simulator truth: also import blobs that appear before DAY")
+    imp.add_argument(
+        "--include-from-day",
+        type=int,
+        default=None,
+        metavar="DAY",
+        help="simulator truth: also import blobs that appear before DAY",
+    )
     imp.set_defaults(func=run_catalog_import)
 
-    conf = sub.add_parser("confirm", help="confirm a candidate: measure it and add it to the catalog",
-                          description="Measure a candidate and add it to the catalog as a new blob. A "
-                                      "candidate that shows a blob already in the catalog (the blob its "
-                                      "linked candidate became, or one within 1.5 px) is refused; record "
-                                      "it as that blob with --same-as BLOB.")
+    conf = sub.add_parser(
+        "confirm",
+        help="confirm a candidate: measure it and add it to the catalog",
+        description="Measure a candidate and add it to the catalog as a new blob. A "
+        "candidate that shows a blob already in the catalog (the blob its "
+        "linked candidate became, or one within 1.5 px) is refused; record "
+        "it as that blob with --same-as BLOB.",
+    )
     conf.add_argument("candidate", type=int, metavar="CANDIDATE", help="candidate id")
     add_location_options(conf)
-    conf.add_argument("--same-as", type=int, default=None, metavar="BLOB",
-                      help="the candidate is catalog blob BLOB seen again: record it so, add nothing")
+    conf.add_argument(
+        "--same-as",
+        type=int,
+        default=None,
+        metavar="BLOB",
+        help="the candidate is catalog blob BLOB seen again: record it so, add nothing",
+    )
     conf.add_argument("--reviewer", default=None, help="your name (default: the login name)")
-    conf.add_argument("--images-dir", default=None, metavar="DIR",
-                      help="where the image and its references are if they moved since the run")
+    conf.add_argument(
+        "--images-dir",
+        default=None,
+        metavar="DIR",
+        help="where the image and its references are if they moved since the run",
+    )
     conf.set_defaults(func=run_catalog_confirm)
 
     rej = sub.add_parser("reject", help="record a candidate as a false alarm, with a reason")
@@ -145,24 +225,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rej.add_argument("--reviewer", default=None, help="your name (default: the login name)")
     rej.set_defaults(func=run_catalog_reject)
 
-    exp = sub.add_parser("export", help="write the catalog as ECSV plus DQ mask FITS (1024 and 1014), "
-                                        "as a DS9 region file or as a bad-pixel table",
-                         description="--format ecsv (default): write OUT (ECSV) and OUT_STEM_mask1024.fits / "
-                                     "_mask1014.fits: DQ extension with flag 512 on every pixel within a "
-                                     "blob's radius. --format reg: OUT is a DS9 region file (image frame, "
-                                     "one circle per blob). --format bpixtab: OUT is a FITS bad-pixel "
-                                     "table like WFC3/IR's (PIX1, PIX2, LENGTH, AXIS, VALUE; one row per "
-                                     "run of blob pixels in an image row).")
+    exp = sub.add_parser(
+        "export",
+        help="write the catalog as ECSV plus DQ mask FITS (1024 and 1014), "
+        "as a DS9 region file or as a bad-pixel table",
+        description="--format ecsv (default): write OUT (ECSV) and OUT_STEM_mask1024.fits / "
+        "_mask1014.fits: DQ extension with flag 512 on every pixel within a "
+        "blob's radius. --format reg: OUT is a DS9 region file (image frame, "
+        "one circle per blob). --format bpixtab: OUT is a FITS bad-pixel "
+        "table like WFC3/IR's (PIX1, PIX2, LENGTH, AXIS, VALUE; one row per "
+        "run of blob pixels in an image row).",
+    )
     exp.add_argument("output", metavar="OUT")
-    exp.add_argument("--format", choices=("ecsv", "reg", "bpixtab"), default="ecsv",
-                     help="what to write (default: %(default)s)")
+    exp.add_argument(
+        "--format",
+        choices=("ecsv", "reg", "bpixtab"),
+        default="ecsv",
+        help="what to write (default: %(default)s)",
+    )
     add_location_options(exp)
     exp.set_defaults(func=run_catalog_export)
 
     lst = sub.add_parser("list", help="list candidates (default: those awaiting review) or the blobs")
     add_location_options(lst)
-    lst.add_argument("--status", default="new",
-                     help="candidate status to list: new, confirmed, rejected, known, linked or all (default new)")
+    lst.add_argument(
+        "--status",
+        default="new",
+        help="candidate status to list: new, confirmed, rejected, known, linked or all (default new)",
+    )
     lst.add_argument("--blobs", action="store_true", help="list the catalog's blobs instead")
     lst.set_defaults(func=run_catalog_list)
     cat.set_defaults(func=lambda args: (cat.print_help(), 2)[1])
@@ -250,13 +340,23 @@ def _pipeline_run(args: argparse.Namespace, inbox_arg: str, what: str = "inbox")
     inbox = Path(inbox_arg)
     if not inbox.exists():
         raise InputError(inbox, f"{what} folder not found")
-    found = settings(args, notify=args.notify, base_url=args.base_url, threshold=args.threshold,
-                     references=args.references, min_references=args.min_references, model=args.model,
-                     detector=args.detector, fcn_model=args.fcn_model)
+    found = settings(
+        args,
+        notify=args.notify,
+        base_url=args.base_url,
+        threshold=args.threshold,
+        references=args.references,
+        min_references=args.min_references,
+        model=args.model,
+        detector=args.detector,
+        fcn_model=args.fcn_model,
+    )
     url, reports = str(found["db"]), Path(found["reports"]).expanduser()
     if not found["min_references"] <= found["references"]:
-        raise BlobwatchError(f"--min-references {found['min_references']} must be between 1 and "
-                             f"--references {found['references']}")
+        raise BlobwatchError(
+            f"--min-references {found['min_references']} must be between 1 and "
+            f"--references {found['references']}"
+        )
     model = found["model"]
     for path in (model, found["fcn_model"]):
         if path is not None and not Path(path).is_file():
@@ -272,20 +372,31 @@ def _pipeline_run(args: argparse.Namespace, inbox_arg: str, what: str = "inbox")
         fcn_model=found["fcn_model"],
         base_url=found["base_url"],
     )
-    return dict(db=_open(url, create=True), reports=reports, notify=urls, settings=monitor_settings, model=model,
-                progress=False if args.no_progress else None)
+    return dict(
+        db=_open(url, create=True),
+        reports=reports,
+        notify=urls,
+        settings=monitor_settings,
+        model=model,
+        progress=False if args.no_progress else None,
+    )
 
 
 def _print_summary(summary: Any, urls: list[str]) -> None:
     """The closing lines of ``monitor`` and ``reprocess``."""
     alerts = [o for o in summary.processed if o.alert]
-    print(f"{len(summary.processed)} processed, {len(alerts)} with new blobs, "
-          f"{len(summary.rejected)} rejected, {len(summary.failed)} failed, "
-          f"{sum(d.ok for d in summary.deliveries)}/{len(summary.deliveries)} notifications sent "
-          f"in {summary.seconds:.1f}s; index: {summary.index}")
+    print(
+        f"{len(summary.processed)} processed, {len(alerts)} with new blobs, "
+        f"{len(summary.rejected)} rejected, {len(summary.failed)} failed, "
+        f"{sum(d.ok for d in summary.deliveries)}/{len(summary.deliveries)} notifications sent "
+        f"in {summary.seconds:.1f}s; index: {summary.index}"
+    )
     if not urls and alerts:
-        print("no notification URL configured (--notify, $BLOBWATCH_NOTIFY or notify in blobwatch.toml): alerts "
-              "are only in the database and the reports", file=sys.stderr)
+        print(
+            "no notification URL configured (--notify, $BLOBWATCH_NOTIFY or notify in blobwatch.toml): alerts "
+            "are only in the database and the reports",
+            file=sys.stderr,
+        )
 
 
 def run_monitor_command(args: argparse.Namespace) -> int:
@@ -296,8 +407,10 @@ def run_monitor_command(args: argparse.Namespace) -> int:
         raise BlobwatchError(f"--watch {args.watch:g} must be a positive number of seconds")
     kwargs = _pipeline_run(args, args.inbox)
     if args.watch is not None:
-        print(f"watching {args.inbox} every {args.watch:g} s (Ctrl-C to stop); reports in {kwargs['reports']}",
-              flush=True)
+        print(
+            f"watching {args.inbox} every {args.watch:g} s (Ctrl-C to stop); reports in {kwargs['reports']}",
+            flush=True,
+        )
         watch(args.inbox, args.watch, **kwargs)
         return 0  # pragma: no cover - watch returns only by KeyboardInterrupt
     summary = run_monitor(args.inbox, **kwargs)
@@ -333,8 +446,10 @@ def run_catalog_import(args: argparse.Namespace) -> int:
     with session_factory() as session:
         result = import_catalog(session, args.file, include_from_day=args.include_from_day)
         total = session.scalar(select(func.count()).select_from(Blob))
-    print(f"imported {len(result.added)} blobs ({result.source}) from {args.file}; "
-          f"{result.skipped} already in the catalog; {total} known blobs")
+    print(
+        f"imported {len(result.added)} blobs ({result.source}) from {args.file}; "
+        f"{result.skipped} already in the catalog; {total} known blobs"
+    )
     return 0
 
 
@@ -345,15 +460,22 @@ def run_catalog_confirm(args: argparse.Namespace) -> int:
     url, reports = locations(args)
     session_factory = _open(url)
     with session_factory() as session:
-        blob = confirm_candidate(session, args.candidate, reviewer=_reviewer(args), images_dir=args.images_dir,
-                                 same_as=args.same_as)
+        blob = confirm_candidate(
+            session,
+            args.candidate,
+            reviewer=_reviewer(args),
+            images_dir=args.images_dir,
+            same_as=args.same_as,
+        )
         _refresh_pages(session, reports)
     if args.same_as is not None:
         print(f"candidate {args.candidate} recorded as catalog blob {blob.id} seen again; nothing added")
         return 0
-    print(f"candidate {args.candidate} confirmed as blob {blob.id}: x={blob.x:.2f} y={blob.y:.2f} "
-          f"(DS9 {blob.x + 1:.2f}, {blob.y + 1:.2f}) radius {blob.radius:.1f} px depth "
-          + (f"{100 * blob.depth:.1f}%" if blob.depth is not None else "not measured"))
+    print(
+        f"candidate {args.candidate} confirmed as blob {blob.id}: x={blob.x:.2f} y={blob.y:.2f} "
+        f"(DS9 {blob.x + 1:.2f}, {blob.y + 1:.2f}) radius {blob.radius:.1f} px depth "
+        + (f"{100 * blob.depth:.1f}%" if blob.depth is not None else "not measured")
+    )
     return 0
 
 
@@ -384,7 +506,9 @@ def run_catalog_export(args: argparse.Namespace) -> int:
             from blobwatch.interchange import catalog_regions_text
             from blobwatch.monitor.db import Blob
 
-            write_text_atomic(args.output, catalog_regions_text(list(session.scalars(select(Blob).order_by(Blob.id)))))
+            write_text_atomic(
+                args.output, catalog_regions_text(list(session.scalars(select(Blob).order_by(Blob.id))))
+            )
             written = [Path(args.output)]
         elif args.format == "bpixtab":
             written = [export_bpixtab(session, args.output)]
@@ -408,16 +532,22 @@ def run_catalog_list(args: argparse.Namespace) -> int:
             print(f"{'id':>5} {'x':>8} {'y':>8} {'DS9 (x+1, y+1)':>20} {'radius':>7} {'depth':>6}  source")
             for b in session.scalars(select(Blob).order_by(Blob.id)):
                 depth = "" if b.depth is None else f"{b.depth:.3f}"
-                print(f"{b.id:>5} {b.x:8.1f} {b.y:8.1f} {f'({b.x + 1:.1f}, {b.y + 1:.1f})':>20} "
-                      f"{b.radius:7.1f} {depth:>6}  {b.source}")
+                print(
+                    f"{b.id:>5} {b.x:8.1f} {b.y:8.1f} {f'({b.x + 1:.1f}, {b.y + 1:.1f})':>20} "
+                    f"{b.radius:7.1f} {depth:>6}  {b.source}"
+                )
             return 0
         if args.status != "all" and args.status not in CANDIDATE_STATUSES:
-            raise BlobwatchError(f"--status {args.status!r} must be one of {', '.join(CANDIDATE_STATUSES)} or all")
+            raise BlobwatchError(
+                f"--status {args.status!r} must be one of {', '.join(CANDIDATE_STATUSES)} or all"
+            )
         query = select(Candidate, Image).join(Image, Candidate.image_id == Image.id).order_by(Candidate.id)
         if args.status != "all":
             query = query.where(Candidate.status == args.status)
         print(f"{'id':>5} {'image':<28} {'x':>8} {'y':>8} {'DS9 (x+1, y+1)':>20} {'P':>6}  status")
         for c, im in session.execute(query):
-            print(f"{c.id:>5} {im.name:<28} {c.x:8.1f} {c.y:8.1f} {f'({c.x + 1:.1f}, {c.y + 1:.1f})':>20} "
-                  f"{c.probability:6.3f}  {c.status}{': ' + c.reason if c.reason else ''}")
+            print(
+                f"{c.id:>5} {im.name:<28} {c.x:8.1f} {c.y:8.1f} {f'({c.x + 1:.1f}, {c.y + 1:.1f})':>20} "
+                f"{c.probability:6.3f}  {c.status}{': ' + c.reason if c.reason else ''}"
+            )
     return 0

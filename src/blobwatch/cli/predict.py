@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model", metavar="PATH", help="model file (default: the shipped model)")
     common.add_argument(
-        "--device", default="auto", help="'auto' (CUDA if available, else CPU), 'cpu' or 'cuda[:N]' (default: auto)"
+        "--device",
+        default="auto",
+        help="'auto' (CUDA if available, else CPU), 'cpu' or 'cuda[:N]' (default: auto)",
     )
 
     p = subparsers.add_parser(
@@ -48,19 +50,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "image and the difference is built first.  Coordinates are 0-based, x = column, y = row "
         "(the table also shows DS9's 1-based x+1, y+1).",
     )
-    p.add_argument("image", metavar="IMAGE", help="difference image (FITS or .npy), or the current blob image with --references")
-    p.add_argument("--references", nargs="+", metavar="REF", help="earlier blob images (FITS) to build the difference from")
-    p.add_argument("--no-register", action="store_true", help="with --references: do not register the references")
-    p.add_argument("--threshold", type=float, metavar="T", help="probability threshold (default: the model's)")
-    p.add_argument("--detector", choices=("fcn", "paper", "mf"), default=None,
-                   help="fcn: the localizing network (BlobUNet) on the whole difference and reference median, "
-                   "the seed's subframes classified beside it (default: the regression suite's winner, or "
-                   "$BLOBWATCH_DETECTOR / the config file's detector); paper: PaperCNN subframes + matched-filter "
-                   "seeds with dip tests; mf: the matched filter alone at --threshold sigma (default 5)")
-    p.add_argument("--fcn-model", metavar="PATH", help="BlobUNet model file for --detector fcn (default: the shipped one)")
+    p.add_argument(
+        "image",
+        metavar="IMAGE",
+        help="difference image (FITS or .npy), or the current blob image with --references",
+    )
+    p.add_argument(
+        "--references",
+        nargs="+",
+        metavar="REF",
+        help="earlier blob images (FITS) to build the difference from",
+    )
+    p.add_argument(
+        "--no-register", action="store_true", help="with --references: do not register the references"
+    )
+    p.add_argument(
+        "--threshold", type=float, metavar="T", help="probability threshold (default: the model's)"
+    )
+    p.add_argument(
+        "--detector",
+        choices=("fcn", "paper", "mf"),
+        default=None,
+        help="fcn: the localizing network (BlobUNet) on the whole difference and reference median, "
+        "the seed's subframes classified beside it (default: the regression suite's winner, or "
+        "$BLOBWATCH_DETECTOR / the config file's detector); paper: PaperCNN subframes + matched-filter "
+        "seeds with dip tests; mf: the matched filter alone at --threshold sigma (default 5)",
+    )
+    p.add_argument(
+        "--fcn-model",
+        metavar="PATH",
+        help="BlobUNet model file for --detector fcn (default: the shipped one)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--output", metavar="FILE", help="also write the JSON result to FILE (atomically)")
-    p.add_argument("--reg", metavar="FILE", help="also write the candidates as a DS9 region file (image frame)")
+    p.add_argument(
+        "--reg", metavar="FILE", help="also write the candidates as a DS9 region file (image frame)"
+    )
     p.set_defaults(func=_detect)
 
     p = subparsers.add_parser(
@@ -98,7 +123,10 @@ def read_array(path: str) -> np.ndarray:
         try:
             arr = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
-            raise InputError(path, f"not a readable .npy array ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+            raise InputError(
+                path,
+                f"not a readable .npy array ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
+            ) from None
     elif _is_fits(path):
         from astropy.io import fits
 
@@ -110,7 +138,10 @@ def read_array(path: str) -> np.ndarray:
                         arr = np.array(hdu.data)
                         break
         except (OSError, ValueError, TypeError) as exc:
-            raise InputError(path, f"not a readable FITS file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+            raise InputError(
+                path,
+                f"not a readable FITS file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
+            ) from None
         if arr is None:
             raise InputError(path, "no image data in any HDU")
     else:
@@ -192,14 +223,18 @@ def format_detection(payload: dict[str, Any]) -> str:
         f"{'sub':>3} {'x0':>5} {'y0':>5} {'size':>4} {'probability':>11}  flagged",
     ]
     for s in payload["subframes"]:
-        lines.append(f"{s['index']:>3} {s['x0']:>5} {s['y0']:>5} {s['size']:>4} {s['probability']:>11.4f}  {'yes' if s['blob'] else ''}")
+        lines.append(
+            f"{s['index']:>3} {s['x0']:>5} {s['y0']:>5} {s['size']:>4} {s['probability']:>11.4f}  {'yes' if s['blob'] else ''}"
+        )
     cands = payload["candidates"]
     lines.append("")
     if not cands:
         lines.append("no new-blob candidates")
     else:
         lines.append(f"{len(cands)} new-blob candidate(s); x = column, y = row (0-based), DS9 = (x+1, y+1):")
-        lines.append(f"{'#':>2} {'x':>8} {'y':>8} {'DS9 x':>8} {'DS9 y':>8} {'prob':>7} {'S/N':>6} {'radius':>6} {'sub':>3}")
+        lines.append(
+            f"{'#':>2} {'x':>8} {'y':>8} {'DS9 x':>8} {'DS9 y':>8} {'prob':>7} {'S/N':>6} {'radius':>6} {'sub':>3}"
+        )
         for k, c in enumerate(cands, start=1):
             lines.append(
                 f"{k:>2} {c['x']:>8.2f} {c['y']:>8.2f} {c['x'] + 1:>8.2f} {c['y'] + 1:>8.2f} "
@@ -242,14 +277,28 @@ def _detect(args: argparse.Namespace) -> int:
             from blobwatch.fcn import FCNDetector
 
             fcn = FCNDetector(found["fcn_model"], device=args.device)
-            detection = detect_fcn(difference, fcn, clf, threshold=found["threshold"], reference=stack,
-                                   name=os.path.basename(args.image))
+            detection = detect_fcn(
+                difference,
+                fcn,
+                clf,
+                threshold=found["threshold"],
+                reference=stack,
+                name=os.path.basename(args.image),
+            )
             if stack is None:
-                print("blobwatch: warning: no --references, so the network sees no reference median "
-                      "(it tells new blobs from old ones' residuals less well)", file=sys.stderr)
+                print(
+                    "blobwatch: warning: no --references, so the network sees no reference median "
+                    "(it tells new blobs from old ones' residuals less well)",
+                    file=sys.stderr,
+                )
         else:
-            detection = detect(difference, clf, threshold=found["threshold"], name=os.path.basename(args.image),
-                               reference=stack)
+            detection = detect(
+                difference,
+                clf,
+                threshold=found["threshold"],
+                name=os.path.basename(args.image),
+                reference=stack,
+            )
     except ValueError as exc:
         raise InputError(args.image, str(exc)) from None
     payload = detection.to_json()
@@ -260,8 +309,12 @@ def _detect(args: argparse.Namespace) -> int:
     if args.reg:
         from blobwatch.interchange import RegionCircle, write_regions
 
-        circles = [RegionCircle(c["x"], c["y"], c["radius"], f"candidate {k} P={c['probability']:.3f}",
-                                "red", "candidate") for k, c in enumerate(payload["candidates"], start=1)]
+        circles = [
+            RegionCircle(
+                c["x"], c["y"], c["radius"], f"candidate {k} P={c['probability']:.3f}", "red", "candidate"
+            )
+            for k, c in enumerate(payload["candidates"], start=1)
+        ]
         write_regions(args.reg, circles, title=f"new-blob candidates in {payload['image']}")
     if args.json:
         json.dump(payload, sys.stdout, indent=2)
@@ -278,10 +331,17 @@ def _detect_mf(args: argparse.Namespace, difference: np.ndarray) -> int:
 
     threshold = 5.0 if args.threshold is None else float(args.threshold)
     peaks = matched_filter_peaks(prepare(difference).data, floor=threshold)
-    cands = [{"x": float(x), "y": float(y), "significance": round(float(v), 3)}
-             for x, y, v in zip(peaks.x, peaks.y, peaks.score, strict=True)]
-    payload = {"image": os.path.basename(args.image), "detector": "mf", "threshold": threshold,
-               "model": None, "candidates": cands}
+    cands = [
+        {"x": float(x), "y": float(y), "significance": round(float(v), 3)}
+        for x, y, v in zip(peaks.x, peaks.y, peaks.score, strict=True)
+    ]
+    payload = {
+        "image": os.path.basename(args.image),
+        "detector": "mf",
+        "threshold": threshold,
+        "model": None,
+        "candidates": cands,
+    }
     if args.output:
         from blobwatch.atomic import write_text_atomic
 
@@ -289,8 +349,10 @@ def _detect_mf(args: argparse.Namespace, difference: np.ndarray) -> int:
     if args.reg:
         from blobwatch.interchange import RegionCircle, write_regions
 
-        circles = [RegionCircle(c["x"], c["y"], 8.0, f"candidate {k}", "red", "candidate")
-                   for k, c in enumerate(cands, start=1)]
+        circles = [
+            RegionCircle(c["x"], c["y"], 8.0, f"candidate {k}", "red", "candidate")
+            for k, c in enumerate(cands, start=1)
+        ]
         write_regions(args.reg, circles, title=f"new-blob candidates in {payload['image']} (mf)")
     if args.json:
         json.dump(payload, sys.stdout, indent=2)
@@ -300,8 +362,10 @@ def _detect_mf(args: argparse.Namespace, difference: np.ndarray) -> int:
         if not cands:
             print("no new-blob candidates")
         for k, c in enumerate(cands, start=1):
-            print(f"{k:>2} x {c['x']:8.2f} y {c['y']:8.2f} (DS9 {c['x'] + 1:.2f}, {c['y'] + 1:.2f})  "
-                  f"S/N {c['significance']:.4g}")
+            print(
+                f"{k:>2} x {c['x']:8.2f} y {c['y']:8.2f} (DS9 {c['x'] + 1:.2f}, {c['y'] + 1:.2f})  "
+                f"S/N {c['significance']:.4g}"
+            )
     return 0
 
 
@@ -321,6 +385,8 @@ def _saliency(args: argparse.Namespace) -> int:
         np.save(fh, maps)
     for i, (sub, sal, p) in enumerate(zip(batch, maps, prob, strict=True)):
         flag = "blob" if p >= clf.threshold else "no blob"
-        save_saliency_figure(out / f"saliency_{i:03d}.png", sub, sal, title=f"subframe {i}: P(blob) = {p:.3f} ({flag})")
+        save_saliency_figure(
+            out / f"saliency_{i:03d}.png", sub, sal, title=f"subframe {i}: P(blob) = {p:.3f} ({flag})"
+        )
     print(f"wrote {len(maps)} figure(s) and saliency.npy to {out}")
     return 0

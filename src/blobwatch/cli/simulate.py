@@ -21,19 +21,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("outdir", metavar="OUTDIR", help="output directory")
     parser.add_argument("--days", type=int, default=45, help="number of daily images (default 45)")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="random seed (default: drawn at random and recorded)")
-    parser.add_argument("--new-blob", type=int, action="append", default=[], metavar="DAY",
-                        help="a new blob appears on DAY (0-based; repeat for more)")
-    parser.add_argument("--new-blob-rate", type=float, default=0.0, metavar="R",
-                        help="expected number of further new blobs per day (default 0)")
-    parser.add_argument("--existing", type=int, default=None, metavar="N",
-                        help="blobs present before day 0 (default: drawn 100-200)")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="random seed (default: drawn at random and recorded)"
+    )
+    parser.add_argument(
+        "--new-blob",
+        type=int,
+        action="append",
+        default=[],
+        metavar="DAY",
+        help="a new blob appears on DAY (0-based; repeat for more)",
+    )
+    parser.add_argument(
+        "--new-blob-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="expected number of further new blobs per day (default 0)",
+    )
+    parser.add_argument(
+        "--existing",
+        type=int,
+        default=None,
+        metavar="N",
+        help="blobs present before day 0 (default: drawn 100-200)",
+    )
     parser.add_argument("--size", type=int, default=1024, help=argparse.SUPPRESS)
-    parser.add_argument("--flt", action="store_true",
-                        help="also write WFC3 flt-style files (SCI/ERR/DQ, 1014x1014, e-/s)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="allow writing into a non-empty OUTDIR")
+    parser.add_argument(
+        "--flt", action="store_true", help="also write WFC3 flt-style files (SCI/ERR/DQ, 1014x1014, e-/s)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty OUTDIR")
     parser.set_defaults(func=run)
 
 
@@ -66,14 +83,20 @@ def run(args: argparse.Namespace) -> int:
     blobs = sim.blobs
     new = sim.new_blobs()
     n_images = sim.n_days * (2 if args.flt else 1)
-    print(f"wrote {len(files)} files to {outdir} ({n_images} images, seed {sim.params['seed']})"
-          + (f"; removed {len(stale)} stale simulator files" if stale else ""))
-    print(f"blobs: {len(blobs) - len(new)} existing, {len(new)} new; "
-          f"noise {sim.params['noise_sigma']:.4f}, shift sigma {sim.params['shift_sigma']:.2f} px")
+    print(
+        f"wrote {len(files)} files to {outdir} ({n_images} images, seed {sim.params['seed']})"
+        + (f"; removed {len(stale)} stale simulator files" if stale else "")
+    )
+    print(
+        f"blobs: {len(blobs) - len(new)} existing, {len(new)} new; "
+        f"noise {sim.params['noise_sigma']:.4f}, shift sigma {sim.params['shift_sigma']:.2f} px"
+    )
     for row in new:
-        print(f"  new blob {row['id']} on day {row['day']}: x={row['x']:.1f} y={row['y']:.1f} "
-              f"(DS9 {row['x'] + 1:.1f}, {row['y'] + 1:.1f}) radius {row['radius']:.1f} px "
-              f"depth {100 * row['depth']:.1f}% {row['profile']}")
+        print(
+            f"  new blob {row['id']} on day {row['day']}: x={row['x']:.1f} y={row['y']:.1f} "
+            f"(DS9 {row['x'] + 1:.1f}, {row['y'] + 1:.1f}) radius {row['radius']:.1f} px "
+            f"depth {100 * row['depth']:.1f}% {row['profile']}"
+        )
     return 0
 
 

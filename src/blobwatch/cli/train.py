@@ -56,28 +56,44 @@ def register(subparsers: Any) -> None:
         "make-dataset",
         help="generate training/validation/test subframe datasets",
         description="Simulate non-blob difference images (plus any FILES given), cut 256x256 "
-                    "subframes (training: left 75%%, validation: right 25%%), superimpose blobs on "
-                    "half of them and write four streaming datasets with manifests: train, val, "
-                    "test_images (unseen simulation seeds) and test_stamps (held-out stamps).",
+        "subframes (training: left 75%%, validation: right 25%%), superimpose blobs on "
+        "half of them and write four streaming datasets with manifests: train, val, "
+        "test_images (unseen simulation seeds) and test_stamps (held-out stamps).",
     )
     p.add_argument("outdir", help="output directory (e.g. datasets/v3)")
     p.add_argument("files", nargs="*", help="extra real non-blob difference images (FITS) for training")
-    p.add_argument("--n-train", type=_count(0), default=16000, help="training samples (default: the seed's 16000)")
+    p.add_argument(
+        "--n-train", type=_count(0), default=16000, help="training samples (default: the seed's 16000)"
+    )
     p.add_argument("--n-val", type=_count(0), default=4000, help="validation samples (default 4000)")
     p.add_argument("--n-test", type=_count(0), default=4000, help="samples in each test set (default 4000)")
     p.add_argument("--seed", type=int, default=33, help="master random seed (default 33)")
     p.add_argument("--train-seeds", type=_ints, default=None, help="simulation seeds of training images")
     p.add_argument("--test-seeds", type=_ints, default=None, help="simulation seeds of unseen test images")
-    p.add_argument("--heldout-stamps", type=_ints, default=None,
-                   help="real stamp ids kept out of training (default 4,8,12,16,20)")
-    p.add_argument("--stamps", default=None, help="blob stamp FITS (default: the 20 real stamps shipped in the package)")
+    p.add_argument(
+        "--heldout-stamps",
+        type=_ints,
+        default=None,
+        help="real stamp ids kept out of training (default 4,8,12,16,20)",
+    )
+    p.add_argument(
+        "--stamps", default=None, help="blob stamp FITS (default: the 20 real stamps shipped in the package)"
+    )
     p.add_argument("--clip-factor", type=float, default=0.5, help="preparation clip factor (default 0.5)")
-    p.add_argument("--distractor-fraction", type=_number(0.0, 1.0), default=0.5,
-                   help="fraction of training subframes (both classes) given dark distractors "
-                        "like persistence or trails (default 0.5; 0 for the seed's recipe)")
-    p.add_argument("--pedestal-sigma", type=_number(0.0), default=0.3,
-                   help="sigma of the random pedestal and gradient (noise sigma) added to every "
-                        "training subframe (default 0.3; 0 for the seed's recipe)")
+    p.add_argument(
+        "--distractor-fraction",
+        type=_number(0.0, 1.0),
+        default=0.5,
+        help="fraction of training subframes (both classes) given dark distractors "
+        "like persistence or trails (default 0.5; 0 for the seed's recipe)",
+    )
+    p.add_argument(
+        "--pedestal-sigma",
+        type=_number(0.0),
+        default=0.3,
+        help="sigma of the random pedestal and gradient (noise sigma) added to every "
+        "training subframe (default 0.3; 0 for the seed's recipe)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_make_dataset)
 
@@ -85,26 +101,40 @@ def register(subparsers: Any) -> None:
         "train",
         help="train a blob classifier on a dataset",
         description="Cross-entropy, batch 100, Adam for the first --adam-epochs epochs then SGD. "
-                    "Writes checkpoint.pt each epoch, metrics.csv, history.png and the model file. "
-                    "The seed's recipe is --epochs 200 --adam-epochs 5.",
+        "Writes checkpoint.pt each epoch, metrics.csv, history.png and the model file. "
+        "The seed's recipe is --epochs 200 --adam-epochs 5.",
     )
     t.add_argument("dataset", help="dataset directory (from make-dataset), e.g. datasets/v3/train")
     t.add_argument("--val", default=None, help="validation dataset (default: DATASET/../val if present)")
     t.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
     t.add_argument("--model", default=None, help="model file to write (default OUT/model.pt)")
-    t.add_argument("--epochs", type=_count(1), default=None, help="epochs (default: the short recipe, 6; the seed: 200)")
-    t.add_argument("--adam-epochs", type=_count(0), default=None,
-                   help="epochs with Adam before SGD (default 4; the seed: 5)")
+    t.add_argument(
+        "--epochs", type=_count(1), default=None, help="epochs (default: the short recipe, 6; the seed: 200)"
+    )
+    t.add_argument(
+        "--adam-epochs",
+        type=_count(0),
+        default=None,
+        help="epochs with Adam before SGD (default 4; the seed: 5)",
+    )
     t.add_argument("--batch-size", type=_count(1), default=None, help="batch size (default 100)")
     t.add_argument("--adam-lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
     t.add_argument("--sgd-lr", type=float, default=None, help="SGD learning rate (default 1e-3)")
-    t.add_argument("--max-samples", type=_count(0), default=None,
-                   help="samples per epoch: the first N of each epoch's permutation of the whole set "
-                        "(default 8000; 0: all, as in the seed)")
+    t.add_argument(
+        "--max-samples",
+        type=_count(0),
+        default=None,
+        help="samples per epoch: the first N of each epoch's permutation of the whole set "
+        "(default 8000; 0: all, as in the seed)",
+    )
     t.add_argument("--seed", type=int, default=None, help="random seed (default 33)")
-    t.add_argument("--params", metavar="JSON", default=None,
-                   help="architecture and training settings from `blobwatch tune`'s best.json (options given "
-                        "here override its training settings)")
+    t.add_argument(
+        "--params",
+        metavar="JSON",
+        default=None,
+        help="architecture and training settings from `blobwatch tune`'s best.json (options given "
+        "here override its training settings)",
+    )
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -115,47 +145,69 @@ def register(subparsers: Any) -> None:
         "train-fcn",
         help="train the localizing network (BlobUNet) and calibrate its threshold",
         description="Train BlobUNet on whole-image training sequences (blobwatch.variation's 'training' seed "
-                    "split: raw-injected blobs, registered differences, offsets, non-translational changes, "
-                    "correlated noise, edges, overlaps, artifacts), then choose its probability threshold on "
-                    "the regression suite's calibration split (a target false-alarm rate per quiet image).",
+        "split: raw-injected blobs, registered differences, offsets, non-translational changes, "
+        "correlated noise, edges, overlaps, artifacts), then choose its probability threshold on "
+        "the regression suite's calibration split (a target false-alarm rate per quiet image).",
     )
     f.add_argument("--out", default="runs/fcn", help="run folder (default runs/fcn)")
     f.add_argument("--sequences", type=_count(2), default=48, help="training sequences (default 48)")
-    f.add_argument("--new-blobs", type=_count(1), default=12, help="new blobs per training image (default 12)")
+    f.add_argument(
+        "--new-blobs", type=_count(1), default=12, help="new blobs per training image (default 12)"
+    )
     f.add_argument("--epochs", type=_count(1), default=20, help="epochs (default 20)")
     f.add_argument("--batch-size", type=_count(1), default=16, help="patches per step (default 16)")
     f.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
-    f.add_argument("--width", type=_count(2), default=12, help="channels of the first U-Net level (default 12)")
+    f.add_argument(
+        "--width", type=_count(2), default=12, help="channels of the first U-Net level (default 12)"
+    )
     f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    f.add_argument("--target-false-alarm", type=float, default=0.02, metavar="F",
-                   help="false alarms per quiet calibration image the threshold is set to (default 0.02)")
-    f.add_argument("--calibration-sequences", type=_count(1), default=12, help="calibration sequences (default 12)")
+    f.add_argument(
+        "--target-false-alarm",
+        type=float,
+        default=0.02,
+        metavar="F",
+        help="false alarms per quiet calibration image the threshold is set to (default 0.02)",
+    )
+    f.add_argument(
+        "--calibration-sequences", type=_count(1), default=12, help="calibration sequences (default 12)"
+    )
     f.add_argument("--cache", metavar="DIR", default=None, help="case cache (default: the regression cache)")
     f.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="default cpu")
     f.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    f.add_argument("--recalibrate", metavar="MODEL", default=None,
-                   help="train nothing: choose MODEL's threshold again on the calibration split (after a change "
-                        "to how candidates are scored) and write it into MODEL")
+    f.add_argument(
+        "--recalibrate",
+        metavar="MODEL",
+        default=None,
+        help="train nothing: choose MODEL's threshold again on the calibration split (after a change "
+        "to how candidates are scored) and write it into MODEL",
+    )
     f.set_defaults(func=_train_fcn)
 
     e = subparsers.add_parser(
         "evaluate",
         help="evaluate a model (and the matched-filter baseline) on datasets",
         description="Confusion rates (TN, FP, TP, FN), ROC and precision-recall curves with AUC, "
-                    "misses by blob strength/size/edge distance, false positives by cause, and a "
-                    "multi-scale matched filter at the same false-positive rate.",
+        "misses by blob strength/size/edge distance, false positives by cause, and a "
+        "multi-scale matched filter at the same false-positive rate.",
     )
-    e.add_argument("datasets", nargs="*", help="dataset directories (e.g. datasets/v3/val datasets/v3/test_images)")
-    e.add_argument("--suite", action="store_true",
-                   help="evaluate on the 16 subframes of the regression suite's whole-image cases instead "
-                   "(raw-injected blobs, plain and registered differences, bootstrap intervals; the "
-                   "matched filter's threshold is set on the calibration split)")
+    e.add_argument(
+        "datasets", nargs="*", help="dataset directories (e.g. datasets/v3/val datasets/v3/test_images)"
+    )
+    e.add_argument(
+        "--suite",
+        action="store_true",
+        help="evaluate on the 16 subframes of the regression suite's whole-image cases instead "
+        "(raw-injected blobs, plain and registered differences, bootstrap intervals; the "
+        "matched filter's threshold is set on the calibration split)",
+    )
     add_suite_options(e)
     e.add_argument("--model", default=None, help="model file (default: the shipped model)")
     e.add_argument("--out", default="runs/evaluate", help="output directory (default runs/evaluate)")
     e.add_argument("--threshold", type=float, default=None, help="override the model's threshold")
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
-    e.add_argument("--max-samples", type=_count(1), default=None, help="evaluate only the first N samples of each")
+    e.add_argument(
+        "--max-samples", type=_count(1), default=None, help="evaluate only the first N samples of each"
+    )
     e.set_defaults(func=_evaluate)
 
 
@@ -166,9 +218,15 @@ def _make_dataset(args: argparse.Namespace) -> int:
 
     log = logging.getLogger("blobwatch.make-dataset")
     kw: dict[str, Any] = {
-        "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test, "seed": args.seed,
-        "clip_factor": args.clip_factor, "files": list(args.files), "stamps_path": args.stamps,
-        "distractor_fraction": args.distractor_fraction, "pedestal_sigma": args.pedestal_sigma,
+        "n_train": args.n_train,
+        "n_val": args.n_val,
+        "n_test": args.n_test,
+        "seed": args.seed,
+        "clip_factor": args.clip_factor,
+        "files": list(args.files),
+        "stamps_path": args.stamps,
+        "distractor_fraction": args.distractor_fraction,
+        "pedestal_sigma": args.pedestal_sigma,
     }
     for name in ("train_seeds", "test_seeds", "heldout_stamps"):
         if getattr(args, name) is not None:
@@ -192,23 +250,33 @@ def _train(args: argparse.Namespace) -> int:
         from blobwatch.tune import read_params
 
         params = read_params(args.params)
-        kw.update(architecture=params["architecture"],
-                  arguments={k: v for k, v in params["arguments"].items() if k != "size"})
+        kw.update(
+            architecture=params["architecture"],
+            arguments={k: v for k, v in params["arguments"].items() if k != "size"},
+        )
         kw.update({k: params["training"][k] for k in keys if k in params["training"]})
     kw.update({k: getattr(args, k) for k in keys if getattr(args, k) is not None})
 
     cfg = TrainConfig(
-        dataset=args.dataset, outdir=args.out, val_dataset=val, device=args.device,
-        threads=args.threads, resume=args.resume, progress=not args.no_progress,
+        dataset=args.dataset,
+        outdir=args.out,
+        val_dataset=val,
+        device=args.device,
+        threads=args.threads,
+        resume=args.resume,
+        progress=not args.no_progress,
         model_path=args.model,
-        command="blobwatch " + " ".join(shlex.quote(a) for a in sys.argv[1:]), **kw,
+        command="blobwatch " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        **kw,
     )
     result = train(cfg)
     v = result.validation
     print(f"model: {result.model_path}  ({result.seconds:.0f} s)")
     if v:
-        print(f"validation (n={v['n']}): threshold {result.threshold:.3f}  TPR {v['tpr']:.4f}  "
-              f"TNR {v['tnr']:.4f}  ROC AUC {v['roc_auc']:.4f}")
+        print(
+            f"validation (n={v['n']}): threshold {result.threshold:.3f}  TPR {v['tpr']:.4f}  "
+            f"TNR {v['tnr']:.4f}  ROC AUC {v['roc_auc']:.4f}"
+        )
     return 0
 
 
@@ -219,8 +287,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         return _evaluate_suite(args)
     if not args.datasets:
         raise BlobwatchError("evaluate needs dataset directories, or --suite")
-    report = evaluate_model(args.datasets, model=args.model, outdir=args.out, threshold=args.threshold,
-                            device=args.device, max_samples=args.max_samples)
+    report = evaluate_model(
+        args.datasets,
+        model=args.model,
+        outdir=args.out,
+        threshold=args.threshold,
+        device=args.device,
+        max_samples=args.max_samples,
+    )
     print(format_table(report))
     print(f"written: {Path(args.out) / 'evaluation.json'}")
     return 0
@@ -243,8 +317,11 @@ def _evaluate_suite(args: argparse.Namespace) -> int:
     calib = suite_subframe_scores(build_suite(calib_spec, cache, progress=progress), clf, progress=progress)
     suite = suite_subframe_scores(build_suite(suite_spec, cache, progress=progress), clf, progress=progress)
     report = evaluate_suite(calib, suite, threshold)
-    report.update(model=str(clf.model_path), suite_sequences=suite_spec.n_sequences,
-                  calibration_sequences=calib_spec.n_sequences)
+    report.update(
+        model=str(clf.model_path),
+        suite_sequences=suite_spec.n_sequences,
+        calibration_sequences=calib_spec.n_sequences,
+    )
     out = Path(args.out)
     write_text_atomic(out / "evaluation_suite.json", json.dumps(report, indent=1) + "\n")
     print(format_suite_table(report))
@@ -270,10 +347,20 @@ def _train_fcn(args: argparse.Namespace) -> int:
         threshold = _calibrate_fcn(Path(args.recalibrate), args, cache, progress)
         print(f"model: {args.recalibrate} (threshold {threshold:.4f} on the calibration split)")
         return 0
-    cfg = FCNTrainConfig(outdir=args.out, cache=str(cache), sequences=args.sequences, new_blobs=args.new_blobs,
-                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, width=args.width,
-                         seed=args.seed, device=args.device, threads=args.threads,
-                         extra={"stamps": list(training_stamps())})
+    cfg = FCNTrainConfig(
+        outdir=args.out,
+        cache=str(cache),
+        sequences=args.sequences,
+        new_blobs=args.new_blobs,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        width=args.width,
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+        extra={"stamps": list(training_stamps())},
+    )
     t0 = time.perf_counter()
     # stamp-shaped training blobs come from the 15 training stamps, never the suite's 5
     variation = VariationConfig(cases=cfg.cases, new_blobs=cfg.new_blobs, stamps=tuple(cfg.extra["stamps"]))
@@ -282,8 +369,10 @@ def _train_fcn(args: argparse.Namespace) -> int:
     metrics = train_fcn(cfg, cases)
     model_path = Path(args.out) / "model.pt"
     threshold = _calibrate_fcn(model_path, args, cache, progress)
-    print(f"model: {model_path} (threshold {threshold:.3f} on the calibration split; "
-          f"training {metrics['train_seconds']:.0f} s)")
+    print(
+        f"model: {model_path} (threshold {threshold:.3f} on the calibration split; "
+        f"training {metrics['train_seconds']:.0f} s)"
+    )
     return 0
 
 
@@ -296,12 +385,22 @@ def _calibrate_fcn(model_path: Path, args: argparse.Namespace, cache: Path, prog
 
     calib = build_suite(SuiteSpec("calibration", args.calibration_sequences), cache, progress=progress)
     det = LocalizingDetector(model=str(model_path), device=args.device)
-    threshold = max(calibrate(calib, run_detector(det, calib, progress=progress), args.target_false_alarm), det.floor)
+    threshold = max(
+        calibrate(calib, run_detector(det, calib, progress=progress), args.target_false_alarm), det.floor
+    )
     loaded = load_model(model_path)
     command = "blobwatch " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    meta = dict(loaded.metadata, threshold=threshold,
-                calibration={"split": "calibration", "sequences": args.calibration_sequences,
-                             "target_false_alarm": args.target_false_alarm})
+    meta = dict(
+        loaded.metadata,
+        threshold=threshold,
+        calibration={
+            "split": "calibration",
+            "sequences": args.calibration_sequences,
+            "target_false_alarm": args.target_false_alarm,
+        },
+    )
     meta["recalibrated_by" if args.recalibrate else "command"] = command
-    save_model(model_path, loaded.model, architecture=loaded.architecture, arguments=loaded.arguments, metadata=meta)
+    save_model(
+        model_path, loaded.model, architecture=loaded.architecture, arguments=loaded.arguments, metadata=meta
+    )
     return threshold

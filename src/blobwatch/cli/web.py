@@ -23,13 +23,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_location_options(parser)
-    parser.add_argument("--images", metavar="DIR",
-                        help="where to find blob images that moved since they were processed")
+    parser.add_argument(
+        "--images", metavar="DIR", help="where to find blob images that moved since they were processed"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
-    parser.add_argument("--allowed-host", metavar="NAME", action="append", default=[],
-                        help="a host name the app answers to besides the loopback names and the "
-                             "--host address, e.g. the machine's name (repeatable)")
+    parser.add_argument(
+        "--allowed-host",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="a host name the app answers to besides the loopback names and the "
+        "--host address, e.g. the machine's name (repeatable)",
+    )
     parser.set_defaults(func=serve)
 
 
@@ -62,9 +68,13 @@ def serve(args: argparse.Namespace) -> int:
 
     url, reports = locations(args)
     with database_errors(url):
-        app = create_app(url, reports, token=token, require_token=exposed, images_dir=args.images,
-                         allowed_hosts=hosts)
-    print(f"blobwatch: serving {redact_url(url)} at http://{args.host}:{args.port}/ "
-          f"({'write token required' if exposed else 'loopback only'})", flush=True)
+        app = create_app(
+            url, reports, token=token, require_token=exposed, images_dir=args.images, allowed_hosts=hosts
+        )
+    print(
+        f"blobwatch: serving {redact_url(url)} at http://{args.host}:{args.port}/ "
+        f"({'write token required' if exposed else 'loopback only'})",
+        flush=True,
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", log_config=None)  # our log format
     return 0

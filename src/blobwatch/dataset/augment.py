@@ -181,8 +181,9 @@ class DistractorConfig:
             raise ValueError(f"DistractorConfig.n_max={self.n_max} must be >= 1")
 
 
-def add_distractors(frame: np.ndarray, rng: np.random.Generator, cfg: DistractorConfig,
-                     noise: float) -> list[dict[str, Any]]:
+def add_distractors(
+    frame: np.ndarray, rng: np.random.Generator, cfg: DistractorConfig, noise: float
+) -> list[dict[str, Any]]:
     """Add 1..``cfg.n_max`` dark Gaussian patches to ``frame`` in place; return their parameters.
 
     The result is floored at the frame's minimum before the patches (after the pedestal and any
@@ -207,16 +208,24 @@ def add_distractors(frame: np.ndarray, rng: np.random.Generator, cfg: Distractor
         u = ((xx - col) * c + (yy - row) * s) / s_long
         v = (-(xx - col) * s + (yy - row) * c) / s_short
         dark -= (depth * np.exp(-0.5 * (u * u + v * v))).astype(np.float32)
-        out.append({"kind": "elongated" if elongated else "round", "row": round(float(row), 2),
-                    "col": round(float(col), 2), "sigma_long": round(s_long, 2),
-                    "sigma_short": round(s_short, 2), "angle_deg": round(float(np.degrees(angle)), 1),
-                    "depth_sigma": round(depth / noise, 3)})
+        out.append(
+            {
+                "kind": "elongated" if elongated else "round",
+                "row": round(float(row), 2),
+                "col": round(float(col), 2),
+                "sigma_long": round(s_long, 2),
+                "sigma_short": round(s_short, 2),
+                "angle_deg": round(float(np.degrees(angle)), 1),
+                "depth_sigma": round(depth / noise, 3),
+            }
+        )
     np.maximum(frame + dark, floor, out=frame)
     return out
 
 
-def add_pedestal(frame: np.ndarray, rng: np.random.Generator, cfg: DistractorConfig,
-                  noise: float) -> dict[str, float]:
+def add_pedestal(
+    frame: np.ndarray, rng: np.random.Generator, cfg: DistractorConfig, noise: float
+) -> dict[str, float]:
     """Add a random pedestal and gradient to ``frame`` in place, within its original range (as
     `blobwatch.preprocess.prepare` clips); return them in noise sigma."""
     lo, hi = float(frame.min()), float(frame.max())
@@ -225,8 +234,11 @@ def add_pedestal(frame: np.ndarray, rng: np.random.Generator, cfg: DistractorCon
     ramp = np.linspace(-0.5, 0.5, frame.shape[0], dtype=np.float32)
     frame += noise * (level + gy * ramp[:, None] + gx * ramp[None, :])
     np.clip(frame, lo, hi, out=frame)
-    return {"pedestal_sigma": round(level, 4), "gradient_y_sigma": round(gy, 4),
-            "gradient_x_sigma": round(gx, 4)}
+    return {
+        "pedestal_sigma": round(level, 4),
+        "gradient_y_sigma": round(gy, 4),
+        "gradient_x_sigma": round(gx, 4),
+    }
 
 
 def draw_blobs(
@@ -254,8 +266,12 @@ def draw_blobs(
             sid = int(rng.choice(np.asarray(stamp_ids)))
             scale = float(rng.uniform(*cfg.stamp_scale))
             patch = taper_stamp(stamps[sid]) * scale
-            info = {"kind": "stamp", "stamp_id": sid, "scale": scale,
-                    "radius": 0.5 * float(np.sqrt(stamps[sid].shape[0] * stamps[sid].shape[1])) / 1.5}
+            info = {
+                "kind": "stamp",
+                "stamp_id": sid,
+                "scale": scale,
+                "radius": 0.5 * float(np.sqrt(stamps[sid].shape[0] * stamps[sid].shape[1])) / 1.5,
+            }
         angle = float(rng.uniform(0.0, 360.0))
         patch = ndimage.rotate(patch, angle, reshape=True, order=1, mode="constant", cval=0.0)
         if rng.random() < 0.5:
@@ -263,7 +279,10 @@ def draw_blobs(
         row, col = rng.uniform(0, size - 1, size=2)
         inside = add_patch(frame, patch.astype(np.float32), row, col)
         info.update(
-            row=float(row), col=float(col), angle=angle, inside_fraction=round(inside, 4),
+            row=float(row),
+            col=float(col),
+            angle=angle,
+            inside_fraction=round(inside, 4),
             peak_sigma=float(patch.max()) / noise,
         )
         blobs.append(info)

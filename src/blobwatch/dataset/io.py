@@ -182,7 +182,10 @@ def make_dataset(
     rng_win = np.random.default_rng(s_windows)
     src_idx = np.concatenate([np.full(k, i) for i, k in enumerate(per_source)])
     corners = np.concatenate(
-        [_window_positions(s, rng_win, int(k), size, region, hard_fraction) for s, k in zip(sources, per_source, strict=True)]
+        [
+            _window_positions(s, rng_win, int(k), size, region, hard_fraction)
+            for s, k in zip(sources, per_source, strict=True)
+        ]
     )
     order = rng_win.permutation(n_samples)
     src_idx, corners = src_idx[order], corners[order]
@@ -210,9 +213,17 @@ def make_dataset(
     tmp_x = outdir / ".x.npy.tmp"
     x = np.lib.format.open_memmap(tmp_x, mode="w+", dtype=np.float16, shape=(n_samples, size, size))
     try:
-        recipe = SampleRecipe(sources=tuple(sources), noises=tuple(noises), stamps=stamps,
-                              stamp_ids=tuple(stamp_ids), blobs=cfg, distractors=dcfg,
-                              noise_sigma=noise_sigma, size=size, name=name or outdir.name)
+        recipe = SampleRecipe(
+            sources=tuple(sources),
+            noises=tuple(noises),
+            stamps=stamps,
+            stamp_ids=tuple(stamp_ids),
+            blobs=cfg,
+            distractors=dcfg,
+            noise_sigma=noise_sigma,
+            size=size,
+            name=name or outdir.name,
+        )
         layout = _Layout(source=src_idx, corners=corners, labels=labels)
         streams = _Streams(blobs=rng_blobs, augmentation=rng_aug, distractors=rng_dark)
         lines = _fill(x, meta, recipe, layout, streams, progress=progress)
@@ -230,8 +241,13 @@ def make_dataset(
         "generator_version": GENERATOR_VERSION,
         "name": name or outdir.name,
         "seed": seed,
-        "seed_streams": {"windows": 0, "labels": 1, "blobs (seed 3.3)": 2, "augmentation (seed 3.4)": 3,
-                         "distractors": 4},
+        "seed_streams": {
+            "windows": 0,
+            "labels": 1,
+            "blobs (seed 3.3)": 2,
+            "augmentation (seed 3.4)": 3,
+            "distractors": 4,
+        },
         "n_samples": n_samples,
         "n_positive": int(labels.sum()),
         "size": size,
@@ -248,14 +264,16 @@ def make_dataset(
         },
         "cause_flags": {str(k): v for k, v in CAUSE_NAMES.items()},
         "sources": [
-            {"name": s.name, "shape": list(s.data.shape), "noise": round(noises[i], 4),
-             "sha256": hashlib.sha256(np.ascontiguousarray(s.data).tobytes()).hexdigest(),
-             "provenance": s.provenance}
+            {
+                "name": s.name,
+                "shape": list(s.data.shape),
+                "noise": round(noises[i], 4),
+                "sha256": hashlib.sha256(np.ascontiguousarray(s.data).tobytes()).hexdigest(),
+                "provenance": s.provenance,
+            }
             for i, s in enumerate(sources)
         ],
-        "files": {
-            name_: file_sha256(outdir / name_) for name_ in ("x.npy", "meta.npz", "samples.jsonl")
-        },
+        "files": {name_: file_sha256(outdir / name_) for name_ in ("x.npy", "meta.npz", "samples.jsonl")},
         **(extra or {}),
     }
     write_text_atomic(outdir / "manifest.json", json.dumps(manifest, indent=1) + "\n")
@@ -315,8 +333,15 @@ class _Streams:
     distractors: np.random.Generator
 
 
-def _fill(x: np.ndarray, meta: dict[str, np.ndarray], recipe: SampleRecipe, layout: _Layout,
-          streams: _Streams, *, progress: bool) -> list[str]:
+def _fill(
+    x: np.ndarray,
+    meta: dict[str, np.ndarray],
+    recipe: SampleRecipe,
+    layout: _Layout,
+    streams: _Streams,
+    *,
+    progress: bool,
+) -> list[str]:
     """Generate every sample into ``x`` and ``meta`` (in place); return the provenance lines."""
     from tqdm import tqdm
 
@@ -362,8 +387,14 @@ def _fill(x: np.ndarray, meta: dict[str, np.ndarray], recipe: SampleRecipe, layo
             meta["edge_distance"][i] = strongest["edge_distance"]
             meta["stamp_only"][i] = all(b["kind"] == "stamp" for b in blob_info)
         line = {
-            "index": i, "label": int(labels[i]), "source": src.name, "x0": x0, "y0": y0,
-            "rot90": k, "flip_y": fy, "flip_x": fx,
+            "index": i,
+            "label": int(labels[i]),
+            "source": src.name,
+            "x0": x0,
+            "y0": y0,
+            "rot90": k,
+            "flip_y": fy,
+            "flip_x": fx,
             "causes": [n for f, n in CAUSE_NAMES.items() if meta["causes"][i] & f],
             "blobs": blob_info,
         }

@@ -82,9 +82,13 @@ def load_source(cache: Path, name: str) -> SourceImage | None:
     if not (npz.is_file() and js.is_file()):
         return None
     with np.load(npz) as f:
-        return SourceImage(name=name, data=f["data"], causes=f["causes"],
-                           exclude=f["exclude"] if "exclude" in f.files else None,
-                           provenance=json.loads(js.read_text()))
+        return SourceImage(
+            name=name,
+            data=f["data"],
+            causes=f["causes"],
+            exclude=f["exclude"] if "exclude" in f.files else None,
+            provenance=json.loads(js.read_text()),
+        )
 
 
 def source_code_sha256() -> dict[str, str]:
@@ -110,16 +114,18 @@ def cached_simulated_sources(seed: int, cache: Path, plan: DatasetPlan) -> list[
     loaded = [s for s in (load_source(sub, n) for n in names) if s is not None]
     if len(loaded) == len(names):
         return loaded
-    sources = simulated_sources(seed, n_days=plan.n_days, diff_days=plan.diff_days,
-                                clip_factor=plan.clip_factor)
+    sources = simulated_sources(
+        seed, n_days=plan.n_days, diff_days=plan.diff_days, clip_factor=plan.clip_factor
+    )
     sub.mkdir(parents=True, exist_ok=True)
     for s in sources:
         save_source(s, sub)
     return sources
 
 
-def build_datasets(outdir: str | os.PathLike, plan: DatasetPlan, *, progress: bool = True,
-                   log: Any = None) -> dict[str, Path]:
+def build_datasets(
+    outdir: str | os.PathLike, plan: DatasetPlan, *, progress: bool = True, log: Any = None
+) -> dict[str, Path]:
     """Write the four standard datasets under ``outdir``.
 
     ``train``        left 75% of the training images, training stamps + simulated blobs; a
@@ -152,25 +158,51 @@ def build_datasets(outdir: str | os.PathLike, plan: DatasetPlan, *, progress: bo
     for seed in plan.test_seeds:
         say(f"test images: sequence seed {seed} (simulated, or read from the cache)")
         test_src += cached_simulated_sources(int(seed), cache, plan)
-    prep = {"preparation": {"clip_factor": plan.clip_factor, "subframe": 256},
-            "heldout_stamps": held, "training_stamps": train_ids, "code_sha256": source_code_sha256(),
-            "plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.__dict__.items()}}
+    prep = {
+        "preparation": {"clip_factor": plan.clip_factor, "subframe": 256},
+        "heldout_stamps": held,
+        "training_stamps": train_ids,
+        "code_sha256": source_code_sha256(),
+        "plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.__dict__.items()},
+    }
     out = {}
     # distractors are a training augmentation: the evaluation sets hold only simulated artifacts
-    dark = DistractorConfig(pedestal_sigma=plan.pedestal_sigma, gradient_sigma=plan.pedestal_sigma,
-                            fraction=plan.distractor_fraction)
+    dark = DistractorConfig(
+        pedestal_sigma=plan.pedestal_sigma,
+        gradient_sigma=plan.pedestal_sigma,
+        fraction=plan.distractor_fraction,
+    )
     specs = [
         ("train", train_src, plan.n_train, "train", train_ids, BlobConfig(), dark, plan.seed),
         ("val", train_src, plan.n_val, "validation", train_ids, BlobConfig(), None, plan.seed + 1),
         ("test_images", test_src, plan.n_test, "all", train_ids, BlobConfig(), None, plan.seed + 2),
-        ("test_stamps", train_src, plan.n_test, "validation", held,
-         BlobConfig(simulated_fraction=0.0), None, plan.seed + 3),
+        (
+            "test_stamps",
+            train_src,
+            plan.n_test,
+            "validation",
+            held,
+            BlobConfig(simulated_fraction=0.0),
+            None,
+            plan.seed + 3,
+        ),
     ]
     for name, src, n, region, ids, cfg, dcfg, seed in specs:
         if n <= 0 or not src:
             continue
         say(f"writing {name}: {n} samples")
-        out[name] = make_dataset(outdir / name, src, n_samples=n, region=region, seed=seed,
-                                 stamp_ids=ids, blobs=cfg, distractors=dcfg, name=name, extra=prep,
-                                 stamps=stamps, progress=progress)
+        out[name] = make_dataset(
+            outdir / name,
+            src,
+            n_samples=n,
+            region=region,
+            seed=seed,
+            stamp_ids=ids,
+            blobs=cfg,
+            distractors=dcfg,
+            name=name,
+            extra=prep,
+            stamps=stamps,
+            progress=progress,
+        )
     return out

@@ -102,7 +102,9 @@ def _robust_z(difference: np.ndarray, block: int = 16) -> np.ndarray:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            bg = np.nanmedian(blocks.transpose(0, 2, 1, 3).reshape(blocks.shape[0], blocks.shape[2], -1), axis=2)
+            bg = np.nanmedian(
+                blocks.transpose(0, 2, 1, 3).reshape(blocks.shape[0], blocks.shape[2], -1), axis=2
+            )
     bg = np.where(np.isfinite(bg), bg, np.nanmedian(bg) if np.isfinite(bg).any() else 0.0)
     bg = ndimage.median_filter(bg, size=5, mode="nearest")
     bg_full = np.repeat(np.repeat(bg, block, 0), block, 1)[:h, :w]
@@ -182,8 +184,11 @@ def cause_map(
     if n:
         idx = np.arange(1, n + 1)
         area = ndimage.sum_labels(np.ones_like(z), labels, idx)
-        on_bad = (ndimage.maximum(bad_pixels.astype(np.uint8), labels, idx) > 0
-                  if bad_pixels is not None else np.zeros(n, bool))
+        on_bad = (
+            ndimage.maximum(bad_pixels.astype(np.uint8), labels, idx) > 0
+            if bad_pixels is not None
+            else np.zeros(n, bool)
+        )
         kind = np.where(on_bad, CAUSE_BAD_PIXEL, np.where(area <= 30, CAUSE_COSMIC_RAY, CAUSE_SNOWBALL))
         lut = np.concatenate([[0], kind]).astype(np.uint8)
         flags |= lut[labels]
@@ -212,8 +217,13 @@ def source_from_difference(
     prepared = prepare(difference, clip_factor=clip_factor)
     data = np.asarray(getattr(prepared, "data", prepared), np.float32)
     causes = cause_map(difference, bad_pixels=bad_pixels, blobs=blobs)
-    return SourceImage(name=name, data=data, causes=causes, exclude=exclude,
-                       provenance={**(provenance or {}), "clip_factor": clip_factor})
+    return SourceImage(
+        name=name,
+        data=data,
+        causes=causes,
+        exclude=exclude,
+        provenance={**(provenance or {}), "clip_factor": clip_factor},
+    )
 
 
 def simulated_sources(
@@ -247,20 +257,38 @@ def simulated_sources(
             raise ValueError(f"diff day {d} needs 5 earlier days within the {sim.n_days}-day sequence")
         dy, dx = sim.shifts[d]
         on_mirror = np.asarray(blobs["day"]) <= d
-        yxr = np.stack([np.asarray(blobs["y"])[on_mirror] + dy, np.asarray(blobs["x"])[on_mirror] + dx,
-                        np.asarray(blobs["radius"])[on_mirror]], axis=1)
+        yxr = np.stack(
+            [
+                np.asarray(blobs["y"])[on_mirror] + dy,
+                np.asarray(blobs["x"])[on_mirror] + dx,
+                np.asarray(blobs["radius"])[on_mirror],
+            ],
+            axis=1,
+        )
         for reg in registrations:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 res = blob_difference(images[d], images[max(0, d - 30) : d], register=reg, workers=workers)
-            out.append(source_from_difference(
-                f"sim{seed}_day{d:03d}_{'reg' if reg else 'unreg'}", res.data,
-                clip_factor=clip_factor, bad_pixels=bad, blobs=yxr,
-                provenance={"kind": "simulated", "seed": seed, "day": int(d), "registered": bool(reg),
-                            "n_references": res.n_references, "method": res.method,
-                            "noise_sigma": float(sim.noise[d]), "shift": [float(dy), float(dx)],
-                            "shift_sigma": float(sim.params["shift_sigma"])},
-            ))
+            out.append(
+                source_from_difference(
+                    f"sim{seed}_day{d:03d}_{'reg' if reg else 'unreg'}",
+                    res.data,
+                    clip_factor=clip_factor,
+                    bad_pixels=bad,
+                    blobs=yxr,
+                    provenance={
+                        "kind": "simulated",
+                        "seed": seed,
+                        "day": int(d),
+                        "registered": bool(reg),
+                        "n_references": res.n_references,
+                        "method": res.method,
+                        "noise_sigma": float(sim.noise[d]),
+                        "shift": [float(dy), float(dx)],
+                        "shift_sigma": float(sim.params["shift_sigma"]),
+                    },
+                )
+            )
     return out
 
 
@@ -269,6 +297,9 @@ def file_source(path: str | os.PathLike, *, clip_factor: float = 0.5) -> SourceI
     from blobwatch.fits_io import read_blob_image
 
     img = read_blob_image(path, check_quality=False)  # a difference image: no blob-image gates
-    prov = {"kind": "file", "path": str(path), **{k: v for k, v in img.provenance.items()
-                                                 if isinstance(v, (str, int, float))}}
+    prov = {
+        "kind": "file",
+        "path": str(path),
+        **{k: v for k, v in img.provenance.items() if isinstance(v, (str, int, float))},
+    }
     return source_from_difference(Path(path).stem, img.data, clip_factor=clip_factor, provenance=prov)

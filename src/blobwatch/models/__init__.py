@@ -13,8 +13,12 @@ from blobwatch.models.paper_cnn import PaperCNN
 
 #: Architecture name -> class.  A model file stores the name and the keyword arguments.
 #: ConfigurableCNN is the PaperCNN family that `blobwatch tune` searches (its default is PaperCNN).
-ARCHITECTURES: dict[str, type[nn.Module]] = {"PaperCNN": PaperCNN, "BlobUNet": BlobUNet,
-                                             "ConfigurableCNN": ConfigurableCNN, "ConvAutoencoder": ConvAutoencoder}
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "PaperCNN": PaperCNN,
+    "BlobUNet": BlobUNet,
+    "ConfigurableCNN": ConfigurableCNN,
+    "ConvAutoencoder": ConvAutoencoder,
+}
 
 
 def build_model(architecture: str, arguments: dict[str, Any] | None = None) -> nn.Module:

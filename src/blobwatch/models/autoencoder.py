@@ -59,8 +59,9 @@ class ConvAutoencoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
-def reconstruct(model: nn.Module, subframes: np.ndarray, *, device: str | torch.device = "cpu",
-                batch_size: int = 32) -> np.ndarray:
+def reconstruct(
+    model: nn.Module, subframes: np.ndarray, *, device: str | torch.device = "cpu", batch_size: int = 32
+) -> np.ndarray:
     """Reconstructions ``(N, H, W)`` float32 of prepared subframes ``(N, H, W)``."""
     x = np.ascontiguousarray(subframes, dtype=np.float32)
     out = np.empty_like(x)
@@ -72,8 +73,9 @@ def reconstruct(model: nn.Module, subframes: np.ndarray, *, device: str | torch.
     return out
 
 
-def error_maps(subframes: np.ndarray, reconstructions: np.ndarray, *, sigma: float = 3.0,
-               mode: str = "signed") -> np.ndarray:
+def error_maps(
+    subframes: np.ndarray, reconstructions: np.ndarray, *, sigma: float = 3.0, mode: str = "signed"
+) -> np.ndarray:
     """Smoothed reconstruction error of each subframe, in robust sigmas of that subframe.
 
     Parameters

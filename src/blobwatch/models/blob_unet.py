@@ -45,7 +45,9 @@ class BlobUNet(nn.Module):
         self.depth, self.stem = depth, stem
         chans = [width * 2**k for k in range(depth + 1)]
         first = in_channels * stem * stem
-        self.down = nn.ModuleList([_block(first, chans[0])] + [_block(chans[k - 1], chans[k]) for k in range(1, depth + 1)])
+        self.down = nn.ModuleList(
+            [_block(first, chans[0])] + [_block(chans[k - 1], chans[k]) for k in range(1, depth + 1)]
+        )
         self.up = nn.ModuleList([_block(chans[k + 1] + chans[k], chans[k]) for k in reversed(range(depth))])
         self.head = nn.Conv2d(chans[0], stem * stem, 1)
 
@@ -63,6 +65,10 @@ class BlobUNet(nn.Module):
         x = skips.pop()
         for block in self.up:
             skip = skips.pop()
-            x = block(torch.cat([F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False), skip], 1))
+            x = block(
+                torch.cat(
+                    [F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False), skip], 1
+                )
+            )
         x = self.head(x)
         return F.pixel_shuffle(x, self.stem) if self.stem > 1 else x

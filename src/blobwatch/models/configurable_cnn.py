@@ -81,7 +81,11 @@ class ConfigurableCNN(nn.Module):
         layers: list[nn.Module] = []
         channels = 1
         for f in filters:
-            layers += [nn.Conv2d(channels, f, kernel, stride=1, padding=kernel // 2), nn.ReLU(), POOLING[pool_type](pool)]
+            layers += [
+                nn.Conv2d(channels, f, kernel, stride=1, padding=kernel // 2),
+                nn.ReLU(),
+                POOLING[pool_type](pool),
+            ]
             channels = f
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
@@ -98,8 +102,15 @@ class ConfigurableCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-def parameter_count(*, size: int = 256, filters: Sequence[int] = (8, 16), kernel: int = 5, pool: int = 4,
-                    hidden: int = 128, **_: object) -> int:
+def parameter_count(
+    *,
+    size: int = 256,
+    filters: Sequence[int] = (8, 16),
+    kernel: int = 5,
+    pool: int = 4,
+    hidden: int = 128,
+    **_: object,
+) -> int:
     """Number of weights of a `ConfigurableCNN` with these arguments, without building it."""
     n, channels = 0, 1
     for f in filters:

@@ -147,13 +147,14 @@ def import_catalog(
         day = np.asarray(table[day_col], dtype=np.int64)
         keep = day < (0 if include_from_day is None else int(include_from_day))
 
-    existing = np.array(
-        [(b.x, b.y) for b in session.scalars(select(Blob))], dtype=np.float64
-    ).reshape(-1, 2)
+    existing = np.array([(b.x, b.y) for b in session.scalars(select(Blob))], dtype=np.float64).reshape(-1, 2)
     added: list[Blob] = []
     skipped = 0
     for i in np.nonzero(keep)[0]:
-        if existing.size and np.min(np.hypot(existing[:, 0] - x[i], existing[:, 1] - y[i])) < DUPLICATE_DISTANCE:
+        if (
+            existing.size
+            and np.min(np.hypot(existing[:, 0] - x[i], existing[:, 1] - y[i])) < DUPLICATE_DISTANCE
+        ):
             skipped += 1
             continue
         label = None
@@ -197,9 +198,7 @@ def known_blob_at(blobs: Sequence[Blob], x: float, y: float, *, margin: float = 
 # --------------------------------------------------------------------------------------------
 
 
-def blob_mask(
-    xyr: np.ndarray, shape: tuple[int, int] = (1024, 1024), *, offset: float = 0.0
-) -> np.ndarray:
+def blob_mask(xyr: np.ndarray, shape: tuple[int, int] = (1024, 1024), *, offset: float = 0.0) -> np.ndarray:
     """Boolean mask of the pixels within each blob's radius.
 
     Parameters
@@ -277,8 +276,11 @@ def export_catalog(session: Session, path: str | os.PathLike) -> list[Path]:
     for size, offset in ((1024, 0.0), (1014, float(BORDER))):
         dq = np.where(blob_mask(xyr, (size, size), offset=offset), BLOB_DQ_FLAG, 0).astype(np.int16)
         primary = fits.PrimaryHDU()
-        primary.header.update(reference_keywords(
-            session, blobs, f"WFC3/IR blob mask {size}x{size}: DQ={BLOB_DQ_FLAG} in each blob"))
+        primary.header.update(
+            reference_keywords(
+                session, blobs, f"WFC3/IR blob mask {size}x{size}: DQ={BLOB_DQ_FLAG} in each blob"
+            )
+        )
         primary.header["FRAMEOFF"] = (offset, "blob image x,y minus this = this frame's x,y")
         ext = fits.ImageHDU(dq, name="DQ")
         ext.header["BUNIT"] = "UNITLESS"
@@ -311,8 +313,9 @@ def reference_keywords(session: Session, blobs: Sequence[Blob], descrip: str) ->
     from sqlalchemy import func
 
     first, last = session.execute(select(func.min(Image.obs_date), func.max(Image.obs_date))).one()
-    pedigree = (f"INFLIGHT {first:%d/%m/%Y} {last:%d/%m/%Y}" if first is not None and last is not None
-                else "DUMMY")
+    pedigree = (
+        f"INFLIGHT {first:%d/%m/%Y} {last:%d/%m/%Y}" if first is not None and last is not None else "DUMMY"
+    )
     useafter = max((b.first_seen for b in blobs if b.first_seen is not None), default=WFC3_INSTALLED)
     version = catalog_version(blobs)
     written = utcnow().strftime("%Y-%m-%dT%H:%M:%S")
@@ -329,8 +332,12 @@ def reference_keywords(session: Session, blobs: Sequence[Blob], descrip: str) ->
         ("NBLOBS", len(blobs), "blobs in the catalog"),
         ("BLOBFLAG", BLOB_DQ_FLAG, "DQ value of blob pixels"),
         ("CATVERS", version, "blob catalog version (count-digest)"),
-        ("COMMENT", f"blob catalog version {version}: {len(blobs)} blobs, exported {written} UTC "
-                    f"by blobwatch {__version__}", ""),
+        (
+            "COMMENT",
+            f"blob catalog version {version}: {len(blobs)} blobs, exported {written} UTC "
+            f"by blobwatch {__version__}",
+            "",
+        ),
     ]
 
 
@@ -377,8 +384,9 @@ def export_bpixtab(session: Session, path: str | os.PathLike) -> Path:
         fits.Column("BLOB", "J", array=ids[rows[:, 3]]),
     ]
     primary = fits.PrimaryHDU()
-    primary.header.update(reference_keywords(session, blobs, "WFC3/IR blob pixels as a bad-pixel table "
-                                                             f"(DQ={BLOB_DQ_FLAG})"))
+    primary.header.update(
+        reference_keywords(session, blobs, f"WFC3/IR blob pixels as a bad-pixel table (DQ={BLOB_DQ_FLAG})")
+    )
     table = fits.BinTableHDU.from_columns(columns, name="BPIXTAB")
     out = Path(path)
     with atomic_path(out) as tmp:
@@ -481,8 +489,9 @@ def measure_in_stack(candidate: Candidate, current: np.ndarray, stack: np.ndarra
         No finite pixels near the candidate.
     """
     try:
-        return measure_blob(loss_map(current, stack), candidate.x, candidate.y,
-                            max_radius=_measured_radius(candidate))
+        return measure_blob(
+            loss_map(current, stack), candidate.x, candidate.y, max_radius=_measured_radius(candidate)
+        )
     except ValueError as exc:
         raise CatalogError(f"candidate {candidate.id}: {exc}") from None
 
@@ -576,8 +585,9 @@ def confirm_candidate(
             f"candidate {candidate.id} lies on known blob {candidate.known_blob_id}; nothing to add"
         )
     if same_as is not None:
-        return _write_with_retry(session, lambda: _record_same_blob(session, candidate_id, same_as, reviewer),
-                                 commit=commit)
+        return _write_with_retry(
+            session, lambda: _record_same_blob(session, candidate_id, same_as, reviewer), commit=commit
+        )
     duplicate = same_blob(session, candidate)
     if duplicate is not None:  # refused before measuring (which may re-read many images)
         raise _duplicate_error(candidate, duplicate)
@@ -614,7 +624,12 @@ def confirm_candidate(
     blob = _write_with_retry(session, apply, commit=commit)
     log.info(
         "confirmed candidate %d as blob %d at x=%.1f y=%.1f r=%.1f depth=%.3f",
-        candidate_id, blob.id, blob.x, blob.y, blob.radius, blob.depth,
+        candidate_id,
+        blob.id,
+        blob.x,
+        blob.y,
+        blob.radius,
+        blob.depth,
     )
     return blob
 
@@ -632,8 +647,10 @@ def _record_same_blob(session: Session, candidate_id: int, blob_id: int, reviewe
     blob = session.get(Blob, blob_id)
     near = blob is not None and np.hypot(blob.x - cand.x, blob.y - cand.y) <= _measured_radius(cand)
     if blob is None or (found.id != blob.id if found is not None else not near):
-        raise CatalogError(f"candidate {cand.id} is not at catalog blob {blob_id}"
-                           + (f" (it is at blob {found.id})" if found is not None else ""))
+        raise CatalogError(
+            f"candidate {cand.id} is not at catalog blob {blob_id}"
+            + (f" (it is at blob {found.id})" if found is not None else "")
+        )
     cand.status = "known"
     cand.known_blob_id = blob.id
     cand.reason = f"same as blob {blob.id}"

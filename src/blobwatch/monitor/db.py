@@ -153,9 +153,7 @@ class Image(Base):
     processed_at: Mapped[_dt.datetime | None]
 
     runs: Mapped[list[Run]] = relationship(back_populates="image", order_by="Run.id")
-    candidates: Mapped[list[Candidate]] = relationship(
-        back_populates="image", order_by="Candidate.id"
-    )
+    candidates: Mapped[list[Candidate]] = relationship(back_populates="image", order_by="Candidate.id")
     notifications: Mapped[list[Notification]] = relationship(
         back_populates="image", order_by="Notification.id"
     )
@@ -193,9 +191,7 @@ class Run(Base):
     subframes: Mapped[list[SubframePrediction]] = relationship(
         back_populates="run", order_by="SubframePrediction.index"
     )
-    candidates: Mapped[list[Candidate]] = relationship(
-        back_populates="run", order_by="Candidate.id"
-    )
+    candidates: Mapped[list[Candidate]] = relationship(back_populates="run", order_by="Candidate.id")
 
 
 class SubframePrediction(Base):
@@ -266,9 +262,7 @@ class Candidate(Base):
     status: Mapped[str] = mapped_column(String(16), index=True, default="new")
     #: the monitor alerted on it when it was found (status ``new`` then); reviews never change it
     alerted: Mapped[bool] = mapped_column(Boolean, default=_found_as_new, server_default=false())
-    linked_to: Mapped[int | None] = mapped_column(
-        ForeignKey("candidates.id", ondelete="SET NULL")
-    )
+    linked_to: Mapped[int | None] = mapped_column(ForeignKey("candidates.id", ondelete="SET NULL"))
     known_blob_id: Mapped[int | None] = mapped_column(ForeignKey("blobs.id", ondelete="SET NULL"))
     reason: Mapped[str | None] = mapped_column(Text)
     reviewed_by: Mapped[str | None] = mapped_column(String(128))
@@ -338,8 +332,12 @@ def _missing_sqlite_file(url: str) -> Path | None:
     """The file of a SQLite URL if it does not exist (None: it exists, or not a SQLite file URL)."""
     parsed = make_url(url)
     database = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" \
-            or database.startswith("file:"):
+    if (
+        parsed.get_backend_name() != "sqlite"
+        or not database
+        or database == ":memory:"
+        or database.startswith("file:")
+    ):
         return None
     path = Path(database).expanduser()
     return None if path.is_file() else path
@@ -517,18 +515,21 @@ def claim_image(
     """
     now = utcnow()
     stale = now - stale_after
-    changed = rows_changed(session, (
-        update(Image)
-        .where(Image.id == image_id)
-        .where(
-            or_(
-                Image.status == "registered",
-                (Image.status == "processing") & (Image.claimed_at < stale),
+    changed = rows_changed(
+        session,
+        (
+            update(Image)
+            .where(Image.id == image_id)
+            .where(
+                or_(
+                    Image.status == "registered",
+                    (Image.status == "processing") & (Image.claimed_at < stale),
+                )
             )
-        )
-        .values(status="processing", claimed_by=worker, claimed_at=now)
-        .execution_options(synchronize_session=False)
-    ))
+            .values(status="processing", claimed_by=worker, claimed_at=now)
+            .execution_options(synchronize_session=False)
+        ),
+    )
     session.commit()
     return changed == 1
 
@@ -572,7 +573,11 @@ def reclaim_dead_claims(session_factory: sessionmaker[Session]) -> None:
                 log.info("%s: claim of dead process %s released", image.name, image.claimed_by)
                 session.execute(
                     update(Image)
-                    .where(Image.id == image.id, Image.status == "processing", Image.claimed_by == image.claimed_by)
+                    .where(
+                        Image.id == image.id,
+                        Image.status == "processing",
+                        Image.claimed_by == image.claimed_by,
+                    )
                     .values(status="registered", claimed_by=None, claimed_at=None)
                 )
         session.commit()

@@ -35,8 +35,9 @@ def npy_bytes(data: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def save_display_arrays(folder: str | os.PathLike, run_id: int, stack: np.ndarray,
-                        difference: np.ndarray) -> list[Path]:
+def save_display_arrays(
+    folder: str | os.PathLike, run_id: int, stack: np.ndarray, difference: np.ndarray
+) -> list[Path]:
     """Save a run's stack and difference (atomically) and remove other runs' arrays there."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -51,8 +52,9 @@ def save_display_arrays(folder: str | os.PathLike, run_id: int, stack: np.ndarra
     return written
 
 
-def load_display_arrays(folder: str | os.PathLike, run_id: int,
-                        shape: tuple[int, int] | None = None) -> dict[str, np.ndarray] | None:
+def load_display_arrays(
+    folder: str | os.PathLike, run_id: int, shape: tuple[int, int] | None = None
+) -> dict[str, np.ndarray] | None:
     """Run ``run_id``'s ``{"stack": ..., "difference": ...}`` from ``folder``, or None when
     either is missing, unreadable or (given ``shape``) of another shape."""
     out = {}

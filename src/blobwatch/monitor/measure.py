@@ -167,6 +167,4 @@ def measure_blob(
             hi, lo = profile[k - 1], profile[k]
             frac = (hi - level) / (hi - lo) if hi != lo else 0.0
             radius = float((k - 1) + 0.5 + frac)
-    return BlobMeasurement(
-        x=cx, y=cy, radius=radius, depth=depth, background=background, noise=noise
-    )
+    return BlobMeasurement(x=cx, y=cy, radius=radius, depth=depth, background=background, noise=noise)

@@ -134,7 +134,9 @@ def format_alert(
         lines.append("No review app link (--base-url URL or base_url in blobwatch.toml adds one).")
     lines.append(f"Report: {report if report else 'not written'}")
     db = f" --db {shlex.quote(redact_url(db_url))}" if db_url else ""
-    lines.append(f"Review: blobwatch catalog confirm ID{db}  |  blobwatch catalog reject ID --reason TEXT{db}")
+    lines.append(
+        f"Review: blobwatch catalog confirm ID{db}  |  blobwatch catalog reject ID --reason TEXT{db}"
+    )
     return title, "\n".join(lines)
 
 
@@ -143,8 +145,7 @@ def queue_notifications(
 ) -> list[Notification]:
     """Add a ``pending`` notification row per URL not yet used for this image (no commit)."""
     existing = {
-        n.url_hash
-        for n in session.scalars(select(Notification).where(Notification.image_id == image.id))
+        n.url_hash for n in session.scalars(select(Notification).where(Notification.image_id == image.id))
     }
     rows = []
     for url in urls:
@@ -243,12 +244,16 @@ def deliver_pending(
     results: list[DeliveryResult] = []
     with session_factory() as session:
         stale = utcnow() - STALE_SENDING
-        query = select(Notification.id, Notification.url_hash, Notification.status).where(
-            or_(
-                Notification.status.in_(("pending", "failed")),
-                (Notification.status == "sending") & (Notification.last_attempt_at < stale),
+        query = (
+            select(Notification.id, Notification.url_hash, Notification.status)
+            .where(
+                or_(
+                    Notification.status.in_(("pending", "failed")),
+                    (Notification.status == "sending") & (Notification.last_attempt_at < stale),
+                )
             )
-        ).order_by(Notification.id)
+            .order_by(Notification.id)
+        )
         if image_ids is not None:
             query = query.where(Notification.image_id.in_(list(image_ids)))
         todo = session.execute(query).all()
@@ -284,9 +289,13 @@ def deliver_pending(
                 log.info("notification %d sent to %s", nid, row.url_redacted)
             else:
                 row.status, row.last_error = "failed", error
-                log.warning("notification %d to %s failed (attempt %d): %s",
-                            nid, row.url_redacted, row.attempts, error)
+                log.warning(
+                    "notification %d to %s failed (attempt %d): %s",
+                    nid,
+                    row.url_redacted,
+                    row.attempts,
+                    error,
+                )
             session.commit()
             results.append(DeliveryResult(nid, row.image_id, url, error is None, error))
     return results
-

@@ -166,8 +166,10 @@ def format_provenance(
         "image file": image_path,
         "image sha256": image_sha256,
         "filter": image_filter or "—",
-        "detector": {"fcn": "fcn (localizing network; the seed's subframe CNN beside it)",
-                     "paper": "paper (seed CNN + matched-filter seeds and dip tests)"}.get(detector, detector),
+        "detector": {
+            "fcn": "fcn (localizing network; the seed's subframe CNN beside it)",
+            "paper": "paper (seed CNN + matched-filter seeds and dip tests)",
+        }.get(detector, detector),
         "model": f"{model_path} (sha256 {model_sha256[:16] + '…' if model_sha256 else '—'})",
         "model metadata": {k: v for k, v in model_metadata.items() if not isinstance(v, (dict, list))},
         "versions": versions,
@@ -181,9 +183,11 @@ def format_provenance(
     }
     if isinstance(subframe_model, dict):
         sha = subframe_model.get("sha256")
-        rows = {**{k: v for k, v in rows.items() if k != "model metadata"},
-                "subframe model": f"{subframe_model.get('path')} (sha256 {sha[:16] + '…' if sha else '—'})",
-                "model metadata": rows["model metadata"]}
+        rows = {
+            **{k: v for k, v in rows.items() if k != "model metadata"},
+            "subframe model": f"{subframe_model.get('path')} (sha256 {sha[:16] + '…' if sha else '—'})",
+            "model metadata": rows["model metadata"],
+        }
     return rows
 
 
@@ -240,8 +244,14 @@ def difference_figure(
     lo, hi = zscale_limits(data)
     fig = new_figure(size_inches, size_inches)
     ax = fig.add_axes((0.08, 0.06, 0.9, 0.88))
-    ax.imshow(np.nan_to_num(data, nan=float(np.nanmedian(data)) if np.isfinite(data).any() else 0.0),
-              cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
+    ax.imshow(
+        np.nan_to_num(data, nan=float(np.nanmedian(data)) if np.isfinite(data).any() else 0.0),
+        cmap="gray",
+        vmin=lo,
+        vmax=hi,
+        origin="lower",
+        interpolation="nearest",
+    )
     rows, cols = data.shape
     for k in range(256, cols, 256):
         ax.axvline(k - 0.5, color="#4aa3ff", lw=0.5, ls=":")
@@ -251,10 +261,22 @@ def difference_figure(
     _circles(ax, known + np.array([0.0, 0.0, 3.0]), facecolor="none", edgecolor="#00d000", linewidth=0.8)
     for c in candidates:
         colour = "red" if c.status in ("new", "confirmed") else "orange"
-        _circles(ax, [(c.x, c.y, (c.radius or DEFAULT_RADIUS) + 8)], facecolor="none", edgecolor=colour,
-                 linewidth=1.5)
-        ax.annotate(f"{c.id if c.id is not None else ''}", (c.x, c.y), xytext=(12, 12),
-                    textcoords="offset points", color=colour, fontsize=9, weight="bold")
+        _circles(
+            ax,
+            [(c.x, c.y, (c.radius or DEFAULT_RADIUS) + 8)],
+            facecolor="none",
+            edgecolor=colour,
+            linewidth=1.5,
+        )
+        ax.annotate(
+            f"{c.id if c.id is not None else ''}",
+            (c.x, c.y),
+            xytext=(12, 12),
+            textcoords="offset points",
+            color=colour,
+            fontsize=9,
+            weight="bold",
+        )
     ax.set_xlim(-0.5, cols - 0.5)
     ax.set_ylim(-0.5, rows - 0.5)
     ax.set_xlabel("x (column, 0-based)")
@@ -264,7 +286,9 @@ def difference_figure(
     return png_bytes(fig)
 
 
-def probability_grid_figure(subframes: Sequence[SubframeView], threshold: float, shape: tuple[int, int]) -> bytes:
+def probability_grid_figure(
+    subframes: Sequence[SubframeView], threshold: float, shape: tuple[int, int]
+) -> bytes:
     """PNG of the subframe probabilities as a grid laid out like the image (origin lower-left)."""
     from matplotlib.patches import Rectangle
 
@@ -277,12 +301,20 @@ def probability_grid_figure(subframes: Sequence[SubframeView], threshold: float,
         grid[ys.index(s.y0), xs.index(s.x0)] = s.probability
     size = subframes[0].size if subframes else 1
     extent = (min(xs, default=0), max(xs, default=0) + size, min(ys, default=0), max(ys, default=0) + size)
-    image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, origin="lower", interpolation="nearest",
-                      extent=extent)
+    image = ax.imshow(
+        grid, cmap="viridis", vmin=0, vmax=1, origin="lower", interpolation="nearest", extent=extent
+    )
     for s in subframes:
-        ax.text(s.x0 + s.size / 2, s.y0 + s.size / 2, f"{s.probability:.2f}", ha="center", va="center",
-                color="white" if s.probability < 0.6 else "black", fontsize=9,
-                weight="bold" if s.flagged else "normal")
+        ax.text(
+            s.x0 + s.size / 2,
+            s.y0 + s.size / 2,
+            f"{s.probability:.2f}",
+            ha="center",
+            va="center",
+            color="white" if s.probability < 0.6 else "black",
+            fontsize=9,
+            weight="bold" if s.flagged else "normal",
+        )
         if s.flagged:
             ax.add_patch(Rectangle((s.x0, s.y0), s.size - 1, s.size - 1, fill=False, ec="red", lw=2))
     ax.set_title(f"P(blob) per subframe (threshold {threshold:.2f})", fontsize=9)
@@ -312,23 +344,37 @@ def saliency_figure(
     lo, hi = np.percentile(sub, [0.5, 99.5]) if sub.size else (0.0, 1.0)
     axes[0].imshow(sub, cmap="gray", vmin=lo, vmax=hi, origin="lower", extent=extent)
     axes[0].set_title(f"subframe {view.index} (prepared, blobs bright)", fontsize=9)
-    maps = [(np.asarray(saliency, dtype=np.float32), f"seed CNN |d logit / d pixel|, P={view.probability:.3f}")]
+    maps = [
+        (np.asarray(saliency, dtype=np.float32), f"seed CNN |d logit / d pixel|, P={view.probability:.3f}")
+    ]
     if localizer is not None:
         maps.append((np.asarray(localizer, dtype=np.float32), "localizing network |d logit / d pixel|"))
     for ax, (sal, title) in zip(axes[1:], maps, strict=True):
-        ax.imshow(sal, cmap="inferno", vmin=0, vmax=float(np.percentile(sal, 99.9)) or 1.0,
-                  origin="lower", extent=extent)
+        ax.imshow(
+            sal,
+            cmap="inferno",
+            vmin=0,
+            vmax=float(np.percentile(sal, 99.9)) or 1.0,
+            origin="lower",
+            extent=extent,
+        )
         ax.set_title(title, fontsize=9)
     for c in candidates:
         if view.x0 <= c.x < view.x0 + view.size and view.y0 <= c.y < view.y0 + view.size:
             for ax in axes:
-                _circles(ax, [(c.x, c.y, (c.radius or DEFAULT_RADIUS) + 6)], facecolor="none",
-                         edgecolor="red", linewidth=1)
+                _circles(
+                    ax,
+                    [(c.x, c.y, (c.radius or DEFAULT_RADIUS) + 6)],
+                    facecolor="none",
+                    edgecolor="red",
+                    linewidth=1,
+                )
     return png_bytes(fig)
 
 
-def blobmap_figure(known_blobs: Sequence[Any], shape: tuple[int, int] = (1024, 1024),
-                   background: np.ndarray | None = None) -> bytes:
+def blobmap_figure(
+    known_blobs: Sequence[Any], shape: tuple[int, int] = (1024, 1024), background: np.ndarray | None = None
+) -> bytes:
     """PNG of every known blob on the detector (like the seed's Fig. 2, left)."""
     fig = new_figure(8.0, 8.0)
     ax = fig.add_axes((0.08, 0.06, 0.9, 0.88))
@@ -339,8 +385,14 @@ def blobmap_figure(known_blobs: Sequence[Any], shape: tuple[int, int] = (1024, 1
         ax.set_facecolor("black")
     colours = {"confirmed": "red", "simulator-truth": "#00d000", "import": "#00d000"}
     for source in sorted({b.source for b in known_blobs}):
-        _circles(ax, [(b.x, b.y, b.radius) for b in known_blobs if b.source == source], facecolor="white",
-                 edgecolor=colours.get(source, "cyan"), linewidth=0.8, alpha=0.9)
+        _circles(
+            ax,
+            [(b.x, b.y, b.radius) for b in known_blobs if b.source == source],
+            facecolor="white",
+            edgecolor=colours.get(source, "cyan"),
+            linewidth=0.8,
+            alpha=0.9,
+        )
     ax.set_xlim(-0.5, shape[1] - 0.5)
     ax.set_ylim(-0.5, shape[0] - 0.5)
     ax.set_aspect("equal")
@@ -365,8 +417,12 @@ def write_image_report(report: ImageReport, reports: str | os.PathLike) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(
         folder / "difference.png",
-        difference_figure(report.difference, report.known_blobs, report.candidates,
-                          title=f"{report.name}: difference (new blobs dark)"),
+        difference_figure(
+            report.difference,
+            report.known_blobs,
+            report.candidates,
+            title=f"{report.name}: difference (new blobs dark)",
+        ),
     )
     write_bytes_atomic(
         folder / "probabilities.png",
@@ -378,21 +434,33 @@ def write_image_report(report: ImageReport, reports: str | os.PathLike) -> Path:
         if s.index in report.saliency and report.prepared is not None:
             png = f"saliency_{s.index:02d}.png"
             sub = report.prepared[s.y0 : s.y0 + s.size, s.x0 : s.x0 + s.size]
-            write_bytes_atomic(folder / png, saliency_figure(sub, report.saliency[s.index], s, report.candidates,
-                                                             report.localizer_saliency.get(s.index)))
+            write_bytes_atomic(
+                folder / png,
+                saliency_figure(
+                    sub,
+                    report.saliency[s.index],
+                    s,
+                    report.candidates,
+                    report.localizer_saliency.get(s.index),
+                ),
+            )
         subframes.append(SubframeView(**{**s.__dict__, "saliency_png": png}))
     n = int(round(np.sqrt(len(subframes)))) or 1
     grid_rows = []  # top row first, as displayed (origin lower-left)
     by_pos = sorted(subframes, key=lambda s: (-s.y0, s.x0))
     for r in range(0, len(by_pos), n):
         grid_rows.append(by_pos[r : r + n])
-    html = _environment().get_template("image.html").render(
-        r=report,
-        subframes=subframes,
-        grid_rows=grid_rows,
-        flagged=[s for s in subframes if s.saliency_png],
-        version=__version__,
-        written=_dt.datetime.now(_dt.timezone.utc),
+    html = (
+        _environment()
+        .get_template("image.html")
+        .render(
+            r=report,
+            subframes=subframes,
+            grid_rows=grid_rows,
+            flagged=[s for s in subframes if s.saliency_png],
+            version=__version__,
+            written=_dt.datetime.now(_dt.timezone.utc),
+        )
     )
     page = folder / "report.html"
     write_text_atomic(page, html)
@@ -401,8 +469,10 @@ def write_image_report(report: ImageReport, reports: str | os.PathLike) -> Path:
 
 def render_index(rows: Sequence[dict[str, Any]], *, title: str = "blobwatch monitor") -> str:
     """HTML of the index page; ``rows`` as from `index_rows`."""
-    return _environment().get_template("index.html").render(
-        rows=rows, title=title, version=__version__, written=_dt.datetime.now(_dt.timezone.utc)
+    return (
+        _environment()
+        .get_template("index.html")
+        .render(rows=rows, title=title, version=__version__, written=_dt.datetime.now(_dt.timezone.utc))
     )
 
 
@@ -460,13 +530,20 @@ def write_index(session: Any, reports: str | os.PathLike) -> Path:
 
 def render_blobmap(blobs: Sequence[Any]) -> str:
     """HTML of the blob-map page for catalog rows ``blobs``."""
-    return _environment().get_template("blobmap.html").render(
-        blobs=blobs, version=__version__, written=_dt.datetime.now(_dt.timezone.utc)
+    return (
+        _environment()
+        .get_template("blobmap.html")
+        .render(blobs=blobs, version=__version__, written=_dt.datetime.now(_dt.timezone.utc))
     )
 
 
-def write_blobmap(session: Any, reports: str | os.PathLike, *, shape: tuple[int, int] = (1024, 1024),
-                  background: np.ndarray | None = None) -> Path:
+def write_blobmap(
+    session: Any,
+    reports: str | os.PathLike,
+    *,
+    shape: tuple[int, int] = (1024, 1024),
+    background: np.ndarray | None = None,
+) -> Path:
     """Write ``<reports>/blobmap.png`` and ``blobmap.html`` from the catalog; return the page."""
     from sqlalchemy import select
 

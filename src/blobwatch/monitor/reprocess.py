@@ -81,7 +81,9 @@ def _worker_cache(settings: MonitorSettings) -> _ImageCache:
     return _WORKER_STATE["cache"]
 
 
-def _measure_on_worker(images: Sequence[ImageFile], frame: ImageFile, settings: MonitorSettings) -> list[Offset | None]:
+def _measure_on_worker(
+    images: Sequence[ImageFile], frame: ImageFile, settings: MonitorSettings
+) -> list[Offset | None]:
     """`measure_offsets` in a worker process."""
     return measure_offsets(frame, images, _worker_cache(settings))
 
@@ -107,8 +109,15 @@ def _compute_on_worker(
     image = cache.get(current)
     refs = cache.get_many(references)
     read = time.perf_counter() - t
-    result = compute_image(image, refs, _WORKER_STATE["classifier"], settings, prepared=cache.prepared,
-                           offsets=offsets, localizer=_WORKER_STATE.get("localizer") if settings.detector == "fcn" else None)
+    result = compute_image(
+        image,
+        refs,
+        _WORKER_STATE["classifier"],
+        settings,
+        prepared=cache.prepared,
+        offsets=offsets,
+        localizer=_WORKER_STATE.get("localizer") if settings.detector == "fcn" else None,
+    )
     return dataclasses.replace(result, timings={"read": read, **result.timings})
 
 
@@ -135,8 +144,12 @@ def _client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
         with client:
             yield client
         return
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client
 
 
@@ -194,16 +207,26 @@ def reprocess(
             return started[0]
 
         if settings.register:
-            _measure_new_offsets(session_factory,
-                                 lambda frame, images: _measure_on_cluster(client(), frame, images, settings))
+            _measure_new_offsets(
+                session_factory, lambda frame, images: _measure_on_cluster(client(), frame, images, settings)
+            )
         ready = _ready_images(session_factory, settings)
         if ready:
             loaded = _load_model(model, None, settings)  # before any claim: a bad model claims nothing
             window = 2 * max(1, len(client().scheduler_info(n_workers=-1)["workers"])) + 2
             bar, echo_line = progress_bar(progress, len(ready), "reprocess", echo)
             try:
-                for outcome in _process_in_order(client(), session_factory, ready, loaded, settings, reports_path,
-                                                 urls, worker_name(), window):
+                for outcome in _process_in_order(
+                    client(),
+                    session_factory,
+                    ready,
+                    loaded,
+                    settings,
+                    reports_path,
+                    urls,
+                    worker_name(),
+                    window,
+                ):
                     _add_outcome(summary, outcome, echo_line, bar)
             finally:
                 if bar:
@@ -237,11 +260,21 @@ def _process_in_order(
             refs = _references(session, image, settings)
             if len(refs) < settings.min_references:  # a reference was rejected meanwhile
                 release_image(session, iid, worker)
-                return _outcome(session_factory, iid, "waiting",
-                                f"only {len(refs)} valid earlier images (need {settings.min_references})")
-            future = client.submit(_compute_on_worker, ImageFile(image.path, image.sha256),
-                                   [ImageFile(r.path, r.sha256) for r in refs], _stored_offsets(image, refs),
-                                   model.classifier_path, settings, pure=False)
+                return _outcome(
+                    session_factory,
+                    iid,
+                    "waiting",
+                    f"only {len(refs)} valid earlier images (need {settings.min_references})",
+                )
+            future = client.submit(
+                _compute_on_worker,
+                ImageFile(image.path, image.sha256),
+                [ImageFile(r.path, r.sha256) for r in refs],
+                _stored_offsets(image, refs),
+                model.classifier_path,
+                settings,
+                pure=False,
+            )
             return iid, future, [(r.id, r.path) for r in refs]
 
     def drain() -> Iterator[ImageOutcome]:
@@ -264,9 +297,19 @@ def _process_in_order(
             started = time.perf_counter()
             try:
                 result = future.result()
-                outcome = record(session_factory, iid, result, reference_ids=[rid for rid, _ in refs], model=model,
-                                 settings=settings, reports=reports, notify_urls=urls, worker=worker,
-                                 timings=result.timings, started=started)
+                outcome = record(
+                    session_factory,
+                    iid,
+                    result,
+                    reference_ids=[rid for rid, _ in refs],
+                    model=model,
+                    settings=settings,
+                    reports=reports,
+                    notify_urls=urls,
+                    worker=worker,
+                    timings=result.timings,
+                    started=started,
+                )
             except InputError as exc:
                 bad = next((rid for rid, path in refs if path == exc.path), None)
                 _set_status(session_factory, bad if bad is not None else iid, "rejected", exc.problem)

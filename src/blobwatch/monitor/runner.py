@@ -175,14 +175,22 @@ class ImageOutcome:
         new = [c for c in self.candidates if c["status"] == "new"]
         other = [c for c in self.candidates if c["status"] != "new"]
         if new:
-            parts.append(f"ALERT {len(new)} new: " + "; ".join(
-                f"#{c['id']} x={c['x']:.1f} y={c['y']:.1f} (DS9 {c['x'] + 1:.1f}, {c['y'] + 1:.1f}) P={c['probability']:.3f}"
-                for c in new))
+            parts.append(
+                f"ALERT {len(new)} new: "
+                + "; ".join(
+                    f"#{c['id']} x={c['x']:.1f} y={c['y']:.1f} (DS9 {c['x'] + 1:.1f}, {c['y'] + 1:.1f}) P={c['probability']:.3f}"
+                    for c in new
+                )
+            )
         else:
             parts.append("no new blob")
         if other:
-            parts.append(", ".join(f"{len([c for c in other if c['status'] == s])} {s}"
-                                   for s in sorted({c['status'] for c in other})))
+            parts.append(
+                ", ".join(
+                    f"{len([c for c in other if c['status'] == s])} {s}"
+                    for s in sorted({c["status"] for c in other})
+                )
+            )
         parts.append(f"{self.seconds:.1f}s")
         if self.report:
             parts.append(f"report {one_line(self.report)}")
@@ -308,7 +316,9 @@ def register_files(
     new = 0
     rejected: list[ImageOutcome] = []
     with session_factory() as session:
-        known = {sha: (iid, path) for iid, sha, path in session.execute(select(Image.id, Image.sha256, Image.path))}
+        known = {
+            sha: (iid, path) for iid, sha, path in session.execute(select(Image.id, Image.sha256, Image.path))
+        }
         session.rollback()  # end the read; every write below is its own short transaction
         for path in paths:
             unreadable = None
@@ -366,7 +376,9 @@ def _reject_wrong_shapes(
         expected = (int(expected[0]), int(expected[1]))  # also when given as a list
     with write_session(session_factory) as session:
         rows = session.execute(
-            select(Image.id, Image.rows, Image.cols).where(Image.status != "rejected", Image.rows.is_not(None))
+            select(Image.id, Image.rows, Image.cols).where(
+                Image.status != "rejected", Image.rows.is_not(None)
+            )
         ).all()
         if expected is None:
             shapes = [(r, c) for _, r, c in rows if r is not None and c is not None]
@@ -378,8 +390,10 @@ def _reject_wrong_shapes(
         ):
             if (image.rows, image.cols) != expected:
                 image.status = "rejected"
-                image.reason = (f"shape {image.rows}x{image.cols} does not match the monitor's images "
-                                f"({expected[0]}x{expected[1]})")
+                image.reason = (
+                    f"shape {image.rows}x{image.cols} does not match the monitor's images "
+                    f"({expected[0]}x{expected[1]})"
+                )
                 rejected.append(ImageOutcome(image.id, image.name, "rejected", image.obs_date, image.reason))
                 log.warning("%s: rejected: %s", image.path, image.reason)
         session.commit()
@@ -428,28 +442,44 @@ def _measure_new_offsets(
     valid = (Image.status != "rejected", Image.mjd.is_not(None))
     columns = (Image.id, Image.path, Image.sha256)
     with session_factory() as session:
-        frame = session.execute(select(*columns).where(Image.id == Image.offset_frame_id, *valid)
-                                .order_by(Image.id).limit(1)).first()
-        frame = frame or session.execute(select(*columns).where(*valid).order_by(Image.mjd, Image.id).limit(1)).first()
-        todo = session.execute(select(*columns)
-                               .where(Image.offset_frame_id.is_(None), *valid).order_by(Image.mjd, Image.id)).all()
+        frame = session.execute(
+            select(*columns).where(Image.id == Image.offset_frame_id, *valid).order_by(Image.id).limit(1)
+        ).first()
+        frame = (
+            frame
+            or session.execute(select(*columns).where(*valid).order_by(Image.mjd, Image.id).limit(1)).first()
+        )
+        todo = session.execute(
+            select(*columns).where(Image.offset_frame_id.is_(None), *valid).order_by(Image.mjd, Image.id)
+        ).all()
     if frame is None or not todo:
         return
     frame_id, frame_path, frame_sha = frame
     others = [(iid, ImageFile(path, sha)) for iid, path, sha in todo if iid != frame_id]
     try:
-        offsets = dict(zip([iid for iid, _ in others], measure(ImageFile(frame_path, frame_sha),
-                                                             [f for _, f in others]), strict=True))
+        offsets = dict(
+            zip(
+                [iid for iid, _ in others],
+                measure(ImageFile(frame_path, frame_sha), [f for _, f in others]),
+                strict=True,
+            )
+        )
     except InputError as exc:
-        log.warning("%s: cannot be read as the offset frame (%s); differences register their references",
-                    exc.path, exc.problem)
+        log.warning(
+            "%s: cannot be read as the offset frame (%s); differences register their references",
+            exc.path,
+            exc.problem,
+        )
         return
     offsets[frame_id] = (0.0, 0.0)
     with write_session(session_factory) as session:
         for iid, offset in offsets.items():
             dy, dx = offset if offset is not None else (None, None)
-            session.execute(update(Image).where(Image.id == iid)
-                            .values(offset_dy=dy, offset_dx=dx, offset_frame_id=frame_id))
+            session.execute(
+                update(Image)
+                .where(Image.id == iid)
+                .values(offset_dy=dy, offset_dx=dx, offset_frame_id=frame_id)
+            )
         session.commit()
     log.info("offsets of %d image(s) to frame %s measured", len(offsets), Path(frame_path).name)
 
@@ -458,9 +488,12 @@ def _stored_offsets(image: Image, refs: Sequence[Image]) -> list[Offset | None]:
     """The references' offsets relative to ``image`` from the stored frame offsets (None: unknown)."""
     if image.offset_frame_id is None or image.offset_dy is None or image.offset_dx is None:
         return [None] * len(refs)
-    return [(r.offset_dy - image.offset_dy, r.offset_dx - image.offset_dx)
-            if r.offset_frame_id == image.offset_frame_id and r.offset_dy is not None and r.offset_dx is not None
-            else None for r in refs]
+    return [
+        (r.offset_dy - image.offset_dy, r.offset_dx - image.offset_dx)
+        if r.offset_frame_id == image.offset_frame_id and r.offset_dy is not None and r.offset_dx is not None
+        else None
+        for r in refs
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -490,12 +523,16 @@ def _model_record(obj: Any) -> tuple[str | None, str | None, dict[str, Any]]:
 
     path = getattr(obj, "model_path", None) or getattr(obj, "path", None)
     sha = file_sha256(path) if path is not None and Path(path).exists() else None
-    return (str(Path(path).resolve()) if path is not None else None, sha,
-            jsonable(dict(getattr(obj, "metadata", {}) or {})))
+    return (
+        str(Path(path).resolve()) if path is not None else None,
+        sha,
+        jsonable(dict(getattr(obj, "metadata", {}) or {})),
+    )
 
 
-def _load_model(model: str | os.PathLike | None, classifier: Any | None,
-                settings: MonitorSettings | None = None) -> _Model:
+def _load_model(
+    model: str | os.PathLike | None, classifier: Any | None, settings: MonitorSettings | None = None
+) -> _Model:
     import torch
 
     settings = settings or MonitorSettings()
@@ -511,15 +548,23 @@ def _load_model(model: str | os.PathLike | None, classifier: Any | None,
 
     localizer = FCNDetector(settings.fcn_model)
     fcn_path, fcn_sha, fcn_meta = _model_record(localizer)
-    fcn_meta["subframe_model"] = {"path": path, "sha256": sha, "threshold": getattr(classifier, "threshold", None)}
-    return _Model(classifier, fcn_path, fcn_sha, fcn_meta, versions, localizer=localizer, classifier_path=path)
+    fcn_meta["subframe_model"] = {
+        "path": path,
+        "sha256": sha,
+        "threshold": getattr(classifier, "threshold", None),
+    }
+    return _Model(
+        classifier, fcn_path, fcn_sha, fcn_meta, versions, localizer=localizer, classifier_path=path
+    )
 
 
 def _references(session: Session, image: Image, settings: MonitorSettings) -> list[Image]:
     """The preceding valid images (oldest first), at most ``n_references``."""
     rows = session.scalars(
         select(Image)
-        .where(Image.status != "rejected", Image.mjd.is_not(None), Image.mjd < image.mjd, Image.id != image.id)
+        .where(
+            Image.status != "rejected", Image.mjd.is_not(None), Image.mjd < image.mjd, Image.id != image.id
+        )
         .order_by(Image.mjd.desc(), Image.id.desc())
         .limit(settings.n_references)
     ).all()
@@ -541,14 +586,24 @@ def _classify_candidates(
     out = []
     for c in found:
         record = {
-            "x": float(c.x), "y": float(c.y), "probability": float(c.probability),
-            "significance": float(c.significance), "radius": float(c.radius), "subframe": int(c.subframe),
-            "status": "new", "linked_to": None, "known_blob_id": None, "note": "",
+            "x": float(c.x),
+            "y": float(c.y),
+            "probability": float(c.probability),
+            "significance": float(c.significance),
+            "radius": float(c.radius),
+            "subframe": int(c.subframe),
+            "status": "new",
+            "linked_to": None,
+            "known_blob_id": None,
+            "note": "",
         }
         blob = known_blob_at(blobs, c.x, c.y, margin=settings.known_margin)
         if blob is not None:
-            record.update(status="known", known_blob_id=blob.id,
-                          note=f"inside known blob {blob.id} at x={blob.x:.1f} y={blob.y:.1f} r={blob.radius:.1f}")
+            record.update(
+                status="known",
+                known_blob_id=blob.id,
+                note=f"inside known blob {blob.id} at x={blob.x:.1f} y={blob.y:.1f} r={blob.radius:.1f}",
+            )
         else:
             for cid, x, y, radius, linked_to in earlier:
                 root = linked_to if linked_to is not None else cid
@@ -561,11 +616,16 @@ def _classify_candidates(
     return out
 
 
-def _set_status(session_factory: sessionmaker[Session], image_id: int, status: str, reason: str | None) -> None:
+def _set_status(
+    session_factory: sessionmaker[Session], image_id: int, status: str, reason: str | None
+) -> None:
     """Set an image's status (and reason) and drop any claim, in its own transaction."""
     with write_session(session_factory) as session:
-        session.execute(update(Image).where(Image.id == image_id)
-                        .values(status=status, reason=reason, claimed_by=None, claimed_at=None))
+        session.execute(
+            update(Image)
+            .where(Image.id == image_id)
+            .values(status=status, reason=reason, claimed_by=None, claimed_at=None)
+        )
         session.commit()
 
 
@@ -646,9 +706,15 @@ def compute_image(
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # FewReferencesWarning is expected while < 30 exist
-        diff = blob_difference(current, references, register=settings.register,
-                               min_references=settings.min_references, max_references=settings.n_references,
-                               prepared=prepared, offsets=offsets)
+        diff = blob_difference(
+            current,
+            references,
+            register=settings.register,
+            min_references=settings.min_references,
+            max_references=settings.n_references,
+            prepared=prepared,
+            offsets=offsets,
+        )
     timings["difference"] = time.perf_counter() - t
     t = time.perf_counter()
     if settings.detector == "fcn":
@@ -668,8 +734,9 @@ def compute_image(
     parameters = {
         "detector": detection.detector,
         "threshold": float(detection.threshold),
-        "subframe_threshold": float(detection.threshold if detection.subframe_threshold is None
-                                    else detection.subframe_threshold),
+        "subframe_threshold": float(
+            detection.threshold if detection.subframe_threshold is None else detection.subframe_threshold
+        ),
         "n_references": diff.n_references,
         "max_references": settings.n_references,
         "min_references": settings.min_references,
@@ -732,12 +799,29 @@ def process_image(
     read_seconds = time.perf_counter() - t0
 
     # 2. compute phase
-    result = compute_image(current, ref_images, model.classifier, settings, prepared=cache.prepared,
-                           offsets=_stored_offsets(image, refs), localizer=model.localizer)
+    result = compute_image(
+        current,
+        ref_images,
+        model.classifier,
+        settings,
+        prepared=cache.prepared,
+        offsets=_stored_offsets(image, refs),
+        localizer=model.localizer,
+    )
     # 3. write phase
-    return record(session_factory, image_id, result, reference_ids=[r.id for r in refs], model=model,
-                  settings=settings, reports=reports, notify_urls=notify_urls, worker=worker,
-                  timings={"read": read_seconds, **result.timings}, started=t0)
+    return record(
+        session_factory,
+        image_id,
+        result,
+        reference_ids=[r.id for r in refs],
+        model=model,
+        settings=settings,
+        reports=reports,
+        notify_urls=notify_urls,
+        worker=worker,
+        timings={"read": read_seconds, **result.timings},
+        started=t0,
+    )
 
 
 def record(
@@ -785,56 +869,106 @@ def record(
         blobs = list(session.scalars(select(Blob)))
         records = _classify_candidates(session, image, detection.candidates, blobs, settings)
         run = Run(
-            image_id=image.id, model_path=model.path, model_sha256=model.sha256, model_metadata=model.metadata,
-            blobwatch_version=model.versions["blobwatch"], torch_version=model.versions["torch"],
+            image_id=image.id,
+            model_path=model.path,
+            model_sha256=model.sha256,
+            model_metadata=model.metadata,
+            blobwatch_version=model.versions["blobwatch"],
+            torch_version=model.versions["torch"],
             numpy_version=model.versions["numpy"],
-            parameters=jsonable({**result.parameters, "reference_image_ids": list(reference_ids)}), timings={},
-            threshold=float(detection.threshold), max_probability=result.max_probability, started_at=utcnow(),
+            parameters=jsonable({**result.parameters, "reference_image_ids": list(reference_ids)}),
+            timings={},
+            threshold=float(detection.threshold),
+            max_probability=result.max_probability,
+            started_at=utcnow(),
         )
         session.add(run)
         session.flush()
         cand_rows = []
         for rec in records:
             row = Candidate(
-                run_id=run.id, image_id=image.id, x=rec["x"], y=rec["y"], probability=rec["probability"],
-                significance=rec["significance"], radius=rec["radius"], subframe=rec["subframe"],
-                status=rec["status"], alerted=rec["status"] == "new", linked_to=rec["linked_to"],
-                known_blob_id=rec["known_blob_id"], reason=rec["note"] or None, created_at=utcnow(),
+                run_id=run.id,
+                image_id=image.id,
+                x=rec["x"],
+                y=rec["y"],
+                probability=rec["probability"],
+                significance=rec["significance"],
+                radius=rec["radius"],
+                subframe=rec["subframe"],
+                status=rec["status"],
+                alerted=rec["status"] == "new",
+                linked_to=rec["linked_to"],
+                known_blob_id=rec["known_blob_id"],
+                reason=rec["note"] or None,
+                created_at=utcnow(),
             )
             session.add(row)
             cand_rows.append(row)
         session.flush()  # candidate ids for the report
 
         t = time.perf_counter()
-        views = [CandidateView(r.id, r.x, r.y, r.probability, r.significance, r.radius, r.status, rec["note"])
-                 for r, rec in zip(cand_rows, records, strict=True)]
-        sub_views = [SubframeView(s.index, s.x0, s.y0, s.size, float(s.probability), bool(s.blob))
-                     for s in detection.subframes]
+        views = [
+            CandidateView(r.id, r.x, r.y, r.probability, r.significance, r.radius, r.status, rec["note"])
+            for r, rec in zip(cand_rows, records, strict=True)
+        ]
+        sub_views = [
+            SubframeView(s.index, s.x0, s.y0, s.size, float(s.probability), bool(s.blob))
+            for s in detection.subframes
+        ]
         provenance = format_provenance(
-            image_path=image.path, image_sha256=image.sha256, image_filter=image.filter, model_path=model.path,
-            model_sha256=model.sha256, model_metadata=model.metadata, versions=model.versions,
-            reference_paths=diff.reference_paths, method=diff.method, offsets=diff.offsets,
-            threshold=float(detection.threshold), run_id=run.id, worker=worker, timings=timings,
+            image_path=image.path,
+            image_sha256=image.sha256,
+            image_filter=image.filter,
+            model_path=model.path,
+            model_sha256=model.sha256,
+            model_metadata=model.metadata,
+            versions=model.versions,
+            reference_paths=diff.reference_paths,
+            method=diff.method,
+            offsets=diff.offsets,
+            threshold=float(detection.threshold),
+            run_id=run.id,
+            worker=worker,
+            timings=timings,
             detector=detection.detector,
         )
         report = ImageReport(
-            image_id=image.id, name=image.name, path=image.path, mjd=image.mjd, obs_date=image.obs_date,
-            difference=diff.data, prepared=detection.prepared, threshold=float(detection.threshold),
-            subframes=sub_views, candidates=views,
+            image_id=image.id,
+            name=image.name,
+            path=image.path,
+            mjd=image.mjd,
+            obs_date=image.obs_date,
+            difference=diff.data,
+            prepared=detection.prepared,
+            threshold=float(detection.threshold),
+            subframes=sub_views,
+            candidates=views,
             known_blobs=np.array([(b.x, b.y, b.radius) for b in blobs], dtype=float).reshape(-1, 3),
-            saliency=result.saliency, localizer_saliency=result.localizer_saliency, detector=detection.detector,
-            subframe_threshold=detection.subframe_threshold, provenance=provenance,
+            saliency=result.saliency,
+            localizer_saliency=result.localizer_saliency,
+            detector=detection.detector,
+            subframe_threshold=detection.subframe_threshold,
+            provenance=provenance,
         )
         page = write_image_report(report, reports)
         folder = report_dir(reports, image.id, image.name)
         # the review app's pixels: saved once here, never rebuilt per request
         save_display_arrays(folder, run.id, diff.stack, diff.data)
         for s in detection.subframes:
-            session.add(SubframePrediction(
-                run_id=run.id, index=s.index, x0=s.x0, y0=s.y0, size=s.size, probability=float(s.probability),
-                flagged=bool(s.blob),
-                saliency_path=str(folder / f"saliency_{s.index:02d}.png") if s.index in result.saliency else None,
-            ))
+            session.add(
+                SubframePrediction(
+                    run_id=run.id,
+                    index=s.index,
+                    x0=s.x0,
+                    y0=s.y0,
+                    size=s.size,
+                    probability=float(s.probability),
+                    flagged=bool(s.blob),
+                    saliency_path=str(folder / f"saliency_{s.index:02d}.png")
+                    if s.index in result.saliency
+                    else None,
+                )
+            )
         timings["report"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - started
         run.timings = {k: round(v, 4) for k, v in timings.items()}
@@ -843,8 +977,9 @@ def record(
 
         new_rows = [r for r in cand_rows if r.status == "new"]
         if new_rows and notify_urls:
-            title, body = _notify.format_alert(image, new_rows, page, base_url=settings.base_url,
-                                               db_url=str(session.get_bind().engine.url))
+            title, body = _notify.format_alert(
+                image, new_rows, page, base_url=settings.base_url, db_url=str(session.get_bind().engine.url)
+            )
             _notify.queue_notifications(session, image, notify_urls, title, body)
         image.status, image.reason, image.processed_at = "processed", None, utcnow()
         image.claimed_by = image.claimed_at = None
@@ -852,8 +987,9 @@ def record(
 
     outcome.max_probability = result.max_probability
     outcome.report = str(page)
-    outcome.candidates = [{"id": r.id, "x": r.x, "y": r.y, "probability": r.probability, "status": r.status}
-                          for r in cand_rows]
+    outcome.candidates = [
+        {"id": r.id, "x": r.x, "y": r.y, "probability": r.probability, "status": r.status} for r in cand_rows
+    ]
     outcome.seconds = time.perf_counter() - started
     return outcome
 
@@ -867,7 +1003,9 @@ def _outcome(session_factory: sessionmaker[Session], image_id: int, status: str,
         return ImageOutcome(image_id, image.name, status, image.obs_date, reason)
 
 
-def _failed(session_factory: sessionmaker[Session], image_id: int, worker: str, exc: Exception) -> ImageOutcome:
+def _failed(
+    session_factory: sessionmaker[Session], image_id: int, worker: str, exc: Exception
+) -> ImageOutcome:
     """Log an unexpected processing error with its traceback, release the claim: a ``failed`` outcome."""
     log.error("image %d: processing failed", image_id, exc_info=exc)
     with session_factory() as session:
@@ -875,7 +1013,9 @@ def _failed(session_factory: sessionmaker[Session], image_id: int, worker: str, 
     return _outcome(session_factory, image_id, "failed", f"{type(exc).__name__}: {exc}")
 
 
-def _add_outcome(summary: MonitorSummary, outcome: ImageOutcome, echo_line: Callable[[str], None], bar: Any) -> None:
+def _add_outcome(
+    summary: MonitorSummary, outcome: ImageOutcome, echo_line: Callable[[str], None], bar: Any
+) -> None:
     """Add an image's outcome to the summary, print its line and advance the progress bar."""
     summary.outcomes.append(outcome)
     if outcome.status == "rejected":
@@ -947,7 +1087,9 @@ def run_monitor(
     worker = worker_name()
     ready = _ready_images(session_factory, settings)
 
-    loaded = _load_model(model, classifier, settings) if ready else None  # before any claim: a bad model claims nothing
+    loaded = (
+        _load_model(model, classifier, settings) if ready else None
+    )  # before any claim: a bad model claims nothing
     if len(ready) > 1 and settings.register:  # consecutive images share references: prepare each once
         from blobwatch.difference import PreparedCache
 
@@ -964,8 +1106,16 @@ def run_monitor(
             assert loaded is not None
             for _attempt in range(settings.n_references + 1):
                 try:
-                    outcome = process_image(session_factory, iid, model=loaded, settings=settings,
-                                            reports=reports_path, notify_urls=urls, cache=cache, worker=worker)
+                    outcome = process_image(
+                        session_factory,
+                        iid,
+                        model=loaded,
+                        settings=settings,
+                        reports=reports_path,
+                        notify_urls=urls,
+                        cache=cache,
+                        worker=worker,
+                    )
                     break
                 except _Retry:
                     continue
@@ -1015,11 +1165,16 @@ def _start_run(
         The report folder, the session factory and a summary holding the registrations.
     """
     if settings.min_references < 1 or settings.n_references < settings.min_references:
-        raise ValueError(f"need 1 <= min_references ({settings.min_references}) <= n_references ({settings.n_references})")
+        raise ValueError(
+            f"need 1 <= min_references ({settings.min_references}) <= n_references ({settings.n_references})"
+        )
     reports_path = (Path(reports) if reports is not None else Path.cwd() / "blobwatch-reports").resolve()
     reports_path.mkdir(parents=True, exist_ok=True)
-    session_factory = db if isinstance(db, sessionmaker) else open_database(
-        db or f"sqlite:///{(reports_path / 'blobwatch.db').resolve()}")
+    session_factory = (
+        db
+        if isinstance(db, sessionmaker)
+        else open_database(db or f"sqlite:///{(reports_path / 'blobwatch.db').resolve()}")
+    )
     summary = MonitorSummary()
     paths = discover(inbox)
     if not paths:
@@ -1037,13 +1192,23 @@ def _ready_images(session_factory: sessionmaker[Session], settings: MonitorSetti
     """Ids of the unprocessed images with at least ``min_references`` earlier valid images, in date order."""
     with session_factory() as session:
         todo = session.execute(
-            select(Image.id, Image.mjd).where(Image.status.in_(("registered", "processing")), Image.mjd.is_not(None))
+            select(Image.id, Image.mjd)
+            .where(Image.status.in_(("registered", "processing")), Image.mjd.is_not(None))
             .order_by(Image.mjd, Image.id)
         ).all()
-        valid_mjds = np.sort(np.array(session.scalars(
-            select(Image.mjd).where(Image.status != "rejected", Image.mjd.is_not(None))).all(), dtype=float))
-    ready = [iid for iid, mjd in todo
-             if mjd is not None and np.searchsorted(valid_mjds, mjd, side="left") >= settings.min_references]
+        valid_mjds = np.sort(
+            np.array(
+                session.scalars(
+                    select(Image.mjd).where(Image.status != "rejected", Image.mjd.is_not(None))
+                ).all(),
+                dtype=float,
+            )
+        )
+    ready = [
+        iid
+        for iid, mjd in todo
+        if mjd is not None and np.searchsorted(valid_mjds, mjd, side="left") >= settings.min_references
+    ]
     if len(todo) > len(ready):
         log.info("%d image(s) wait for %d earlier images", len(todo) - len(ready), settings.min_references)
     return ready

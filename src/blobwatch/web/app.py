@@ -73,8 +73,10 @@ ImageKind = Literal["image", "stack", "difference"]
 #: The app's cache folder inside the reports folder (figures, rebuilt pixels).
 WEB_CACHE = ".web-cache"
 _KIND_TITLES = {"image": "current image", "stack": "median stack", "difference": "difference"}
-_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+)
 #: Pages with the pixel viewer: BokehJS styles its widgets inline (scripts stay 'self').
 _CSP_VIEWER = _CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
 
@@ -90,8 +92,9 @@ def _png_response(png: bytes) -> Response:
 
 def _download(data: bytes, filename: str, media_type: str = "text/plain; charset=utf-8") -> Response:
     """A file to save (``Content-Disposition: attachment``) under ``filename`` (made from ids)."""
-    return Response(data, media_type=media_type,
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return Response(
+        data, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )
 
 
 def create_app(
@@ -161,8 +164,8 @@ def create_app(
         title="blobwatch review",
         version=__version__,
         description="Review of new WFC3/IR blob candidates found by the blobwatch monitor. "
-                    "Pixel coordinates are 0-based (x = column, y = row); `x_ds9`, `y_ds9` "
-                    "give the 1-based DS9/FITS position.",
+        "Pixel coordinates are 0-based (x = column, y = row); `x_ds9`, `y_ds9` "
+        "give the 1-based DS9/FITS position.",
         docs_url=None,
         redoc_url=None,
         openapi_url="/api/openapi.json",
@@ -181,8 +184,9 @@ def create_app(
         request.state.csrf_token = guard.form_token(value)
         response = await call_next(request)
         if not cookie:
-            response.set_cookie(CSRF_COOKIE, value, httponly=True, samesite="strict",
-                                secure=served_over_https(request))
+            response.set_cookie(
+                CSRF_COOKIE, value, httponly=True, samesite="strict", secure=served_over_https(request)
+            )
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("Content-Security-Policy", _CSP)
@@ -193,8 +197,11 @@ def create_app(
     async def trusted_host(request: Request, call_next: Any) -> Response:
         # added last, so it runs first: nothing (not even a CSRF cookie) for an unknown Host
         if not host_allowed(request.url.hostname, hosts):
-            return PlainTextResponse("400: this server does not answer to that Host name "
-                                     "(blobwatch serve --allowed-host NAME allows one)\n", status_code=400)
+            return PlainTextResponse(
+                "400: this server does not answer to that Host name "
+                "(blobwatch serve --allowed-host NAME allows one)\n",
+                status_code=400,
+            )
         return await call_next(request)
 
     def db() -> Iterator[Session]:
@@ -203,20 +210,24 @@ def create_app(
 
     def page(request: Request, name: str, active: str, session: Session, **context: Any) -> HTMLResponse:
         done = request.query_params.get("done")
-        return templates.TemplateResponse(request, name, {
-            "active": active,
-            "version": __version__,
-            "open_count": queries.open_count(session),
-            "csrf_field": CSRF_FIELD,
-            "csrf_token": request.state.csrf_token,
-            "reviewer": request.cookies.get("bw_reviewer", ""),
-            "locked": guard.require_token and not guard.write_allowed(request),
-            "require_token": guard.require_token,
-            "flash": _flash(done, request.query_params),
-            "reasons": queries.REJECT_REASONS,
-            "cutout_kinds": list(_KIND_TITLES.items()),
-            **context,
-        })
+        return templates.TemplateResponse(
+            request,
+            name,
+            {
+                "active": active,
+                "version": __version__,
+                "open_count": queries.open_count(session),
+                "csrf_field": CSRF_FIELD,
+                "csrf_token": request.state.csrf_token,
+                "reviewer": request.cookies.get("bw_reviewer", ""),
+                "locked": guard.require_token and not guard.write_allowed(request),
+                "require_token": guard.require_token,
+                "flash": _flash(done, request.query_params),
+                "reasons": queries.REJECT_REASONS,
+                "cutout_kinds": list(_KIND_TITLES.items()),
+                **context,
+            },
+        )
 
     def image_or_404(session: Session, image_id: int) -> queries.ImageView:
         view = queries.get_image(session, image_id)
@@ -236,10 +247,18 @@ def create_app(
         view = image_or_404(session, image_id) if image_id is not None else None
         older, newer = queries.neighbours(session, view.id) if view else (None, None)
         # "open in DS9" only where DS9 runs on the server's machine: a loopback-only app
-        response = page(request, "image.html", active, session, image=view, older=older, newer=newer,
-                        grid=queries.subframe_grid(view.subframes) if view else [],
-                        samp=view is not None and not guard.require_token and samp.available(),
-                        **viewer_context())
+        response = page(
+            request,
+            "image.html",
+            active,
+            session,
+            image=view,
+            older=older,
+            newer=newer,
+            grid=queries.subframe_grid(view.subframes) if view else [],
+            samp=view is not None and not guard.require_token and samp.available(),
+            **viewer_context(),
+        )
         response.headers["Content-Security-Policy"] = _CSP_VIEWER
         return response
 
@@ -256,55 +275,108 @@ def create_app(
 
     @app.get("/queue", response_class=HTMLResponse, include_in_schema=False)
     def queue(request: Request, session: Session = Depends(db)) -> HTMLResponse:
-        return page(request, "queue.html", "queue", session,
-                    candidates=queries.list_candidates(session, status="new"),
-                    reviewed=queries.recent_reviews(session))
+        return page(
+            request,
+            "queue.html",
+            "queue",
+            session,
+            candidates=queries.list_candidates(session, status="new"),
+            reviewed=queries.recent_reviews(session),
+        )
 
     @app.get("/candidates/{candidate_id}", response_class=HTMLResponse, include_in_schema=False)
     def candidate_detail(candidate_id: int, request: Request, session: Session = Depends(db)) -> HTMLResponse:
-        response = page(request, "candidate.html", "queue", session,
-                        candidate=candidate_or_404(session, candidate_id), **viewer_context())
+        response = page(
+            request,
+            "candidate.html",
+            "queue",
+            session,
+            candidate=candidate_or_404(session, candidate_id),
+            **viewer_context(),
+        )
         response.headers["Content-Security-Policy"] = _CSP_VIEWER
         return response
 
     @app.get("/blobs", response_class=HTMLResponse, include_in_schema=False)
-    def blob_map(request: Request, q: str = "", blob: int | None = None, source: str = "",
-                 min_radius: float | None = None, min_depth: float | None = None,
-                 page_no: int = Query(1, alias="page"), per: int = queries.PAGE_SIZE,
-                 session: Session = Depends(db)) -> HTMLResponse:
+    def blob_map(
+        request: Request,
+        q: str = "",
+        blob: int | None = None,
+        source: str = "",
+        min_radius: float | None = None,
+        min_depth: float | None = None,
+        page_no: int = Query(1, alias="page"),
+        per: int = queries.PAGE_SIZE,
+        session: Session = Depends(db),
+    ) -> HTMLResponse:
         """The catalog table, filtered (label or id ``q``, one ``blob`` id, ``source``, ``min_radius`` px,
         ``min_depth`` in %) and paginated (``page``, ``per``) on the server."""
         _one_of("source", source, BLOB_SOURCES)
         blobs = queries.list_blobs(session)
-        shown = queries.filter_blobs(blobs, q=q, blob_id=blob, source=source, min_radius=min_radius,
-                                     min_depth=min_depth / 100.0 if min_depth is not None else None)
+        shown = queries.filter_blobs(
+            blobs,
+            q=q,
+            blob_id=blob,
+            source=source,
+            min_radius=min_radius,
+            min_depth=min_depth / 100.0 if min_depth is not None else None,
+        )
         filters = {"q": q, "blob": blob, "source": source, "min_radius": min_radius, "min_depth": min_depth}
-        return page(request, "blobs.html", "blobs", session, n_blobs=len(blobs),
-                    table=queries.paginate(shown, page_no, per), filters=filters,
-                    sources=BLOB_SOURCES, query=_query_string(filters, per))
+        return page(
+            request,
+            "blobs.html",
+            "blobs",
+            session,
+            n_blobs=len(blobs),
+            table=queries.paginate(shown, page_no, per),
+            filters=filters,
+            sources=BLOB_SOURCES,
+            query=_query_string(filters, per),
+        )
 
     @app.get("/history", response_class=HTMLResponse, include_in_schema=False)
-    def history(request: Request, q: str = "", status: str = "",
-                alert: Literal["", "yes", "no"] = "", mjd_min: float | None = None,
-                mjd_max: float | None = None, page_no: int = Query(1, alias="page"),
-                per: int = queries.PAGE_SIZE, session: Session = Depends(db)) -> HTMLResponse:
+    def history(
+        request: Request,
+        q: str = "",
+        status: str = "",
+        alert: Literal["", "yes", "no"] = "",
+        mjd_min: float | None = None,
+        mjd_max: float | None = None,
+        page_no: int = Query(1, alias="page"),
+        per: int = queries.PAGE_SIZE,
+        session: Session = Depends(db),
+    ) -> HTMLResponse:
         """The image table, filtered (name ``q``, ``status``, ``alert``, MJD range) and
         paginated (``page``, ``per``) on the server; the figure shows every image."""
         _one_of("status", status, IMAGE_STATUSES)
         images = queries.list_images(session)
-        shown = queries.filter_images(images, q=q, status=status,
-                                      alert={"yes": True, "no": False}.get(alert),
-                                      mjd_min=mjd_min, mjd_max=mjd_max)
+        shown = queries.filter_images(
+            images,
+            q=q,
+            status=status,
+            alert={"yes": True, "no": False}.get(alert),
+            mjd_min=mjd_min,
+            mjd_max=mjd_max,
+        )
         filters = {"q": q, "status": status, "alert": alert, "mjd_min": mjd_min, "mjd_max": mjd_max}
-        return page(request, "history.html", "history", session, n_images=len(images),
-                    table=queries.paginate(shown, page_no, per), filters=filters,
-                    statuses=IMAGE_STATUSES, query=_query_string(filters, per))
+        return page(
+            request,
+            "history.html",
+            "history",
+            session,
+            n_images=len(images),
+            table=queries.paginate(shown, page_no, per),
+            filters=filters,
+            statuses=IMAGE_STATUSES,
+            query=_query_string(filters, per),
+        )
 
     @app.get("/api", response_class=HTMLResponse, include_in_schema=False)
     def api_page(request: Request, session: Session = Depends(db)) -> HTMLResponse:
         schema = app.openapi()
-        return page(request, "api.html", "api", session, routes=_api_routes(schema),
-                    models=_api_models(schema))
+        return page(
+            request, "api.html", "api", session, routes=_api_routes(schema), models=_api_models(schema)
+        )
 
     @app.get("/api/docs", include_in_schema=False)
     def api_docs() -> RedirectResponse:
@@ -318,25 +390,40 @@ def create_app(
         view = image_or_404(session, image_id)
         if view.run_id is None and kind != "image":
             raise HTTPException(404, f"image {image_id} has not been processed")
-        key = ("image", queries.image_sha256(session, image_id), view.run_id, kind, queries.review_state(session))
+        key = (
+            "image",
+            queries.image_sha256(session, image_id),
+            view.run_id,
+            kind,
+            queries.review_state(session),
+        )
 
         def make() -> bytes:
             arrays = pixels.arrays(session, image_id)
             if kind == "difference":  # the same figure as the monitor's report (one code path)
                 from blobwatch.monitor.report import CandidateView, difference_figure
 
-                known = np.array([(b.x, b.y, b.radius) for b in queries.list_blobs(session)],
-                                 dtype=np.float64).reshape(-1, 3)
-                shown = [CandidateView(c.id, c.x, c.y, c.probability, c.significance, c.radius,
-                                       c.status, c.reason or "")
-                         for c in view.candidates if c.status != "known"]
-                return difference_figure(arrays["difference"], known, shown, size_inches=7.5,
-                                         title=f"difference: {view.name}  (green: known blobs; "
-                                               "candidates red, or orange if linked/rejected)")
+                known = np.array(
+                    [(b.x, b.y, b.radius) for b in queries.list_blobs(session)], dtype=np.float64
+                ).reshape(-1, 3)
+                shown = [
+                    CandidateView(
+                        c.id, c.x, c.y, c.probability, c.significance, c.radius, c.status, c.reason or ""
+                    )
+                    for c in view.candidates
+                    if c.status != "known"
+                ]
+                return difference_figure(
+                    arrays["difference"],
+                    known,
+                    shown,
+                    size_inches=7.5,
+                    title=f"difference: {view.name}  (green: known blobs; "
+                    "candidates red, or orange if linked/rejected)",
+                )
             # the current image and the median stack share the stack's grey levels
             limits = render.zscale_limits(arrays["stack"]) if "stack" in arrays else None
-            return render.image_png(arrays[kind], title=f"{_KIND_TITLES[kind]}: {view.name}",
-                                    limits=limits)
+            return render.image_png(arrays[kind], title=f"{_KIND_TITLES[kind]}: {view.name}", limits=limits)
 
         return _png_response(pngs.get(key, make))
 
@@ -357,9 +444,15 @@ def create_app(
             center, half = (cand.x, cand.y), 4.0 * CUTOUT_HALF
         markers = viewer.blob_markers(queries.list_blobs(session)) + viewer.candidate_markers(view.candidates)
         item = viewer.viewer_item((rows, cols), markers, center=center, half=half)
-        return JSONResponse({"item": item, "palettes": viewer.palettes(), "shape": [rows, cols],
-                             "kinds": [k for k in _KIND_TITLES if k == "image" or view.run_id is not None]},
-                            headers={"Cache-Control": "no-cache"})
+        return JSONResponse(
+            {
+                "item": item,
+                "palettes": viewer.palettes(),
+                "shape": [rows, cols],
+                "kinds": [k for k in _KIND_TITLES if k == "image" or view.run_id is not None],
+            },
+            headers={"Cache-Control": "no-cache"},
+        )
 
     @app.get("/images/{image_id}/{kind}.f32", include_in_schema=False)
     def image_f32(image_id: int, kind: ImageKind, session: Session = Depends(db)) -> Response:
@@ -372,9 +465,15 @@ def create_app(
 
         data = np.ascontiguousarray(arrays[kind], dtype="<f4")
         lo, hi = limits.get((image_id, view.run_id, kind), lambda: render.zscale_limits(data))
-        return Response(data.tobytes(), media_type="application/octet-stream",
-                        headers={"X-Shape": f"{data.shape[0]},{data.shape[1]}", "X-Zscale": f"{lo!r},{hi!r}",
-                                 "Cache-Control": "no-cache"})
+        return Response(
+            data.tobytes(),
+            media_type="application/octet-stream",
+            headers={
+                "X-Shape": f"{data.shape[0]},{data.shape[1]}",
+                "X-Zscale": f"{lo!r},{hi!r}",
+                "Cache-Control": "no-cache",
+            },
+        )
 
     @app.get("/candidates/{candidate_id}/{kind}.png", include_in_schema=False)
     def cutout_png(candidate_id: int, kind: ImageKind, session: Session = Depends(db)) -> Response:
@@ -384,18 +483,30 @@ def create_app(
             arrays = pixels.arrays(session, cand.image_id)
             if kind not in arrays:
                 raise HTTPException(404, f"candidate {candidate_id}: no {kind} for its image")
-            ring = [render.Circle(cand.x, cand.y, max(cand.radius or 8.0, 4.0) * 1.5,
-                                  render.CANDIDATE_COLOR)]
+            ring = [render.Circle(cand.x, cand.y, max(cand.radius or 8.0, 4.0) * 1.5, render.CANDIDATE_COLOR)]
             # image and stack share the stack's grey levels, so a new blob looks darker in one
             limits = None
             if kind in ("image", "stack") and "stack" in arrays:
                 limits = render.zscale_limits(render.cutout(arrays["stack"], cand.x, cand.y, CUTOUT_HALF))
-            return render.cutout_png(arrays[kind], x=cand.x, y=cand.y, half=CUTOUT_HALF,
-                                     title=f"#{cand.id} {_KIND_TITLES[kind]}", circles=ring,
-                                     limits=limits)
+            return render.cutout_png(
+                arrays[kind],
+                x=cand.x,
+                y=cand.y,
+                half=CUTOUT_HALF,
+                title=f"#{cand.id} {_KIND_TITLES[kind]}",
+                circles=ring,
+                limits=limits,
+            )
 
-        key = ("cutout", queries.image_sha256(session, cand.image_id), candidate_id, cand.x, cand.y,
-               cand.radius, kind)
+        key = (
+            "cutout",
+            queries.image_sha256(session, cand.image_id),
+            candidate_id,
+            cand.x,
+            cand.y,
+            cand.radius,
+            kind,
+        )
         return _png_response(pngs.get(key, make))
 
     @app.get("/subframes/{subframe_id}/saliency.png", include_in_schema=False)
@@ -409,12 +520,22 @@ def create_app(
     def blob_map_png(session: Session = Depends(db)) -> Response:
         def make() -> bytes:
             blobs = queries.list_blobs(session)
-            arr = {k: np.array([getattr(b, k) if getattr(b, k) is not None else np.nan for b in blobs],
-                               dtype=np.float32) for k in ("x", "y", "radius", "depth")}
+            arr = {
+                k: np.array(
+                    [getattr(b, k) if getattr(b, k) is not None else np.nan for b in blobs], dtype=np.float32
+                )
+                for k in ("x", "y", "radius", "depth")
+            }
             confirmed = [i for i, b in enumerate(blobs) if b.source == "confirmed"]
-            return render.blob_map_png(arr["x"], arr["y"], arr["radius"], arr["depth"],
-                                       science_box=queries.science_box(session), highlight=confirmed,
-                                       labels=[f"#{blobs[i].id}" for i in confirmed])
+            return render.blob_map_png(
+                arr["x"],
+                arr["y"],
+                arr["radius"],
+                arr["depth"],
+                science_box=queries.science_box(session),
+                highlight=confirmed,
+                labels=[f"#{blobs[i].id}" for i in confirmed],
+            )
 
         return _png_response(summary_pngs.get(("map", queries.review_state(session)), make))
 
@@ -424,54 +545,79 @@ def create_app(
             images = [im for im in reversed(queries.list_images(session)) if im.mjd is not None]
             thresholds = [im.threshold for im in images if im.threshold is not None]
             return render.history_png(
-                np.array([im.mjd for im in images]), np.array([im.known_blobs for im in images]),
-                np.array([im.max_probability if im.max_probability is not None else np.nan
-                          for im in images], dtype=np.float32),
+                np.array([im.mjd for im in images]),
+                np.array([im.known_blobs for im in images]),
+                np.array(
+                    [im.max_probability if im.max_probability is not None else np.nan for im in images],
+                    dtype=np.float32,
+                ),
                 np.array([im.alert for im in images], dtype=bool),
-                threshold=thresholds[-1] if thresholds else None)
+                threshold=thresholds[-1] if thresholds else None,
+            )
 
         key = ("history", queries.images_state(session), queries.review_state(session))
         return _png_response(summary_pngs.get(key, make))
 
     # ---------------------------------------------------------------- downloads
 
-    @app.get("/catalog.ecsv", tags=["catalog"], summary="Download the blob catalog (ECSV)",
-             response_class=Response, responses=_TEXT_FILE)
+    @app.get(
+        "/catalog.ecsv",
+        tags=["catalog"],
+        summary="Download the blob catalog (ECSV)",
+        response_class=Response,
+        responses=_TEXT_FILE,
+    )
     def catalog_ecsv(session: Session = Depends(db)) -> Response:
         from blobwatch.web.downloads import catalog_ecsv_bytes
 
         return _download(catalog_ecsv_bytes(session), "blob_catalog.ecsv")
 
-    @app.get("/catalog/mask.fits", tags=["catalog"],
-             summary="Download the blob mask (FITS, DQ=512 inside each known blob)",
-             response_class=Response, responses=_FITS_FILE)
+    @app.get(
+        "/catalog/mask.fits",
+        tags=["catalog"],
+        summary="Download the blob mask (FITS, DQ=512 inside each known blob)",
+        response_class=Response,
+        responses=_FITS_FILE,
+    )
     def catalog_mask(frame: Literal["1014", "1024"] = "1014", session: Session = Depends(db)) -> Response:
         """``frame=1014``: the detector's science area; ``1024``: the full blob image."""
         from blobwatch.web.downloads import catalog_mask_bytes
 
         return _download(catalog_mask_bytes(session, frame), f"blob_mask{frame}.fits", "application/fits")
 
-    @app.get("/catalog.reg", tags=["catalog"], summary="Download the blob catalog as a DS9 region file",
-             response_class=Response, responses=_TEXT_FILE)
+    @app.get(
+        "/catalog.reg",
+        tags=["catalog"],
+        summary="Download the blob catalog as a DS9 region file",
+        response_class=Response,
+        responses=_TEXT_FILE,
+    )
     def catalog_reg(session: Session = Depends(db)) -> Response:
         from blobwatch.web.downloads import catalog_regions_bytes
 
         return _download(catalog_regions_bytes(session), "blob_catalog.reg")
 
-    @app.get("/images/{image_id}/candidates.reg", tags=["images"],
-             summary="Download an image's candidates and the catalog's blobs as a DS9 region file",
-             response_class=Response, responses={**_TEXT_FILE, 404: {"description": "unknown id"}})
+    @app.get(
+        "/images/{image_id}/candidates.reg",
+        tags=["images"],
+        summary="Download an image's candidates and the catalog's blobs as a DS9 region file",
+        response_class=Response,
+        responses={**_TEXT_FILE, 404: {"description": "unknown id"}},
+    )
     def image_reg(image_id: int, session: Session = Depends(db)) -> Response:
         from blobwatch.web.downloads import image_regions_bytes
 
         view = image_or_404(session, image_id)
         return _download(image_regions_bytes(session, view), f"image{image_id}_candidates.reg")
 
-    @app.get("/images/{image_id}/{kind}.fits", tags=["images"],
-             summary="Download an image's current image, median stack or difference (FITS, "
-                     "pixel header with provenance)",
-             response_class=Response,
-             responses={**_FITS_FILE, 404: {"description": "unknown id or not processed"}})
+    @app.get(
+        "/images/{image_id}/{kind}.fits",
+        tags=["images"],
+        summary="Download an image's current image, median stack or difference (FITS, "
+        "pixel header with provenance)",
+        response_class=Response,
+        responses={**_FITS_FILE, 404: {"description": "unknown id or not processed"}},
+    )
     def image_fits(image_id: int, kind: ImageKind, session: Session = Depends(db)) -> Response:
         from blobwatch.interchange import pixel_fits_bytes
         from blobwatch.web.downloads import image_provenance
@@ -480,15 +626,19 @@ def create_app(
         arrays = pixels.arrays(session, image_id)
         if kind not in arrays:
             raise HTTPException(404, f"image {image_id} has not been processed: no {kind}")
-        data = pixel_fits_bytes(arrays[kind], content=_KIND_TITLES[kind],
-                                provenance=image_provenance(session, image_id))
+        data = pixel_fits_bytes(
+            arrays[kind], content=_KIND_TITLES[kind], provenance=image_provenance(session, image_id)
+        )
         return _download(data, f"image{image_id}_{kind}.fits", "application/fits")
 
-    @app.get("/candidates/{candidate_id}/{kind}.fits", tags=["candidates"],
-             summary=f"Download a {2 * CUTOUT_HALF + 1}x{2 * CUTOUT_HALF + 1} px cut-out around a "
-                     "candidate (FITS; LTV1/LTV2 place it in the blob image)",
-             response_class=Response,
-             responses={**_FITS_FILE, 404: {"description": "unknown id or not processed"}})
+    @app.get(
+        "/candidates/{candidate_id}/{kind}.fits",
+        tags=["candidates"],
+        summary=f"Download a {2 * CUTOUT_HALF + 1}x{2 * CUTOUT_HALF + 1} px cut-out around a "
+        "candidate (FITS; LTV1/LTV2 place it in the blob image)",
+        response_class=Response,
+        responses={**_FITS_FILE, 404: {"description": "unknown id or not processed"}},
+    )
     def cutout_fits(candidate_id: int, kind: ImageKind, session: Session = Depends(db)) -> Response:
         from blobwatch.interchange import pixel_fits_bytes
         from blobwatch.web.downloads import image_provenance
@@ -498,13 +648,18 @@ def create_app(
         if kind not in arrays:
             raise HTTPException(404, f"candidate {candidate_id}: no {kind} for its image")
         x0, y0 = int(round(cand.x)) - CUTOUT_HALF, int(round(cand.y)) - CUTOUT_HALF
-        provenance = {**image_provenance(session, cand.image_id),
-                      "CANDID": (cand.id, "blobwatch candidate id"),
-                      "CANDX": (cand.x, "candidate x (0-based blob-image column)"),
-                      "CANDY": (cand.y, "candidate y (0-based blob-image row)")}
-        data = pixel_fits_bytes(render.cutout(arrays[kind], cand.x, cand.y, CUTOUT_HALF),
-                                content=f"{_KIND_TITLES[kind]} cut-out", provenance=provenance,
-                                origin=(x0, y0))
+        provenance = {
+            **image_provenance(session, cand.image_id),
+            "CANDID": (cand.id, "blobwatch candidate id"),
+            "CANDX": (cand.x, "candidate x (0-based blob-image column)"),
+            "CANDY": (cand.y, "candidate y (0-based blob-image row)"),
+        }
+        data = pixel_fits_bytes(
+            render.cutout(arrays[kind], cand.x, cand.y, CUTOUT_HALF),
+            content=f"{_KIND_TITLES[kind]} cut-out",
+            provenance=provenance,
+            origin=(x0, y0),
+        )
         return _download(data, f"candidate{candidate_id}_{kind}.fits", "application/fits")
 
     # ---------------------------------------------------------------- write actions
@@ -519,8 +674,11 @@ def create_app(
     def refuse_if_throttled(request: Request) -> None:
         wait = guard.throttle.retry_after(client_key(request))
         if wait > 0:
-            raise HTTPException(429, f"too many wrong write tokens: try again in {math.ceil(wait)} s",
-                                headers={"Retry-After": str(math.ceil(wait))})
+            raise HTTPException(
+                429,
+                f"too many wrong write tokens: try again in {math.ceil(wait)} s",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
 
     def require_write(request: Request) -> None:
         if guard.require_token and TOKEN_HEADER in request.headers:
@@ -537,9 +695,14 @@ def create_app(
     def form_again(request: Request, candidate_id: int, problem: str) -> HTMLResponse:
         """The candidate's page with its review form and ``problem`` beside it (status 422)."""
         with session_factory() as session:
-            response = page(request, "candidate.html", "queue", session,
-                            candidate=candidate_or_404(session, candidate_id),
-                            form_error=(candidate_id, problem))
+            response = page(
+                request,
+                "candidate.html",
+                "queue",
+                session,
+                candidate=candidate_or_404(session, candidate_id),
+                form_error=(candidate_id, problem),
+            )
         response.status_code = 422
         return response
 
@@ -549,8 +712,9 @@ def create_app(
             target = "/queue"
         response = RedirectResponse(f"{target}?{urlencode(params)}", status_code=303)
         if fields.get("reviewer"):
-            response.set_cookie("bw_reviewer", fields["reviewer"].strip()[:128], samesite="strict",
-                                max_age=3600 * 24 * 365)
+            response.set_cookie(
+                "bw_reviewer", fields["reviewer"].strip()[:128], samesite="strict", max_age=3600 * 24 * 365
+            )
         return response
 
     def decide(candidate_id: int, verb: str, action: Callable[[Session], Any]) -> Any:
@@ -578,8 +742,14 @@ def create_app(
         if same_as is not None:
             if not (same_as.isdigit() and len(same_as) < 19):  # an SQLite integer
                 raise HTTPException(422, "same_as must be a catalog blob id")
-            blob = await run_in_threadpool(decide, candidate_id, "recorded", lambda session: confirm_candidate(
-                session, candidate_id, reviewer=reviewer, same_as=int(same_as)))
+            blob = await run_in_threadpool(
+                decide,
+                candidate_id,
+                "recorded",
+                lambda session: confirm_candidate(
+                    session, candidate_id, reviewer=reviewer, same_as=int(same_as)
+                ),
+            )
             log.info("candidate %d recorded by %s as blob %d seen again", candidate_id, reviewer, blob.id)
             return back(fields, done="same", candidate=candidate_id, blob=blob.id)
 
@@ -594,8 +764,9 @@ def create_app(
                     measurement = measure_in_stack(cand, arrays["image"], arrays["stack"])
                 except BlobwatchError:  # confirm_candidate measures again and says why
                     measurement = None
-            return confirm_candidate(session, candidate_id, reviewer=reviewer, images_dir=images_dir,
-                                     measurement=measurement)
+            return confirm_candidate(
+                session, candidate_id, reviewer=reviewer, images_dir=images_dir, measurement=measurement
+            )
 
         # measuring may re-read the image and its references: off the event loop
         blob = await run_in_threadpool(decide, candidate_id, "confirmed", action)
@@ -618,8 +789,12 @@ def create_app(
         note = fields.get("note", "").strip()[:500]
         if note:
             reason = f"{reason}: {note}"
-        await run_in_threadpool(decide, candidate_id, "rejected", lambda session: reject_candidate(
-            session, candidate_id, reason=reason, reviewer=reviewer))
+        await run_in_threadpool(
+            decide,
+            candidate_id,
+            "rejected",
+            lambda session: reject_candidate(session, candidate_id, reason=reason, reviewer=reviewer),
+        )
         log.info("candidate %d rejected by %s (%s)", candidate_id, reviewer, reason)
         return back(fields, done="rejected", candidate=candidate_id)
 
@@ -661,44 +836,76 @@ def create_app(
             guard.throttle.failed(client_key(request))
             raise HTTPException(403, "wrong write token")
         response = RedirectResponse("/queue?done=unlocked", status_code=303)
-        response.set_cookie(AUTH_COOKIE, guard.new_write_session(), httponly=True, samesite="strict",
-                            secure=served_over_https(request))
+        response.set_cookie(
+            AUTH_COOKIE,
+            guard.new_write_session(),
+            httponly=True,
+            samesite="strict",
+            secure=served_over_https(request),
+        )
         return response
 
     # ---------------------------------------------------------------- JSON API
 
-    @app.get("/api/images", tags=["images"], summary="Every image, newest first",
-             response_model=list[queries.ImageView])
+    @app.get(
+        "/api/images",
+        tags=["images"],
+        summary="Every image, newest first",
+        response_model=list[queries.ImageView],
+    )
     def api_images(session: Session = Depends(db)) -> list[queries.ImageView]:
         return queries.list_images(session)
 
-    @app.get("/api/images/{image_id}", tags=["images"],
-             summary="One image with its newest run, 16 subframe probabilities and candidates",
-             response_model=queries.ImageView, responses={404: {"description": "unknown id"}})
+    @app.get(
+        "/api/images/{image_id}",
+        tags=["images"],
+        summary="One image with its newest run, 16 subframe probabilities and candidates",
+        response_model=queries.ImageView,
+        responses={404: {"description": "unknown id"}},
+    )
     def api_image(image_id: int, session: Session = Depends(db)) -> queries.ImageView:
         return image_or_404(session, image_id)
 
-    @app.get("/api/candidates", tags=["candidates"],
-             summary="Candidates, newest image first (status: new = awaiting review, confirmed, "
-                     "rejected, known, linked)",
-             response_model=list[queries.CandidateView])
-    def api_candidates(status: Literal["new", "confirmed", "rejected", "known", "linked"] | None = None,
-                       image_id: int | None = None,
-                       session: Session = Depends(db)) -> list[queries.CandidateView]:
+    @app.get(
+        "/api/candidates",
+        tags=["candidates"],
+        summary="Candidates, newest image first (status: new = awaiting review, confirmed, "
+        "rejected, known, linked)",
+        response_model=list[queries.CandidateView],
+    )
+    def api_candidates(
+        status: Literal["new", "confirmed", "rejected", "known", "linked"] | None = None,
+        image_id: int | None = None,
+        session: Session = Depends(db),
+    ) -> list[queries.CandidateView]:
         return queries.list_candidates(session, status=status, image_id=image_id)
 
-    @app.get("/api/candidates/{candidate_id}", tags=["candidates"], summary="One candidate",
-             response_model=queries.CandidateView, responses={404: {"description": "unknown id"}})
+    @app.get(
+        "/api/candidates/{candidate_id}",
+        tags=["candidates"],
+        summary="One candidate",
+        response_model=queries.CandidateView,
+        responses={404: {"description": "unknown id"}},
+    )
     def api_candidate(candidate_id: int, session: Session = Depends(db)) -> queries.CandidateView:
         return candidate_or_404(session, candidate_id)
 
-    @app.get("/api/catalog", tags=["catalog"], summary="The blob catalog, oldest first",
-             response_model=list[queries.BlobView])
+    @app.get(
+        "/api/catalog",
+        tags=["catalog"],
+        summary="The blob catalog, oldest first",
+        response_model=list[queries.BlobView],
+    )
     def api_catalog(session: Session = Depends(db)) -> list[queries.BlobView]:
         return queries.list_blobs(session)
 
-    @app.get("/api/catalog/{blob_id}", tags=["catalog"], summary="One catalog blob",
-             response_model=queries.BlobView, responses={404: {"description": "unknown id"}})
+    @app.get(
+        "/api/catalog/{blob_id}",
+        tags=["catalog"],
+        summary="One catalog blob",
+        response_model=queries.BlobView,
+        responses={404: {"description": "unknown id"}},
+    )
     def api_blob(blob_id: int, session: Session = Depends(db)) -> queries.BlobView:
         blob = queries.get_blob(session, blob_id)
         if blob is None:
@@ -711,13 +918,16 @@ def create_app(
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:
         if request.url.path.startswith("/api") or request.method != "GET":
             return JSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
-        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg', '')}"
-                             for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg', '')}" for e in exc.errors()
+        )
         return await http_error(request, StarletteHTTPException(422, f"bad query: {problems}"))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if request.url.path.startswith("/api") or request.url.path.endswith((".png", ".fits", ".ecsv", ".reg", ".f32", ".json")):
+        if request.url.path.startswith("/api") or request.url.path.endswith(
+            (".png", ".fits", ".ecsv", ".reg", ".f32", ".json")
+        ):
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
         with session_factory() as session:
             response = page(request, "error.html", "", session, status=exc.status_code, detail=exc.detail)
@@ -742,11 +952,15 @@ def _flash(done: str | None, params: Any) -> tuple[str, str] | None:
     """The message shown after a write action (built here from ids, never echoed from the URL)."""
     try:
         if done == "confirmed":
-            return "ok", (f"Candidate #{int(params['candidate'])} confirmed: "
-                          f"blob #{int(params['blob'])} added to the catalog.")
+            return "ok", (
+                f"Candidate #{int(params['candidate'])} confirmed: "
+                f"blob #{int(params['blob'])} added to the catalog."
+            )
         if done == "same":
-            return "ok", (f"Candidate #{int(params['candidate'])} recorded as catalog blob "
-                          f"#{int(params['blob'])} seen again: nothing added to the catalog.")
+            return "ok", (
+                f"Candidate #{int(params['candidate'])} recorded as catalog blob "
+                f"#{int(params['blob'])} seen again: nothing added to the catalog."
+            )
         if done == "rejected":
             return "ok", f"Candidate #{int(params['candidate'])} rejected."
         if done == "ds9":
@@ -794,15 +1008,23 @@ def _api_routes(schema: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for path, methods in schema.get("paths", {}).items():
         for method, op in methods.items():
-            rows.append({
-                "method": method.upper(), "path": path, "summary": op.get("summary", ""),
-                "tags": ", ".join(op.get("tags", [])),
-                "parameters": [
-                    {"name": p["name"], "in": p["in"], "required": p.get("required", False),
-                     "type": _schema_type(p.get("schema", {}))}
-                    for p in op.get("parameters", [])
-                ],
-            })
+            rows.append(
+                {
+                    "method": method.upper(),
+                    "path": path,
+                    "summary": op.get("summary", ""),
+                    "tags": ", ".join(op.get("tags", [])),
+                    "parameters": [
+                        {
+                            "name": p["name"],
+                            "in": p["in"],
+                            "required": p.get("required", False),
+                            "type": _schema_type(p.get("schema", {})),
+                        }
+                        for p in op.get("parameters", [])
+                    ],
+                }
+            )
     return rows
 
 
@@ -810,9 +1032,16 @@ def _api_models(schema: dict[str, Any]) -> list[dict[str, Any]]:
     """Fields of the response objects, from the OpenAPI schema."""
     wanted = ("ImageView", "SubframeView", "CandidateView", "BlobView")
     components = schema.get("components", {}).get("schemas", {})
-    return [{"name": name, "fields": [(field, _schema_type(spec))
-                                      for field, spec in components[name].get("properties", {}).items()]}
-            for name in wanted if name in components]
+    return [
+        {
+            "name": name,
+            "fields": [
+                (field, _schema_type(spec)) for field, spec in components[name].get("properties", {}).items()
+            ],
+        }
+        for name in wanted
+        if name in components
+    ]
 
 
 def _schema_type(schema: dict[str, Any]) -> str:

@@ -49,8 +49,10 @@ def image_provenance(session: Session, image_id: int) -> dict[str, tuple[Any, st
         "IMAGEID": (image.id, "blobwatch database image id"),
         "RUNID": (run.id if run is not None else None, "blobwatch run that processed it"),
         "NREFS": (len(refs) if run is not None else None, "reference images in the median stack"),
-        "REGISTER": (bool(params.get("register", True)) if run is not None else None,
-                     "references registered (sub-pixel)"),
+        "REGISTER": (
+            bool(params.get("register", True)) if run is not None else None,
+            "references registered (sub-pixel)",
+        ),
         "REFFIRST": (Path(refs[0]).name if refs else None, "oldest reference"),
         "REFLAST": (Path(refs[-1]).name if refs else None, "newest reference"),
     }

@@ -39,9 +39,14 @@ class PixelStore:
         Number of images whose arrays are kept in memory (about 12 MB each).
     """
 
-    def __init__(self, *, reports_dir: str | os.PathLike | None = None,
-                 images_dir: str | os.PathLike | None = None, size: int = 3,
-                 cache_dir: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        reports_dir: str | os.PathLike | None = None,
+        images_dir: str | os.PathLike | None = None,
+        size: int = 3,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> None:
         self.reports_dir = Path(reports_dir) if reports_dir is not None else None
         self.images_dir = Path(images_dir) if images_dir is not None else None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -112,8 +117,9 @@ class PixelStore:
             out["difference"] = np.asarray(result.data, dtype=np.float32)
             if self.cache_dir is not None and run is not None:
                 with contextlib.suppress(OSError):  # a read-only folder: rebuilt again after a restart
-                    save_display_arrays(self.cache_dir / "pixels" / image.sha256[:32], run.id,
-                                        out["stack"], out["difference"])
+                    save_display_arrays(
+                        self.cache_dir / "pixels" / image.sha256[:32], run.id, out["stack"], out["difference"]
+                    )
         return out
 
     def report_file(self, recorded: str) -> bytes:

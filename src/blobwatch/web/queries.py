@@ -131,8 +131,10 @@ def known_blob_counts(session: Session, mjd: Sequence[float | None]) -> np.ndarr
 
     Blobs without a first-seen date (imported catalogs) count as known at every date.
     """
-    first = np.array([m if m is not None else -np.inf for m in
-                      session.scalars(select(Blob.first_seen_mjd))], dtype=np.float64)
+    first = np.array(
+        [m if m is not None else -np.inf for m in session.scalars(select(Blob.first_seen_mjd))],
+        dtype=np.float64,
+    )
     first.sort()
     dates = np.array([m if m is not None else np.inf for m in mjd], dtype=np.float64)
     return np.searchsorted(first, dates, side="right").astype(int)
@@ -141,8 +143,9 @@ def known_blob_counts(session: Session, mjd: Sequence[float | None]) -> np.ndarr
 def _blob_ids_by_candidate(session: Session, candidate_ids: Sequence[int]) -> dict[int, int]:
     if not candidate_ids:
         return {}
-    rows = session.execute(select(Blob.candidate_id, Blob.id).where(
-        Blob.candidate_id.in_(list(candidate_ids))))
+    rows = session.execute(
+        select(Blob.candidate_id, Blob.id).where(Blob.candidate_id.in_(list(candidate_ids)))
+    )
     return {cid: bid for cid, bid in rows if cid is not None}  # never None: selected by id
 
 
@@ -150,9 +153,11 @@ def _saliency_ids(session: Session, candidates: Sequence[Candidate]) -> dict[tup
     run_ids = {c.run_id for c in candidates if c.subframe is not None}
     if not run_ids:
         return {}
-    rows = session.execute(select(SubframePrediction.run_id, SubframePrediction.index, SubframePrediction.id)
-                           .where(SubframePrediction.run_id.in_(run_ids),
-                                  SubframePrediction.saliency_path.is_not(None)))
+    rows = session.execute(
+        select(SubframePrediction.run_id, SubframePrediction.index, SubframePrediction.id).where(
+            SubframePrediction.run_id.in_(run_ids), SubframePrediction.saliency_path.is_not(None)
+        )
+    )
     return {(run_id, index): sid for run_id, index, sid in rows}
 
 
@@ -176,19 +181,34 @@ def candidate_views(session: Session, candidates: Sequence[Candidate]) -> list[C
     saliency = _saliency_ids(session, candidates)
     return [
         CandidateView(
-            id=c.id, image_id=c.image_id, image_name=c.image.name, mjd=c.image.mjd, x=c.x, y=c.y,
-            probability=c.probability, significance=c.significance, radius=c.radius,
-            subframe=c.subframe, status=c.status, reason=c.reason, reviewed_by=c.reviewed_by,
-            reviewed_at=_iso(c.reviewed_at), linked_to=c.linked_to, known_blob_id=c.known_blob_id,
-            blob_id=blob_of.get(c.id), same_blob_id=same.get(c.id), alerted=c.alerted,
+            id=c.id,
+            image_id=c.image_id,
+            image_name=c.image.name,
+            mjd=c.image.mjd,
+            x=c.x,
+            y=c.y,
+            probability=c.probability,
+            significance=c.significance,
+            radius=c.radius,
+            subframe=c.subframe,
+            status=c.status,
+            reason=c.reason,
+            reviewed_by=c.reviewed_by,
+            reviewed_at=_iso(c.reviewed_at),
+            linked_to=c.linked_to,
+            known_blob_id=c.known_blob_id,
+            blob_id=blob_of.get(c.id),
+            same_blob_id=same.get(c.id),
+            alerted=c.alerted,
             saliency_id=saliency.get((c.run_id, c.subframe)) if c.subframe is not None else None,
         )
         for c in candidates
     ]
 
 
-def list_candidates(session: Session, *, status: str | None = None,
-                    image_id: int | None = None) -> list[CandidateView]:
+def list_candidates(
+    session: Session, *, status: str | None = None, image_id: int | None = None
+) -> list[CandidateView]:
     """Candidates, newest image first, optionally only those with ``status`` or of one image."""
     query = select(Candidate).join(Candidate.image)
     if status is not None:
@@ -207,14 +227,24 @@ def get_candidate(session: Session, candidate_id: int) -> CandidateView | None:
 
 def open_count(session: Session) -> int:
     """Number of candidates awaiting review."""
-    return int(session.scalar(select(func.count()).select_from(Candidate)
-                              .where(Candidate.status == "new")) or 0)
+    return int(
+        session.scalar(select(func.count()).select_from(Candidate).where(Candidate.status == "new")) or 0
+    )
 
 
 def _blob_view(b: Blob) -> BlobView:
-    return BlobView(id=b.id, x=b.x, y=b.y, radius=b.radius, depth=b.depth,
-                    first_seen_mjd=b.first_seen_mjd, first_seen=_iso(b.first_seen), source=b.source,
-                    label=b.label, candidate_id=b.candidate_id)
+    return BlobView(
+        id=b.id,
+        x=b.x,
+        y=b.y,
+        radius=b.radius,
+        depth=b.depth,
+        first_seen_mjd=b.first_seen_mjd,
+        first_seen=_iso(b.first_seen),
+        source=b.source,
+        label=b.label,
+        candidate_id=b.candidate_id,
+    )
 
 
 def list_blobs(session: Session) -> list[BlobView]:
@@ -234,16 +264,21 @@ def review_state(session: Session) -> tuple:
 
     Part of the cache keys of figures that show the catalog or candidates.
     """
-    return (session.scalar(select(func.count(Blob.id))), session.scalar(select(func.max(Blob.id))),
-            session.scalar(select(func.count(Candidate.id)).where(Candidate.status == "new")),
-            session.scalar(select(func.max(Candidate.reviewed_at))))
+    return (
+        session.scalar(select(func.count(Blob.id))),
+        session.scalar(select(func.max(Blob.id))),
+        session.scalar(select(func.count(Candidate.id)).where(Candidate.status == "new")),
+        session.scalar(select(func.max(Candidate.reviewed_at))),
+    )
 
 
 def images_state(session: Session) -> tuple:
     """A value that changes whenever an image is added or processed."""
-    return (session.scalar(select(func.count(Image.id))),
-            session.scalar(select(func.max(Image.processed_at))),
-            session.scalar(select(func.max(Run.id))))
+    return (
+        session.scalar(select(func.count(Image.id))),
+        session.scalar(select(func.max(Image.processed_at))),
+        session.scalar(select(func.max(Run.id))),
+    )
 
 
 def _latest_runs(session: Session, image_ids: Sequence[int] | None = None) -> dict[int, Run]:
@@ -255,39 +290,56 @@ def _latest_runs(session: Session, image_ids: Sequence[int] | None = None) -> di
 
 def list_images(session: Session) -> list[ImageView]:
     """Every image, newest first, with its newest run summarised (a fixed number of queries)."""
-    images = session.scalars(
-        select(Image).order_by(Image.mjd.desc().nulls_last(), Image.id.desc())).all()
+    images = session.scalars(select(Image).order_by(Image.mjd.desc().nulls_last(), Image.id.desc())).all()
     runs = _latest_runs(session)
     counts: dict[int, dict[str, int]] = {}
     for image_id, status, n in session.execute(
-            select(Candidate.image_id, Candidate.status, func.count()).group_by(
-                Candidate.image_id, Candidate.status)):
+        select(Candidate.image_id, Candidate.status, func.count()).group_by(
+            Candidate.image_id, Candidate.status
+        )
+    ):
         counts.setdefault(image_id, {})[status] = n
-    notes = dict(session.execute(select(Notification.image_id, func.count()).group_by(
-        Notification.image_id)).all())
+    notes = dict(
+        session.execute(select(Notification.image_id, func.count()).group_by(Notification.image_id)).all()
+    )
     alerted = set(session.scalars(select(Candidate.image_id).where(Candidate.alerted).distinct()))
     known = known_blob_counts(session, [im.mjd for im in images])
-    return [_image_view(im, runs.get(im.id), counts.get(im.id, {}), notes.get(im.id, 0), int(k),
-                        alerted=im.id in alerted)
-            for im, k in zip(images, known, strict=True)]
+    return [
+        _image_view(
+            im, runs.get(im.id), counts.get(im.id, {}), notes.get(im.id, 0), int(k), alerted=im.id in alerted
+        )
+        for im, k in zip(images, known, strict=True)
+    ]
 
 
-def _image_view(image: Image, run: Run | None, counts: dict[str, int], notifications: int,
-                known: int, *, alerted: bool) -> ImageView:
+def _image_view(
+    image: Image, run: Run | None, counts: dict[str, int], notifications: int, known: int, *, alerted: bool
+) -> ImageView:
     return ImageView(
-        id=image.id, name=image.name, mjd=image.mjd, obs_date=_iso(image.obs_date),
-        filter=image.filter, status=image.status, reason=image.reason,
-        run_id=run.id if run else None, threshold=run.threshold if run else None,
+        id=image.id,
+        name=image.name,
+        mjd=image.mjd,
+        obs_date=_iso(image.obs_date),
+        filter=image.filter,
+        status=image.status,
+        reason=image.reason,
+        run_id=run.id if run else None,
+        threshold=run.threshold if run else None,
         max_probability=run.max_probability if run else None,
-        n_candidates=sum(counts.values()), n_open=counts.get("new", 0),
+        n_candidates=sum(counts.values()),
+        n_open=counts.get("new", 0),
         alert=alerted or notifications > 0,
-        known_blobs=known, notifications=notifications,
+        known_blobs=known,
+        notifications=notifications,
         has_report=bool(run and run.report_path),
         max_offset=_max_offset(run.parameters if run else None),
         parameters=dict(run.parameters or {}) if run else {},
         timings=dict(run.timings or {}) if run else {},
-        model=({"path": run.model_path, "sha256": run.model_sha256,
-                "metadata": dict(run.model_metadata or {})} if run else {}),
+        model=(
+            {"path": run.model_path, "sha256": run.model_sha256, "metadata": dict(run.model_metadata or {})}
+            if run
+            else {}
+        ),
     )
 
 
@@ -302,19 +354,37 @@ def get_image(session: Session, image_id: int, *, detail: bool = True) -> ImageV
     if image is None:
         return None
     run = _latest_runs(session, [image_id]).get(image_id)
-    counts = dict(session.execute(select(Candidate.status, func.count()).where(
-        Candidate.image_id == image_id).group_by(Candidate.status)).all())
-    notes = int(session.scalar(select(func.count()).select_from(Notification).where(
-        Notification.image_id == image_id)) or 0)
+    counts = dict(
+        session.execute(
+            select(Candidate.status, func.count())
+            .where(Candidate.image_id == image_id)
+            .group_by(Candidate.status)
+        ).all()
+    )
+    notes = int(
+        session.scalar(
+            select(func.count()).select_from(Notification).where(Notification.image_id == image_id)
+        )
+        or 0
+    )
     known = int(known_blob_counts(session, [image.mjd])[0])
-    alerted = session.scalar(select(Candidate.id).where(Candidate.image_id == image_id,
-                                                        Candidate.alerted).limit(1)) is not None
+    alerted = (
+        session.scalar(select(Candidate.id).where(Candidate.image_id == image_id, Candidate.alerted).limit(1))
+        is not None
+    )
     view = _image_view(image, run, counts, notes, known, alerted=alerted)
     if detail and run is not None:
         view.subframes = [
-            SubframeView(id=s.id, index=s.index, x0=s.x0, y0=s.y0, size=s.size,
-                         probability=s.probability, flagged=s.flagged,
-                         has_saliency=bool(s.saliency_path))
+            SubframeView(
+                id=s.id,
+                index=s.index,
+                x0=s.x0,
+                y0=s.y0,
+                size=s.size,
+                probability=s.probability,
+                flagged=s.flagged,
+                has_saliency=bool(s.saliency_path),
+            )
             for s in run.subframes
         ]
         view.candidates = candidate_views(session, run.candidates)
@@ -323,11 +393,12 @@ def get_image(session: Session, image_id: int, *, detail: bool = True) -> ImageV
 
 def neighbours(session: Session, image_id: int) -> tuple[int | None, int | None]:
     """Ids of the images observed just before and just after ``image_id`` (None at the ends)."""
-    order = [row[0] for row in session.execute(
-        select(Image.id).order_by(Image.mjd.asc().nulls_first(), Image.id.asc()))]
+    order = [
+        row[0]
+        for row in session.execute(select(Image.id).order_by(Image.mjd.asc().nulls_first(), Image.id.asc()))
+    ]
     where = order.index(image_id)
-    return (order[where - 1] if where > 0 else None,
-            order[where + 1] if where + 1 < len(order) else None)
+    return (order[where - 1] if where > 0 else None, order[where + 1] if where + 1 < len(order) else None)
 
 
 def image_sha256(session: Session, image_id: int) -> str | None:
@@ -337,10 +408,8 @@ def image_sha256(session: Session, image_id: int) -> str | None:
 
 def newest_image_id(session: Session) -> int | None:
     """The newest processed image (by observation date), else the newest image at all."""
-    for query in (select(Image.id).join(Run, Run.image_id == Image.id),
-                  select(Image.id)):
-        found = session.scalar(query.order_by(Image.mjd.desc().nulls_last(),
-                                              Image.id.desc()).limit(1))
+    for query in (select(Image.id).join(Run, Run.image_id == Image.id), select(Image.id)):
+        found = session.scalar(query.order_by(Image.mjd.desc().nulls_last(), Image.id.desc()).limit(1))
         if found is not None:
             return int(found)
     return None
@@ -358,9 +427,12 @@ def subframe_grid(subframes: Sequence[SubframeView]) -> list[list[SubframeView]]
 
 def recent_reviews(session: Session, limit: int = 20) -> list[CandidateView]:
     """The most recently confirmed or rejected candidates, newest review first."""
-    rows = session.scalars(select(Candidate).where(Candidate.status.in_(("confirmed", "rejected")))
-                           .order_by(Candidate.reviewed_at.desc().nulls_last(), Candidate.id.desc())
-                           .limit(limit)).all()
+    rows = session.scalars(
+        select(Candidate)
+        .where(Candidate.status.in_(("confirmed", "rejected")))
+        .order_by(Candidate.reviewed_at.desc().nulls_last(), Candidate.id.desc())
+        .limit(limit)
+    ).all()
     return candidate_views(session, rows)
 
 
@@ -369,10 +441,16 @@ def science_box(session: Session) -> tuple[int, int, int, int]:
 
     The newest image's shape without the 5-pixel reference border (1014x1014 for real data).
     """
-    shape = session.execute(select(Image.rows, Image.cols).where(Image.rows.is_not(None))
-                            .order_by(Image.mjd.desc().nulls_last(), Image.id.desc()).limit(1)).first()
+    shape = session.execute(
+        select(Image.rows, Image.cols)
+        .where(Image.rows.is_not(None))
+        .order_by(Image.mjd.desc().nulls_last(), Image.id.desc())
+        .limit(1)
+    ).first()
     found_rows, found_cols = shape if shape is not None else (None, None)
-    rows, cols = (found_rows, found_cols) if found_rows is not None and found_cols is not None else IMAGE_SHAPE
+    rows, cols = (
+        (found_rows, found_cols) if found_rows is not None and found_cols is not None else IMAGE_SHAPE
+    )
     return BORDER, BORDER, int(cols) - BORDER, int(rows) - BORDER
 
 
@@ -402,31 +480,50 @@ def paginate(rows: Sequence[T], page: int, per: int) -> Page[T]:
     per = min(max(int(per), PAGE_SIZES[0]), PAGE_SIZES[1])
     last = max(1, -(-len(rows) // per))
     page = min(max(int(page), 1), last)
-    return Page(items=list(rows[(page - 1) * per:page * per]), total=len(rows), page=page, per=per)
+    return Page(items=list(rows[(page - 1) * per : page * per]), total=len(rows), page=page, per=per)
 
 
-def filter_images(images: Sequence[ImageView], *, q: str = "", status: str = "",
-                  alert: bool | None = None, mjd_min: float | None = None,
-                  mjd_max: float | None = None) -> list[ImageView]:
+def filter_images(
+    images: Sequence[ImageView],
+    *,
+    q: str = "",
+    status: str = "",
+    alert: bool | None = None,
+    mjd_min: float | None = None,
+    mjd_max: float | None = None,
+) -> list[ImageView]:
     """Images whose name contains ``q`` (any case), with ``status``, alert state and MJD range."""
     q = q.strip().lower()
-    return [im for im in images
-            if (not q or q in im.name.lower())
-            and (not status or im.status == status)
-            and (alert is None or im.alert == alert)
-            and (mjd_min is None or (im.mjd is not None and im.mjd >= mjd_min))
-            and (mjd_max is None or (im.mjd is not None and im.mjd <= mjd_max))]
+    return [
+        im
+        for im in images
+        if (not q or q in im.name.lower())
+        and (not status or im.status == status)
+        and (alert is None or im.alert == alert)
+        and (mjd_min is None or (im.mjd is not None and im.mjd >= mjd_min))
+        and (mjd_max is None or (im.mjd is not None and im.mjd <= mjd_max))
+    ]
 
 
-def filter_blobs(blobs: Sequence[BlobView], *, q: str = "", blob_id: int | None = None, source: str = "",
-                 min_radius: float | None = None, min_depth: float | None = None) -> list[BlobView]:
+def filter_blobs(
+    blobs: Sequence[BlobView],
+    *,
+    q: str = "",
+    blob_id: int | None = None,
+    source: str = "",
+    min_radius: float | None = None,
+    min_depth: float | None = None,
+) -> list[BlobView]:
     """Blobs whose label contains ``q`` (any case; ``#N`` or ``N`` matches id N), with id
     ``blob_id``, from ``source``, at least ``min_radius`` px and ``min_depth`` (fraction) deep."""
     q = q.strip().lower()
     number = q.lstrip("#")
-    return [b for b in blobs
-            if (not q or (number.isdigit() and b.id == int(number)) or q in (b.label or "").lower())
-            and (blob_id is None or b.id == blob_id)
-            and (not source or b.source == source)
-            and (min_radius is None or b.radius >= min_radius)
-            and (min_depth is None or (b.depth is not None and b.depth >= min_depth))]
+    return [
+        b
+        for b in blobs
+        if (not q or (number.isdigit() and b.id == int(number)) or q in (b.label or "").lower())
+        and (blob_id is None or b.id == blob_id)
+        and (not source or b.source == source)
+        and (min_radius is None or b.radius >= min_radius)
+        and (min_depth is None or (b.depth is not None and b.depth >= min_depth))
+    ]

@@ -79,8 +79,15 @@ def image_png(
     extent = (x0 - 0.5, x0 + cols - 0.5, y0 - 0.5, y0 + rows - 0.5)
     cm = matplotlib.colormaps["gray"].with_extremes(bad="#1e3a8a")
     # whole frames are downsampled for display (anti-aliased); cut-outs show every pixel
-    ax.imshow(data, origin="lower", cmap=cm, vmin=lo, vmax=hi, extent=extent,
-                      interpolation="nearest" if max(rows, cols) <= 256 else "antialiased")
+    ax.imshow(
+        data,
+        origin="lower",
+        cmap=cm,
+        vmin=lo,
+        vmax=hi,
+        extent=extent,
+        interpolation="nearest" if max(rows, cols) <= 256 else "antialiased",
+    )
     for c in circles:
         ax.add_patch(MplCircle((c.x, c.y), c.radius, fill=False, color=c.color, lw=1.4))
     ax.set_xlim(extent[0], extent[1])
@@ -103,7 +110,7 @@ def cutout(data: np.ndarray, x: float, y: float, half: int) -> np.ndarray:
     r0, r1 = max(yi - half, 0), min(yi + half + 1, data.shape[0])
     c0, c1 = max(xi - half, 0), min(xi + half + 1, data.shape[1])
     if r1 > r0 and c1 > c0:
-        box[r0 - (yi - half):r1 - (yi - half), c0 - (xi - half):c1 - (xi - half)] = data[r0:r1, c0:c1]
+        box[r0 - (yi - half) : r1 - (yi - half), c0 - (xi - half) : c1 - (xi - half)] = data[r0:r1, c0:c1]
     return box
 
 
@@ -122,8 +129,14 @@ def cutout_png(
     Display limits default to the zscale limits of the cut-out itself.
     """
     xi, yi = int(round(x)), int(round(y))
-    return image_png(cutout(data, x, y, half), title=title, circles=circles, origin_xy=(xi - half, yi - half),
-                     limits=limits, size_in=3.6)
+    return image_png(
+        cutout(data, x, y, half),
+        title=title,
+        circles=circles,
+        origin_xy=(xi - half, yi - half),
+        limits=limits,
+        size_in=3.6,
+    )
 
 
 def blob_map_png(
@@ -164,14 +177,16 @@ def blob_map_png(
     x0, y0, x1, y1 = science_box
     fig = _figure(8.2, 7.0)
     ax = fig.add_subplot()
-    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, facecolor="#0f172a",
-                           edgecolor="#64748b"))
+    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, facecolor="#0f172a", edgecolor="#64748b"))
     depth = np.asarray(depth, dtype=np.float32)
     if len(x):
-        patches = [MplCircle((float(cx), float(cy)), magnify * max(float(r), 1.0))
-                   for cx, cy, r in zip(x, y, radius, strict=True)]
-        coll = PatchCollection(patches, cmap=matplotlib.colormaps["plasma"], edgecolor="white",
-                               linewidths=0.4)
+        patches = [
+            MplCircle((float(cx), float(cy)), magnify * max(float(r), 1.0))
+            for cx, cy, r in zip(x, y, radius, strict=True)
+        ]
+        coll = PatchCollection(
+            patches, cmap=matplotlib.colormaps["plasma"], edgecolor="white", linewidths=0.4
+        )
         coll.set_array(np.where(np.isfinite(depth), depth, 0.0) * 100.0)
         hi = float(np.nanmax(depth)) * 100.0 if np.isfinite(depth).any() else 1.0
         coll.set_clim(0.0, max(hi, 1.0))
@@ -179,8 +194,15 @@ def blob_map_png(
         fig.colorbar(coll, ax=ax, label="depth (% throughput loss)", shrink=0.85)
         for n, i in enumerate(highlight):
             text = labels[n] if n < len(labels) else str(i)
-            ax.annotate(text, (float(x[i]), float(y[i])), xytext=(7, 7), textcoords="offset points",
-                        color="white", fontsize=8, fontweight="bold")
+            ax.annotate(
+                text,
+                (float(x[i]), float(y[i])),
+                xytext=(7, 7),
+                textcoords="offset points",
+                color="white",
+                fontsize=8,
+                fontweight="bold",
+            )
     ax.set_xlim(x0 - 0.5, x1 - 0.5)
     ax.set_ylim(y0 - 0.5, y1 - 0.5)
     ax.set_aspect("equal")
@@ -234,12 +256,19 @@ def history_figure(
     if mjd.size:
         ax_count.step(when, blob_count, where="post", color="#0369a1", lw=1.6)
         ax_count.plot(when, blob_count, "o", color="#0369a1", ms=3)
-        ax_prob.plot(when, max_probability, "o-", color="#475569", ms=3, lw=0.8,
-                     label="max subframe probability")
+        ax_prob.plot(
+            when, max_probability, "o-", color="#475569", ms=3, lw=0.8, label="max subframe probability"
+        )
         alert = np.asarray(alert, dtype=bool)
         if alert.any():
-            ax_prob.plot(when[alert], np.asarray(max_probability)[alert], "o", color=CANDIDATE_COLOR,
-                         ms=7, label="alert")
+            ax_prob.plot(
+                when[alert],
+                np.asarray(max_probability)[alert],
+                "o",
+                color=CANDIDATE_COLOR,
+                ms=7,
+                label="alert",
+            )
         # from 0, so the count reads as a quantity; a margin of 1.5 blobs above the top
         ax_count.set_ylim(0, int(blob_count.max()) + 1.5)
     if threshold is not None:

@@ -1,4 +1,4 @@
-""""Open in DS9" over SAMP (`astropy.samp`), for the app served on the astronomer's own machine.
+""" "Open in DS9" over SAMP (`astropy.samp`), for the app served on the astronomer's own machine.
 
 The server, not the browser, is the SAMP client: it finds the hub the usual way (``$SAMP_HUB``
 or ``~/.samp``), connects for one message and sends ``image.load.fits`` with the URL of one of
@@ -78,15 +78,21 @@ class SampLink:
                 self._folder = tempfile.TemporaryDirectory(prefix="blobwatch-samp-")
             region_file = Path(self._folder.name) / f"{name}.reg"
         region_file.write_bytes(regions)
-        client = samp.SAMPIntegratedClient(name="blobwatch", description="blobwatch review app", callable=False)
+        client = samp.SAMPIntegratedClient(
+            name="blobwatch", description="blobwatch review app", callable=False
+        )
         try:
             client.connect()
         except (samp.SAMPHubError, OSError) as exc:
             self._checked = (-CHECK_SECONDS, False)
             raise SampError(f"no SAMP hub to send to (start DS9 or another hub first): {exc}") from None
         try:
-            client.notify_all({"samp.mtype": "image.load.fits", "samp.params": {"url": fits_url, "name": name}})
-            client.notify_all({"samp.mtype": "ds9.set", "samp.params": {"cmd": f"regions load {region_file}"}})
+            client.notify_all(
+                {"samp.mtype": "image.load.fits", "samp.params": {"url": fits_url, "name": name}}
+            )
+            client.notify_all(
+                {"samp.mtype": "ds9.set", "samp.params": {"cmd": f"regions load {region_file}"}}
+            )
         finally:
             client.disconnect()
         log.info("sent %s and its regions to the SAMP hub", fits_url)

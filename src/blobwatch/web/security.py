@@ -104,8 +104,14 @@ class FailureThrottle:
         Clients remembered (the least recently failing ones are forgotten first).
     """
 
-    def __init__(self, limit: int = 5, window: float = 60.0, *, clock: Callable[[], float] = time.monotonic,
-                 max_clients: int = 4096) -> None:
+    def __init__(
+        self,
+        limit: int = 5,
+        window: float = 60.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_clients: int = 4096,
+    ) -> None:
         self.limit, self.window, self._clock, self._max = int(limit), float(window), clock, int(max_clients)
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
@@ -150,8 +156,14 @@ class Guard:
         Limit on wrong write tokens per client (default: 5 per minute).
     """
 
-    def __init__(self, *, token: str | None = None, require_token: bool = False,
-                 secret: bytes | None = None, throttle: FailureThrottle | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        require_token: bool = False,
+        secret: bytes | None = None,
+        throttle: FailureThrottle | None = None,
+    ) -> None:
         if require_token and not token:
             raise ValueError("require_token=True needs a non-empty token")
         self.token = token
@@ -205,8 +217,11 @@ class Guard:
 
     def token_matches(self, given: str | None) -> bool:
         """True when ``given`` is the write token (constant-time comparison)."""
-        return self.token is not None and given is not None and hmac.compare_digest(
-            given.encode(), self.token.encode())
+        return (
+            self.token is not None
+            and given is not None
+            and hmac.compare_digest(given.encode(), self.token.encode())
+        )
 
     def write_allowed(self, request: Request) -> bool:
         """True when a write action may proceed as far as the write token is concerned.

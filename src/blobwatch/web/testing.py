@@ -21,8 +21,14 @@ from typing import Any
 
 #: Chromium flags for a quiet, offline, sandbox-free headless run (containers, CI).
 CHROMIUM_ARGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 )
 
 
@@ -71,26 +77,48 @@ def monitored_simulation(
 
     out = Path(outdir)
     inbox, reports = out / "inbox", out / "reports"
-    sim = simulate_sequence(SimulationConfig(
-        n_days=n_days, size=size, seed=seed, n_existing=max(4, size * size // 40000),
-        new_blob_days=new_blob_days, new_blob_depth=(0.12, 0.15), new_blob_radius=(7.0, 8.0),
-        cosmic_ray_rate=0.0, snowball_rate=0.0, persistence_rate=0.0, earthlight_probability=0.0))
+    sim = simulate_sequence(
+        SimulationConfig(
+            n_days=n_days,
+            size=size,
+            seed=seed,
+            n_existing=max(4, size * size // 40000),
+            new_blob_days=new_blob_days,
+            new_blob_depth=(0.12, 0.15),
+            new_blob_radius=(7.0, 8.0),
+            cosmic_ray_rate=0.0,
+            snowball_rate=0.0,
+            persistence_rate=0.0,
+            earthlight_probability=0.0,
+        )
+    )
     write_simulation(sim, inbox)
     db_url = f"sqlite:///{(out / 'blobwatch.db').resolve()}"
     session_factory = open_database(db_url)
     with session_factory() as session:
         import_catalog(session, inbox / "truth_blobs.ecsv")
-    summary = run_monitor(inbox, db=session_factory, reports=reports, model=model,
-                          settings=MonitorSettings(min_references=min_references), progress=False,
-                          echo=lambda line: None)
+    summary = run_monitor(
+        inbox,
+        db=session_factory,
+        reports=reports,
+        model=model,
+        settings=MonitorSettings(min_references=min_references),
+        progress=False,
+        echo=lambda line: None,
+    )
     if summary.failed or not summary.processed:
-        raise RuntimeError(f"the monitor processed {len(summary.processed)} image(s) and failed on "
-                           f"{[o.name for o in summary.failed]}: {[o.reason for o in summary.failed]}")
+        raise RuntimeError(
+            f"the monitor processed {len(summary.processed)} image(s) and failed on "
+            f"{[o.name for o in summary.failed]}: {[o.reason for o in summary.failed]}"
+        )
     from astropy.table import Table
 
     truth = Table.read(inbox / "truth_blobs.ecsv", format="ascii.ecsv")
-    new = [{"x": float(r["x"]), "y": float(r["y"]), "radius": float(r["radius"]), "day": int(r["day"])}
-           for r in truth if r["day"] >= 0]
+    new = [
+        {"x": float(r["x"]), "y": float(r["y"]), "radius": float(r["radius"]), "day": int(r["day"])}
+        for r in truth
+        if r["day"] >= 0
+    ]
     return MonitoredSimulation(db_url=db_url, reports=reports, inbox=inbox, new_blobs=new)
 
 
@@ -107,8 +135,7 @@ def serve_in_thread(app: Any, *, host: str = "127.0.0.1", timeout: float = 20.0)
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                           lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, name="blobwatch-web", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
@@ -138,8 +165,13 @@ def browser_page(*, width: int = 1400, height: int = 1000, bypass_csp: bool = Tr
         raise RuntimeError("no chromium on PATH (Debian: apt-get install chromium)")
     with tempfile.TemporaryDirectory(prefix="blobwatch-chromium-") as profile, sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
-            profile, executable_path=executable, headless=True, args=list(CHROMIUM_ARGS),
-            viewport={"width": width, "height": height}, bypass_csp=bypass_csp)
+            profile,
+            executable_path=executable,
+            headless=True,
+            args=list(CHROMIUM_ARGS),
+            viewport={"width": width, "height": height},
+            bypass_csp=bypass_csp,
+        )
         try:
             yield context.pages[0] if context.pages else context.new_page()
         finally:

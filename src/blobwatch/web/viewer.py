@@ -22,8 +22,13 @@ import numpy as np
 #: Colour maps offered (Bokeh palette names, 256 colours each).
 COLORMAPS = ("Greys256", "Viridis256", "Inferno256", "Cividis256")
 #: Circle colours by candidate status (as in the region files), and the catalog's blobs.
-STATUS_COLORS = {"new": "#ef4444", "confirmed": "#06b6d4", "rejected": "#f97316", "linked": "#f97316",
-                 "known": "#22c55e"}
+STATUS_COLORS = {
+    "new": "#ef4444",
+    "confirmed": "#06b6d4",
+    "rejected": "#f97316",
+    "linked": "#f97316",
+    "known": "#22c55e",
+}
 BLOB_COLOR = "#22c55e"
 #: Non-finite pixels (the reference border), as in the PNG figures.
 NAN_COLOR = "#1e3a8a"
@@ -64,20 +69,42 @@ def palettes() -> dict[str, list[str]]:
 
 def candidate_markers(candidates: Sequence[Any]) -> list[Marker]:
     """Circles on candidates (objects with ``id, x, y, radius, status``), linking to their pages."""
-    return [Marker(float(c.x), float(c.y), float(max(c.radius or 8.0, 4.0)) * 1.5,
-                   STATUS_COLORS.get(c.status, STATUS_COLORS["new"]), f"candidate #{c.id} ({c.status})",
-                   f"/candidates/{c.id}") for c in candidates]
+    return [
+        Marker(
+            float(c.x),
+            float(c.y),
+            float(max(c.radius or 8.0, 4.0)) * 1.5,
+            STATUS_COLORS.get(c.status, STATUS_COLORS["new"]),
+            f"candidate #{c.id} ({c.status})",
+            f"/candidates/{c.id}",
+        )
+        for c in candidates
+    ]
 
 
 def blob_markers(blobs: Sequence[Any]) -> list[Marker]:
     """Circles on catalog blobs (objects with ``id, x, y, radius``), linking to their table row."""
-    return [Marker(float(b.x), float(b.y), float(max(b.radius, 2.0)), BLOB_COLOR, f"blob #{b.id}",
-                   f"/blobs?blob={b.id}#blob-{b.id}") for b in blobs]
+    return [
+        Marker(
+            float(b.x),
+            float(b.y),
+            float(max(b.radius, 2.0)),
+            BLOB_COLOR,
+            f"blob #{b.id}",
+            f"/blobs?blob={b.id}#blob-{b.id}",
+        )
+        for b in blobs
+    ]
 
 
-def viewer_item(shape: tuple[int, int], markers: Sequence[Marker], *,
-                center: tuple[float, float] | None = None, half: float | None = None,
-                size: int = 680) -> dict[str, Any]:
+def viewer_item(
+    shape: tuple[int, int],
+    markers: Sequence[Marker],
+    *,
+    center: tuple[float, float] | None = None,
+    half: float | None = None,
+    size: int = 680,
+) -> dict[str, Any]:
     """The viewer figure as a Bokeh JSON item, without pixels (the page loads them).
 
     Parameters
@@ -109,24 +136,55 @@ def viewer_item(shape: tuple[int, int], markers: Sequence[Marker], *,
     else:
         x_range = Range1d(start=-0.5, end=cols - 0.5, bounds=(-0.5, cols - 0.5))
         y_range = Range1d(start=-0.5, end=rows - 0.5, bounds=(-0.5, rows - 0.5))
-    fig = figure(name="bw-figure", x_range=x_range, y_range=y_range, width=size, height=size,
-                 tools="pan,wheel_zoom,box_zoom,reset", active_scroll="wheel_zoom", active_drag="pan",
-                 x_axis_label="x (column, 0-based)", y_axis_label="y (row, 0-based)",
-                 toolbar_location="right", match_aspect=True)
+    fig = figure(
+        name="bw-figure",
+        x_range=x_range,
+        y_range=y_range,
+        width=size,
+        height=size,
+        tools="pan,wheel_zoom,box_zoom,reset",
+        active_scroll="wheel_zoom",
+        active_drag="pan",
+        x_axis_label="x (column, 0-based)",
+        y_axis_label="y (row, 0-based)",
+        toolbar_location="right",
+        match_aspect=True,
+    )
     fig.toolbar.logo = None
-    mapper = LinearColorMapper(name="bw-mapper", palette=palettes()["greys"], low=0.0, high=1.0,
-                               nan_color=NAN_COLOR)
+    mapper = LinearColorMapper(
+        name="bw-mapper", palette=palettes()["greys"], low=0.0, high=1.0, nan_color=NAN_COLOR
+    )
     pixels = ColumnDataSource({"image": [np.zeros((1, 1), dtype=np.float32)]}, name="bw-pixels")
-    fig.image(image="image", x=-0.5, y=-0.5, dw=cols, dh=rows, source=pixels, color_mapper=mapper,
-              name="bw-image")
-    circles = ColumnDataSource({
-        "x": [m.x for m in markers], "y": [m.y for m in markers], "r": [m.radius for m in markers],
-        "color": [m.color for m in markers], "label": [m.label for m in markers],
-        "url": [m.url for m in markers]}, name="bw-markers")
-    ring = fig.circle(x="x", y="y", radius="r", source=circles, fill_alpha=0.0, line_color="color",
-                      line_width=2, hit_dilation=1.0, name="bw-circles",
-                      nonselection_line_alpha=1.0, selection_line_width=3)
-    fig.add_tools(TapTool(renderers=[ring], callback=OpenURL(url="@url", same_tab=True)),
-                  HoverTool(renderers=[ring], tooltips="@label (click to open)"))
+    fig.image(
+        image="image", x=-0.5, y=-0.5, dw=cols, dh=rows, source=pixels, color_mapper=mapper, name="bw-image"
+    )
+    circles = ColumnDataSource(
+        {
+            "x": [m.x for m in markers],
+            "y": [m.y for m in markers],
+            "r": [m.radius for m in markers],
+            "color": [m.color for m in markers],
+            "label": [m.label for m in markers],
+            "url": [m.url for m in markers],
+        },
+        name="bw-markers",
+    )
+    ring = fig.circle(
+        x="x",
+        y="y",
+        radius="r",
+        source=circles,
+        fill_alpha=0.0,
+        line_color="color",
+        line_width=2,
+        hit_dilation=1.0,
+        name="bw-circles",
+        nonselection_line_alpha=1.0,
+        selection_line_width=3,
+    )
+    fig.add_tools(
+        TapTool(renderers=[ring], callback=OpenURL(url="@url", same_tab=True)),
+        HoverTool(renderers=[ring], tooltips="@label (click to open)"),
+    )
     fig.grid.visible = False
     return dict(json_item(fig))

@@ -35,8 +35,11 @@ def run_migrations_online() -> None:
 
 
 if context.is_offline_mode():  # pragma: no cover - offline SQL generation is not used
-    context.configure(url=context.config.get_main_option("sqlalchemy.url"),
-                      target_metadata=target_metadata, literal_binds=True)
+    context.configure(
+        url=context.config.get_main_option("sqlalchemy.url"),
+        target_metadata=target_metadata,
+        literal_binds=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 else:

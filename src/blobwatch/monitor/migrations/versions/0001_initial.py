@@ -42,8 +42,7 @@ def upgrade() -> None:
     op.create_table(
         "runs",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("image_id", sa.Integer(), sa.ForeignKey("images.id", ondelete="CASCADE"),
-                  nullable=False),
+        sa.Column("image_id", sa.Integer(), sa.ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
         sa.Column("model_path", sa.Text(), nullable=True),
         sa.Column("model_sha256", sa.String(64), nullable=True),
         sa.Column("model_metadata", sa.JSON(), nullable=False),
@@ -63,8 +62,7 @@ def upgrade() -> None:
     op.create_table(
         "subframe_predictions",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("run_id", sa.Integer(), sa.ForeignKey("runs.id", ondelete="CASCADE"),
-                  nullable=False),
+        sa.Column("run_id", sa.Integer(), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
         sa.Column("index", sa.Integer(), nullable=False),
         sa.Column("x0", sa.Integer(), nullable=False),
         sa.Column("y0", sa.Integer(), nullable=False),
@@ -95,10 +93,8 @@ def upgrade() -> None:
     op.create_table(
         "candidates",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("run_id", sa.Integer(), sa.ForeignKey("runs.id", ondelete="CASCADE"),
-                  nullable=False),
-        sa.Column("image_id", sa.Integer(), sa.ForeignKey("images.id", ondelete="CASCADE"),
-                  nullable=False),
+        sa.Column("run_id", sa.Integer(), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("image_id", sa.Integer(), sa.ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
         sa.Column("x", sa.Float(), nullable=False),
         sa.Column("y", sa.Float(), nullable=False),
         sa.Column("probability", sa.Float(), nullable=False),
@@ -106,10 +102,12 @@ def upgrade() -> None:
         sa.Column("radius", sa.Float(), nullable=True),
         sa.Column("subframe", sa.Integer(), nullable=True),
         sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("linked_to", sa.Integer(), sa.ForeignKey("candidates.id", ondelete="SET NULL"),
-                  nullable=True),
-        sa.Column("known_blob_id", sa.Integer(), sa.ForeignKey("blobs.id", ondelete="SET NULL"),
-                  nullable=True),
+        sa.Column(
+            "linked_to", sa.Integer(), sa.ForeignKey("candidates.id", ondelete="SET NULL"), nullable=True
+        ),
+        sa.Column(
+            "known_blob_id", sa.Integer(), sa.ForeignKey("blobs.id", ondelete="SET NULL"), nullable=True
+        ),
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("reviewed_by", sa.String(128), nullable=True),
         sa.Column("reviewed_at", _TS, nullable=True),
@@ -122,8 +120,7 @@ def upgrade() -> None:
     op.create_table(
         "notifications",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("image_id", sa.Integer(), sa.ForeignKey("images.id", ondelete="CASCADE"),
-                  nullable=False),
+        sa.Column("image_id", sa.Integer(), sa.ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
         sa.Column("url_hash", sa.String(64), nullable=False),
         sa.Column("url_redacted", sa.Text(), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
@@ -142,6 +139,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Drop every table."""
-    for table in ("notifications", "candidates", "blobs", "subframe_predictions", "runs",
-                  "images"):
+    for table in ("notifications", "candidates", "blobs", "subframe_predictions", "runs", "images"):
         op.drop_table(table)

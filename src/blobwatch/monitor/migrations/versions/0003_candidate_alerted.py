@@ -27,7 +27,9 @@ def upgrade() -> None:
     dropping the old copy would set every ``linked_to`` to NULL.
     """
     op.add_column("candidates", sa.Column("alerted", sa.Boolean(), nullable=False, server_default=sa.false()))
-    op.execute("UPDATE candidates SET alerted = (linked_to IS NULL AND status IN ('new', 'confirmed', 'rejected'))")
+    op.execute(
+        "UPDATE candidates SET alerted = (linked_to IS NULL AND status IN ('new', 'confirmed', 'rejected'))"
+    )
 
 
 def downgrade() -> None:
