@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from blobwatch.cli.regress import add_suite_options, default_cache, suite_specs
-from blobwatch.cli.train import _count, _number
+from blobwatch.cli.train import _count, _number, add_calibrated_training_options
 
 
 def _command(name: str) -> str:
@@ -60,20 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument(
         "--plain", action="store_true", help="use the plain median difference, not the registered one"
     )
-    a.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    a.add_argument(
-        "--target-false-alarm",
-        type=_number(0.0, 0.99),
-        default=0.02,
-        metavar="F",
-        help="false alarms per quiet calibration image the threshold is set to (default 0.02)",
-    )
-    a.add_argument(
-        "--calibration-sequences", type=_count(1), default=12, help="calibration sequences (default 12)"
-    )
-    a.add_argument("--cache", metavar="DIR", default=None, help="case cache (default: the regression cache)")
-    a.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="default cpu")
-    a.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_calibrated_training_options(a)
     a.set_defaults(func=_train_autoencoder)
 
     e = subparsers.add_parser(

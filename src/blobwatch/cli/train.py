@@ -23,6 +23,25 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def add_calibrated_training_options(p: argparse.ArgumentParser) -> None:
+    """Options of the commands that train a detector on the training split and choose its
+    threshold on the calibration split (``train-fcn``, ``train-autoencoder``)."""
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--target-false-alarm",
+        type=_number(0.0, 0.99),
+        default=0.02,
+        metavar="F",
+        help="false alarms per quiet calibration image the threshold is set to (default 0.02)",
+    )
+    p.add_argument(
+        "--calibration-sequences", type=_count(1), default=12, help="calibration sequences (default 12)"
+    )
+    p.add_argument("--cache", metavar="DIR", default=None, help="case cache (default: the regression cache)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="default cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
 def _count(minimum: int) -> Any:
     def parse(text: str) -> int:
         try:
@@ -160,20 +179,7 @@ def register(subparsers: Any) -> None:
     f.add_argument(
         "--width", type=_count(2), default=12, help="channels of the first U-Net level (default 12)"
     )
-    f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    f.add_argument(
-        "--target-false-alarm",
-        type=float,
-        default=0.02,
-        metavar="F",
-        help="false alarms per quiet calibration image the threshold is set to (default 0.02)",
-    )
-    f.add_argument(
-        "--calibration-sequences", type=_count(1), default=12, help="calibration sequences (default 12)"
-    )
-    f.add_argument("--cache", metavar="DIR", default=None, help="case cache (default: the regression cache)")
-    f.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="default cpu")
-    f.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_calibrated_training_options(f)
     f.add_argument(
         "--recalibrate",
         metavar="MODEL",
