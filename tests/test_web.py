@@ -453,6 +453,33 @@ def test_no_path_from_the_request_reaches_the_file_system(client: TestClient) ->
         assert client.get(path).status_code in (404, 422)
 
 
+def test_every_worker_thread_gets_a_database_connection_at_once(monitor_db: dict) -> None:
+    """20 clients once exhausted SQLAlchemy's default pool (5 + 10): requests that held a session
+    while a figure rendered made the others wait 30 s and fail with 500."""
+    import threading
+
+    from blobwatch.web.app import DB_CONNECTIONS
+
+    app = create_app(monitor_db["url"], monitor_db["reports"])
+    engine = app.state.session_factory.kw["bind"]
+    held, started = [], threading.Barrier(DB_CONNECTIONS)
+
+    def hold() -> None:
+        held.append(engine.connect())  # a connection per thread, all held together
+        started.wait(timeout=10)
+
+    threads = [threading.Thread(target=hold) for _ in range(DB_CONNECTIONS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    try:
+        assert DB_CONNECTIONS >= 40 and len(held) == DB_CONNECTIONS and not started.broken
+    finally:
+        for conn in held:
+            conn.close()
+
+
 # ------------------------------------------------------------------------------ write actions
 
 

@@ -375,15 +375,24 @@ def _install_sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
-def create_db_engine(url: str) -> Engine:
-    """Create an engine for ``url``; for SQLite create the parent folder and set pragmas."""
+def create_db_engine(url: str, *, pool_size: int | None = None) -> Engine:
+    """Create an engine for ``url``; for SQLite create the parent folder and set pragmas.
+
+    ``pool_size`` sets how many connections the pool keeps open and lends at once (SQLAlchemy's
+    default, 5 plus 10 overflow, when None); an in-memory SQLite database has one connection per
+    thread whatever it says.
+    """
     parsed = make_url(url)
     kwargs: dict[str, Any] = {}
+    memory = False
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
+        memory = not database or database == ":memory:" or "mode=memory" in str(database)
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+    if pool_size is not None and not memory:
+        kwargs.update(pool_size=pool_size, max_overflow=0)
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         _install_sqlite_pragmas(engine)
@@ -430,7 +439,7 @@ def schema_version(engine: Engine) -> str | None:
 
 
 def open_database(
-    url: str | None = None, *, upgrade: bool = True, create: bool = True
+    url: str | None = None, *, upgrade: bool = True, create: bool = True, pool_size: int | None = None
 ) -> sessionmaker[Session]:
     """Open (and create or upgrade) the blobwatch database at ``url``.
 
@@ -445,6 +454,9 @@ def open_database(
         Create a database that does not exist yet.  Without it, a missing SQLite file or a
         database without a blobwatch schema raises `DatabaseNotFoundError` (and nothing is
         created), so a mistyped URL is not mistaken for an empty database.
+    pool_size : int, optional
+        Connections lent at once (`create_db_engine`); the web app asks for one per worker
+        thread, so no request waits for a connection.
 
     Returns
     -------
@@ -457,7 +469,7 @@ def open_database(
         missing = _missing_sqlite_file(url)
         if missing is not None:
             raise DatabaseNotFoundError(url, f"no such file {missing}")
-    engine = create_db_engine(url)
+    engine = create_db_engine(url, pool_size=pool_size)
     if not create and schema_version(engine) is None:
         engine.dispose()
         raise DatabaseNotFoundError(url, "not a blobwatch database (it has no blobwatch tables)")

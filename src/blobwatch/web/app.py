@@ -97,6 +97,12 @@ def _download(data: bytes, filename: str, media_type: str = "text/plain; charset
     )
 
 
+#: Database connections the app lends at once: one per worker thread (AnyIO runs FastAPI's sync
+#: routes and dependencies on at most 40 threads), so a request never waits for a connection that
+#: other requests hold while they render (SQLAlchemy's default of 5 + 10 ran out under 20 clients).
+DB_CONNECTIONS = 40
+
+
 def create_app(
     db_url: str,
     reports_dir: str | Path | None = None,
@@ -128,7 +134,7 @@ def create_app(
         any other ``Host`` gets 400 (`blobwatch.web.security.host_allowed`).
     """
     hosts = frozenset(allowed_host_name(h) for h in allowed_hosts)
-    session_factory = open_database(db_url, create=False)
+    session_factory = open_database(db_url, create=False, pool_size=DB_CONNECTIONS)
     guard = Guard(token=token, require_token=require_token)
     # figures and rebuilt pixels are made once, kept in memory and in the reports folder's
     # cache (keyed by content), and never made under a lock that other requests wait on
