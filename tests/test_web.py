@@ -751,14 +751,24 @@ def test_failure_throttle_forgets_failures_after_its_window() -> None:
 
 
 @pytest.mark.parametrize(("scheme", "secure"), [("https", True), ("http", False)])
-def test_cookies_are_secure_when_served_over_https(monitor_db: dict, scheme: str, secure: bool) -> None:
-    app = create_app(monitor_db["url"], monitor_db["reports"], token="s3cret", require_token=True)
+def test_cookies_are_secure_when_served_over_https(
+    fresh_db: str, monitor_db: dict, scheme: str, secure: bool
+) -> None:
+    app = create_app(fresh_db, monitor_db["reports"], token="s3cret", require_token=True)
     client = TestClient(app, base_url=f"{scheme}://127.0.0.1")
     first = client.get("/unlock")
     assert ("secure" in first.headers["set-cookie"].lower()) is secure
     unlocked = _unlock(client, "s3cret")
     assert unlocked.status_code == 303
     assert ("secure" in unlocked.headers["set-cookie"].lower()) is secure
+    # the reviewer's name is remembered in a cookie too, with the same flag
+    rejected = client.post(
+        "/candidates/2/reject",
+        data={CSRF_FIELD: _csrf(client), "reviewer": "Ada", "reason": "dip"},
+        follow_redirects=False,
+    )
+    assert rejected.status_code == 303 and "bw_reviewer=Ada" in rejected.headers["set-cookie"]
+    assert ("secure" in rejected.headers["set-cookie"].lower()) is secure
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost:8000", "LOCALHOST.", "127.0.0.2:80", "[::1]:8000"])

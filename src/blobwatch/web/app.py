@@ -712,14 +712,18 @@ def create_app(
         response.status_code = 422
         return response
 
-    def back(fields: dict[str, str], **params: Any) -> RedirectResponse:
+    def back(request: Request, fields: dict[str, str], **params: Any) -> RedirectResponse:
         target = fields.get("next", "/queue")
         if not _LOCAL_PATH.fullmatch(target):  # only our own pages: no "//host", "/\\host", scheme
             target = "/queue"
         response = RedirectResponse(f"{target}?{urlencode(params)}", status_code=303)
         if fields.get("reviewer"):
             response.set_cookie(
-                "bw_reviewer", fields["reviewer"].strip()[:128], samesite="strict", max_age=3600 * 24 * 365
+                "bw_reviewer",
+                fields["reviewer"].strip()[:128],
+                samesite="strict",
+                max_age=3600 * 24 * 365,
+                secure=served_over_https(request),
             )
         return response
 
@@ -757,7 +761,7 @@ def create_app(
                 ),
             )
             log.info("candidate %d recorded by %s as blob %d seen again", candidate_id, reviewer, blob.id)
-            return back(fields, done="same", candidate=candidate_id, blob=blob.id)
+            return back(request, fields, done="same", candidate=candidate_id, blob=blob.id)
 
         def action(session: Session) -> Any:
             # the candidate page usually left its image's stack in memory: measure there rather
@@ -777,7 +781,7 @@ def create_app(
         # measuring may re-read the image and its references: off the event loop
         blob = await run_in_threadpool(decide, candidate_id, "confirmed", action)
         log.info("candidate %d confirmed by %s as blob %d", candidate_id, reviewer, blob.id)
-        return back(fields, done="confirmed", candidate=candidate_id, blob=blob.id)
+        return back(request, fields, done="confirmed", candidate=candidate_id, blob=blob.id)
 
     @app.post("/candidates/{candidate_id}/reject", include_in_schema=False)
     async def reject(candidate_id: int, request: Request) -> Response:
@@ -802,7 +806,7 @@ def create_app(
             lambda session: reject_candidate(session, candidate_id, reason=reason, reviewer=reviewer),
         )
         log.info("candidate %d rejected by %s (%s)", candidate_id, reviewer, reason)
-        return back(fields, done="rejected", candidate=candidate_id)
+        return back(request, fields, done="rejected", candidate=candidate_id)
 
     @app.post("/images/{image_id}/ds9", include_in_schema=False)
     async def open_in_ds9(image_id: int, request: Request) -> Response:
@@ -826,7 +830,7 @@ def create_app(
             await run_in_threadpool(send)
         except SampError as exc:
             raise HTTPException(409, str(exc)) from None
-        return back(fields, done="ds9", image=image_id)
+        return back(request, fields, done="ds9", image=image_id)
 
     @app.get("/unlock", response_class=HTMLResponse, include_in_schema=False)
     def unlock_page(request: Request, session: Session = Depends(db)) -> HTMLResponse:
