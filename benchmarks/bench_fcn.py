@@ -4,8 +4,11 @@ Simulates a 31-day sequence (a new blob on day 30), builds the registered differ
 once, then times in the same run (medians over ``--repeats``):
 
 * the seed protocol (baseline): ``prepare`` + ``tile`` + PaperCNN on the 16 subframes;
-* today's ``detect`` (PaperCNN + matched-filter seeds and tests);
-* the localizing network: its inputs, the network on the whole image, the peaks and refinement.
+* the seed chain, ``detect`` (PaperCNN + matched-filter seeds and tests; ``--detector paper``);
+* the localizing network: its inputs, the network on the whole image, the peaks and refinement;
+* the default detector, ``detect_fcn`` (the network's candidates, the seed's 16 subframes beside
+  them and each candidate's matched-filter significance): what ``blobwatch detect`` runs for one
+  difference.
 
 Run:  .venv/bin/python benchmarks/bench_fcn.py [--repeats 5] [--threads 2]
 """
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from blobwatch.classifier import BlobClassifier
     from blobwatch.detect import detect
     from blobwatch.difference import blob_difference
-    from blobwatch.fcn import FCNDetector
+    from blobwatch.fcn import FCNDetector, detect_fcn
     from blobwatch.fits_io import BlobImage
     from blobwatch.preprocess import prepare, tile
     from blobwatch.simulate import SimulationConfig, simulate_sequence
@@ -53,15 +56,20 @@ def main(argv: list[str] | None = None) -> int:
         seed_protocol,
         lambda: detect(result, clf),
         lambda: fcn.candidates(result.data, result.stack),
+        lambda: detect_fcn(result, fcn, clf),
     ):
         warm_up()
     base = _median_time(seed_protocol, args.repeats)
     rows = [
         ("seed protocol (baseline)", base),
-        ("detect (PaperCNN + matched filter)", _median_time(lambda: detect(result, clf), args.repeats)),
+        ("detect --detector paper (the seed chain)", _median_time(lambda: detect(result, clf), args.repeats)),
         (
             "fcn candidates (inputs + network + peaks)",
             _median_time(lambda: fcn.candidates(result.data, result.stack), args.repeats),
+        ),
+        (
+            "detect_fcn (the default detector)",
+            _median_time(lambda: detect_fcn(result, fcn, clf), args.repeats),
         ),
     ]
     print(f"torch threads {torch.get_num_threads()}, {args.repeats} repeats, medians:")
