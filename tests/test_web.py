@@ -1334,11 +1334,34 @@ def test_viewer_figure_has_clickable_circles_and_no_code(client: TestClient) -> 
     assert "OpenURL" in text and "/candidates/1" in text and "/blobs?blob=1#blob-1" in text
     zoomed = client.get("/images/6/viewer.json", params={"candidate": 1}).json()
     assert "Range1d" in str(zoomed["item"])
+    assert client.get("/images/6/viewer.json").json() == spec  # the same figure, built once
     assert client.get("/images/6/viewer.json", params={"candidate": 99}).status_code == 404
     page = client.get("/")
     assert 'class="viewer" data-image="6"' in page.text and "/bokeh/js/bokeh.min.js" in page.text
     assert "script-src 'self';" in page.headers["content-security-policy"]
     assert 'data-candidate="1"' in client.get("/candidates/1").text
+
+
+def test_viewer_figure_is_built_once_until_a_review_changes_its_circles(
+    fresh_db: str, monitor_db: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blobwatch.web import viewer
+
+    built = []
+    real = viewer.viewer_item
+    monkeypatch.setattr(viewer, "viewer_item", lambda *a, **k: built.append(1) or real(*a, **k))
+    client = _client(create_app(fresh_db, monitor_db["reports"]))
+    first = client.get("/images/6/viewer.json")
+    assert client.get("/images/6/viewer.json").content == first.content and len(built) == 1
+    assert first.headers["content-type"] == "application/json"
+    rejected = client.post(
+        "/candidates/1/reject",
+        data={CSRF_FIELD: _csrf(client), "reviewer": "Ada", "reason": "dip"},
+        follow_redirects=False,
+    )
+    assert rejected.status_code == 303
+    again = client.get("/images/6/viewer.json")
+    assert len(built) == 2 and again.content != first.content  # the candidate's circle changed
 
 
 def test_bokehjs_is_served_from_the_package(client: TestClient) -> None:

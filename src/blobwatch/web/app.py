@@ -145,6 +145,7 @@ def create_app(
     pngs: Memo[bytes] = Memo(256, cache_dir / "figures" if cache_dir is not None else None, ".png")
     summary_pngs: Memo[bytes] = Memo(8)
     limits: Memo[tuple[float, float]] = Memo(256)  # zscale limits of the viewer's pixels
+    viewer_specs: Memo[bytes] = Memo(256)  # the viewer's Bokeh figures (about 1 s each to build)
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.filters["fmt"] = _fmt
     templates.env.filters["utc"] = _utc
@@ -448,16 +449,23 @@ def create_app(
             if cand is None:
                 raise HTTPException(404, f"image {image_id} has no candidate {candidate}")
             center, half = (cand.x, cand.y), 4.0 * CUTOUT_HALF
-        markers = viewer.blob_markers(queries.list_blobs(session)) + viewer.candidate_markers(view.candidates)
-        item = viewer.viewer_item((rows, cols), markers, center=center, half=half)
-        return JSONResponse(
-            {
-                "item": item,
+
+        def make() -> bytes:
+            markers = viewer.blob_markers(queries.list_blobs(session)) + viewer.candidate_markers(
+                view.candidates
+            )
+            spec = {
+                "item": viewer.viewer_item((rows, cols), markers, center=center, half=half),
                 "palettes": viewer.palettes(),
                 "shape": [rows, cols],
                 "kinds": [k for k in _KIND_TITLES if k == "image" or view.run_id is not None],
-            },
-            headers={"Cache-Control": "no-cache"},
+            }
+            return bytes(JSONResponse(spec).body)
+
+        # built once per image, run, zoom and review state (its circles show the catalog and reviews)
+        key = ("viewer", image_id, view.run_id, candidate, rows, cols, queries.review_state(session))
+        return Response(
+            viewer_specs.get(key, make), media_type="application/json", headers={"Cache-Control": "no-cache"}
         )
 
     @app.get("/images/{image_id}/{kind}.f32", include_in_schema=False)
