@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from blobwatch.monitor.db import (
     open_database,
 )
 from blobwatch.web import create_app
+from blobwatch.web.app import WEB_CACHE
 from blobwatch.web.security import (
     AUTH_COOKIE,
     CSRF_COOKIE,
@@ -1113,10 +1115,16 @@ def samp_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     ds9 = samp.SAMPIntegratedClient(name="ds9")
     ds9.connect()
     ds9.received = []  # type: ignore[attr-defined]
-    for mtype in ("image.load.fits", "ds9.set"):
-        ds9.bind_receive_notification(
-            mtype, lambda private_key, sender_id, mtype, params, extra: ds9.received.append((mtype, params))
-        )
+
+    def loaded(private_key: str, sender_id: str, msg_id: str, mtype: str, params: dict, extra: dict) -> None:
+        time.sleep(0.2)  # a viewer takes a while: the regions must still come after the image
+        ds9.received.append((mtype, params))
+        ds9.reply(msg_id, {"samp.status": "samp.ok", "samp.result": {}})
+
+    ds9.bind_receive_call("image.load.fits", loaded)
+    ds9.bind_receive_notification(
+        "ds9.set", lambda private_key, sender_id, mtype, params, extra: ds9.received.append((mtype, params))
+    )
     try:
         yield ds9
     finally:
@@ -1331,10 +1339,18 @@ def test_viewer_figure_has_clickable_circles_and_no_code(client: TestClient) -> 
     assert spec["palettes"]["greys"][0] == "#000000" and spec["palettes"]["greys"][-1] == "#ffffff"
     text = str(spec["item"])
     assert "CustomJS" not in text  # the page's CSP allows only its own scripts
-    assert "OpenURL" in text and "/candidates/1" in text and "/blobs?blob=1#blob-1" in text
+    assert "OpenURL" in text and "@url" in text and "bw-markers" in text
+    urls = spec["markers"]["url"]
+    assert "/candidates/1" in urls and "/blobs?blob=1#blob-1" in urls
+    assert len(spec["markers"]["x"]) == len(urls) == len(spec["markers"]["r"])
+    assert spec["view"] == {"x": [-0.5, SIZE - 0.5], "y": [-0.5, SIZE - 0.5]}
     zoomed = client.get("/images/6/viewer.json", params={"candidate": 1}).json()
-    assert "Range1d" in str(zoomed["item"])
-    assert client.get("/images/6/viewer.json").json() == spec  # the same figure, built once
+    i = urls.index("/candidates/1")
+    cx, cy = zoomed["markers"]["x"][i], zoomed["markers"]["y"][i]
+    assert np.mean(zoomed["view"]["x"]) == pytest.approx(cx)
+    assert np.mean(zoomed["view"]["y"]) == pytest.approx(cy)
+    assert np.diff(zoomed["view"]["x"])[0] < SIZE - 1  # zoomed in on it
+    assert zoomed["item"] == spec["item"]  # one figure per image shape
     assert client.get("/images/6/viewer.json", params={"candidate": 99}).status_code == 404
     page = client.get("/")
     assert 'class="viewer" data-image="6"' in page.text and "/bokeh/js/bokeh.min.js" in page.text
@@ -1342,7 +1358,7 @@ def test_viewer_figure_has_clickable_circles_and_no_code(client: TestClient) -> 
     assert 'data-candidate="1"' in client.get("/candidates/1").text
 
 
-def test_viewer_figure_is_built_once_until_a_review_changes_its_circles(
+def test_viewer_figure_is_built_once_per_shape_and_its_circles_follow_the_reviews(
     fresh_db: str, monitor_db: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from blobwatch.web import viewer
@@ -1352,16 +1368,46 @@ def test_viewer_figure_is_built_once_until_a_review_changes_its_circles(
     monkeypatch.setattr(viewer, "viewer_item", lambda *a, **k: built.append(1) or real(*a, **k))
     client = _client(create_app(fresh_db, monitor_db["reports"]))
     first = client.get("/images/6/viewer.json")
-    assert client.get("/images/6/viewer.json").content == first.content and len(built) == 1
     assert first.headers["content-type"] == "application/json"
+    assert client.get("/images/6/viewer.json").content == first.content
+    assert client.get("/images/5/viewer.json").json()["item"] == first.json()["item"]
+    assert client.get("/images/6/viewer.json", params={"candidate": 1}).status_code == 200
+    assert len(built) == 1  # every image of the database has one shape
+    urls = first.json()["markers"]["url"]
     rejected = client.post(
         "/candidates/1/reject",
         data={CSRF_FIELD: _csrf(client), "reviewer": "Ada", "reason": "dip"},
         follow_redirects=False,
     )
     assert rejected.status_code == 303
-    again = client.get("/images/6/viewer.json")
-    assert len(built) == 2 and again.content != first.content  # the candidate's circle changed
+    again = client.get("/images/6/viewer.json").json()
+    colors = dict(zip(again["markers"]["url"], again["markers"]["color"], strict=True))
+    assert colors["/candidates/1"] == viewer.STATUS_COLORS["rejected"]
+    assert first.json()["markers"]["color"][urls.index("/candidates/1")] == viewer.STATUS_COLORS["new"]
+    assert len(built) == 1
+
+
+def test_pixels_are_read_once_then_memory_mapped_from_the_cache(
+    fresh_db: str, monitor_db: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from blobwatch import fits_io
+
+    reports = tmp_path / "reports"
+    shutil.copytree(monitor_db["reports"], reports)
+    first = _client(create_app(fresh_db, reports))
+    expected = first.get("/images/6/image.f32").content
+    assert list((reports / WEB_CACHE / "pixels").glob("*/image.npy"))
+    # a restarted app maps the saved copies: the FITS file is not read again
+    monkeypatch.setattr(fits_io, "read_blob_image", lambda *a, **k: pytest.fail("re-read the image"))
+    app = create_app(fresh_db, reports)
+    again = _client(app)
+    assert again.get("/images/6/image.f32").content == expected
+    assert again.get("/images/6/difference.f32").status_code == 200
+    with app.state.session_factory() as session:
+        arrays = app.state.pixels.arrays(session, 6)
+    assert all(isinstance(a, np.memmap) for a in arrays.values()), {k: type(a) for k, a in arrays.items()}
 
 
 def test_bokehjs_is_served_from_the_package(client: TestClient) -> None:

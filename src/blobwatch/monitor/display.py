@@ -52,18 +52,34 @@ def save_display_arrays(
     return written
 
 
+def load_array(
+    path: str | os.PathLike, shape: tuple[int, int] | None = None, *, mmap: bool = False
+) -> np.ndarray | None:
+    """A float32 2-D ``.npy`` array, or None when it is missing, unreadable, not float32 2-D or
+    (given ``shape``) of another shape. With ``mmap`` it is memory-mapped read-only."""
+    try:
+        data = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except (OSError, ValueError):
+        return None
+    if data.dtype != np.float32 or data.ndim != 2 or (shape is not None and data.shape != tuple(shape)):
+        return None
+    return data
+
+
 def load_display_arrays(
-    folder: str | os.PathLike, run_id: int, shape: tuple[int, int] | None = None
+    folder: str | os.PathLike, run_id: int, shape: tuple[int, int] | None = None, *, mmap: bool = False
 ) -> dict[str, np.ndarray] | None:
     """Run ``run_id``'s ``{"stack": ..., "difference": ...}`` from ``folder``, or None when
-    either is missing, unreadable or (given ``shape``) of another shape."""
+    either is missing, unreadable or (given ``shape``) of another shape.
+
+    With ``mmap`` the arrays are memory-mapped read-only: the operating system's page cache holds
+    them, shared by every reader, instead of the process's memory. A file replaced later (a
+    reprocessed image) stays valid for who mapped it.
+    """
     out = {}
     for kind in KINDS:
-        try:
-            data = np.load(display_path(folder, run_id, kind), allow_pickle=False)
-        except (OSError, ValueError):
-            return None
-        if data.dtype != np.float32 or data.ndim != 2 or (shape is not None and data.shape != tuple(shape)):
+        data = load_array(display_path(folder, run_id, kind), shape, mmap=mmap)
+        if data is None:
             return None
         out[kind] = data
     return out

@@ -15,6 +15,7 @@ call `blobwatch.monitor.catalog.confirm_candidate` / `reject_candidate`, the sam
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import re
@@ -145,7 +146,9 @@ def create_app(
     pngs: Memo[bytes] = Memo(256, cache_dir / "figures" if cache_dir is not None else None, ".png")
     summary_pngs: Memo[bytes] = Memo(8)
     limits: Memo[tuple[float, float]] = Memo(256)  # zscale limits of the viewer's pixels
-    viewer_specs: Memo[bytes] = Memo(256)  # the viewer's Bokeh figures (about 1 s each to build)
+    viewer_specs: Memo[bytes] = Memo(
+        16
+    )  # the viewer's Bokeh figure per image shape (a good fraction of a second)
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.filters["fmt"] = _fmt
     templates.env.filters["utc"] = _utc
@@ -450,23 +453,20 @@ def create_app(
                 raise HTTPException(404, f"image {image_id} has no candidate {candidate}")
             center, half = (cand.x, cand.y), 4.0 * CUTOUT_HALF
 
-        def make() -> bytes:
-            markers = viewer.blob_markers(queries.list_blobs(session)) + viewer.candidate_markers(
-                view.candidates
-            )
-            spec = {
-                "item": viewer.viewer_item((rows, cols), markers, center=center, half=half),
-                "palettes": viewer.palettes(),
-                "shape": [rows, cols],
-                "kinds": [k for k in _KIND_TITLES if k == "image" or view.run_id is not None],
-            }
-            return bytes(JSONResponse(spec).body)
-
-        # built once per image, run, zoom and review state (its circles show the catalog and reviews)
-        key = ("viewer", image_id, view.run_id, candidate, rows, cols, queries.review_state(session))
-        return Response(
-            viewer_specs.get(key, make), media_type="application/json", headers={"Cache-Control": "no-cache"}
+        # the Bokeh figure is the same for every image of this shape: built once, sent as it is
+        item = viewer_specs.get(
+            ("viewer", rows, cols), lambda: json.dumps(viewer.viewer_item((rows, cols))).encode()
         )
+        markers = viewer.blob_markers(queries.list_blobs(session)) + viewer.candidate_markers(view.candidates)
+        rest = {
+            "markers": viewer.marker_columns(markers),
+            "view": viewer.view_ranges((rows, cols), center, half),
+            "palettes": viewer.palettes(),
+            "shape": [rows, cols],
+            "kinds": [k for k in _KIND_TITLES if k == "image" or view.run_id is not None],
+        }
+        body = b'{"item":' + item + b"," + json.dumps(rest).encode()[1:]
+        return Response(body, media_type="application/json", headers={"Cache-Control": "no-cache"})
 
     @app.get("/images/{image_id}/{kind}.f32", include_in_schema=False)
     def image_f32(image_id: int, kind: ImageKind, session: Session = Depends(db)) -> Response:

@@ -2,7 +2,8 @@
 
 The server, not the browser, is the SAMP client: it finds the hub the usual way (``$SAMP_HUB``
 or ``~/.samp``), connects for one message and sends ``image.load.fits`` with the URL of one of
-the app's FITS downloads, then ``ds9.set`` with ``regions load FILE`` for the image's region
+the app's FITS downloads (as a call to each viewer that takes it, waiting up to `LOAD_TIMEOUT`
+for it to confirm, so the regions cannot arrive before the image), then ``ds9.set`` with ``regions load FILE`` for the image's region
 file (written to a temporary folder of the app: DS9 runs on this machine).  Whether a hub runs
 is checked at most every `CHECK_SECONDS`, so pages stay fast; the button is offered only then.
 """
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 #: How long the answer to "is a SAMP hub running?" is reused (s).
 CHECK_SECONDS = 5.0
+#: Seconds a viewer may take to confirm it loaded the image before the regions are sent anyway.
+LOAD_TIMEOUT = 20
 
 
 def _astropy_samp() -> ModuleType:
@@ -87,9 +90,14 @@ class SampLink:
             self._checked = (-CHECK_SECONDS, False)
             raise SampError(f"no SAMP hub to send to (start DS9 or another hub first): {exc}") from None
         try:
-            client.notify_all(
-                {"samp.mtype": "image.load.fits", "samp.params": {"url": fits_url, "name": name}}
-            )
+            load = {"samp.mtype": "image.load.fits", "samp.params": {"url": fits_url, "name": name}}
+            # a call waits for each viewer to load the image, so the regions do not arrive first
+            # (the hub delivers notifications in threads of its own, in no fixed order)
+            for recipient in client.get_subscribed_clients("image.load.fits"):
+                try:
+                    client.call_and_wait(recipient, load, timeout=str(LOAD_TIMEOUT))
+                except samp.SAMPProxyError as exc:  # it failed or took too long: the regions still go
+                    log.warning("SAMP client %s did not confirm loading %s: %s", recipient, fits_url, exc)
             client.notify_all(
                 {"samp.mtype": "ds9.set", "samp.params": {"cmd": f"regions load {region_file}"}}
             )

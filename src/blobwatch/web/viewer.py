@@ -1,10 +1,10 @@
 """The pixel viewer of the image and candidate pages: a Bokeh figure, its pixels sent apart.
 
-`viewer_item` builds the figure as a Bokeh JSON item (`bokeh.embed.json_item`): an image glyph
-whose pixels the page's script (``static/app.js``) fills from the app's float32 download
-(``/images/{id}/{kind}.f32``), pan / wheel-zoom / box-zoom / reset tools, and circles on the
-image's candidates and the catalog's blobs that open their pages when clicked (Bokeh's
-``TapTool`` with ``OpenURL``). The page's script adds, around it, what DS9 shows: x / y / value
+`viewer_item` builds the figure as a Bokeh JSON item (`bokeh.embed.json_item`), once per image
+shape: an image glyph whose pixels the page's script (``static/app.js``) fills from the app's
+float32 download (``/images/{id}/{kind}.f32``), pan / wheel-zoom / box-zoom / reset tools, and
+circles (filled by the page from `marker_columns`) on the image's candidates and the catalog's
+blobs that open their pages when clicked (Bokeh's ``TapTool`` with ``OpenURL``). The page's script adds, around it, what DS9 shows: x / y / value
 under the cursor (0-based and DS9's 1-based), the scale (zscale, min-max, percentiles) and the
 colour map. BokehJS is served from the installed ``bokeh`` package (`bokehjs_dir`), never a
 CDN, and the page runs no code from the item (no ``CustomJS``), so the scripts stay ``'self'``.
@@ -97,24 +97,43 @@ def blob_markers(blobs: Sequence[Any]) -> list[Marker]:
     ]
 
 
-def viewer_item(
-    shape: tuple[int, int],
-    markers: Sequence[Marker],
-    *,
-    center: tuple[float, float] | None = None,
-    half: float | None = None,
-    size: int = 680,
-) -> dict[str, Any]:
-    """The viewer figure as a Bokeh JSON item, without pixels (the page loads them).
+def marker_columns(markers: Sequence[Marker]) -> dict[str, list[Any]]:
+    """The circles as the columns of the figure's ``bw-markers`` source (the page sets them)."""
+    return {
+        "x": [m.x for m in markers],
+        "y": [m.y for m in markers],
+        "r": [m.radius for m in markers],
+        "color": [m.color for m in markers],
+        "label": [m.label for m in markers],
+        "url": [m.url for m in markers],
+    }
+
+
+def view_ranges(
+    shape: tuple[int, int], center: tuple[float, float] | None = None, half: float | None = None
+) -> dict[str, list[float]]:
+    """The view to open on: the whole image, or ``half`` pixels each way around ``center`` (x, y).
+
+    Pixel (x, y) covers ``[x - 0.5, x + 0.5]``, as in the PNG figures.
+    """
+    rows, cols = shape
+    if center is not None and half is not None:
+        return {"x": [center[0] - half, center[0] + half], "y": [center[1] - half, center[1] + half]}
+    return {"x": [-0.5, cols - 0.5], "y": [-0.5, rows - 0.5]}
+
+
+def viewer_item(shape: tuple[int, int], *, size: int = 680) -> dict[str, Any]:
+    """The viewer figure for images of ``shape`` as a Bokeh JSON item: no pixels, no circles.
+
+    The figure is the same for every image of one shape, so the app builds it once (Bokeh takes a
+    good fraction of a second). The page fills in what belongs to one image: its pixels
+    (``bw-pixels``), its circles (``bw-markers``, from `marker_columns`) and the view to open on
+    (`view_ranges`).
 
     Parameters
     ----------
     shape : (rows, cols)
-        The image's shape; pixel (x, y) covers ``[x - 0.5, x + 0.5]`` as in the PNG figures.
-    markers : sequence of Marker
-        Circles to draw; catalog blobs first, so candidates lie on top.
-    center, half : optional
-        Start zoomed on ``center`` (x, y), ``half`` pixels each way (a candidate page).
+        The image's shape; the ranges are bounded by its edges.
     size : int
         Width and height of the plot in screen pixels.
     """
@@ -130,12 +149,9 @@ def viewer_item(
     from bokeh.plotting import figure
 
     rows, cols = shape
-    if center is not None and half is not None:
-        x_range = Range1d(start=center[0] - half, end=center[0] + half, bounds=(-0.5, cols - 0.5))
-        y_range = Range1d(start=center[1] - half, end=center[1] + half, bounds=(-0.5, rows - 0.5))
-    else:
-        x_range = Range1d(start=-0.5, end=cols - 0.5, bounds=(-0.5, cols - 0.5))
-        y_range = Range1d(start=-0.5, end=rows - 0.5, bounds=(-0.5, rows - 0.5))
+    (x0, x1), (y0, y1) = view_ranges(shape).values()
+    x_range = Range1d(start=x0, end=x1, bounds=(x0, x1))
+    y_range = Range1d(start=y0, end=y1, bounds=(y0, y1))
     fig = figure(
         name="bw-figure",
         x_range=x_range,
@@ -158,17 +174,7 @@ def viewer_item(
     fig.image(
         image="image", x=-0.5, y=-0.5, dw=cols, dh=rows, source=pixels, color_mapper=mapper, name="bw-image"
     )
-    circles = ColumnDataSource(
-        {
-            "x": [m.x for m in markers],
-            "y": [m.y for m in markers],
-            "r": [m.radius for m in markers],
-            "color": [m.color for m in markers],
-            "label": [m.label for m in markers],
-            "url": [m.url for m in markers],
-        },
-        name="bw-markers",
-    )
+    circles = ColumnDataSource(marker_columns([]), name="bw-markers")
     ring = fig.circle(
         x="x",
         y="y",

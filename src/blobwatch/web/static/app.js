@@ -46,7 +46,8 @@ document.addEventListener("DOMContentLoaded", () => {
 
 // ---------------------------------------------------------------- pixel viewer
 // The image and candidate pages embed a Bokeh figure (/images/{id}/viewer.json, BokehJS served
-// from the bokeh package) and fill it with the float32 pixels of /images/{id}/{kind}.f32.
+// from the bokeh package), set its circles and view from the same JSON, and fill it with the
+// float32 pixels of /images/{id}/{kind}.f32.
 // Around it, as in DS9: x / y / value under the cursor (0-based and DS9's 1-based), the scale
 // (zscale from the server, min-max and percentiles computed here) and the colour map.
 
@@ -75,6 +76,11 @@ async function startViewer(box) {
   const doc = Bokeh.documents[Bokeh.documents.length - 1];
   const fig = doc.get_model_by_name("bw-figure"), source = doc.get_model_by_name("bw-pixels");
   const mapper = doc.get_model_by_name("bw-mapper");
+  // the figure is shared by every image of this shape: this image's circles and view are set here
+  doc.get_model_by_name("bw-markers").data = spec.markers;
+  const [x0, x1] = spec.view.x, [y0, y1] = spec.view.y;
+  fig.x_range.setv({start: x0, end: x1, reset_start: x0, reset_end: x1});
+  fig.y_range.setv({start: y0, end: y1, reset_start: y0, reset_end: y1});
   const ndarray = Bokeh.require("core/util/ndarray").ndarray;
   const state = {kind: null, data: null, rows: 0, cols: 0, zscale: [0, 1], sorted: null};
   const viewer = {box, fig, mapper, state, doc};
