@@ -209,6 +209,69 @@ def test_train_fcn_writes_a_loadable_model_with_its_record(tmp_path: Path) -> No
     assert det.metadata["kind"] == "localizing" and det.model.multiple == 8
 
 
+@pytest.fixture(scope="module")
+def tiny_training_cases(tmp_path_factory: pytest.TempPathFactory) -> list:
+    from blobwatch.regression import SuiteSpec, build_suite
+    from blobwatch.variation import VariationConfig
+
+    return build_suite(
+        SuiteSpec("training", 2, VariationConfig(size=256, n_references=3, cases=5, new_blobs=1)),
+        tmp_path_factory.mktemp("cache"),
+        progress=False,
+    )
+
+
+def test_injected_stamps_darken_the_raw_image_where_the_truth_says(tiny_training_cases: list) -> None:
+    from blobwatch.fcn_train import blob_mask, cut_patches, inject_stamps
+    from blobwatch.stats import robust_sigma
+
+    case = tiny_training_cases[0]
+    rng = np.random.default_rng(3)
+    diff, blobs = inject_stamps(case, rng, 3, stamps=(17, 19), snr=(20.0, 20.0))
+    assert len(blobs) == 3 and {b["stamp"] for b in blobs} <= {17, 19}
+    change = np.nan_to_num(diff - case.difference)  # the border is NaN in both
+    assert change.max() <= 1e-6  # losses only: the blobs are dark, nothing brightens
+    sigma = robust_sigma(case.difference[np.isfinite(case.difference)])
+    inside = blob_mask(diff.shape, blobs).astype(bool)
+    assert change[inside].min() < -3 * sigma  # S/N 20 blobs stand out pixel by pixel
+    assert np.abs(change[~ndimage.binary_dilation(inside, iterations=8)]).max() < 1e-6  # and only there
+    x, y = cut_patches(case, rng, 64, 2, extra_stamps=3, stamps=(17, 19))
+    truth = len(case.truth.get("blobs") or [])
+    assert x.shape == (truth + 3 + 2, 2, 64, 64) and y[: truth + 3].reshape(truth + 3, -1).max(1).all()
+
+
+def test_train_fcn_fine_tunes_a_given_model(
+    tiny_training_cases: list, unet_file: Path, tmp_path: Path
+) -> None:
+    from blobwatch.fcn_train import FCNTrainConfig, train_fcn
+    from blobwatch.modelfile import load_model
+
+    cfg = FCNTrainConfig(
+        outdir=str(tmp_path / "run"),
+        val_sequences=1,
+        negatives_per_case=1,
+        epochs=1,
+        batch_size=4,
+        patch=64,
+        extra_stamps=1,
+        init=str(unet_file),
+        extra={"stamps": [17, 19]},
+        progress=False,
+    )
+    train_fcn(cfg, tiny_training_cases, log=lambda _: None)
+    start, tuned = load_model(unet_file), load_model(tmp_path / "run" / "model.pt")
+    assert tuned.arguments["width"] == 4 and tuned.arguments["depth"] == 2  # the given model's size
+    assert tuned.metadata["config"]["init"] == str(unet_file)
+    before, after = start.model.state_dict(), tuned.model.state_dict()
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+    from blobwatch.models import PaperCNN
+
+    save_model(tmp_path / "paper.pt", PaperCNN(), architecture="PaperCNN", arguments={}, metadata={})
+    wrong = FCNTrainConfig(outdir=str(tmp_path / "x"), init=str(tmp_path / "paper.pt"), progress=False)
+    with pytest.raises(ValueError, match="not a localizing model"):
+        train_fcn(wrong, tiny_training_cases, log=lambda _: None)
+
+
 # --------------------------------------------------------------------------------------------
 # the localizing detector as `detect` and the monitor run it
 # --------------------------------------------------------------------------------------------

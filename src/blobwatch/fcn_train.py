@@ -5,8 +5,12 @@ regression suite and its calibration split): raw sequences with several new blob
 each raw current image, differenced by the daily job's registration (`blobwatch.regression`
 caches them like the suite).  Patches of 128x128 are cut around every new blob (positives,
 centre anywhere in the patch), around existing blobs (where misregistration leaves dips) and at
-random; the target is a disc mask of each new blob.  The loop is plain PyTorch: Adam with a
-cosine learning rate, binary cross-entropy, random flips and quarter turns.
+random; the target is a disc mask of each new blob.  Optionally (``extra_stamps``) more blobs
+shaped like the training stamps, at zooms down to compact sizes, are injected into each raw
+current image as the generator does it (the current image times one minus the loss; the
+registered references are in its frame, so the difference changes by the same amount).  The
+loop is plain PyTorch: Adam with a one-cycle learning rate, binary cross-entropy, random flips
+and quarter turns; ``init`` fine-tunes an existing model instead of starting afresh.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 
 from blobwatch.regression import Case
 
-__all__ = ["FCNTrainConfig", "blob_mask", "cut_patches", "train_fcn"]
+__all__ = ["FCNTrainConfig", "blob_mask", "cut_patches", "inject_stamps", "train_fcn"]
 
 
 @dataclass
@@ -50,6 +54,12 @@ class FCNTrainConfig:
         BlobUNet size.
     pos_weight : float
         Weight of blob pixels in the cross-entropy.
+    extra_stamps : int
+        Extra stamp-shaped blobs injected into each training image (`inject_stamps`).
+    stamp_zoom : (float, float)
+        Zoom range of those stamps (the generator's is 0.8-1.3).
+    init : str or None
+        A localizing model file to fine-tune (its width and depth are used).
     seed : int
         Patch positions, augmentation, initialization.
     device : str
@@ -72,6 +82,9 @@ class FCNTrainConfig:
     width: int = 12
     depth: int = 3
     pos_weight: float = 5.0
+    extra_stamps: int = 0
+    stamp_zoom: tuple[float, float] = (0.6, 1.3)
+    init: str | None = None
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
@@ -95,14 +108,87 @@ def blob_mask(
     return mask
 
 
+def inject_stamps(
+    case: Case,
+    rng: np.random.Generator,
+    n: int,
+    stamps: Sequence[int],
+    *,
+    zoom: tuple[float, float] = (0.6, 1.3),
+    snr: tuple[float, float] = (5.0, 40.0),
+    max_depth: float = 0.3,
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """The case's difference with ``n`` more stamp-shaped blobs injected into its raw current image.
+
+    Each blob is one of ``stamps`` (ids in the shipped stamp file: pass the training stamps only),
+    rotated, flipped and zoomed, placed anywhere in the science area, with a depth for a
+    white-noise matched-filter S/N drawn log-uniformly from ``snr`` (at most ``max_depth``).
+    The current image is multiplied by one minus the loss; the references are registered to its
+    frame, so the difference loses ``loss x current``.
+
+    Returns
+    -------
+    (ndarray, list of dict)
+        The new difference (float32) and the injected blobs (``x``, ``y``, ``radius``, ``depth``,
+        ``stamp``), in the form of the case's truth.
+    """
+    from blobwatch.dataset import load_stamps
+    from blobwatch.stats import robust_sigma
+    from blobwatch.variation import _place_patch, _stamp_profile
+
+    table = load_stamps()
+    current = case.current.astype(np.float32)
+    loss = np.zeros_like(current)
+    sigma = robust_sigma(case.difference[np.isfinite(case.difference)])
+    size, margin = current.shape[0], case.border + 4
+    blobs = []
+    for _ in range(n):
+        stamp_id = int(stamps[int(rng.integers(len(stamps)))])
+        profile = np.rot90(table[stamp_id], int(rng.integers(4)))
+        if rng.uniform() < 0.5:
+            profile = profile[:, ::-1]
+        profile = _stamp_profile(np.ascontiguousarray(profile), float(rng.uniform(*zoom)))
+        y, x = rng.uniform(margin, size - 1 - margin, 2)
+        unit, where = _place_patch(current.shape, profile, float(y), float(x))
+        signal = float(np.sqrt(np.sum((unit * current[where]) ** 2)))
+        target = float(np.exp(rng.uniform(*np.log(snr))))
+        depth = float(np.clip(target * sigma / max(signal, 1e-12), 1e-4, max_depth))
+        loss[where] = 1.0 - (1.0 - loss[where]) * (1.0 - depth * unit)
+        blobs.append(
+            {
+                "x": float(x),
+                "y": float(y),
+                "radius": 0.35 * min(profile.shape),
+                "depth": depth,
+                "stamp": stamp_id,
+            }
+        )
+    return (case.difference - loss * current).astype(np.float32), blobs
+
+
 def cut_patches(
-    case: Case, rng: np.random.Generator, patch: int, negatives: int
+    case: Case,
+    rng: np.random.Generator,
+    patch: int,
+    negatives: int,
+    *,
+    extra_stamps: int = 0,
+    stamps: Sequence[int] = (),
+    stamp_zoom: tuple[float, float] = (0.6, 1.3),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Input planes ``(n, 2, patch, patch)`` float16 and masks ``(n, patch, patch)`` uint8 of one case."""
+    """Input planes ``(n, 2, patch, patch)`` float16 and masks ``(n, patch, patch)`` uint8 of one case.
+
+    With ``extra_stamps`` (and the ``stamps`` they may be drawn from), that many more blobs are
+    injected first (`inject_stamps`), each with a patch of its own.
+    """
     from blobwatch.fcn import fcn_inputs
 
-    planes = fcn_inputs(case.difference, case.reference)
-    blobs = case.truth.get("blobs") or ([case.blob] if case.blob else [])
+    blobs = list(case.truth.get("blobs") or ([case.blob] if case.blob else []))
+    difference = case.difference
+    if extra_stamps:
+        difference, extra = inject_stamps(case, rng, extra_stamps, stamps, zoom=stamp_zoom)
+        blobs += extra
+    planes = fcn_inputs(difference, case.reference)
     mask = blob_mask(planes.shape[1:], blobs)
     size = planes.shape[1]
     centres = [
@@ -162,7 +248,17 @@ def train_fcn(
     t0 = time.perf_counter()
     parts: dict[bool, list[tuple[np.ndarray, np.ndarray]]] = {False: [], True: []}
     for case in cases:
-        parts[case.seed in val_seeds].append(cut_patches(case, rng, cfg.patch, cfg.negatives_per_case))
+        parts[case.seed in val_seeds].append(
+            cut_patches(
+                case,
+                rng,
+                cfg.patch,
+                cfg.negatives_per_case,
+                extra_stamps=cfg.extra_stamps,
+                stamps=cfg.extra.get("stamps", ()),
+                stamp_zoom=cfg.stamp_zoom,
+            )
+        )
         case.release()
     data = {
         v: (np.concatenate([p[0] for p in ps]), np.concatenate([p[1] for p in ps]))
@@ -176,7 +272,16 @@ def train_fcn(
         f"({patch_seconds:.0f} s)"
     )
 
-    model = BlobUNet(in_channels=2, width=cfg.width, depth=cfg.depth).to(device)
+    if cfg.init:
+        from blobwatch.modelfile import load_model
+
+        initial = load_model(cfg.init)
+        if initial.architecture != "BlobUNet":
+            raise ValueError(f"{cfg.init}: not a localizing model ({initial.architecture})")
+        cfg.width, cfg.depth = int(initial.arguments["width"]), int(initial.arguments["depth"])
+        model = initial.model.to(device)
+    else:
+        model = BlobUNet(in_channels=2, width=cfg.width, depth=cfg.depth).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     steps = cfg.epochs * math.ceil(len(x_train) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)

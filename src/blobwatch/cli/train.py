@@ -179,6 +179,19 @@ def register(subparsers: Any) -> None:
     f.add_argument(
         "--width", type=_count(2), default=12, help="channels of the first U-Net level (default 12)"
     )
+    f.add_argument(
+        "--extra-stamps",
+        type=_count(0),
+        default=0,
+        help="more blobs shaped like the 15 training stamps injected into each raw training image "
+        "(zoom 0.6-1.3, down to compact sizes; default 0)",
+    )
+    f.add_argument(
+        "--init",
+        metavar="MODEL",
+        default=None,
+        help="fine-tune this localizing model instead of starting afresh",
+    )
     add_calibrated_training_options(f)
     f.add_argument(
         "--recalibrate",
@@ -340,6 +353,7 @@ def _train_fcn(args: argparse.Namespace) -> int:
 
     from blobwatch.classifier import resolve_device
     from blobwatch.cli.regress import default_cache
+    from blobwatch.errors import InputError
     from blobwatch.fcn_train import FCNTrainConfig, train_fcn
     from blobwatch.modelfile import load_model
     from blobwatch.regression import SuiteSpec, build_suite
@@ -353,6 +367,8 @@ def _train_fcn(args: argparse.Namespace) -> int:
         threshold = _calibrate_fcn(Path(args.recalibrate), args, cache, progress)
         print(f"model: {args.recalibrate} (threshold {threshold:.4f} on the calibration split)")
         return 0
+    if args.init and load_model(args.init).architecture != "BlobUNet":
+        raise InputError(args.init, "not a localizing (BlobUNet) model file")
     cfg = FCNTrainConfig(
         outdir=args.out,
         cache=str(cache),
@@ -365,6 +381,8 @@ def _train_fcn(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         threads=args.threads,
+        extra_stamps=args.extra_stamps,
+        init=args.init,
         extra={"stamps": list(training_stamps())},
     )
     t0 = time.perf_counter()
