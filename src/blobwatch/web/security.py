@@ -1,5 +1,5 @@
 """Security of the review app: loopback detection, the Host allow-list, the write token and CSRF
-protection.
+protection, and the Content-Security-Policy of the responses (`CSP`).
 
 Every request must name an allowed host in its ``Host`` header (`host_allowed`): the loopback
 names, plus those given with ``blobwatch serve --allowed-host``.  A page from a hostile name that
@@ -42,6 +42,14 @@ AUTH_COOKIE = "bw_write"
 TOKEN_HEADER = "x-blobwatch-token"
 #: Environment variable that holds the write token for ``blobwatch serve``.
 TOKEN_ENV = "BLOBWATCH_TOKEN"
+#: Content-Security-Policy of every response: nothing from other origins, no inline scripts
+#: or styles, no framing.
+CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+)
+#: Pages with the pixel viewer: BokehJS styles its widgets inline (scripts stay 'self').
+CSP_VIEWER = CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
 
 
 def is_loopback(host: str) -> bool:
