@@ -750,6 +750,16 @@ def test_failure_throttle_forgets_failures_after_its_window() -> None:
     assert throttle.retry_after("a") == 0.0
 
 
+def test_failure_throttle_remembers_at_most_max_clients() -> None:
+    """A bounded memory (`blobwatch.lru.LRUCache`): the least recently seen client is forgotten."""
+    throttle = FailureThrottle(limit=1, window=60.0, clock=lambda: 1000.0, max_clients=2)
+    throttle.failed("a")
+    throttle.failed("b")
+    assert throttle.retry_after("a") == 60.0  # "a" asked again: now "b" is the least recent
+    throttle.failed("c")
+    assert [throttle.retry_after(c) for c in "abc"] == [60.0, 0.0, 60.0]
+
+
 @pytest.mark.parametrize(("scheme", "secure"), [("https", True), ("http", False)])
 def test_cookies_are_secure_when_served_over_https(
     fresh_db: str, monitor_db: dict, scheme: str, secure: bool

@@ -26,11 +26,13 @@ import ipaddress
 import secrets
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Collection
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
+
+from blobwatch.lru import LRUCache
 
 #: Cookie that holds the random CSRF value.
 CSRF_COOKIE = "bw_csrf"
@@ -109,7 +111,8 @@ class FailureThrottle:
     clock : callable
         Monotonic time in seconds (a fake one in tests).
     max_clients : int
-        Clients remembered (the least recently failing ones are forgotten first).
+        Clients remembered (`blobwatch.lru.LRUCache`: the least recently seen, failing or
+        asking, are forgotten first).
     """
 
     def __init__(
@@ -120,12 +123,12 @@ class FailureThrottle:
         clock: Callable[[], float] = time.monotonic,
         max_clients: int = 4096,
     ) -> None:
-        self.limit, self.window, self._clock, self._max = int(limit), float(window), clock, int(max_clients)
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self.limit, self.window, self._clock = int(limit), float(window), clock
+        self._failures: LRUCache[deque[float]] = LRUCache(max_clients)
         self._lock = threading.Lock()
 
     def _recent(self, client: str, now: float) -> deque[float]:
-        times = self._failures.get(client, deque())
+        times = self._failures.peek(client) or deque()
         while times and times[0] <= now - self.window:
             times.popleft()
         return times
@@ -143,10 +146,7 @@ class FailureThrottle:
             now = self._clock()
             times = self._recent(client, now)
             times.append(now)
-            self._failures[client] = times
-            self._failures.move_to_end(client)
-            while len(self._failures) > self._max:
-                self._failures.popitem(last=False)
+            self._failures.put(client, times)
 
 
 class Guard:
