@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import enum
+import io
 import json
+import pickle
+from pathlib import Path
 
 import numpy as np
+import pytest
 from astropy.stats import mad_std
 
-from blobwatch.stats import jsonable, robust_sigma, zscale_limits
+from blobwatch.stats import MAD_TO_SIGMA, jsonable, robust_sigma, zscale_limits
 
 
 def test_robust_sigma_is_the_mad_standard_deviation_and_ignores_outliers() -> None:
@@ -44,3 +49,72 @@ def test_the_web_app_and_the_reports_use_the_one_definition() -> None:
     from blobwatch import stats
 
     assert render.zscale_limits is stats.zscale_limits and report.zscale_limits is stats.zscale_limits
+
+
+def test_robust_sigma_along_an_axis_is_the_per_slice_value() -> None:
+    """One value per subframe, as the matched filter and the autoencoder's error maps use it: the
+    same bits as the per-subframe hand-written MAD those modules had."""
+    flat = np.random.default_rng(2).normal(0.0, 0.5, (7, 4096)).astype(np.float32)
+    per_row = robust_sigma(flat, axis=1)
+    assert per_row.dtype == np.float32 and per_row.shape == (7,)
+    med = np.median(flat, axis=1)
+    assert np.array_equal(per_row, np.median(np.abs(flat - med[:, None]), axis=1) * MAD_TO_SIGMA)
+    assert np.allclose(per_row, [robust_sigma(row) for row in flat], rtol=1e-6)
+    cube = flat.reshape(7, 64, 64)
+    assert np.array_equal(robust_sigma(cube, axis=(1, 2)), per_row)
+
+
+class _Kind(enum.IntEnum):
+    DISC = 1
+
+
+class _Name(str, enum.Enum):
+    RING = "ring"
+
+
+def test_jsonable_makes_what_weights_only_loading_accepts() -> None:
+    """What train's private `_plain` (a JSON round trip) did and `jsonable` did not: enums made
+    plain, numpy datetimes and bytes as text, bool/None keys as JSON writes them."""
+    import torch
+
+    value = {
+        "kind": _Kind.DISC,
+        "name": _Name.RING,
+        "when": np.datetime64("2026-12-07T23:00:00"),
+        "raw": np.bytes_(b"x"),
+        True: 1,
+        None: np.float32(2.5),
+        "path": Path("/tmp/m.pt"),
+        "nan": float("nan"),
+    }
+    plain = jsonable(value)
+    assert type(plain["kind"]) is int and plain["kind"] == 1
+    assert type(plain["name"]) is str and plain["name"] == "ring"
+    assert plain["when"] == "2026-12-07 23:00:00" and plain["raw"] == "b'x'"
+    assert plain["true"] == 1 and plain["null"] == 2.5 and plain["path"] == "/tmp/m.pt"
+    # the JSON round trip train used to make gives the same (NaN aside: NaN != NaN)
+    assert json.loads(json.dumps(plain)).keys() == plain.keys()
+    buf = io.BytesIO()
+    torch.save({"metadata": plain}, buf)
+    buf.seek(0)
+    assert torch.load(buf, weights_only=True)["metadata"]["name"] == "ring"
+    raw = io.BytesIO()
+    torch.save({"metadata": {"name": _Name.RING}}, raw)
+    raw.seek(0)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        torch.load(raw, weights_only=True)
+
+
+def test_no_private_copies_of_the_json_cleaning_the_mad_or_an_lru_cache() -> None:
+    """Issue 11, item 16: `blobwatch.stats` and `blobwatch.lru` are the one definition."""
+    src = Path(__file__).resolve().parents[1] / "src" / "blobwatch"
+    found = []
+    for path in sorted(src.rglob("*.py")):
+        text = path.read_text()
+        name = path.relative_to(src).as_posix()
+        for pattern in ("def _plain(", "def _jsonable(", "median(np.abs(", "* 1.4826", "1.4826 *"):
+            if pattern in text and name != "stats.py":
+                found.append(f"{name}: {pattern}")
+        if "OrderedDict(" in text and name != "lru.py":
+            found.append(f"{name}: OrderedDict")
+    assert found == []

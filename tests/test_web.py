@@ -752,6 +752,16 @@ def test_failure_throttle_forgets_failures_after_its_window() -> None:
     assert throttle.retry_after("a") == 0.0
 
 
+def test_failure_throttle_remembers_at_most_max_clients() -> None:
+    """A bounded memory (`blobwatch.lru.LRUCache`): the least recently seen client is forgotten."""
+    throttle = FailureThrottle(limit=1, window=60.0, clock=lambda: 1000.0, max_clients=2)
+    throttle.failed("a")
+    throttle.failed("b")
+    assert throttle.retry_after("a") == 60.0  # "a" asked again: now "b" is the least recent
+    throttle.failed("c")
+    assert [throttle.retry_after(c) for c in "abc"] == [60.0, 0.0, 60.0]
+
+
 @pytest.mark.parametrize(("scheme", "secure"), [("https", True), ("http", False)])
 def test_cookies_are_secure_when_served_over_https(
     fresh_db: str, monitor_db: dict, scheme: str, secure: bool
@@ -1477,3 +1487,30 @@ def test_figures_are_made_once_and_slow_ones_hold_up_nothing() -> None:
     for t in threads:
         t.join()
     assert results == [b"slow"] * 3 and memo.made == 2
+
+
+def test_two_apps_in_one_process_keep_their_own_state(monitor_db: dict, tmp_path: Path) -> None:
+    """The routers are module-level (`blobwatch.web.routes_*`): each request must find its own app's
+    state (`app.state.web`), never another app's database, token, CSRF secret or Host list."""
+    from blobwatch.web.state import AppState
+
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    open_database(url)
+    full = create_app(monitor_db["url"], monitor_db["reports"])
+    locked = create_app(url, token="s3cret", require_token=True, allowed_hosts=["review.example"])
+    assert isinstance(full.state.web, AppState) and full.state.web is not locked.state.web
+    assert full.state.guard is full.state.web.guard and full.state.pixels is full.state.web.pixels
+    a, b = _client(full), _client(locked)
+    assert len(a.get("/api/images").json()) == 6 and b.get("/api/images").json() == []
+    assert "read-only: unlock" in b.get("/queue").text and "read-only" not in a.get("/queue").text
+    assert TestClient(locked, base_url="http://review.example").get("/api/images").status_code == 200
+    assert TestClient(full, base_url="http://review.example").get("/api/images").status_code == 400
+    # a form token of one app is refused by the other (each has its own CSRF secret)
+    token = _csrf(a)
+    b.cookies.set(CSRF_COOKIE, a.cookies[CSRF_COOKIE])
+    answer = b.post("/unlock", data={CSRF_FIELD: token, "token": "s3cret"}, follow_redirects=False)
+    assert answer.status_code == 403 and "cross-site" in answer.text
+    answer = b.post(
+        "/unlock", data={CSRF_FIELD: _csrf(b, "/unlock"), "token": "s3cret"}, follow_redirects=False
+    )
+    assert answer.status_code == 303 and answer.headers["location"] == "/queue?done=unlocked"

@@ -30,10 +30,9 @@ def matched_filter_maps(subframes: np.ndarray, sigmas: tuple[float, ...] = DEFAU
     ndarray, float32
         Same shape as ``subframes``: the best significance (in robust sigma) at each pixel.
     """
-    from astropy.stats import median_absolute_deviation
     from scipy import ndimage
 
-    from blobwatch.stats import MAD_TO_SIGMA
+    from blobwatch.stats import robust_sigma
 
     x = np.asarray(subframes, dtype=np.float32)
     single = x.ndim == 2
@@ -45,7 +44,7 @@ def matched_filter_maps(subframes: np.ndarray, sigmas: tuple[float, ...] = DEFAU
     for s in sigmas:
         sm = ndimage.gaussian_filter(x, sigma=(0.0, s, s), mode="reflect")
         med = np.median(sm, axis=(1, 2), keepdims=True)
-        mad = MAD_TO_SIGMA * median_absolute_deviation(sm, axis=(1, 2))[:, None, None]
+        mad = robust_sigma(sm, axis=(1, 2))[:, None, None]
         np.maximum(best, (sm - med) / np.maximum(mad, 1e-6), out=best)
     return best[0] if single else best
 

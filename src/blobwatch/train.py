@@ -25,6 +25,7 @@ import numpy as np
 
 from blobwatch.atomic import atomic_path, write_text_atomic
 from blobwatch.errors import InputError
+from blobwatch.stats import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -208,20 +209,6 @@ def plot_history(history: list[dict[str, Any]], path: str | Path) -> None:
     ax2.set(xlabel="epoch", ylabel="rate", ylim=(0.4, 1.01))
     ax2.legend(fontsize=8)
     save_png(fig, path, dpi=110)
-
-
-def _plain(obj: Any) -> Any:
-    """Round-trip through JSON so the metadata holds only types ``weights_only`` loading accepts."""
-    import json
-
-    def conv(o: Any) -> Any:
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        return str(o)
-
-    return json.loads(json.dumps(obj, default=conv))
 
 
 def _versions() -> dict[str, str]:
@@ -437,7 +424,7 @@ def train(config: TrainConfig, *, on_epoch: Callable[[int, Any], None] | None = 
             "history": history,
         },
     }
-    metadata = _plain(metadata)
+    metadata = jsonable(metadata)  # only the types weights_only loading accepts
     save_model(
         model_path,
         model.to("cpu").to(memory_format=torch.contiguous_format),  # type: ignore[call-overload]

@@ -94,7 +94,7 @@ def error_maps(
     """
     from scipy import ndimage
 
-    from blobwatch.stats import MAD_TO_SIGMA
+    from blobwatch.stats import robust_sigma
 
     if mode not in ("signed", "squared"):
         raise ValueError(f"mode must be 'signed' or 'squared', got {mode!r}")
@@ -104,6 +104,6 @@ def error_maps(
     smooth = ndimage.gaussian_filter(resid, sigma=(0, sigma, sigma), mode="reflect").astype(np.float32)
     flat = smooth.reshape(len(smooth), -1)
     med = np.median(flat, axis=1)
-    mad = np.median(np.abs(flat - med[:, None]), axis=1) * MAD_TO_SIGMA
+    mad = robust_sigma(flat, axis=1)
     mad = np.where(mad > 0, mad, 1.0).astype(np.float32)
     return ((smooth - med[:, None, None]) / mad[:, None, None]).astype(np.float32)

@@ -1,5 +1,5 @@
 """Security of the review app: loopback detection, the Host allow-list, the write token and CSRF
-protection.
+protection, and the Content-Security-Policy of the responses (`CSP`).
 
 Every request must name an allowed host in its ``Host`` header (`host_allowed`): the loopback
 names, plus those given with ``blobwatch serve --allowed-host``.  A page from a hostile name that
@@ -26,11 +26,13 @@ import ipaddress
 import secrets
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Collection
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
+
+from blobwatch.lru import LRUCache
 
 #: Cookie that holds the random CSRF value.
 CSRF_COOKIE = "bw_csrf"
@@ -42,6 +44,14 @@ AUTH_COOKIE = "bw_write"
 TOKEN_HEADER = "x-blobwatch-token"
 #: Environment variable that holds the write token for ``blobwatch serve``.
 TOKEN_ENV = "BLOBWATCH_TOKEN"
+#: Content-Security-Policy of every response: nothing from other origins, no inline scripts
+#: or styles, no framing.
+CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+)
+#: Pages with the pixel viewer: BokehJS styles its widgets inline (scripts stay 'self').
+CSP_VIEWER = CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
 
 
 def is_loopback(host: str) -> bool:
@@ -101,7 +111,8 @@ class FailureThrottle:
     clock : callable
         Monotonic time in seconds (a fake one in tests).
     max_clients : int
-        Clients remembered (the least recently failing ones are forgotten first).
+        Clients remembered (`blobwatch.lru.LRUCache`: the least recently seen, failing or
+        asking, are forgotten first).
     """
 
     def __init__(
@@ -112,12 +123,12 @@ class FailureThrottle:
         clock: Callable[[], float] = time.monotonic,
         max_clients: int = 4096,
     ) -> None:
-        self.limit, self.window, self._clock, self._max = int(limit), float(window), clock, int(max_clients)
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self.limit, self.window, self._clock = int(limit), float(window), clock
+        self._failures: LRUCache[deque[float]] = LRUCache(max_clients)
         self._lock = threading.Lock()
 
     def _recent(self, client: str, now: float) -> deque[float]:
-        times = self._failures.get(client, deque())
+        times = self._failures.peek(client) or deque()
         while times and times[0] <= now - self.window:
             times.popleft()
         return times
@@ -135,10 +146,7 @@ class FailureThrottle:
             now = self._clock()
             times = self._recent(client, now)
             times.append(now)
-            self._failures[client] = times
-            self._failures.move_to_end(client)
-            while len(self._failures) > self._max:
-                self._failures.popitem(last=False)
+            self._failures.put(client, times)
 
 
 class Guard:
