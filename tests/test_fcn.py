@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -262,6 +263,7 @@ def test_train_fcn_fine_tunes_a_given_model(
     start, tuned = load_model(unet_file), load_model(tmp_path / "run" / "model.pt")
     assert tuned.arguments["width"] == 4 and tuned.arguments["depth"] == 2  # the given model's size
     assert tuned.metadata["config"]["init"] == str(unet_file)
+    assert tuned.metadata["init_sha256"] == hashlib.sha256(unet_file.read_bytes()).hexdigest()
     before, after = start.model.state_dict(), tuned.model.state_dict()
     assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
     from blobwatch.models import PaperCNN

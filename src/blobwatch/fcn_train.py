@@ -15,6 +15,7 @@ and quarter turns; ``init`` fine-tunes an existing model instead of starting afr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -341,6 +342,9 @@ def train_fcn(
         "threshold": 0.5,
         "torch": str(torch.__version__),
     }
+    if cfg.init:  # the starting point, by content: its path may later hold another model
+        metadata["init_sha256"] = hashlib.sha256(Path(cfg.init).read_bytes()).hexdigest()
+        metadata["init_training_seconds"] = (initial.metadata.get("training") or {}).get("train_seconds")
     save_model(
         out / "model.pt",
         model.cpu(),
