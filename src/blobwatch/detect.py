@@ -23,7 +23,9 @@ See ``docs/detect.md`` for the algorithm, its parameters and measured speed.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -369,12 +371,17 @@ def matched_filter(image: np.ndarray, sigmas: tuple[float, ...], background_sigm
     two_pi2 = np.float32(2.0 * math.pi**2)
     highpass = 1.0 - np.exp(-two_pi2 * np.float32(background_sigma**2) * f2)
     out = np.empty((len(sigmas), *img.shape), dtype=np.float32)
-    for k, sigma in enumerate(sigmas):
-        transfer = np.exp(-two_pi2 * np.float32(sigma**2) * f2) * highpass
+
+    def one(k: int) -> None:
+        transfer = np.exp(-two_pi2 * np.float32(sigmas[k] ** 2) * f2) * highpass
         smooth = sp_fft.irfft2(spectrum * transfer, s=(rows, cols), workers=1)
         smooth = smooth[pad : pad + img.shape[0], pad : pad + img.shape[1]]
         noise = robust_sigma(smooth[::3, ::3])
         out[k] = smooth / noise if noise > 0 else 0.0
+
+    # the scales are independent; FFTs and medians release the GIL
+    with ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, 8, len(sigmas)) or 1) as pool:
+        list(pool.map(one, range(len(sigmas))))
     return out
 
 

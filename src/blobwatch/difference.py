@@ -16,6 +16,7 @@ image, ``current(y, x) ~ reference(y - dy, x - dx)``, the same sign as `scipy.nd
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -27,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import fft as sp_fft
@@ -37,6 +39,9 @@ from blobwatch.fits_io import BlobImage, format_shape
 from blobwatch.lru import LRUCache
 from blobwatch.names import header_name
 from blobwatch.stats import robust_sigma
+
+if TYPE_CHECKING:
+    from blobwatch.refstore import ReferenceStore
 
 __all__ = [
     "DifferenceResult",
@@ -158,12 +163,19 @@ class DifferenceResult:
 
 
 def _nan_median_rows(block: np.ndarray) -> np.ndarray:
-    """NaN-aware median along axis 0 of a (n, rows, cols) block, by sorting (NaN sorts last)."""
-    ordered = np.sort(block, axis=0)
-    count = np.isfinite(block).sum(axis=0)
-    lo = np.maximum((count - 1) // 2, 0)[None]
-    hi = np.maximum(count // 2, 0)[None]
-    med = 0.5 * (np.take_along_axis(ordered, lo, axis=0)[0] + np.take_along_axis(ordered, hi, axis=0)[0])
+    """NaN-aware median along axis 0 of a (n, rows, cols) block, by sorting (NaN sorts last).
+
+    The block is transposed to (rows, cols, n) first: numpy sorts along a contiguous last axis
+    with SIMD kernels, about 3x faster than along the strided first axis (the copy included).
+    """
+    ordered = np.moveaxis(block, 0, -1).copy()
+    ordered.sort(axis=-1)
+    count = np.isfinite(ordered).sum(axis=-1)
+    lo = np.maximum((count - 1) // 2, 0)[..., None]
+    hi = np.maximum(count // 2, 0)[..., None]
+    med = 0.5 * (
+        np.take_along_axis(ordered, lo, axis=-1)[..., 0] + np.take_along_axis(ordered, hi, axis=-1)[..., 0]
+    )
     med[count == 0] = np.nan
     return med.astype(np.float32, copy=False)
 
@@ -606,14 +618,20 @@ class PreparedCache:
     identical with and without the cache.  Images are keyed by the SHA-256 of their file
     (``BlobImage.provenance['sha256']``); images without one are not cached.
 
+    With a ``store`` (`blobwatch.refstore.ReferenceStore`), preparations are also kept on disk
+    between runs and loaded memory-mapped: a daily job then prepares only the new image.
+
     Parameters
     ----------
     capacity : int
-        Images kept (about 6 MB each at 1024x1024).
+        Images kept in memory (about 6 MB each at 1024x1024).
+    store : blobwatch.refstore.ReferenceStore, optional
+        Disk store consulted on a miss in memory, and written on a computed preparation.
     """
 
-    def __init__(self, capacity: int = SEED_REFERENCES + 1) -> None:
+    def __init__(self, capacity: int = SEED_REFERENCES + 1, *, store: ReferenceStore | None = None) -> None:
         self._cache: LRUCache[_Prepared] = LRUCache(capacity)
+        self.store = store
 
     @property
     def hits(self) -> int:
@@ -636,10 +654,29 @@ class PreparedCache:
         cached = self._cache.get(key) if key is not None else None
         if cached is not None:
             return cached
-        prepared = frame.prepare(np.asarray(image.data, dtype=np.float32))
+        stored = None
+        if key is not None and self.store is not None:
+            name = _store_name(frame)
+            stored = self.store.arrays(key[0], name, ("spectrum", "masks"))
+        if stored is not None and stored["masks"].shape == frame.shape:
+            masks = np.asarray(stored["masks"])
+            prepared = _Prepared(valid=(masks & 2) > 0, finite=(masks & 1) > 0, spectrum=stored["spectrum"])
+        else:
+            prepared = frame.prepare(np.asarray(image.data, dtype=np.float32))
+            if key is not None and self.store is not None:
+                masks = prepared.finite.astype(np.uint8) | (prepared.valid.astype(np.uint8) << 1)
+                self.store.put_arrays(
+                    key[0], _store_name(frame), {"spectrum": prepared.spectrum, "masks": masks}
+                )
         if key is not None:
             self._cache.put(key, prepared)
         return prepared
+
+
+def _store_name(frame: _Frame) -> str:
+    """Name of a preparation in a `ReferenceStore`: the shape and registration parameters' digest."""
+    text = repr((frame.shape, dataclasses.astuple(frame.params)))
+    return "prep-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _prepare_with(cache: PreparedCache | None, image: BlobImage, frame: _Frame) -> _Prepared:

@@ -90,6 +90,9 @@ log = logging.getLogger(__name__)
 #: docs/regression.md): the localizing network, and the seed's chain (`blobwatch.detect.detect`).
 DETECTORS = ("fcn", "paper")
 
+#: The reference store's folder inside the reports folder (`MonitorSettings.reference_store`).
+STORE_FOLDER = ".reference-store"
+
 #: File names the inbox scan picks up (case-insensitive).
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
 
@@ -126,6 +129,12 @@ class MonitorSettings:
         Blob images kept in memory between images of one run (each 4 MiB at 1024x1024).
     base_url : str or None
         Address of the review app (``blobwatch serve``) that notifications link to.
+    reference_store : bool
+        Keep every image's pixels and registration preparation on disk
+        (`blobwatch.refstore.ReferenceStore`), so that a daily run reads and prepares only the
+        new image; results are identical without it.
+    store_dir : str or None
+        The store's folder; ``<reports>/.reference-store`` when None.
     """
 
     n_references: int = 30
@@ -140,6 +149,8 @@ class MonitorSettings:
     stale_after: _dt.timedelta = _dt.timedelta(minutes=30)
     cache_images: int = 40
     base_url: str | None = None
+    reference_store: bool = True
+    store_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
@@ -259,24 +270,41 @@ class _ImageCache:
     """A small LRU cache of `BlobImage` objects keyed by SHA-256 (one read per file per run).
 
     ``prepared`` optionally holds a `blobwatch.difference.PreparedCache`, so that a run that
-    processes several images prepares each reference for registration once.
+    processes several images prepares each reference for registration once.  ``store``
+    optionally holds a `blobwatch.refstore.ReferenceStore`: images it holds (for an unchanged
+    file) are loaded from it instead of being read, and images read are added to it.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, store: Any = None) -> None:
         self._images: LRUCache[Any] = LRUCache(capacity)
         self.capacity = self._images.capacity
         self.reads = 0
         self.prepared: Any = None
+        self.store = store
+
+    def _stored(self, image: Image | ImageFile) -> Any:
+        """The image from the store (None when absent or its file changed), kept in memory."""
+        if self.store is None:
+            return None
+        blob = self.store.image(image.sha256, image.path)
+        if blob is not None:
+            self.put(image.sha256, blob)
+        return blob
 
     def put(self, sha: str, image: Any) -> None:
         self._images.put(sha, image)
 
     def get(self, image: Image | ImageFile) -> Any:
         from blobwatch.fits_io import read_blob_image
+        from blobwatch.refstore import file_state
 
         cached = self._images.get(image.sha256)
         if cached is not None:
             return cached
+        stored = self._stored(image)
+        if stored is not None:
+            return stored
+        state = file_state(image.path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             blob = read_blob_image(image.path)
@@ -284,22 +312,28 @@ class _ImageCache:
         if blob.provenance.get("sha256") not in (None, image.sha256):
             raise InputError(image.path, "file changed since it was registered")
         self.put(image.sha256, blob)
+        if self.store is not None:
+            self.store.put_image(blob, state)
         return blob
 
     def get_many(self, images: Sequence[Image | ImageFile]) -> list[Any]:
         """Blob images for several rows, the missing ones read in parallel threads."""
         from blobwatch.fits_io import read_blob_images
+        from blobwatch.refstore import file_state
 
-        missing = [im for im in images if im.sha256 not in self._images]
+        missing = [im for im in images if im.sha256 not in self._images and self._stored(im) is None]
         if missing:
+            states = [file_state(im.path) for im in missing]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 blobs = read_blob_images([im.path for im in missing])
             self.reads += len(missing)
-            for im, blob in zip(missing, blobs, strict=True):
+            for im, blob, state in zip(missing, blobs, states, strict=True):
                 if blob.provenance.get("sha256") not in (None, im.sha256):
                     raise InputError(im.path, "file changed since it was registered")
                 self.put(im.sha256, blob)
+                if self.store is not None:
+                    self.store.put_image(blob, state)
         return [self.get(im) for im in images]
 
 
@@ -312,6 +346,7 @@ def register_files(
     of ``b"unreadable\\0" + path`` (its content is unknown); once readable it is a new image.
     """
     from blobwatch.fits_io import FilterWarning, file_sha256, read_blob_image
+    from blobwatch.refstore import file_state
 
     new = 0
     rejected: list[ImageOutcome] = []
@@ -322,8 +357,11 @@ def register_files(
         session.rollback()  # end the read; every write below is its own short transaction
         for path in paths:
             unreadable = None
-            try:
-                sha = file_sha256(path)
+            state = file_state(path)
+            try:  # an unchanged file (size and mtime) that the store knows is not hashed again
+                sha = (cache.store.known_sha256(path) if cache.store is not None else None) or file_sha256(
+                    path
+                )
             except OSError as exc:  # recorded (once per path) so that a cron job notices
                 unreadable = f"cannot read file ({exc.strerror or exc})"
                 sha = hashlib.sha256(b"unreadable\0" + os.fsencode(path)).hexdigest()
@@ -348,6 +386,8 @@ def register_files(
                     row.rows, row.cols = (int(n) for n in blob.data.shape)
                     if len(paths) - len(known) <= cache.capacity // 2:  # a daily run: keep it for processing
                         cache.put(sha, blob)
+                    if cache.store is not None and blob.provenance.get("sha256") == sha:
+                        cache.store.put_image(blob, state)
                 except InputError as exc:
                     row.status, row.reason = "rejected", exc.problem
                 except Exception as exc:  # an unforeseen defect of one file must not stop the others
@@ -1082,7 +1122,10 @@ def run_monitor(
     urls = list(notify or [])
     cache = _ImageCache(max(settings.cache_images, settings.n_references + 2))
     reports_path, session_factory, summary = _start_run(inbox, db, reports, settings, cache, echo)
-    if settings.register:
+    if settings.register:  # consecutive images share references: prepare each once (and keep it)
+        from blobwatch.difference import PreparedCache
+
+        cache.prepared = PreparedCache(settings.n_references + 1, store=cache.store)
         _measure_new_offsets(session_factory, lambda frame, images: measure_offsets(frame, images, cache))
     worker = worker_name()
     ready = _ready_images(session_factory, settings)
@@ -1090,10 +1133,6 @@ def run_monitor(
     loaded = (
         _load_model(model, classifier, settings) if ready else None
     )  # before any claim: a bad model claims nothing
-    if len(ready) > 1 and settings.register:  # consecutive images share references: prepare each once
-        from blobwatch.difference import PreparedCache
-
-        cache.prepared = PreparedCache(settings.n_references + 1)
     bar, echo_line = progress_bar(progress, len(ready), "monitor", echo)
     try:
         for iid in ready:
@@ -1170,6 +1209,10 @@ def _start_run(
         )
     reports_path = (Path(reports) if reports is not None else Path.cwd() / "blobwatch-reports").resolve()
     reports_path.mkdir(parents=True, exist_ok=True)
+    if settings.reference_store:
+        from blobwatch.refstore import ReferenceStore
+
+        cache.store = ReferenceStore(settings.store_dir or reports_path / STORE_FOLDER)
     session_factory = (
         db
         if isinstance(db, sessionmaker)
