@@ -5,7 +5,8 @@ Run: ``.venv/bin/python benchmarks/bench_monitor.py [--repeat 3] [--model PATH]`
 A simulated 31-day 1024x1024 sequence is written to a temporary inbox; days 0-29 are registered
 in a fresh SQLite database and marked processed, as on the day before (not timed).  Then day 30 arrives and ``run_monitor`` is timed, best
 of ``--repeat`` (the database is restored between repeats): discovery and hashing of 31 files,
-registration of the new one, reading the 30 references, registered difference, preparation,
+registration of the new one, reading the 30 references (from the reference store that the run of
+the day before filled, ``<reports>/.reference-store``; kept between repeats), registered difference, preparation,
 16-subframe classification, candidate localization, saliency maps, the report pages, the
 database transaction and a notification to a local JSON webhook.
 
@@ -35,6 +36,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def _clear_reports(reports: Path) -> None:
+    """Remove the report pages of the day, keeping the reference store (as on the day before)."""
+    from blobwatch.monitor.runner import STORE_FOLDER
+
+    for path in reports.glob("*") if reports.exists() else ():
+        if path.name != STORE_FOLDER:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                 Session.kw["bind"].dispose()
                 with sqlite3.connect(snapshot) as a, sqlite3.connect(db_file) as b:
                     a.backup(b)
-                shutil.rmtree(root / "reports", ignore_errors=True)
+                _clear_reports(root / "reports")
                 t, c = time.perf_counter(), time.process_time()
                 summary = run_monitor(
                     inbox,
@@ -145,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         Session.kw["bind"].dispose()
         with sqlite3.connect(snapshot) as a, sqlite3.connect(db_file) as b:
             a.backup(b)
-        shutil.rmtree(root / "reports", ignore_errors=True)
+        _clear_reports(root / "reports")
         exe = Path(sys.executable).with_name("blobwatch")
         load = os.getloadavg()[0]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -170,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         command_time = time.perf_counter() - t
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         command_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        command_rss = after.ru_maxrss / 1024  # KiB on Linux: the largest child, i.e. the command
         if proc.returncode != 0:
             print(proc.stdout, proc.stderr, file=sys.stderr)
 
@@ -186,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{f'blobwatch monitor command, fresh process (exit {proc.returncode})':62} {command_time:7.2f} "
         f"{command_time / bt:6.2f} {command_cpu:7.2f} {command_cpu / bc:6.2f}"
     )
+    print(f"peak RSS of the blobwatch monitor command: {command_rss:.0f} MiB")
     print(
         "steps of the best in-process run (wall s): "
         + ", ".join(f"{k} {v:.2f}" for k, v in runs[best].items())

@@ -16,9 +16,11 @@ image, ``current(y, x) ~ reference(y - dy, x - dx)``, the same sign as `scipy.nd
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
+import mmap
 import os
 import threading
 import warnings
@@ -618,8 +620,9 @@ class PreparedCache:
     identical with and without the cache.  Images are keyed by the SHA-256 of their file
     (``BlobImage.provenance['sha256']``); images without one are not cached.
 
-    With a ``store`` (`blobwatch.refstore.ReferenceStore`), preparations are also kept on disk
-    between runs and loaded memory-mapped: a daily job then prepares only the new image.
+    With a ``store`` (`blobwatch.refstore.ReferenceStore`), preparations are kept on disk
+    between runs instead, and loaded (memory-mapped) each time they are used: a daily job then
+    prepares only the new image, and no preparation stays in memory after its use.
 
     Parameters
     ----------
@@ -660,15 +663,15 @@ class PreparedCache:
             stored = self.store.arrays(key[0], name, ("spectrum", "masks"))
         if stored is not None and stored["masks"].shape == frame.shape:
             masks = np.asarray(stored["masks"])
-            prepared = _Prepared(valid=(masks & 2) > 0, finite=(masks & 1) > 0, spectrum=stored["spectrum"])
-        else:
-            prepared = frame.prepare(np.asarray(image.data, dtype=np.float32))
-            if key is not None and self.store is not None:
-                masks = prepared.finite.astype(np.uint8) | (prepared.valid.astype(np.uint8) << 1)
-                self.store.put_arrays(
-                    key[0], _store_name(frame), {"spectrum": prepared.spectrum, "masks": masks}
-                )
-        if key is not None:
+            return _Prepared(valid=(masks & 2) > 0, finite=(masks & 1) > 0, spectrum=stored["spectrum"])
+        prepared = frame.prepare(np.asarray(image.data, dtype=np.float32))
+        kept = False
+        if key is not None and self.store is not None:
+            masks = prepared.finite.astype(np.uint8) | (prepared.valid.astype(np.uint8) << 1)
+            kept = self.store.put_arrays(
+                key[0], _store_name(frame), {"spectrum": prepared.spectrum, "masks": masks}
+            )
+        if key is not None and not kept:
             self._cache.put(key, prepared)
         return prepared
 
@@ -863,6 +866,7 @@ def blob_difference(
                     dy = dx = 0.0
             shifts[index] = (dy, dx)
             stack[index] = frame.align(image, prep, dy, dx)
+            _drop_pages(refs[index].data)
 
         method = (
             "registered-median (Gauss-Newton blob-pattern offsets on the high-passed images; "
@@ -875,6 +879,7 @@ def blob_difference(
 
         def work(index: int) -> None:
             stack[index] = refs[index].data
+            _drop_pages(refs[index].data)
 
         method = "median"
 
@@ -906,6 +911,16 @@ def blob_difference(
         current=current,
         reference_mjds=np.array([ref.mjd for ref in refs], dtype=np.float64),
     )
+
+
+def _drop_pages(array: np.ndarray) -> None:
+    """Let the kernel take a read-only memory map's pages (e.g. a `ReferenceStore` image) out of
+    this process once it has been used: they stay in the page cache and come back on the next
+    access, but 30 references' 120 MB no longer count in the process's memory meanwhile."""
+    mapped = getattr(array, "_mmap", None)  # numpy.memmap's mmap.mmap
+    if isinstance(mapped, mmap.mmap) and not array.flags.writeable and hasattr(mmap, "MADV_DONTNEED"):
+        with contextlib.suppress(OSError, ValueError):
+            mapped.madvise(mmap.MADV_DONTNEED)
 
 
 def write_difference(path: str | os.PathLike, result: DifferenceResult) -> Path:

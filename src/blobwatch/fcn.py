@@ -296,7 +296,7 @@ def detect_fcn(
         Detection,
         DetectionParameters,
         checked_input,
-        matched_filter,
+        matched_filter_peak,
         reference_stack,
         seed_subframes,
         subframe_index,
@@ -314,7 +314,7 @@ def detect_fcn(
     params = DetectionParameters()
     candidates = []
     if found:
-        snr = matched_filter(image, params.sigmas, params.background_sigma).max(axis=0)
+        snr = matched_filter_peak(image, params.sigmas, params.background_sigma)
         for c in found:
             r = int(np.clip(round(c.y), 0, data.shape[0] - 1))
             col = int(np.clip(round(c.x), 0, data.shape[1] - 1))

@@ -164,11 +164,17 @@ class ReferenceStore:
             provenance=dict(meta.get("provenance") or {}),
         )
 
-    def put_image(self, image: BlobImage, state: tuple[int, int] | None = None) -> None:
-        """Store ``image`` (it must carry its file's ``provenance['sha256']``) and index its path."""
+    def put_image(self, image: BlobImage, state: tuple[int, int] | None = None) -> bool:
+        """Store ``image`` (it must carry its file's ``provenance['sha256']``) and index its path.
+
+        Returns
+        -------
+        bool
+            Whether the store now holds the image (False: no SHA-256, or it could not be written).
+        """
         sha = str((image.provenance or {}).get("sha256") or "")
         if not _is_sha(sha):
-            return
+            return False
         try:
             if self._meta(sha) is None or self._load(sha, "data") is None:
                 _save_npy(self._array_path(sha, "data"), np.asarray(image.data, dtype=np.float32))
@@ -186,6 +192,8 @@ class ReferenceStore:
                 self.remember_path(image.path, sha, state)
         except (OSError, TypeError, ValueError) as exc:  # a cache: never fails the job
             log.warning("reference store %s: cannot store %s (%s)", self.root, image.name, exc)
+            return False
+        return True
 
     # ---------------------------------------------------------------- derived arrays
     def arrays(self, sha256: str, name: str, parts: tuple[str, ...]) -> dict[str, np.ndarray] | None:
@@ -202,10 +210,16 @@ class ReferenceStore:
         self.hits += 1
         return out
 
-    def put_arrays(self, sha256: str, name: str, arrays: Mapping[str, np.ndarray]) -> None:
-        """Store derived arrays ``name`` of content ``sha256`` (written only where missing)."""
+    def put_arrays(self, sha256: str, name: str, arrays: Mapping[str, np.ndarray]) -> bool:
+        """Store derived arrays ``name`` of content ``sha256`` (written only where missing).
+
+        Returns
+        -------
+        bool
+            Whether the store now holds them.
+        """
         if not _is_sha(sha256):
-            return
+            return False
         try:
             for part, array in arrays.items():
                 path = self._array_path(sha256, f"{name}.{part}")
@@ -214,6 +228,8 @@ class ReferenceStore:
             self._evict()
         except (OSError, ValueError) as exc:
             log.warning("reference store %s: cannot store %s of %s (%s)", self.root, name, sha256[:12], exc)
+            return False
+        return True
 
     # ---------------------------------------------------------------- offsets between two files
     def offsets(self, current_sha: str, key: str) -> dict[str, tuple[float, float]]:

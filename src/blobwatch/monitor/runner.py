@@ -76,6 +76,8 @@ __all__ = [
     "MonitorSettings",
     "MonitorSummary",
     "compute_image",
+    "detect_image",
+    "difference_of",
     "discover",
     "measure_offsets",
     "progress_bar",
@@ -272,7 +274,8 @@ class _ImageCache:
     ``prepared`` optionally holds a `blobwatch.difference.PreparedCache`, so that a run that
     processes several images prepares each reference for registration once.  ``store``
     optionally holds a `blobwatch.refstore.ReferenceStore`: images it holds (for an unchanged
-    file) are loaded from it instead of being read, and images read are added to it.
+    file) are loaded from it (memory-mapped) instead of being read, and images read are added
+    to it; those are then not kept in memory (they are loaded again when needed).
     """
 
     def __init__(self, capacity: int, store: Any = None) -> None:
@@ -286,10 +289,7 @@ class _ImageCache:
         """The image from the store (None when absent or its file changed), kept in memory."""
         if self.store is None:
             return None
-        blob = self.store.image(image.sha256, image.path)
-        if blob is not None:
-            self.put(image.sha256, blob)
-        return blob
+        return self.store.image(image.sha256, image.path)
 
     def put(self, sha: str, image: Any) -> None:
         self._images.put(sha, image)
@@ -311,9 +311,8 @@ class _ImageCache:
         self.reads += 1
         if blob.provenance.get("sha256") not in (None, image.sha256):
             raise InputError(image.path, "file changed since it was registered")
-        self.put(image.sha256, blob)
-        if self.store is not None:
-            self.store.put_image(blob, state)
+        if self.store is None or not self.store.put_image(blob, state):
+            self.put(image.sha256, blob)
         return blob
 
     def get_many(self, images: Sequence[Image | ImageFile]) -> list[Any]:
@@ -321,7 +320,8 @@ class _ImageCache:
         from blobwatch.fits_io import read_blob_images
         from blobwatch.refstore import file_state
 
-        missing = [im for im in images if im.sha256 not in self._images and self._stored(im) is None]
+        found = {im.sha256: self._images.get(im.sha256) or self._stored(im) for im in images}
+        missing = [im for im in images if found[im.sha256] is None]
         if missing:
             states = [file_state(im.path) for im in missing]
             with warnings.catch_warnings():
@@ -331,10 +331,10 @@ class _ImageCache:
             for im, blob, state in zip(missing, blobs, states, strict=True):
                 if blob.provenance.get("sha256") not in (None, im.sha256):
                     raise InputError(im.path, "file changed since it was registered")
-                self.put(im.sha256, blob)
-                if self.store is not None:
-                    self.store.put_image(blob, state)
-        return [self.get(im) for im in images]
+                if self.store is None or not self.store.put_image(blob, state):
+                    self.put(im.sha256, blob)
+                found[im.sha256] = blob
+        return [found[im.sha256] for im in images]
 
 
 def register_files(
@@ -384,10 +384,13 @@ def register_files(
                     obs_date = mjd_to_datetime(blob.mjd)
                     row.mjd, row.obs_date, row.filter = float(blob.mjd), obs_date, blob.filter
                     row.rows, row.cols = (int(n) for n in blob.data.shape)
-                    if len(paths) - len(known) <= cache.capacity // 2:  # a daily run: keep it for processing
-                        cache.put(sha, blob)
-                    if cache.store is not None and blob.provenance.get("sha256") == sha:
-                        cache.store.put_image(blob, state)
+                    stored = (
+                        cache.store is not None
+                        and blob.provenance.get("sha256") == sha
+                        and cache.store.put_image(blob, state)
+                    )
+                    if not stored and len(paths) - len(known) <= cache.capacity // 2:
+                        cache.put(sha, blob)  # a daily run: keep it for processing
                 except InputError as exc:
                     row.status, row.reason = "rejected", exc.problem
                 except Exception as exc:  # an unforeseen defect of one file must not stop the others
@@ -738,11 +741,25 @@ def compute_image(
         The localizing network for ``settings.detector == 'fcn'`` (loaded from
         ``settings.fcn_model`` when not given).
     """
-    from blobwatch.detect import detect
-    from blobwatch.difference import blob_difference
-    from blobwatch.fcn import detect_fcn
+    diff, seconds = difference_of(current, references, settings, prepared=prepared, offsets=offsets)
+    return detect_image(diff, classifier, settings, localizer=localizer, timings={"difference": seconds})
 
-    timings: dict[str, float] = {}
+
+def difference_of(
+    current: Any,
+    references: Sequence[Any],
+    settings: MonitorSettings,
+    *,
+    prepared: Any = None,
+    offsets: Sequence[Offset | None] | None = None,
+) -> tuple[Any, float]:
+    """The first step of `compute_image`: the difference and the seconds it took.
+
+    A caller that holds the references only for this step can drop them before `detect_image`
+    (at 1024x1024, 30 references are 120 MB).
+    """
+    from blobwatch.difference import blob_difference
+
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # FewReferencesWarning is expected while < 30 exist
@@ -755,7 +772,23 @@ def compute_image(
             prepared=prepared,
             offsets=offsets,
         )
-    timings["difference"] = time.perf_counter() - t
+    return diff, time.perf_counter() - t
+
+
+def detect_image(
+    diff: Any,
+    classifier: Any,
+    settings: MonitorSettings,
+    *,
+    localizer: Any = None,
+    timings: dict[str, float] | None = None,
+) -> ImageResult:
+    """The second step of `compute_image`: detection and saliency of a difference (`difference_of`)."""
+    from blobwatch.detect import detect
+    from blobwatch.fcn import detect_fcn
+
+    current = diff.current
+    timings = dict(timings or {})
     t = time.perf_counter()
     if settings.detector == "fcn":
         if localizer is None:
@@ -838,15 +871,13 @@ def process_image(
         raise _Retry() from None
     read_seconds = time.perf_counter() - t0
 
-    # 2. compute phase
-    result = compute_image(
-        current,
-        ref_images,
-        model.classifier,
-        settings,
-        prepared=cache.prepared,
-        offsets=_stored_offsets(image, refs),
-        localizer=model.localizer,
+    # 2. compute phase (the references are dropped once the difference is made: less memory)
+    diff, seconds = difference_of(
+        current, ref_images, settings, prepared=cache.prepared, offsets=_stored_offsets(image, refs)
+    )
+    del ref_images, current
+    result = detect_image(
+        diff, model.classifier, settings, localizer=model.localizer, timings={"difference": seconds}
     )
     # 3. write phase
     return record(
