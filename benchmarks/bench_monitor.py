@@ -160,8 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         load = os.getloadavg()[0]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
+        # /usr/bin/time reports the command's own peak RSS (a child's ru_maxrss can include the
+        # parent's pages from before its exec)
+        rss_file = root / "rss.txt"
+        timer = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file)] if Path("/usr/bin/time").exists() else []
         proc = subprocess.run(
             [
+                *timer,
                 str(exe),
                 "monitor",
                 str(inbox),
@@ -180,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         command_time = time.perf_counter() - t
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         command_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        command_rss = after.ru_maxrss / 1024  # KiB on Linux: the largest child, i.e. the command
+        command_rss = int(rss_file.read_text().split()[-1]) / 1024 if rss_file.exists() else float("nan")
         if proc.returncode != 0:
             print(proc.stdout, proc.stderr, file=sys.stderr)
 
@@ -197,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{f'blobwatch monitor command, fresh process (exit {proc.returncode})':62} {command_time:7.2f} "
         f"{command_time / bt:6.2f} {command_cpu:7.2f} {command_cpu / bc:6.2f}"
     )
-    print(f"peak RSS of the blobwatch monitor command: {command_rss:.0f} MiB")
+    print(f"peak RSS of the blobwatch monitor command (/usr/bin/time): {command_rss:.0f} MiB")
     print(
         "steps of the best in-process run (wall s): "
         + ", ".join(f"{k} {v:.2f}" for k, v in runs[best].items())

@@ -18,15 +18,17 @@ from blobwatch.monitor.db import Candidate, Run, open_database
 from blobwatch.monitor.runner import STORE_FOLDER, ImageFile, MonitorSettings, _ImageCache, run_monitor
 from blobwatch.refstore import ReferenceStore
 from handmade_model import write_handmade_model
-from monitor_support import simulate_inbox
 
 
 @pytest.fixture(scope="module")
 def sequence(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Six 256x256 days; a new blob on the last."""
-    root = tmp_path_factory.mktemp("sequence")
-    paths, _ = simulate_inbox(root, n_days=6, size=256, new_blob_day=5, n_existing=4)
-    return [p for p in paths if p.name.endswith("_blob.fits")]
+    """Six 256x256 days (the simulator's default offsets, which registration measures); a new
+    blob on the last."""
+    from blobwatch.simulate import SimulationConfig, simulate_sequence, write_simulation
+
+    sim = simulate_sequence(SimulationConfig(n_days=6, size=256, seed=2, new_blob_days=(5,)))
+    paths = write_simulation(sim, tmp_path_factory.mktemp("sequence"))
+    return sorted(p for p in paths if p.name.endswith("_blob.fits"))
 
 
 def _difference(files: list[Path], store: ReferenceStore | None, *, stored_offsets: bool = False):
@@ -54,6 +56,7 @@ def test_the_stored_references_give_the_same_difference(
     sequence: list[Path], tmp_path: Path, stored_offsets: bool
 ) -> None:
     plain = _difference(sequence, None, stored_offsets=stored_offsets)
+    assert not plain.unregistered and np.abs(plain.offsets).max() > 0.01  # really registered
     store = ReferenceStore(tmp_path / "store")
     for path in sequence[:-1]:
         store.put_image(read_blob_image(path))
@@ -154,3 +157,31 @@ def test_the_monitor_gives_the_same_results_with_the_store(sequence: list[Path],
     assert len(list((tmp_path / "reports-store" / STORE_FOLDER).rglob("*.npy"))) >= 2 * len(sequence)
     assert len(without) >= 3 and any(c[-1] == "new" for c in without)
     assert with_store == without
+
+
+def test_a_repeated_detect_uses_the_store_and_prints_the_same(
+    sequence: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from blobwatch.cli import main
+    from blobwatch.difference import registration_key
+
+    model = write_handmade_model(tmp_path / "handmade.pt")
+    command = ["detect", str(sequence[-1]), "--references", *map(str, sequence[:-1]), "--json"]
+    command += ["--model", str(model)]
+    printed = []
+    for extra in (
+        ["--no-cache"],
+        ["--cache-dir", str(tmp_path / "store")],
+        ["--cache-dir", str(tmp_path / "store")],
+    ):
+        assert main([*command, *extra]) == 0
+        printed.append(json.loads(capsys.readouterr().out))
+    assert printed[0] == printed[1] == printed[2]
+    assert printed[0]["subframes"]
+    store = ReferenceStore(tmp_path / "store")
+    current = read_blob_image(sequence[-1])
+    offsets = store.offsets(current.provenance["sha256"], "offsets-" + registration_key(current.data.shape))
+    assert len(offsets) == len(sequence) - 1
+    assert all(store.known_sha256(p) for p in sequence[:-1])

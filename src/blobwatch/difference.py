@@ -56,6 +56,7 @@ __all__ = [
     "blob_difference",
     "estimate_offset",
     "nan_median_stack",
+    "registration_key",
     "shift_image",
     "write_difference",
 ]
@@ -152,6 +153,8 @@ class DifferenceResult:
     reference_paths: list[str | None]
     current: BlobImage
     reference_mjds: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    unregistered: tuple[int, ...] = ()
+    """Indices (in ``reference_paths``) of references whose registration failed (used unaligned)."""
 
     @property
     def n_references(self) -> int:
@@ -678,8 +681,14 @@ class PreparedCache:
 
 def _store_name(frame: _Frame) -> str:
     """Name of a preparation in a `ReferenceStore`: the shape and registration parameters' digest."""
-    text = repr((frame.shape, dataclasses.astuple(frame.params)))
-    return "prep-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return "prep-" + registration_key(frame.shape, frame.params)
+
+
+def registration_key(shape: tuple[int, ...], params: RegistrationParams | None = None) -> str:
+    """A digest of an image shape and `RegistrationParams`: what stored preparations and offsets
+    (`blobwatch.refstore.ReferenceStore`) are valid for."""
+    text = repr((tuple(int(n) for n in shape), dataclasses.astuple(params or RegistrationParams())))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _prepare_with(cache: PreparedCache | None, image: BlobImage, frame: _Frame) -> _Prepared:
@@ -910,6 +919,7 @@ def blob_difference(
         reference_paths=[ref.path for ref in refs],
         current=current,
         reference_mjds=np.array([ref.mjd for ref in refs], dtype=np.float64),
+        unregistered=tuple(sorted(failures)),
     )
 
 

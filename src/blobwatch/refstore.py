@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,12 @@ STORE_VERSION = "refstore-1"
 #: Default bound of a store's size: about 200 entries of a 1024x1024 image (4 MiB of pixels and
 #: 5 MiB of registration preparation each).
 DEFAULT_MAX_BYTES = 2 << 30
+
+
+#: `numpy.load` parses the .npy header with `ast.literal_eval`, which is not thread-safe in
+#: CPython 3.11 ("SystemError: AST constructor recursion depth mismatch" when two threads parse at
+#: once); references are loaded from several threads, so the header reads take turns.
+_LOAD_LOCK = threading.Lock()
 
 
 def default_store_dir() -> Path:
@@ -257,7 +264,8 @@ class ReferenceStore:
     # ---------------------------------------------------------------- internals
     def _load(self, sha: str, name: str) -> np.ndarray | None:
         try:
-            return np.load(self._array_path(sha, name), mmap_mode="r", allow_pickle=False)
+            with _LOAD_LOCK:
+                return np.load(self._array_path(sha, name), mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError):
             return None
 
