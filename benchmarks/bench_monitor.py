@@ -47,12 +47,70 @@ def _clear_reports(reports: Path) -> None:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def _whole_inbox(days: int, seed: int) -> int:
+    """The monitor command over a fresh ``days``-day inbox: wall, CPU and peak RSS (/usr/bin/time)."""
+    from blobwatch.simulate import SimulationConfig, simulate_sequence, write_simulation
+
+    warnings.simplefilter("ignore")
+    with tempfile.TemporaryDirectory(prefix="bw_bench_inbox_") as tmp:
+        root = Path(tmp)
+        sim = simulate_sequence(
+            SimulationConfig(n_days=days, seed=seed, new_blob_days=[days // 3, 2 * days // 3, days - 1])
+        )
+        inbox = root / "inbox"
+        inbox.mkdir()
+        for path in write_simulation(sim, root / "sim"):
+            if path.name.endswith("_blob.fits"):
+                shutil.move(path, inbox / path.name)
+        exe = Path(sys.executable).with_name("blobwatch")
+        rss_file = root / "rss.txt"
+        loads = [os.getloadavg()[0]]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
+        proc = subprocess.run(
+            [
+                *("/usr/bin/time", "-f", "%M", "-o", str(rss_file)),
+                *(str(exe), "monitor", str(inbox), "--db", f"sqlite:///{root / 'bw.db'}"),
+                *("--reports", str(root / "reports"), "--no-progress"),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "BLOBWATCH_NOTIFY": ""},
+        )
+        wall = time.perf_counter() - t
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        loads.append(os.getloadavg()[0])
+        processed = sum(" processed " in line for line in proc.stdout.splitlines())
+        rss = int(rss_file.read_text().split()[-1]) / 1024 if rss_file.exists() else float("nan")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    print(f"blobwatch monitor over a fresh {days}-day 1024x1024 inbox (exit {proc.returncode}): ")
+    print(
+        f"{processed} images processed in {wall:.1f} s wall, {cpu:.1f} s CPU "
+        f"({wall / max(processed, 1):.2f} s wall per image); peak RSS {rss:.0f} MiB; "
+        f"load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} CPUs"
+    )
+    if proc.returncode not in (0, 1):
+        print(proc.stderr, file=sys.stderr)
+    return 0 if proc.returncode == 0 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
+    parser.add_argument(
+        "--inbox-days",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: the blobwatch monitor command over a fresh N-day inbox (new blobs on days "
+        "N/3, 2N/3 and N-1) with an empty database and reference store, its wall and CPU "
+        "seconds and peak RSS",
+    )
     args = parser.parse_args(argv)
+    if args.inbox_days:
+        return _whole_inbox(args.inbox_days, args.seed)
 
     import torch
     from sqlalchemy import update

@@ -43,7 +43,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from blobwatch import __version__
+from blobwatch import __version__, heap
 from blobwatch.errors import InputError
 from blobwatch.lru import LRUCache
 from blobwatch.monitor import notify as _notify
@@ -810,9 +810,11 @@ def process_image(
         current, ref_images, settings, prepared=cache.prepared, offsets=_stored_offsets(image, refs)
     )
     del ref_images, current
+    heap.trim()
     result = detect_image(
         diff, model.classifier, settings, localizer=model.localizer, timings={"difference": seconds}
     )
+    heap.trim()
     # 3. write phase
     return record(
         session_factory,
