@@ -5,7 +5,8 @@ Run: ``.venv/bin/python benchmarks/bench_monitor.py [--repeat 3] [--model PATH]`
 A simulated 31-day 1024x1024 sequence is written to a temporary inbox; days 0-29 are registered
 in a fresh SQLite database and marked processed, as on the day before (not timed).  Then day 30 arrives and ``run_monitor`` is timed, best
 of ``--repeat`` (the database is restored between repeats): discovery and hashing of 31 files,
-registration of the new one, reading the 30 references, registered difference, preparation,
+registration of the new one, reading the 30 references (from the reference store that the run of
+the day before filled, ``<reports>/.reference-store``; kept between repeats), registered difference, preparation,
 16-subframe classification, candidate localization, saliency maps, the report pages, the
 database transaction and a notification to a local JSON webhook.
 
@@ -37,12 +38,79 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
+def _clear_reports(reports: Path) -> None:
+    """Remove the report pages of the day, keeping the reference store (as on the day before)."""
+    from blobwatch.monitor.runner import STORE_FOLDER
+
+    for path in reports.glob("*") if reports.exists() else ():
+        if path.name != STORE_FOLDER:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _whole_inbox(days: int, seed: int) -> int:
+    """The monitor command over a fresh ``days``-day inbox: wall, CPU and peak RSS (/usr/bin/time)."""
+    from blobwatch.simulate import SimulationConfig, simulate_sequence, write_simulation
+
+    warnings.simplefilter("ignore")
+    with tempfile.TemporaryDirectory(prefix="bw_bench_inbox_") as tmp:
+        root = Path(tmp)
+        sim = simulate_sequence(
+            SimulationConfig(n_days=days, seed=seed, new_blob_days=[days // 3, 2 * days // 3, days - 1])
+        )
+        inbox = root / "inbox"
+        inbox.mkdir()
+        for path in write_simulation(sim, root / "sim"):
+            if path.name.endswith("_blob.fits"):
+                shutil.move(path, inbox / path.name)
+        exe = Path(sys.executable).with_name("blobwatch")
+        rss_file = root / "rss.txt"
+        loads = [os.getloadavg()[0]]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
+        proc = subprocess.run(
+            [
+                *("/usr/bin/time", "-f", "%M", "-o", str(rss_file)),
+                *(str(exe), "monitor", str(inbox), "--db", f"sqlite:///{root / 'bw.db'}"),
+                *("--reports", str(root / "reports"), "--no-progress"),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "BLOBWATCH_NOTIFY": ""},
+        )
+        wall = time.perf_counter() - t
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        loads.append(os.getloadavg()[0])
+        processed = sum(" processed " in line for line in proc.stdout.splitlines())
+        rss = int(rss_file.read_text().split()[-1]) / 1024 if rss_file.exists() else float("nan")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    print(f"blobwatch monitor over a fresh {days}-day 1024x1024 inbox (exit {proc.returncode}): ")
+    print(
+        f"{processed} images processed in {wall:.1f} s wall, {cpu:.1f} s CPU "
+        f"({wall / max(processed, 1):.2f} s wall per image); peak RSS {rss:.0f} MiB; "
+        f"load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} CPUs"
+    )
+    if proc.returncode not in (0, 1):
+        print(proc.stderr, file=sys.stderr)
+    return 0 if proc.returncode == 0 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
+    parser.add_argument(
+        "--inbox-days",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: the blobwatch monitor command over a fresh N-day inbox (new blobs on days "
+        "N/3, 2N/3 and N-1) with an empty database and reference store, its wall and CPU "
+        "seconds and peak RSS",
+    )
     args = parser.parse_args(argv)
+    if args.inbox_days:
+        return _whole_inbox(args.inbox_days, args.seed)
 
     import torch
     from sqlalchemy import update
@@ -123,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 Session.kw["bind"].dispose()
                 with sqlite3.connect(snapshot) as a, sqlite3.connect(db_file) as b:
                     a.backup(b)
-                shutil.rmtree(root / "reports", ignore_errors=True)
+                _clear_reports(root / "reports")
                 t, c = time.perf_counter(), time.process_time()
                 summary = run_monitor(
                     inbox,
@@ -145,13 +213,18 @@ def main(argv: list[str] | None = None) -> int:
         Session.kw["bind"].dispose()
         with sqlite3.connect(snapshot) as a, sqlite3.connect(db_file) as b:
             a.backup(b)
-        shutil.rmtree(root / "reports", ignore_errors=True)
+        _clear_reports(root / "reports")
         exe = Path(sys.executable).with_name("blobwatch")
         load = os.getloadavg()[0]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
+        # /usr/bin/time reports the command's own peak RSS (a child's ru_maxrss can include the
+        # parent's pages from before its exec)
+        rss_file = root / "rss.txt"
+        timer = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file)] if Path("/usr/bin/time").exists() else []
         proc = subprocess.run(
             [
+                *timer,
                 str(exe),
                 "monitor",
                 str(inbox),
@@ -170,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         command_time = time.perf_counter() - t
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         command_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        command_rss = int(rss_file.read_text().split()[-1]) / 1024 if rss_file.exists() else float("nan")
         if proc.returncode != 0:
             print(proc.stdout, proc.stderr, file=sys.stderr)
 
@@ -186,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{f'blobwatch monitor command, fresh process (exit {proc.returncode})':62} {command_time:7.2f} "
         f"{command_time / bt:6.2f} {command_cpu:7.2f} {command_cpu / bc:6.2f}"
     )
+    print(f"peak RSS of the blobwatch monitor command (/usr/bin/time): {command_rss:.0f} MiB")
     print(
         "steps of the best in-process run (wall s): "
         + ", ".join(f"{k} {v:.2f}" for k, v in runs[best].items())

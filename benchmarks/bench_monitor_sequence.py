@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copy(path, inbox / path.name)
 
         def one_pass(cached: bool, tag: str) -> tuple[float, float, list]:
-            difference.PreparedCache = real_cache if cached else (lambda capacity: None)
+            difference.PreparedCache = real_cache if cached else (lambda capacity, **kw: None)
             try:
                 session = open_database(f"sqlite:///{root / f'{tag}.db'}")
                 t, c = time.perf_counter(), time.process_time()

@@ -320,3 +320,16 @@ def test_shipped_model_detects_blob_and_nothing_else(blob_diff: np.ndarray) -> N
     c = det.candidates[0]
     assert math.hypot(c.x - 700.3, c.y - 300.6) < 2.0
     assert detect(_difference(6), clf).candidates == []
+
+
+def test_matched_filter_peak_is_the_maximum_over_the_scales() -> None:
+    from blobwatch.detect import DetectionParameters, matched_filter, matched_filter_peak
+
+    rng = np.random.default_rng(5)
+    image = rng.normal(size=(200, 240)).astype(np.float32)
+    image[90:110, 100:120] += 3.0
+    p = DetectionParameters()
+    np.testing.assert_array_equal(
+        matched_filter_peak(image, p.sigmas, p.background_sigma),
+        matched_filter(image, p.sigmas, p.background_sigma).max(axis=0),
+    )

@@ -72,7 +72,7 @@ def _probability(value: Any) -> float:
 
 
 def _detector(value: Any) -> str:
-    from blobwatch.monitor.runner import DETECTORS
+    from blobwatch.monitor.settings import DETECTORS
 
     if value not in DETECTORS:
         raise ValueError(f"must be one of {', '.join(DETECTORS)}")
@@ -247,8 +247,7 @@ def resolve(
     BlobwatchError
         A command-line value or environment variable that does not parse.
     """
-    from blobwatch.monitor.db import DEFAULT_REPORTS
-    from blobwatch.monitor.runner import MonitorSettings
+    from blobwatch.monitor.settings import DEFAULT_REPORTS, MonitorSettings
 
     env = os.environ if env is None else env
     path = config_file(config, env)

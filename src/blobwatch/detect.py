@@ -23,7 +23,10 @@ See ``docs/detect.md`` for the algorithm, its parameters and measured speed.
 from __future__ import annotations
 
 import math
+import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +51,7 @@ __all__ = [
     "checked_input",
     "detect",
     "matched_filter",
+    "matched_filter_peak",
     "reference_stack",
     "seed_subframes",
     "subframe_index",
@@ -357,6 +361,36 @@ def matched_filter(image: np.ndarray, sigmas: tuple[float, ...], background_sigm
         ``(len(sigmas), H, W)`` float32.
     """
     img = np.asarray(image, dtype=np.float32)
+    out = np.empty((len(sigmas), *img.shape), dtype=np.float32)
+
+    def keep(k: int, significance: np.ndarray) -> None:
+        out[k] = significance
+
+    _matched_filter_scales(img, sigmas, background_sigma, keep)
+    return out
+
+
+def matched_filter_peak(image: np.ndarray, sigmas: tuple[float, ...], background_sigma: float) -> np.ndarray:
+    """``matched_filter(...).max(axis=0)`` without holding every scale's map: ``(H, W)`` float32."""
+    img = np.asarray(image, dtype=np.float32)
+    out = np.full(img.shape, -np.inf, dtype=np.float32)
+    lock = threading.Lock()
+
+    def fold(k: int, significance: np.ndarray) -> None:
+        with lock:  # the maximum does not depend on the order the scales arrive in
+            np.maximum(out, significance, out=out)
+
+    _matched_filter_scales(img, sigmas, background_sigma, fold)
+    return out
+
+
+def _matched_filter_scales(
+    img: np.ndarray,
+    sigmas: tuple[float, ...],
+    background_sigma: float,
+    sink: Callable[[int, np.ndarray], None],
+) -> None:
+    """Compute each scale's significance map of `matched_filter` (in threads) and pass it to ``sink``."""
     if img.ndim != 2:
         raise ValueError(f"image must be 2-D, got shape {img.shape}")
     pad = int(min(math.ceil(3.0 * background_sigma), min(img.shape) - 1))
@@ -368,14 +402,17 @@ def matched_filter(image: np.ndarray, sigmas: tuple[float, ...], background_sigm
     f2 = fy * fy + fx * fx
     two_pi2 = np.float32(2.0 * math.pi**2)
     highpass = 1.0 - np.exp(-two_pi2 * np.float32(background_sigma**2) * f2)
-    out = np.empty((len(sigmas), *img.shape), dtype=np.float32)
-    for k, sigma in enumerate(sigmas):
-        transfer = np.exp(-two_pi2 * np.float32(sigma**2) * f2) * highpass
+
+    def one(k: int) -> None:
+        transfer = np.exp(-two_pi2 * np.float32(sigmas[k] ** 2) * f2) * highpass
         smooth = sp_fft.irfft2(spectrum * transfer, s=(rows, cols), workers=1)
         smooth = smooth[pad : pad + img.shape[0], pad : pad + img.shape[1]]
         noise = robust_sigma(smooth[::3, ::3])
-        out[k] = smooth / noise if noise > 0 else 0.0
-    return out
+        sink(k, (smooth / noise).astype(np.float32, copy=False) if noise > 0 else np.zeros_like(img))
+
+    # the scales are independent; FFTs and medians release the GIL
+    with ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, 8, len(sigmas)) or 1) as pool:
+        list(pool.map(one, range(len(sigmas))))
 
 
 def _quadratic_offset(minus: float, centre: float, plus: float) -> float:

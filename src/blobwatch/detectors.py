@@ -45,10 +45,10 @@ def matched_filter_peaks(
 
     Uses the sigmas and background of `blobwatch.detect.DetectionParameters`.
     """
-    from blobwatch.detect import DetectionParameters, matched_filter
+    from blobwatch.detect import DetectionParameters, matched_filter_peak
 
     p = DetectionParameters()
-    best = matched_filter(prepared, p.sigmas, p.background_sigma).max(axis=0)
+    best = matched_filter_peak(prepared, p.sigmas, p.background_sigma)
     return local_peaks(best, floor=floor, border=border, separation=separation, max_peaks=max_peaks)
 
 

@@ -16,8 +16,11 @@ image, ``current(y, x) ~ reference(y - dy, x - dx)``, the same sign as `scipy.nd
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import logging
+import mmap
 import os
 import threading
 import warnings
@@ -27,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import fft as sp_fft
@@ -37,6 +41,9 @@ from blobwatch.fits_io import BlobImage, format_shape
 from blobwatch.lru import LRUCache
 from blobwatch.names import header_name
 from blobwatch.stats import robust_sigma
+
+if TYPE_CHECKING:
+    from blobwatch.refstore import ReferenceStore
 
 __all__ = [
     "DifferenceResult",
@@ -49,6 +56,7 @@ __all__ = [
     "blob_difference",
     "estimate_offset",
     "nan_median_stack",
+    "registration_key",
     "shift_image",
     "write_difference",
 ]
@@ -145,6 +153,8 @@ class DifferenceResult:
     reference_paths: list[str | None]
     current: BlobImage
     reference_mjds: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    unregistered: tuple[int, ...] = ()
+    """Indices (in ``reference_paths``) of references whose registration failed (used unaligned)."""
 
     @property
     def n_references(self) -> int:
@@ -158,12 +168,19 @@ class DifferenceResult:
 
 
 def _nan_median_rows(block: np.ndarray) -> np.ndarray:
-    """NaN-aware median along axis 0 of a (n, rows, cols) block, by sorting (NaN sorts last)."""
-    ordered = np.sort(block, axis=0)
-    count = np.isfinite(block).sum(axis=0)
-    lo = np.maximum((count - 1) // 2, 0)[None]
-    hi = np.maximum(count // 2, 0)[None]
-    med = 0.5 * (np.take_along_axis(ordered, lo, axis=0)[0] + np.take_along_axis(ordered, hi, axis=0)[0])
+    """NaN-aware median along axis 0 of a (n, rows, cols) block, by sorting (NaN sorts last).
+
+    The block is transposed to (rows, cols, n) first: numpy sorts along a contiguous last axis
+    with SIMD kernels, about 3x faster than along the strided first axis (the copy included).
+    """
+    ordered = np.moveaxis(block, 0, -1).copy()
+    ordered.sort(axis=-1)
+    count = np.isfinite(ordered).sum(axis=-1)
+    lo = np.maximum((count - 1) // 2, 0)[..., None]
+    hi = np.maximum(count // 2, 0)[..., None]
+    med = 0.5 * (
+        np.take_along_axis(ordered, lo, axis=-1)[..., 0] + np.take_along_axis(ordered, hi, axis=-1)[..., 0]
+    )
     med[count == 0] = np.nan
     return med.astype(np.float32, copy=False)
 
@@ -188,7 +205,9 @@ def nan_median_stack(stack: np.ndarray, *, workers: int | None = None) -> np.nda
         raise ValueError(f"stack must be 3-D (n, rows, cols), got shape {stack.shape}")
     workers = workers or min(os.cpu_count() or 1, 8)
     rows = stack.shape[1]
-    step = max(8, -(-rows // (4 * workers)))
+    # blocks of at most 32 rows (about 4 MB of a 30 x 1024-column stack): as fast as larger ones,
+    # and each thread's sorted copy stays small (128-row blocks cost 80 MB more peak memory)
+    step = max(8, min(32, -(-rows // (4 * workers))))
     bounds = [(r, min(r + step, rows)) for r in range(0, rows, step)]
     out = np.empty(stack.shape[1:], dtype=np.float32)
 
@@ -606,14 +625,21 @@ class PreparedCache:
     identical with and without the cache.  Images are keyed by the SHA-256 of their file
     (``BlobImage.provenance['sha256']``); images without one are not cached.
 
+    With a ``store`` (`blobwatch.refstore.ReferenceStore`), preparations are kept on disk
+    between runs instead, and loaded (memory-mapped) each time they are used: a daily job then
+    prepares only the new image, and no preparation stays in memory after its use.
+
     Parameters
     ----------
     capacity : int
-        Images kept (about 6 MB each at 1024x1024).
+        Images kept in memory (about 6 MB each at 1024x1024).
+    store : blobwatch.refstore.ReferenceStore, optional
+        Disk store consulted on a miss in memory, and written on a computed preparation.
     """
 
-    def __init__(self, capacity: int = SEED_REFERENCES + 1) -> None:
+    def __init__(self, capacity: int = SEED_REFERENCES + 1, *, store: ReferenceStore | None = None) -> None:
         self._cache: LRUCache[_Prepared] = LRUCache(capacity)
+        self.store = store
 
     @property
     def hits(self) -> int:
@@ -636,10 +662,35 @@ class PreparedCache:
         cached = self._cache.get(key) if key is not None else None
         if cached is not None:
             return cached
+        stored = None
+        if key is not None and self.store is not None:
+            name = _store_name(frame)
+            stored = self.store.arrays(key[0], name, ("spectrum", "masks"))
+        if stored is not None and stored["masks"].shape == frame.shape:
+            masks = np.asarray(stored["masks"])
+            return _Prepared(valid=(masks & 2) > 0, finite=(masks & 1) > 0, spectrum=stored["spectrum"])
         prepared = frame.prepare(np.asarray(image.data, dtype=np.float32))
-        if key is not None:
+        kept = False
+        if key is not None and self.store is not None:
+            masks = prepared.finite.astype(np.uint8) | (prepared.valid.astype(np.uint8) << 1)
+            kept = self.store.put_arrays(
+                key[0], _store_name(frame), {"spectrum": prepared.spectrum, "masks": masks}
+            )
+        if key is not None and not kept:
             self._cache.put(key, prepared)
         return prepared
+
+
+def _store_name(frame: _Frame) -> str:
+    """Name of a preparation in a `ReferenceStore`: the shape and registration parameters' digest."""
+    return "prep-" + registration_key(frame.shape, frame.params)
+
+
+def registration_key(shape: tuple[int, ...], params: RegistrationParams | None = None) -> str:
+    """A digest of an image shape and `RegistrationParams`: what stored preparations and offsets
+    (`blobwatch.refstore.ReferenceStore`) are valid for."""
+    text = repr((tuple(int(n) for n in shape), dataclasses.astuple(params or RegistrationParams())))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _prepare_with(cache: PreparedCache | None, image: BlobImage, frame: _Frame) -> _Prepared:
@@ -826,6 +877,7 @@ def blob_difference(
                     dy = dx = 0.0
             shifts[index] = (dy, dx)
             stack[index] = frame.align(image, prep, dy, dx)
+            _drop_pages(refs[index].data)
 
         method = (
             "registered-median (Gauss-Newton blob-pattern offsets on the high-passed images; "
@@ -838,6 +890,7 @@ def blob_difference(
 
         def work(index: int) -> None:
             stack[index] = refs[index].data
+            _drop_pages(refs[index].data)
 
         method = "median"
 
@@ -868,7 +921,18 @@ def blob_difference(
         reference_paths=[ref.path for ref in refs],
         current=current,
         reference_mjds=np.array([ref.mjd for ref in refs], dtype=np.float64),
+        unregistered=tuple(sorted(failures)),
     )
+
+
+def _drop_pages(array: np.ndarray) -> None:
+    """Let the kernel take a read-only memory map's pages (e.g. a `ReferenceStore` image) out of
+    this process once it has been used: they stay in the page cache and come back on the next
+    access, but 30 references' 120 MB no longer count in the process's memory meanwhile."""
+    mapped = getattr(array, "_mmap", None)  # numpy.memmap's mmap.mmap
+    if isinstance(mapped, mmap.mmap) and not array.flags.writeable and hasattr(mmap, "MADV_DONTNEED"):
+        with contextlib.suppress(OSError, ValueError):
+            mapped.madvise(mmap.MADV_DONTNEED)
 
 
 def write_difference(path: str | os.PathLike, result: DifferenceResult) -> Path:

@@ -10,6 +10,7 @@ probability.  The model file (``blobwatch/data/blob_unet.pt``) is read with
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -61,18 +62,25 @@ def fcn_inputs(difference: np.ndarray, reference: np.ndarray | None) -> np.ndarr
     from blobwatch.preprocess import prepare
     from blobwatch.stats import robust_sigma
 
-    diff = prepare(difference, clip_sigma=DIFFERENCE_CLIP_SIGMA).data
-    ref_plane = np.zeros_like(diff)
-    if reference is not None:
+    def reference_plane() -> np.ndarray | None:
+        if reference is None:
+            return None
         ref = np.asarray(reference, dtype=np.float32)
         finite = np.isfinite(ref)
-        if finite.any():
-            filled = np.where(finite, ref, np.float32(np.median(ref[finite])))
-            high = filled - ndimage.gaussian_filter(filled, REFERENCE_BACKGROUND_SIGMA, mode="nearest")
-            noise = robust_sigma(high[finite]) or 1.0
-            ref_plane = np.clip(-high / (10.0 * noise), -1.0, 3.0).astype(np.float32)
-            ref_plane[~finite] = 0.0
-    return np.stack([diff, ref_plane]).astype(np.float32)
+        if not finite.any():
+            return None
+        filled = np.where(finite, ref, np.float32(np.median(ref[finite])))
+        high = filled - ndimage.gaussian_filter(filled, REFERENCE_BACKGROUND_SIGMA, mode="nearest")
+        noise = robust_sigma(high[finite]) or 1.0
+        plane = np.clip(-high / (10.0 * noise), -1.0, 3.0).astype(np.float32)
+        plane[~finite] = 0.0
+        return plane
+
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the two planes side by side (GIL released)
+        ref_job = pool.submit(reference_plane)
+        diff = prepare(difference, clip_sigma=DIFFERENCE_CLIP_SIGMA).data
+        ref_plane = ref_job.result()
+    return np.stack([diff, np.zeros_like(diff) if ref_plane is None else ref_plane]).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -176,7 +184,8 @@ class FCNDetector:
         loaded = load_model(path, device=self.device)
         if loaded.architecture != "BlobUNet":
             raise InputError(path, f"is a {loaded.architecture} model, not a BlobUNet (localizing) model")
-        self.model = loaded.model.eval()
+        # channels-last: oneDNN's convolutions are about 1.5x faster on this layout (2 CPU cores)
+        self.model = loaded.model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub omits memory_format
         self.metadata: dict[str, Any] = loaded.metadata
         self.path = str(path)
         self.threshold = float(self.metadata.get("threshold", 0.5))
@@ -193,8 +202,9 @@ class FCNDetector:
         ph, pw = (-h) % m, (-w) % m
         if ph or pw:
             x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="reflect")
-        with torch.no_grad():
-            logits = self.model(torch.from_numpy(x[None]).to(self.device))
+        with torch.inference_mode():
+            inp = torch.from_numpy(x[None]).to(self.device).contiguous(memory_format=torch.channels_last)
+            logits = self.model(inp)
         return torch.sigmoid(logits)[0, 0, :h, :w].cpu().numpy().astype(np.float32)
 
     def candidates(
@@ -286,7 +296,7 @@ def detect_fcn(
         Detection,
         DetectionParameters,
         checked_input,
-        matched_filter,
+        matched_filter_peak,
         reference_stack,
         seed_subframes,
         subframe_index,
@@ -294,13 +304,17 @@ def detect_fcn(
 
     t = fcn.threshold if threshold is None else float(threshold)
     data = checked_input(difference, t, classifier.size)
-    image, preparation, subframes = seed_subframes(data, classifier, classifier.threshold)
-    planes = fcn_inputs(data, reference_stack(difference, reference, data.shape))
-    found = [c for c in fcn._candidates(planes, floor=min(t, 0.05)) if c.probability >= t]
+    # the seed's subframes and the network are independent: run them side by side (numpy, scipy
+    # and torch release the GIL), as two threads on a 2-core machine
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        seed = pool.submit(seed_subframes, data, classifier, classifier.threshold)
+        planes = fcn_inputs(data, reference_stack(difference, reference, data.shape))
+        found = [c for c in fcn._candidates(planes, floor=min(t, 0.05)) if c.probability >= t]
+        image, preparation, subframes = seed.result()
     params = DetectionParameters()
     candidates = []
     if found:
-        snr = matched_filter(image, params.sigmas, params.background_sigma).max(axis=0)
+        snr = matched_filter_peak(image, params.sigmas, params.background_sigma)
         for c in found:
             r = int(np.clip(round(c.y), 0, data.shape[0] - 1))
             col = int(np.clip(round(c.x), 0, data.shape[1] - 1))

@@ -103,6 +103,12 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-register", action="store_true", help="plain median stack, no sub-pixel registration"
     )
+    parser.add_argument(
+        "--no-reference-store",
+        action="store_true",
+        help="do not keep the images' pixels and registration preparations in REPORTS/.reference-store "
+        "(the store makes a daily run read and prepare only the new image; same results without it)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -371,6 +377,7 @@ def _pipeline_run(args: argparse.Namespace, inbox_arg: str, what: str = "inbox")
         detector=found["detector"],
         fcn_model=found["fcn_model"],
         base_url=found["base_url"],
+        reference_store=not getattr(args, "no_reference_store", False),
     )
     return dict(
         db=_open(url, create=True),

@@ -65,6 +65,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-register", action="store_true", help="with --references: do not register the references"
     )
     p.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="with --references: the reference store, which keeps each reference's pixels, its "
+        "registration preparation and the offsets measured between two files, keyed by the files' "
+        "SHA-256, so that a repeated detect reads and registers nothing again (default "
+        "$BLOBWATCH_CACHE/references or ~/.cache/blobwatch/references; bounded at 2 GiB)",
+    )
+    p.add_argument(
+        "--no-cache", action="store_true", help="with --references: neither use nor fill the reference store"
+    )
+    p.add_argument(
         "--threshold", type=float, metavar="T", help="probability threshold (default: the model's)"
     )
     p.add_argument(
@@ -260,12 +271,7 @@ def _detect(args: argparse.Namespace) -> int:
         args.detector = found["detector"]
     stack = None
     if args.references:
-        from blobwatch.difference import blob_difference
-        from blobwatch.fits_io import read_blob_image
-
-        current = read_blob_image(args.image)
-        refs = [read_blob_image(r) for r in args.references]  # shapes: checked by blob_difference
-        result = blob_difference(current, refs, register=not args.no_register)
+        result = _reference_difference(args)
         difference, stack = result.data, result.stack
     else:
         difference = _difference(args.image)
@@ -322,6 +328,54 @@ def _detect(args: argparse.Namespace) -> int:
     else:
         print(format_detection(payload))
     return 0
+
+
+def _reference_difference(args: argparse.Namespace) -> Any:
+    """``detect --references``: the difference of IMAGE, through the reference store unless ``--no-cache``.
+
+    The store gives back the references' pixels and registration preparations, and the offsets
+    measured before between the same two files (same content, same registration settings); the
+    difference is the same as without it (`blobwatch.refstore`).
+    """
+    from blobwatch.difference import PreparedCache, blob_difference, registration_key
+    from blobwatch.fits_io import read_blob_image
+
+    current = read_blob_image(args.image)
+    if args.no_cache:
+        refs = [read_blob_image(r) for r in args.references]  # shapes: checked by blob_difference
+        return blob_difference(current, refs, register=not args.no_register)
+
+    from blobwatch.refstore import ReferenceStore, default_store_dir, file_state
+
+    store = ReferenceStore(args.cache_dir or default_store_dir())
+    refs = []
+    for path in args.references:
+        sha = store.known_sha256(path)
+        image = store.image(sha, path) if sha else None
+        if image is None:
+            state = file_state(path)
+            image = read_blob_image(path)
+            store.put_image(image, state)
+        refs.append(image)
+    sha_of = {ref.path: ref.provenance.get("sha256") for ref in refs}
+    current_sha = str(current.provenance.get("sha256") or "")
+    key = "offsets-" + registration_key(current.data.shape)
+    known = store.offsets(current_sha, key) if current_sha else {}
+    result = blob_difference(
+        current,
+        refs,
+        register=not args.no_register,
+        prepared=PreparedCache(len(refs) + 1, store=store),
+        offsets=[known.get(str(sha_of[ref.path])) for ref in refs],
+    )
+    if not args.no_register and current_sha:
+        measured = {
+            str(sha_of[path]): (float(dy), float(dx))
+            for index, (path, (dy, dx)) in enumerate(zip(result.reference_paths, result.offsets, strict=True))
+            if index not in result.unregistered and sha_of.get(path)
+        }
+        store.put_offsets(current_sha, key, {k: v for k, v in measured.items() if k not in known})
+    return result
 
 
 def _detect_mf(args: argparse.Namespace, difference: np.ndarray) -> int:

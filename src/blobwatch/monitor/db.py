@@ -58,14 +58,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 from sqlalchemy.sql.expression import Executable
 
 from blobwatch.errors import BlobwatchError
+from blobwatch.monitor.settings import DEFAULT_REPORTS
 
 #: Alembic revision of the newest schema this code writes.
 SCHEMA_VERSION = "0004"
 
 #: Environment variable that overrides the default database URL.
 DB_URL_ENV = "BLOBWATCH_DB"
-#: The default report folder (in the working directory), which holds the default database.
-DEFAULT_REPORTS = "blobwatch-reports"
 
 IMAGE_STATUSES = ("registered", "processing", "processed", "rejected")
 CANDIDATE_STATUSES = ("new", "confirmed", "rejected", "known", "linked")

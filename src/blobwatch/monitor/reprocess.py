@@ -195,7 +195,11 @@ def reprocess(
     if workers is not None and workers < 1:
         raise ValueError(f"workers={workers} must be >= 1")
     cache = _ImageCache(settings.n_references + 2)
-    reports_path, session_factory, summary = _start_run(archive, db, reports, settings, cache, echo)
+    # the reference store serves the daily run; an archive pass would only fill it (and its workers
+    # read each image once anyway)
+    reports_path, session_factory, summary = _start_run(
+        archive, db, reports, dataclasses.replace(settings, reference_store=False), cache, echo
+    )
     with contextlib.ExitStack() as stack:
         started: list[Any] = []
 

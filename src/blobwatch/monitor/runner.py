@@ -43,7 +43,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from blobwatch import __version__
+from blobwatch import __version__, heap
 from blobwatch.errors import InputError
 from blobwatch.lru import LRUCache
 from blobwatch.monitor import notify as _notify
@@ -64,6 +64,7 @@ from blobwatch.monitor.db import (
     worker_name,
     write_session,
 )
+from blobwatch.monitor.settings import DETECTORS, STORE_FOLDER, MonitorSettings
 from blobwatch.names import one_line
 from blobwatch.stats import jsonable
 
@@ -76,6 +77,8 @@ __all__ = [
     "MonitorSettings",
     "MonitorSummary",
     "compute_image",
+    "detect_image",
+    "difference_of",
     "discover",
     "measure_offsets",
     "progress_bar",
@@ -86,64 +89,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The detectors a monitor run can use; the first is the default (the suite's winner,
-#: docs/regression.md): the localizing network, and the seed's chain (`blobwatch.detect.detect`).
-DETECTORS = ("fcn", "paper")
-
 #: File names the inbox scan picks up (case-insensitive).
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
-
-
-@dataclass(frozen=True)
-class MonitorSettings:
-    """Tunable settings of a monitor run.
-
-    Attributes
-    ----------
-    n_references : int
-        Preceding images in the median stack (the seed's 30).
-    min_references : int
-        An image is processed once at least this many earlier valid images exist.
-    register : bool
-        Register the references' blob patterns before the median (`blobwatch.difference`).
-    threshold : float or None
-        Candidate probability threshold of the chosen detector; the model's own when None.
-    detector : str
-        ``'fcn'``: candidates from the localizing network (`blobwatch.fcn.detect_fcn`), the seed's
-        16 subframes classified beside it; ``'paper'``: the seed's chain (`blobwatch.detect.detect`).
-    fcn_model : str or None
-        The localizing network's model file; the shipped one when None.
-    known_margin : float
-        A candidate within a catalog blob's radius plus this margin (px) is ``known``.
-    link_distance : float
-        A candidate within ``max(link_distance, earlier candidate's radius)`` px of an open or
-        confirmed candidate of an earlier image is ``linked`` to it (not alerted again).
-    expected_shape : (int, int) or None
-        Shape every image must have; by default the most common shape among the registered images.
-    stale_after : datetime.timedelta
-        A claim older than this (a monitor that died on another host) may be taken over.
-    cache_images : int
-        Blob images kept in memory between images of one run (each 4 MiB at 1024x1024).
-    base_url : str or None
-        Address of the review app (``blobwatch serve``) that notifications link to.
-    """
-
-    n_references: int = 30
-    min_references: int = 5
-    register: bool = True
-    threshold: float | None = None
-    detector: str = DETECTORS[0]
-    fcn_model: str | None = None
-    known_margin: float = 2.0
-    link_distance: float = 4.0
-    expected_shape: tuple[int, int] | None = None
-    stale_after: _dt.timedelta = _dt.timedelta(minutes=30)
-    cache_images: int = 40
-    base_url: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.detector not in DETECTORS:
-            raise ValueError(f"detector {self.detector!r} is not one of {', '.join(DETECTORS)}")
 
 
 @dataclass
@@ -259,48 +206,69 @@ class _ImageCache:
     """A small LRU cache of `BlobImage` objects keyed by SHA-256 (one read per file per run).
 
     ``prepared`` optionally holds a `blobwatch.difference.PreparedCache`, so that a run that
-    processes several images prepares each reference for registration once.
+    processes several images prepares each reference for registration once.  ``store``
+    optionally holds a `blobwatch.refstore.ReferenceStore`: images it holds (for an unchanged
+    file) are loaded from it (memory-mapped) instead of being read, and images read are added
+    to it; those are then not kept in memory (they are loaded again when needed).
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, store: Any = None) -> None:
         self._images: LRUCache[Any] = LRUCache(capacity)
         self.capacity = self._images.capacity
         self.reads = 0
         self.prepared: Any = None
+        self.store = store
+
+    def _stored(self, image: Image | ImageFile) -> Any:
+        """The image from the store (None when absent or its file changed), kept in memory."""
+        if self.store is None:
+            return None
+        return self.store.image(image.sha256, image.path)
 
     def put(self, sha: str, image: Any) -> None:
         self._images.put(sha, image)
 
     def get(self, image: Image | ImageFile) -> Any:
         from blobwatch.fits_io import read_blob_image
+        from blobwatch.refstore import file_state
 
         cached = self._images.get(image.sha256)
         if cached is not None:
             return cached
+        stored = self._stored(image)
+        if stored is not None:
+            return stored
+        state = file_state(image.path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             blob = read_blob_image(image.path)
         self.reads += 1
         if blob.provenance.get("sha256") not in (None, image.sha256):
             raise InputError(image.path, "file changed since it was registered")
-        self.put(image.sha256, blob)
+        if self.store is None or not self.store.put_image(blob, state):
+            self.put(image.sha256, blob)
         return blob
 
     def get_many(self, images: Sequence[Image | ImageFile]) -> list[Any]:
         """Blob images for several rows, the missing ones read in parallel threads."""
         from blobwatch.fits_io import read_blob_images
+        from blobwatch.refstore import file_state
 
-        missing = [im for im in images if im.sha256 not in self._images]
+        found = {im.sha256: self._images.get(im.sha256) or self._stored(im) for im in images}
+        missing = [im for im in images if found[im.sha256] is None]
         if missing:
+            states = [file_state(im.path) for im in missing]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 blobs = read_blob_images([im.path for im in missing])
             self.reads += len(missing)
-            for im, blob in zip(missing, blobs, strict=True):
+            for im, blob, state in zip(missing, blobs, states, strict=True):
                 if blob.provenance.get("sha256") not in (None, im.sha256):
                     raise InputError(im.path, "file changed since it was registered")
-                self.put(im.sha256, blob)
-        return [self.get(im) for im in images]
+                if self.store is None or not self.store.put_image(blob, state):
+                    self.put(im.sha256, blob)
+                found[im.sha256] = blob
+        return [found[im.sha256] for im in images]
 
 
 def register_files(
@@ -312,6 +280,7 @@ def register_files(
     of ``b"unreadable\\0" + path`` (its content is unknown); once readable it is a new image.
     """
     from blobwatch.fits_io import FilterWarning, file_sha256, read_blob_image
+    from blobwatch.refstore import file_state
 
     new = 0
     rejected: list[ImageOutcome] = []
@@ -322,8 +291,11 @@ def register_files(
         session.rollback()  # end the read; every write below is its own short transaction
         for path in paths:
             unreadable = None
-            try:
-                sha = file_sha256(path)
+            state = file_state(path)
+            try:  # an unchanged file (size and mtime) that the store knows is not hashed again
+                sha = (cache.store.known_sha256(path) if cache.store is not None else None) or file_sha256(
+                    path
+                )
             except OSError as exc:  # recorded (once per path) so that a cron job notices
                 unreadable = f"cannot read file ({exc.strerror or exc})"
                 sha = hashlib.sha256(b"unreadable\0" + os.fsencode(path)).hexdigest()
@@ -346,8 +318,13 @@ def register_files(
                     obs_date = mjd_to_datetime(blob.mjd)
                     row.mjd, row.obs_date, row.filter = float(blob.mjd), obs_date, blob.filter
                     row.rows, row.cols = (int(n) for n in blob.data.shape)
-                    if len(paths) - len(known) <= cache.capacity // 2:  # a daily run: keep it for processing
-                        cache.put(sha, blob)
+                    stored = (
+                        cache.store is not None
+                        and blob.provenance.get("sha256") == sha
+                        and cache.store.put_image(blob, state)
+                    )
+                    if not stored and len(paths) - len(known) <= cache.capacity // 2:
+                        cache.put(sha, blob)  # a daily run: keep it for processing
                 except InputError as exc:
                     row.status, row.reason = "rejected", exc.problem
                 except Exception as exc:  # an unforeseen defect of one file must not stop the others
@@ -698,11 +675,25 @@ def compute_image(
         The localizing network for ``settings.detector == 'fcn'`` (loaded from
         ``settings.fcn_model`` when not given).
     """
-    from blobwatch.detect import detect
-    from blobwatch.difference import blob_difference
-    from blobwatch.fcn import detect_fcn
+    diff, seconds = difference_of(current, references, settings, prepared=prepared, offsets=offsets)
+    return detect_image(diff, classifier, settings, localizer=localizer, timings={"difference": seconds})
 
-    timings: dict[str, float] = {}
+
+def difference_of(
+    current: Any,
+    references: Sequence[Any],
+    settings: MonitorSettings,
+    *,
+    prepared: Any = None,
+    offsets: Sequence[Offset | None] | None = None,
+) -> tuple[Any, float]:
+    """The first step of `compute_image`: the difference and the seconds it took.
+
+    A caller that holds the references only for this step can drop them before `detect_image`
+    (at 1024x1024, 30 references are 120 MB).
+    """
+    from blobwatch.difference import blob_difference
+
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # FewReferencesWarning is expected while < 30 exist
@@ -715,7 +706,23 @@ def compute_image(
             prepared=prepared,
             offsets=offsets,
         )
-    timings["difference"] = time.perf_counter() - t
+    return diff, time.perf_counter() - t
+
+
+def detect_image(
+    diff: Any,
+    classifier: Any,
+    settings: MonitorSettings,
+    *,
+    localizer: Any = None,
+    timings: dict[str, float] | None = None,
+) -> ImageResult:
+    """The second step of `compute_image`: detection and saliency of a difference (`difference_of`)."""
+    from blobwatch.detect import detect
+    from blobwatch.fcn import detect_fcn
+
+    current = diff.current
+    timings = dict(timings or {})
     t = time.perf_counter()
     if settings.detector == "fcn":
         if localizer is None:
@@ -798,16 +805,16 @@ def process_image(
         raise _Retry() from None
     read_seconds = time.perf_counter() - t0
 
-    # 2. compute phase
-    result = compute_image(
-        current,
-        ref_images,
-        model.classifier,
-        settings,
-        prepared=cache.prepared,
-        offsets=_stored_offsets(image, refs),
-        localizer=model.localizer,
+    # 2. compute phase (the references are dropped once the difference is made: less memory)
+    diff, seconds = difference_of(
+        current, ref_images, settings, prepared=cache.prepared, offsets=_stored_offsets(image, refs)
     )
+    del ref_images, current
+    heap.trim()
+    result = detect_image(
+        diff, model.classifier, settings, localizer=model.localizer, timings={"difference": seconds}
+    )
+    heap.trim()
     # 3. write phase
     return record(
         session_factory,
@@ -1082,7 +1089,10 @@ def run_monitor(
     urls = list(notify or [])
     cache = _ImageCache(max(settings.cache_images, settings.n_references + 2))
     reports_path, session_factory, summary = _start_run(inbox, db, reports, settings, cache, echo)
-    if settings.register:
+    if settings.register:  # consecutive images share references: prepare each once (and keep it)
+        from blobwatch.difference import PreparedCache
+
+        cache.prepared = PreparedCache(settings.n_references + 1, store=cache.store)
         _measure_new_offsets(session_factory, lambda frame, images: measure_offsets(frame, images, cache))
     worker = worker_name()
     ready = _ready_images(session_factory, settings)
@@ -1090,10 +1100,6 @@ def run_monitor(
     loaded = (
         _load_model(model, classifier, settings) if ready else None
     )  # before any claim: a bad model claims nothing
-    if len(ready) > 1 and settings.register:  # consecutive images share references: prepare each once
-        from blobwatch.difference import PreparedCache
-
-        cache.prepared = PreparedCache(settings.n_references + 1)
     bar, echo_line = progress_bar(progress, len(ready), "monitor", echo)
     try:
         for iid in ready:
@@ -1170,6 +1176,10 @@ def _start_run(
         )
     reports_path = (Path(reports) if reports is not None else Path.cwd() / "blobwatch-reports").resolve()
     reports_path.mkdir(parents=True, exist_ok=True)
+    if settings.reference_store:
+        from blobwatch.refstore import ReferenceStore
+
+        cache.store = ReferenceStore(settings.store_dir or reports_path / STORE_FOLDER)
     session_factory = (
         db
         if isinstance(db, sessionmaker)
