@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from blobwatch.errors import BlobwatchError
+from blobwatch.evaluate import SuiteSubframes, suite_subframes
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -222,46 +223,18 @@ def training_settings(params: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class CalibrationSubframes:
-    """Prepared subframes of the calibration split, partial ones dropped.
-
-    ``x`` is ``(N, size, size)`` float16 (half the memory; the network sees float32),
-    ``label`` ``(N,)`` bool, ``seq`` the sequence seed and ``protocol`` 'plain' or 'registered'.
-    """
-
-    x: np.ndarray
-    label: np.ndarray
-    seq: np.ndarray
-    protocol: np.ndarray
+#: The prepared calibration subframes the objective scores (`blobwatch.evaluate.SuiteSubframes`).
+CalibrationSubframes = SuiteSubframes
 
 
 def calibration_subframes(
     cases: list[Case], *, size: int, clip_factor: float, progress: bool = False
-) -> CalibrationSubframes:
-    """Cut and prepare the 16 subframes of the plain and registered difference of every case.
-
-    Subframes holding part of the blob but not its centre are dropped (neither class), as in
-    `blobwatch.evaluate.evaluate_suite`.
-    """
-    from tqdm import tqdm
-
-    from blobwatch.evaluate import SUITE_PROTOCOLS, case_subframes
-
-    xs, labels, seqs, protocols = [], [], [], []
-    for case in tqdm(cases, desc="calibration subframes", unit="case", disable=not progress):
-        for protocol in SUITE_PROTOCOLS:
-            tiles, label, partial = case_subframes(case, protocol, size=size, clip_factor=clip_factor)
-            keep = ~partial
-            xs.append(tiles[keep].astype(np.float16))
-            labels.append(label[keep])
-            seqs.append(np.full(int(keep.sum()), case.seed))
-            protocols.append(np.full(int(keep.sum()), protocol))
-        case.release()
-    if not xs:
-        raise BlobwatchError("the calibration split holds no cases")
-    return CalibrationSubframes(
-        np.concatenate(xs), np.concatenate(labels), np.concatenate(seqs), np.concatenate(protocols)
+) -> SuiteSubframes:
+    """The 16 prepared subframes of the plain and registered difference of every calibration
+    case, partial ones dropped (`blobwatch.evaluate.suite_subframes`, the one function that cuts
+    them for tuning, for the seed-protocol table and for ``make-dataset --from-suite``)."""
+    return suite_subframes(
+        cases, size=size, clip_factor=clip_factor, progress=progress, desc="calibration subframes"
     )
 
 
