@@ -50,6 +50,9 @@ class FCNTrainConfig:
         BlobUNet size.
     pos_weight : float
         Weight of blob pixels in the cross-entropy.
+    peak_smooth : float
+        Smoothing (px) of the probability map before its peaks are taken, recorded in the model
+        file (``peak_smooth_sigma``) for `blobwatch.fcn.FCNDetector`.
     seed : int
         Patch positions, augmentation, initialization.
     device : str
@@ -72,6 +75,7 @@ class FCNTrainConfig:
     width: int = 12
     depth: int = 3
     pos_weight: float = 5.0
+    peak_smooth: float = 0.5
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
@@ -234,6 +238,7 @@ def train_fcn(
         "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
         "training": metrics,
         "threshold": 0.5,
+        "peak_smooth_sigma": float(cfg.peak_smooth),
         "torch": str(torch.__version__),
     }
     save_model(

@@ -211,11 +211,33 @@ def register(subparsers: Any) -> None:
     f.add_argument(
         "--new-blobs", type=_count(1), default=12, help="new blobs per training image (default 12)"
     )
-    f.add_argument("--epochs", type=_count(1), default=20, help="epochs (default 20)")
+    f.add_argument("--epochs", type=_count(1), default=None, help="epochs (default 20)")
     f.add_argument("--batch-size", type=_count(1), default=16, help="patches per step (default 16)")
-    f.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
+    f.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3)")
     f.add_argument(
-        "--width", type=_count(2), default=12, help="channels of the first U-Net level (default 12)"
+        "--width", type=_count(2), default=None, help="channels of the first U-Net level (default 12)"
+    )
+    f.add_argument("--depth", type=_count(1), default=None, help="U-Net poolings (default 3)")
+    f.add_argument(
+        "--pos-weight", type=_number(0.01), default=None, help="weight of blob pixels in the loss (default 5)"
+    )
+    f.add_argument(
+        "--patch",
+        type=_count(16),
+        default=None,
+        help="training patch side, a multiple of 2**(depth+1) (default 128)",
+    )
+    f.add_argument(
+        "--peak-smooth",
+        type=_number(0.0),
+        default=None,
+        help="smoothing (px) of the probability map before its peaks are taken (default 0.5)",
+    )
+    f.add_argument(
+        "--params",
+        metavar="JSON",
+        default=None,
+        help="settings from `blobwatch tune --family fcn`'s best.json (options given here override them)",
     )
     add_calibrated_training_options(f)
     f.add_argument(
@@ -368,6 +390,10 @@ def _train(args: argparse.Namespace) -> int:
         from blobwatch.tune import read_params
 
         params = read_params(args.params)
+        if params["architecture"] == "BlobUNet":
+            raise BlobwatchError(
+                f"{args.params}: a localizing-network parameter file; use blobwatch train-fcn"
+            )
         kw.update(
             architecture=params["architecture"],
             arguments={k: v for k, v in params["arguments"].items() if k != "size"},
@@ -531,15 +557,25 @@ def _train_fcn(args: argparse.Namespace) -> int:
         threshold = _calibrate_fcn(Path(args.recalibrate), args, cache, progress)
         print(f"model: {args.recalibrate} (threshold {threshold:.4f} on the calibration split)")
         return 0
+    knobs = ("width", "depth", "lr", "pos_weight", "patch", "peak_smooth", "epochs")
+    settings: dict[str, Any] = {}
+    if args.params:
+        from blobwatch.tune import read_params
+
+        doc = read_params(args.params)
+        if doc["architecture"] != "BlobUNet":
+            raise BlobwatchError(
+                f"{args.params}: a {doc['architecture']} parameter file; use blobwatch train"
+            )
+        settings.update({k: doc["training"][k] for k in knobs if k in doc["training"]})
+    settings.update({k: getattr(args, k) for k in knobs if getattr(args, k) is not None})
     cfg = FCNTrainConfig(
         outdir=args.out,
         cache=str(cache),
         sequences=args.sequences,
         new_blobs=args.new_blobs,
-        epochs=args.epochs,
         batch_size=args.batch_size,
-        lr=args.lr,
-        width=args.width,
+        **settings,
         seed=args.seed,
         device=args.device,
         threads=args.threads,
