@@ -126,3 +126,33 @@ def test_make_dataset_from_suite_writes_the_calibration_cut(tmp_path: Path) -> N
     other = ["make-dataset", str(tmp_path / "ds2"), "--from-suite", "--cache", str(cache), "--sequences", "3"]
     assert main([*other, "--no-progress", *SMALL[2:], "--new-blobs", "4"]) == 2
     assert truth.read_bytes() == before and not (tmp_path / "ds2" / "train").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_seed_protocol_scores_both_models_and_the_matched_filter(tmp_path: Path) -> None:
+    small = ["--size", "256", "--references", "3", "--cases-per-sequence", "4"]
+    out = tmp_path / "ev"
+    code = main(
+        [
+            "evaluate",
+            "--suite",
+            "--seed-protocol",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--sequences",
+            "3",
+            "--calibration-sequences",
+            "3",
+            *small,
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert code == 0
+    rep = json.loads((out / "evaluation_seed_protocol.json").read_text())
+    assert rep["difference"].startswith("plain") and len(rep["models"]) == 3
+    assert "matched filter" in rep["models"] and rep["reference"] == "shipped PaperCNN"
+    for m in rep["models"].values():
+        assert m["tpr"]["calibration_tpr"]["rate"] >= 0.94 and m["tnr"]["calibration_tnr"]["rate"] >= 0.97

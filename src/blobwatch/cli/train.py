@@ -271,7 +271,8 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="with --suite: the seed's target instead (issue 10): subframes of the plain (unregistered) "
         "differences only, TNR at TPR >= 0.94 and TPR at TNR >= 0.97 with thresholds chosen on the "
-        "calibration split, overall and per S/N bin, McNemar against --baseline",
+        "calibration split, overall and per S/N bin, for --model, --baseline and the matched filter; "
+        "McNemar against --baseline",
     )
     e.add_argument(
         "--baseline",
@@ -516,9 +517,15 @@ def _evaluate_seed_protocol(args: argparse.Namespace) -> int:
             np.float64
         )
 
+    from blobwatch.baseline import matched_filter_scores
+
     scores = {
         name: (proba(clf, cut["calibration"].x), proba(clf, cut["suite"].x)) for name, clf in models.items()
     }
+    # the classical reference on the same subframes (its thresholds, too, set on the calibration split)
+    scores["matched filter"] = tuple(  # type: ignore[assignment]
+        matched_filter_scores(cut[split].x).astype(np.float64) for split in ("calibration", "suite")
+    )
     report = seed_protocol_report(
         {"label": cut["calibration"].label, "seq": cut["calibration"].seq},
         {"label": cut["suite"].label, "seq": cut["suite"].seq, "snr": cut["suite"].snr},
