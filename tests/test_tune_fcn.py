@@ -94,7 +94,16 @@ def test_tune_family_fcn_runs_trials_and_writes_a_params_file_train_fcn_reads(tm
 
     pytest.importorskip("optuna")
     out, cache = tmp_path / "tune", tmp_path / "cache"
-    small = ["--size", "256", "--references", "3", "--cases-per-sequence", "2", "--calibration-sequences", "5"]
+    small = [
+        "--size",
+        "256",
+        "--references",
+        "3",
+        "--cases-per-sequence",
+        "2",
+        "--calibration-sequences",
+        "5",
+    ]
     args = ["tune", "--family", "fcn", "--out", str(out), "--trials", "2", "--max-epochs", "1"]
     assert main([*args, "--training-sequences", "2", "--cache", str(cache), "--no-progress", *small]) == 0
     best = json.loads((out / "best.json").read_text())
