@@ -22,7 +22,7 @@ import numpy as np
 from astropy.table import Table
 from scipy import ndimage
 
-from blobwatch.fcn import PEAK_SMOOTH_SIGMA, FCNDetector
+from blobwatch.fcn import FCNDetector
 
 NEAR = 6.0  # px around the blob's centre that count as the blob
 
@@ -50,7 +50,7 @@ def main() -> None:
         if not diff or not stack:
             continue
         day = int(re.search(r"day(\d+)", folder.name).group(1))  # type: ignore[union-attr]
-        p = ndimage.gaussian_filter(det.probability(np.load(diff[-1]), np.load(stack[-1])), PEAK_SMOOTH_SIGMA)
+        p = ndimage.gaussian_filter(det.probability(np.load(diff[-1]), np.load(stack[-1])), det.smooth_sigma)
         yy, xx = np.ogrid[: p.shape[0], : p.shape[1]]
         near = np.hypot(xx - bx, yy - by) <= NEAR
         at_blob, other = float(p[near].max()), float(p[~near].max())

@@ -273,3 +273,15 @@ def test_compare_without_a_tuned_model_says_so(
     assert code == 0
     page = docs.read_text()
     assert "## Not run" in page and "tuned network: no --tuned-model given" in page
+
+
+def test_compare_adds_the_sky_trained_papercnn_row_only_when_given() -> None:
+    from blobwatch.comparison import default_methods
+
+    assert [m.label for m in default_methods()][:2] == [
+        "PaperCNN (seed architecture, shipped model)",
+        "tuned network",
+    ]
+    rows = default_methods(sky_model="runs/sky1/model.pt")
+    assert rows[1].label == "PaperCNN, sky-like training" and rows[1].detector == "paper"
+    assert rows[1].options == {"model": "runs/sky1/model.pt"} and len(rows) == len(default_methods()) + 1

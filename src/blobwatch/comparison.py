@@ -55,8 +55,10 @@ def default_methods(
     embed_model: str | None = None,
     fcn_model: str | None = None,
     paper_model: str | None = None,
+    sky_model: str | None = None,
 ) -> list[Method]:
-    """The six rows of docs/comparison.md (the tuned network only when a model file is given)."""
+    """The rows of docs/comparison.md (the tuned network only when a model file is given; the
+    PaperCNN trained on the sky-like set, ``make-dataset --from-suite``, only when ``sky_model`` is)."""
     tuned = Method(
         "tuned network",
         "paper",
@@ -65,8 +67,10 @@ def default_methods(
         if tuned_model
         else "no --tuned-model given (a model file from `blobwatch tune` + `blobwatch train --params`)",
     )
+    sky = [Method("PaperCNN, sky-like training", "paper", {"model": sky_model})] if sky_model else []
     return [
         Method("PaperCNN (seed architecture, shipped model)", "paper", {"model": paper_model}),
+        *sky,
         tuned,
         Method("autoencoder", "autoencoder", {"ae_model": ae_model}),
         Method("best embedding classifier", "embed", {"embed_model": embed_model}),

@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -470,15 +471,57 @@ def format_table(report: dict[str, Any]) -> str:
 SUITE_PROTOCOLS = ("plain", "registered")
 
 
+def subframe_truth(offsets: np.ndarray, blobs: Sequence[dict[str, Any]], size: int) -> dict[str, np.ndarray]:
+    """Labels of ``size`` x ``size`` subframes at ``offsets`` (``(N, 2)`` of ``x0, y0``) given new blobs.
+
+    Returns
+    -------
+    dict
+        ``label`` (bool: the subframe holds a new blob's centre), ``partial`` (bool: it holds
+        part of a blob, within its radius, but no blob's centre: counts neither way), ``snr``
+        (float64: the largest matched-filter S/N of the blobs centred in it, NaN without one)
+        and ``n_blobs`` (int: how many blob centres it holds).
+    """
+    n = len(offsets)
+    if not blobs:
+        return {
+            "label": np.zeros(n, bool),
+            "partial": np.zeros(n, bool),
+            "snr": np.full(n, np.nan),
+            "n_blobs": np.zeros(n, np.int64),
+        }
+    x0 = np.asarray(offsets[:, 0], np.float64)[:, None]
+    y0 = np.asarray(offsets[:, 1], np.float64)[:, None]
+    bx = np.array([float(b["x"]) for b in blobs])[None]
+    by = np.array([float(b["y"]) for b in blobs])[None]
+    radius = np.array([float(b["radius"]) for b in blobs])[None]
+    snr = np.array([float(b.get("snr", np.nan)) for b in blobs])[None]
+    inside = (bx >= x0) & (bx < x0 + size) & (by >= y0) & (by < y0 + size)
+    gap = np.hypot(
+        np.maximum(np.maximum(x0 - bx, bx - (x0 + size - 1)), 0.0),
+        np.maximum(np.maximum(y0 - by, by - (y0 + size - 1)), 0.0),
+    )
+    label = inside.any(axis=1)
+    with np.errstate(invalid="ignore"):
+        best = np.where(inside, snr, -np.inf).max(axis=1)
+    return {
+        "label": label,
+        "partial": ~label & (gap < radius).any(axis=1),
+        "snr": np.where(label, best, np.nan),
+        "n_blobs": inside.sum(axis=1),
+    }
+
+
 def case_subframes(
     case: Any, protocol: str, *, size: int, clip_factor: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """The prepared subframes of one regression case and their labels.
 
     Parameters
     ----------
     case : blobwatch.regression.Case
-        A whole-image case (blob injected into the raw image).
+        A whole-image case (blobs injected into the raw image; one in the suite, several in the
+        training split's images).
     protocol : {'plain', 'registered'}
         Cut from the plain median difference (the seed's) or the registered one (the daily job's).
     size, clip_factor : int, float
@@ -489,26 +532,88 @@ def case_subframes(
     tiles : numpy.ndarray
         ``(N, size, size)`` float32 prepared subframes, row-major.
     label : numpy.ndarray
-        ``(N,)`` bool: the subframe holds the new blob's centre.
+        ``(N,)`` bool: the subframe holds a new blob's centre.
     partial : numpy.ndarray
-        ``(N,)`` bool: it holds part of the blob but not its centre (counts neither way).
+        ``(N,)`` bool: it holds part of a blob but no blob's centre (counts neither way).
+    info : dict
+        ``offsets`` (``(N, 2)`` ``x0, y0``), ``snr`` and ``n_blobs`` (`subframe_truth`).
     """
     from blobwatch.preprocess import prepare, tile
 
     diff = case.plain_difference if protocol == "plain" else case.difference
     tiles, offsets = tile(prepare(diff, clip_factor=clip_factor).data, size=size)
-    label = np.zeros(len(tiles), dtype=bool)
-    partial = np.zeros(len(tiles), dtype=bool)
-    if case.blob is not None:
-        x0, y0 = offsets[:, 0], offsets[:, 1]
-        bx, by = case.blob["x"], case.blob["y"]
-        label = (bx >= x0) & (bx < x0 + size) & (by >= y0) & (by < y0 + size)
-        gap = np.hypot(
-            np.maximum(np.maximum(x0 - bx, bx - (x0 + size - 1)), 0.0),
-            np.maximum(np.maximum(y0 - by, by - (y0 + size - 1)), 0.0),
-        )
-        partial = ~label & (gap < case.blob["radius"])
-    return tiles, label, partial
+    blobs = case.truth.get("blobs") or ([case.blob] if case.blob is not None else [])
+    truth = subframe_truth(offsets, blobs, size)
+    info = {"offsets": offsets, "snr": truth["snr"], "n_blobs": truth["n_blobs"]}
+    return tiles, truth["label"], truth["partial"], info
+
+
+@dataclass
+class SuiteSubframes:
+    """Prepared subframes of whole-image cases, partial ones dropped (what `suite_subframes` gives).
+
+    ``x`` is ``(N, size, size)`` float16 (half the memory; the network sees float32),
+    ``label`` ``(N,)`` bool, ``seq`` the sequence seed, ``protocol`` 'plain' or 'registered',
+    ``case`` the case's index in its sequence, ``offsets`` ``(N, 2)`` ``x0, y0`` in the image,
+    ``snr`` the largest matched-filter S/N of the blobs centred in the subframe (NaN for a blank
+    one) and ``n_blobs`` how many blob centres it holds.
+    """
+
+    x: np.ndarray
+    label: np.ndarray
+    seq: np.ndarray
+    protocol: np.ndarray
+    case: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    offsets: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+    snr: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    n_blobs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+def suite_subframes(
+    cases: Sequence[Any],
+    *,
+    size: int,
+    clip_factor: float,
+    protocols: Sequence[str] = SUITE_PROTOCOLS,
+    progress: bool = False,
+    desc: str = "subframes",
+) -> SuiteSubframes:
+    """Cut and prepare the 16 subframes of the plain and/or registered difference of every case.
+
+    Prepared exactly as at inference (`case_subframes`).  Subframes holding part of a blob but no
+    blob's centre are dropped (neither class), as in `evaluate_suite`.  This is what `blobwatch
+    tune` scores on the calibration split, what the seed-protocol table scores on the suite, and
+    what `blobwatch make-dataset --from-suite` writes from the training split.
+
+    Raises
+    ------
+    blobwatch.errors.BlobwatchError
+        If there are no cases.
+    """
+    from tqdm import tqdm
+
+    from blobwatch.errors import BlobwatchError
+
+    parts: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("x", "label", "seq", "protocol", "case", "offsets", "snr", "n_blobs")
+    }
+    for case in tqdm(cases, desc=desc, unit="case", disable=not progress):
+        for protocol in protocols:
+            tiles, label, partial, info = case_subframes(case, protocol, size=size, clip_factor=clip_factor)
+            keep = ~partial
+            n = int(keep.sum())
+            parts["x"].append(tiles[keep].astype(np.float16))
+            parts["label"].append(label[keep])
+            parts["seq"].append(np.full(n, case.seed))
+            parts["protocol"].append(np.full(n, protocol))
+            parts["case"].append(np.full(n, case.index))
+            parts["offsets"].append(info["offsets"][keep])
+            parts["snr"].append(info["snr"][keep])
+            parts["n_blobs"].append(info["n_blobs"][keep])
+        case.release()
+    if not parts["x"]:
+        raise BlobwatchError("no cases to cut subframes from")
+    return SuiteSubframes(**{k: np.concatenate(v) for k, v in parts.items()})
 
 
 def suite_subframe_scores(
@@ -535,7 +640,7 @@ def suite_subframe_scores(
     }
     for case in tqdm(cases, desc="subframes", unit="case", disable=not progress):
         for protocol in SUITE_PROTOCOLS:
-            tiles, label, partial = case_subframes(
+            tiles, label, partial, _ = case_subframes(
                 case, protocol, size=classifier.size, clip_factor=classifier.clip_factor
             )
             d = out[protocol]

@@ -189,6 +189,9 @@ class FCNDetector:
         self.metadata: dict[str, Any] = loaded.metadata
         self.path = str(path)
         self.threshold = float(self.metadata.get("threshold", 0.5))
+        #: Peak smoothing (px) of this model: its metadata's ``peak_smooth_sigma`` (a tuned model
+        #: records the value it was calibrated with), else `PEAK_SMOOTH_SIGMA`.
+        self.smooth_sigma = float(self.metadata.get("peak_smooth_sigma", PEAK_SMOOTH_SIGMA))
         self._torch = torch
 
     def probability(self, difference: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
@@ -216,7 +219,9 @@ class FCNDetector:
         return self._candidates(x, floor)
 
     def _candidates(self, x: np.ndarray, floor: float) -> list[FCNCandidate]:
-        return [refine(x[0], c) for c in peaks(self._probability(x), floor=floor)]
+        return [
+            refine(x[0], c) for c in peaks(self._probability(x), floor=floor, smooth_sigma=self.smooth_sigma)
+        ]
 
     def saliency(
         self, planes: np.ndarray, box: tuple[int, int, int], targets: list[FCNCandidate], *, context: int = 32

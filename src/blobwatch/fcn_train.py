@@ -61,6 +61,9 @@ class FCNTrainConfig:
         Zoom range of those stamps (the generator's is 0.8-1.3).
     init : str or None
         A localizing model file to fine-tune (its width and depth are used).
+    peak_smooth : float
+        Smoothing (px) of the probability map before its peaks are taken, recorded in the model
+        file (``peak_smooth_sigma``) for `blobwatch.fcn.FCNDetector`.
     seed : int
         Patch positions, augmentation, initialization.
     device : str
@@ -86,6 +89,7 @@ class FCNTrainConfig:
     extra_stamps: int = 0
     stamp_zoom: tuple[float, float] = (0.6, 1.3)
     init: str | None = None
+    peak_smooth: float = 0.5
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
@@ -340,6 +344,7 @@ def train_fcn(
         "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
         "training": metrics,
         "threshold": 0.5,
+        "peak_smooth_sigma": float(cfg.peak_smooth),
         "torch": str(torch.__version__),
     }
     if cfg.init:  # the starting point, by content: its path may later hold another model

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from blobwatch.errors import BlobwatchError
+from blobwatch.evaluate import SuiteSubframes, suite_subframes
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -89,7 +90,7 @@ class TuneConfig:
     Attributes
     ----------
     dataset : str
-        Training dataset (``make-dataset``'s ``train``).
+        Training dataset (``make-dataset``'s ``train``) of the PaperCNN family; unused by ``fcn``.
     outdir : str
         Run folder of this worker (trials, table, figure, ``best.json``).
     storage : str or None
@@ -120,6 +121,11 @@ class TuneConfig:
         `blobwatch.variation.VariationConfig` fields of the calibration split (tests shrink it).
     device, threads, progress
         As for `blobwatch.train.TrainConfig`.
+    family : {'papercnn', 'fcn'}
+        The PaperCNN family (`suggest_params`) or the localizing detector
+        (`blobwatch.tune_fcn.suggest_fcn_params`).
+    training_sequences : int
+        Training-split sequences each ``fcn`` trial trains on.
     """
 
     dataset: str
@@ -140,6 +146,8 @@ class TuneConfig:
     device: str = "auto"
     threads: int | None = None
     progress: bool = True
+    family: str = "papercnn"
+    training_sequences: int = 12
 
     @property
     def storage_url(self) -> str:
@@ -222,46 +230,18 @@ def training_settings(params: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class CalibrationSubframes:
-    """Prepared subframes of the calibration split, partial ones dropped.
-
-    ``x`` is ``(N, size, size)`` float16 (half the memory; the network sees float32),
-    ``label`` ``(N,)`` bool, ``seq`` the sequence seed and ``protocol`` 'plain' or 'registered'.
-    """
-
-    x: np.ndarray
-    label: np.ndarray
-    seq: np.ndarray
-    protocol: np.ndarray
+#: The prepared calibration subframes the objective scores (`blobwatch.evaluate.SuiteSubframes`).
+CalibrationSubframes = SuiteSubframes
 
 
 def calibration_subframes(
     cases: list[Case], *, size: int, clip_factor: float, progress: bool = False
-) -> CalibrationSubframes:
-    """Cut and prepare the 16 subframes of the plain and registered difference of every case.
-
-    Subframes holding part of the blob but not its centre are dropped (neither class), as in
-    `blobwatch.evaluate.evaluate_suite`.
-    """
-    from tqdm import tqdm
-
-    from blobwatch.evaluate import SUITE_PROTOCOLS, case_subframes
-
-    xs, labels, seqs, protocols = [], [], [], []
-    for case in tqdm(cases, desc="calibration subframes", unit="case", disable=not progress):
-        for protocol in SUITE_PROTOCOLS:
-            tiles, label, partial = case_subframes(case, protocol, size=size, clip_factor=clip_factor)
-            keep = ~partial
-            xs.append(tiles[keep].astype(np.float16))
-            labels.append(label[keep])
-            seqs.append(np.full(int(keep.sum()), case.seed))
-            protocols.append(np.full(int(keep.sum()), protocol))
-        case.release()
-    if not xs:
-        raise BlobwatchError("the calibration split holds no cases")
-    return CalibrationSubframes(
-        np.concatenate(xs), np.concatenate(labels), np.concatenate(seqs), np.concatenate(protocols)
+) -> SuiteSubframes:
+    """The 16 prepared subframes of the plain and registered difference of every calibration
+    case, partial ones dropped (`blobwatch.evaluate.suite_subframes`, the one function that cuts
+    them for tuning, for the seed-protocol table and for ``make-dataset --from-suite``)."""
+    return suite_subframes(
+        cases, size=size, clip_factor=clip_factor, progress=progress, desc="calibration subframes"
     )
 
 
@@ -368,12 +348,27 @@ def open_study(cfg: TuneConfig) -> optuna.Study:
         pruner=_pruner(cfg.pruner, cfg.max_epochs),
         load_if_exists=True,
     )
+    family = study.user_attrs.get("family", "papercnn" if study.trials else cfg.family)
+    if family != cfg.family:
+        raise BlobwatchError(f"study {cfg.study} searches the {family} family, not {cfg.family}")
     if not study.trials and not study.user_attrs.get("baseline_enqueued"):
+        from blobwatch.tune_fcn import FALSE_ALARM_TARGETS, fcn_seed_params
+
         study.set_user_attr("baseline_enqueued", True)
-        study.set_user_attr(
-            "objective", f"standardized partial ROC AUC (FPR <= {MAX_FPR}) on the calibration split"
-        )
-        study.enqueue_trial(seed_params(cfg.max_epochs), user_attrs={"baseline": "seed PaperCNN"})
+        study.set_user_attr("family", cfg.family)
+        if cfg.family == "fcn":
+            targets = ", ".join(f"{t:g}" for t in FALSE_ALARM_TARGETS)
+            study.set_user_attr(
+                "objective",
+                f"mean detection rate of the calibration split's blob images at {targets} false alarms "
+                "per quiet image",
+            )
+            study.enqueue_trial(fcn_seed_params(cfg.max_epochs), user_attrs={"baseline": "shipped BlobUNet"})
+        else:
+            study.set_user_attr(
+                "objective", f"standardized partial ROC AUC (FPR <= {MAX_FPR}) on the calibration split"
+            )
+            study.enqueue_trial(seed_params(cfg.max_epochs), user_attrs={"baseline": "seed PaperCNN"})
     return study
 
 
@@ -490,9 +485,13 @@ def _run_worker(cfg: TuneConfig, log_line: Callable[[str], None]) -> optuna.Stud
     from blobwatch.tune_report import write_report
     from blobwatch.variation import VariationConfig
 
-    manifest = read_manifest(cfg.dataset)  # InputError for a missing or damaged dataset
-    size = int(manifest["size"])
-    clip_factor = float(manifest.get("preparation", {}).get("clip_factor", 0.5))
+    if cfg.family not in ("papercnn", "fcn"):
+        raise BlobwatchError(f"unknown family {cfg.family!r} (papercnn, fcn)")
+    size, clip_factor = 0, 0.5
+    if cfg.family == "papercnn":
+        manifest = read_manifest(cfg.dataset)  # InputError for a missing or damaged dataset
+        size = int(manifest["size"])
+        clip_factor = float(manifest.get("preparation", {}).get("clip_factor", 0.5))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(cfg)
     fail_stale_trials(study)
@@ -506,12 +505,17 @@ def _run_worker(cfg: TuneConfig, log_line: Callable[[str], None]) -> optuna.Stud
         t0 = time.perf_counter()
         spec = SuiteSpec("calibration", cfg.calibration_sequences, VariationConfig(**cfg.variation))
         cases = build_suite(spec, cfg.cache, progress=cfg.progress)
-        subframes = calibration_subframes(cases, size=size, clip_factor=clip_factor, progress=cfg.progress)
-        log_line(
-            f"calibration split: {len(cases)} cases, {len(subframes.label)} subframes "
-            f"({int(subframes.label.sum())} with the new blob), {time.perf_counter() - t0:.0f} s"
-        )
-        objective = make_objective(cfg, subframes, size)
+        if cfg.family == "fcn":
+            objective = _fcn_objective(cfg, cases, log_line)
+        else:
+            subframes = calibration_subframes(
+                cases, size=size, clip_factor=clip_factor, progress=cfg.progress
+            )
+            log_line(
+                f"calibration split: {len(cases)} cases, {len(subframes.label)} subframes "
+                f"({int(subframes.label.sum())} with the new blob), {time.perf_counter() - t0:.0f} s"
+            )
+            objective = make_objective(cfg, subframes, size)
         bar = tqdm(
             total=cfg.trials, initial=done, desc=f"study {cfg.study}", unit="trial", disable=not cfg.progress
         )
@@ -544,12 +548,47 @@ def _run_worker(cfg: TuneConfig, log_line: Callable[[str], None]) -> optuna.Stud
     return study
 
 
+def _fcn_objective(cfg: TuneConfig, calibration: list[Case], log_line: Callable[[str], None]) -> Any:
+    """The localizing family's objective, with the training split's cases built or read."""
+    from blobwatch.regression import SuiteSpec, build_suite
+    from blobwatch.tune_fcn import make_fcn_objective
+    from blobwatch.variation import VariationConfig, training_stamps
+
+    variation = VariationConfig(
+        **{**cfg.variation, "cases": 6, "new_blobs": 12, "stamps": training_stamps()}
+    )  # as train-fcn builds the training split
+    training = build_suite(
+        SuiteSpec("training", cfg.training_sequences, variation), cfg.cache, progress=cfg.progress
+    )
+    log_line(f"training split: {len(training)} cases; calibration split: {len(calibration)} cases")
+    return make_fcn_objective(cfg, training, calibration, log=log_line)
+
+
 def best_params(study: optuna.Study, cfg: TuneConfig) -> dict[str, Any]:
-    """The content of ``best.json``: what `blobwatch train --params` needs to train the winner."""
+    """The content of ``best.json``: what `blobwatch train --params` (PaperCNN family) or
+    `blobwatch train-fcn --params` (localizing family) needs to train the winner."""
     from blobwatch.dataset import read_manifest
     from blobwatch.monitor.db import redact_url
 
     best = study.best_trial
+    if cfg.family == "fcn":
+        from blobwatch.tune_fcn import FCN_FAMILY, fcn_train_settings
+
+        settings = fcn_train_settings(best.params)
+        return {
+            "format": PARAMS_FORMAT,
+            "family": "fcn",
+            "study": cfg.study,
+            "storage": redact_url(cfg.storage_url),
+            "trial": best.number,
+            "objective": str(study.user_attrs.get("objective", "")),
+            "value": best.value,
+            "architecture": FCN_FAMILY,
+            "arguments": {"in_channels": 2, "width": settings["width"], "depth": settings["depth"]},
+            "training": {**settings, "sequences": cfg.training_sequences, "seed": cfg.seed},
+            "search_space": dict(best.params),
+            "command": "blobwatch " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        }
     size = int(read_manifest(cfg.dataset)["size"])
     return {
         "format": PARAMS_FORMAT,

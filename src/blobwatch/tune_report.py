@@ -110,7 +110,8 @@ def rows_markdown(rows: list[dict[str, Any]], study_name: str, objective: str) -
     params = sorted({k for r in rows for k in r if k.startswith("param_")})
     cols = ["number", "state", "value", "auc", "tpr_at_tnr", "epoch", "weights", "seconds", *params, "note"]
     names = [c.removeprefix("param_") for c in cols]
-    names[2], names[4] = "partial AUC", "TPR@TNR>=0.97"
+    names[2] = "partial AUC" if objective.startswith("standardized partial") else "objective"
+    names[4] = "TPR@TNR>=0.97"
     lines = [
         f"# Study {study_name}",
         "",

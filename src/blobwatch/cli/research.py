@@ -97,6 +97,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_suite_options(c)
     c.add_argument("--tuned-model", metavar="PATH", help="model file of the tuned PaperCNN-family network")
     c.add_argument("--model", metavar="PATH", help="PaperCNN model file (default: the shipped one)")
+    c.add_argument(
+        "--sky-model",
+        metavar="PATH",
+        help="a PaperCNN trained on `make-dataset --from-suite` data: one more row",
+    )
     c.add_argument("--ae-model", metavar="PATH", help="autoencoder model file (default: the shipped one)")
     c.add_argument(
         "--embed-model", metavar="PATH", help="embedding classifier file (default: the shipped one)"
@@ -335,6 +340,7 @@ def _compare(args: argparse.Namespace) -> int:
         embed_model=args.embed_model,
         fcn_model=args.fcn_model,
         paper_model=args.model,
+        sky_model=args.sky_model,
     )
     detectors: list[Any] = []
     for m in methods:  # every model file is read before any work
@@ -353,6 +359,8 @@ def _compare(args: argparse.Namespace) -> int:
         name = det.name if det.name not in names else f"{det.name}-{len(names)}"
         if m.label == "tuned network":
             name = "tuned"
+        elif m.label.startswith("PaperCNN, sky"):
+            name = "paper-sky"
         names.add(name)
         run, times = evaluate_detector(
             det, suite, calib, args.target_false_alarm, name=name, progress=progress

@@ -114,6 +114,44 @@ def register(subparsers: Any) -> None:
         "training subframe (default 0.3; 0 for the seed's recipe)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = p.add_argument_group(
+        "sky-like training set (--from-suite)",
+        "Write OUTDIR/train and OUTDIR/val from the regression generator's training split instead "
+        "(blobs injected into the raw images, offsets 0-3 px, non-translational changes, correlated "
+        "noise): the prepared subframes of the plain and registered difference of every case, cut as "
+        "the calibration split is. See docs/training.md.",
+    )
+    g.add_argument(
+        "--from-suite",
+        action="store_true",
+        help="make the sky-like set from the cached training split (built there first if missing)",
+    )
+    g.add_argument(
+        "--sequences",
+        type=_count(2),
+        default=48,
+        help="training-split sequences (default 48, the cached ones)",
+    )
+    g.add_argument(
+        "--val-sequences",
+        type=_count(0),
+        default=6,
+        help="of them, the last N make the validation set (default 6)",
+    )
+    g.add_argument(
+        "--positive-copies",
+        type=_count(1),
+        default=2,
+        help="orientations (1-8) each training blob subframe is written in (default 2)",
+    )
+    g.add_argument("--new-blobs", type=_count(1), default=12, help="new blobs per blob image (default 12)")
+    g.add_argument(
+        "--cases-per-sequence", type=_count(1), default=6, help="current images per sequence (default 6)"
+    )
+    g.add_argument("--image-size", type=_count(64), default=1024, help="image side (default 1024)")
+    g.add_argument("--references", type=_count(1), default=30, help="reference images (default 30)")
+    g.add_argument("--subframe-size", type=_count(8), default=256, help="subframe side (default 256)")
+    g.add_argument("--cache", metavar="DIR", default=None, help="case cache (default: the regression cache)")
     p.set_defaults(func=_make_dataset)
 
     t = subparsers.add_parser(
@@ -173,11 +211,33 @@ def register(subparsers: Any) -> None:
     f.add_argument(
         "--new-blobs", type=_count(1), default=12, help="new blobs per training image (default 12)"
     )
-    f.add_argument("--epochs", type=_count(1), default=20, help="epochs (default 20)")
+    f.add_argument("--epochs", type=_count(1), default=None, help="epochs (default 20)")
     f.add_argument("--batch-size", type=_count(1), default=16, help="patches per step (default 16)")
-    f.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
+    f.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3)")
     f.add_argument(
-        "--width", type=_count(2), default=12, help="channels of the first U-Net level (default 12)"
+        "--width", type=_count(2), default=None, help="channels of the first U-Net level (default 12)"
+    )
+    f.add_argument("--depth", type=_count(1), default=None, help="U-Net poolings (default 3)")
+    f.add_argument(
+        "--pos-weight", type=_number(0.01), default=None, help="weight of blob pixels in the loss (default 5)"
+    )
+    f.add_argument(
+        "--patch",
+        type=_count(16),
+        default=None,
+        help="training patch side, a multiple of 2**(depth+1) (default 128)",
+    )
+    f.add_argument(
+        "--peak-smooth",
+        type=_number(0.0),
+        default=None,
+        help="smoothing (px) of the probability map before its peaks are taken (default 0.5)",
+    )
+    f.add_argument(
+        "--params",
+        metavar="JSON",
+        default=None,
+        help="settings from `blobwatch tune --family fcn`'s best.json (options given here override them)",
     )
     f.add_argument(
         "--extra-stamps",
@@ -219,6 +279,20 @@ def register(subparsers: Any) -> None:
         "(raw-injected blobs, plain and registered differences, bootstrap intervals; the "
         "matched filter's threshold is set on the calibration split)",
     )
+    e.add_argument(
+        "--seed-protocol",
+        action="store_true",
+        help="with --suite: the seed's target instead (issue 10): subframes of the plain (unregistered) "
+        "differences only, TNR at TPR >= 0.94 and TPR at TNR >= 0.97 with thresholds chosen on the "
+        "calibration split, overall and per S/N bin, for --model, --baseline and the matched filter; "
+        "McNemar against --baseline",
+    )
+    e.add_argument(
+        "--baseline",
+        default=None,
+        metavar="MODEL",
+        help="with --seed-protocol: the model compared with (default: the shipped PaperCNN)",
+    )
     add_suite_options(e)
     e.add_argument("--model", default=None, help="model file (default: the shipped model)")
     e.add_argument("--out", default="runs/evaluate", help="output directory (default runs/evaluate)")
@@ -232,6 +306,9 @@ def register(subparsers: Any) -> None:
 
 def _make_dataset(args: argparse.Namespace) -> int:
     import logging
+
+    if args.from_suite:
+        return _make_suite_dataset(args)
 
     from blobwatch.dataset import DatasetPlan, build_datasets
 
@@ -256,6 +333,64 @@ def _make_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _make_suite_dataset(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from blobwatch.cli.regress import default_cache
+    from blobwatch.dataset.from_suite import make_suite_datasets
+    from blobwatch.errors import InputError
+    from blobwatch.regression import SUITE_VERSION, SuiteSpec, build_suite
+    from blobwatch.variation import VariationConfig, training_stamps
+
+    if args.files:
+        raise BlobwatchError("--from-suite takes no FITS files (it reads the training split)")
+    cache = Path(args.cache) if args.cache else default_cache()
+    # stamp-shaped blobs from the 15 training stamps only, as train-fcn builds the split
+    variation = VariationConfig(
+        size=args.image_size,
+        n_references=args.references,
+        cases=args.cases_per_sequence,
+        new_blobs=args.new_blobs,
+        stamps=training_stamps(),
+    )
+    spec = SuiteSpec("training", args.sequences, variation)
+    for seed in spec.seeds:  # never let a mismatched request rebuild someone's cached sequence
+        truth = cache / "training" / f"seq{seed}" / "truth.json"
+        if truth.is_file() and json.loads(truth.read_text()).get("key") != spec.key(seed):
+            raise InputError(
+                truth,
+                "cached training sequence made with other settings (--new-blobs, --cases-per-sequence, "
+                "--image-size, --references); give matching ones or another --cache",
+            )
+    t0 = time.perf_counter()
+    progress = not args.no_progress and sys.stderr.isatty()
+    cases = build_suite(spec, cache, progress=progress)
+    command = "blobwatch " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    out = make_suite_datasets(
+        args.outdir,
+        cases,
+        size=args.subframe_size,
+        clip_factor=args.clip_factor,
+        val_sequences=args.val_sequences,
+        positive_copies=min(args.positive_copies, 8),
+        seed=args.seed,
+        extra={
+            "split": "training",
+            "suite_version": SUITE_VERSION,
+            "variation": variation.to_dict(),
+            "stamp_ids": list(training_stamps()),
+            "cache": str(cache),
+            "command": command,
+        },
+        progress=progress,
+    )
+    for name, path in out.items():
+        print(f"{name:12s} {path}")
+    print(f"({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from blobwatch.train import TrainConfig, train
 
@@ -269,6 +404,10 @@ def _train(args: argparse.Namespace) -> int:
         from blobwatch.tune import read_params
 
         params = read_params(args.params)
+        if params["architecture"] == "BlobUNet":
+            raise BlobwatchError(
+                f"{args.params}: a localizing-network parameter file; use blobwatch train-fcn"
+            )
         kw.update(
             architecture=params["architecture"],
             arguments={k: v for k, v in params["arguments"].items() if k != "size"},
@@ -329,6 +468,8 @@ def _evaluate_suite(args: argparse.Namespace) -> int:
 
     if args.datasets:
         raise BlobwatchError("give dataset directories or --suite, not both")
+    if args.seed_protocol:
+        return _evaluate_seed_protocol(args)
     suite_spec, calib_spec, cache = suite_specs(args)
     clf = BlobClassifier(args.model, device=args.device)
     threshold = clf.threshold if args.threshold is None else float(args.threshold)
@@ -345,6 +486,76 @@ def _evaluate_suite(args: argparse.Namespace) -> int:
     write_text_atomic(out / "evaluation_suite.json", json.dumps(report, indent=1) + "\n")
     print(format_suite_table(report))
     print(f"written: {out / 'evaluation_suite.json'}")
+    return 0
+
+
+def _evaluate_seed_protocol(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from blobwatch.atomic import write_text_atomic
+    from blobwatch.classifier import BlobClassifier
+    from blobwatch.evaluate import suite_subframes
+    from blobwatch.regression import build_suite
+    from blobwatch.seed_protocol import format_seed_protocol, seed_protocol_report
+
+    suite_spec, calib_spec, cache = suite_specs(args)
+    models = {
+        "shipped PaperCNN" if args.baseline is None else str(args.baseline): BlobClassifier(
+            args.baseline, device=args.device
+        ),
+        str(args.model) if args.model else "shipped PaperCNN (as --model)": BlobClassifier(
+            args.model, device=args.device
+        ),
+    }
+    shapes = {(c.size, c.clip_factor) for c in models.values()}
+    if len(shapes) != 1:
+        raise BlobwatchError(f"the models differ in subframe size or clip factor: {sorted(shapes)}")
+    size, clip = shapes.pop()
+    progress = sys.stderr.isatty()
+    cut = {}
+    for name, spec in (("calibration", calib_spec), ("suite", suite_spec)):
+        cut[name] = suite_subframes(
+            build_suite(spec, cache, progress=progress),
+            size=size,
+            clip_factor=clip,
+            protocols=("plain",),
+            progress=progress,
+            desc=f"{name} subframes",
+        )
+
+    def proba(clf: Any, x: np.ndarray) -> np.ndarray:
+        return np.concatenate([clf.predict_proba(x[i : i + 512]) for i in range(0, len(x), 512)]).astype(
+            np.float64
+        )
+
+    from blobwatch.baseline import matched_filter_scores
+
+    scores = {
+        name: (proba(clf, cut["calibration"].x), proba(clf, cut["suite"].x)) for name, clf in models.items()
+    }
+    # the classical reference on the same subframes (its thresholds, too, set on the calibration split)
+    scores["matched filter"] = tuple(  # type: ignore[assignment]
+        matched_filter_scores(cut[split].x).astype(np.float64) for split in ("calibration", "suite")
+    )
+    report = seed_protocol_report(
+        {"label": cut["calibration"].label, "seq": cut["calibration"].seq},
+        {"label": cut["suite"].label, "seq": cut["suite"].seq, "snr": cut["suite"].snr},
+        scores,
+        reference=next(iter(models)),
+    )
+    report.update(
+        difference="plain (the seed's unregistered median difference)",
+        suite_sequences=suite_spec.n_sequences,
+        calibration_sequences=calib_spec.n_sequences,
+        models_files={name: str(clf.model_path) for name, clf in models.items()},
+        command="blobwatch " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    out = Path(args.out)
+    write_text_atomic(out / "evaluation_seed_protocol.json", json.dumps(report, indent=1) + "\n")
+    print(format_seed_protocol(report))
+    print(f"written: {out / 'evaluation_seed_protocol.json'}")
     return 0
 
 
@@ -369,15 +580,25 @@ def _train_fcn(args: argparse.Namespace) -> int:
         return 0
     if args.init and load_model(args.init).architecture != "BlobUNet":
         raise InputError(args.init, "not a localizing (BlobUNet) model file")
+    knobs = ("width", "depth", "lr", "pos_weight", "patch", "peak_smooth", "epochs")
+    settings: dict[str, Any] = {}
+    if args.params:
+        from blobwatch.tune import read_params
+
+        doc = read_params(args.params)
+        if doc["architecture"] != "BlobUNet":
+            raise BlobwatchError(
+                f"{args.params}: a {doc['architecture']} parameter file; use blobwatch train"
+            )
+        settings.update({k: doc["training"][k] for k in knobs if k in doc["training"]})
+    settings.update({k: getattr(args, k) for k in knobs if getattr(args, k) is not None})
     cfg = FCNTrainConfig(
         outdir=args.out,
         cache=str(cache),
         sequences=args.sequences,
         new_blobs=args.new_blobs,
-        epochs=args.epochs,
         batch_size=args.batch_size,
-        lr=args.lr,
-        width=args.width,
+        **settings,
         seed=args.seed,
         device=args.device,
         threads=args.threads,

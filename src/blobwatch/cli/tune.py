@@ -21,7 +21,28 @@ def register(subparsers: Any) -> None:
         "machines with a PostgreSQL URL to share it. Writes trials.csv, trials.md, "
         "importance.png and best.json (for `blobwatch train --params`) to --out. See docs/tune.md.",
     )
-    p.add_argument("dataset", help="training dataset (from make-dataset), e.g. datasets/v3/train")
+    p.add_argument(
+        "dataset",
+        nargs="?",
+        default=None,
+        help="training dataset (from make-dataset) of the PaperCNN family, e.g. datasets/sky1/train; "
+        "not used by --family fcn",
+    )
+    p.add_argument(
+        "--family",
+        choices=("papercnn", "fcn"),
+        default="papercnn",
+        help="papercnn: the PaperCNN family on DATASET (default); fcn: the localizing network's knobs "
+        "(width, depth, learning rate, blob-pixel weight, patch, peak smoothing, epochs), each trial "
+        "trained on --training-sequences of the training split and scored by its detection rate on the "
+        "calibration split",
+    )
+    p.add_argument(
+        "--training-sequences",
+        type=_count(2),
+        default=12,
+        help="--family fcn: training-split sequences per trial (default 12)",
+    )
     p.add_argument("--out", default="runs/tune", help="run folder (default runs/tune)")
     p.add_argument(
         "--storage",
@@ -30,7 +51,9 @@ def register(subparsers: Any) -> None:
         help="study database: sqlite:///PATH or postgresql://user:password@host/db "
         "(default sqlite:///OUT/tune.db)",
     )
-    p.add_argument("--study", metavar="NAME", default="papercnn", help="study name (default papercnn)")
+    p.add_argument(
+        "--study", metavar="NAME", default=None, help="study name (default: the family, papercnn or fcn)"
+    )
     p.add_argument(
         "--trials",
         type=_count(1),
@@ -98,15 +121,20 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from blobwatch.cli.regress import default_cache
+    from blobwatch.errors import BlobwatchError
     from blobwatch.tune import TuneConfig, require_optuna, run_worker
     from blobwatch.tune_report import BEST_JSON, IMPORTANCE_PNG, TRIALS_MD
 
     require_optuna()  # one line naming the extra, before any work
+    if args.family == "papercnn" and not args.dataset:
+        raise BlobwatchError("tune needs a training dataset (from make-dataset), or --family fcn")
     cfg = TuneConfig(
-        dataset=args.dataset,
+        family=args.family,
+        training_sequences=args.training_sequences,
+        dataset=args.dataset or "",
         outdir=args.out,
         storage=args.storage,
-        study=args.study,
+        study=args.study or args.family,
         trials=args.trials,
         timeout=args.timeout,
         seed=args.seed,
@@ -124,6 +152,10 @@ def run(args: argparse.Namespace) -> int:
     )
     study = run_worker(cfg)
     best = study.best_trial
+    if cfg.family == "fcn":
+        print(f"study {cfg.study}: {len(study.trials)} trials; best trial {best.number}: {best.value:.4f}")
+        print(f"train the winner: blobwatch train-fcn --params {Path(cfg.outdir) / BEST_JSON}")
+        return 0
     print(
         f"study {cfg.study}: {len(study.trials)} trials; best trial {best.number}: partial AUC "
         f"{best.value:.4f}, AUC {best.user_attrs.get('auc', float('nan')):.4f}, "

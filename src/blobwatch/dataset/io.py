@@ -37,6 +37,7 @@ __all__ = [
     "read_manifest",
     "read_meta",
     "region_bounds",
+    "write_sample_records",
 ]
 
 
@@ -233,9 +234,7 @@ def make_dataset(
     except BaseException:
         tmp_x.unlink(missing_ok=True)
         raise
-    with atomic_path(outdir / "meta.npz") as tmp, open(tmp, "wb") as f:
-        np.savez(f, allow_pickle=False, **meta)
-    write_text_atomic(outdir / "samples.jsonl", "\n".join(lines) + "\n")
+    write_sample_records(outdir, meta, lines)
 
     manifest = {
         "generator_version": GENERATOR_VERSION,
@@ -404,6 +403,13 @@ def _fill(
             line["distractors"] = dark_info
         lines.append(json.dumps(line, separators=(",", ":")))
     return lines
+
+
+def write_sample_records(outdir: Path, meta: dict[str, np.ndarray], lines: Sequence[str]) -> None:
+    """Write a dataset's per-sample arrays (``meta.npz``) and provenance lines (``samples.jsonl``)."""
+    with atomic_path(outdir / "meta.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, allow_pickle=False, **meta)
+    write_text_atomic(outdir / "samples.jsonl", "\n".join(lines) + "\n")
 
 
 def manifest_sha256(path: str | os.PathLike) -> str:
