@@ -285,3 +285,12 @@ def test_compare_adds_the_sky_trained_papercnn_row_only_when_given() -> None:
     rows = default_methods(sky_model="runs/sky1/model.pt")
     assert rows[1].label == "PaperCNN, sky-like training" and rows[1].detector == "paper"
     assert rows[1].options == {"model": "runs/sky1/model.pt"} and len(rows) == len(default_methods()) + 1
+
+
+def test_a_fine_tuned_models_training_time_includes_its_starting_model() -> None:
+    from blobwatch.comparison import training_info
+
+    assert training_info({"training": {"train_seconds": 519.0}, "command": "c"}) == (519.0, "c")
+    tuned = {"training": {"train_seconds": 519.0}, "init_training_seconds": 1712.0}
+    assert training_info(tuned) == (2231.0, None)
+    assert training_info({"init_training_seconds": 1712.0}) == (None, None)  # nothing of its own: unknown

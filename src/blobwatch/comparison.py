@@ -109,7 +109,11 @@ def model_size(path: str | None) -> tuple[int | None, int | None]:
 
 
 def training_info(metadata: dict[str, Any]) -> tuple[float | None, str | None]:
-    """Training seconds and command recorded in a model file's metadata."""
+    """Training seconds and command recorded in a model file's metadata.
+
+    A fine-tuned model's seconds include those of the model it started from
+    (``init_training_seconds``), so the table shows what it cost to make from scratch.
+    """
     training = metadata.get("training") or {}
     seconds = next(
         (
@@ -125,6 +129,9 @@ def training_info(metadata: dict[str, Any]) -> tuple[float | None, str | None]:
         None,
     )
     command = metadata.get("command") or training.get("command")
+    before = metadata.get("init_training_seconds")
+    if seconds is not None and isinstance(before, (int, float)):
+        seconds += before
     return (float(seconds) if seconds is not None else None), command
 
 
@@ -241,7 +248,7 @@ def markdown(
         "",
         (
             "Training time is what the model file records (each on its own machine and data: see its "
-            "command below); inference time is measured here on the suite, per whole 1024x1024 image, "
+            "command below; a fine-tuned model's includes the model it started from); inference time is measured here on the suite, per whole 1024x1024 image, "
             "preparation included."
         ),
         "",
