@@ -106,19 +106,24 @@ def viewer_json(
             raise HTTPException(404, f"image {image_id} has no candidate {candidate}")
         center, half = (cand.x, cand.y), 4.0 * CUTOUT_HALF
 
-    # the Bokeh figure is the same for every image of this shape: built once, sent as it is
-    item = state.viewer_specs.get(
-        ("viewer", rows, cols), lambda: json.dumps(viewer.viewer_item((rows, cols))).encode()
+    # the Bokeh figure and the colour maps are the same for every image of this shape: made and
+    # serialized once (a JSON object without its closing brace), this image's part appended
+    fixed = state.viewer_specs.get(
+        ("viewer", rows, cols),
+        lambda: (
+            json.dumps({"item": viewer.viewer_item((rows, cols)), "palettes": viewer.palettes()})
+            .encode()
+            .removesuffix(b"}")
+        ),
     )
     markers = viewer.blob_markers(queries.list_blobs(session)) + viewer.candidate_markers(view.candidates)
     rest = {
         "markers": viewer.marker_columns(markers),
         "view": viewer.view_ranges((rows, cols), center, half),
-        "palettes": viewer.palettes(),
         "shape": [rows, cols],
         "kinds": [k for k in KIND_TITLES if k == "image" or view.run_id is not None],
     }
-    body = b'{"item":' + item + b"," + json.dumps(rest).encode()[1:]
+    body = fixed + b"," + json.dumps(rest).encode().removeprefix(b"{")
     return Response(body, media_type="application/json", headers={"Cache-Control": "no-cache"})
 
 
